@@ -1,0 +1,1 @@
+"""The evaluation protocol of the VDSR paper and the `vdsr-bench` harness."""

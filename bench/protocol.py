@@ -1,0 +1,54 @@
+"""The VDSR paper's evaluation protocol for one ground-truth image (REFERENCE.md section 3).
+
+1. modcrop the HR image to a multiple of the scale;
+2. ground-truth Y: BT.601 for RGB images, rounded to an integer as MATLAB's rgb2ycbcr does for uint8 input; the gray value
+   itself for single-channel images (MATLAB's scripts only call rgb2ycbcr on 3-channel images);
+3. LR = imresize(Y, 1/s), ILR = imresize(LR, s), MATLAB bicubic, kept in float64 (no rounding);
+4. the method's output on Y/255 is clipped to [0, 1] and scaled by 255 (not rounded);
+5. PSNR and SSIM on Y after shaving s pixels from every border.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.runtime.color import rgb_to_y
+from vdsr.runtime.metrics import psnr, ssim
+from vdsr.runtime.resize import imresize, modcrop
+
+
+def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """MATLAB's rounding (half away from zero); numpy's np.round rounds half to even."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def ground_truth_y(color: NDArray[np.floating], scale: int) -> NDArray[np.float64]:
+    """(H, W, 1) gray or (H, W, 3) RGB in [0, 1] from an 8-bit file -> modcropped integer-valued Y in 0..255."""
+    if color.ndim != 3 or color.shape[-1] not in (1, 3):
+        raise ValueError(f"Expected (H, W, 1) or (H, W, 3) colour pixels, got shape {color.shape}")
+    levels = np.rint(modcrop(color, scale).astype(np.float64) * 255.0)  # exact 8-bit levels again
+    if levels.shape[-1] == 1:
+        return levels[..., 0]
+    return round_half_away(rgb_to_y(levels, peak=255.0))
+
+
+def low_resolution(gt_y: NDArray[np.float64], scale: int) -> NDArray[np.float64]:
+    """LR luminance on 0..1, MATLAB imresize(Y, 1/s, 'bicubic') in float64."""
+    return imresize(gt_y / 255.0, 1.0 / scale)
+
+
+@dataclass(frozen=True)
+class Score:
+    psnr: float
+    ssim: float
+
+
+def score(sr_y: NDArray[np.floating], gt_y: NDArray[np.float64], scale: int) -> Score:
+    """sr_y is the method's output on 0..1; it is clipped and scaled to 0..255 (not rounded) before scoring."""
+    if sr_y.shape != gt_y.shape:
+        raise ValueError(f"Method output shape {sr_y.shape} differs from ground truth {gt_y.shape}")
+    sr = np.clip(sr_y.astype(np.float64), 0.0, 1.0) * 255.0
+    return Score(psnr=psnr(sr, gt_y, border=scale), ssim=ssim(sr, gt_y, border=scale))

@@ -1,0 +1,1 @@
+"""Export to ONNX and TensorRT; arrives with the export issue."""

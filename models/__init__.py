@@ -1,0 +1,10 @@
+"""VDSR super-resolution toolkit (Kim, Lee & Lee, CVPR 2016).
+
+This folder is the package root `vdsr`: it holds the weights this project trained (package data beside this file).
+The stages are subpackages: `vdsr.runtime` (numpy image ops shared by every stage, inference), `vdsr.bench`
+(evaluation protocol and benchmark), `vdsr.train` and `vdsr.export`.
+"""
+
+from importlib.metadata import version
+
+__version__ = version("vdsr")

@@ -1,0 +1,1 @@
+"""Inference and the numpy image operations every stage shares (resize, colour, metrics, image files)."""

@@ -1,0 +1,106 @@
+"""MATLAB-exact bicubic resize, `imresize(image, scale, 'bicubic')`, in vectorised numpy.
+
+Follows MATLAB's imresize.m step by step so the super-resolution inputs match the ones the VDSR paper was evaluated on:
+- Keys' cubic kernel with a = -0.5 (OpenCV and torch use a = -0.75; that alone costs tenths of a dB),
+- antialiasing when shrinking: the kernel is stretched by 1/scale and scaled by scale,
+- sample positions u = x / scale + 0.5 * (1 - 1 / scale) for output pixel x (1-based),
+- symmetric border padding (index sequence 1..n, n..1 repeated),
+- output size ceil(scale * input size), and the dimension with the smaller scale resized first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+KERNEL_WIDTH = 4.0  # support of the cubic kernel, in input pixels, before antialiasing
+
+
+def cubic(x: NDArray[np.floating]) -> NDArray[np.floating]:
+    """Keys (1981) cubic convolution kernel with a = -0.5, as MATLAB's `cubic`."""
+    ax = np.abs(x)
+    ax2 = ax * ax
+    ax3 = ax2 * ax
+    near = (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1)
+    far = (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))
+    return near + far
+
+
+def contributions(in_length: int, out_length: int, scale: float) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Weights and 0-based source indices, each (out_length, taps): output i = sum_j weights[i, j] * input[indices[i, j]]."""
+    # Antialiasing when shrinking: a kernel as wide as the output pixel's footprint, MATLAB's h(x) = scale * cubic(scale * x).
+    # stretch is 1 when enlarging, which leaves the plain kernel (multiplying by 1.0 is exact).
+    stretch = min(scale, 1.0)
+    width = KERNEL_WIDTH / stretch
+    x = np.arange(1, out_length + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    taps = math.ceil(width) + 2
+    indices = left[:, None] + np.arange(taps)  # 1-based, may fall outside 1..in_length
+    weights = stretch * cubic(stretch * (u[:, None] - indices))
+    weights /= weights.sum(axis=1, keepdims=True)
+    mirror = np.concatenate([np.arange(in_length), np.arange(in_length)[::-1]])
+    source = mirror[np.mod(indices.astype(np.intp) - 1, 2 * in_length)]
+    used = np.any(weights != 0, axis=0)  # MATLAB drops taps that are zero for every output pixel
+    return weights[:, used], source[:, used]
+
+
+def modcrop(image: NDArray[np.generic], scale: int) -> NDArray[np.generic]:
+    """Crop the bottom rows and right columns so height and width are multiples of `scale` (MATLAB `modcrop`)."""
+    if scale < 1:
+        raise ValueError(f"Expected an integer scale >= 1, got {scale}")
+    rows = image.shape[0] - image.shape[0] % scale
+    cols = image.shape[1] - image.shape[1] % scale
+    return image[:rows, :cols]
+
+
+def output_shape_for(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """MATLAB's output size for a scale factor: ceil(scale * size) per dimension."""
+    return (math.ceil(scale * shape[0]), math.ceil(scale * shape[1]))
+
+
+def _resize_axis(image: NDArray[np.floating], axis: int, out_length: int, scale: float) -> NDArray[np.floating]:
+    weights, source = contributions(image.shape[axis], out_length, scale)
+    weights = weights.astype(image.dtype)
+    moved = np.moveaxis(image, axis, 0)
+    broadcast = (out_length,) + (1,) * (moved.ndim - 1)
+    out = weights[:, 0].reshape(broadcast) * moved[source[:, 0]]
+    for tap in range(1, weights.shape[1]):
+        out += weights[:, tap].reshape(broadcast) * moved[source[:, tap]]
+    return np.moveaxis(out, 0, axis)
+
+
+def imresize(
+    image: NDArray[np.generic],
+    scale: float | None = None,
+    output_shape: tuple[int, int] | None = None,
+    dtype: DTypeLike = np.float64,
+) -> NDArray[np.floating]:
+    """Resize an (H, W) or (H, W, C) array like MATLAB's `imresize(image, scale or [rows cols], 'bicubic')`.
+
+    Give exactly one of `scale` (any positive number, e.g. 1/3 or 2.5) or `output_shape` (rows, cols). The result is
+    float in `dtype` (float64 by default, as MATLAB computes for double input) and is not rounded or clipped.
+    """
+    if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"Expected an (H, W) or (H, W, C) image with H, W >= 1, got shape {image.shape}")
+    in_shape = (int(image.shape[0]), int(image.shape[1]))
+    if (scale is None) == (output_shape is None):
+        raise ValueError(f"Give exactly one of scale or output_shape, got scale={scale}, output_shape={output_shape}")
+    if scale is not None:
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"Expected a finite scale > 0, got {scale}")
+        scales = (float(scale), float(scale))
+        out_shape = output_shape_for(in_shape, scale)
+    else:
+        assert output_shape is not None
+        if len(output_shape) != 2 or min(output_shape) < 1:
+            raise ValueError(f"Expected output_shape (rows, cols) >= 1, got {output_shape}")
+        out_shape = (int(output_shape[0]), int(output_shape[1]))
+        scales = (out_shape[0] / in_shape[0], out_shape[1] / in_shape[1])
+    result = np.asarray(image, dtype=dtype)
+    # MATLAB resizes the dimension with the smaller scale first (a stable sort, so rows first on a tie): fewer operations.
+    for axis in sorted((0, 1), key=lambda a: scales[a]):
+        result = _resize_axis(result, axis, out_shape[axis], scales[axis])
+    return result

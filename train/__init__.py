@@ -1,0 +1,1 @@
+"""Training VDSR and SRCNN (PyTorch); arrives with the trainer issue."""

@@ -16,8 +16,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.runtime.color import rgb_to_y
-from vdsr.runtime.metrics import psnr, ssim
+from vdsr.runtime.metrics import SSIM_WINDOW, psnr, ssim
 from vdsr.runtime.resize import imresize, modcrop
+
+
+def min_side(scale: int) -> int:
+    """The smallest image side the protocol can score at `scale`: an SSIM window must fit after shaving."""
+    return 2 * scale + SSIM_WINDOW + scale - 1  # + scale - 1: modcrop may remove up to scale - 1 pixels
 
 
 def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:

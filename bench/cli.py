@@ -1,0 +1,84 @@
+"""`vdsr-bench`: the paper's PSNR/SSIM/time table for chosen data sets, scales and methods."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vdsr.bench.datasets import Dataset, DatasetError, resolve_dataset
+from vdsr.bench.harness import Method, method_runner, run_bench
+from vdsr.bench.report import COMPARISON_HEADER, comparison_rows, to_csv, to_json, to_markdown, write_report
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def parse_scales(values: list[str]) -> list[int]:
+    """'2,3,4' or repeated --scale; the protocol (modcrop, shave) needs integer scales >= 2."""
+    scales: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part.isdigit() or int(part) < 2:
+                raise typer.BadParameter(f"scale must be an integer >= 2, got {part!r}", param_hint="--scale")
+            if int(part) not in scales:
+                scales.append(int(part))
+    return scales
+
+
+@app.command()
+def main(
+    dataset: Annotated[
+        list[str],
+        typer.Option("--dataset", "-d", help="Set5, Set14, B100, Urban100, T91, BSD200, or a folder of images. Repeatable."),
+    ],
+    scale: Annotated[list[str], typer.Option("--scale", "-s", help="Repeatable or comma list.")] = ["2,3,4"],
+    method: Annotated[list[Method], typer.Option("--method", "-m", help="Repeatable.")] = [Method.bicubic],
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder holding the known sets; default $VDSR_DATA_DIR.")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results, per-image scores, environment.")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the per-cell table as CSV.")] = None,
+    markdown_path: Annotated[Path | None, typer.Option("--markdown", help="Write the comparison table as Markdown.")] = None,
+) -> None:
+    """Score methods with the VDSR paper's protocol (MATLAB bicubic, BT.601 Y, shave = scale) next to its Table 3."""
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)  # piped or captured: no terminal width to fit, so do not squeeze the table
+    err = Console(stderr=True)
+    scales = parse_scales(scale)
+    command = shlex.join(["vdsr-bench", *sys.argv[1:]])
+    datasets: list[Dataset] = []
+    failed = False
+    for spec in dataset:
+        try:
+            datasets.append(resolve_dataset(spec, data_dir))
+        except DatasetError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+            failed = True
+    runners = [method_runner(m) for m in dict.fromkeys(method)]
+    total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("bench", total=total)
+        run = run_bench(datasets, scales, runners, on_progress=lambda steps: progress.advance(task, steps))
+    table = Table(*COMPARISON_HEADER, title="PSNR / SSIM on Y vs Kim et al. 2016, Table 3", box=box.SIMPLE_HEAD)
+    for row in comparison_rows(run.cells):
+        table.add_row(*row)
+    out.print(table)
+    for failure in run.failures:
+        err.print(f"[red]failed:[/red] {failure.error}", highlight=False)
+    for path, text in ((json_path, lambda: to_json(run, command)), (csv_path, lambda: to_csv(run)),
+                       (markdown_path, lambda: to_markdown(run, command))):  # fmt: skip
+        if path is not None:
+            write_report(path, text())
+            err.print(f"wrote {path}", highlight=False)
+    if failed or run.failures:
+        raise typer.Exit(1)

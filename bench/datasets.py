@@ -1,0 +1,107 @@
+"""Benchmark and training image sets: where they are, and proof that they are the right files.
+
+A known set (Set5, Set14, B100, Urban100, T91, BSD200) is read from `<data dir>/<name>/` and every file is checked
+against the SHA-256 list shipped in vdsr/bench/manifests (hashes only: the images are research data and never ship).
+Any other `--dataset` value is taken as a plain folder of images, unverified, named after the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+KNOWN_SETS = ("Set5", "Set14", "B100", "Urban100", "T91", "BSD200")
+DATA_DIR_ENV = "VDSR_DATA_DIR"
+IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+class DatasetError(ValueError):
+    """A data set that cannot be used; `problems` lists every missing or mismatched file, one line each."""
+
+    def __init__(self, summary: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        super().__init__("\n".join([summary, *(f"  {p}" for p in self.problems)]))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    files: tuple[Path, ...]
+    verified: bool  # True when every file matched the shipped SHA-256 manifest
+
+
+def resolve_data_dir(option: Path | None) -> Path:
+    """The data directory: the option if given, else $VDSR_DATA_DIR; it must exist."""
+    if option is None:
+        env = os.environ.get(DATA_DIR_ENV)
+        if not env:
+            raise DatasetError(f"No data directory: pass --data-dir or set {DATA_DIR_ENV}")
+        option = Path(env)
+    if not option.is_dir():
+        raise DatasetError(f"Data directory {option} does not exist or is not a folder")
+    return option
+
+
+def read_manifest(name: str) -> dict[str, str]:
+    """File name -> SHA-256 for a known set, from the `sha256sum` format list shipped with the package."""
+    text = files("vdsr.bench").joinpath("manifests", f"{name}.SHA256SUMS").read_text(encoding="utf-8")
+    manifest = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, filename = line.split(maxsplit=1)
+            manifest[filename.lstrip("*")] = digest
+    return manifest
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_folder(folder: Path, manifest: dict[str, str]) -> list[str]:
+    """One line per file of the manifest that is missing or has another hash; empty when all match."""
+    problems = []
+    for filename, expected in sorted(manifest.items()):
+        path = folder / filename
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif (actual := sha256_file(path)) != expected:
+            problems.append(f"{path}: sha256 {actual[:16]}... does not match the manifest's {expected[:16]}...")
+    return problems
+
+
+def known_set_name(spec: str) -> str | None:
+    """The canonical name of a known set for `spec` (case-insensitive), or None."""
+    return next((name for name in KNOWN_SETS if name.lower() == spec.lower()), None)
+
+
+def image_files(folder: Path) -> tuple[Path, ...]:
+    """Image files directly in `folder` by suffix, sorted by name."""
+    return tuple(sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+
+
+def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
+    """A known set by name (verified, from the data directory) or a plain folder of images (unverified)."""
+    name = known_set_name(spec)
+    if name is not None:
+        folder = resolve_data_dir(data_dir) / name
+        if not folder.is_dir():
+            raise DatasetError(f"{name}: folder {folder} not found in the data directory")
+        manifest = read_manifest(name)
+        problems = verify_folder(folder, manifest)
+        if problems:
+            raise DatasetError(f"{name}: {len(problems)} of {len(manifest)} files fail verification", problems)
+        return Dataset(name=name, files=tuple(folder / f for f in sorted(manifest)), verified=True)
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise DatasetError(f"{spec!r} is neither a known set ({', '.join(KNOWN_SETS)}) nor a folder")
+    found = image_files(folder)
+    if not found:
+        raise DatasetError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return Dataset(name=folder.resolve().name, files=found, verified=False)

@@ -1,0 +1,146 @@
+"""Run methods over data sets with the paper's protocol: per-image and per-cell PSNR, SSIM and seconds per image."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.bench.datasets import Dataset
+from vdsr.bench.protocol import ground_truth_y, low_resolution, min_side, score
+from vdsr.runtime.images import ImageError, load_image
+from vdsr.runtime.resize import imresize
+
+
+class Method(str, Enum):
+    bicubic = "bicubic"
+
+
+@dataclass(frozen=True)
+class MethodRunner:
+    """How one method turns LR luminance (0..1) into SR luminance at `scale` x the size, and what it runs on."""
+
+    name: str
+    backend: str
+    precision: str
+    upscale: Callable[[NDArray[np.float64], int], NDArray[np.floating]]
+
+
+def bicubic_upscale(lr_y: NDArray[np.float64], scale: int) -> NDArray[np.float64]:
+    return imresize(lr_y, scale)
+
+
+def method_runner(method: Method) -> MethodRunner:
+    if method is Method.bicubic:
+        return MethodRunner(name="bicubic", backend="numpy", precision="fp64", upscale=bicubic_upscale)
+    raise ValueError(f"Unknown method {method!r}")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    dataset: str
+    method: str
+    scale: int
+    image: str
+    height: int  # of the modcropped ground truth
+    width: int
+    psnr: float
+    ssim: float
+    seconds: float  # the method alone: LR in, SR out (no decoding, no scoring)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    dataset: str
+    method: str
+    scale: int
+    psnr: float
+    ssim: float
+    images: int
+    seconds_per_image: float
+    backend: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    dataset: str
+    image: str
+    scale: int | None  # None when the file itself could not be read
+    error: str
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    cells: list[CellResult]
+    images: list[ImageResult]
+    failures: list[Failure]
+
+
+def run_bench(
+    datasets: Sequence[Dataset],
+    scales: Sequence[int],
+    methods: Sequence[MethodRunner],
+    on_progress: Callable[[int], None] = lambda steps: None,
+) -> BenchRun:
+    """Score every method on every image at every scale. One step = one (image, scale, method); a file that cannot be
+    read or is too small for a scale is recorded as a failure and the rest still runs."""
+    images: list[ImageResult] = []
+    failures: list[Failure] = []
+    warmed: set[tuple[str, int]] = set()
+    for dataset in datasets:
+        for path in dataset.files:
+            try:
+                color = load_image(path).color
+            except ImageError as error:
+                failures.append(Failure(dataset.name, path.name, None, str(error)))
+                on_progress(len(scales) * len(methods))
+                continue
+            for scale in scales:
+                if min(color.shape[:2]) < min_side(scale):
+                    cause = f"{path}: {color.shape[1]}x{color.shape[0]} is too small for x{scale} (needs {min_side(scale)} px)"
+                    failures.append(Failure(dataset.name, path.name, scale, cause))
+                    on_progress(len(methods))
+                    continue
+                gt_y = ground_truth_y(color, scale)
+                lr_y = low_resolution(gt_y, scale)
+                for runner in methods:
+                    if (runner.name, scale) not in warmed:  # first call pays one-off costs (allocations, sessions)
+                        runner.upscale(lr_y, scale)
+                        warmed.add((runner.name, scale))
+                    start = time.perf_counter()
+                    sr_y = runner.upscale(lr_y, scale)
+                    seconds = time.perf_counter() - start
+                    result = score(sr_y, gt_y, scale)
+                    images.append(
+                        ImageResult(dataset.name, runner.name, scale, path.name, gt_y.shape[0], gt_y.shape[1],
+                                    result.psnr, result.ssim, seconds)
+                    )  # fmt: skip
+                    on_progress(1)
+    return BenchRun(cells=summarize(images, methods), images=images, failures=failures)
+
+
+def summarize(images: Sequence[ImageResult], methods: Sequence[MethodRunner]) -> list[CellResult]:
+    """Mean over the images of each (dataset, method, scale), in the order the cells were first seen."""
+    groups: dict[tuple[str, str, int], list[ImageResult]] = {}
+    for r in images:
+        groups.setdefault((r.dataset, r.method, r.scale), []).append(r)
+    runners = {m.name: m for m in methods}
+    return [
+        CellResult(
+            dataset=dataset,
+            method=method,
+            scale=scale,
+            psnr=float(np.mean([r.psnr for r in group])),
+            ssim=float(np.mean([r.ssim for r in group])),
+            images=len(group),
+            seconds_per_image=float(np.mean([r.seconds for r in group])),
+            backend=runners[method].backend,
+            precision=runners[method].precision,
+        )
+        for (dataset, method, scale), group in groups.items()
+    ]

@@ -1,0 +1,131 @@
+"""Benchmark results as files (JSON for tools, CSV, Markdown) and the comparison with the paper that every view shares."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from vdsr import __version__
+from vdsr.bench.harness import BenchRun, CellResult
+from vdsr.bench.paper import paper_value
+from vdsr.runtime.atomic import atomic_write_text
+
+COMPARISON_HEADER = (
+    "dataset", "scale", "method", "images", "PSNR", "paper", "Δ dB", "SSIM", "paper", "Δ", "s/image", "backend",
+)  # fmt: skip
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: fall back to what platform knows
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> list[str]:
+    """NVIDIA GPUs as nvidia-smi reports them (name, driver); empty when there is no nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+    result = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def environment(command: str) -> dict[str, object]:
+    # setuptools-scm puts the commit in the local version: 0.1.devN+gHASH or +<branch>.gHASH.dDATE when dirty.
+    commit = re.search(r"[+.]g([0-9a-f]{7,40})\b", __version__)
+    return {
+        "vdsr": __version__,
+        "git_commit": commit.group(1) if commit else None,
+        "command": command,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu_names(),
+    }
+
+
+def _paper_columns(cell: CellResult) -> tuple[float | None, float | None]:
+    paper = paper_value(cell.dataset, cell.scale, cell.method)
+    return (paper[0], paper[1]) if paper else (None, None)
+
+
+def to_json(run: BenchRun, command: str) -> str:
+    results = []
+    for cell in run.cells:
+        paper_psnr, paper_ssim = _paper_columns(cell)
+        results.append({**asdict(cell), "paper_psnr": paper_psnr, "paper_ssim": paper_ssim})
+    document = {
+        "results": results,
+        "per_image": [asdict(r) for r in run.images],
+        "failures": [asdict(f) for f in run.failures],
+        "environment": environment(command),
+    }
+    return json.dumps(document, indent=1) + "\n"
+
+
+def to_csv(run: BenchRun) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["dataset", "scale", "method", "images", "psnr", "paper_psnr", "ssim", "paper_ssim",
+                     "seconds_per_image", "backend", "precision"])  # fmt: skip
+    for cell in run.cells:
+        paper_psnr, paper_ssim = _paper_columns(cell)
+        writer.writerow([cell.dataset, cell.scale, cell.method, cell.images, f"{cell.psnr:.4f}", paper_psnr,
+                         f"{cell.ssim:.5f}", paper_ssim, f"{cell.seconds_per_image:.6f}", cell.backend, cell.precision])  # fmt: skip
+    return out.getvalue()
+
+
+def comparison_rows(cells: list[CellResult]) -> list[tuple[str, ...]]:
+    """One row of strings per cell, matching COMPARISON_HEADER: ours, the paper's and the difference."""
+    rows = []
+    for cell in cells:
+        paper_psnr, paper_ssim = _paper_columns(cell)
+        rows.append((
+            cell.dataset, f"x{cell.scale}", cell.method, str(cell.images),
+            f"{cell.psnr:.3f}", "" if paper_psnr is None else f"{paper_psnr:.2f}",
+            "" if paper_psnr is None else f"{cell.psnr - paper_psnr:+.3f}",
+            f"{cell.ssim:.4f}", "" if paper_ssim is None else f"{paper_ssim:.4f}",
+            "" if paper_ssim is None else f"{cell.ssim - paper_ssim:+.4f}",
+            f"{cell.seconds_per_image:.4f}", f"{cell.backend} {cell.precision}",
+        ))  # fmt: skip
+    return rows
+
+
+def to_markdown(run: BenchRun, command: str) -> str:
+    lines = [
+        "| " + " | ".join(COMPARISON_HEADER) + " |",
+        "|" + "---|" * len(COMPARISON_HEADER),
+        *("| " + " | ".join(row) + " |" for row in comparison_rows(run.cells)),
+        "",
+        f"Command: `{command}`",
+        "",
+        "Paper: Kim, Lee & Lee, CVPR 2016, Table 3. Seconds per image: the method alone (LR luminance in, SR out), "
+        "after a warm-up, without file decoding or scoring.",
+    ]
+    env = environment(command)
+    lines.append(f"Environment: vdsr {env['vdsr']}, Python {env['python']}, numpy {env['numpy']}, {env['cpu']} "
+                 f"({env['cpu_count']} cores){', GPU ' + ', '.join(env['gpu']) if env['gpu'] else ''}.")  # type: ignore[arg-type]  # fmt: skip
+    if run.failures:
+        lines += ["", "Failures:", *(f"- {f.error}" for f in run.failures)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, text: str) -> None:
+    atomic_write_text(path, text)

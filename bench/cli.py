@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -37,16 +38,22 @@ def parse_scales(values: list[str]) -> list[int]:
 def main(
     dataset: Annotated[
         list[str],
-        typer.Option("--dataset", "-d", help="Set5, Set14, B100, Urban100, T91, BSD200, or a folder of images. Repeatable."),
+        typer.Option(
+            "--dataset", "-d", help="Set5, Set14, B100, Urban100, T91, BSD200, or a folder of images. Repeatable."
+        ),
     ],
     scale: Annotated[list[str], typer.Option("--scale", "-s", help="Repeatable or comma list.")] = ["2,3,4"],
     method: Annotated[list[Method], typer.Option("--method", "-m", help="Repeatable.")] = [Method.bicubic],
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Folder holding the known sets; default $VDSR_DATA_DIR.")
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write results, per-image scores, environment.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write results, per-image scores, environment.")
+    ] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the per-cell table as CSV.")] = None,
-    markdown_path: Annotated[Path | None, typer.Option("--markdown", help="Write the comparison table as Markdown.")] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the comparison table as Markdown.")
+    ] = None,
 ) -> None:
     """Score methods with the VDSR paper's protocol (MATLAB bicubic, BT.601 Y, shave = scale) next to its Table 3."""
     out = Console()
@@ -61,7 +68,7 @@ def main(
         try:
             datasets.append(resolve_dataset(spec, data_dir))
         except DatasetError as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             failed = True
     runners = [method_runner(m) for m in dict.fromkeys(method)]
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
@@ -74,11 +81,15 @@ def main(
         table.add_row(*row)
     out.print(table)
     for failure in run.failures:
-        err.print(f"[red]failed:[/red] {failure.error}", highlight=False)
-    for path, text in ((json_path, lambda: to_json(run, command)), (csv_path, lambda: to_csv(run)),
-                       (markdown_path, lambda: to_markdown(run, command))):  # fmt: skip
+        err.print(f"[red]failed:[/red] {failure.error}", highlight=False, soft_wrap=True)
+    reports: list[tuple[Path | None, Callable[[], str]]] = [
+        (json_path, lambda: to_json(run, command)),
+        (csv_path, lambda: to_csv(run)),
+        (markdown_path, lambda: to_markdown(run, command)),
+    ]
+    for path, render in reports:
         if path is not None:
-            write_report(path, text())
-            err.print(f"wrote {path}", highlight=False)
+            write_report(path, render())
+            err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if failed or run.failures:
         raise typer.Exit(1)

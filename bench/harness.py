@@ -27,10 +27,10 @@ class MethodRunner:
     name: str
     backend: str
     precision: str
-    upscale: Callable[[NDArray[np.float64], int], NDArray[np.floating]]
+    upscale: Callable[[NDArray[np.floating], int], NDArray[np.floating]]
 
 
-def bicubic_upscale(lr_y: NDArray[np.float64], scale: int) -> NDArray[np.float64]:
+def bicubic_upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
     return imresize(lr_y, scale)
 
 
@@ -102,7 +102,8 @@ def run_bench(
                 continue
             for scale in scales:
                 if min(color.shape[:2]) < min_side(scale):
-                    cause = f"{path}: {color.shape[1]}x{color.shape[0]} is too small for x{scale} (needs {min_side(scale)} px)"
+                    size = f"{color.shape[1]}x{color.shape[0]}"
+                    cause = f"{path}: {size} is too small for x{scale} (needs {min_side(scale)} px)"
                     failures.append(Failure(dataset.name, path.name, scale, cause))
                     on_progress(len(methods))
                     continue

@@ -5,8 +5,8 @@ The paper's values are rounded to 0.01 dB and 0.0001. Its per-cell time column i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 # (dataset, scale, method) -> (psnr, ssim)
 _ROWS = {
@@ -30,7 +30,7 @@ PAPER_TABLE3: Mapping[tuple[str, int, str], tuple[float, float]] = MappingProxyT
         (dataset, scale, method): cell
         for dataset, by_scale in _ROWS.items()
         for scale, cells in by_scale.items()
-        for method, cell in zip(_METHODS, cells)
+        for method, cell in zip(_METHODS, cells, strict=True)
     }
 )
 

@@ -1,8 +1,8 @@
 """The VDSR paper's evaluation protocol for one ground-truth image (REFERENCE.md section 3).
 
 1. modcrop the HR image to a multiple of the scale;
-2. ground-truth Y: BT.601 for RGB images, rounded to an integer as MATLAB's rgb2ycbcr does for uint8 input; the gray value
-   itself for single-channel images (MATLAB's scripts only call rgb2ycbcr on 3-channel images);
+2. ground-truth Y: BT.601 for RGB images, rounded to an integer as MATLAB's rgb2ycbcr does for uint8 input;
+   the gray value itself for single-channel images (MATLAB's scripts only call rgb2ycbcr on 3-channel images);
 3. LR = imresize(Y, 1/s), ILR = imresize(LR, s), MATLAB bicubic, kept in float64 (no rounding);
 4. the method's output on Y/255 is clipped to [0, 1] and scaled by 255 (not rounded);
 5. PSNR and SSIM on Y after shaving s pixels from every border.
@@ -40,7 +40,7 @@ def ground_truth_y(color: NDArray[np.floating], scale: int) -> NDArray[np.float6
     return round_half_away(rgb_to_y(levels, peak=255.0))
 
 
-def low_resolution(gt_y: NDArray[np.float64], scale: int) -> NDArray[np.float64]:
+def low_resolution(gt_y: NDArray[np.float64], scale: int) -> NDArray[np.floating]:
     """LR luminance on 0..1, MATLAB imresize(Y, 1/s, 'bicubic') in float64."""
     return imresize(gt_y / 255.0, 1.0 / scale)
 

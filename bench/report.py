@@ -1,4 +1,4 @@
-"""Benchmark results as files (JSON for tools, CSV, Markdown) and the comparison with the paper that every view shares."""
+"""Benchmark results as files (JSON for tools, CSV, Markdown) and the comparison with the paper all views share."""
 
 from __future__ import annotations
 
@@ -88,13 +88,14 @@ def to_csv(run: BenchRun) -> str:
     for cell in run.cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
         writer.writerow([cell.dataset, cell.scale, cell.method, cell.images, f"{cell.psnr:.4f}", paper_psnr,
-                         f"{cell.ssim:.5f}", paper_ssim, f"{cell.seconds_per_image:.6f}", cell.backend, cell.precision])  # fmt: skip
+                         f"{cell.ssim:.5f}", paper_ssim, f"{cell.seconds_per_image:.6f}",
+                         cell.backend, cell.precision])  # fmt: skip
     return out.getvalue()
 
 
 def comparison_rows(cells: list[CellResult]) -> list[tuple[str, ...]]:
     """One row of strings per cell, matching COMPARISON_HEADER: ours, the paper's and the difference."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for cell in cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
         rows.append((

@@ -9,14 +9,17 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-# Rows give Y, Cb, Cr; the matrix does not depend on the value range, only the offsets do (they are 16 and 128 on 0..255).
-_RGB_TO_YCBCR = np.array(
-    [
-        [65.481, 128.553, 24.966],
-        [-37.797, -74.203, 112.0],
-        [112.0, -93.786, -18.214],
-    ]
-) / 255.0
+# Rows give Y, Cb, Cr. The matrix does not depend on the value range; the offsets do (16 and 128 on 0..255).
+_RGB_TO_YCBCR = (
+    np.array(
+        [
+            [65.481, 128.553, 24.966],
+            [-37.797, -74.203, 112.0],
+            [112.0, -93.786, -18.214],
+        ]
+    )
+    / 255.0
+)
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
 _OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 
@@ -35,7 +38,8 @@ def rgb_to_ycbcr(rgb: NDArray[np.floating], peak: float = 1.0) -> NDArray[np.flo
 def rgb_to_y(rgb: NDArray[np.floating], peak: float = 1.0) -> NDArray[np.float64]:
     """(..., 3) RGB in 0..peak -> (...) luminance Y only (first row of rgb_to_ycbcr, a third of the work)."""
     _check_rgb(rgb, "RGB")
-    return np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR[0] + _OFFSET[0] * peak
+    y: NDArray[np.float64] = np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR[0] + _OFFSET[0] * peak
+    return y
 
 
 def ycbcr_to_rgb(ycbcr: NDArray[np.floating], peak: float = 1.0) -> NDArray[np.float64]:

@@ -24,7 +24,9 @@ def shave(image: NDArray[np.generic], border: int) -> NDArray[np.generic]:
     return image[border : image.shape[0] - border, border : image.shape[1] - border]
 
 
-def _pair(a: NDArray[np.generic], b: NDArray[np.generic], border: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _pair(
+    a: NDArray[np.generic], b: NDArray[np.generic], border: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"Expected two 2-D images of the same shape, got {a.shape} and {b.shape}")
     return shave(a, border).astype(np.float64), shave(b, border).astype(np.float64)
@@ -41,18 +43,19 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> NDArr
     """1-D normalised Gaussian; its outer product is MATLAB's fspecial('gaussian', size, sigma)."""
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x * x) / (2 * sigma * sigma))
-    return g / g.sum()
+    window: NDArray[np.float64] = g / g.sum()
+    return window
 
 
 def _filter_valid(image: NDArray[np.float64], g: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Separable correlation with the window g along both axes, 'valid' positions only (MATLAB filter2(w, x, 'valid'))."""
+    """Separable correlation with window g on both axes, 'valid' positions only (MATLAB filter2(w, x, 'valid'))."""
     n = len(g)
     rows = image.shape[0] - n + 1
     cols = image.shape[1] - n + 1
-    vertical = g[0] * image[0:rows]
+    vertical: NDArray[np.float64] = g[0] * image[0:rows]
     for k in range(1, n):
         vertical += g[k] * image[k : k + rows]
-    out = g[0] * vertical[:, 0:cols]
+    out: NDArray[np.float64] = g[0] * vertical[:, 0:cols]
     for k in range(1, n):
         out += g[k] * vertical[:, k : k + cols]
     return out

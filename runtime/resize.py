@@ -18,19 +18,23 @@ from numpy.typing import DTypeLike, NDArray
 KERNEL_WIDTH = 4.0  # support of the cubic kernel, in input pixels, before antialiasing
 
 
-def cubic(x: NDArray[np.floating]) -> NDArray[np.floating]:
+def cubic(x: NDArray[np.float64]) -> NDArray[np.float64]:
     """Keys (1981) cubic convolution kernel with a = -0.5, as MATLAB's `cubic`."""
     ax = np.abs(x)
     ax2 = ax * ax
     ax3 = ax2 * ax
     near = (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1)
     far = (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))
-    return near + far
+    kernel: NDArray[np.float64] = near + far
+    return kernel
 
 
 def contributions(in_length: int, out_length: int, scale: float) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-    """Weights and 0-based source indices, each (out_length, taps): output i = sum_j weights[i, j] * input[indices[i, j]]."""
-    # Antialiasing when shrinking: a kernel as wide as the output pixel's footprint, MATLAB's h(x) = scale * cubic(scale * x).
+    """Weights and 0-based source indices, each (out_length, taps).
+
+    Output i = sum_j weights[i, j] * input[indices[i, j]].
+    """
+    # Antialiasing when shrinking: a kernel as wide as an output pixel's footprint, h(x) = scale * cubic(scale * x).
     # stretch is 1 when enlarging, which leaves the plain kernel (multiplying by 1.0 is exact).
     stretch = min(scale, 1.0)
     width = KERNEL_WIDTH / stretch
@@ -39,10 +43,10 @@ def contributions(in_length: int, out_length: int, scale: float) -> tuple[NDArra
     left = np.floor(u - width / 2)
     taps = math.ceil(width) + 2
     indices = left[:, None] + np.arange(taps)  # 1-based, may fall outside 1..in_length
-    weights = stretch * cubic(stretch * (u[:, None] - indices))
+    weights: NDArray[np.float64] = stretch * cubic(stretch * (u[:, None] - indices))
     weights /= weights.sum(axis=1, keepdims=True)
     mirror = np.concatenate([np.arange(in_length), np.arange(in_length)[::-1]])
-    source = mirror[np.mod(indices.astype(np.intp) - 1, 2 * in_length)]
+    source: NDArray[np.intp] = mirror[np.mod(indices.astype(np.intp) - 1, 2 * in_length)]
     used = np.any(weights != 0, axis=0)  # MATLAB drops taps that are zero for every output pixel
     return weights[:, used], source[:, used]
 
@@ -100,7 +104,7 @@ def imresize(
         out_shape = (int(output_shape[0]), int(output_shape[1]))
         scales = (out_shape[0] / in_shape[0], out_shape[1] / in_shape[1])
     result = np.asarray(image, dtype=dtype)
-    # MATLAB resizes the dimension with the smaller scale first (a stable sort, so rows first on a tie): fewer operations.
+    # MATLAB resizes the dimension with the smaller scale first (a stable sort: rows first on a tie); fewer operations.
     for axis in sorted((0, 1), key=lambda a: scales[a]):
         result = _resize_axis(result, axis, out_shape[axis], scales[axis])
     return result

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr.bench.cli import app
+
+runner = CliRunner()
+
+
+def test_bench_set5_writes_json_csv_markdown(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--data-dir", str(data_dir), "--dataset", "Set5", "--scale", "2,4", "--scale", "4", "--method", "bicubic",
+            "--json", str(out / "r.json"), "--csv", str(out / "r.csv"), "--markdown", str(out / "r.md")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "33.66" in result.stdout and "Set5" in result.stdout  # the paper's value is shown next to ours
+    document = json.loads((out / "r.json").read_text())
+    assert set(document) == {"results", "per_image", "failures", "environment"}
+    assert [(r["dataset"], r["method"], r["scale"]) for r in document["results"]] == [
+        ("Set5", "bicubic", 2),
+        ("Set5", "bicubic", 4),
+    ]
+    required = {"dataset", "method", "scale", "psnr", "ssim", "images", "seconds_per_image", "backend", "precision"}
+    for row in document["results"]:
+        assert required <= set(row) and row["images"] == 5 and row["seconds_per_image"] > 0
+    assert abs(document["results"][0]["psnr"] - 33.66) < 0.02
+    assert len(document["per_image"]) == 10
+    assert {"vdsr", "git_commit", "python", "numpy", "cpu", "gpu", "command"} <= set(document["environment"])
+    rows = list(csv.DictReader((out / "r.csv").open()))
+    assert [r["scale"] for r in rows] == ["2", "4"] and rows[0]["paper_psnr"] == "33.66"
+    assert "| Set5 | x2 | bicubic | 5 |" in (out / "r.md").read_text()
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_bad_image_in_folder_fails_that_file_only(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "good.png")
+    (folder / "bad.png").write_text("not a png")
+    result = runner.invoke(app, ["--dataset", str(folder), "--scale", "2", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 1
+    assert f"{folder / 'bad.png'}: not an image file" in result.stderr
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert [r["image"] for r in document["per_image"]] == ["good.png"]
+    assert document["results"][0]["dataset"] == "photos" and document["results"][0]["images"] == 1
+    assert document["failures"][0]["image"] == "bad.png"
+
+
+def test_bad_scale_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["--dataset", "Set5", "--scale", "1.5"])
+    assert result.exit_code == 2
+    assert "scale must be an integer >= 2" in result.output
+
+
+def test_unknown_dataset_is_reported(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--dataset", "Set6", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "neither a known set" in result.stderr

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vdsr.bench.datasets import DATA_DIR_ENV, KNOWN_SETS, DatasetError, read_manifest, resolve_data_dir, resolve_dataset
+
+
+def test_manifests_ship_for_every_known_set() -> None:
+    counts = {name: len(read_manifest(name)) for name in KNOWN_SETS}
+    assert counts == {"Set5": 5, "Set14": 14, "B100": 100, "Urban100": 100, "T91": 91, "BSD200": 200}
+
+
+def test_known_set_is_verified(data_dir: Path) -> None:
+    dataset = resolve_dataset("set5", data_dir)  # names are case-insensitive
+    assert dataset.name == "Set5" and dataset.verified
+    assert [p.name for p in dataset.files] == ["baby.png", "bird.png", "butterfly.png", "head.png", "woman.png"]
+
+
+def test_flipped_byte_and_missing_file_are_each_listed(data_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir / "Set5", copy / "Set5")
+    bird = copy / "Set5" / "bird.png"
+    data = bytearray(bird.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bird.write_bytes(bytes(data))
+    (copy / "Set5" / "head.png").unlink()
+    with pytest.raises(DatasetError) as raised:
+        resolve_dataset("Set5", copy)
+    assert "2 of 5 files fail verification" in str(raised.value)
+    assert len(raised.value.problems) == 2
+    assert any("bird.png" in p and "sha256" in p for p in raised.value.problems)
+    assert any("head.png" in p and "missing" in p for p in raised.value.problems)
+
+
+def test_data_dir_comes_from_option_or_environment(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    with pytest.raises(DatasetError, match="pass --data-dir or set VDSR_DATA_DIR"):
+        resolve_data_dir(None)
+    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
+    assert resolve_data_dir(None) == data_dir
+    with pytest.raises(DatasetError, match="does not exist"):
+        resolve_data_dir(data_dir / "nowhere")
+
+
+def test_plain_folder_is_unverified_and_named_by_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "my_photos"
+    folder.mkdir()
+    for name in ("b.PNG", "a.jpg", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    dataset = resolve_dataset(str(folder), None)
+    assert dataset.name == "my_photos" and not dataset.verified
+    assert [p.name for p in dataset.files] == ["a.jpg", "b.PNG"]
+
+
+def test_unknown_name_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="neither a known set"):
+        resolve_dataset("Set6", None)
+    with pytest.raises(DatasetError, match="no image files"):
+        resolve_dataset(str(tmp_path), None)

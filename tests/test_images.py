@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vdsr.runtime.images import ImageError, load_image
+
+
+def png_with_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but holds one row of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + b"\x00" * min(width, 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_rgb_values_are_exact(tmp_path: Path, rng: np.random.Generator) -> None:
+    rgb = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    image = load_image(tmp_path / "a.png")
+    assert image.pixels.shape == (9, 7, 3) and image.pixels.dtype == np.float32
+    assert image.bit_depth == 8 and not image.has_alpha and not image.is_gray
+    assert np.array_equal(np.rint(image.pixels * 255).astype(np.uint8), rgb)
+
+
+def test_gray_modes(tmp_path: Path, rng: np.random.Generator) -> None:
+    gray = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "l.png")
+    Image.fromarray(np.stack([gray] * 3, -1)).save(tmp_path / "rgb_gray.png")
+    Image.fromarray(gray > 128).save(tmp_path / "bilevel.png")
+    l_image = load_image(tmp_path / "l.png")
+    assert l_image.pixels.shape == (6, 5, 1) and l_image.is_gray
+    assert np.array_equal(np.rint(l_image.pixels[..., 0] * 255), gray)
+    rgb_gray = load_image(tmp_path / "rgb_gray.png")
+    assert rgb_gray.pixels.shape == (6, 5, 3) and rgb_gray.is_gray
+    assert set(np.unique(load_image(tmp_path / "bilevel.png").pixels)) <= {0.0, 1.0}
+
+
+def test_alpha_modes(tmp_path: Path, rng: np.random.Generator) -> None:
+    la = rng.integers(0, 256, (4, 6, 2), dtype=np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    image = load_image(tmp_path / "la.png")
+    assert image.has_alpha and image.color.shape == (4, 6, 1)
+    assert image.alpha is not None and np.array_equal(np.rint(image.alpha * 255), la[..., 1])
+    rgba = rng.integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert load_image(tmp_path / "rgba.png").color.shape == (4, 6, 3)
+
+
+def test_palette_with_and_without_transparency(tmp_path: Path) -> None:
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.save(tmp_path / "p.png")
+    palette.save(tmp_path / "p_transparent.png", transparency=1)
+    opaque = load_image(tmp_path / "p.png")
+    assert not opaque.has_alpha and np.allclose(opaque.color[0, 0], [1, 0, 0])
+    transparent = load_image(tmp_path / "p_transparent.png")
+    assert transparent.has_alpha and transparent.alpha is not None and np.all(transparent.alpha == 0)
+
+
+def test_sixteen_bit_gray_keeps_precision(tmp_path: Path) -> None:
+    gray = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000 + 7).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g16.png")
+    image = load_image(tmp_path / "g16.png")
+    assert image.bit_depth == 16
+    assert np.allclose(image.pixels[..., 0] * 65535, gray, atol=0.01)
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    Image.new("CMYK", (10, 6), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    image = load_image(tmp_path / "cmyk.jpg")
+    assert image.color.shape == (6, 10, 3)
+    assert image.color[..., 0].mean() > 0.9 and image.color[..., 1].mean() < 0.1  # red
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: stored 20 wide, shown 20 tall
+    Image.new("RGB", (20, 10), "white").save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(tmp_path / "rotated.jpg").pixels.shape == (20, 10, 3)
+
+
+def write_truncated_png(path: Path) -> None:
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def write_animated_gif(path: Path) -> None:
+    frames = [Image.new("RGB", (8, 8), color) for color in ("red", "green", "blue")]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    assert getattr(Image.open(path), "n_frames", 1) == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "cause"),
+    [
+        ("empty.png", lambda p: p.write_bytes(b""), "not an image file"),
+        ("text.png", lambda p: p.write_text("hello, I am not a PNG"), "not an image file"),
+        ("truncated.png", write_truncated_png, "truncated"),
+        ("huge.png", lambda p: p.write_bytes(png_with_header(60000, 60000)), "too large|over the limit"),
+        ("animated.gif", write_animated_gif, "animated"),
+        ("float.tif", lambda p: Image.fromarray(np.zeros((4, 4), np.float32)).save(p), "unsupported pixel format"),
+        ("missing.png", lambda p: None, "file not found"),
+        ("folder.png", lambda p: p.mkdir(), "is a directory"),
+    ],
+)
+def test_bad_files_raise_one_line_naming_the_file(tmp_path: Path, name: str, make: object, cause: str) -> None:
+    path = tmp_path / name
+    make(path)  # type: ignore[operator]
+    with pytest.raises(ImageError, match=cause) as raised:
+        load_image(path)
+    message = str(raised.value)
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_pixel_limit_is_configurable(tmp_path: Path) -> None:
+    Image.new("RGB", (100, 100)).save(tmp_path / "a.png")
+    with pytest.raises(ImageError, match="over the limit of 9999 pixels"):
+        load_image(tmp_path / "a.png", max_pixels=9999)
+    assert load_image(tmp_path / "a.png", max_pixels=10000).pixels.shape == (100, 100, 3)

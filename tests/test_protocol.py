@@ -1,0 +1,59 @@
+"""The paper's Bicubic column involves no learning: reproducing it proves resize, colour, crop and metrics together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vdsr.bench.datasets import resolve_dataset
+from vdsr.bench.harness import Method, method_runner, run_bench
+from vdsr.bench.paper import paper_value
+from vdsr.bench.protocol import ground_truth_y, round_half_away
+from vdsr.runtime.images import load_image
+
+PSNR_TOLERANCE = 0.02  # dB; the paper rounds to 0.01
+SSIM_TOLERANCE = 0.0006
+
+
+def test_bicubic_reproduces_paper_table3(data_dir: Path) -> None:
+    datasets = [resolve_dataset(name, data_dir) for name in ("Set5", "Set14", "B100")]
+    run = run_bench(datasets, [2, 3, 4], [method_runner(Method.bicubic)])
+    assert not run.failures and len(run.cells) == 9
+    for cell in run.cells:
+        paper = paper_value(cell.dataset, cell.scale, "bicubic")
+        assert paper is not None
+        assert abs(cell.psnr - paper[0]) <= PSNR_TOLERANCE, cell
+        assert abs(cell.ssim - paper[1]) <= SSIM_TOLERANCE, cell
+
+
+def test_gray_image_is_its_own_luminance(data_dir: Path) -> None:
+    bridge = load_image(data_dir / "Set14" / "bridge.png")
+    assert bridge.color.shape[-1] == 1
+    gt = ground_truth_y(bridge.color, 2)
+    assert np.array_equal(gt, np.rint(bridge.color[: gt.shape[0], : gt.shape[1], 0].astype(np.float64) * 255))
+
+
+def test_rgb_gray_goes_through_bt601_rounded(data_dir: Path) -> None:
+    man = load_image(data_dir / "Set14" / "man.png")
+    assert man.color.shape[-1] == 3 and man.is_gray
+    gt = ground_truth_y(man.color, 3)
+    levels = np.rint(man.color[: gt.shape[0], : gt.shape[1], 0].astype(np.float64) * 255)
+    assert np.array_equal(gt, np.floor(16 + levels * 219 / 255 + 0.5))  # studio range: 0..255 -> 16..235
+    assert gt.shape[0] % 3 == 0 and gt.shape[1] % 3 == 0
+
+
+def test_rounding_is_half_away_from_zero() -> None:
+    assert list(round_half_away(np.array([0.5, 1.5, 2.5, -0.5, 2.4999]))) == [1, 2, 3, -1, 2]
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_too_small_image_is_a_failure_not_a_crash(tmp_path: Path, scale: int) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (12, 40)).save(tmp_path / "tiny.png")
+    Image.new("RGB", (48, 48), "gray").save(tmp_path / "ok.png")
+    run = run_bench([resolve_dataset(str(tmp_path), None)], [scale], [method_runner(Method.bicubic)])
+    assert [f.image for f in run.failures] == ["tiny.png"] and "too small" in run.failures[0].error
+    assert [r.image for r in run.images] == ["ok.png"]

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 from dataclasses import asdict
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vdsr import __version__
+from vdsr import __commit_id__, __version__
 from vdsr.bench.harness import BenchRun, CellResult
 from vdsr.bench.paper import paper_value
 from vdsr.runtime.atomic import atomic_write_text
@@ -46,11 +45,9 @@ def gpu_names() -> list[str]:
 
 
 def environment(command: str) -> dict[str, object]:
-    # setuptools-scm puts the commit in the local version: 0.1.devN+gHASH or +<branch>.gHASH.dDATE when dirty.
-    commit = re.search(r"[+.]g([0-9a-f]{7,40})\b", __version__)
     return {
         "vdsr": __version__,
-        "git_commit": commit.group(1) if commit else None,
+        "git_commit": __commit_id__.removeprefix("g") if __commit_id__ else None,  # the version ends .dDATE if dirty
         "command": command,
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -5,6 +5,6 @@ The stages are subpackages: `vdsr.runtime` (numpy image ops shared by every stag
 (evaluation protocol and benchmark), `vdsr.train` and `vdsr.export`.
 """
 
-from importlib.metadata import version
+from vdsr._version import __commit_id__, __version__
 
-__version__ = version("vdsr")
+__all__ = ["__commit_id__", "__version__"]

@@ -88,8 +88,16 @@ def main(
         (markdown_path, lambda: to_markdown(run, command)),
     ]
     for path, render in reports:
-        if path is not None:
+        if path is None:
+            continue
+        try:
             write_report(path, render())
-            err.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        except OSError as error:
+            err.print(
+                f"[red]error:[/red] {path}: cannot write ({error.strerror or error})", highlight=False, soft_wrap=True
+            )
+            failed = True
+            continue
+        err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if failed or run.failures:
         raise typer.Exit(1)

@@ -53,6 +53,28 @@ def test_bad_image_in_folder_fails_that_file_only(tmp_path: Path) -> None:
     assert document["failures"][0]["image"] == "bad.png"
 
 
+def test_unwritable_output_is_one_line_and_other_outputs_are_written(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (48, 48), "gray").save(folder / "a.png")
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder is expected")
+    args = [
+        "--dataset",
+        str(folder),
+        "--scale",
+        "2",
+        "--json",
+        str(blocker / "r.json"),
+        "--csv",
+        str(tmp_path / "r.csv"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert f"{blocker / 'r.json'}: cannot write" in result.stderr
+    assert (tmp_path / "r.csv").is_file() and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_bad_scale_is_a_usage_error() -> None:
     result = runner.invoke(app, ["--dataset", "Set5", "--scale", "1.5"])
     assert result.exit_code == 2

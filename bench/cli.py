@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -16,7 +17,15 @@ from rich.table import Table
 
 from vdsr.bench.datasets import Dataset, DatasetError, resolve_dataset
 from vdsr.bench.harness import Method, method_runner, run_bench
-from vdsr.bench.report import COMPARISON_HEADER, comparison_rows, to_csv, to_json, to_markdown, write_report
+from vdsr.bench.report import (
+    COMPARISON_HEADER,
+    comparison_rows,
+    environment,
+    to_csv,
+    to_json,
+    to_markdown,
+    write_report,
+)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -26,12 +35,32 @@ def parse_scales(values: list[str]) -> list[int]:
     scales: list[int] = []
     for value in values:
         for part in value.split(","):
-            part = part.strip()
-            if not part.isdigit() or int(part) < 2:
-                raise typer.BadParameter(f"scale must be an integer >= 2, got {part!r}", param_hint="--scale")
-            if int(part) not in scales:
-                scales.append(int(part))
+            try:
+                scale = int(part.strip())
+            except ValueError:
+                scale = 0
+            if scale < 2:
+                raise typer.BadParameter(f"scale must be an integer >= 2, got {part.strip()!r}", param_hint="--scale")
+            if scale not in scales:
+                scales.append(scale)
     return scales
+
+
+def check_writable(path: Path | None, option: str) -> None:
+    """Fail before a long run, not after it: the report's folder must exist or be creatable, and be writable."""
+    if path is None:
+        return
+    try:
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a folder; give a file path", param_hint=option)
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        writable = ancestor.is_dir() and os.access(ancestor, os.W_OK)
+    except OSError as error:  # e.g. a name too long for the file system
+        raise typer.BadParameter(f"cannot write {path}: {error.strerror or error}", param_hint=option) from error
+    if not writable:
+        raise typer.BadParameter(f"cannot write {path}: {ancestor} is not a writable folder", param_hint=option)
 
 
 @app.command()
@@ -61,15 +90,23 @@ def main(
         out = Console(width=160)  # piped or captured: no terminal width to fit, so do not squeeze the table
     err = Console(stderr=True)
     scales = parse_scales(scale)
-    command = shlex.join(["vdsr-bench", *sys.argv[1:]])
+    for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown")):
+        check_writable(path, option)
+    env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
     datasets: list[Dataset] = []
     failed = False
     for spec in dataset:
         try:
-            datasets.append(resolve_dataset(spec, data_dir))
+            resolved = resolve_dataset(spec, data_dir)
         except DatasetError as error:
             err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             failed = True
+            continue
+        if any(d.name == resolved.name for d in datasets):  # results are keyed by name: two "photos" would merge
+            err.print(f"[red]error:[/red] {spec}: another --dataset is already named {resolved.name!r}", soft_wrap=True)
+            failed = True
+            continue
+        datasets.append(resolved)
     runners = [method_runner(m) for m in dict.fromkeys(method)]
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -83,9 +120,9 @@ def main(
     for failure in run.failures:
         err.print(f"[red]failed:[/red] {failure.error}", highlight=False, soft_wrap=True)
     reports: list[tuple[Path | None, Callable[[], str]]] = [
-        (json_path, lambda: to_json(run, command)),
+        (json_path, lambda: to_json(run, env)),
         (csv_path, lambda: to_csv(run)),
-        (markdown_path, lambda: to_markdown(run, command)),
+        (markdown_path, lambda: to_markdown(run, env)),
     ]
     for path, render in reports:
         if path is None:

@@ -69,9 +69,15 @@ def verify_folder(folder: Path, manifest: dict[str, str]) -> list[str]:
     problems = []
     for filename, expected in sorted(manifest.items()):
         path = folder / filename
-        if not path.is_file():
+        if not path.exists():
             problems.append(f"{path}: missing")
-        elif (actual := sha256_file(path)) != expected:
+            continue
+        try:
+            actual = sha256_file(path)
+        except OSError as error:
+            problems.append(f"{path}: cannot read ({error.strerror or error})")
+            continue
+        if actual != expected:
             problems.append(f"{path}: sha256 {actual[:16]}... does not match the manifest's {expected[:16]}...")
     return problems
 
@@ -101,7 +107,10 @@ def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
     folder = Path(spec)
     if not folder.is_dir():
         raise DatasetError(f"{spec!r} is neither a known set ({', '.join(KNOWN_SETS)}) nor a folder")
-    found = image_files(folder)
+    try:
+        found = image_files(folder)
+    except OSError as error:
+        raise DatasetError(f"{folder}: cannot list the folder ({error.strerror or error})") from error
     if not found:
         raise DatasetError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return Dataset(name=folder.resolve().name, files=found, verified=False)

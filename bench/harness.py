@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
-from vdsr.bench.protocol import ground_truth_y, low_resolution, min_side, score
+from vdsr.bench.protocol import ground_truth_y, low_resolution, scorable, score
 from vdsr.runtime.images import ImageError, load_image
 from vdsr.runtime.resize import imresize
 
@@ -22,7 +22,11 @@ class Method(str, Enum):
 
 @dataclass(frozen=True)
 class MethodRunner:
-    """How one method turns LR luminance (0..1) into SR luminance at `scale` x the size, and what it runs on."""
+    """How one method turns LR luminance (0..1) into SR luminance at `scale` x the size, and what it runs on.
+
+    The runner gets LR, not ILR, so its time covers the whole upscale (the bicubic ILR step included, on the runner's
+    device); a runner must make its ILR with this package's MATLAB-exact resize or one proven equal to it.
+    """
 
     name: str
     backend: str
@@ -101,9 +105,9 @@ def run_bench(
                 on_progress(len(scales) * len(methods))
                 continue
             for scale in scales:
-                if min(color.shape[:2]) < min_side(scale):
+                if not scorable(color.shape, scale):
                     size = f"{color.shape[1]}x{color.shape[0]}"
-                    cause = f"{path}: {size} is too small for x{scale} (needs {min_side(scale)} px)"
+                    cause = f"{path}: {size} is too small for x{scale} (after modcrop and shaving, SSIM needs 11x11)"
                     failures.append(Failure(dataset.name, path.name, scale, cause))
                     on_progress(len(methods))
                     continue

@@ -20,9 +20,9 @@ from vdsr.runtime.metrics import SSIM_WINDOW, psnr, ssim
 from vdsr.runtime.resize import imresize, modcrop
 
 
-def min_side(scale: int) -> int:
-    """The smallest image side the protocol can score at `scale`: an SSIM window must fit after shaving."""
-    return 2 * scale + SSIM_WINDOW + scale - 1  # + scale - 1: modcrop may remove up to scale - 1 pixels
+def scorable(shape: tuple[int, ...], scale: int) -> bool:
+    """Whether an (H, W, ...) image can be scored at `scale`: after modcrop and shaving, an SSIM window must fit."""
+    return min(n - n % scale for n in shape[:2]) - 2 * scale >= SSIM_WINDOW
 
 
 def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -31,7 +31,11 @@ def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def ground_truth_y(color: NDArray[np.floating], scale: int) -> NDArray[np.float64]:
-    """(H, W, 1) gray or (H, W, 3) RGB in [0, 1] from an 8-bit file -> modcropped integer-valued Y in 0..255."""
+    """(H, W, 1) gray or (H, W, 3) RGB in [0, 1] -> modcropped integer-valued Y in 0..255.
+
+    The protocol is defined on 8-bit images: 16-bit files are quantised to 8-bit levels, and alpha is not passed in
+    (MATLAB's imread drops it too).
+    """
     if color.ndim != 3 or color.shape[-1] not in (1, 3):
         raise ValueError(f"Expected (H, W, 1) or (H, W, 3) colour pixels, got shape {color.shape}")
     levels = np.rint(modcrop(color, scale).astype(np.float64) * 255.0)  # exact 8-bit levels again

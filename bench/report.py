@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -40,7 +41,10 @@ def gpu_names() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
-    result = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
+    try:
+        result = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []  # a broken driver install: report no GPU rather than fail the benchmark
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
@@ -63,18 +67,23 @@ def _paper_columns(cell: CellResult) -> tuple[float | None, float | None]:
     return (paper[0], paper[1]) if paper else (None, None)
 
 
-def to_json(run: BenchRun, command: str) -> str:
+def _finite(record: dict[str, object]) -> dict[str, object]:
+    """Infinite PSNR (an exact reconstruction) becomes null: strict JSON has no Infinity."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+
+
+def to_json(run: BenchRun, env: dict[str, object]) -> str:
     results = []
     for cell in run.cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
-        results.append({**asdict(cell), "paper_psnr": paper_psnr, "paper_ssim": paper_ssim})
+        results.append(_finite({**asdict(cell), "paper_psnr": paper_psnr, "paper_ssim": paper_ssim}))
     document = {
         "results": results,
-        "per_image": [asdict(r) for r in run.images],
+        "per_image": [_finite(asdict(r)) for r in run.images],
         "failures": [asdict(f) for f in run.failures],
-        "environment": environment(command),
+        "environment": env,
     }
-    return json.dumps(document, indent=1) + "\n"
+    return json.dumps(document, indent=1, allow_nan=False) + "\n"
 
 
 def to_csv(run: BenchRun) -> str:
@@ -106,18 +115,17 @@ def comparison_rows(cells: list[CellResult]) -> list[tuple[str, ...]]:
     return rows
 
 
-def to_markdown(run: BenchRun, command: str) -> str:
+def to_markdown(run: BenchRun, env: dict[str, object]) -> str:
     lines = [
         "| " + " | ".join(COMPARISON_HEADER) + " |",
         "|" + "---|" * len(COMPARISON_HEADER),
         *("| " + " | ".join(row) + " |" for row in comparison_rows(run.cells)),
         "",
-        f"Command: `{command}`",
+        f"Command: `{env['command']}`",
         "",
         "Paper: Kim, Lee & Lee, CVPR 2016, Table 3. Seconds per image: the method alone (LR luminance in, SR out), "
         "after a warm-up, without file decoding or scoring.",
     ]
-    env = environment(command)
     lines.append(f"Environment: vdsr {env['vdsr']}, Python {env['python']}, numpy {env['numpy']}, {env['cpu']} "
                  f"({env['cpu_count']} cores){', GPU ' + ', '.join(env['gpu']) if env['gpu'] else ''}.")  # type: ignore[arg-type]  # fmt: skip
     if run.failures:

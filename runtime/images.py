@@ -14,9 +14,12 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: refuse larger inputs before decoding them (decompression bombs)
+# Refuse larger inputs before decoding them (decompression bombs). PIL's own threshold: above it PIL warns, and above
+# twice it PIL refuses, so a larger limit here would not help.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-# PIL mode -> (mode to convert to, bit depth). Modes not listed are refused with a clear error.
+# PIL mode -> (mode to convert to, bit depth). Modes not listed (LAB, HSV, F, ...) are refused with a clear error.
+# 16-bit gray is read as stored: PIL's convert() between its 16-bit modes clips values to 0..255.
 _MODES = {
     "1": ("L", 8),
     "L": ("L", 8),
@@ -29,13 +32,11 @@ _MODES = {
     "RGBa": ("RGBA", 8),
     "RGBX": ("RGB", 8),
     "CMYK": ("RGB", 8),
-    "YCbCr": ("RGB", 8),
-    "LAB": ("RGB", 8),
-    "HSV": ("RGB", 8),
+    "YCbCr": ("RGB", 8),  # JPEG's full-range YCbCr, which PIL converts correctly
     "I;16": ("I;16", 16),
-    "I;16L": ("I;16", 16),
-    "I;16B": ("I;16", 16),
-    "I;16N": ("I;16", 16),
+    "I;16L": ("I;16L", 16),
+    "I;16B": ("I;16B", 16),
+    "I;16N": ("I;16N", 16),
     "I": ("I", 16),  # 32-bit container that PIL uses for 16-bit gray in some formats; values checked below
 }
 

@@ -89,6 +89,8 @@ def imresize(
     """
     if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"Expected an (H, W) or (H, W, C) image with H, W >= 1, got shape {image.shape}")
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"Expected a floating-point dtype to compute in, got {np.dtype(dtype)}")
     in_shape = (int(image.shape[0]), int(image.shape[1]))
     if (scale is None) == (output_shape is None):
         raise ValueError(f"Give exactly one of scale or output_shape, got scale={scale}, output_shape={output_shape}")
@@ -99,8 +101,8 @@ def imresize(
         out_shape = output_shape_for(in_shape, scale)
     else:
         assert output_shape is not None
-        if len(output_shape) != 2 or min(output_shape) < 1:
-            raise ValueError(f"Expected output_shape (rows, cols) >= 1, got {output_shape}")
+        if len(output_shape) != 2 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in output_shape):
+            raise ValueError(f"Expected output_shape (rows, cols) of integers >= 1, got {output_shape}")
         out_shape = (int(output_shape[0]), int(output_shape[1]))
         scales = (out_shape[0] / in_shape[0], out_shape[1] / in_shape[1])
     result = np.asarray(image, dtype=dtype)

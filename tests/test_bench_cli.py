@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from vdsr.bench import cli
 from vdsr.bench.cli import app
 
 runner = CliRunner()
@@ -53,32 +56,76 @@ def test_bad_image_in_folder_fails_that_file_only(tmp_path: Path) -> None:
     assert document["failures"][0]["image"] == "bad.png"
 
 
-def test_unwritable_output_is_one_line_and_other_outputs_are_written(tmp_path: Path) -> None:
+def test_report_that_fails_at_write_time_is_one_line_and_other_reports_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.new("RGB", (48, 48), "gray").save(folder / "a.png")
-    blocker = tmp_path / "not_a_folder"
-    blocker.write_text("a file where a folder is expected")
+    real_write = cli.write_report
+
+    def disk_full_for_json(path: Path, text: str) -> None:  # what a full disk does once the run is over
+        if path.suffix == ".json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(cli, "write_report", disk_full_for_json)
     args = [
         "--dataset",
         str(folder),
         "--scale",
         "2",
         "--json",
-        str(blocker / "r.json"),
+        str(tmp_path / "r.json"),
         "--csv",
         str(tmp_path / "r.csv"),
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
-    assert f"{blocker / 'r.json'}: cannot write" in result.stderr
-    assert (tmp_path / "r.csv").is_file() and not list(tmp_path.glob(".*.tmp"))
+    assert f"{tmp_path / 'r.json'}: cannot write (No space left on device)" in result.stderr
+    assert (tmp_path / "r.csv").is_file()
+
+
+def test_report_name_too_long_fails_before_the_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--dataset", str(tmp_path), "--json", str(tmp_path / ("r" * 300 + ".json"))])
+    assert result.exit_code == 2 and "too long" in result.output
+
+
+def test_report_path_under_a_file_fails_before_the_run(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder is expected")
+    result = runner.invoke(app, ["--dataset", str(tmp_path), "--json", str(blocker / "r.json")])
+    assert result.exit_code == 2 and "is not a writable folder" in result.output
 
 
 def test_bad_scale_is_a_usage_error() -> None:
-    result = runner.invoke(app, ["--dataset", "Set5", "--scale", "1.5"])
-    assert result.exit_code == 2
-    assert "scale must be an integer >= 2" in result.output
+    for bad in ("1.5", "1", "²", "x"):
+        result = runner.invoke(app, ["--dataset", "Set5", "--scale", bad])
+        assert result.exit_code == 2, bad
+        assert "scale must be an integer >= 2" in result.output
+
+
+def test_unwritable_report_path_fails_before_the_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--dataset", str(tmp_path), "--json", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
+
+
+def test_two_folders_with_one_name_are_not_merged(tmp_path: Path) -> None:
+    for parent in ("a", "b"):
+        (tmp_path / parent / "photos").mkdir(parents=True)
+        Image.new("RGB", (48, 48), "gray").save(tmp_path / parent / "photos" / "x.png")
+    result = runner.invoke(app, ["-d", str(tmp_path / "a" / "photos"), "-d", str(tmp_path / "b" / "photos"), "-s", "2"])
+    assert result.exit_code == 1 and "already named 'photos'" in result.stderr
+
+
+def test_exact_reconstruction_is_null_psnr_in_strict_json(tmp_path: Path) -> None:
+    (tmp_path / "flat").mkdir()
+    Image.new("RGB", (48, 48), (90, 90, 90)).save(tmp_path / "flat" / "gray.png")  # bicubic reproduces it exactly
+    result = runner.invoke(app, ["-d", str(tmp_path / "flat"), "-s", "2", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert document["per_image"][0]["psnr"] is None and document["results"][0]["psnr"] is None
+    assert document["per_image"][0]["ssim"] == pytest.approx(1.0)
 
 
 def test_unknown_dataset_is_reported(tmp_path: Path) -> None:

@@ -27,10 +27,13 @@ def test_flipped_byte_and_missing_file_are_each_listed(data_dir: Path, tmp_path:
     data[len(data) // 2] ^= 0x01
     bird.write_bytes(bytes(data))
     (copy / "Set5" / "head.png").unlink()
+    (copy / "Set5" / "woman.png").unlink()
+    (copy / "Set5" / "woman.png").mkdir()  # unreadable as a file
     with pytest.raises(DatasetError) as raised:
         resolve_dataset("Set5", copy)
-    assert "2 of 5 files fail verification" in str(raised.value)
-    assert len(raised.value.problems) == 2
+    assert "3 of 5 files fail verification" in str(raised.value)
+    assert len(raised.value.problems) == 3
+    assert any("woman.png" in p and "cannot read" in p for p in raised.value.problems)
     assert any("bird.png" in p and "sha256" in p for p in raised.value.problems)
     assert any("head.png" in p and "missing" in p for p in raised.value.problems)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import Method, method_runner, run_bench
@@ -31,15 +32,17 @@ def test_bicubic_reproduces_paper_table3(data_dir: Path) -> None:
 def test_gray_image_is_its_own_luminance(data_dir: Path) -> None:
     bridge = load_image(data_dir / "Set14" / "bridge.png")
     assert bridge.color.shape[-1] == 1
-    gt = ground_truth_y(bridge.color, 2)
-    assert np.array_equal(gt, np.rint(bridge.color[: gt.shape[0], : gt.shape[1], 0].astype(np.float64) * 255))
+    gt = ground_truth_y(bridge.color, 3)
+    stored = np.asarray(Image.open(data_dir / "Set14" / "bridge.png"))  # the file's own 8-bit values
+    assert gt.shape == (stored.shape[0] // 3 * 3, stored.shape[1] // 3 * 3)
+    assert np.array_equal(gt, stored[: gt.shape[0], : gt.shape[1]])
 
 
 def test_rgb_gray_goes_through_bt601_rounded(data_dir: Path) -> None:
     man = load_image(data_dir / "Set14" / "man.png")
     assert man.color.shape[-1] == 3 and man.is_gray
     gt = ground_truth_y(man.color, 3)
-    levels = np.rint(man.color[: gt.shape[0], : gt.shape[1], 0].astype(np.float64) * 255)
+    levels = np.asarray(Image.open(data_dir / "Set14" / "man.png"))[: gt.shape[0], : gt.shape[1], 0].astype(np.float64)
     assert np.array_equal(gt, np.floor(16 + levels * 219 / 255 + 0.5))  # studio range: 0..255 -> 16..235
     assert gt.shape[0] % 3 == 0 and gt.shape[1] % 3 == 0
 
@@ -48,12 +51,13 @@ def test_rounding_is_half_away_from_zero() -> None:
     assert list(round_half_away(np.array([0.5, 1.5, 2.5, -0.5, 2.4999]))) == [1, 2, 3, -1, 2]
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_too_small_image_is_a_failure_not_a_crash(tmp_path: Path, scale: int) -> None:
-    from PIL import Image
-
-    Image.new("RGB", (12, 40)).save(tmp_path / "tiny.png")
-    Image.new("RGB", (48, 48), "gray").save(tmp_path / "ok.png")
+@pytest.mark.parametrize(("scale", "smallest"), [(2, 16), (3, 18), (4, 20)])
+def test_smallest_scorable_side(tmp_path: Path, scale: int, smallest: int) -> None:
+    # after modcrop to a multiple of the scale and shaving the scale from both sides, 11 px must remain for SSIM
+    assert (smallest // scale * scale) - 2 * scale >= 11 > ((smallest - 1) // scale * scale) - 2 * scale
+    rng = np.random.default_rng(scale)
+    for side in (smallest - 1, smallest):
+        Image.fromarray(rng.integers(0, 256, (40, side, 3), dtype=np.uint8)).save(tmp_path / f"w{side}.png")
     run = run_bench([resolve_dataset(str(tmp_path), None)], [scale], [method_runner(Method.bicubic)])
-    assert [f.image for f in run.failures] == ["tiny.png"] and "too small" in run.failures[0].error
-    assert [r.image for r in run.images] == ["ok.png"]
+    assert [f.image for f in run.failures] == [f"w{smallest - 1}.png"] and "too small" in run.failures[0].error
+    assert [r.image for r in run.images] == [f"w{smallest}.png"]

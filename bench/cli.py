@@ -80,6 +80,10 @@ def main(
         Path | None, typer.Option("--json", help="Write results, per-image scores, environment.")
     ] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the per-cell table as CSV.")] = None,
+    weights: Annotated[
+        list[Path] | None,
+        typer.Option("--weights", help="Weights (.safetensors) for vdsr/srcnn, in --method order; default: shipped."),
+    ] = None,
     markdown_path: Annotated[
         Path | None, typer.Option("--markdown", help="Write the comparison table as Markdown.")
     ] = None,
@@ -107,7 +111,18 @@ def main(
             failed = True
             continue
         datasets.append(resolved)
-    runners = [method_runner(m) for m in dict.fromkeys(method)]
+    methods = list(dict.fromkeys(method))
+    learnt = [m for m in methods if m is not Method.bicubic]
+    if weights and len(weights) != len(learnt):
+        raise typer.BadParameter(f"{len(weights)} --weights for {len(learnt)} learnt methods", param_hint="--weights")
+    chosen: dict[Method, Path | None] = {m: weights[i] if weights else None for i, m in enumerate(learnt)}
+    runners = []
+    for m in methods:
+        try:
+            runners.append(method_runner(m, chosen.get(m)))
+        except ValueError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            failed = True
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as progress:

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +20,8 @@ from vdsr.runtime.resize import imresize
 
 class Method(str, Enum):
     bicubic = "bicubic"
+    srcnn = "srcnn"
+    vdsr = "vdsr"
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,30 @@ def bicubic_upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floati
     return imresize(lr_y, scale)
 
 
-def method_runner(method: Method) -> MethodRunner:
+def shipped_weights(method: Method) -> Path:
+    """Where the package keeps the weights this project trained for `method` (models/<method>.safetensors)."""
+    return Path(str(files("vdsr").joinpath(f"{method.value}.safetensors")))
+
+
+def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
+    """The runner for a method; learnt methods load `weights` (default: the shipped file) with PyTorch on the CPU."""
     if method is Method.bicubic:
         return MethodRunner(name="bicubic", backend="numpy", precision="fp64", upscale=bicubic_upscale)
-    raise ValueError(f"Unknown method {method!r}")
+    path = weights or shipped_weights(method)
+    if not path.is_file():
+        raise ValueError(f"No weights for {method.value}: {path} does not exist (train them with vdsr-train)")
+    try:  # torch only where a learnt model is asked for: the bicubic benchmark must not need it
+        import torch
+
+        from vdsr.train.evaluate import torch_runner
+        from vdsr.train.weights import load_weights
+    except ImportError as error:
+        raise ValueError(f"--method {method.value} needs PyTorch: pip install 'vdsr[train]' ({error})") from error
+    model, _ = load_weights(path)
+    architecture = "vdsr" if type(model).__name__ == "VDSR" else "srcnn"
+    if architecture != method.value:
+        raise ValueError(f"{path} holds {architecture} weights, not {method.value}")
+    return torch_runner(model, method.value, torch.device("cpu"))
 
 
 @dataclass(frozen=True)

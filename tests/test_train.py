@@ -1,0 +1,190 @@
+"""Trainer: tiny models and synthetic patches, seconds each (spandrel/torchvision style)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vdsr.train.checkpoint import load_checkpoint
+from vdsr.train.data import PatchSet, augment, batch_for_step
+from vdsr.train.loop import Progress, TrainConfig, TrainingError, clip_gradients, learning_rate, recipe, train
+from vdsr.train.models import SRCNN, VDSR, SRCNNConfig, VDSRConfig
+from vdsr.train.weights import count_parameters, load_weights
+
+TINY = {"depth": 3, "channels": 8}
+
+
+def synthetic_patches(count: int = 64, size: int = 12, seed: int = 0) -> PatchSet:
+    """HR patches with structure, and a blurred copy standing in for the bicubic ILR."""
+    rng = np.random.default_rng(seed)
+    hr = rng.random((count, size, size)).astype(np.float32)
+    ilr = (hr + np.roll(hr, 1, 1) + np.roll(hr, 1, 2) + np.roll(hr, (1, 1), (1, 2))) / 4
+    return PatchSet(ilr=ilr.astype(np.float32), hr=hr, scale=np.full(count, 2, np.int8), key=f"synthetic-{seed}")
+
+
+def tiny_config(**overrides: object) -> TrainConfig:
+    base = recipe("fast", "vdsr", model_config=TINY, batch_size=8, epochs=4, warmup_epochs=0.5, bf16=False,
+                  channels_last=False, log_every=1, checkpoint_every=3, validate_every=10_000)  # fmt: skip
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def run(config: TrainConfig, out: Path, patches: PatchSet | None = None, **kwargs: object) -> object:
+    return train(config, patches or synthetic_patches(), [], [], out, torch.device("cpu"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_paper_sizes() -> None:
+    assert count_parameters(VDSR(VDSRConfig(bias=True))) == 665_921
+    assert count_parameters(VDSR(VDSRConfig(bias=False))) == 664_704
+    assert VDSR().halo == 20 and SRCNN().halo == 8
+    assert count_parameters(SRCNN()) == 64 * 81 + 64 + 32 * 64 * 25 + 32 + 32 * 25 + 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 1, 17, 33), (3, 1, 64, 48), (2, 1, 5, 1), (1, 1, 1, 7)])
+def test_any_shape_keeps_its_size(shape: tuple[int, ...]) -> None:
+    x = torch.rand(shape)
+    for model in (VDSR(VDSRConfig(**TINY)), SRCNN(SRCNNConfig(kernels=(3, 1, 3), channels=(4, 4))), SRCNN()):
+        assert model(x).shape == x.shape
+
+
+def test_vdsr_is_residual_and_zero_net_returns_its_input() -> None:
+    model = VDSR(VDSRConfig(**TINY))
+    for p in model.parameters():
+        torch.nn.init.zeros_(p)
+    x = torch.rand(1, 1, 9, 9)
+    assert torch.equal(model(x), x)
+
+
+def test_tiny_vdsr_overfits_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = VDSR(VDSRConfig(**TINY))
+    patches = synthetic_patches(8, 16)
+    x, y = torch.from_numpy(patches.ilr)[:, None], torch.from_numpy(patches.hr)[:, None]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    assert loss.item() < first / 10, (first, loss.item())
+
+
+def test_adjustable_clipping_bounds_every_element() -> None:
+    model = VDSR(VDSRConfig(**TINY))
+    loss = model(torch.rand(2, 1, 10, 10) * 50).square().mean()
+    loss.backward()  # type: ignore[no-untyped-call]
+    theta, lr = 0.01, 0.1
+    before = max(p.grad.abs().max().item() for p in model.parameters() if p.grad is not None)
+    assert before > theta / lr  # the test means something only if some elements were over the bound
+    clip_gradients(model.parameters(), theta, lr)
+    bound = float(np.float32(theta / lr))  # the clamp runs in float32
+    assert max(p.grad.abs().max().item() for p in model.parameters() if p.grad is not None) <= bound
+
+
+def test_augmentation_gives_eight_distinct_variants_and_keeps_pairs_aligned() -> None:
+    patch = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    variants = augment(np.repeat(patch, 8, 0), np.arange(8))
+    assert len({v.tobytes() for v in variants}) == 8
+    assert np.array_equal(variants[1], np.rot90(patch[0]))
+    assert np.array_equal(variants[4], patch[0, :, ::-1])
+    patches = synthetic_patches()
+    ilr, hr = batch_for_step(patches, 5, 8, seed=3)
+    ilr_again, hr_again = batch_for_step(patches, 5, 8, seed=3)
+    assert np.array_equal(ilr, ilr_again) and np.array_equal(hr, hr_again)  # a pure function of the step
+    # the same transform on both: hr matches some variant of a stored hr whose ilr matches the same variant of ilr
+    variants_hr = augment(np.repeat(patches.hr, 8, 0), np.tile(np.arange(8), len(patches.hr)))
+    variants_ilr = augment(np.repeat(patches.ilr, 8, 0), np.tile(np.arange(8), len(patches.hr)))
+    for a, b in zip(hr, ilr, strict=True):
+        (match,) = np.flatnonzero((variants_hr == a).all(axis=(1, 2)))
+        assert np.array_equal(variants_ilr[match], b)
+
+
+def test_epoch_visits_every_patch_once() -> None:
+    patches = synthetic_patches(64)
+    seen = np.concatenate([batch_for_step(patches, s, 8, seed=1)[1] for s in range(8)])
+    # each stored patch appears once, in some orientation: compare sorted pixel values
+    assert sorted(np.sort(p.ravel()).tobytes() for p in seen) == sorted(
+        np.sort(p.ravel()).tobytes() for p in patches.hr
+    )
+
+
+def test_resume_equals_straight_run(tmp_path: Path) -> None:
+    config = tiny_config()
+    run(replace(config, max_steps=6), tmp_path / "a")
+    run(replace(config, max_steps=12), tmp_path / "a", resume=True)
+    run(replace(config, max_steps=12), tmp_path / "b")
+    resumed = load_checkpoint(tmp_path / "a" / "checkpoint.safetensors")
+    straight = load_checkpoint(tmp_path / "b" / "checkpoint.safetensors")
+    assert resumed.info["step"] == straight.info["step"] == 12
+    for name, tensor in straight.model.items():
+        assert torch.allclose(resumed.model[name], tensor, rtol=0, atol=1e-6), name
+    for name, tensor in straight.optimizer["state"][0].items():  # type: ignore[index]
+        assert torch.allclose(resumed.optimizer["state"][0][name], tensor, rtol=0, atol=1e-6), name  # type: ignore[index]
+
+
+def test_finished_run_writes_weights_and_card(tmp_path: Path) -> None:
+    result = run(tiny_config(epochs=1), tmp_path)
+    assert result.stopped == "finished" and result.weights == tmp_path / "vdsr.safetensors"  # type: ignore[attr-defined]
+    model, scales = load_weights(tmp_path / "vdsr.safetensors")
+    assert isinstance(model, VDSR) and model.config == VDSRConfig(**TINY) and scales == [2, 3, 4]
+    card = json.loads((tmp_path / "vdsr.json").read_text())
+    assert card["steps"] == 8 and card["finished_schedule"] and card["halo"] == 3 and card["recipe"]["recipe"] == "fast"
+    from vdsr.bench.datasets import sha256_file
+
+    assert card["weights_sha256"] == sha256_file(tmp_path / "vdsr.safetensors")
+    assert [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()][:2] == [1, 2]
+
+
+def test_existing_checkpoint_needs_resume_and_matching_config(tmp_path: Path) -> None:
+    run(tiny_config(max_steps=3), tmp_path)
+    with pytest.raises(TrainingError, match="pass --resume"):
+        run(tiny_config(max_steps=3), tmp_path)
+    with pytest.raises(TrainingError, match="another config"):
+        run(tiny_config(max_steps=6, lr=1e-2), tmp_path, resume=True)
+
+
+def test_signal_checkpoints_and_stops(tmp_path: Path) -> None:
+    def interrupt(progress: Progress) -> None:
+        if progress.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = run(tiny_config(), tmp_path, on_progress=interrupt)
+    assert result.stopped == "signal SIGINT" and result.steps == 2 and result.weights is None  # type: ignore[attr-defined]
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors").info["step"] == 2
+
+
+def test_time_limit_checkpoints_and_stops(tmp_path: Path) -> None:
+    result = run(tiny_config(), tmp_path, max_minutes=0)
+    assert result.stopped == "time limit" and result.steps == 1  # type: ignore[attr-defined]
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors").info["step"] == 1
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run(tiny_config(max_steps=3), tmp_path)
+    good = (tmp_path / "checkpoint.safetensors").read_bytes()
+    broken = synthetic_patches()
+    broken.hr[:] = np.nan
+    with pytest.raises(TrainingError, match=r"Non-finite loss \(nan\) at step 3"):
+        run(tiny_config(max_steps=6), tmp_path, patches=replace(broken, key="synthetic-0"), resume=True)
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == good
+
+
+def test_schedules() -> None:
+    paper = recipe("paper")
+    assert paper.optimizer == "sgd" and paper.clip_theta == 0.01 and paper.lr == 0.1 and paper.epochs == 80
+    per_epoch = 100
+    assert learning_rate(paper, 0, 8000, per_epoch) == pytest.approx(0.1)
+    assert learning_rate(paper, 1999, 8000, per_epoch) == pytest.approx(0.1)
+    assert learning_rate(paper, 2000, 8000, per_epoch) == pytest.approx(0.01)
+    assert learning_rate(paper, 7999, 8000, per_epoch) == pytest.approx(1e-4)
+    fast = recipe("fast", epochs=10)
+    assert learning_rate(fast, 0, 1000, per_epoch) < learning_rate(fast, 49, 1000, per_epoch) == pytest.approx(fast.lr)
+    assert learning_rate(fast, 999, 1000, per_epoch) < fast.lr * 1e-4

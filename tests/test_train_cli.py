@@ -1,0 +1,72 @@
+"""vdsr-train end to end on the real training images (one step), and vdsr-bench on trained weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from vdsr.bench.cli import app as bench_app
+from vdsr.train.cli import app as train_app
+from vdsr.train.models import SRCNN, VDSR, SRCNNConfig, VDSRConfig
+from vdsr.train.weights import save_weights
+
+runner = CliRunner()
+
+
+def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
+    args = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
+            "--scale", "4", "--patch-size", "96", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
+    args += ["--max-steps", "1"]
+    result = runner.invoke(train_app, args)
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
+    assert card["steps"] == 1 and not card["finished_schedule"] and card["scales"] == [4]
+    assert set(card["training_data"]) == {"T91", "BSD200"} and card["training_data"]["T91"]["files"] == 91
+    assert [(c["dataset"], c["scale"]) for c in card["validation"]] == [("Set5", 4)]
+    again = runner.invoke(train_app, args)  # the checkpoint is there: refuse to overwrite it
+    assert again.exit_code == 1 and "pass --resume" in again.stderr
+    resumed = runner.invoke(train_app, [*args[:-2], "--max-steps", "2", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((tmp_path / "run" / "vdsr.json").read_text())["steps"] == 2
+
+
+def test_train_without_data_is_one_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        train_app, ["--output", str(tmp_path / "run"), "--data-dir", str(tmp_path), "--device", "cpu"]
+    )
+    assert result.exit_code == 1 and "T91: folder" in result.stderr
+
+
+def test_bench_learnt_methods_with_given_weights(data_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vdsr = VDSR(VDSRConfig(depth=3, channels=8))
+    for p in vdsr.parameters():  # a zero residual: the model returns the bicubic input exactly
+        torch.nn.init.zeros_(p)
+    save_weights(tmp_path / "v.safetensors", vdsr, [2])
+    save_weights(tmp_path / "s.safetensors", SRCNN(SRCNNConfig(kernels=(3, 1, 3), channels=(4, 4))), [2])
+    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2", "-m", "bicubic", "-m", "vdsr", "-m", "srcnn",
+            "--weights", str(tmp_path / "v.safetensors"), "--weights", str(tmp_path / "s.safetensors"),
+            "--json", str(tmp_path / "r.json")]  # fmt: skip
+    result = runner.invoke(bench_app, args)
+    assert result.exit_code == 0, result.output
+    cells = {r["method"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert cells["vdsr"]["backend"] == "torch-cpu" and cells["srcnn"]["backend"] == "torch-cpu"
+    assert abs(cells["vdsr"]["psnr"] - cells["bicubic"]["psnr"]) < 1e-3  # fp32 ILR vs fp64: same to 0.001 dB
+    assert cells["vdsr"]["paper_psnr"] == 37.53 and cells["srcnn"]["paper_psnr"] == 36.66
+
+
+def test_bench_learnt_method_without_weights_is_an_error(data_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "none.safetensors"
+    result = runner.invoke(
+        bench_app, ["--data-dir", str(data_dir), "-d", "Set5", "-m", "vdsr", "--weights", str(missing)]
+    )
+    assert result.exit_code == 1 and f"No weights for vdsr: {missing} does not exist" in result.stderr
+    save_weights(tmp_path / "s.safetensors", SRCNN(), [2])
+    wrong = runner.invoke(
+        bench_app,
+        ["--data-dir", str(data_dir), "-d", "Set5", "-m", "vdsr", "--weights", str(tmp_path / "s.safetensors")],
+    )
+    assert wrong.exit_code == 1 and "holds srcnn weights, not vdsr" in wrong.stderr

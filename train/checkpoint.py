@@ -1,0 +1,59 @@
+"""Checkpoints without pickle: every tensor in one safetensors file, everything else as JSON in its metadata.
+
+Holds the model, the optimizer state, the step, RNG states, the training config and the data hash, written
+atomically (temp file, then rename) so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from vdsr.runtime.atomic import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, object]  # torch optimizer state_dict
+    rng: torch.Tensor
+    info: dict[str, object]  # step, config, data key, wall time, ...
+
+
+def _optimizer_tensors(state: dict[str, object]) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    tensors: dict[str, torch.Tensor] = {}
+    per_param = state["state"]
+    assert isinstance(per_param, dict)
+    for index, values in per_param.items():
+        for name, value in values.items():
+            tensors[f"optimizer.{index}.{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    optimizer_tensors, optimizer_rest = _optimizer_tensors(checkpoint.optimizer)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in checkpoint.model.items()}
+    tensors |= {k: v.detach().contiguous() for k, v in optimizer_tensors.items()}
+    tensors["rng.torch"] = checkpoint.rng
+    metadata = {"info": json.dumps(checkpoint.info), "optimizer": json.dumps(optimizer_rest)}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer = {"state": state, **json.loads(metadata["optimizer"])}
+    return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=json.loads(metadata["info"]))

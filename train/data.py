@@ -1,0 +1,112 @@
+"""Training patches: HR luminance and its bicubic ILR, aligned, built once and cached as memory-mapped arrays.
+
+The degradation is the evaluation protocol's (vdsr.bench.protocol): BT.601 Y rounded like MATLAB, modcrop,
+MATLAB-exact bicubic down and up. Batches are a pure function of (seed, step), so a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.bench.datasets import Dataset, sha256_file
+from vdsr.bench.protocol import ground_truth_y, low_resolution
+from vdsr.runtime.atomic import atomic_write_text
+from vdsr.runtime.images import load_image
+from vdsr.runtime.resize import imresize
+
+CACHE_FORMAT = 2  # bump when the way patches are made changes, so old caches are not reused
+
+
+@dataclass(frozen=True)
+class PatchSet:
+    ilr: NDArray[np.float32]  # (N, P, P) bicubic input, 0..1
+    hr: NDArray[np.float32]  # (N, P, P) ground truth, 0..1
+    scale: NDArray[np.int8]  # (N,) the scale each patch was made at
+    key: str  # hash of the images and settings that made it
+
+
+def patch_key(files: Sequence[Path], scales: Sequence[int], patch: int, stride: int) -> str:
+    """A hash of every image's bytes and of the settings: equal keys mean identical patch sets."""
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, list(scales), patch, stride]).encode())
+    for path in files:
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()[:20]
+
+
+def image_patches(
+    hr: NDArray[np.floating], ilr: NDArray[np.floating], patch: int, stride: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """All aligned patch x patch windows on a grid with the given stride (none if the image is smaller)."""
+    rows = range(0, hr.shape[0] - patch + 1, stride)
+    cols = range(0, hr.shape[1] - patch + 1, stride)
+    windows = [(r, c) for r in rows for c in cols]
+    if not windows:
+        return np.empty((0, patch, patch), np.float32), np.empty((0, patch, patch), np.float32)
+
+    def pick(a: NDArray[np.floating]) -> NDArray[np.float32]:
+        return np.stack([a[r : r + patch, c : c + patch] for r, c in windows]).astype(np.float32)
+
+    return pick(hr), pick(ilr)
+
+
+def build_patches(
+    datasets: Sequence[Dataset], scales: Sequence[int], patch: int, stride: int, cache_dir: Path
+) -> PatchSet:
+    """Load the patch set for these images and settings from `cache_dir`, building and caching it if needed."""
+    files = [f for d in datasets for f in d.files]
+    key = patch_key(files, scales, patch, stride)
+    folder = cache_dir / f"patches-{key}"
+    if not (folder / "done.json").is_file():
+        hr_parts, ilr_parts, scale_parts = [], [], []
+        for path in files:
+            color = load_image(path).color
+            for scale in scales:
+                gt = ground_truth_y(color, scale)  # 0..255, as the protocol scores it
+                ilr = imresize(low_resolution(gt, scale), scale)  # 0..1
+                hr_p, ilr_p = image_patches(gt / 255.0, ilr, patch, stride)
+                hr_parts.append(hr_p)
+                ilr_parts.append(ilr_p)
+                scale_parts.append(np.full(len(hr_p), scale, np.int8))
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, parts in (("hr", hr_parts), ("ilr", ilr_parts), ("scale", scale_parts)):
+            tmp = folder / f"{name}.tmp.npy"
+            np.save(tmp, np.concatenate(parts))
+            tmp.replace(folder / f"{name}.npy")
+        summary = {"images": len(files), "patches": int(sum(len(p) for p in hr_parts)), "scales": list(scales)}
+        atomic_write_text(folder / "done.json", json.dumps({**summary, "patch": patch, "stride": stride}))  # last
+    ilr, hr, scale = (np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("ilr", "hr", "scale"))
+    return PatchSet(ilr=ilr, hr=hr, scale=scale, key=key)
+
+
+def augment(batch: NDArray[np.float32], variants: NDArray[np.integer]) -> NDArray[np.float32]:
+    """Variant v in 0..7 of each (P, P) patch: rotate by 90 * (v % 4) degrees, then mirror left-right if v >= 4."""
+    out = np.empty_like(batch)
+    for v in range(8):
+        chosen = variants == v
+        if chosen.any():
+            turned = np.rot90(batch[chosen], k=v % 4, axes=(1, 2))
+            out[chosen] = turned[:, :, ::-1] if v >= 4 else turned
+    return out
+
+
+def batch_for_step(
+    patches: PatchSet, step: int, batch_size: int, seed: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The (ILR, HR) batch of `step`: epochs are seeded permutations, each patch with a seeded augmentation."""
+    per_epoch = len(patches.hr) // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{len(patches.hr)} patches are fewer than one batch of {batch_size}")
+    epoch, position = divmod(step, per_epoch)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(patches.hr))
+    variants = rng.integers(0, 8, len(patches.hr))
+    chosen = np.sort(order[position * batch_size : (position + 1) * batch_size])  # sorted: faster memmap reads
+    picked = variants[chosen]
+    return augment(np.asarray(patches.ilr[chosen]), picked), augment(np.asarray(patches.hr[chosen]), picked)

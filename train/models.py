@@ -1,0 +1,97 @@
+"""VDSR and SRCNN on ILR luminance (N, 1, H, W) in [0, 1]; zero padding, so any H, W >= 1 keeps its size."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VDSRConfig:
+    depth: int = 20  # conv layers: 1 -> channels, (depth - 2) x channels -> channels, channels -> 1
+    channels: int = 64
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class SRCNNConfig:
+    kernels: tuple[int, int, int] = (9, 5, 5)  # "9-5-5", the better variant of Dong et al. (TPAMI 2015)
+    channels: tuple[int, int] = (64, 32)
+
+
+class VDSR(nn.Module):
+    """Kim, Lee & Lee (CVPR 2016): 3x3 conv + ReLU stack with a global residual, output = ILR + net(ILR)."""
+
+    def __init__(self, config: VDSRConfig = VDSRConfig()) -> None:
+        super().__init__()
+        if config.depth < 2 or config.channels < 1:
+            raise ValueError(f"Expected depth >= 2 and channels >= 1, got {config}")
+        self.config = config
+        c = config.channels
+        layers: list[nn.Module] = [nn.Conv2d(1, c, 3, padding=1, bias=config.bias), nn.ReLU(inplace=True)]
+        for _ in range(config.depth - 2):
+            layers += [nn.Conv2d(c, c, 3, padding=1, bias=config.bias), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(c, 1, 3, padding=1, bias=config.bias))
+        self.body = nn.Sequential(*layers)
+        for m in self.modules():  # He et al. (2015) initialisation, as the paper
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def halo(self) -> int:
+        """Receptive-field radius: each 3x3 layer reaches one pixel further (20 for the paper's depth)."""
+        return self.config.depth
+
+    def forward(self, ilr: torch.Tensor) -> torch.Tensor:
+        residual: torch.Tensor = self.body(ilr)
+        return ilr + residual
+
+
+class SRCNN(nn.Module):
+    """Dong, Loy, He & Tang (ECCV 2014 / TPAMI 2015), zero-padded so output size = input size; no residual."""
+
+    def __init__(self, config: SRCNNConfig = SRCNNConfig()) -> None:
+        super().__init__()
+        if any(k < 1 or k % 2 == 0 for k in config.kernels):
+            raise ValueError(f"Expected odd kernel sizes, got {config.kernels}")
+        self.config = config
+        (k1, k2, k3), (c1, c2) = config.kernels, config.channels
+        self.body = nn.Sequential(
+            nn.Conv2d(1, c1, k1, padding=k1 // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, k2, padding=k2 // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c2, 1, k3, padding=k3 // 2),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def halo(self) -> int:
+        return sum(k // 2 for k in self.config.kernels)
+
+    def forward(self, ilr: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(ilr)
+        return out
+
+
+def build_model(architecture: str, config: dict[str, object] | None = None) -> VDSR | SRCNN:
+    """A model from its name and config fields, as stored in checkpoints and model cards."""
+    config = config or {}
+    if architecture == "vdsr":
+        return VDSR(VDSRConfig(**config))  # type: ignore[arg-type]
+    if architecture == "srcnn":
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}  # JSON turns tuples into lists
+        return SRCNN(SRCNNConfig(**fields))  # type: ignore[arg-type]
+    raise ValueError(f"Unknown architecture {architecture!r}; expected 'vdsr' or 'srcnn'")
+
+
+def model_config(model: VDSR | SRCNN) -> dict[str, object]:
+    return asdict(model.config)

@@ -1,0 +1,39 @@
+"""Trained weights as safetensors (no pickle), the architecture described in the file's own metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+from vdsr.runtime.atomic import atomic_write_bytes
+from vdsr.train.models import SRCNN, VDSR, build_model, model_config
+
+
+def save_weights(path: Path, model: VDSR | SRCNN, scales: list[int]) -> None:
+    architecture = "vdsr" if isinstance(model, VDSR) else "srcnn"
+    metadata = {"architecture": architecture, "config": json.dumps(model_config(model)), "scales": json.dumps(scales)}
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
+    """The model (fp32, CPU, eval mode) and the scales it was trained for."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (OSError, ValueError) as error:  # safetensors reports a corrupt header as an error subclass of these
+        raise ValueError(f"{path}: cannot read weights ({error})") from error
+    if "architecture" not in metadata:
+        raise ValueError(f"{path}: no 'architecture' in the safetensors metadata; not a vdsr weights file")
+    model = build_model(metadata["architecture"], json.loads(metadata.get("config", "{}")))
+    model.load_state_dict(tensors)
+    return model.eval(), json.loads(metadata.get("scales", "[]"))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

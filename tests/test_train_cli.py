@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     args = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
             "--scale", "4", "--patch-size", "96", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
-    args += ["--max-steps", "1"]
+    args += ["--final-validation", "Set5", "--max-steps", "1"]
     result = runner.invoke(train_app, args)
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run" / "vdsr.json").read_text())

@@ -63,6 +63,9 @@ def main(
     validate_every: Annotated[int, typer.Option("--validate-every", help="Steps between Set5 checks.")] = 2000,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 500,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Patch cache (default: user cache).")] = None,
+    final_sets: Annotated[
+        list[str], typer.Option("--final-validation", help="Sets scored at the end, for the model card.")
+    ] = ["Set5", "Set14"],
 ) -> None:
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
     err = Console(stderr=True)
@@ -84,7 +87,8 @@ def main(
         config = resume_config(checkpoint_path, max_steps)
     try:
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
-        validation_sets = [resolve_dataset("Set5", data_dir)]
+        validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
+        final = [resolve_dataset(name, data_dir) for name in final_sets]
     except DatasetError as error:
         err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from error
@@ -107,14 +111,15 @@ def main(
             nonlocal last_val
             if p.validation:
                 last_val = " ".join(f"x{c.scale} {c.psnr:.2f}" for c in p.validation if c.dataset == "Set5")
-                progress.console.print(f"step {p.step}: Set5 PSNR {last_val}", highlight=False)
+                scores = ", ".join(f"{c.dataset} x{c.scale} {c.psnr:.2f}" for c in p.validation)
+                progress.console.print(f"step {p.step}: PSNR {scores}", highlight=False)
             progress.update(task, total=p.total_steps, completed=p.step, val=last_val)
             if not p.validation or p.lr:  # the final validation report carries no training figures
                 progress.update(task, loss=f"{p.loss:.3e}", lr=f"{p.lr:.2e}", rate=f"{p.patches_per_second:.0f}")
 
         try:
             result = train(config, patches, train_sets, validation_sets, output, torch_device, resume=resume,
-                           max_minutes=max_minutes, on_progress=show)  # fmt: skip
+                           max_minutes=max_minutes, on_progress=show, final_sets=final)  # fmt: skip
         except TrainingError as error:
             err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from error

@@ -196,8 +196,10 @@ def train(
     resume: bool = False,
     max_minutes: float | None = None,
     on_progress: Callable[[Progress], None] = lambda p: None,
+    final_sets: list[Dataset] | None = None,
 ) -> TrainResult:
-    """Train `config.model` on `patches`; checkpoints in `out_dir`; validation on `validation_sets` (full images)."""
+    """Train `config.model` on `patches`; checkpoints in `out_dir`. Every validate_every steps the model is scored
+    on `validation_sets` (full images, the bench protocol), at the end on `final_sets` (default: the same)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.safetensors"
     steps_per_epoch = len(patches.hr) // config.batch_size
@@ -293,7 +295,7 @@ def train(
     if step < last_step:
         return TrainResult(steps=step, stopped=stopped, weights=None, checkpoint=checkpoint_path)
 
-    final = validate(model, config.model, validation_sets, config.scales, device)
+    final = validate(model, config.model, final_sets or validation_sets, config.scales, device)
     on_progress(Progress(step, total_steps, float("nan"), 0.0, 0.0, final))
     log({"step": step, "validation": [asdict(c) for c in final]})
     weights_path = out_dir / f"{config.model}.safetensors"

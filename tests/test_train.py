@@ -13,8 +13,17 @@ import pytest
 import torch
 
 from vdsr.train.checkpoint import load_checkpoint
-from vdsr.train.data import PatchSet, augment, batch_for_step
-from vdsr.train.loop import Progress, TrainConfig, TrainingError, clip_gradients, learning_rate, recipe, train
+from vdsr.train.data import PatchSet, augment, batch_for_step, steps_per_epoch
+from vdsr.train.loop import (
+    Progress,
+    TrainConfig,
+    TrainingError,
+    clip_gradients,
+    compute_loss,
+    learning_rate,
+    recipe,
+    train,
+)
 from vdsr.train.models import SRCNN, VDSR, SRCNNConfig, VDSRConfig
 from vdsr.train.weights import count_parameters, load_weights
 
@@ -107,17 +116,36 @@ def test_augmentation_gives_eight_distinct_variants_and_keeps_pairs_aligned() ->
         assert np.array_equal(variants_ilr[match], b)
 
 
-def test_epoch_visits_every_patch_once() -> None:
-    patches = synthetic_patches(64)
-    seen = np.concatenate([batch_for_step(patches, s, 8, seed=1)[1] for s in range(8)])
-    # each stored patch appears once, in some orientation: compare sorted pixel values
-    assert sorted(np.sort(p.ravel()).tobytes() for p in seen) == sorted(
-        np.sort(p.ravel()).tobytes() for p in patches.hr
-    )
+def test_epoch_visits_every_patch_variant_once() -> None:
+    patches = synthetic_patches(16)
+    per_epoch = steps_per_epoch(patches, 8)
+    assert per_epoch == 16 * 8 // 8
+    seen = np.concatenate([batch_for_step(patches, s, 8, seed=1)[1] for s in range(per_epoch)])
+    every_variant = augment(np.repeat(patches.hr, 8, 0), np.tile(np.arange(8), 16))
+    assert sorted(p.tobytes() for p in seen) == sorted(p.tobytes() for p in every_variant)
+    next_epoch = np.concatenate([batch_for_step(patches, s, 8, seed=1)[1] for s in range(per_epoch, 2 * per_epoch)])
+    assert not np.array_equal(seen, next_epoch)  # a new order every epoch
 
 
-def test_resume_equals_straight_run(tmp_path: Path) -> None:
-    config = tiny_config()
+@pytest.mark.parametrize(
+    "config",
+    [
+        tiny_config(),  # AdamW, warm-up + cosine
+        tiny_config(
+            optimizer="sgd",
+            lr=0.05,
+            weight_decay=1e-4,
+            clip_theta=0.01,
+            schedule="step",
+            lr_step_epochs=0.1,
+            loss="half_sse",
+            channels_last=True,
+            zero_init_output=False,
+        ),  # the paper's pieces  # fmt: skip
+    ],
+    ids=["fast", "paper"],
+)
+def test_resume_equals_straight_run(tmp_path: Path, config: TrainConfig) -> None:
     run(replace(config, max_steps=6), tmp_path / "a")
     run(replace(config, max_steps=12), tmp_path / "a", resume=True)
     run(replace(config, max_steps=12), tmp_path / "b")
@@ -128,6 +156,9 @@ def test_resume_equals_straight_run(tmp_path: Path) -> None:
         assert torch.allclose(resumed.model[name], tensor, rtol=0, atol=1e-6), name
     for name, tensor in straight.optimizer["state"][0].items():  # type: ignore[index]
         assert torch.allclose(resumed.optimizer["state"][0][name], tensor, rtol=0, atol=1e-6), name  # type: ignore[index]
+    # the resumed run continued from step 6 rather than starting over: every step was trained (and logged) once
+    records = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
 
 
 def test_finished_run_writes_weights_and_card(tmp_path: Path) -> None:
@@ -136,7 +167,9 @@ def test_finished_run_writes_weights_and_card(tmp_path: Path) -> None:
     model, scales = load_weights(tmp_path / "vdsr.safetensors")
     assert isinstance(model, VDSR) and model.config == VDSRConfig(**TINY) and scales == [2, 3, 4]
     card = json.loads((tmp_path / "vdsr.json").read_text())
-    assert card["steps"] == 8 and card["finished_schedule"] and card["halo"] == 3 and card["recipe"]["recipe"] == "fast"
+    assert (
+        card["steps"] == 64 and card["finished_schedule"] and card["halo"] == 3 and card["recipe"]["recipe"] == "fast"
+    )
     from vdsr.bench.datasets import sha256_file
 
     assert card["weights_sha256"] == sha256_file(tmp_path / "vdsr.safetensors")
@@ -175,6 +208,31 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     with pytest.raises(TrainingError, match=r"Non-finite loss \(nan\) at step 3"):
         run(tiny_config(max_steps=6), tmp_path, patches=replace(broken, key="synthetic-0"), resume=True)
     assert (tmp_path / "checkpoint.safetensors").read_bytes() == good
+
+
+def test_paper_loss_is_half_sum_per_patch_and_makes_clipping_bite() -> None:
+    out, target = torch.rand(4, 1, 41, 41), torch.rand(4, 1, 41, 41)
+    expected = 0.5 * ((out - target) ** 2).sum() / 4
+    assert compute_loss(recipe("paper"), out, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert compute_loss(recipe("fast"), out, target).item() == pytest.approx(((out - target) ** 2).mean().item())
+    torch.manual_seed(0)
+    model = VDSR(VDSRConfig(depth=5, channels=16))
+    patches = synthetic_patches(4, 41)
+    x, y = torch.from_numpy(patches.ilr)[:, None], torch.from_numpy(patches.hr)[:, None]
+    compute_loss(recipe("paper"), model(x), y).backward()  # type: ignore[no-untyped-call]
+    paper = recipe("paper")
+    assert paper.clip_theta is not None
+    largest = max(p.grad.abs().max().item() for p in model.parameters() if p.grad is not None)
+    assert largest > paper.clip_theta / paper.lr  # at lr 0.1 the clipping acts from the first step
+
+
+def test_non_finite_weights_never_reach_a_checkpoint(tmp_path: Path) -> None:
+    # lr * gradient overflows float32 in the first step, while that step's loss was still finite
+    config = tiny_config(optimizer="sgd", lr=3e38, momentum=0.0, schedule="step", zero_init_output=False,
+                         loss="half_sse", checkpoint_every=1)  # fmt: skip
+    with pytest.raises(TrainingError, match="Non-finite weights .* at step 1; the last good checkpoint: none"):
+        run(config, tmp_path)
+    assert not (tmp_path / "checkpoint.safetensors").exists()
 
 
 def test_schedules() -> None:

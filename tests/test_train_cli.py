@@ -28,9 +28,22 @@ def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     assert [(c["dataset"], c["scale"]) for c in card["validation"]] == [("Set5", 4)]
     again = runner.invoke(train_app, args)  # the checkpoint is there: refuse to overwrite it
     assert again.exit_code == 1 and "pass --resume" in again.stderr
-    resumed = runner.invoke(train_app, [*args[:-2], "--max-steps", "2", "--resume"])
+    keep = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
+    resumed = runner.invoke(train_app, [*keep, "--final-validation", "Set5", "--max-steps", "2", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((tmp_path / "run" / "vdsr.json").read_text())["steps"] == 2
+
+
+def test_resume_errors_are_clear(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.safetensors").write_bytes(b"not a checkpoint")
+    base = ["--output", str(run_dir), "--data-dir", str(data_dir), "--device", "cpu", "--resume"]
+    corrupt = runner.invoke(train_app, base)
+    assert corrupt.exit_code == 1 and "not a readable checkpoint" in corrupt.stderr
+    changed = runner.invoke(train_app, [*base, "--lr", "0.1", "--epochs", "2", "--scale", "2"])
+    assert changed.exit_code == 2 and "keeps its settings" in changed.output
+    assert all(flag in changed.output for flag in ("--epochs", "--lr", "--scale"))
 
 
 def test_train_without_data_is_one_clear_error(tmp_path: Path) -> None:

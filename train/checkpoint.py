@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from vdsr.runtime.atomic import atomic_write_bytes
@@ -30,7 +31,8 @@ def _optimizer_tensors(state: dict[str, object]) -> tuple[dict[str, torch.Tensor
     assert isinstance(per_param, dict)
     for index, values in per_param.items():
         for name, value in values.items():
-            tensors[f"optimizer.{index}.{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            if value is not None:  # SGD without momentum keeps None buffers: no state to save
+                tensors[f"optimizer.{index}.{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
     return tensors, {"param_groups": state["param_groups"]}
 
 
@@ -44,11 +46,15 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-    tensors = load_file(str(path))
+    """Raises ValueError naming the file when it is not a readable checkpoint."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
+    if "info" not in metadata or "optimizer" not in metadata or "rng.torch" not in tensors:
+        raise ValueError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

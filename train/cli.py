@@ -49,7 +49,9 @@ def main(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Holds T91, BSD200, Set5; default $VDSR_DATA_DIR.")
     ] = None,
-    scale: Annotated[list[str], typer.Option("--scale", "-s", help="Training scales, mixed per batch.")] = ["2,3,4"],
+    scale: Annotated[
+        list[str] | None, typer.Option("--scale", "-s", help="Training scales, mixed per batch [default: 2,3,4].")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --output.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Checkpoint and stop after this.")] = None,
@@ -57,6 +59,7 @@ def main(
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop at this step; schedule unchanged.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     patch_size: Annotated[int | None, typer.Option("--patch-size")] = None,
+    stride: Annotated[int | None, typer.Option("--stride", help="Patch grid step (default: the patch size).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (recipe default).")] = None,
     bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Default: fast recipe where native.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -70,21 +73,31 @@ def main(
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
     err = Console(stderr=True)
     torch_device = pick_device(device)
-    overrides = {
-        k: v
-        for k, v in dict(
-            epochs=epochs, max_steps=max_steps, batch_size=batch_size, patch_size=patch_size, lr=lr
-        ).items()
-        if v is not None
-    }
-    if patch_size is not None:
+    settings = dict(
+        epochs=epochs, batch_size=batch_size, patch_size=patch_size, stride=stride, lr=lr, bf16=bf16, scale=scale
+    )
+    overrides = {k: v for k, v in settings.items() if v is not None and k not in ("bf16", "scale")}
+    if patch_size is not None and stride is None:
         overrides["stride"] = patch_size
     use_bf16 = bf16 if bf16 is not None else (recipe_name is Recipe.fast and bf16_supported(torch_device))
-    config = recipe(recipe_name.value, model.value, scales=tuple(parse_scales(scale)), seed=seed, bf16=use_bf16,
-                    validate_every=validate_every, checkpoint_every=checkpoint_every, **overrides)  # fmt: skip
+    scales = tuple(parse_scales(scale or ["2,3,4"]))
+    config = recipe(recipe_name.value, model.value, scales=scales, seed=seed, bf16=use_bf16,
+                    validate_every=validate_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
+                    **overrides)  # fmt: skip
     checkpoint_path = output / "checkpoint.safetensors"
     if resume and checkpoint_path.is_file():  # the run continues with the settings it started with
-        config = resume_config(checkpoint_path, max_steps)
+        given = sorted(f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None)
+        if given:
+            raise typer.BadParameter(
+                f"a resumed run keeps its settings; drop {', '.join(given)}", param_hint="--resume"
+            )
+        try:
+            config = resume_config(checkpoint_path, max_steps)
+        except TrainingError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from error
+        if config.bf16 and not bf16_supported(torch_device):
+            err.print(f"note: this run uses bf16, which is not native on {torch_device} here: it will be slow")
     try:
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps

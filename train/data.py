@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +77,11 @@ def build_patches(
                 scale_parts.append(np.full(len(hr_p), scale, np.int8))
         folder.mkdir(parents=True, exist_ok=True)
         for name, parts in (("hr", hr_parts), ("ilr", ilr_parts), ("scale", scale_parts)):
-            tmp = folder / f"{name}.tmp.npy"
-            np.save(tmp, np.concatenate(parts))
+            tmp = folder / f"{name}.{os.getpid()}.tmp.npy"  # per process: two builders never share a temp file
+            with tmp.open("wb") as f:
+                np.save(f, np.concatenate(parts))
+                f.flush()
+                os.fsync(f.fileno())  # on disk before done.json says the set is complete
             tmp.replace(folder / f"{name}.npy")
         summary = {"images": len(files), "patches": int(sum(len(p) for p in hr_parts)), "scales": list(scales)}
         atomic_write_text(folder / "done.json", json.dumps({**summary, "patch": patch, "stride": stride}))  # last
@@ -96,17 +100,23 @@ def augment(batch: NDArray[np.float32], variants: NDArray[np.integer]) -> NDArra
     return out
 
 
+VARIANTS = 8  # 4 rotations x mirror: the paper's augmentation
+
+
+def steps_per_epoch(patches: PatchSet, batch_size: int) -> int:
+    """An epoch is one pass over every (patch, variant) pair: the paper's 8x augmented set, drawn on the fly."""
+    steps = len(patches.hr) * VARIANTS // batch_size
+    if steps == 0:
+        raise ValueError(f"{len(patches.hr)} patches x {VARIANTS} variants are fewer than one batch of {batch_size}")
+    return steps
+
+
 def batch_for_step(
     patches: PatchSet, step: int, batch_size: int, seed: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """The (ILR, HR) batch of `step`: epochs are seeded permutations, each patch with a seeded augmentation."""
-    per_epoch = len(patches.hr) // batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{len(patches.hr)} patches are fewer than one batch of {batch_size}")
-    epoch, position = divmod(step, per_epoch)
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(patches.hr))
-    variants = rng.integers(0, 8, len(patches.hr))
-    chosen = np.sort(order[position * batch_size : (position + 1) * batch_size])  # sorted: faster memmap reads
-    picked = variants[chosen]
-    return augment(np.asarray(patches.ilr[chosen]), picked), augment(np.asarray(patches.hr[chosen]), picked)
+    """The (ILR, HR) batch of `step`: each epoch is a seeded permutation of all (patch, variant) pairs."""
+    epoch, position = divmod(step, steps_per_epoch(patches, batch_size))
+    order = np.random.default_rng([seed, epoch]).permutation(len(patches.hr) * VARIANTS)
+    pairs = np.sort(order[position * batch_size : (position + 1) * batch_size])  # sorted by patch: faster memmap reads
+    chosen, variants = np.divmod(pairs, VARIANTS)
+    return augment(np.asarray(patches.ilr[chosen]), variants), augment(np.asarray(patches.hr[chosen]), variants)

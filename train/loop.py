@@ -21,11 +21,12 @@ from types import FrameType
 import numpy as np
 import torch
 
-from vdsr.bench.datasets import Dataset, read_manifest, sha256_file
+from vdsr import __version__
+from vdsr.bench.datasets import Dataset, sha256_file
 from vdsr.bench.harness import CellResult
 from vdsr.runtime.atomic import atomic_write_text
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vdsr.train.data import PatchSet, batch_for_step
+from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
 from vdsr.train.evaluate import validate
 from vdsr.train.models import build_model, model_config
 from vdsr.train.weights import count_parameters, save_weights
@@ -40,7 +41,7 @@ class TrainConfig:
     patch_size: int = 41
     stride: int = 41
     batch_size: int = 64
-    epochs: float = 20.0  # passes over the patch set; the schedule is laid out over this length
+    epochs: float = 3.0  # passes over all (patch, rotation/flip) pairs; the schedule is laid out over this length
     max_steps: int | None = None  # stop earlier (the schedule is unchanged): short runs, tests
     optimizer: str = "adamw"  # "sgd" or "adamw"
     lr: float = 2e-4
@@ -49,13 +50,13 @@ class TrainConfig:
     clip_theta: float | None = None  # adjustable gradient clipping: every gradient element to +-theta / lr
     schedule: str = "cosine"  # "step": lr / 10 every lr_step_epochs; "cosine": linear warm-up, cosine to zero
     lr_step_epochs: float = 20.0
-    warmup_epochs: float = 0.5
-    loss: str = "mse"  # "mse" or "l1"
+    warmup_epochs: float = 0.05  # of a (patch, variant) epoch: 339 steps of 64 on the 291 images at 41x41
+    loss: str = "mse"  # "mse" (mean over pixels), "l1", or "half_sse": the paper's 1/2 sum over a patch, batch mean
     zero_init_output: bool = False  # last conv starts at zero, so the untrained model returns its input (the ILR)
     bf16: bool = False  # bf16 autocast (CPUs with AMX/AVX-512-BF16, CUDA GPUs); the loss stays fp32
     channels_last: bool = True
     seed: int = 0
-    log_every: int = 20
+    log_every: int = 20  # 0: never (likewise below)
     checkpoint_every: int = 500
     validate_every: int = 2000
 
@@ -63,12 +64,14 @@ class TrainConfig:
 def recipe(name: str, model: str = "vdsr", **overrides: object) -> TrainConfig:
     """The named recipe's defaults for `model`, with `overrides` on top."""
     if name == "paper":
-        # Kim et al. 2016, section 4.1. theta is not given in the paper: 0.01 bounds each SGD step of every weight
-        # (lr * theta / lr) to 0.01, a sixth of the He-init std of a 64-channel 3x3 layer (sqrt(2 / 576) = 0.059):
-        # large enough not to slow the start at lr 0.1, small enough to stop the blow-ups lr 0.1 otherwise causes.
+        # Kim et al. 2016, section 4.1, with their loss 1/2 ||y - f(x)||^2 per patch (MatConvNet's convention; a mean
+        # over pixels would make gradients ~840x smaller and lr 0.1 meaningless). theta is not given in the paper:
+        # 0.01 lets one gradient term move a weight by at most lr * theta / lr = 0.01 (momentum can add up to 10x over
+        # steps), a sixth of the He-init std of a 64-channel 3x3 layer (sqrt(2 / 576) = 0.059): loose enough not to
+        # slow the start at lr 0.1, tight enough to stop the blow-ups lr 0.1 causes without clipping.
         base = TrainConfig(model=model, recipe="paper", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
                            clip_theta=0.01, schedule="step", lr_step_epochs=20, epochs=80, batch_size=64,
-                           patch_size=41, stride=41)  # fmt: skip
+                           patch_size=41, stride=41, loss="half_sse")  # fmt: skip
     elif name == "fast":
         base = TrainConfig(model=model, recipe="fast", bf16=True, zero_init_output=True, lr=3e-4)
     else:
@@ -81,22 +84,33 @@ def config_from_json(saved: dict[str, object], **overrides: object) -> TrainConf
     unknown = set(saved) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise TrainingError(f"Checkpoint config has fields this version does not know: {sorted(unknown)}")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+
+    def tuples(value: object) -> object:  # JSON turned the config's tuples into lists, nested ones too
+        if isinstance(value, list):
+            return tuple(tuples(v) for v in value)
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        return value
+
+    fields = {k: tuples(v) for k, v in saved.items()}
     return replace(TrainConfig(**fields), **overrides)  # type: ignore[arg-type]
 
 
 def resume_config(checkpoint_path: Path, max_steps: int | None) -> TrainConfig:
     """The config a checkpoint was trained with; only max_steps may change when resuming."""
-    info = load_checkpoint(checkpoint_path).info
+    try:
+        info = load_checkpoint(checkpoint_path).info
+    except ValueError as error:
+        raise TrainingError(str(error)) from error
     return config_from_json(info["config"], max_steps=max_steps)  # type: ignore[arg-type]
 
 
-def learning_rate(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+def learning_rate(config: TrainConfig, step: int, total_steps: int, per_epoch: int) -> float:
     """The learning rate at `step`, a pure function of the config (nothing to save for resuming)."""
     if config.schedule == "step":
-        return config.lr * 0.1 ** (step // max(1, round(config.lr_step_epochs * steps_per_epoch)))
+        return config.lr * 0.1 ** (step // max(1, round(config.lr_step_epochs * per_epoch)))
     if config.schedule == "cosine":
-        warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
+        warmup = max(1, round(config.warmup_epochs * per_epoch))
         if step < warmup:
             return config.lr * (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
@@ -153,9 +167,20 @@ def stop_on_signals() -> Iterator[list[str]]:
             signal.signal(s, h)
 
 
-def manifest_digest(name: str) -> str:
-    """One hash for a known set's SHA-256 list: the exact files the model was trained on."""
-    return hashlib.sha256(json.dumps(sorted(read_manifest(name).items())).encode()).hexdigest()
+def dataset_digest(dataset: Dataset) -> str:
+    """One hash over the files' names and SHA-256s: the exact images a model was trained on."""
+    hashes = sorted((path.name, sha256_file(path)) for path in dataset.files)
+    return hashlib.sha256(json.dumps(hashes).encode()).hexdigest()
+
+
+def compute_loss(config: TrainConfig, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if config.loss == "mse":
+        return torch.nn.functional.mse_loss(out, target)
+    if config.loss == "l1":
+        return torch.nn.functional.l1_loss(out, target)
+    if config.loss == "half_sse":
+        return 0.5 * (out - target).square().sum(dim=(1, 2, 3)).mean()
+    raise ValueError(f"Unknown loss {config.loss!r}; expected 'mse', 'l1' or 'half_sse'")
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -179,13 +204,6 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; expected 'sgd' or 'adamw'")
 
 
-def _state_for_checkpoint(optimizer: torch.optim.Optimizer) -> dict[str, object]:
-    state = optimizer.state_dict()
-    # SGD without momentum keeps None buffers; they carry no state
-    state["state"] = {i: {k: v for k, v in s.items() if v is not None} for i, s in state["state"].items()}
-    return state
-
-
 def train(
     config: TrainConfig,
     patches: PatchSet,
@@ -202,11 +220,13 @@ def train(
     on `validation_sets` (full images, the bench protocol), at the end on `final_sets` (default: the same)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.safetensors"
-    steps_per_epoch = len(patches.hr) // config.batch_size
-    if steps_per_epoch == 0:
-        raise TrainingError(f"{len(patches.hr)} patches are fewer than one batch of {config.batch_size}")
-    total_steps = max(1, round(config.epochs * steps_per_epoch))
-    last_step = min(total_steps, config.max_steps or total_steps)
+    log_path = out_dir / "train_log.jsonl"
+    try:
+        per_epoch = steps_per_epoch(patches, config.batch_size)
+    except ValueError as error:
+        raise TrainingError(str(error)) from error
+    total_steps = max(1, round(config.epochs * per_epoch))
+    last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.model_config).to(device)
     if config.zero_init_output:
@@ -227,23 +247,29 @@ def train(
         saved_step, saved_wall = saved.info["step"], saved.info["wall_seconds"]
         assert isinstance(saved_step, int) and isinstance(saved_wall, float)
         step, wall_before = saved_step, saved_wall
+        if log_path.is_file():  # drop what was logged after the checkpoint: those steps run again
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            atomic_write_text(log_path, "".join(f"{line}\n" for line in kept))
     elif checkpoint_path.is_file():
         raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --output")
 
     start = time.monotonic()
-    log_path = out_dir / "train_log.jsonl"
 
     def checkpoint() -> None:
-        info = {"step": step, "config": asdict(config), "data": patches.key,
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never overwrite the last good checkpoint with a broken model
+            raise TrainingError(f"Non-finite weights in {bad[:3]} at step {step}; the last good checkpoint: "
+                                f"{checkpoint_path if checkpoint_path.is_file() else 'none'}")  # fmt: skip
+        versions = {"vdsr": __version__, "torch": torch.__version__, "numpy": np.__version__}
+        info = {"step": step, "config": asdict(config), "data": patches.key, "versions": versions,
                 "wall_seconds": wall_before + time.monotonic() - start, "device": str(device)}  # fmt: skip
-        save_checkpoint(checkpoint_path, Checkpoint(model.state_dict(), _state_for_checkpoint(optimizer),
+        save_checkpoint(checkpoint_path, Checkpoint(model.state_dict(), optimizer.state_dict(),
                                                     torch.get_rng_state(), info))  # fmt: skip
 
     def log(record: dict[str, object]) -> None:
         with log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    loss_fn = torch.nn.functional.mse_loss if config.loss == "mse" else torch.nn.functional.l1_loss
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     losses: list[float] = []
     window_start, window_steps = time.monotonic(), 0
@@ -254,12 +280,12 @@ def train(
             ilr, hr = batch_for_step(patches, step, config.batch_size, config.seed)
             x = torch.from_numpy(ilr)[:, None].to(device, memory_format=memory_format)
             y = torch.from_numpy(hr)[:, None].to(device, memory_format=memory_format)
-            lr = learning_rate(config, step, total_steps, steps_per_epoch)
+            lr = learning_rate(config, step, total_steps, per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 out = model(x)
-            loss = loss_fn(out.float(), y)
+            loss = compute_loss(config, out.float(), y)
             if not torch.isfinite(loss):
                 last_good = checkpoint_path if checkpoint_path.is_file() else "none (none written yet)"
                 raise TrainingError(
@@ -274,16 +300,16 @@ def train(
             losses.append(loss.item())
             window_steps += 1
             validation = None
-            if step % config.validate_every == 0 and step < last_step:
+            if config.validate_every and step % config.validate_every == 0 and step < last_step:
                 validation = validate(model, config.model, validation_sets, config.scales, device)
                 log({"step": step, "validation": [asdict(c) for c in validation]})
-            if step % config.log_every == 0 or validation is not None or step == last_step:
+            if (config.log_every and step % config.log_every == 0) or validation is not None or step == last_step:
                 rate = window_steps * config.batch_size / max(1e-9, time.monotonic() - window_start)
                 report = Progress(step, total_steps, float(np.mean(losses)), lr, rate, validation)
                 log({"step": step, "loss": report.loss, "lr": lr, "patches_per_second": rate})
                 on_progress(report)
                 losses, window_start, window_steps = [], time.monotonic(), 0
-            if step % config.checkpoint_every == 0:
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint()
             if received:
                 stopped = f"signal {received[0]}"
@@ -291,7 +317,7 @@ def train(
             if max_minutes is not None and time.monotonic() - start > max_minutes * 60:
                 stopped = "time limit"
                 break
-    checkpoint()
+        checkpoint()  # still under the signal guard: a SIGTERM now cannot cut it short
     if step < last_step:
         return TrainResult(steps=step, stopped=stopped, weights=None, checkpoint=checkpoint_path)
 
@@ -315,9 +341,7 @@ def train(
         "device": str(device),
         "torch": torch.__version__,
         "weights_sha256": sha256_file(weights_path),
-        "training_data": {
-            d.name: {"files": len(d.files), "manifest_sha256": manifest_digest(d.name)} for d in train_sets
-        },
+        "training_data": {d.name: {"files": len(d.files), "sha256": dataset_digest(d)} for d in train_sets},
         "patches": {"key": patches.key, "count": len(patches.hr)},
         "validation": [asdict(c) for c in final],
     }

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from vdsr.runtime.atomic import atomic_write_bytes
@@ -26,7 +26,7 @@ def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
-    except (OSError, ValueError) as error:  # safetensors reports a corrupt header as an error subclass of these
+    except (OSError, ValueError, SafetensorError) as error:
         raise ValueError(f"{path}: cannot read weights ({error})") from error
     if "architecture" not in metadata:
         raise ValueError(f"{path}: no 'architecture' in the safetensors metadata; not a vdsr weights file")

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from vdsr.runtime.atomic import atomic_write_bytes
+from vdsr.train.weights import read_safetensors
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Raises ValueError naming the file when it is not a readable checkpoint."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (OSError, ValueError, SafetensorError) as error:
-        raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
+    tensors, metadata = read_safetensors(path, "checkpoint")
     if "info" not in metadata or "optimizer" not in metadata or "rng.torch" not in tensors:
         raise ValueError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

@@ -21,6 +21,15 @@ class SRCNNConfig:
     channels: tuple[int, int] = (64, 32)
 
 
+def he_init(module: nn.Module) -> None:
+    """He et al. (2015) initialisation of every convolution, zero biases: the VDSR paper's choice."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class VDSR(nn.Module):
     """Kim, Lee & Lee (CVPR 2016): 3x3 conv + ReLU stack with a global residual, output = ILR + net(ILR)."""
 
@@ -35,11 +44,7 @@ class VDSR(nn.Module):
             layers += [nn.Conv2d(c, c, 3, padding=1, bias=config.bias), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(c, 1, 3, padding=1, bias=config.bias))
         self.body = nn.Sequential(*layers)
-        for m in self.modules():  # He et al. (2015) initialisation, as the paper
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        he_init(self)
 
     @property
     def halo(self) -> int:
@@ -67,11 +72,7 @@ class SRCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(c2, 1, k3, padding=k3 // 2),
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        he_init(self)
 
     @property
     def halo(self) -> int:

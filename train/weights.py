@@ -20,14 +20,19 @@ def save_weights(path: Path, model: VDSR | SRCNN, scales: list[int]) -> None:
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
-def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
-    """The model (fp32, CPU, eval mode) and the scales it was trained for."""
+def read_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file; ValueError naming the file when it cannot be read."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-        tensors = load_file(str(path))
+        return load_file(str(path)), metadata
     except (OSError, ValueError, SafetensorError) as error:
-        raise ValueError(f"{path}: cannot read weights ({error})") from error
+        raise ValueError(f"{path}: not a readable {kind} ({error})") from error
+
+
+def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
+    """The model (fp32, CPU, eval mode) and the scales it was trained for."""
+    tensors, metadata = read_safetensors(path, "weights file")
     if "architecture" not in metadata:
         raise ValueError(f"{path}: no 'architecture' in the safetensors metadata; not a vdsr weights file")
     model = build_model(metadata["architecture"], json.loads(metadata.get("config", "{}")))

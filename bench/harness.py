@@ -6,12 +6,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr import shipped
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import ground_truth_y, low_resolution, scorable, score
 from vdsr.runtime.images import ImageError, load_image
@@ -42,16 +42,11 @@ def bicubic_upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floati
     return imresize(lr_y, scale)
 
 
-def shipped_weights(method: Method) -> Path:
-    """Where the package keeps the weights this project trained for `method` (models/<method>.safetensors)."""
-    return Path(str(files("vdsr").joinpath(f"{method.value}.safetensors")))
-
-
 def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
     """The runner for a method; learnt methods load `weights` (default: the shipped file) with PyTorch on the CPU."""
     if method is Method.bicubic:
         return MethodRunner(name="bicubic", backend="numpy", precision="fp64", upscale=bicubic_upscale)
-    path = weights or shipped_weights(method)
+    path = weights or shipped(f"{method.value}.safetensors")
     if not path.is_file():
         raise ValueError(f"No weights for {method.value}: {path} does not exist (train them with vdsr-train)")
     try:  # torch only where a learnt model is asked for: the bicubic benchmark must not need it

@@ -5,6 +5,13 @@ The stages are subpackages: `vdsr.runtime` (numpy image ops shared by every stag
 (evaluation protocol and benchmark), `vdsr.train` and `vdsr.export`.
 """
 
+from pathlib import Path
+
 from vdsr._version import __commit_id__, __version__
 
-__all__ = ["__commit_id__", "__version__"]
+__all__ = ["__commit_id__", "__version__", "shipped"]
+
+
+def shipped(filename: str) -> Path:
+    """A file shipped with the package beside this module: weights, ONNX graphs, model cards (e.g. vdsr.safetensors)."""
+    return Path(__file__).with_name(filename)

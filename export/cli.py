@@ -1,0 +1,47 @@
+"""`vdsr-export`: trained weights (.safetensors) to a self-contained ONNX graph, fp32 or fp16, dynamic N/H/W."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vdsr import shipped
+from vdsr.bench.datasets import sha256_file
+from vdsr.export.onnx import DEFAULT_OPSET, export_onnx, onnx_metadata, save_onnx
+from vdsr.train.weights import load_weights
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def default_output(weights: Path, fp16: bool) -> Path:
+    """models/vdsr.safetensors -> models/vdsr.onnx, or models/vdsr_fp16.onnx with --fp16."""
+    return weights.with_name(f"{weights.stem}{'_fp16' if fp16 else ''}.onnx")
+
+
+@app.command()
+def main(
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Trained weights; default: the shipped VDSR.")
+    ] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="fp16 weights, arithmetic and I/O.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: beside the weights.")] = None,
+    opset: Annotated[int, typer.Option("--opset", min=17)] = DEFAULT_OPSET,
+) -> None:
+    """Export VDSR or SRCNN weights to ONNX, checked with onnx.checker (full check)."""
+    err = Console(stderr=True)
+    source = weights or shipped("vdsr.safetensors")
+    try:
+        model, scales = load_weights(source)
+    except ValueError as error:  # missing, unreadable or not vdsr weights
+        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from error
+    target = output or default_output(source, fp16)
+    proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
+    save_onnx(proto, target)
+    meta = onnx_metadata(proto)
+    size = target.stat().st_size / 1e6
+    summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}, opset {opset}"
+    err.print(f"wrote {target}: {summary}, {size:.2f} MB", highlight=False, soft_wrap=True)

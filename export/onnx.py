@@ -1,0 +1,68 @@
+"""VDSR/SRCNN to ONNX: one self-contained file, input (N, 1, H, W) with N, H and W dynamic, fp32 or fp16 arithmetic.
+
+The fp16 graph keeps weights, arithmetic and I/O in fp16 (no Cast nodes: TensorRT 11's strongly typed builder and
+ONNX Runtime CUDA run it as is; callers hand in fp16 arrays). metadata_props describe what the runtime needs:
+architecture, trained scales, colour convention, halo (receptive-field radius) and the source weights' SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from vdsr import __version__
+from vdsr.runtime.atomic import atomic_write_bytes
+from vdsr.train.models import SRCNN, VDSR, model_config
+
+DEFAULT_OPSET = 18
+INPUT_NAME = "ilr"
+OUTPUT_NAME = "sr"
+COLOR_CONVENTION = "Y of BT.601 studio-range YCbCr, in [0, 1]; input is the MATLAB-bicubic upscaled image (ILR)"
+
+
+def export_onnx(
+    model: VDSR | SRCNN, scales: list[int], weights_sha256: str, fp16: bool = False, opset: int = DEFAULT_OPSET
+) -> onnx.ModelProto:
+    """The model as an ONNX graph (checked with onnx.checker's full check)."""
+    dtype = torch.float16 if fp16 else torch.float32
+    module = model.to(dtype=dtype).eval()
+    example = torch.rand(2, 1, 24, 32, dtype=dtype)  # batch 2 and H != W so no dimension is specialised
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not for our users
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes={"ilr": dims}, external_data=False, opset_version=opset, optimize=True, verbose=False,
+        )  # fmt: skip
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    proto = program.model_proto
+    architecture = "vdsr" if isinstance(model, VDSR) else "srcnn"
+    metadata = {
+        "architecture": architecture,
+        "config": json.dumps(model_config(model)),
+        "scales": json.dumps(scales),
+        "color": COLOR_CONVENTION,
+        "halo": str(model.halo),
+        "precision": "fp16" if fp16 else "fp32",
+        "weights_sha256": weights_sha256,
+        "producer": f"vdsr {__version__}, torch {torch.__version__}",
+    }
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = f"{architecture.upper()} super-resolution: {COLOR_CONVENTION}"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    atomic_write_bytes(path, proto.SerializeToString())
+
+
+def onnx_metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}

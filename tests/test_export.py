@@ -1,0 +1,106 @@
+"""ONNX export: dynamic N/H/W, self-contained, checker-clean, no needless nodes, equal to PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vdsr.bench.datasets import sha256_file
+from vdsr.export.cli import app
+from vdsr.export.onnx import COLOR_CONVENTION, export_onnx, onnx_metadata, save_onnx
+from vdsr.train.models import SRCNN, VDSR, SRCNNConfig, VDSRConfig
+from vdsr.train.weights import save_weights
+
+SHAPES = [(1, 1, 17, 33), (3, 1, 64, 48), (1, 1, 48, 64), (1, 1, 1, 1), (2, 1, 5, 90)]
+runner = CliRunner()
+
+
+def tiny_models() -> list[VDSR | SRCNN]:
+    torch.manual_seed(0)
+    return [VDSR(VDSRConfig(depth=4, channels=8)), SRCNN(SRCNNConfig(kernels=(5, 1, 3), channels=(8, 4)))]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[VDSR | SRCNN, Path]]:
+    """Each tiny model and its fp32 graph, round-tripped through a file."""
+    folder = tmp_path_factory.mktemp("onnx")
+    pairs = []
+    for model in tiny_models():
+        path = folder / f"{type(model).__name__}.onnx"
+        save_onnx(export_onnx(model, [2, 3, 4], "f" * 64), path)
+        pairs.append((model.float().eval(), path))
+    return pairs
+
+
+def test_ort_equals_pytorch_at_many_shapes(exported: list[tuple[VDSR | SRCNN, Path]]) -> None:
+    rng = np.random.default_rng(0)
+    for model, path in exported:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for shape in SHAPES:
+            x = rng.random(shape, dtype=np.float32)
+            with torch.inference_mode():
+                expected = model(torch.from_numpy(x)).numpy()
+            (got,) = session.run(None, {"ilr": x})
+            assert got.shape == shape
+            assert np.abs(got - expected).max() <= 1e-5, (type(model).__name__, shape)
+
+
+def test_graph_is_dynamic_self_contained_and_lean(exported: list[tuple[VDSR | SRCNN, Path]]) -> None:
+    for model, path in exported:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto, full_check=True)
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "height", "width"]
+        assert all(
+            init.data_location == onnx.TensorProto.DEFAULT for init in proto.graph.initializer
+        )  # no external data
+        ops = [n.op_type for n in proto.graph.node]
+        convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        expected = ["Conv", "Relu"] * (convs - 1) + ["Conv"] + (["Add"] if isinstance(model, VDSR) else [])
+        assert ops == expected  # nothing but the network: constants folded, no casts, no reshapes
+        meta = onnx_metadata(proto)
+        assert meta["halo"] == str(model.halo) and meta["precision"] == "fp32" and meta["color"] == COLOR_CONVENTION
+        assert json.loads(meta["scales"]) == [2, 3, 4] and meta["weights_sha256"] == "f" * 64
+        assert meta["architecture"] == type(model).__name__.lower()
+
+
+def test_fp16_graph_has_fp16_weights_and_io_and_stays_close(tmp_path: Path) -> None:
+    model = tiny_models()[0]
+    reference = VDSR(model.config)
+    reference.load_state_dict(model.state_dict())
+    proto = export_onnx(model, [2], "0" * 64, fp16=True)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert {init.data_type for init in proto.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert "Cast" not in {n.op_type for n in proto.graph.node}
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((2, 1, 20, 30), dtype=np.float32)
+    (got,) = session.run(None, {"ilr": x.astype(np.float16)})
+    with torch.inference_mode():
+        expected = reference.eval()(torch.from_numpy(x)).numpy()
+    assert got.dtype == np.float16 and np.abs(got.astype(np.float32) - expected).max() < 1e-2
+
+
+def test_cli_exports_beside_the_weights(tmp_path: Path) -> None:
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, tiny_models()[0], [2, 3])
+    result = runner.invoke(app, ["--weights", str(weights)])
+    assert result.exit_code == 0, result.output
+    fp16 = runner.invoke(app, ["--weights", str(weights), "--fp16"])
+    assert fp16.exit_code == 0, fp16.output
+    for name, precision in (("tiny.onnx", "fp32"), ("tiny_fp16.onnx", "fp16")):
+        meta = onnx_metadata(onnx.load(str(tmp_path / name)))
+        assert meta["precision"] == precision and meta["weights_sha256"] == sha256_file(weights)
+        assert json.loads(meta["scales"]) == [2, 3]
+
+
+def test_cli_missing_weights_is_one_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--weights", str(tmp_path / "none.safetensors")])
+    assert result.exit_code == 1 and "none.safetensors: not a readable weights file" in result.stderr

@@ -11,6 +11,14 @@ from rich.console import Console
 from vdsr import shipped
 from vdsr.bench.datasets import sha256_file
 from vdsr.export.onnx import DEFAULT_OPSET, export_onnx, onnx_metadata, save_onnx
+from vdsr.export.tensorrt import (
+    DEFAULT_PROFILE,
+    EngineBuildError,
+    Profile,
+    TensorRTUnavailable,
+    build_engine,
+    parse_shape,
+)
 from vdsr.train.weights import load_weights
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -29,9 +37,25 @@ def main(
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 weights, arithmetic and I/O.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: beside the weights.")] = None,
     opset: Annotated[int, typer.Option("--opset", min=17)] = DEFAULT_OPSET,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="Also build a TensorRT engine here (needs TensorRT and a GPU).")
+    ] = None,
+    profile_min: Annotated[str, typer.Option("--min", help="Engine profile min, NxHxW.")] = "x".join(
+        map(str, DEFAULT_PROFILE.min)
+    ),
+    profile_opt: Annotated[str, typer.Option("--opt", help="Engine profile opt (tile shape), NxHxW.")] = "x".join(
+        map(str, DEFAULT_PROFILE.opt)
+    ),
+    profile_max: Annotated[str, typer.Option("--max", help="Engine profile max, NxHxW.")] = "x".join(
+        map(str, DEFAULT_PROFILE.max)
+    ),
 ) -> None:
     """Export VDSR or SRCNN weights to ONNX, checked with onnx.checker (full check)."""
     err = Console(stderr=True)
+    try:
+        profile = Profile(parse_shape(profile_min), parse_shape(profile_opt), parse_shape(profile_max))
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--min/--opt/--max") from error
     source = weights or shipped("vdsr.safetensors")
     try:
         model, scales = load_weights(source)
@@ -45,3 +69,11 @@ def main(
     size = target.stat().st_size / 1e6
     summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}, opset {opset}"
     err.print(f"wrote {target}: {summary}, {size:.2f} MB", highlight=False, soft_wrap=True)
+    if engine is None:
+        return
+    try:
+        built = build_engine(target, profile, destination=engine)
+    except (TensorRTUnavailable, EngineBuildError) as error:
+        err.print(f"[red]error:[/red] {engine}: {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from error
+    err.print(f"wrote {built} (TensorRT engine, profile {profile})", highlight=False, soft_wrap=True)

@@ -1,0 +1,177 @@
+"""TensorRT FP16 engines from this package's ONNX graphs, for users with TensorRT and an NVIDIA GPU.
+
+Not executed in this project's own environment: TensorRT's builder cannot be installed there (its libraries come only
+from NVIDIA's index). CI type-checks this module against tensorrt-stubs; nothing here is mocked.
+
+- TensorRT 10: the fp32 graph with BuilderFlag.FP16 (TensorRT picks fp16 kernels), or the fp16 graph strongly typed.
+- TensorRT 11 is strongly typed only (no FP16 flag): the fp16 graph (vdsr-export --fp16) is required.
+- One optimisation profile; its max is square by default, so portrait and landscape tiles fit alike. TensorRT tunes
+  kernels for the opt shape: give the runtime's tile shape there.
+- Engines are cached under the user cache dir, keyed by GPU name, compute capability, TensorRT version, ONNX SHA-256
+  and profile, written atomically with a JSON sidecar; a timing cache per GPU and TensorRT version speeds up rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+from platformdirs import user_cache_dir
+
+from vdsr import __version__
+from vdsr.runtime.atomic import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+Shape = tuple[int, int, int]  # (batch, height, width) of the (N, 1, H, W) input
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT or a CUDA GPU is missing; the message says which and what to install."""
+
+
+class EngineBuildError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Profile:
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def __post_init__(self) -> None:
+        if not all(1 <= lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
+            raise ValueError(f"Expected 1 <= min <= opt <= max in every dimension, got {self}")
+
+
+# Square max: a profile sized for landscape frames fails on portrait images (a common TensorRT complaint).
+DEFAULT_PROFILE = Profile(min=(1, 32, 32), opt=(4, 512, 512), max=(8, 1024, 1024))
+
+
+def parse_shape(text: str) -> Shape:
+    """'4x512x512' -> (4, 512, 512): batch x height x width."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdecimal() for p in parts):
+        raise ValueError(f"Expected a shape NxHxW such as 4x512x512, got {text!r}")
+    n, h, w = (int(p) for p in parts)
+    return (n, h, w)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute_capability: str
+
+
+def require_tensorrt() -> Gpu:
+    """The GPU TensorRT will build for, once TensorRT is known to be usable. The GPU is checked first: without one,
+    TensorRT can segfault."""
+    try:
+        import torch
+    except ImportError as error:
+        raise TensorRTUnavailable("TensorRT engines need PyTorch with CUDA: pip install 'vdsr[trt]'") from error
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("No CUDA GPU is visible, so no TensorRT engine can be built here")
+    major, minor = torch.cuda.get_device_capability()
+    gpu = Gpu(name=torch.cuda.get_device_name(), compute_capability=f"{major}.{minor}")
+    try:
+        import tensorrt as trt
+    except ImportError as error:
+        raise TensorRTUnavailable("TensorRT is not installed: pip install 'vdsr[trt]'") from error
+    if not hasattr(trt, "Builder"):  # tensorrt-stubs or the lean runtime alone: importable, but cannot build
+        raise TensorRTUnavailable("This tensorrt installation has no Builder (stubs or lean runtime only)")
+    return gpu
+
+
+def engine_key(gpu: Gpu, trt_version: str, onnx_sha256: str, profile: Profile) -> str:
+    fields = {"gpu": asdict(gpu), "tensorrt": trt_version, "onnx": onnx_sha256, "profile": asdict(profile)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    return Path(user_cache_dir("vdsr")) / "tensorrt"
+
+
+def build_engine(
+    onnx_path: Path,
+    profile: Profile = DEFAULT_PROFILE,
+    destination: Path | None = None,
+    cache_dir: Path | None = None,
+    workspace_gib: int = 4,
+) -> Path:
+    """Build (or reuse from the cache) a TensorRT engine for `onnx_path`; copy it to `destination` if given.
+
+    Returns the engine's path. Raises TensorRTUnavailable without TensorRT or a GPU, EngineBuildError when parsing
+    or building fails (every parser error is logged and included in the message).
+    """
+    gpu = require_tensorrt()
+    import tensorrt as trt  # only now: require_tensorrt() has made sure a GPU and the builder are there
+
+    onnx_bytes = onnx_path.read_bytes()
+    onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
+    precision = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}.get("precision", "fp32")
+    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+    if precision != "fp16" and not has_fp16_flag:
+        raise EngineBuildError(f"TensorRT {trt.__version__} is strongly typed only: build from the fp16 graph "
+                               f"(vdsr-export --fp16), not {onnx_path}")  # fmt: skip
+    cache = cache_dir or default_cache_dir()
+    key = engine_key(gpu, trt.__version__, onnx_sha256, profile)
+    engine_path = cache / "engines" / f"{key}.engine"
+    sidecar = {"gpu": asdict(gpu), "tensorrt": trt.__version__, "onnx": str(onnx_path), "onnx_sha256": onnx_sha256,
+               "precision": precision, "profile": asdict(profile), "vdsr": __version__}  # fmt: skip
+    if not engine_path.is_file():
+        atomic_write_bytes(engine_path, _build(onnx_bytes, onnx_path, precision, profile, cache, gpu, workspace_gib))
+        atomic_write_text(engine_path.with_suffix(".json"), json.dumps(sidecar, indent=1) + "\n")
+    if destination is None:
+        return engine_path
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    shutil.copyfile(engine_path, tmp)
+    tmp.replace(destination)
+    atomic_write_text(destination.with_suffix(".json"), json.dumps(sidecar, indent=1) + "\n")
+    return destination
+
+
+def _build(
+    onnx_bytes: bytes, onnx_path: Path, precision: str, profile: Profile, cache: Path, gpu: Gpu,
+    workspace_gib: int,
+) -> bytes:  # fmt: skip
+    import tensorrt as trt  # build_engine has checked the GPU and the builder
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    # the fp16 graph carries its precision in its types; the fp32 graph lets TensorRT 10 choose fp16 kernels
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if precision == "fp16" else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        for message in errors:
+            log.error("TensorRT ONNX parser: %s: %s", onnx_path, message)
+        raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed with {len(errors)} errors: "
+                               + " | ".join(errors))  # fmt: skip
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
+    if precision != "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    timing_path = (
+        cache / "timing" / f"{gpu.name.replace(' ', '_')}-sm{gpu.compute_capability}-trt{trt.__version__}.cache"
+    )
+    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+    if not config.set_timing_cache(timing, ignore_mismatch=False):
+        log.warning("TensorRT refused the timing cache %s; building without it", timing_path)
+    optimisation = builder.create_optimization_profile()
+    name = network.get_input(0).name
+    low, mid, high = (trt.Dims([n, 1, h, w]) for n, h, w in (profile.min, profile.opt, profile.max))
+    optimisation.set_shape(name, low, mid, high)
+    config.add_optimization_profile(optimisation)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path} (see TensorRT's log above)")
+    atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from vdsr import shipped
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import ground_truth_y, low_resolution, scorable, score
+from vdsr.runtime.backends import OnnxRuntimeBackend
 from vdsr.runtime.images import ImageError, load_image
 from vdsr.runtime.resize import imresize
 
@@ -42,13 +43,35 @@ def bicubic_upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floati
     return imresize(lr_y, scale)
 
 
+def onnx_runner(backend: OnnxRuntimeBackend, name: str) -> MethodRunner:
+    """LR -> MATLAB-exact bicubic ILR (numpy) -> the ONNX graph on ONNX Runtime. No PyTorch."""
+
+    def upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
+        sr: NDArray[np.floating] = backend(imresize(lr_y, scale)[None, None])[0, 0]
+        return sr
+
+    provider = backend.providers[0].removesuffix("ExecutionProvider").lower()  # what the session really runs on
+    precision = backend.metadata.get("precision", "fp32")
+    return MethodRunner(name=name, backend=f"onnxruntime-{provider}", precision=precision, upscale=upscale)
+
+
 def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
-    """The runner for a method; learnt methods load `weights` (default: the shipped file) with PyTorch on the CPU."""
+    """The runner for a method. Learnt methods run `weights`: an .onnx graph on ONNX Runtime, or .safetensors on
+    PyTorch (CPU). Default: the shipped ONNX graph, else the shipped safetensors."""
     if method is Method.bicubic:
         return MethodRunner(name="bicubic", backend="numpy", precision="fp64", upscale=bicubic_upscale)
-    path = weights or shipped(f"{method.value}.safetensors")
+    path = weights or next(
+        (p for p in (shipped(f"{method.value}.onnx"), shipped(f"{method.value}.safetensors")) if p.is_file()),
+        shipped(f"{method.value}.safetensors"),
+    )
     if not path.is_file():
         raise ValueError(f"No weights for {method.value}: {path} does not exist (train them with vdsr-train)")
+    if path.suffix == ".onnx":
+        backend = OnnxRuntimeBackend(path)
+        architecture = backend.metadata.get("architecture")
+        if architecture != method.value:
+            raise ValueError(f"{path} holds {architecture} weights, not {method.value}")
+        return onnx_runner(backend, method.value)
     try:  # torch only where a learnt model is asked for: the bicubic benchmark must not need it
         import torch
 

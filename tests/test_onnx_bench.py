@@ -1,0 +1,82 @@
+"""vdsr-bench on ONNX graphs (ONNX Runtime, no PyTorch) and the fp16 cost benchmark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vdsr.bench import fp16_cost
+from vdsr.bench.cli import app as bench_app
+from vdsr.export.onnx import export_onnx, save_onnx
+from vdsr.train.models import VDSR, VDSRConfig
+
+runner = CliRunner()
+
+
+def zero_residual_vdsr() -> VDSR:
+    """A VDSR whose residual branch is zero: it returns its bicubic input exactly, so scores are predictable."""
+    model = VDSR(VDSRConfig(depth=3, channels=4))
+    for p in model.parameters():
+        torch.nn.init.zeros_(p)
+    return model
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("graphs")
+    save_onnx(export_onnx(zero_residual_vdsr(), [2, 3, 4], "1" * 64), folder / "v.onnx")
+    save_onnx(export_onnx(zero_residual_vdsr(), [2, 3, 4], "1" * 64, fp16=True), folder / "v_fp16.onnx")
+    return folder / "v.onnx", folder / "v_fp16.onnx"
+
+
+def test_bench_runs_onnx_graphs_on_onnx_runtime(data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path) -> None:
+    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2", "-m", "bicubic", "-m", "vdsr",
+            "--weights", str(graphs[0]), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    result = runner.invoke(bench_app, args)
+    assert result.exit_code == 0, result.output
+    cells = {r["method"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert cells["vdsr"]["backend"] == "onnxruntime-cpu" and cells["vdsr"]["precision"] == "fp32"
+    assert abs(cells["vdsr"]["psnr"] - cells["bicubic"]["psnr"]) < 1e-3  # the graph returned its input
+
+
+def test_onnx_path_imports_no_torch(graphs: tuple[Path, Path]) -> None:
+    code = (
+        "import sys, numpy as np; from pathlib import Path; from vdsr.bench.harness import Method, method_runner; "
+        f"r = method_runner(Method.vdsr, Path({str(graphs[0])!r})); r.upscale(np.random.rand(9, 7), 3); "
+        "print([m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_wrong_architecture_graph_is_refused(graphs: tuple[Path, Path], data_dir: Path) -> None:
+    result = runner.invoke(
+        bench_app, ["--data-dir", str(data_dir), "-d", "Set5", "-m", "srcnn", "--weights", str(graphs[0])]
+    )
+    assert result.exit_code == 1 and "holds vdsr weights, not srcnn" in result.stderr
+
+
+def test_fp16_cost_table(data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path) -> None:
+    args = ["--fp32", str(graphs[0]), "--fp16", str(graphs[1]), "--data-dir", str(data_dir), "-d", "Set5", "-s", "2",
+            "--json", str(tmp_path / "c.json"), "--markdown", str(tmp_path / "c.md")]  # fmt: skip
+    result = runner.invoke(fp16_cost.app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "c.json").read_text())["results"]
+    assert row["dataset"] == "Set5" and row["scale"] == 2 and row["within_bar"]
+    assert 0 <= row["cost_db"] < fp16_cost.BAR_DB  # fp16 rounding of the ILR only: a tiny, non-negative cost
+    assert "| Set5 | x2 |" in (tmp_path / "c.md").read_text()
+
+
+def test_fp16_cost_refuses_graphs_of_different_weights(
+    data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    other = tmp_path / "other_fp16.onnx"
+    save_onnx(export_onnx(zero_residual_vdsr(), [2], "2" * 64, fp16=True), other)
+    result = runner.invoke(fp16_cost.app, ["--fp32", str(graphs[0]), "--fp16", str(other), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1 and "different weights" in result.output

@@ -244,5 +244,9 @@ def test_schedules() -> None:
     assert learning_rate(paper, 2000, 8000, per_epoch) == pytest.approx(0.01)
     assert learning_rate(paper, 7999, 8000, per_epoch) == pytest.approx(1e-4)
     fast = recipe("fast", epochs=10)
-    assert learning_rate(fast, 0, 1000, per_epoch) < learning_rate(fast, 49, 1000, per_epoch) == pytest.approx(fast.lr)
+    warmup = round(fast.warmup_epochs * per_epoch)
+    assert warmup >= 2
+    assert learning_rate(fast, 0, 1000, per_epoch) < learning_rate(fast, warmup - 1, 1000, per_epoch)
+    assert learning_rate(fast, warmup - 1, 1000, per_epoch) == pytest.approx(fast.lr)  # the peak, then cosine
+    assert learning_rate(fast, warmup + 100, 1000, per_epoch) < fast.lr
     assert learning_rate(fast, 999, 1000, per_epoch) < fast.lr * 1e-4

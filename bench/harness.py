@@ -76,11 +76,12 @@ def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
         import torch
 
         from vdsr.train.evaluate import torch_runner
+        from vdsr.train.models import VDSR
         from vdsr.train.weights import load_weights
     except ImportError as error:
         raise ValueError(f"--method {method.value} needs PyTorch: pip install 'vdsr[train]' ({error})") from error
     model, _ = load_weights(path)
-    architecture = "vdsr" if type(model).__name__ == "VDSR" else "srcnn"
+    architecture = "vdsr" if isinstance(model, VDSR) else "srcnn"
     if architecture != method.value:
         raise ValueError(f"{path} holds {architecture} weights, not {method.value}")
     return torch_runner(model, method.value, torch.device("cpu"))

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from vdsr._version import __commit_id__, __version__
 
-__all__ = ["__commit_id__", "__version__", "shipped"]
+__all__ = ["Upscaler", "__commit_id__", "__version__", "shipped"]
 
 
 def shipped(filename: str) -> Path:
     """A file shipped with the package beside this module: weights, ONNX graphs, model cards (e.g. vdsr.safetensors)."""
     return Path(__file__).with_name(filename)
+
+
+from vdsr.runtime.upscaler import Upscaler  # noqa: E402  (after shipped(), which the runtime imports)

@@ -1,12 +1,60 @@
-"""Inference backends. A backend is a callable on a (N, 1, H, W) float array of ILR luminance in [0, 1] that returns
-the super-resolved luminance, same shape, float32. ONNX Runtime needs no PyTorch: it is the default CPU path."""
+"""Inference backends, and choosing one.
+
+A backend is a callable on a (N, 1, H, W) float array of ILR luminance in [0, 1] that returns the super-resolved
+luminance, same shape, float32. Each also says what it runs (`name`, `precision`), the halo its model needs and the
+scales it was trained for, and the largest input it accepts (`max_input`, N x H x W, or None for any).
+
+- onnxruntime-cpu / onnxruntime-cuda: an ONNX graph on ONNX Runtime. No PyTorch: the default CPU path.
+- torch-cpu / torch-cuda: the safetensors weights on PyTorch; on CUDA in fp16, channels_last, replayed as CUDA graphs.
+- tensorrt: an engine built from the ONNX graph by vdsr.export.tensorrt (not executed in this project's environment:
+  TensorRT cannot be installed there). Its I/O buffers are torch CUDA tensors.
+"""
 
 from __future__ import annotations
 
+import ctypes.util
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+from vdsr import shipped
+
+BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")  # auto tries them in order
+MODELS = ("vdsr", "srcnn")
+
+
+class Backend(Protocol):
+    name: str
+    precision: str
+    halo: int
+    scales: list[int]
+    max_input: tuple[int, int, int] | None
+
+    def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]: ...
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run here; the message says why (shown when --backend auto skips it)."""
+
+
+def _check_batch(batch: NDArray[np.floating]) -> None:
+    if batch.ndim != 4 or batch.shape[1] != 1:
+        raise ValueError(f"Expected a (N, 1, H, W) batch, got shape {batch.shape}")
+
+
+def _model_facts(metadata: dict[str, str], source: Path) -> tuple[int, list[int]]:
+    """(halo, trained scales) from a graph's metadata_props."""
+    try:
+        return int(metadata["halo"]), [int(s) for s in json.loads(metadata.get("scales", "[]"))]
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{source}: no valid 'halo' in the model's metadata; export it with vdsr-export") from error
 
 
 class OnnxRuntimeBackend:
@@ -33,10 +81,247 @@ class OnnxRuntimeBackend:
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         # get_available_providers() lists what was compiled in, not what works: report what the session runs on
         self.providers: list[str] = list(self.session.get_providers())
+        self.name = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
+        self.precision = self.metadata.get("precision", "fp32")
+        self.max_input: tuple[int, int, int] | None = None
+        self.halo, self.scales = _model_facts(self.metadata, model) if "halo" in self.metadata else (0, [])
 
     def __call__(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
-        if batch.ndim != 4 or batch.shape[1] != 1:
-            raise ValueError(f"Expected a (N, 1, H, W) batch, got shape {batch.shape}")
+        _check_batch(batch)
         (out,) = self.session.run(None, {self.input_name: batch.astype(self.dtype, copy=False)})
         result: NDArray[np.float32] = np.asarray(out).astype(np.float32, copy=False)
         return result
+
+
+class TorchBackend:
+    """The safetensors weights on PyTorch: fp32 eager on CPU; fp16 channels_last CUDA graphs on a GPU."""
+
+    MAX_GRAPHS = 16  # one CUDA graph per input shape; tiles share a shape, so few are needed
+
+    def __init__(self, weights: Path, device: str = "cpu") -> None:
+        import torch
+
+        from vdsr.train.weights import load_weights
+
+        model, self.scales = load_weights(weights)
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.dtype = torch.float16 if self.cuda else torch.float32
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        if self.cuda:  # Module.to takes memory_format, but torch's stubs do not say so
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.halo = model.halo
+        self.name = f"torch-{self.device.type}"
+        self.precision = "fp16" if self.cuda else "fp32"
+        self.max_input: tuple[int, int, int] | None = None
+        self.graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}  # shape -> (graph, static input, static output)
+
+    def __call__(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
+        import torch
+
+        _check_batch(batch)
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            if self.cuda:
+                x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                out = self._replay(x)
+            else:
+                out = self.model(x)
+            result: NDArray[np.float32] = out.float().cpu().numpy()
+        return result
+
+    def _replay(self, x: Any) -> Any:
+        """Run through a CUDA graph captured for x's shape (kernel launches replayed at once), eager past MAX_GRAPHS."""
+        import torch
+
+        key = tuple(x.shape)
+        if key not in self.graphs:
+            if len(self.graphs) >= self.MAX_GRAPHS:
+                return self.model(x)
+            static_in = x.clone()
+            side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # warm up on a side stream before capture, as torch.cuda.graphs requires
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.model(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.model(static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+
+class TensorRTBackend:
+    """A TensorRT engine (built or reused from the cache by vdsr.export.tensorrt) with torch CUDA tensors as I/O.
+
+    Not executed in this project's environment (no TensorRT there); type-checked against tensorrt-stubs in CI.
+    """
+
+    def __init__(self, onnx_path: Path) -> None:
+        import onnx
+
+        from vdsr.export.tensorrt import DEFAULT_PROFILE, TensorRTUnavailable, build_engine
+
+        try:
+            engine_path = build_engine(onnx_path, DEFAULT_PROFILE)  # checks the GPU, then TensorRT
+        except TensorRTUnavailable as error:
+            raise BackendUnavailable(str(error)) from error
+        import tensorrt as trt
+        import torch
+
+        metadata = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        self.halo, self.scales = _model_facts(metadata, onnx_path)
+        self.precision = metadata.get("precision", "fp32")
+        self.name = "tensorrt"
+        self.max_input: tuple[int, int, int] | None = DEFAULT_PROFILE.max
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"{engine_path}: TensorRT could not deserialize the engine (see TensorRT's log)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RuntimeError(f"{engine_path}: expected one input and one output, got {inputs} and {outputs}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        half = self.engine.get_tensor_dtype(self.input_name) == trt.DataType.HALF
+        self.dtype = torch.float16 if half else torch.float32
+        self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+
+    def __call__(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
+        import torch
+
+        _check_batch(batch)
+        limit = self.max_input
+        if limit is not None and any(n > m for n, m in zip((batch.shape[0], *batch.shape[2:]), limit, strict=True)):
+            raise ValueError(f"Batch {batch.shape} exceeds the engine's profile maximum {limit} (N x H x W)")
+        with torch.cuda.stream(self.stream):
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to("cuda", self.dtype)
+            out = torch.empty_like(x)
+            self.context.set_input_shape(self.input_name, tuple(x.shape))
+            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError(f"TensorRT execute_async_v3 failed for a batch of shape {tuple(x.shape)}")
+            result: NDArray[np.float32] = out.float().cpu().numpy()  # waits for the stream
+        return result
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files one model comes as: fp32 and fp16 ONNX graphs, safetensors weights (None when absent)."""
+
+    name: str
+    onnx: Path | None
+    onnx_fp16: Path | None
+    weights: Path | None
+
+
+def model_files(model: str | Path | None = None) -> ModelFiles:
+    """'vdsr' (default) or 'srcnn': the shipped files; or the path of an .onnx graph or .safetensors weights."""
+    model = model or "vdsr"
+    if str(model) in MODELS:
+
+        def found(name: str) -> Path | None:
+            return shipped(name) if shipped(name).is_file() else None
+
+        files = ModelFiles(str(model), found(f"{model}.onnx"), found(f"{model}_fp16.onnx"),
+                           found(f"{model}.safetensors"))  # fmt: skip
+        if files.onnx is None and files.onnx_fp16 is None and files.weights is None:
+            raise ValueError(f"No shipped {model} model in {shipped('')}: reinstall vdsr, or give --model PATH")
+        return files
+    path = Path(model)
+    if not path.is_file():
+        raise ValueError(f"--model {model}: expected {' or '.join(MODELS)}, or an existing .onnx or .safetensors file")
+    if path.suffix == ".onnx":
+        return ModelFiles(path.stem, path, None, None)
+    if path.suffix == ".safetensors":
+        return ModelFiles(path.stem, None, None, path)
+    raise ValueError(f"--model {path}: expected an .onnx graph or .safetensors weights")
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is installed, found without importing torch (the CPU path must not load it)."""
+    if sys.platform.startswith("linux"):
+        return Path("/proc/driver/nvidia/version").exists()
+    return ctypes.util.find_library("nvcuda" if sys.platform == "win32" else "cuda") is not None
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _torch_cuda() -> None:
+    if not _installed("torch"):
+        raise BackendUnavailable("PyTorch is not installed")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(f"PyTorch {torch.__version__} sees no CUDA GPU")
+
+
+def _open(choice: str, files: ModelFiles) -> Backend:
+    """One backend, or BackendUnavailable saying why not."""
+    gpu = choice in ("tensorrt", "onnxruntime-cuda", "torch-cuda")
+    if gpu and not nvidia_driver_present():
+        raise BackendUnavailable("no NVIDIA GPU driver found")
+    if choice.startswith("torch"):
+        if files.weights is None:
+            raise BackendUnavailable(f"needs .safetensors weights for {files.name}; the model given is ONNX only")
+        if gpu:
+            _torch_cuda()
+        elif not _installed("torch"):
+            raise BackendUnavailable("PyTorch is not installed (pip install 'vdsr[train]')")
+        return TorchBackend(files.weights, "cuda" if gpu else "cpu")
+    graph = (files.onnx_fp16 or files.onnx) if gpu else (files.onnx or files.onnx_fp16)  # fp16 where it is fast
+    if graph is None:
+        raise BackendUnavailable(f"needs an ONNX graph of {files.name}; the model given is safetensors only")
+    if choice == "tensorrt":
+        if not _installed("tensorrt"):
+            raise BackendUnavailable("TensorRT is not installed (pip install 'vdsr[trt]')")
+        _torch_cuda()
+        return TensorRTBackend(graph)
+    if not _installed("onnxruntime"):
+        raise BackendUnavailable("ONNX Runtime is not installed (pip install 'vdsr[cpu]' or 'vdsr[gpu]')")
+    if gpu:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailable("this onnxruntime has no CUDA provider (pip install 'vdsr[gpu]')")
+        backend = OnnxRuntimeBackend(graph, ("CUDAExecutionProvider", "CPUExecutionProvider"))
+        if backend.name != "onnxruntime-cuda":
+            raise BackendUnavailable("the CUDA provider did not load (CUDA/cuDNN libraries missing?)")
+        return backend
+    return OnnxRuntimeBackend(graph)
+
+
+def open_backend(
+    choice: str = "auto", model: str | Path | None = None, log: Callable[[str], None] = lambda line: None
+) -> Backend:
+    """The backend `choice` (one of BACKENDS), or with 'auto' the first of BACKENDS that works here; `log` gets one
+    line saying what was chosen and why the others were skipped."""
+    if choice != "auto" and choice not in BACKENDS:
+        raise ValueError(f"Unknown backend {choice!r}; expected auto or one of: {', '.join(BACKENDS)}")
+    files = model_files(model)
+    if choice != "auto":
+        try:
+            backend = _open(choice, files)
+        except BackendUnavailable as error:
+            raise ValueError(f"Backend {choice} is not available: {error}") from error
+        log(f"backend {backend.name} ({backend.precision}) for {files.name}")
+        return backend
+    skipped = []
+    for candidate in BACKENDS:
+        try:
+            backend = _open(candidate, files)
+        except (BackendUnavailable, RuntimeError, ValueError) as error:  # a failed start too: say so, try the next
+            skipped.append(f"{candidate}: {error}")
+            continue
+        reasons = "; ".join(skipped) or "none"
+        log(f"backend {backend.name} ({backend.precision}) for {files.name}; skipped: {reasons}")
+        return backend
+    raise ValueError("No backend can run here: " + "; ".join(skipped))

@@ -1,18 +1,28 @@
-"""Reading image files into float arrays, with one clear error per unreadable file.
+"""Image files in and out, with one clear error per file that cannot be read or written.
 
-Every pixel format PIL decodes is normalised to float32 (H, W, C) in [0, 1] with C = 1 (gray) or 3 (RGB), plus a last
-alpha channel when the file has one. 8-bit and 16-bit gray keep their precision. Known gap: PIL decodes 16-bit RGB/RGBA
-PNGs to 8 bits, so those arrive with 8-bit precision (bit_depth reports 8).
+Reading: every pixel format PIL decodes is normalised to float32 (H, W, C) in [0, 1] with C = 1 (gray) or 3 (RGB),
+plus a last alpha channel when the file has one; EXIF orientation is applied. 16-bit PNGs keep their precision (PIL
+reads 16-bit gray; 16-bit colour PNGs, which PIL cuts to 8 bits, go through vdsr.runtime.png16). The ICC profile and
+EXIF block travel with the pixels so that the written result keeps them.
+
+Writing: the format follows the file suffix; 16-bit sources stay 16-bit where the format can hold it (PNG; TIFF for
+gray); the file appears whole or not at all (temp file + rename).
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vdsr.runtime import png16
+from vdsr.runtime.atomic import atomic_write_bytes
 
 # Refuse larger inputs before decoding them (decompression bombs). PIL's own threshold: above it PIL warns, and above
 # twice it PIL refuses, so a larger limit here would not help.
@@ -54,8 +64,10 @@ class ImageError(ValueError):
 class LoadedImage:
     path: Path
     pixels: NDArray[np.float32]  # (H, W, C) in [0, 1]; C = 1 or 3 colour channels, plus alpha last if has_alpha
-    bit_depth: int  # 8 or 16: the precision the file held
+    bit_depth: int  # 8 or 16: the precision the file held (and kept)
     has_alpha: bool
+    icc_profile: bytes | None = None
+    exif: bytes | None = None  # with the orientation already applied to the pixels and removed from the block
 
     @property
     def color(self) -> NDArray[np.float32]:
@@ -73,7 +85,7 @@ class LoadedImage:
         return c.shape[-1] == 1 or bool(np.array_equal(c[..., 0], c[..., 1]) and np.array_equal(c[..., 1], c[..., 2]))
 
 
-def _to_array(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int]:
+def pixels_of(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int]:
     if image.mode not in _MODES:
         raise ImageError(path, f"unsupported pixel format {image.mode!r}")
     target, depth = _MODES[image.mode]
@@ -90,6 +102,40 @@ def _to_array(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int]
     return pixels, depth
 
 
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL reads these exactly
+
+
+def _header(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(33)
+
+
+# EXIF orientation (2..8) -> the numpy view that displays the image upright, as ImageOps.exif_transpose does
+_ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _read_png16(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
+    """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF."""
+    try:
+        array, icc = png16.read_png16(path.read_bytes())
+    except ValueError as error:
+        raise ImageError(path, f"corrupt or unsupported 16-bit PNG ({error})") from error
+    exif = image.getexif()
+    orientation = exif.pop(0x0112, 1)
+    if orientation in _ORIENT:
+        array = _ORIENT[orientation](array)
+    pixels = np.ascontiguousarray(array, dtype=np.float32) / np.float32(65535)
+    return pixels, 16, icc, exif.tobytes() if len(exif) else None
+
+
 def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode one image file (EXIF orientation applied). Raises ImageError naming the file and the cause."""
     path = Path(path)
@@ -101,9 +147,13 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(path, f"{width}x{height} is over the limit of {max_pixels} pixels")
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            pixels, depth = _to_array(image, path)
+            if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(_header(path)):
+                pixels, depth, icc, exif = _read_png16(image, path)
+            else:
+                image.load()
+                ImageOps.exif_transpose(image, in_place=True)
+                pixels, depth = pixels_of(image, path)
+                icc, exif = image.info.get("icc_profile"), image.info.get("exif")
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
@@ -120,4 +170,62 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
         # PIL reports truncated or corrupt data as OSError (and some plugins as SyntaxError/ValueError).
         raise ImageError(path, f"corrupt or truncated image ({error})") from error
     has_alpha = pixels.shape[-1] in (2, 4)
-    return LoadedImage(path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha)
+    return LoadedImage(path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha, icc_profile=icc or None,
+                       exif=exif or None)  # fmt: skip
+
+
+def output_format(path: Path) -> str:
+    """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); ValueError for a suffix PIL cannot write."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images")
+    return fmt
+
+
+def encode_image(
+    pixels: NDArray[np.uint8] | NDArray[np.uint16], fmt: str, icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> bytes:  # fmt: skip
+    """(H, W, C) uint8 or uint16, C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> the bytes of one file in format `fmt`.
+
+    uint16 stays 16-bit in PNG (and TIFF for gray); other formats get 8 bits (rounded). A format without alpha
+    (JPEG) refuses an alpha channel rather than silently dropping it.
+    """
+    channels = pixels.shape[-1]
+    if fmt in ("JPEG", "BMP") and channels in (2, 4):
+        raise ValueError(f"{fmt} cannot hold the alpha channel; write PNG, TIFF or WEBP instead")
+    options: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
+    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["exif"] = exif
+    if fmt == "JPEG":
+        options |= {"quality": 95, "subsampling": 0}  # 4:4:4: keep the chroma detail the upscale made
+    if pixels.dtype == np.uint16 and fmt == "PNG" and channels > 1:
+        return png16.write_png16(np.asarray(pixels, dtype=np.uint16), icc_profile)  # PIL cannot write 16-bit colour
+    image = to_pil_image(pixels, sixteen_bit=fmt in ("PNG", "TIFF"))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def to_pil_image(pixels: NDArray[np.uint8] | NDArray[np.uint16], sixteen_bit: bool = True) -> Image.Image:
+    """(H, W, C) uint8 -> L, LA, RGB or RGBA; uint16 gray -> I;16 if `sixteen_bit`; other uint16 -> 8 bits, rounded
+    (PIL has no 16-bit colour modes)."""
+    if pixels.dtype == np.uint16 and not (sixteen_bit and pixels.shape[-1] == 1):
+        pixels = np.rint(pixels / 257.0).astype(np.uint8)  # 65535 -> 255 exactly
+    return Image.fromarray(np.ascontiguousarray(pixels if pixels.shape[-1] > 1 else pixels[..., 0]))  # L, LA, ...
+
+
+def save_image(
+    path: Path, pixels: NDArray[np.uint8] | NDArray[np.uint16], icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> None:  # fmt: skip
+    """Encode in the format the suffix names, then write atomically. ValueError naming the file on failure."""
+    fmt = output_format(path)
+    try:
+        data = encode_image(pixels, fmt, icc_profile, exif)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path}: cannot encode as {fmt} ({error})") from error
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot write ({error.strerror or error})") from error

@@ -65,14 +65,16 @@ def output_shape_for(shape: tuple[int, int], scale: float) -> tuple[int, int]:
     return (math.ceil(scale * shape[0]), math.ceil(scale * shape[1]))
 
 
-def _resize_axis(image: NDArray[np.floating], axis: int, out_length: int, scale: float) -> NDArray[np.floating]:
-    weights, source = contributions(image.shape[axis], out_length, scale)
-    weights = weights.astype(image.dtype)
+def _resize_axis(
+    image: NDArray[np.floating], axis: int, weights: NDArray[np.float64], source: NDArray[np.intp]
+) -> NDArray[np.floating]:
+    """Output i along `axis` = sum over taps j of weights[i, j] * image[source[i, j]] (other axes broadcast)."""
+    w = weights.astype(image.dtype)
     moved = np.moveaxis(image, axis, 0)
-    broadcast = (out_length,) + (1,) * (moved.ndim - 1)
-    out = weights[:, 0].reshape(broadcast) * moved[source[:, 0]]
-    for tap in range(1, weights.shape[1]):
-        out += weights[:, tap].reshape(broadcast) * moved[source[:, tap]]
+    broadcast = (w.shape[0],) + (1,) * (moved.ndim - 1)
+    out = w[:, 0].reshape(broadcast) * moved[source[:, 0]]
+    for tap in range(1, w.shape[1]):
+        out += w[:, tap].reshape(broadcast) * moved[source[:, tap]]
     return np.moveaxis(out, 0, axis)
 
 
@@ -108,5 +110,21 @@ def imresize(
     result = np.asarray(image, dtype=dtype)
     # MATLAB resizes the dimension with the smaller scale first (a stable sort: rows first on a tie); fewer operations.
     for axis in sorted((0, 1), key=lambda a: scales[a]):
-        result = _resize_axis(result, axis, out_shape[axis], scales[axis])
+        result = _resize_axis(result, axis, *contributions(in_shape[axis], out_shape[axis], scales[axis]))
     return result
+
+
+def imresize_rows(image: NDArray[np.floating], scale: float, start: int, stop: int) -> NDArray[np.floating]:
+    """Rows start..stop-1 of `imresize(image, scale, dtype=image.dtype)` for a float (H, W) or (H, W, C) image,
+    reading only the input rows they need: a band of a huge output without the whole output in memory. Bit-identical
+    to slicing the whole result (rows are resized first, as imresize does for equal scales)."""
+    if not (isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating) and image.ndim in (2, 3)):
+        raise ValueError(f"Expected a float (H, W) or (H, W, C) array, got {type(image).__name__}")
+    rows, cols = output_shape_for((image.shape[0], image.shape[1]), scale)
+    if not 0 <= start < stop <= rows:
+        raise ValueError(f"Expected 0 <= start < stop <= {rows} output rows, got {start}..{stop}")
+    weights, source = contributions(image.shape[0], rows, scale)
+    weights, source = weights[start:stop], source[start:stop]
+    first = int(source.min())
+    band = _resize_axis(image[first : int(source.max()) + 1], 0, weights, source - first)
+    return _resize_axis(band, 1, *contributions(image.shape[1], cols, scale))

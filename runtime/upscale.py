@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 from vdsr.runtime.color import rgb_to_ycbcr, ycbcr_to_rgb
-from vdsr.runtime.resize import imresize
-from vdsr.runtime.tiling import Backend, tiled
+from vdsr.runtime.resize import imresize_rows, output_shape_for
+from vdsr.runtime.tiling import Backend, tiled_rows
 
 MAX_SCALE = 8.0
 Y_OFFSET, Y_RANGE = 16 / 255, 219 / 255  # BT.601 studio range: Y = 16/255 + 219/255 * gray for R = G = B = gray
@@ -32,29 +33,40 @@ def check_scale(scale: float) -> float:
 
 
 def upscale_pixels(
-    pixels: NDArray[np.floating], scale: float, backend: Backend, halo: int, tile: int = 512, batch: int = 4
-) -> NDArray[np.float32]:
-    """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in [0, 1]."""
+    pixels: NDArray[np.floating], scale: float, backend: Backend, halo: int, tile: int = 512, batch: int = 4,
+    dtype: DTypeLike = np.float32,
+) -> NDArray[Any]:  # fmt: skip
+    """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in `dtype`:
+    float in [0, 1], or an unsigned integer type scaled to its full range (uint8: 0..255) and rounded.
+
+    Works band by band (a row of tiles): besides the input and the output, memory holds the input's YCbCr planes and
+    one band of tiles, however large the image.
+    """
     scale = check_scale(scale)
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(f"Expected (H, W, C) pixels with C in 1..4, got shape {pixels.shape}")
-    color_channels = 1 if pixels.shape[-1] in (1, 2) else 3
-    color = pixels[..., :color_channels].astype(np.float64)
-
-    def network(y: NDArray[np.float64]) -> NDArray[np.float32]:
-        ilr = imresize(y, scale, dtype=np.float32)
-        return tiled(backend, ilr, tile, halo, batch)
-
-    if color_channels == 1:
-        y = network(Y_OFFSET + Y_RANGE * color[..., 0])
-        out = ((y - Y_OFFSET) / Y_RANGE)[..., None]
-    else:
-        ycbcr = rgb_to_ycbcr(color)
-        y = network(ycbcr[..., 0])
-        chroma = imresize(ycbcr[..., 1:], scale, dtype=np.float32)
-        out = ycbcr_to_rgb(np.concatenate([y[..., None], chroma], axis=-1)).astype(np.float32)
-    if pixels.shape[-1] in (2, 4):
-        alpha = imresize(pixels[..., -1].astype(np.float32), scale, dtype=np.float32)
-        out = np.concatenate([out, alpha[..., None]], axis=-1)
-    result: NDArray[np.float32] = np.clip(out, 0.0, 1.0, dtype=np.float32)
-    return result
+    out_dtype = np.dtype(dtype)
+    if out_dtype.kind not in "fu":
+        raise ValueError(f"Expected a float or unsigned integer output dtype, got {out_dtype}")
+    peak = float(np.iinfo(out_dtype).max) if out_dtype.kind == "u" else 1.0
+    gray = pixels.shape[-1] in (1, 2)
+    n = 1 if gray else 3  # colour channels; alpha, if any, follows
+    # The planes the resize reads, float32 like the training data: Y, then Cb and Cr, then alpha. Converted in
+    # chunks of rows so no float64 copy of the whole image is made.
+    planes = np.empty(pixels.shape, dtype=np.float32)
+    for r in range(0, pixels.shape[0], 256):
+        color = pixels[r : r + 256, :, :n].astype(np.float64)
+        planes[r : r + 256, :, :n] = Y_OFFSET + Y_RANGE * color if gray else rgb_to_ycbcr(color)
+        planes[r : r + 256, :, n:] = pixels[r : r + 256, :, n:]
+    height, width = output_shape_for((pixels.shape[0], pixels.shape[1]), scale)
+    out = np.empty((height, width, pixels.shape[-1]), dtype=out_dtype)
+    bands = tiled_rows(backend, lambda a, b: imresize_rows(planes[..., 0], scale, a, b), (height, width), tile, halo,
+                       batch)  # fmt: skip
+    for row0, row1, y in bands:
+        ycc = y[..., None]  # then Cb, Cr and alpha: bicubic, as the ILR
+        if pixels.shape[-1] > 1:
+            ycc = np.concatenate([ycc, imresize_rows(planes[..., 1:], scale, row0, row1)], axis=-1)
+        rgb = (ycc[..., :1] - Y_OFFSET) / Y_RANGE if gray else ycbcr_to_rgb(ycc[..., :3])
+        band = np.clip(np.concatenate([rgb, ycc[..., n:]], axis=-1), 0.0, 1.0)
+        out[row0:row1] = np.rint(band * peak) if out_dtype.kind == "u" else band
+    return out

@@ -26,3 +26,20 @@ def data_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20161121)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small random VDSR (depth 4: halo 4) as safetensors weights and as its exported fp32 ONNX graph."""
+    import torch
+
+    from vdsr.export.onnx import export_onnx, save_onnx
+    from vdsr.train.models import VDSR, VDSRConfig
+    from vdsr.train.weights import save_weights
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    model = VDSR(VDSRConfig(depth=4, channels=8)).eval()
+    save_weights(folder / "tiny.safetensors", model, [2, 3, 4])
+    save_onnx(export_onnx(model, [2, 3, 4], "0" * 64), folder / "tiny.onnx")
+    return {"weights": folder / "tiny.safetensors", "onnx": folder / "tiny.onnx"}

@@ -137,3 +137,44 @@ def test_pixel_limit_is_configurable(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="over the limit of 9999 pixels"):
         load_image(tmp_path / "a.png", max_pixels=9999)
     assert load_image(tmp_path / "a.png", max_pixels=10000).pixels.shape == (100, 100, 3)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_png_keeps_precision_and_orientation(tmp_path: Path, orientation: int) -> None:
+    """PIL would cut 16-bit RGB to 8 bits; vdsr.runtime.png16 keeps it, oriented exactly as PIL orients 8-bit files."""
+    from vdsr.runtime.png16 import write_png16
+
+    rgb8 = np.random.default_rng(orientation).integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb8).save(tmp_path / "eight.png", exif=exif.tobytes())
+    png = write_png16(rgb8.astype(np.uint16) * 257)
+    with_exif = png[:33] + png_chunk(b"eXIf", exif.tobytes()) + png[33:]  # after IHDR, before the image data
+    (tmp_path / "sixteen.png").write_bytes(with_exif)
+    eight, sixteen = load_image(tmp_path / "eight.png"), load_image(tmp_path / "sixteen.png")
+    assert sixteen.bit_depth == 16 and eight.bit_depth == 8
+    assert eight.pixels.shape == ((3, 5, 3) if orientation >= 5 else (5, 3, 3))  # PIL did turn the 8-bit file
+    assert np.array_equal(np.rint(sixteen.pixels * 65535) / 257, np.rint(eight.pixels * 255))
+    left = Image.Exif()
+    if sixteen.exif is not None:
+        left.load(sixteen.exif)
+    assert 0x0112 not in left  # orientation used up, so a viewer does not turn the result again
+
+
+def test_sixteen_bit_colour_png_values(tmp_path: Path) -> None:
+    from vdsr.runtime.png16 import write_png16
+
+    rgba = np.random.default_rng(0).integers(0, 65536, (4, 7, 4), dtype=np.uint16)
+    (tmp_path / "rgba16.png").write_bytes(write_png16(rgba, icc_profile=b"profile"))
+    image = load_image(tmp_path / "rgba16.png")
+    assert image.bit_depth == 16 and image.has_alpha and image.icc_profile == b"profile"
+    assert np.array_equal(np.rint(image.pixels * 65535).astype(np.uint16), rgba)
+    broken = bytearray((tmp_path / "rgba16.png").read_bytes())
+    broken[-20] ^= 0xFF  # inside the image data: its CRC no longer matches
+    (tmp_path / "broken16.png").write_bytes(bytes(broken))
+    with pytest.raises(ImageError, match="broken16.png: corrupt or unsupported 16-bit PNG"):
+        load_image(tmp_path / "broken16.png")

@@ -1,0 +1,83 @@
+"""`vdsr-run`: super-resolve an image file or a folder of images with the shipped VDSR (or another model)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vdsr.runtime.backends import BACKENDS
+from vdsr.runtime.images import DEFAULT_MAX_PIXELS, output_format
+from vdsr.runtime.upscale import check_scale
+from vdsr.runtime.upscaler import Upscaler, plan_jobs
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def main(
+    source: Annotated[Path, typer.Argument(help="An image file, or a folder of images.", show_default=False)],
+    scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor, 1 < S <= 8 (e.g. 2, 2.5, 3, 4).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output folder; default <folder>_x<S>, or <name>_x<S>.<ext> for a file."),
+    ] = None,
+    backend: Annotated[str, typer.Option(help=f"auto, or one of: {', '.join(BACKENDS)}.")] = "auto",
+    model: Annotated[
+        str | None, typer.Option(help="vdsr (default), srcnn, or an .onnx / .safetensors file.", show_default=False)
+    ] = None,
+    tile: Annotated[int, typer.Option(help="Tile side in output pixels (memory vs batching).", min=1)] = 512,
+    batch: Annotated[int, typer.Option(help="Tiles per backend call.", min=1)] = 4,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include subfolders (mirrored).")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="Output format (png, jpg, webp, tif); default: the input's."),
+    ] = None,
+    max_pixels: Annotated[
+        int, typer.Option(help="Refuse inputs with more pixels than this (decompression bombs).", min=1)
+    ] = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        scale = check_scale(scale)
+        if fmt:
+            output_format(Path(f"x.{fmt.lstrip('.')}"))
+        jobs = plan_jobs(source, scale, output, recursive, fmt)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    try:
+        upscaler = Upscaler(model, backend, tile, batch, log=lambda line: err.print(line))
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    columns = (
+        TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
+    start = time.perf_counter()
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("run", total=len(jobs), rate="")
+        done = {"pixels": 0}
+
+        def on_image(path: Path, pixels: int) -> None:
+            done["pixels"] += pixels
+            rate = done["pixels"] / 1e6 / max(time.perf_counter() - start, 1e-9)
+            progress.update(task, advance=1, rate=f"{rate:.2f} MP/s")
+
+        report = upscaler.upscale_folder(source, scale, output, recursive, skip_existing, fail_fast, fmt, max_pixels,
+                                         on_image)  # fmt: skip
+    seconds = time.perf_counter() - start
+    for line in report.failed:
+        err.print(f"[red]failed:[/red] {line}")
+    summary = f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed"
+    rate = f"{report.megapixels:.1f} MP out in {seconds:.1f} s ({report.megapixels / max(seconds, 1e-9):.2f} MP/s)"
+    err.print(f"{summary}; {rate}")
+    if report.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,233 @@
+"""The Python API, `from vdsr import Upscaler`: one backend, images and folders in, super-resolved images out.
+
+    upscaler = Upscaler()                       # the shipped VDSR, the fastest backend this machine has
+    big = upscaler.upscale(Image.open("a.png"), 2)
+    report = upscaler.upscale_folder("photos/", 2)   # -> photos_x2/, same tree, same formats
+
+Folders run as a pipeline: files are decoded and encoded on worker threads while the backend computes, with at most
+a few images in flight, so the backend never waits on the disk and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from vdsr.runtime.backends import Backend, open_backend
+from vdsr.runtime.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    LoadedImage,
+    load_image,
+    output_format,
+    pixels_of,
+    save_image,
+    to_pil_image,
+)
+from vdsr.runtime.upscale import check_scale, upscale_pixels
+
+# What a folder run picks up (by suffix, any case); a single file given by name is read whatever its suffix.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".tga")
+IN_FLIGHT = 2  # decoded images waiting for the backend, and results waiting to be written
+
+
+def scale_label(scale: float) -> str:
+    """2 -> '2', 2.5 -> '2.5': the suffix of default output names (photo_x2.png, photos_x2.5/)."""
+    return f"{scale:g}"
+
+
+@dataclass
+class FolderReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # outputs that existed (--skip-existing)
+    failed: list[str] = field(default_factory=list)  # one line each: the file and the cause
+    megapixels: float = 0.0  # output pixels written, in millions
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def plan_jobs(
+    source: Path, scale: float, output: Path | None = None, recursive: bool = False, fmt: str | None = None
+) -> list[Job]:
+    """Input file(s) -> output paths. A folder's images mirror its tree under `output` (default <folder>_x<S>); a
+    file goes to `output`/<name> (default <stem>_x<S><suffix> beside it). Output names take `fmt`'s suffix if given.
+    ValueError for a missing input or an output folder inside the input folder."""
+    label = scale_label(scale)
+    if source.is_file():
+        target = output / source.name if output else source.with_name(f"{source.stem}_x{label}{source.suffix}")
+        pairs = [(source, target)]
+    elif source.is_dir():
+        root = (output or source.with_name(f"{source.name}_x{label}")).resolve()
+        if root == source.resolve() or (recursive and root.is_relative_to(source.resolve())):
+            raise ValueError(f"{root}: the output folder must not be the input folder or inside it")
+        found = sorted(source.rglob("*") if recursive else source.iterdir())
+        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        pairs = [(p, root / p.relative_to(source)) for p in images if not p.is_dir()]  # broken links: reported
+    else:
+        raise ValueError(f"{source}: no such file or folder")
+    suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
+    return [Job(s, t.with_suffix(suffix) if suffix else t) for s, t in pairs]
+
+
+class Upscaler:
+    """Super-resolution with one model on one backend.
+
+    model: 'vdsr' (default) or 'srcnn' for the shipped models, or the path of an .onnx graph or .safetensors weights.
+    backend: 'auto' (the fastest available; `log` says which and why not the others) or one of vdsr.runtime.backends
+    BACKENDS. tile: output pixels per tile side; batch: tiles per backend call.
+    """
+
+    def __init__(
+        self, model: str | Path | None = None, backend: str = "auto", tile: int = 512, batch: int = 4,
+        log: Callable[[str], None] = lambda line: None,
+    ) -> None:  # fmt: skip
+        if tile < 1 or batch < 1:
+            raise ValueError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
+        self.log = log
+        self.backend: Backend = open_backend(backend, model, log)
+        limit = self.backend.max_input
+        if limit is not None:  # an engine's profile bounds the windows: tile + 2 * halo and the batch must fit
+            tile = min(tile, min(limit[1:]) - 2 * self.backend.halo)
+            batch = min(batch, limit[0])
+        self.tile, self.batch = tile, batch
+        self._warned: set[float] = set()
+
+    def _check(self, scale: float) -> float:
+        scale = check_scale(scale)
+        trained = self.backend.scales
+        if trained and not min(trained) <= scale <= max(trained) and scale not in self._warned:
+            self._warned.add(scale)
+            self.log(f"warning: x{scale:g} is outside the scales the model was trained for ({trained}); "
+                     "expect results closer to bicubic")  # fmt: skip
+        return scale
+
+    def upscale_pixels(self, pixels: NDArray[np.floating], scale: float, dtype: Any = np.float32) -> NDArray[Any]:
+        """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`."""
+        return upscale_pixels(pixels, self._check(scale), self.backend, self.backend.halo, self.tile, self.batch,
+                              dtype)  # fmt: skip
+
+    def upscale(self, image: Image.Image | NDArray[Any], scale: float) -> Any:
+        """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
+        array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32)."""
+        if isinstance(image, Image.Image):
+            loaded = load_image_object(image)
+            result = to_pil_image(self.upscale_file(loaded, scale))
+            if loaded.icc_profile:
+                result.info["icc_profile"] = loaded.icc_profile
+            return result
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+            raise ValueError(f"Expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
+        if array.dtype in (np.uint8, np.uint16):
+            peak = np.iinfo(array.dtype).max
+            return self.upscale_pixels(array.astype(np.float32) / np.float32(peak), scale, array.dtype)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"Expected uint8, uint16 or float pixels, got {array.dtype}")
+        return self.upscale_pixels(array, scale)
+
+    def upscale_file(self, loaded: LoadedImage, scale: float) -> NDArray[Any]:
+        return self.upscale_pixels(loaded.pixels, scale, np.uint16 if loaded.bit_depth == 16 else np.uint8)
+
+    def upscale_folder(
+        self, source: str | Path, scale: float, output: str | Path | None = None, recursive: bool = False,
+        skip_existing: bool = False, fail_fast: bool = False, fmt: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS, on_image: Callable[[Path, int], None] = lambda path, pixels: None,
+    ) -> FolderReport:  # fmt: skip
+        """Upscale a file or every image in a folder (see plan_jobs for where results go). Each file that cannot be
+        read, upscaled or written is reported with its cause and the others still run (all stop at the first failure
+        with fail_fast). `on_image(path, output pixels)` is called as each file finishes (0 when skipped or failed)."""
+        scale = self._check(scale)
+        if fmt:
+            output_format(Path(f"x.{fmt.lstrip('.')}"))  # an unknown format is bad usage: fail before any work
+        jobs = plan_jobs(Path(source), scale, Path(output) if output else None, recursive, fmt)
+        report = FolderReport()
+        todo = []
+        for job in jobs:
+            if skip_existing and job.target.exists():
+                report.skipped.append(job.target)
+            elif job.target.resolve() == job.source.resolve():
+                report.failed.append(f"{job.source}: the output would overwrite the input; give another --output")
+            else:
+                todo.append(job)
+                continue
+            on_image(job.source, 0)
+        stop = threading.Event()
+        with ThreadPoolExecutor(max(2, min(4, (os.cpu_count() or 2) // 2)), "vdsr-io") as io:
+            writes: deque[tuple[Job, Future[int]]] = deque()
+
+            def finish(job: Job, pixels: int = 0, error: str | None = None) -> None:
+                if error is not None:
+                    report.failed.append(error)
+                    if fail_fast:
+                        stop.set()
+                else:
+                    report.written.append(job.target)
+                    report.megapixels += pixels / 1e6
+                on_image(job.source, pixels)
+
+            def finish_write(job: Job, write: Future[int]) -> None:
+                try:
+                    finish(job, write.result())
+                except ValueError as error:  # save_image names the file
+                    finish(job, error=str(error))
+
+            for job, decoded in _prefetch(io, todo, max_pixels, stop):
+                try:
+                    loaded = decoded.result()
+                except ImageError as error:
+                    finish(job, error=str(error))
+                    continue
+                try:
+                    pixels = self.upscale_file(loaded, scale)
+                except (ValueError, RuntimeError, MemoryError) as error:  # the backend failed on this image only
+                    finish(job, error=f"{job.source}: cannot upscale ({error or type(error).__name__})")
+                    continue
+                writes.append((job, io.submit(_write, job.target, pixels, loaded)))
+                while len(writes) > IN_FLIGHT or (writes and writes[0][1].done()):
+                    finish_write(*writes.popleft())
+            while writes:
+                finish_write(*writes.popleft())
+        return report
+
+
+def _prefetch(
+    io: ThreadPoolExecutor, jobs: list[Job], max_pixels: int, stop: threading.Event
+) -> Iterator[tuple[Job, Future[LoadedImage]]]:
+    """Jobs in order with their decoding already under way, at most IN_FLIGHT ahead of the consumer."""
+    pending: deque[tuple[Job, Future[LoadedImage]]] = deque()
+    queue = iter(jobs)
+    while not stop.is_set():
+        while len(pending) < IN_FLIGHT and (job := next(queue, None)) is not None:
+            pending.append((job, io.submit(load_image, job.source, max_pixels)))
+        if not pending:
+            return
+        yield pending.popleft()
+    for _, future in pending:
+        future.cancel()
+
+
+def _write(target: Path, pixels: NDArray[Any], loaded: LoadedImage) -> int:
+    save_image(target, pixels, loaded.icc_profile, loaded.exif)
+    return int(pixels.shape[0] * pixels.shape[1])
+
+
+def load_image_object(image: Image.Image) -> LoadedImage:
+    """A PIL image already in memory, normalised as load_image normalises files."""
+    pixels, depth = pixels_of(image, Path("<image>"))
+    return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), image.info.get("icc_profile"))

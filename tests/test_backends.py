@@ -1,0 +1,102 @@
+"""Backends behind one interface, choosing one, and the Python API on top."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vdsr import Upscaler
+from vdsr.runtime import backends
+from vdsr.runtime.backends import OnnxRuntimeBackend, TorchBackend, model_files, open_backend
+from vdsr.runtime.resize import output_shape_for
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 17, 33), (3, 1, 64, 48), (1, 1, 1, 1)])
+def test_onnx_runtime_and_torch_agree(tiny_model: dict[str, Path], shape: tuple[int, ...]) -> None:
+    batch = np.random.default_rng(0).random(shape, dtype=np.float32)
+    ort_backend, torch_backend = OnnxRuntimeBackend(tiny_model["onnx"]), TorchBackend(tiny_model["weights"])
+    assert np.abs(ort_backend(batch) - torch_backend(batch)).max() <= 1e-5
+    assert ort_backend.halo == torch_backend.halo == 4  # from the graph's metadata and from the weights
+    assert ort_backend.scales == torch_backend.scales == [2, 3, 4]
+
+
+def test_auto_without_a_gpu_picks_onnx_runtime_and_says_why(
+    tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backends, "nvidia_driver_present", lambda: False)  # as on CI; a GPU machine picks CUDA
+    lines: list[str] = []
+    backend = open_backend("auto", tiny_model["onnx"], lines.append)
+    assert backend.name == "onnxruntime-cpu" and len(lines) == 1
+    assert "skipped: tensorrt: no NVIDIA GPU driver found" in lines[0] and "torch-cuda" in lines[0]
+    lines.clear()  # weights only: ONNX Runtime cannot run them, PyTorch can
+    assert open_backend("auto", tiny_model["weights"], lines.append).name == "torch-cpu"
+    assert "onnxruntime-cpu: needs an ONNX graph" in lines[0]
+
+
+def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Backend torch-cpu is not available: needs .safetensors"):
+        open_backend("torch-cpu", tiny_model["onnx"])
+    with pytest.raises(ValueError, match="Backend tensorrt is not available"):
+        open_backend("tensorrt", tiny_model["onnx"])
+    with pytest.raises(ValueError, match="Unknown backend 'cuda'"):
+        open_backend("cuda", tiny_model["onnx"])
+    (tmp_path / "model.pt").write_bytes(b"pickle")
+    with pytest.raises(ValueError, match="expected an .onnx graph or .safetensors"):
+        model_files(tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="expected vdsr or srcnn, or an existing"):
+        model_files(tmp_path / "missing.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ValueError, match="broken.onnx: ONNX Runtime cannot load it"):
+        open_backend("onnxruntime-cpu", tmp_path / "broken.onnx")
+
+
+def test_default_cpu_path_imports_no_torch(tiny_model: dict[str, Path]) -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from vdsr import Upscaler\n"
+        "import vdsr.runtime.cli\n"
+        f"u = Upscaler({str(tiny_model['onnx'])!r})\n"
+        "assert u.upscale(np.zeros((8, 8, 3), np.uint8), 2).shape == (16, 16, 3)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'tensorrt')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_upscaler_types_in_and_out(tiny_model: dict[str, Path]) -> None:
+    lines: list[str] = []
+    upscaler = Upscaler(tiny_model["onnx"], log=lines.append)
+    rgb = np.random.default_rng(1).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    out = upscaler.upscale(rgb, 2)
+    assert out.dtype == np.uint8 and out.shape == (18, 14, 3)
+    as_float = upscaler.upscale(rgb.astype(np.float32) / 255, 2)
+    assert as_float.dtype == np.float32 and np.abs(as_float * 255 - out).max() <= 0.5 + 1e-3  # the same, unrounded
+    gray16 = np.random.default_rng(2).integers(0, 65536, (5, 6), dtype=np.uint16)
+    assert upscaler.upscale(gray16, 2.5).dtype == np.uint16 and upscaler.upscale(gray16, 2.5).shape == (13, 15, 1)
+    image = Image.fromarray(rgb)
+    image.info["icc_profile"] = b"profile"
+    big = upscaler.upscale(image, 3)
+    assert isinstance(big, Image.Image) and big.size == (21, 27) and big.mode == "RGB"
+    assert big.info["icc_profile"] == b"profile" and np.array_equal(np.asarray(big), upscaler.upscale(rgb, 3))
+    assert upscaler.upscale(Image.fromarray(rgb).convert("LA"), 2).mode == "LA"
+    with pytest.raises(ValueError, match="uint8, uint16 or float"):
+        upscaler.upscale(rgb.astype(np.int32), 2)
+    assert not any("warning" in line for line in lines)
+    upscaler.upscale(rgb, 1.5)  # below the trained scales: works, with a warning once
+    upscaler.upscale(rgb, 1.5)
+    assert sum("outside the scales the model was trained for" in line for line in lines) == 1
+
+
+def test_upscaler_output_matches_the_whole_image_network(tiny_model: dict[str, Path]) -> None:
+    """Tiles of 8 with the model's halo give what one pass over the whole ILR gives."""
+    rgb = np.random.default_rng(3).random((23, 31, 3)).astype(np.float32)
+    small_tiles = Upscaler(tiny_model["onnx"], tile=8, batch=3).upscale(rgb, 2)
+    one_tile = Upscaler(tiny_model["onnx"], tile=1000).upscale(rgb, 2)
+    assert small_tiles.shape == (*output_shape_for((23, 31), 2), 3)
+    assert np.abs(small_tiles - one_tile).max() <= 1e-6

@@ -1,0 +1,190 @@
+"""vdsr-run over files and folders: mirrored trees, formats, metadata, bad input, exit codes, nothing half-written."""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr import Upscaler
+from vdsr.runtime.cli import app
+from vdsr.runtime.images import load_image
+from vdsr.runtime.png16 import write_png16
+
+runner = CliRunner()
+
+
+def run(*args: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def noise(shape: tuple[int, ...], seed: int = 0, dtype: type = np.uint8) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(noise((20, 16, 3), 1)).save(folder / "rgb.png")
+    Image.fromarray(noise((12, 18, 3), 2)).save(folder / "photo.jpg", quality=90)
+    Image.fromarray(noise((10, 10), 3)).save(folder / "sub" / "gray.png")
+    (folder / "notes.txt").write_text("not an image, and not picked up")
+    return folder
+
+
+def test_folder_mirrors_tree_formats_and_sizes(photos: Path, tiny_model: dict[str, Path]) -> None:
+    code, output = run(photos, "--scale", "2", "--model", tiny_model["onnx"], "--recursive", "--tile", "8")
+    assert code == 0, output
+    out = photos.with_name("photos_x2")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "photo.jpg", "rgb.png", "sub/gray.png"
+    ]  # fmt: skip
+    assert "3 written, 0 skipped (existing), 0 failed" in output and "backend onnxruntime-cpu" in output
+    with Image.open(out / "rgb.png") as rgb, Image.open(out / "sub" / "gray.png") as gray:
+        assert rgb.size == (32, 40) and rgb.mode == "RGB" and gray.mode == "L" and gray.size == (20, 20)
+        expected = Upscaler(tiny_model["onnx"]).upscale(np.asarray(Image.open(photos / "rgb.png")), 2)
+        assert np.array_equal(np.asarray(rgb), expected)  # the CLI writes exactly what the API computes
+    with Image.open(out / "photo.jpg") as jpeg:
+        assert jpeg.format == "JPEG" and jpeg.size == (36, 24)
+
+
+def test_not_recursive_skip_existing_format_and_single_file(photos: Path, tiny_model: dict[str, Path]) -> None:
+    out = photos.parent / "out"
+    code, output = run(photos, "-s", "3", "--model", tiny_model["onnx"], "-o", out, "--format", "png")
+    assert code == 0, output
+    assert sorted(p.name for p in out.iterdir()) == ["photo.png", "rgb.png"]  # no subfolder without --recursive
+    before = (out / "rgb.png").stat().st_mtime_ns
+    code, output = run(photos, "-s", "3", "--model", tiny_model["onnx"], "-o", out, "--format", "png",
+                       "--skip-existing")  # fmt: skip
+    assert code == 0 and "0 written, 2 skipped" in output and (out / "rgb.png").stat().st_mtime_ns == before
+    code, output = run(photos / "rgb.png", "-s", "2.5", "--model", tiny_model["onnx"])
+    assert code == 0, output
+    with Image.open(photos / "rgb_x2.5.png") as single:
+        assert single.size == (40, 50)
+
+
+def test_metadata_icc_exif_orientation_and_sixteen_bit(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(noise((10, 14, 3), 4)).save(folder / "turned.jpg", exif=exif, icc_profile=b"icc-bytes")
+    gray16 = noise((9, 11), 5, np.uint16)
+    Image.fromarray(gray16).save(folder / "deep.png")
+    (folder / "deep_rgb.png").write_bytes(write_png16(noise((7, 6, 3), 6, np.uint16)))
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"])
+    assert code == 0, output
+    out = tmp_path / "in_x2"
+    with Image.open(out / "turned.jpg") as turned:
+        assert turned.size == (20, 28)  # orientation applied: 14 wide x 10 high shown as 10 wide x 14 high
+        assert turned.info.get("icc_profile") == b"icc-bytes"
+        assert turned.getexif().get(0x0112, 1) == 1  # and not applied twice by viewers
+    for name, shape in (("deep.png", (18, 22, 1)), ("deep_rgb.png", (14, 12, 3))):
+        deep = load_image(out / name)
+        assert deep.bit_depth == 16 and deep.pixels.shape == shape
+        assert len(np.unique(np.rint(deep.pixels * 65535) % 257)) > 1  # real 16-bit values, not 8-bit ones scaled
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")  # IHDR's size...
+    data[29:33] = zlib.crc32(data[12:29]).to_bytes(4, "big")  # ...and its CRC: a valid header, a decompression bomb
+    return bytes(data)
+
+
+def test_bad_input_corpus(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    """Each bad file: one line naming it and the cause; every good file still written; no partial output; exit 1."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = {
+        "one_pixel.png": Image.fromarray(noise((1, 1, 3), 6)),
+        "cmyk.jpg": Image.fromarray(noise((8, 8, 3), 7)).convert("CMYK"),
+        "la.png": Image.fromarray(noise((6, 5, 2), 8), "LA"),
+        "gray16.png": Image.fromarray(noise((6, 6), 9, np.uint16)),
+    }
+    for name, image in good.items():
+        image.save(folder / name)
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.save(folder / "palette_alpha.png", transparency=0)
+    (folder / "zero.png").write_bytes(b"")
+    full = io.BytesIO()
+    Image.fromarray(noise((64, 64, 3), 10)).save(full, "PNG")
+    (folder / "truncated.png").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
+    (folder / "text.png").write_text("hello, I am not a PNG\n")
+    (folder / "huge.png").write_bytes(png_claiming(60000, 60000))
+    frames = [Image.fromarray(noise((8, 8, 3), s)) for s in (11, 12)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    (folder / "dangling.png").symlink_to(folder / "does-not-exist.png")
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"])
+    assert code == 1, output
+    causes = {
+        "zero.png": "not an image file",
+        "truncated.png": "corrupt or truncated",
+        "text.png": "not an image file",
+        "huge.png": "image too large to decode safely",
+        "animated.gif": "animated or multi-page image (2 frames)",
+        "dangling.png": "file not found",
+    }
+    failed = [line for line in output.splitlines() if line.startswith("failed:")]
+    assert len(failed) == len(causes), output
+    for name, cause in causes.items():
+        assert any(str(folder / name) in line and cause in line for line in failed), (name, output)
+    out = tmp_path / "mixed_x2"
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([*good, "palette_alpha.png"])  # the rest was done, and no temp or partial files
+    with (
+        Image.open(out / "palette_alpha.png") as p,
+        Image.open(out / "cmyk.jpg") as c,
+        Image.open(out / "la.png") as la,
+    ):
+        assert p.mode == "RGBA" and c.mode == "RGB" and la.mode == "LA" and p.size == (16, 16)
+    assert load_image(out / "gray16.png").bit_depth == 16 and Image.open(out / "one_pixel.png").size == (2, 2)
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "--max-pixels", "50", "-o", tmp_path / "x")
+    assert code == 1 and "8x8 is over the limit of 50 pixels" in output  # the limit is configurable
+
+
+def test_unwritable_output_and_fail_fast(photos: Path, tiny_model: dict[str, Path]) -> None:
+    blocker = photos.parent / "blocker"
+    blocker.write_text("a file where the output folder should go")
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", blocker / "out")
+    assert code == 1
+    assert output.count("failed:") == 2 and f"{blocker / 'out' / 'rgb.png'}: cannot write" in output
+    (photos / "a_bad.png").write_bytes(b"")  # sorts first
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "--fail-fast", "-o", photos.parent / "ff")
+    assert code == 1 and output.count("failed:") == 1 and "0 written" in output
+
+
+def test_inputs_are_never_overwritten(photos: Path, tiny_model: dict[str, Path]) -> None:
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", photos)
+    assert code == 2 and "must not be the input folder" in output
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", photos / "inside", "-r")
+    assert code == 2 and "must not be the input folder or inside it" in output
+    code, output = run(photos / "rgb.png", "-s", "2", "--model", tiny_model["onnx"], "-o", photos)
+    assert code == 1 and "would overwrite the input" in output
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "nan", "100", "1", "two"])
+def test_bad_scales_are_usage_errors(photos: Path, tiny_model: dict[str, Path], scale: str) -> None:
+    code, output = run(photos, "--scale", scale, "--model", tiny_model["onnx"])
+    assert code == 2
+    assert not photos.with_name("photos_x" + scale).exists()
+
+
+def test_bad_usage(photos: Path, tiny_model: dict[str, Path]) -> None:
+    assert run(photos / "missing", "-s", "2")[0] == 2
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "--format", "xyz")
+    assert code == 2 and "cannot write '.xyz' images" in output
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "--backend", "tensorrt")
+    assert code == 2 and "Backend tensorrt is not available" in output
+    assert not os.path.exists(photos.with_name("photos_x2"))

@@ -188,3 +188,15 @@ def test_bad_usage(photos: Path, tiny_model: dict[str, Path]) -> None:
     code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "--backend", "tensorrt")
     assert code == 2 and "Backend tensorrt is not available" in output
     assert not os.path.exists(photos.with_name("photos_x2"))
+
+
+def test_sample_images_are_the_ones_this_project_draws() -> None:
+    """The README's sample inputs are drawn by vdsr.bench.sample_images (our licence), not taken from anywhere."""
+    from vdsr.bench.sample_images import samples
+
+    folder = Path(__file__).resolve().parents[1] / "bench" / "samples"
+    drawn = samples()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(drawn)
+    for name, pixels in drawn.items():
+        committed = np.asarray(Image.open(folder / name)).reshape(pixels.shape)  # gray: (H, W) -> (H, W, 1)
+        assert np.abs(committed.astype(int) - pixels).mean() < 1.0  # font rasterisers differ a little by version

@@ -1,0 +1,233 @@
+"""Runtime speed and memory on this machine (a benchmark that writes a results file, not a test).
+
+    python -m vdsr.bench.runtime_speed speed --json bench/results/runtime_speed_cpu.json
+    python -m vdsr.bench.runtime_speed memory --size 4000x4000 --scale 2 --json bench/results/runtime_memory_cpu.json
+
+speed: megapixels of output per second on a 1024x768 RGB image at x2, for ONNX Runtime CPU and PyTorch eager fp32:
+backend only (the network over the tiles of the ILR) and end to end (colour conversion, bicubic ILR, tiles, back to
+RGB), plus a folder run (decode + upscale + encode, as vdsr-run) against the backend-only rate.
+memory: peak resident memory of a folder run on one image of the given input size, in a fresh process per size, next
+to the process's memory before the image (Python, libraries, the model).
+proxy: a randomly initialised model of the paper's architecture (same cost as the trained one: the numbers do not depend
+on the weights) as ONNX + safetensors, for measuring before trained weights exist.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from PIL import Image
+
+from vdsr.bench.report import environment
+from vdsr.runtime.atomic import atomic_write_text
+from vdsr.runtime.color import rgb_to_y
+from vdsr.runtime.resize import imresize
+from vdsr.runtime.tiling import tiled
+from vdsr.runtime.upscaler import Upscaler
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def sample_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic photo-like RGB image: smooth gradients, edges and fine texture (the cost does not depend on
+    content; the encoder's does a little)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    base = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x / 37.0) * np.cos(y / 23.0)], axis=-1)
+    texture = rng.normal(0, 0.04, (height, width, 3))
+    return np.clip(np.rint((0.8 * base + 0.1 + texture) * 255), 0, 255).astype(np.uint8)
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: sessions, allocations, kernel choice
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@app.command()
+def speed(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the results.")],
+    model: Annotated[str | None, typer.Option(help="vdsr (shipped), or the .onnx/.safetensors stem pair")] = None,
+    size: Annotated[str, typer.Option(help="Input image WIDTHxHEIGHT.")] = "1024x768",
+    scale: Annotated[float, typer.Option()] = 2.0,
+    tile: Annotated[int, typer.Option()] = 512,
+    batch: Annotated[int, typer.Option()] = 4,
+    repeats: Annotated[int, typer.Option()] = 2,
+    folder_images: Annotated[int, typer.Option(help="Images in the folder run.")] = 4,
+) -> None:
+    """ONNX Runtime CPU vs PyTorch eager fp32: backend-only, end-to-end and folder throughput."""
+    width, height = (int(v) for v in size.lower().split("x"))
+    rgb = sample_photo(width, height)
+    ilr = imresize(rgb_to_y(rgb.astype(np.float64) / 255), scale, dtype=np.float32)
+    rows = [
+        _measure(Upscaler(_model_path(model, suffix), backend, tile, batch, log=typer.echo), rgb, ilr, scale, repeats,
+                 folder_images if backend == "onnxruntime-cpu" else 0)
+        for backend, suffix in (("onnxruntime-cpu", ".onnx"), ("torch-cpu", ".safetensors"))
+    ]  # fmt: skip
+    ratio = rows[0]["backend_only_mp_per_s"] / rows[1]["backend_only_mp_per_s"]
+    end_to_end = rows[0]["end_to_end_mp_per_s"] / rows[1]["end_to_end_mp_per_s"]
+    summary = {"ort_over_torch_backend_only": ratio, "ort_over_torch_end_to_end": end_to_end}
+    settings = {"input": size, "scale": scale, "tile": tile, "batch": batch, "repeats": repeats, "timing": "best of"}
+    command = shlex_command()
+    atomic_write_text(json_path, json.dumps({"results": rows, "summary": summary, "settings": settings,
+                                             "environment": _env(command)}, indent=1) + "\n")  # fmt: skip
+    typer.echo(f"{'backend':18} {'backend-only MP/s':>18} {'end-to-end MP/s':>16} {'folder MP/s':>12}")
+    for r in rows:
+        folder = f"{r['folder_mp_per_s']:.4f}" if "folder_mp_per_s" in r else "-"
+        typer.echo(
+            f"{r['backend']:18} {r['backend_only_mp_per_s']:18.4f} {r['end_to_end_mp_per_s']:16.4f} {folder:>12}"
+        )
+    typer.echo(f"ONNX Runtime / PyTorch eager: {ratio:.2f}x backend-only")
+
+
+def _measure(
+    upscaler: Upscaler, rgb: np.ndarray, ilr: np.ndarray, scale: float, repeats: int, folder_images: int
+) -> dict[str, Any]:
+    backend = upscaler.backend
+    out_pixels = ilr.size
+    net = best_seconds(lambda: tiled(backend, ilr, upscaler.tile, backend.halo, upscaler.batch), repeats)
+    whole = best_seconds(lambda: upscaler.upscale(rgb, scale), repeats)
+    row = {
+        "backend": backend.name,
+        "precision": backend.precision,
+        "backend_only_mp_per_s": out_pixels / net / 1e6,
+        "end_to_end_mp_per_s": out_pixels / whole / 1e6,
+        "backend_only_seconds": net,
+        "end_to_end_seconds": whole,
+    }
+    if folder_images:
+        row |= _folder_run(upscaler, rgb, scale, folder_images)
+    typer.echo(json.dumps(row))
+    return row
+
+
+def _model_path(model: str | None, suffix: str) -> str | None:
+    """A shipped name stays a name; a path stem gets the backend's file type (x.onnx <-> x.safetensors)."""
+    if model is None or model in ("vdsr", "srcnn"):
+        return model
+    return str(Path(model).with_suffix(suffix))
+
+
+def _folder_run(upscaler: Upscaler, rgb: np.ndarray, scale: float, count: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "in"
+        source.mkdir()
+        for i in range(count):
+            Image.fromarray(np.roll(rgb, 17 * i, axis=1)).save(source / f"{i}.png")
+        start = time.perf_counter()
+        report = upscaler.upscale_folder(source, scale, Path(tmp) / "out")
+        seconds = time.perf_counter() - start
+    if report.failed:
+        raise RuntimeError(f"folder run failed: {report.failed}")
+    return {"folder_images": count, "folder_seconds": seconds, "folder_mp_per_s": report.megapixels / seconds}
+
+
+def _env(command: str) -> dict[str, object]:
+    import onnxruntime
+
+    env = environment(command)
+    env["onnxruntime"] = onnxruntime.__version__
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return env
+
+
+def shlex_command() -> str:
+    import shlex
+
+    return shlex.join(["python", "-m", "vdsr.bench.runtime_speed", *sys.argv[1:]])
+
+
+@app.command()
+def memory(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the results.")],
+    size: Annotated[list[str], typer.Option(help="Input WIDTHxHEIGHT; repeatable.")] = ["4000x4000"],
+    scale: Annotated[float, typer.Option()] = 2.0,
+    model: Annotated[str | None, typer.Option(help="vdsr (shipped) or an .onnx file")] = None,
+    tile: Annotated[int, typer.Option()] = 512,
+    batch: Annotated[int, typer.Option()] = 4,
+) -> None:
+    """Peak RSS of a folder run (decode, upscale, encode PNG) on one image per size, each in a fresh process."""
+    rows = []
+    for spec in size:
+        args = [sys.executable, "-m", "vdsr.bench.runtime_speed", "memory-one", spec, str(scale), model or "vdsr",
+                str(tile), str(batch)]  # fmt: skip
+        result = subprocess.run(args, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"memory run for {spec} failed:\n{result.stderr}")
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        typer.echo(json.dumps(row))
+    settings = {"scale": scale, "tile": tile, "batch": batch, "model": model or "vdsr"}
+    atomic_write_text(json_path, json.dumps({"results": rows, "settings": settings,
+                                             "environment": _env(shlex_command())}, indent=1) + "\n")  # fmt: skip
+
+
+@app.command("memory-one", hidden=True)
+def memory_one(size: str, scale: float, model: str, tile: int, batch: int) -> None:
+    width, height = (int(v) for v in size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "in"
+        source.mkdir()
+        Image.fromarray(sample_photo(width, height)).save(source / "big.png", compress_level=1)
+        upscaler = Upscaler(model, "onnxruntime-cpu", tile, batch)
+        upscaler.upscale(sample_photo(64, 64), scale)  # the session's own allocations, before the image
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
+        report = upscaler.upscale_folder(source, scale, Path(tmp) / "out", max_pixels=width * height)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if report.failed:
+            raise RuntimeError(str(report.failed))
+        with Image.open(report.written[0]) as out:
+            out_size = out.size
+    buffers = {"input_uint8": width * height * 3, "input_float32": width * height * 12,
+               "planes_float32": width * height * 12, "output_uint8": out_size[0] * out_size[1] * 3}  # fmt: skip
+    print(json.dumps({"input": size, "output": f"{out_size[0]}x{out_size[1]}", "seconds": seconds,
+                      "rss_before_mib": before, "peak_rss_mib": peak,
+                      "buffers_mib": {k: v / 2**20 for k, v in buffers.items()}}))  # fmt: skip
+
+
+@app.command()
+def proxy(
+    output: Annotated[Path, typer.Option(help="Writes OUTPUT.onnx and OUTPUT.safetensors")],
+    depth: Annotated[int, typer.Option()] = 20,
+) -> None:
+    """A randomly initialised VDSR of the paper's width (speed and memory do not depend on the weights)."""
+    import hashlib
+
+    import torch
+
+    from vdsr.export.onnx import export_onnx, save_onnx
+    from vdsr.train.models import VDSR, VDSRConfig
+    from vdsr.train.weights import save_weights
+
+    torch.manual_seed(0)
+    net = VDSR(VDSRConfig(depth=depth)).eval()
+    save_weights(output.with_suffix(".safetensors"), net, [2, 3, 4])
+    digest = hashlib.sha256(output.with_suffix(".safetensors").read_bytes()).hexdigest()
+    save_onnx(export_onnx(net, [2, 3, 4], digest), output.with_suffix(".onnx"))
+    typer.echo(f"wrote {output.with_suffix('.onnx')} and {output.with_suffix('.safetensors')}")
+
+
+if __name__ == "__main__":
+    app()

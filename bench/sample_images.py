@@ -1,0 +1,78 @@
+"""The sample images the README's first command upscales: drawn here, so their licence is this project's own.
+
+    python -m vdsr.bench.sample_images bench/samples
+
+A page of text (document pipelines) and a drawn scene with edges, curves and fine stripes (photo-like content), each
+drawn at twice the size and reduced with the MATLAB bicubic, as low-resolution images are made for the benchmark.
+Deterministic: a test checks the committed files are what this script draws.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from PIL import Image, ImageDraw, ImageFont
+
+from vdsr.runtime.images import save_image
+from vdsr.runtime.resize import imresize
+
+TEXT = (
+    "Accurate Image Super-Resolution Using Very",
+    "Deep Convolutional Networks. We present a",
+    "highly accurate single-image super-resolution",
+    "method. Our method uses a very deep network",
+    "inspired by VGG-net used for ImageNet.",
+    "0123456789  +-x/=  (a) [b] {c}  #vdsr",
+)
+
+
+def document() -> Image.Image:
+    page = Image.new("L", (480, 200), 238)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=17)
+    for i, line in enumerate(TEXT):
+        draw.text((14, 12 + 30 * i), line, fill=28, font=font)
+    return page
+
+
+def scene() -> Image.Image:
+    w, h = 480, 320
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    sky = np.stack([90 + 60 * y / h, 140 + 60 * y / h, 230 - 30 * y / h], axis=-1)
+    image = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((330, 30, 410, 110), fill=(250, 220, 90))
+    draw.polygon([(0, 230), (90, 120), (170, 200), (260, 100), (380, 220), (480, 150), (480, 320), (0, 320)],
+                 fill=(70, 110, 70))  # fmt: skip
+    for row in range(8):  # a brick wall
+        for col in range(-1, 12):
+            left = 20 + col * 40 + (20 if row % 2 else 0)
+            draw.rectangle((left, 240 + row * 10, left + 37, 247 + row * 10), fill=(170, 80, 60))
+    for i in range(12):  # fine fence posts and wires
+        draw.line((30 + 9 * i, 170, 30 + 9 * i, 235), fill=(60, 40, 30), width=2)
+    for r in range(4, 60, 5):  # rings: edges at every angle
+        draw.ellipse((400 - r, 250 - r, 400 + r, 250 + r), outline=(255, 255, 255), width=2)
+    return image
+
+
+def reduced(image: Image.Image) -> np.ndarray:
+    """Half size with MATLAB's bicubic (antialiased), rounded to 8 bits, as (H, W, C)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    return np.clip(np.rint(imresize(pixels, 0.5)), 0, 255).astype(np.uint8)
+
+
+def samples() -> dict[str, np.ndarray]:
+    return {"document.png": reduced(document()), "scene.png": reduced(scene())}
+
+
+def main(folder: Path) -> None:
+    for name, pixels in samples().items():
+        save_image(folder / name, pixels)
+        typer.echo(f"wrote {folder / name} ({pixels.shape[1]}x{pixels.shape[0]})")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -61,7 +61,9 @@ def best_seconds(run: Callable[[], object], repeats: int) -> float:
 @app.command()
 def speed(
     json_path: Annotated[Path, typer.Option("--json", help="Where to write the results.")],
-    model: Annotated[str | None, typer.Option(help="vdsr (shipped), or the .onnx/.safetensors stem pair")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="vdsr (shipped), or a stem: STEM.onnx, STEM_int8.onnx, STEM.safetensors")
+    ] = None,
     size: Annotated[str, typer.Option(help="Input image WIDTHxHEIGHT.")] = "1024x768",
     scale: Annotated[float, typer.Option()] = 2.0,
     tile: Annotated[int, typer.Option()] = 512,
@@ -73,25 +75,29 @@ def speed(
     width, height = (int(v) for v in size.lower().split("x"))
     rgb = sample_photo(width, height)
     ilr = imresize(rgb_to_y(rgb.astype(np.float64) / 255), scale, dtype=np.float32)
-    rows = [
-        _measure(Upscaler(_model_path(model, suffix), backend, tile, batch, log=typer.echo), rgb, ilr, scale, repeats,
-                 folder_images if backend == "onnxruntime-cpu" else 0)
-        for backend, suffix in (("onnxruntime-cpu", ".onnx"), ("torch-cpu", ".safetensors"))
-    ]  # fmt: skip
-    ratio = rows[0]["backend_only_mp_per_s"] / rows[1]["backend_only_mp_per_s"]
-    end_to_end = rows[0]["end_to_end_mp_per_s"] / rows[1]["end_to_end_mp_per_s"]
-    summary = {"ort_over_torch_backend_only": ratio, "ort_over_torch_end_to_end": end_to_end}
+    rows = []
+    for backend, precision, suffix in VARIANTS:
+        try:
+            chosen, chosen_precision = _model_and_precision(model, precision, suffix)
+            upscaler = Upscaler(chosen, backend, tile, batch, log=typer.echo, precision=chosen_precision)
+        except ValueError as error:
+            typer.echo(f"skipped {backend} {precision}: {error}")
+            continue
+        rows.append(_measure(upscaler, rgb, ilr, scale, repeats, folder_images if backend != "torch-cpu" else 0))
+    torch_rate = {r["backend"]: r for r in rows}["torch-cpu"]
+    summary = {f"{r['backend']} {r['precision']} over torch-cpu fp32": {
+        "backend_only": r["backend_only_mp_per_s"] / torch_rate["backend_only_mp_per_s"],
+        "end_to_end": r["end_to_end_mp_per_s"] / torch_rate["end_to_end_mp_per_s"]} for r in rows}  # fmt: skip
     settings = {"input": size, "scale": scale, "tile": tile, "batch": batch, "repeats": repeats, "timing": "best of"}
     command = shlex_command()
     atomic_write_text(json_path, json.dumps({"results": rows, "summary": summary, "settings": settings,
                                              "environment": _env(command)}, indent=1) + "\n")  # fmt: skip
-    typer.echo(f"{'backend':18} {'backend-only MP/s':>18} {'end-to-end MP/s':>16} {'folder MP/s':>12}")
+    typer.echo(f"{'backend':24} {'backend-only MP/s':>18} {'end-to-end MP/s':>16} {'folder MP/s':>12} {'vs torch':>9}")
     for r in rows:
         folder = f"{r['folder_mp_per_s']:.4f}" if "folder_mp_per_s" in r else "-"
-        typer.echo(
-            f"{r['backend']:18} {r['backend_only_mp_per_s']:18.4f} {r['end_to_end_mp_per_s']:16.4f} {folder:>12}"
-        )
-    typer.echo(f"ONNX Runtime / PyTorch eager: {ratio:.2f}x backend-only")
+        rates = f"{r['backend_only_mp_per_s']:18.4f} {r['end_to_end_mp_per_s']:16.4f}"
+        ratio = summary[f"{r['backend']} {r['precision']} over torch-cpu fp32"]["backend_only"]
+        typer.echo(f"{r['backend'] + ' ' + r['precision']:24} {rates} {folder:>12} {ratio:8.2f}x")
 
 
 def _measure(
@@ -115,11 +121,16 @@ def _measure(
     return row
 
 
-def _model_path(model: str | None, suffix: str) -> str | None:
-    """A shipped name stays a name; a path stem gets the backend's file type (x.onnx <-> x.safetensors)."""
+# (backend, precision, file suffix for a --model stem): ONNX Runtime fp32 and int8 against PyTorch eager fp32
+VARIANTS = (("onnxruntime-cpu", "fp32", ".onnx"), ("onnxruntime-cpu", "int8", "_int8.onnx"),
+            ("torch-cpu", "fp32", ".safetensors"))  # fmt: skip
+
+
+def _model_and_precision(model: str | None, precision: str, suffix: str) -> tuple[str | None, str]:
+    """A shipped model by name with the precision asked for; a --model stem as the file of that variant."""
     if model is None or model in ("vdsr", "srcnn"):
-        return model
-    return str(Path(model).with_suffix(suffix))
+        return model, precision
+    return str(Path(model).with_name(Path(model).name + suffix)), "auto"
 
 
 def _folder_run(upscaler: Upscaler, rgb: np.ndarray, scale: float, count: int) -> dict[str, float]:

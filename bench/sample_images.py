@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 from vdsr.runtime.images import save_image
@@ -57,14 +58,15 @@ def scene() -> Image.Image:
     return image
 
 
-def reduced(image: Image.Image) -> np.ndarray:
+def reduced(image: Image.Image) -> NDArray[np.uint8]:
     """Half size with MATLAB's bicubic (antialiased), rounded to 8 bits, as (H, W, C)."""
     pixels = np.asarray(image, dtype=np.float64)
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-    return np.clip(np.rint(imresize(pixels, 0.5)), 0, 255).astype(np.uint8)
+    out: NDArray[np.uint8] = np.clip(np.rint(imresize(pixels, 0.5)), 0, 255).astype(np.uint8)
+    return out
 
 
-def samples() -> dict[str, np.ndarray]:
+def samples() -> dict[str, NDArray[np.uint8]]:
     return {"document.png": reduced(document()), "scene.png": reduced(scene())}
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
+import onnx
 import typer
 from rich.console import Console
 
 from vdsr import shipped
-from vdsr.bench.datasets import sha256_file
+from vdsr.bench.datasets import DatasetError, sha256_file
 from vdsr.export.onnx import DEFAULT_OPSET, export_onnx, onnx_metadata, save_onnx
+from vdsr.export.quantize import quantize_int8
 from vdsr.export.tensorrt import (
     DEFAULT_PROFILE,
     EngineBuildError,
@@ -24,9 +27,9 @@ from vdsr.train.weights import load_weights
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def default_output(weights: Path, fp16: bool) -> Path:
-    """models/vdsr.safetensors -> models/vdsr.onnx, or models/vdsr_fp16.onnx with --fp16."""
-    return weights.with_name(f"{weights.stem}{'_fp16' if fp16 else ''}.onnx")
+def default_output(weights: Path, precision: str) -> Path:
+    """models/vdsr.safetensors -> models/vdsr.onnx, models/vdsr_fp16.onnx (--fp16) or models/vdsr_int8.onnx (--int8)."""
+    return weights.with_name(f"{weights.stem}{'' if precision == 'fp32' else '_' + precision}.onnx")
 
 
 @app.command()
@@ -35,6 +38,13 @@ def main(
         Path | None, typer.Option("--weights", help="Trained weights; default: the shipped VDSR.")
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 weights, arithmetic and I/O.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="int8 graph for CPUs, calibrated on T91, its PSNR cost measured on Set5/14.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="--int8: holds T91, Set5, Set14; default $VDSR_DATA_DIR."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: beside the weights.")] = None,
     opset: Annotated[int, typer.Option("--opset", min=17)] = DEFAULT_OPSET,
     engine: Annotated[
@@ -62,9 +72,22 @@ def main(
     except ValueError as error:  # missing, unreadable or not vdsr weights
         err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from error
-    target = output or default_output(source, fp16)
+    if fp16 and int8:
+        raise typer.BadParameter("choose one of --fp16 and --int8")
+    target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
     proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
-    save_onnx(proto, target)
+    if int8:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_onnx(proto, Path(tmp) / "fp32.onnx")
+            try:
+                recorded = quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir)
+            except (DatasetError, ValueError) as error:
+                err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from error
+        err.print(f"int8 PSNR cost vs fp32 (dB): {recorded['int8_cost_db']}", highlight=False, soft_wrap=True)
+        proto = onnx.load(str(target))
+    else:
+        save_onnx(proto, target)
     meta = onnx_metadata(proto)
     size = target.stat().st_size / 1e6
     summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}, opset {opset}"

@@ -4,7 +4,8 @@ A backend is a callable on a (N, 1, H, W) float array of ILR luminance in [0, 1]
 luminance, same shape, float32. Each also says what it runs (`name`, `precision`), the halo its model needs and the
 scales it was trained for, and the largest input it accepts (`max_input`, N x H x W, or None for any).
 
-- onnxruntime-cpu / onnxruntime-cuda: an ONNX graph on ONNX Runtime. No PyTorch: the default CPU path.
+- onnxruntime-cpu / onnxruntime-cuda: an ONNX graph on ONNX Runtime. No PyTorch: the default CPU path. On CPUs with
+  int8 dot products (VNNI) the int8 graph (vdsr-export --int8, its PSNR cost measured and recorded) by default.
 - torch-cpu / torch-cuda: the safetensors weights on PyTorch; on CUDA in fp16, channels_last, replayed as CUDA graphs.
 - tensorrt: an engine built from the ONNX graph by vdsr.export.tensorrt (not executed in this project's environment:
   TensorRT cannot be installed there). Its I/O buffers are torch CUDA tensors.
@@ -28,6 +29,7 @@ from vdsr import shipped
 
 BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")  # auto tries them in order
 MODELS = ("vdsr", "srcnn")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 class Backend(Protocol):
@@ -213,11 +215,11 @@ class TensorRTBackend:
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The files one model comes as: fp32 and fp16 ONNX graphs, safetensors weights (None when absent)."""
+    """The files one model comes as: ONNX graphs by precision (fp32, fp16, int8), safetensors weights (or None).
+    A graph given by path is filed under "given": it runs as it is."""
 
     name: str
-    onnx: Path | None
-    onnx_fp16: Path | None
+    graphs: dict[str, Path]
     weights: Path | None
 
 
@@ -225,23 +227,49 @@ def model_files(model: str | Path | None = None) -> ModelFiles:
     """'vdsr' (default) or 'srcnn': the shipped files; or the path of an .onnx graph or .safetensors weights."""
     model = model or "vdsr"
     if str(model) in MODELS:
-
-        def found(name: str) -> Path | None:
-            return shipped(name) if shipped(name).is_file() else None
-
-        files = ModelFiles(str(model), found(f"{model}.onnx"), found(f"{model}_fp16.onnx"),
-                           found(f"{model}.safetensors"))  # fmt: skip
-        if files.onnx is None and files.onnx_fp16 is None and files.weights is None:
+        names = {"fp32": f"{model}.onnx", "fp16": f"{model}_fp16.onnx", "int8": f"{model}_int8.onnx"}
+        graphs = {precision: shipped(name) for precision, name in names.items() if shipped(name).is_file()}
+        weights = shipped(f"{model}.safetensors")
+        if not graphs and not weights.is_file():
             raise ValueError(f"No shipped {model} model in {shipped('')}: reinstall vdsr, or give --model PATH")
-        return files
+        return ModelFiles(str(model), graphs, weights if weights.is_file() else None)
     path = Path(model)
     if not path.is_file():
         raise ValueError(f"--model {model}: expected {' or '.join(MODELS)}, or an existing .onnx or .safetensors file")
     if path.suffix == ".onnx":
-        return ModelFiles(path.stem, path, None, None)
+        return ModelFiles(path.stem, {"given": path}, None)
     if path.suffix == ".safetensors":
-        return ModelFiles(path.stem, None, None, path)
+        return ModelFiles(path.stem, {}, path)
     raise ValueError(f"--model {path}: expected an .onnx graph or .safetensors weights")
+
+
+def int8_is_fast() -> bool:
+    """Whether this CPU has int8 dot-product instructions (x86 VNNI, Arm dotprod). Without them ONNX Runtime's int8
+    kernels are slower, and on AVX2/AVX-512 without VNNI its u8s8 arithmetic can saturate."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False  # not Linux: stay with fp32
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+
+
+def _graph(files: ModelFiles, choice: str, precision: str) -> Path:
+    """The ONNX graph a backend runs: fp16 on GPUs; on CPUs int8 where it is fast (its cost is measured at export)."""
+    if "given" in files.graphs:
+        if precision != "auto":
+            raise BackendUnavailable(f"--precision {precision} picks among shipped graphs; {files.graphs['given']} "
+                                     "runs as it is")  # fmt: skip
+        return files.graphs["given"]
+    if precision == "int8" and choice != "onnxruntime-cpu":
+        raise BackendUnavailable("the int8 graph runs on onnxruntime-cpu only")
+    gpu = choice != "onnxruntime-cpu"
+    cpu_order = ("int8", "fp32") if int8_is_fast() else ("fp32",)
+    order = (precision,) if precision != "auto" else ("fp16", "fp32") if gpu else cpu_order
+    for candidate in order:
+        if candidate in files.graphs:
+            return files.graphs[candidate]
+    raise BackendUnavailable(f"no {'/'.join(order)} ONNX graph of {files.name}")
 
 
 def nvidia_driver_present() -> bool:
@@ -264,7 +292,7 @@ def _torch_cuda() -> None:
         raise BackendUnavailable(f"PyTorch {torch.__version__} sees no CUDA GPU")
 
 
-def _open(choice: str, files: ModelFiles) -> Backend:
+def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
     """One backend, or BackendUnavailable saying why not."""
     gpu = choice in ("tensorrt", "onnxruntime-cuda", "torch-cuda")
     if gpu and not nvidia_driver_present():
@@ -272,14 +300,16 @@ def _open(choice: str, files: ModelFiles) -> Backend:
     if choice.startswith("torch"):
         if files.weights is None:
             raise BackendUnavailable(f"needs .safetensors weights for {files.name}; the model given is ONNX only")
+        if precision not in ("auto", "fp16" if gpu else "fp32"):
+            raise BackendUnavailable(f"runs {'fp16' if gpu else 'fp32'} only, not {precision}")
         if gpu:
             _torch_cuda()
         elif not _installed("torch"):
             raise BackendUnavailable("PyTorch is not installed (pip install 'vdsr[train]')")
         return TorchBackend(files.weights, "cuda" if gpu else "cpu")
-    graph = (files.onnx_fp16 or files.onnx) if gpu else (files.onnx or files.onnx_fp16)  # fp16 where it is fast
-    if graph is None:
+    if not files.graphs:
         raise BackendUnavailable(f"needs an ONNX graph of {files.name}; the model given is safetensors only")
+    graph = _graph(files, choice, precision)
     if choice == "tensorrt":
         if not _installed("tensorrt"):
             raise BackendUnavailable("TensorRT is not installed (pip install 'vdsr[trt]')")
@@ -300,16 +330,20 @@ def _open(choice: str, files: ModelFiles) -> Backend:
 
 
 def open_backend(
-    choice: str = "auto", model: str | Path | None = None, log: Callable[[str], None] = lambda line: None
-) -> Backend:
+    choice: str = "auto", model: str | Path | None = None, log: Callable[[str], None] = lambda line: None,
+    precision: str = "auto",
+) -> Backend:  # fmt: skip
     """The backend `choice` (one of BACKENDS), or with 'auto' the first of BACKENDS that works here; `log` gets one
-    line saying what was chosen and why the others were skipped."""
+    line saying what was chosen and why the others were skipped. `precision` (auto, fp32, fp16, int8) picks among a
+    shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs with int8 dot products, else fp32."""
     if choice != "auto" and choice not in BACKENDS:
         raise ValueError(f"Unknown backend {choice!r}; expected auto or one of: {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}")
     files = model_files(model)
     if choice != "auto":
         try:
-            backend = _open(choice, files)
+            backend = _open(choice, files, precision)
         except BackendUnavailable as error:
             raise ValueError(f"Backend {choice} is not available: {error}") from error
         log(f"backend {backend.name} ({backend.precision}) for {files.name}")
@@ -317,7 +351,7 @@ def open_backend(
     skipped = []
     for candidate in BACKENDS:
         try:
-            backend = _open(candidate, files)
+            backend = _open(candidate, files, precision)
         except (BackendUnavailable, RuntimeError, ValueError) as error:  # a failed start too: say so, try the next
             skipped.append(f"{candidate}: {error}")
             continue

@@ -27,6 +27,10 @@ def main(
         typer.Option("--output", "-o", help="Output folder; default <folder>_x<S>, or <name>_x<S>.<ext> for a file."),
     ] = None,
     backend: Annotated[str, typer.Option(help=f"auto, or one of: {', '.join(BACKENDS)}.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(help="auto (GPU: fp16; CPU: int8 where the CPU has VNNI, else fp32), fp32, fp16, int8."),
+    ] = "auto",
     model: Annotated[
         str | None, typer.Option(help="vdsr (default), srcnn, or an .onnx / .safetensors file.", show_default=False)
     ] = None,
@@ -53,7 +57,7 @@ def main(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     try:
-        upscaler = Upscaler(model, backend, tile, batch, log=lambda line: err.print(line))
+        upscaler = Upscaler(model, backend, tile, batch, log=lambda line: err.print(line), precision=precision)
     except ValueError as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error

@@ -88,17 +88,18 @@ class Upscaler:
 
     model: 'vdsr' (default) or 'srcnn' for the shipped models, or the path of an .onnx graph or .safetensors weights.
     backend: 'auto' (the fastest available; `log` says which and why not the others) or one of vdsr.runtime.backends
-    BACKENDS. tile: output pixels per tile side; batch: tiles per backend call.
+    BACKENDS. tile: output pixels per tile side; batch: tiles per backend call. precision: auto (fp16 on GPUs, int8 on
+    CPUs with int8 dot products, else fp32), fp32, fp16 or int8: which of a shipped model's graphs to run.
     """
 
     def __init__(
         self, model: str | Path | None = None, backend: str = "auto", tile: int = 512, batch: int = 4,
-        log: Callable[[str], None] = lambda line: None,
+        log: Callable[[str], None] = lambda line: None, precision: str = "auto",
     ) -> None:  # fmt: skip
         if tile < 1 or batch < 1:
             raise ValueError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
         self.log = log
-        self.backend: Backend = open_backend(backend, model, log)
+        self.backend: Backend = open_backend(backend, model, log, precision)
         limit = self.backend.max_input
         if limit is not None:  # an engine's profile bounds the windows: tile + 2 * halo and the batch must fit
             tile = min(tile, min(limit[1:]) - 2 * self.backend.halo)

@@ -15,7 +15,6 @@ on the weights) as ONNX + safetensors, for measuring before trained weights exis
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ def speed(
     size: Annotated[str, typer.Option(help="Input image WIDTHxHEIGHT.")] = "1024x768",
     scale: Annotated[float, typer.Option()] = 2.0,
     tile: Annotated[int, typer.Option()] = 512,
-    batch: Annotated[int, typer.Option()] = 4,
+    batch: Annotated[int, typer.Option()] = 1,
     repeats: Annotated[int, typer.Option()] = 2,
     folder_images: Annotated[int, typer.Option(help="Images in the folder run.")] = 4,
 ) -> None:
@@ -175,14 +174,17 @@ def memory(
     scale: Annotated[float, typer.Option()] = 2.0,
     model: Annotated[str | None, typer.Option(help="vdsr (shipped) or an .onnx file")] = None,
     tile: Annotated[int, typer.Option()] = 512,
-    batch: Annotated[int, typer.Option()] = 4,
+    batch: Annotated[int, typer.Option()] = 1,
 ) -> None:
     """Peak RSS of a folder run (decode, upscale, encode PNG) on one image per size, each in a fresh process."""
     rows = []
     for spec in size:
-        args = [sys.executable, "-m", "vdsr.bench.runtime_speed", "memory-one", spec, str(scale), model or "vdsr",
-                str(tile), str(batch)]  # fmt: skip
-        result = subprocess.run(args, capture_output=True, text=True, check=False)
+        width, height = (int(v) for v in spec.lower().split("x"))
+        with tempfile.TemporaryDirectory() as tmp:  # the input is made here, so making it is not measured there
+            Image.fromarray(sample_photo(width, height)).save(Path(tmp) / "big.png", compress_level=1)
+            args = [sys.executable, "-m", "vdsr.bench.runtime_speed", "memory-one", tmp, str(scale), model or "vdsr",
+                    str(tile), str(batch)]  # fmt: skip
+            result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"memory run for {spec} failed:\n{result.stderr}")
         row = json.loads(result.stdout.strip().splitlines()[-1])
@@ -193,28 +195,34 @@ def memory(
                                              "environment": _env(shlex_command())}, indent=1) + "\n")  # fmt: skip
 
 
+def _memory_mib(field: str) -> float:
+    """A memory figure of this process from Linux's /proc/self/status (VmRSS now, VmHWM peak), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status (the memory benchmark needs Linux)")
+
+
 @app.command("memory-one", hidden=True)
-def memory_one(size: str, scale: float, model: str, tile: int, batch: int) -> None:
-    width, height = (int(v) for v in size.lower().split("x"))
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "in"
-        source.mkdir()
-        Image.fromarray(sample_photo(width, height)).save(source / "big.png", compress_level=1)
-        upscaler = Upscaler(model, "onnxruntime-cpu", tile, batch)
-        upscaler.upscale(sample_photo(64, 64), scale)  # the session's own allocations, before the image
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        start = time.perf_counter()
-        report = upscaler.upscale_folder(source, scale, Path(tmp) / "out", max_pixels=width * height)
-        seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        if report.failed:
-            raise RuntimeError(str(report.failed))
-        with Image.open(report.written[0]) as out:
-            out_size = out.size
+def memory_one(folder: Path, scale: float, model: str, tile: int, batch: int) -> None:
+    upscaler = Upscaler(model, "onnxruntime-cpu", tile, batch)
+    upscaler.upscale(sample_photo(64, 64), scale)  # libraries and the model loaded, before the image
+    before = _memory_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS (ru_maxrss would include the parent's)
+    with Image.open(folder / "big.png") as image:
+        width, height = image.size
+    start = time.perf_counter()
+    report = upscaler.upscale_folder(folder, scale, folder / "out", max_pixels=width * height)
+    seconds = time.perf_counter() - start
+    peak = _memory_mib("VmHWM")
+    if report.failed:
+        raise RuntimeError(str(report.failed))
+    with Image.open(report.written[0]) as out:
+        out_width, out_height = out.size
     buffers = {"input_uint8": width * height * 3, "input_float32": width * height * 12,
-               "planes_float32": width * height * 12, "output_uint8": out_size[0] * out_size[1] * 3}  # fmt: skip
-    print(json.dumps({"input": size, "output": f"{out_size[0]}x{out_size[1]}", "seconds": seconds,
-                      "rss_before_mib": before, "peak_rss_mib": peak,
+               "planes_float32": width * height * 12, "output_uint8": out_width * out_height * 3}  # fmt: skip
+    print(json.dumps({"input": f"{width}x{height}", "output": f"{out_width}x{out_height}", "seconds": seconds,
+                      "rss_before_mib": before, "peak_rss_mib": peak, "growth_mib": peak - before,
                       "buffers_mib": {k: v / 2**20 for k, v in buffers.items()}}))  # fmt: skip
 
 

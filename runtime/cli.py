@@ -35,7 +35,10 @@ def main(
         str | None, typer.Option(help="vdsr (default), srcnn, or an .onnx / .safetensors file.", show_default=False)
     ] = None,
     tile: Annotated[int, typer.Option(help="Tile side in output pixels (memory vs batching).", min=1)] = 512,
-    batch: Annotated[int, typer.Option(help="Tiles per backend call.", min=1)] = 4,
+    batch: Annotated[
+        int | None,
+        typer.Option(help="Tiles per call; default 1 on CPUs, 4 on GPUs.", min=1, show_default=False),
+    ] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include subfolders (mirrored).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,

@@ -11,18 +11,17 @@ gray); the file appears whole or not at all (temp file + rename).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vdsr.runtime import png16
-from vdsr.runtime.atomic import atomic_write_bytes
+from vdsr.runtime.atomic import atomic_write
 
 # Refuse larger inputs before decoding them (decompression bombs). PIL's own threshold: above it PIL warns, and above
 # twice it PIL refuses, so a larger limit here would not help.
@@ -183,10 +182,10 @@ def output_format(path: Path) -> str:
 
 
 def encode_image(
-    pixels: NDArray[np.uint8] | NDArray[np.uint16], fmt: str, icc_profile: bytes | None = None,
+    pixels: NDArray[np.uint8] | NDArray[np.uint16], fmt: str, out: BinaryIO, icc_profile: bytes | None = None,
     exif: bytes | None = None,
-) -> bytes:  # fmt: skip
-    """(H, W, C) uint8 or uint16, C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> the bytes of one file in format `fmt`.
+) -> None:  # fmt: skip
+    """(H, W, C) uint8 or uint16, C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> one file in format `fmt`, into `out`.
 
     uint16 stays 16-bit in PNG (and TIFF for gray); other formats get 8 bits (rounded). A format without alpha
     (JPEG) refuses an alpha channel rather than silently dropping it.
@@ -200,11 +199,9 @@ def encode_image(
     if fmt == "JPEG":
         options |= {"quality": 95, "subsampling": 0}  # 4:4:4: keep the chroma detail the upscale made
     if pixels.dtype == np.uint16 and fmt == "PNG" and channels > 1:
-        return png16.write_png16(np.asarray(pixels, dtype=np.uint16), icc_profile)  # PIL cannot write 16-bit colour
-    image = to_pil_image(pixels, sixteen_bit=fmt in ("PNG", "TIFF"))
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
+        out.write(png16.write_png16(np.asarray(pixels, dtype=np.uint16), icc_profile))  # PIL has no 16-bit colour
+        return
+    to_pil_image(pixels, sixteen_bit=fmt in ("PNG", "TIFF")).save(out, fmt, **options)
 
 
 def to_pil_image(pixels: NDArray[np.uint8] | NDArray[np.uint16], sixteen_bit: bool = True) -> Image.Image:
@@ -222,10 +219,8 @@ def save_image(
     """Encode in the format the suffix names, then write atomically. ValueError naming the file on failure."""
     fmt = output_format(path)
     try:
-        data = encode_image(pixels, fmt, icc_profile, exif)
-    except (ValueError, OSError) as error:
-        raise ValueError(f"{path}: cannot encode as {fmt} ({error})") from error
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as error:
+        atomic_write(path, lambda f: encode_image(pixels, fmt, f, icc_profile, exif))
+    except OSError as error:  # the file system (PIL's encoders raise ValueError)
         raise ValueError(f"{path}: cannot write ({error.strerror or error})") from error
+    except ValueError as error:
+        raise ValueError(f"{path}: cannot encode as {fmt} ({error})") from error

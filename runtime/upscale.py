@@ -63,10 +63,11 @@ def upscale_pixels(
     bands = tiled_rows(backend, lambda a, b: imresize_rows(planes[..., 0], scale, a, b), (height, width), tile, halo,
                        batch)  # fmt: skip
     for row0, row1, y in bands:
-        ycc = y[..., None]  # then Cb, Cr and alpha: bicubic, as the ILR
-        if pixels.shape[-1] > 1:
-            ycc = np.concatenate([ycc, imresize_rows(planes[..., 1:], scale, row0, row1)], axis=-1)
-        rgb = (ycc[..., :1] - Y_OFFSET) / Y_RANGE if gray else ycbcr_to_rgb(ycc[..., :3])
-        band = np.clip(np.concatenate([rgb, ycc[..., n:]], axis=-1), 0.0, 1.0)
-        out[row0:row1] = np.rint(band * peak) if out_dtype.kind == "u" else band
+        rest = imresize_rows(planes[..., 1:], scale, row0, row1) if pixels.shape[-1] > 1 else None  # Cb, Cr, alpha
+        for r0 in range(0, row1 - row0, 64):  # back to RGB a few rows at a time: small float64 temporaries
+            r1 = min(r0 + 64, row1 - row0)
+            ycc = y[r0:r1, :, None] if rest is None else np.concatenate([y[r0:r1, :, None], rest[r0:r1]], axis=-1)
+            rgb = (ycc[..., :1] - Y_OFFSET) / Y_RANGE if gray else ycbcr_to_rgb(ycc[..., :3])
+            rows = np.clip(np.concatenate([rgb, ycc[..., n:]], axis=-1), 0.0, 1.0)
+            out[row0 + r0 : row0 + r1] = np.rint(rows * peak) if out_dtype.kind == "u" else rows
     return out

@@ -88,18 +88,20 @@ class Upscaler:
 
     model: 'vdsr' (default) or 'srcnn' for the shipped models, or the path of an .onnx graph or .safetensors weights.
     backend: 'auto' (the fastest available; `log` says which and why not the others) or one of vdsr.runtime.backends
-    BACKENDS. tile: output pixels per tile side; batch: tiles per backend call. precision: auto (fp16 on GPUs, int8 on
+    BACKENDS. tile: output pixels per tile side; batch: tiles per backend call (default 1 on CPUs, where larger
+    batches only cost memory, and 4 on GPUs). precision: auto (fp16 on GPUs, int8 on
     CPUs with int8 dot products, else fp32), fp32, fp16 or int8: which of a shipped model's graphs to run.
     """
 
     def __init__(
-        self, model: str | Path | None = None, backend: str = "auto", tile: int = 512, batch: int = 4,
+        self, model: str | Path | None = None, backend: str = "auto", tile: int = 512, batch: int | None = None,
         log: Callable[[str], None] = lambda line: None, precision: str = "auto",
     ) -> None:  # fmt: skip
-        if tile < 1 or batch < 1:
+        if tile < 1 or (batch is not None and batch < 1):
             raise ValueError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
         self.log = log
         self.backend: Backend = open_backend(backend, model, log, precision)
+        batch = batch or (1 if self.backend.name.endswith("-cpu") else 4)
         limit = self.backend.max_input
         if limit is not None:  # an engine's profile bounds the windows: tile + 2 * halo and the batch must fit
             tile = min(tile, min(limit[1:]) - 2 * self.backend.halo)
@@ -199,7 +201,9 @@ class Upscaler:
                 except (ValueError, RuntimeError, MemoryError) as error:  # the backend failed on this image only
                     finish(job, error=f"{job.source}: cannot upscale ({error or type(error).__name__})")
                     continue
-                writes.append((job, io.submit(_write, job.target, pixels, loaded)))
+                metadata = (loaded.icc_profile, loaded.exif)
+                del loaded, decoded  # the decoded pixels are not needed while the result is encoded
+                writes.append((job, io.submit(_write, job.target, pixels, *metadata)))
                 while len(writes) > IN_FLIGHT or (writes and writes[0][1].done()):
                     finish_write(*writes.popleft())
             while writes:
@@ -223,8 +227,8 @@ def _prefetch(
         future.cancel()
 
 
-def _write(target: Path, pixels: NDArray[Any], loaded: LoadedImage) -> int:
-    save_image(target, pixels, loaded.icc_profile, loaded.exif)
+def _write(target: Path, pixels: NDArray[Any], icc_profile: bytes | None, exif: bytes | None) -> int:
+    save_image(target, pixels, icc_profile, exif)
     return int(pixels.shape[0] * pixels.shape[1])
 
 

@@ -161,12 +161,16 @@ class Upscaler:
         jobs = plan_jobs(Path(source), scale, Path(output) if output else None, recursive, fmt)
         report = FolderReport()
         todo = []
+        claimed: dict[Path, Path] = {}  # output -> the input that writes it
         for job in jobs:
             if skip_existing and job.target.exists():
                 report.skipped.append(job.target)
             elif job.target.resolve() == job.source.resolve():
                 report.failed.append(f"{job.source}: the output would overwrite the input; give another --output")
+            elif job.target in claimed:  # photo.jpg and photo.png with --format png
+                report.failed.append(f"{job.source}: its output {job.target} is also {claimed[job.target]}'s output")
             else:
+                claimed[job.target] = job.source
                 todo.append(job)
                 continue
             on_image(job.source, 0)

@@ -65,6 +65,9 @@ def test_not_recursive_skip_existing_format_and_single_file(photos: Path, tiny_m
     code, output = run(photos, "-s", "3", "--model", tiny_model["onnx"], "-o", out, "--format", "png",
                        "--skip-existing")  # fmt: skip
     assert code == 0 and "0 written, 2 skipped" in output and (out / "rgb.png").stat().st_mtime_ns == before
+    (photos / "rgb.jpg").write_bytes((photos / "photo.jpg").read_bytes())
+    code, output = run(photos, "-s", "3", "--model", tiny_model["onnx"], "-o", photos.parent / "o2", "--format", "png")
+    assert code == 1 and "rgb.png: its output" in output and "is also" in output and "2 written" in output
     code, output = run(photos / "rgb.png", "-s", "2.5", "--model", tiny_model["onnx"])
     assert code == 0, output
     with Image.open(photos / "rgb_x2.5.png") as single:

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from vdsr import shipped
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.protocol import ground_truth_y, low_resolution, score
-from vdsr.bench.report import environment
+from vdsr.bench.report import environment, gpu_names
 from vdsr.runtime.atomic import atomic_write_text
 from vdsr.runtime.images import load_image
 from vdsr.runtime.resize_torch import imresize_torch

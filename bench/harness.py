@@ -67,7 +67,7 @@ def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
     if not path.is_file():
         raise ValueError(f"No weights for {method.value}: {path} does not exist (train them with vdsr-train)")
     if path.suffix == ".onnx":
-        backend = OnnxRuntimeBackend(path)
+        backend = OnnxRuntimeBackend(path, require_halo=False)  # whole images: no tiles, no halo needed
         architecture = backend.metadata.get("architecture")
         if architecture != method.value:
             raise ValueError(f"{path} holds {architecture} weights, not {method.value}")

@@ -74,6 +74,8 @@ def main(
         raise typer.Exit(1) from error
     if fp16 and int8:
         raise typer.BadParameter("choose one of --fp16 and --int8")
+    if int8 and engine is not None:  # TensorRT wants symmetric int8 Q/DQ; this graph's activations are uint8
+        raise typer.BadParameter("the int8 graph is for ONNX Runtime on CPUs; build engines from fp32 or --fp16")
     target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
     proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
     if int8:

@@ -76,14 +76,19 @@ def quantize_int8(fp32_graph: Path, output: Path, data_dir: Path | None) -> dict
             batch = next(batches, None)
             return None if batch is None else {fp32.graph.input[0].name: batch}
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice to pre-process does not apply to a plain CNN
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser's advice (on the root logger) to pre-process is not for a plain CNN
     with tempfile.TemporaryDirectory() as tmp:
         quantized = Path(tmp) / "int8.onnx"
-        quantize_static(
-            str(fp32_graph), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=kept_in_fp32(fp32),
-        )  # fmt: skip
+        try:
+            quantize_static(
+                str(fp32_graph), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept_in_fp32(fp32),
+            )  # fmt: skip
+        finally:
+            root.setLevel(level)
         cost = measure_cost(fp32_graph, quantized, data_dir)
         model = onnx.load(str(quantized))
     recorded = {

@@ -17,6 +17,7 @@ import ctypes.util
 import importlib.util
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,10 @@ def _model_facts(metadata: dict[str, str], source: Path) -> tuple[int, list[int]
 class OnnxRuntimeBackend:
     """An ONNX Runtime session on one of this package's graphs (fp32 or fp16 I/O, converted here)."""
 
-    def __init__(self, model: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0) -> None:
+    def __init__(
+        self, model: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0,
+        require_halo: bool = True,
+    ) -> None:  # fmt: skip
         import onnxruntime as ort  # the `cpu` or `gpu` extra
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
@@ -72,7 +76,7 @@ class OnnxRuntimeBackend:
         # ORT's own exception types derive from Exception directly; these are the ones loading a model raises
         load_errors = (OSError, ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.NoSuchFile,
                        ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NotImplemented,
-                       ort_errors.RuntimeException)  # fmt: skip
+                       ort_errors.RuntimeException, getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
         try:
             self.session = ort.InferenceSession(str(model), options, providers=list(providers))
         except load_errors as error:
@@ -86,11 +90,19 @@ class OnnxRuntimeBackend:
         self.name = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
         self.precision = self.metadata.get("precision", "fp32")
         self.max_input: tuple[int, int, int] | None = None
-        self.halo, self.scales = _model_facts(self.metadata, model) if "halo" in self.metadata else (0, [])
+        # tiling needs the halo; the benchmark, which runs whole images, does not (require_halo=False)
+        self.halo, self.scales = (
+            _model_facts(self.metadata, model) if require_halo or "halo" in self.metadata else (0, [])
+        )
+        self._errors = (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument,
+                        getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
 
     def __call__(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
         _check_batch(batch)
-        (out,) = self.session.run(None, {self.input_name: batch.astype(self.dtype, copy=False)})
+        try:
+            (out,) = self.session.run(None, {self.input_name: batch.astype(self.dtype, copy=False)})
+        except self._errors as error:  # ORT's exceptions are not RuntimeErrors: make them one for the callers
+            raise RuntimeError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {error}") from error
         result: NDArray[np.float32] = np.asarray(out).astype(np.float32, copy=False)
         return result
 
@@ -117,6 +129,7 @@ class TorchBackend:
         self.precision = "fp16" if self.cuda else "fp32"
         self.max_input: tuple[int, int, int] | None = None
         self.graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}  # shape -> (graph, static input, static output)
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda else None  # one memory pool for all the graphs
 
     def __call__(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
         import torch
@@ -147,7 +160,7 @@ class TorchBackend:
                 self.model(static_in)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=self.pool):
                 static_out = self.model(static_in)
             self.graphs[key] = (graph, static_in, static_out)
         graph, static_in, static_out = self.graphs[key]
@@ -179,6 +192,7 @@ class TensorRTBackend:
         self.precision = metadata.get("precision", "fp32")
         self.name = "tensorrt"
         self.max_input: tuple[int, int, int] | None = DEFAULT_PROFILE.max
+        self.profile = DEFAULT_PROFILE
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
@@ -191,6 +205,8 @@ class TensorRTBackend:
             raise RuntimeError(f"{engine_path}: expected one input and one output, got {inputs} and {outputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
         half = self.engine.get_tensor_dtype(self.input_name) == trt.DataType.HALF
+        if self.engine.get_tensor_dtype(self.output_name) != self.engine.get_tensor_dtype(self.input_name):
+            raise RuntimeError(f"{engine_path}: input and output types differ; expected one of this package's graphs")
         self.dtype = torch.float16 if half else torch.float32
         self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
 
@@ -198,15 +214,19 @@ class TensorRTBackend:
         import torch
 
         _check_batch(batch)
-        limit = self.max_input
-        if limit is not None and any(n > m for n, m in zip((batch.shape[0], *batch.shape[2:]), limit, strict=True)):
-            raise ValueError(f"Batch {batch.shape} exceeds the engine's profile maximum {limit} (N x H x W)")
+        shape = (batch.shape[0], batch.shape[2], batch.shape[3])
+        low, high = self.profile.min, self.profile.max
+        if not all(lo <= n <= hi for lo, n, hi in zip(low, shape, high, strict=True)):
+            raise ValueError(f"Batch {batch.shape} is outside the engine's profile {low}..{high} (N x H x W); "
+                             "images smaller than the profile's minimum need another backend")  # fmt: skip
         with torch.cuda.stream(self.stream):
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to("cuda", self.dtype)
             out = torch.empty_like(x)
-            self.context.set_input_shape(self.input_name, tuple(x.shape))
-            self.context.set_tensor_address(self.input_name, x.data_ptr())
-            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            ready = (self.context.set_input_shape(self.input_name, tuple(x.shape))
+                     and self.context.set_tensor_address(self.input_name, x.data_ptr())
+                     and self.context.set_tensor_address(self.output_name, out.data_ptr()))  # fmt: skip
+            if not ready:  # a stale shape or address would make TensorRT read or write past these buffers
+                raise RuntimeError(f"TensorRT refused the shape or buffers of a batch of shape {tuple(x.shape)}")
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError(f"TensorRT execute_async_v3 failed for a batch of shape {tuple(x.shape)}")
             result: NDArray[np.float32] = out.float().cpu().numpy()  # waits for the stream
@@ -266,6 +286,9 @@ def _graph(files: ModelFiles, choice: str, precision: str) -> Path:
     gpu = choice != "onnxruntime-cpu"
     cpu_order = ("int8", "fp32") if int8_is_fast() else ("fp32",)
     order = (precision,) if precision != "auto" else ("fp16", "fp32") if gpu else cpu_order
+    if precision == "int8" and not int8_is_fast():
+        warnings.warn("this CPU has no int8 dot-product instructions (VNNI): the int8 graph may be slow, and ONNX "
+                      "Runtime's u8s8 arithmetic can saturate on AVX2/AVX-512 without VNNI", stacklevel=2)  # fmt: skip
     for candidate in order:
         if candidate in files.graphs:
             return files.graphs[candidate]
@@ -274,8 +297,8 @@ def _graph(files: ModelFiles, choice: str, precision: str) -> Path:
 
 def nvidia_driver_present() -> bool:
     """Whether an NVIDIA driver is installed, found without importing torch (the CPU path must not load it)."""
-    if sys.platform.startswith("linux"):
-        return Path("/proc/driver/nvidia/version").exists()
+    if sys.platform.startswith("linux"):  # native driver, or WSL2's GPU paravirtualisation
+        return Path("/proc/driver/nvidia/version").exists() or Path("/dev/dxg").exists()
     return ctypes.util.find_library("nvcuda" if sys.platform == "win32" else "cuda") is not None
 
 
@@ -344,7 +367,7 @@ def open_backend(
     if choice != "auto":
         try:
             backend = _open(choice, files, precision)
-        except BackendUnavailable as error:
+        except (BackendUnavailable, RuntimeError, ImportError, OSError) as error:  # e.g. a TensorRT build failure
             raise ValueError(f"Backend {choice} is not available: {error}") from error
         log(f"backend {backend.name} ({backend.precision}) for {files.name}")
         return backend
@@ -352,7 +375,7 @@ def open_backend(
     for candidate in BACKENDS:
         try:
             backend = _open(candidate, files, precision)
-        except (BackendUnavailable, RuntimeError, ValueError) as error:  # a failed start too: say so, try the next
+        except Exception as error:  # noqa: BLE001  (any failed start: say so, try the next)
             skipped.append(f"{candidate}: {error}")
             continue
         reasons = "; ".join(skipped) or "none"

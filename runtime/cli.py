@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vdsr.runtime.backends import BACKENDS
@@ -60,9 +61,9 @@ def main(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     try:
-        upscaler = Upscaler(model, backend, tile, batch, log=lambda line: err.print(line), precision=precision)
+        upscaler = Upscaler(model, backend, tile, batch, log=lambda line: err.print(escape(line)), precision=precision)
     except ValueError as error:
-        err.print(f"[red]error:[/red] {error}")
+        err.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
     columns = (
         TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -82,7 +83,7 @@ def main(
                                          on_image)  # fmt: skip
     seconds = time.perf_counter() - start
     for line in report.failed:
-        err.print(f"[red]failed:[/red] {line}")
+        err.print(f"[red]failed:[/red] {escape(line)}")  # file names may hold [brackets]
     summary = f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed"
     rate = f"{report.megapixels:.1f} MP out in {seconds:.1f} s ({report.megapixels / max(seconds, 1e-9):.2f} MP/s)"
     err.print(f"{summary}; {rate}")

@@ -88,8 +88,8 @@ def pixels_of(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int]
     if image.mode not in _MODES:
         raise ImageError(path, f"unsupported pixel format {image.mode!r}")
     target, depth = _MODES[image.mode]
-    if image.mode == "P" and "transparency" in image.info:
-        target = "RGBA"
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:  # a palette entry or colour key: alpha
+        target = "RGBA" if image.mode != "L" else "LA"
     if image.mode != target:
         image = image.convert(target)
     array = np.asarray(image)
@@ -121,12 +121,15 @@ _ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
-def _read_png16(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
-    """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF."""
+def _read_png16(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None] | None:
+    """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF; None for
+    the variants png16 does not decode (interlaced, a tRNS colour key), which PIL then reads at 8 bits."""
     try:
         array, icc = png16.read_png16(path.read_bytes())
+    except png16.Unsupported:
+        return None
     except ValueError as error:
-        raise ImageError(path, f"corrupt or unsupported 16-bit PNG ({error})") from error
+        raise ImageError(path, f"corrupt 16-bit PNG ({error})") from error
     exif = image.getexif()
     orientation = exif.pop(0x0112, 1)
     if orientation in _ORIENT:
@@ -141,18 +144,22 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     try:
         with Image.open(path) as image:
             frames = getattr(image, "n_frames", 1)
-            if frames > 1:
+            if frames > 1 and image.format != "MPO":  # MPO: a camera JPEG with previews; frame 0 is the photo
                 raise ImageError(path, f"animated or multi-page image ({frames} frames) is not supported")
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(path, f"{width}x{height} is over the limit of {max_pixels} pixels")
-            if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(_header(path)):
-                pixels, depth, icc, exif = _read_png16(image, path)
+            sixteen = image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(_header(path))
+            decoded = _read_png16(image, path) if sixteen else None  # None: PIL reads it (at 8 bits)
+            if decoded is not None:
+                pixels, depth, icc, exif = decoded
             else:
                 image.load()
                 ImageOps.exif_transpose(image, in_place=True)
                 pixels, depth = pixels_of(image, path)
-                icc, exif = image.info.get("icc_profile"), image.info.get("exif")
+                # a CMYK profile does not describe the RGB pixels PIL converts to: better none than a wrong one
+                icc = image.info.get("icc_profile") if image.mode != "CMYK" else None
+                exif = image.info.get("exif")
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
@@ -168,6 +175,10 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     except (OSError, SyntaxError, ValueError) as error:
         # PIL reports truncated or corrupt data as OSError (and some plugins as SyntaxError/ValueError).
         raise ImageError(path, f"corrupt or truncated image ({error})") from error
+    except MemoryError as error:
+        raise ImageError(path, "not enough memory to decode it") from error
+    except Exception as error:  # noqa: BLE001  (plugins also raise struct.error, EOFError, KeyError on bad data)
+        raise ImageError(path, f"cannot decode it ({type(error).__name__}: {error})") from error
     has_alpha = pixels.shape[-1] in (2, 4)
     return LoadedImage(path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha, icc_profile=icc or None,
                        exif=exif or None)  # fmt: skip

@@ -29,6 +29,10 @@ _IDAT_SIZE = 1 << 20  # the writer splits the compressed image into IDAT chunks 
 _BAND_ROWS = 1024  # rows per band of the anti-diagonal unfiltering (its buffer holds (rows + W) * rows pixels)
 
 
+class Unsupported(ValueError):
+    """A valid PNG variant this reader does not decode (interlaced, tRNS colour key); callers may fall back."""
+
+
 def is_png16(header: bytes) -> bool:
     """True when `header` (the first 33 or more bytes of a file) starts a PNG whose bit depth is 16."""
     return len(header) >= 26 and header[:8] == _SIGNATURE and header[12:16] == b"IHDR" and header[24] == 16
@@ -67,7 +71,7 @@ def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None]:
         elif kind == b"iCCP":
             icc = _read_icc(bytes(body))
         elif kind == b"tRNS" and header[3] in (0, 2):
-            raise ValueError("16-bit PNG with a tRNS transparent colour is not supported")
+            raise Unsupported("16-bit PNG with a tRNS transparent colour is not supported")
         elif not kind[0] & 0x20 and kind not in (b"IHDR", b"PLTE"):
             raise ValueError(f"unknown critical PNG chunk {name}")
     if not idat:
@@ -127,7 +131,7 @@ def _check_header(
     if compression != 0 or filter_method != 0:
         raise ValueError(f"unknown PNG compression or filter method ({compression}, {filter_method})")
     if interlace != 0:
-        raise ValueError("interlaced 16-bit PNG is not supported")
+        raise Unsupported("interlaced 16-bit PNG is not supported")
 
 
 def _read_icc(body: bytes) -> bytes:

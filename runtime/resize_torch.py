@@ -1,6 +1,6 @@
 """MATLAB-exact bicubic resize on a torch tensor, on whatever device it lives (the ILR made on the GPU).
 
-Same weights as vdsr.runtime.resize (one `contributions` for both), written as two small dense matrices, so the resize is
+Same weights as vdsr.runtime.resize (one `contributions` for both), as two small dense matrices, so the resize is
 two matrix products: out = Rows @ image @ Cols^T. Rows first, as imresize does for equal scales. Needs torch (the
 GPU paths have it); the CPU runtime uses the numpy version.
 """

@@ -15,13 +15,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vdsr.runtime.backends import Backend, open_backend
 from vdsr.runtime.images import (
@@ -34,6 +34,7 @@ from vdsr.runtime.images import (
     save_image,
     to_pil_image,
 )
+from vdsr.runtime.resize import output_shape_for
 from vdsr.runtime.upscale import check_scale, upscale_pixels
 
 # What a folder run picks up (by suffix, any case); a single file given by name is read whatever its suffix.
@@ -60,6 +61,14 @@ class Job:
     target: Path
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file or folder (case-insensitive file systems and links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False  # one of them does not exist
+
+
 def plan_jobs(
     source: Path, scale: float, output: Path | None = None, recursive: bool = False, fmt: str | None = None
 ) -> list[Job]:
@@ -67,16 +76,19 @@ def plan_jobs(
     file goes to `output`/<name> (default <stem>_x<S><suffix> beside it). Output names take `fmt`'s suffix if given.
     ValueError for a missing input or an output folder inside the input folder."""
     label = scale_label(scale)
+    named = source.resolve()  # "." and ".." have no name of their own
     if source.is_file():
-        target = output / source.name if output else source.with_name(f"{source.stem}_x{label}{source.suffix}")
+        target = output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
         pairs = [(source, target)]
     elif source.is_dir():
-        root = (output or source.with_name(f"{source.name}_x{label}")).resolve()
-        if root == source.resolve() or (recursive and root.is_relative_to(source.resolve())):
+        root = (output or named.with_name(f"{named.name}_x{label}")).resolve()
+        if _same_file(root, source) or (recursive and root.is_relative_to(named)):
             raise ValueError(f"{root}: the output folder must not be the input folder or inside it")
         found = sorted(source.rglob("*") if recursive else source.iterdir())
-        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
-        pairs = [(p, root / p.relative_to(source)) for p in images if not p.is_dir()]  # broken links: reported
+        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(source).parts)  # hidden files, folders
+                  and (p.is_file() or p.is_symlink())]  # fmt: skip  # not FIFOs or folders; broken links: reported
+        pairs = [(p, root / p.relative_to(source)) for p in images]
     else:
         raise ValueError(f"{source}: no such file or folder")
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
@@ -162,11 +174,13 @@ class Upscaler:
         report = FolderReport()
         todo = []
         claimed: dict[Path, Path] = {}  # output -> the input that writes it
+        inputs = {(s.st_dev, s.st_ino) for s in (_stat(job.source) for job in jobs) if s is not None}
         for job in jobs:
-            if skip_existing and job.target.exists():
+            target = _stat(job.target)
+            if skip_existing and target is not None:
                 report.skipped.append(job.target)
-            elif job.target.resolve() == job.source.resolve():
-                report.failed.append(f"{job.source}: the output would overwrite the input; give another --output")
+            elif target is not None and (target.st_dev, target.st_ino) in inputs:  # this or another input
+                report.failed.append(f"{job.source}: its output {job.target} is an input; give another --output")
             elif job.target in claimed:  # photo.jpg and photo.png with --format png
                 report.failed.append(f"{job.source}: its output {job.target} is also {claimed[job.target]}'s output")
             else:
@@ -174,6 +188,8 @@ class Upscaler:
                 todo.append(job)
                 continue
             on_image(job.source, 0)
+        if fail_fast and report.failed:
+            return report
         stop = threading.Event()
         with ThreadPoolExecutor(max(2, min(4, (os.cpu_count() or 2) // 2)), "vdsr-io") as io:
             writes: deque[tuple[Job, Future[int]]] = deque()
@@ -193,6 +209,8 @@ class Upscaler:
                     finish(job, write.result())
                 except ValueError as error:  # save_image names the file
                     finish(job, error=str(error))
+                except Exception as error:  # noqa: BLE001  (an encoder's own failure: this file only)
+                    finish(job, error=f"{job.target}: cannot write ({type(error).__name__}: {error})")
 
             for job, decoded in _prefetch(io, todo, max_pixels, stop):
                 try:
@@ -201,8 +219,13 @@ class Upscaler:
                     finish(job, error=str(error))
                     continue
                 try:
+                    loaded = fit_format(loaded, job.target, scale)
+                except ValueError as error:
+                    finish(job, error=f"{job.source} -> {job.target}: {error}")
+                    continue
+                try:
                     pixels = self.upscale_file(loaded, scale)
-                except (ValueError, RuntimeError, MemoryError) as error:  # the backend failed on this image only
+                except Exception as error:  # noqa: BLE001  (the backend failed on this image only)
                     finish(job, error=f"{job.source}: cannot upscale ({error or type(error).__name__})")
                     continue
                 metadata = (loaded.icc_profile, loaded.exif)
@@ -213,6 +236,29 @@ class Upscaler:
             while writes:
                 finish_write(*writes.popleft())
         return report
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def fit_format(loaded: LoadedImage, target: Path, scale: float) -> LoadedImage:
+    """Check before computing that the target format can hold the result: an alpha channel that is opaque
+    everywhere is dropped for JPEG/BMP (any other is an error: transparency would be lost); sizes over the format's
+    limit are an error."""
+    fmt = output_format(target)
+    height, width = output_shape_for(loaded.pixels.shape[:2], scale)
+    limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
+    if limit is not None and max(height, width) > limit:
+        raise ValueError(f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; use --format png")
+    if fmt in ("JPEG", "BMP") and loaded.has_alpha:
+        if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
+            raise ValueError(f"{fmt} cannot hold its transparency; use --format png (or webp, tif)")
+        loaded = replace(loaded, pixels=loaded.color, has_alpha=False)
+    return loaded
 
 
 def _prefetch(
@@ -238,5 +284,6 @@ def _write(target: Path, pixels: NDArray[Any], icc_profile: bytes | None, exif: 
 
 def load_image_object(image: Image.Image) -> LoadedImage:
     """A PIL image already in memory, normalised as load_image normalises files."""
+    image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
     pixels, depth = pixels_of(image, Path("<image>"))
     return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), image.info.get("icc_profile"))

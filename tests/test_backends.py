@@ -58,6 +58,8 @@ def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str,
 def test_default_cpu_path_imports_no_torch(tiny_model: dict[str, Path]) -> None:
     code = (
         "import sys, numpy as np\n"
+        "import vdsr.runtime.backends as b\n"
+        "b.nvidia_driver_present = lambda: False  # a CPU machine, even where a driver is installed\n"
         "from vdsr import Upscaler\n"
         "import vdsr.runtime.cli\n"
         f"u = Upscaler({str(tiny_model['onnx'])!r})\n"

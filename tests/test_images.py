@@ -176,5 +176,26 @@ def test_sixteen_bit_colour_png_values(tmp_path: Path) -> None:
     broken = bytearray((tmp_path / "rgba16.png").read_bytes())
     broken[-20] ^= 0xFF  # inside the image data: its CRC no longer matches
     (tmp_path / "broken16.png").write_bytes(bytes(broken))
-    with pytest.raises(ImageError, match="broken16.png: corrupt or unsupported 16-bit PNG"):
+    with pytest.raises(ImageError, match="broken16.png: corrupt 16-bit PNG"):
         load_image(tmp_path / "broken16.png")
+
+
+def test_camera_jpeg_with_preview_colour_keys_and_cmyk_profiles(tmp_path: Path, rng: np.random.Generator) -> None:
+    from vdsr.runtime.png16 import write_png16
+
+    photo, preview = Image.fromarray(rng.integers(0, 256, (8, 6, 3), dtype=np.uint8)), Image.new("RGB", (3, 4))
+    photo.save(tmp_path / "camera.jpg", "MPO", save_all=True, append_images=[preview])  # a JPEG with an MPF preview
+    assert Image.open(tmp_path / "camera.jpg").format == "MPO" and load_image(tmp_path / "camera.jpg").pixels.shape == (
+        8, 6, 3)  # fmt: skip
+    Image.fromarray(np.array([[0, 10], [20, 30]], np.uint8)).save(tmp_path / "key_l.png", transparency=10)
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "key_rgb.png", transparency=(0, 0, 0))
+    gray_key, rgb_key = load_image(tmp_path / "key_l.png"), load_image(tmp_path / "key_rgb.png")
+    assert gray_key.has_alpha and gray_key.alpha is not None and gray_key.alpha[0, 1] == 0 and gray_key.alpha[0, 0] == 1
+    assert rgb_key.has_alpha and rgb_key.alpha is not None and np.all(rgb_key.alpha == 0)
+    Image.new("CMYK", (4, 4), (0, 50, 100, 0)).save(tmp_path / "cmyk.jpg", icc_profile=b"a CMYK profile")
+    assert load_image(tmp_path / "cmyk.jpg").icc_profile is None  # it does not describe the RGB we convert to
+    png = write_png16(np.full((3, 4, 3), 4660, np.uint16))
+    keyed = png[:33] + png_chunk(b"tRNS", bytes(6)) + png[33:]
+    (tmp_path / "keyed16.png").write_bytes(keyed)  # a 16-bit colour key: png16 declines, PIL reads it at 8 bits
+    fallback = load_image(tmp_path / "keyed16.png")
+    assert fallback.bit_depth == 8 and fallback.pixels.shape == (3, 4, 4)

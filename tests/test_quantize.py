@@ -57,7 +57,8 @@ def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         backends._graph(files, "onnxruntime-cuda", "int8")
     monkeypatch.setattr(backends, "int8_is_fast", lambda: False)  # no VNNI: int8 would be slow (or saturate)
     assert backends._graph(files, "onnxruntime-cpu", "auto") == Path("a.onnx")
-    assert backends._graph(files, "onnxruntime-cpu", "int8") == Path("c.onnx")  # asked for explicitly
+    with pytest.warns(UserWarning, match="no int8 dot-product instructions"):
+        assert backends._graph(files, "onnxruntime-cpu", "int8") == Path("c.onnx")  # asked for: given, with a warning
     with pytest.raises(BackendUnavailable, match="no fp16 ONNX graph"):
         backends._graph(ModelFiles("vdsr", {"fp32": Path("a.onnx")}, None), "onnxruntime-cuda", "fp16")
     with pytest.raises(BackendUnavailable, match="runs as it is"):

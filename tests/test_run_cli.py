@@ -174,7 +174,7 @@ def test_inputs_are_never_overwritten(photos: Path, tiny_model: dict[str, Path])
     code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", photos / "inside", "-r")
     assert code == 2 and "must not be the input folder or inside it" in output
     code, output = run(photos / "rgb.png", "-s", "2", "--model", tiny_model["onnx"], "-o", photos)
-    assert code == 1 and "would overwrite the input" in output
+    assert code == 1 and "is an input; give another --output" in output
 
 
 @pytest.mark.parametrize("scale", ["0", "-1", "nan", "100", "1", "two"])
@@ -203,3 +203,59 @@ def test_sample_images_are_the_ones_this_project_draws() -> None:
     for name, pixels in drawn.items():
         committed = np.asarray(Image.open(folder / name)).reshape(pixels.shape)  # gray: (H, W) -> (H, W, 1)
         assert np.abs(committed.astype(int) - pixels).mean() < 1.0  # font rasterisers differ a little by version
+
+
+def test_awkward_names_nested_outputs_hidden_folders_and_alpha_to_jpeg(
+    tmp_path: Path, tiny_model: dict[str, Path]
+) -> None:
+    onnx = tiny_model["onnx"]
+    nested = tmp_path / "a" / "a"
+    (nested / "a").mkdir(parents=True)
+    (nested / ".thumbnails").mkdir()
+    for path in (nested / "x.png", nested / "a" / "x.png", nested / ".thumbnails" / "t.png", nested / "[draft] y.png"):
+        Image.fromarray(noise((6, 6, 3), len(path.name))).save(path)
+    before = (nested / "x.png").read_bytes()
+    code, output = run(nested, "-s", "2", "--model", onnx, "-r", "-o", tmp_path / "a")  # a/a/a/x.png -> a/a/x.png
+    assert code == 1 and "is an input; give another --output" in output and (nested / "x.png").read_bytes() == before
+    assert f"{nested / '[draft] y.png'}" in output or (tmp_path / "a" / "[draft] y.png").exists()
+    assert not (tmp_path / "a" / ".thumbnails").exists()  # hidden folders are not walked
+    code, output = run(nested, "-s", "2", "--model", onnx, "-r", "-o", tmp_path / "a", "--fail-fast")
+    assert code == 1 and "0 written" in output  # a planning failure stops a --fail-fast run before any work
+    rgba = tmp_path / "rgba"
+    rgba.mkdir()
+    Image.fromarray(np.dstack([noise((5, 5, 3), 1), np.full((5, 5), 255, np.uint8)])).save(rgba / "opaque.png")
+    Image.fromarray(noise((5, 5, 4), 2)).save(rgba / "see-through.png")
+    (rgba / "[bad] z.png").write_bytes(b"")
+    code, output = run(rgba, "-s", "2", "--model", onnx, "--format", "jpg")
+    assert code == 1 and "cannot hold its transparency" in output and "[bad] z.png" in output
+    with Image.open(tmp_path / "rgba_x2" / "opaque.jpg") as jpeg:
+        assert jpeg.mode == "RGB"  # an alpha channel opaque everywhere is dropped, not an error
+    import os
+
+    os.chdir(rgba)
+    try:
+        code, output = run(".", "-s", "2", "--model", onnx, "--format", "png")
+    finally:
+        os.chdir(tmp_path)
+    assert code == 1 and (tmp_path / "rgba_x2" / "opaque.png").exists()  # "." is named after the folder it is
+
+
+def test_graph_without_halo_is_refused_for_tiling(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    import onnx as onnx_lib
+
+    model = onnx_lib.load(str(tiny_model["onnx"]))
+    kept = [p for p in model.metadata_props if p.key != "halo"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx_lib.save(model, str(tmp_path / "nohalo.onnx"))
+    code, output = run(tmp_path / "nohalo.onnx", "-s", "2", "--model", tmp_path / "nohalo.onnx")
+    assert code == 2 and "no valid 'halo'" in output
+
+
+def test_api_turns_pil_images_upright(tiny_model: dict[str, Path]) -> None:
+    image = Image.fromarray(noise((4, 10, 3), 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.info["exif"] = exif.tobytes()
+    image.getexif()[0x0112] = 6
+    assert Upscaler(tiny_model["onnx"]).upscale(image, 2).size == (8, 20)  # 10 wide, 4 high, shown turned

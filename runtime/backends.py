@@ -31,6 +31,7 @@ from vdsr import shipped
 BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")  # auto tries them in order
 MODELS = ("vdsr", "srcnn")
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
+INT8_AUTO_BAR_DB = 0.05  # auto runs an int8 graph only if its recorded PSNR cost (vdsr-export --int8) is at most this
 
 
 class Backend(Protocol):
@@ -349,7 +350,11 @@ def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
         if backend.name != "onnxruntime-cuda":
             raise BackendUnavailable("the CUDA provider did not load (CUDA/cuDNN libraries missing?)")
         return backend
-    return OnnxRuntimeBackend(graph)
+    backend = OnnxRuntimeBackend(graph)
+    cost = float(backend.metadata.get("int8_max_cost_db", "inf")) if backend.precision == "int8" else 0.0
+    if precision == "auto" and cost > INT8_AUTO_BAR_DB and "fp32" in files.graphs:  # not worth its cost: fp32
+        return OnnxRuntimeBackend(files.graphs["fp32"])
+    return backend
 
 
 def open_backend(

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vdsr.runtime.backends import BACKENDS
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, output_format
 from vdsr.runtime.upscale import check_scale
-from vdsr.runtime.upscaler import Upscaler, plan_jobs
+from vdsr.runtime.upscaler import DEFAULT_MAX_OUTPUT_PIXELS, Upscaler, plan_jobs
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -48,8 +48,16 @@ def main(
         typer.Option("--format", help="Output format (png, jpg, webp, tif); default: the input's."),
     ] = None,
     max_pixels: Annotated[
-        int, typer.Option(help="Refuse inputs with more pixels than this (decompression bombs).", min=1)
+        int,
+        typer.Option(
+            help="Refuse inputs with more pixels than this (decompression bombs; Pillow refuses over "
+            "twice its own limit whatever this says).",
+            min=1,
+        ),
     ] = DEFAULT_MAX_PIXELS,
+    max_output_pixels: Annotated[
+        int, typer.Option(help="Refuse results with more pixels than this, before computing them.", min=1)
+    ] = DEFAULT_MAX_OUTPUT_PIXELS,
 ) -> None:
     """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -80,7 +88,7 @@ def main(
             progress.update(task, advance=1, rate=f"{rate:.2f} MP/s")
 
         report = upscaler.upscale_folder(source, scale, output, recursive, skip_existing, fail_fast, fmt, max_pixels,
-                                         on_image)  # fmt: skip
+                                         on_image, max_output_pixels)  # fmt: skip
     seconds = time.perf_counter() - start
     for line in report.failed:
         err.print(f"[red]failed:[/red] {escape(line)}")  # file names may hold [brackets]

@@ -40,6 +40,8 @@ from vdsr.runtime.upscale import check_scale, upscale_pixels
 # What a folder run picks up (by suffix, any case); a single file given by name is read whatever its suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".tga")
 IN_FLIGHT = 2  # decoded images waiting for the backend, and results waiting to be written
+# 2**31 pixels: a 6 GiB RGB uint8 result; memory is about 3x the input as float32 plus the output (see the README)
+DEFAULT_MAX_OUTPUT_PIXELS = 2**31
 
 
 def scale_label(scale: float) -> str:
@@ -163,6 +165,7 @@ class Upscaler:
         self, source: str | Path, scale: float, output: str | Path | None = None, recursive: bool = False,
         skip_existing: bool = False, fail_fast: bool = False, fmt: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS, on_image: Callable[[Path, int], None] = lambda path, pixels: None,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> FolderReport:  # fmt: skip
         """Upscale a file or every image in a folder (see plan_jobs for where results go). Each file that cannot be
         read, upscaled or written is reported with its cause and the others still run (all stop at the first failure
@@ -219,7 +222,7 @@ class Upscaler:
                     finish(job, error=str(error))
                     continue
                 try:
-                    loaded = fit_format(loaded, job.target, scale)
+                    loaded = fit_format(loaded, job.target, scale, max_output_pixels)
                 except ValueError as error:
                     finish(job, error=f"{job.source} -> {job.target}: {error}")
                     continue
@@ -245,12 +248,14 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def fit_format(loaded: LoadedImage, target: Path, scale: float) -> LoadedImage:
-    """Check before computing that the target format can hold the result: an alpha channel that is opaque
-    everywhere is dropped for JPEG/BMP (any other is an error: transparency would be lost); sizes over the format's
-    limit are an error."""
+def fit_format(loaded: LoadedImage, target: Path, scale: float, max_output_pixels: int) -> LoadedImage:
+    """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
+    and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP; any other is an error,
+    transparency would be lost)."""
     fmt = output_format(target)
-    height, width = output_shape_for(loaded.pixels.shape[:2], scale)
+    height, width = output_shape_for((loaded.pixels.shape[0], loaded.pixels.shape[1]), scale)
+    if height * width > max_output_pixels:
+        raise ValueError(f"the {width}x{height} result is over the limit of {max_output_pixels} output pixels")
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
     if limit is not None and max(height, width) > limit:
         raise ValueError(f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; use --format png")

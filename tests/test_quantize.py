@@ -63,3 +63,21 @@ def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         backends._graph(ModelFiles("vdsr", {"fp32": Path("a.onnx")}, None), "onnxruntime-cuda", "fp16")
     with pytest.raises(BackendUnavailable, match="runs as it is"):
         backends._graph(ModelFiles("x", {"given": Path("x.onnx")}, None), "onnxruntime-cpu", "int8")
+
+
+def test_auto_skips_an_int8_graph_that_costs_too_much(
+    int8_graph: Path, tiny_model: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backends, "int8_is_fast", lambda: True)
+    model = onnx.load(str(int8_graph))
+    for prop in model.metadata_props:
+        if prop.key == "int8_max_cost_db":
+            prop.value = "0.3"  # as if quantisation had cost 0.3 dB somewhere
+    onnx.save(model, str(tmp_path / "costly_int8.onnx"))
+    cheap = ModelFiles("t", {"fp32": tiny_model["onnx"], "int8": int8_graph}, None)
+    costly = ModelFiles("t", {"fp32": tiny_model["onnx"], "int8": tmp_path / "costly_int8.onnx"}, None)
+    assert backends._open("onnxruntime-cpu", costly, "auto").precision == "fp32"
+    assert backends._open("onnxruntime-cpu", costly, "int8").precision == "int8"  # asked for: given
+    recorded = float({p.key: p.value for p in onnx.load(str(int8_graph)).metadata_props}["int8_max_cost_db"])
+    expected = "int8" if recorded <= backends.INT8_AUTO_BAR_DB else "fp32"
+    assert backends._open("onnxruntime-cpu", cheap, "auto").precision == expected

@@ -155,6 +155,10 @@ def test_bad_input_corpus(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
     assert load_image(out / "gray16.png").bit_depth == 16 and Image.open(out / "one_pixel.png").size == (2, 2)
     code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "--max-pixels", "50", "-o", tmp_path / "x")
     assert code == 1 and "8x8 is over the limit of 50 pixels" in output  # the limit is configurable
+    code, output = run(
+        folder, "-s", "2", "--model", tiny_model["onnx"], "--max-output-pixels", "100", "-o", tmp_path / "y"
+    )
+    assert code == 1 and "the 16x16 result is over the limit of 100 output pixels" in output
 
 
 def test_unwritable_output_and_fail_fast(photos: Path, tiny_model: dict[str, Path]) -> None:

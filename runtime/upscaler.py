@@ -103,8 +103,8 @@ class Upscaler:
     model: 'vdsr' (default) or 'srcnn' for the shipped models, or the path of an .onnx graph or .safetensors weights.
     backend: 'auto' (the fastest available; `log` says which and why not the others) or one of vdsr.runtime.backends
     BACKENDS. tile: output pixels per tile side; batch: tiles per backend call (default 1 on CPUs, where larger
-    batches only cost memory, and 4 on GPUs). precision: auto (fp16 on GPUs, int8 on
-    CPUs with int8 dot products, else fp32), fp32, fp16 or int8: which of a shipped model's graphs to run.
+    batches only cost memory, and 4 on GPUs). precision: which of a shipped model's graphs to run: fp32, fp16, int8,
+    or auto (fp16 on GPUs; on CPUs with int8 dot products the int8 graph if its recorded cost is <= 0.05 dB; else fp32).
     """
 
     def __init__(

@@ -210,7 +210,7 @@ def encode_image(
     if fmt == "JPEG":
         options |= {"quality": 95, "subsampling": 0}  # 4:4:4: keep the chroma detail the upscale made
     if pixels.dtype == np.uint16 and fmt == "PNG" and channels > 1:
-        out.write(png16.write_png16(np.asarray(pixels, dtype=np.uint16), icc_profile))  # PIL has no 16-bit colour
+        out.write(png16.write_png16(np.asarray(pixels, dtype=np.uint16), icc_profile, exif))  # PIL: no 16-bit colour
         return
     to_pil_image(pixels, sixteen_bit=fmt in ("PNG", "TIFF")).save(out, fmt, **options)
 

@@ -92,9 +92,10 @@ def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None]:
     return pixels.view(">u2").reshape(height, width, channels).astype(np.uint16), icc
 
 
-def write_png16(pixels: NDArray[np.uint16], icc_profile: bytes | None = None) -> bytes:
+def write_png16(pixels: NDArray[np.uint16], icc_profile: bytes | None = None, exif: bytes | None = None) -> bytes:
     """Encode (H, W, C) uint16 with C = 1..4 (gray, gray + alpha, RGB, RGBA) as a 16-bit PNG, with an optional ICC
-    profile. Every row uses the Up filter; zlib level 6."""
+    profile and EXIF block (PIL's form, with or without its "Exif" header). Every row uses the Up filter; zlib
+    level 6."""
     if pixels.dtype != np.uint16 or pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4 or 0 in pixels.shape:
         raise ValueError(f"expected a non-empty (H, W, C) uint16 array, C = 1..4; got {pixels.dtype} {pixels.shape}")
     height, width, channels = pixels.shape
@@ -107,6 +108,8 @@ def write_png16(pixels: NDArray[np.uint16], icc_profile: bytes | None = None) ->
     out = [_SIGNATURE, _chunk(b"IHDR", ihdr)]
     if icc_profile is not None:
         out.append(_chunk(b"iCCP", _ICC_NAME + b"\0\0" + zlib.compress(icc_profile)))
+    if exif:
+        out.append(_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))  # the chunk holds the bare TIFF structure
     compressed = zlib.compress(filtered.tobytes(), 6)
     out += [_chunk(b"IDAT", compressed[i : i + _IDAT_SIZE]) for i in range(0, len(compressed), _IDAT_SIZE)]
     out.append(_chunk(b"IEND", b""))

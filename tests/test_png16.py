@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -238,3 +239,11 @@ def test_broken_files_give_one_clear_error(data: bytes, cause: str) -> None:
     with pytest.raises(ValueError, match=cause) as error:
         read_png16(data)
     assert "\n" not in str(error.value)
+
+
+def test_exif_block_is_written_and_pil_reads_it(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "vdsr camera"  # Make
+    (tmp_path / "e.png").write_bytes(write_png16(np.zeros((2, 3, 3), np.uint16), exif=exif.tobytes()))
+    with Image.open(tmp_path / "e.png") as image:
+        assert image.getexif().get(0x010F) == "vdsr camera"

@@ -244,6 +244,7 @@ def test_schedules() -> None:
     assert learning_rate(paper, 2000, 8000, per_epoch) == pytest.approx(0.01)
     assert learning_rate(paper, 7999, 8000, per_epoch) == pytest.approx(1e-4)
     fast = recipe("fast", epochs=10)
+    assert fast.zero_init_output and not recipe("fast", "srcnn").zero_init_output  # only the residual model
     warmup = round(fast.warmup_epochs * per_epoch)
     assert warmup >= 2
     assert learning_rate(fast, 0, 1000, per_epoch) < learning_rate(fast, warmup - 1, 1000, per_epoch)

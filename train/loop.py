@@ -73,7 +73,9 @@ def recipe(name: str, model: str = "vdsr", **overrides: object) -> TrainConfig:
                            clip_theta=0.01, schedule="step", lr_step_epochs=20, epochs=80, batch_size=64,
                            patch_size=41, stride=41, loss="half_sse")  # fmt: skip
     elif name == "fast":
-        base = TrainConfig(model=model, recipe="fast", bf16=True, zero_init_output=True, lr=3e-4)
+        # a zero last layer makes the untrained VDSR return its input (the ILR); SRCNN has no residual, so for it a
+        # zero last layer would only output zeros and hold back the layers below: He init throughout
+        base = TrainConfig(model=model, recipe="fast", bf16=True, zero_init_output=model == "vdsr", lr=3e-4)
     else:
         raise ValueError(f"Unknown recipe {name!r}; expected 'paper' or 'fast'")
     return replace(base, **overrides)  # type: ignore[arg-type]

@@ -224,7 +224,7 @@ def memory_8k(model_path: Path | None, device: torch.device, out_size: tuple[int
     return {"output": f"{width}x{height}", "tiled_end_to_end_seconds": tiled_seconds,
             "tiled_end_to_end_mp_per_s": width * height / tiled_seconds / 1e6,
             "peak_gpu_memory_gib": peak / 2**30,
-            "note": "end to end includes the numpy ILR and colour on the CPU"}  # fmt: skip
+            "note": "upload, colour, bicubic ILR, tiles, rounding on the GPU; result copied back"}  # fmt: skip
 
 
 def fp16_cost(model: torch.nn.Module, device: torch.device, data_dir: Path | None, sets: list[str],

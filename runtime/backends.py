@@ -136,15 +136,19 @@ class TorchBackend:
         import torch
 
         _check_batch(batch)
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        with torch.inference_mode():
-            if self.cuda:
-                x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                out = self._replay(x)
-            else:
-                out = self.model(x)
-            result: NDArray[np.float32] = out.float().cpu().numpy()
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, non_blocking=True)
+        result: NDArray[np.float32] = self.run_device(x).cpu().numpy()
         return result
+
+    def run_device(self, x: Any) -> Any:
+        """The network on a (N, 1, H, W) float32 tensor on this backend's device; float32 result on the device."""
+        import torch
+
+        with torch.inference_mode():
+            if not self.cuda:
+                return self.model(x)
+            x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+            return self._replay(x).float()
 
     def _replay(self, x: Any) -> Any:
         """Run through a CUDA graph captured for x's shape (kernel launches replayed at once), eager past MAX_GRAPHS."""
@@ -210,18 +214,28 @@ class TensorRTBackend:
             raise RuntimeError(f"{engine_path}: input and output types differ; expected one of this package's graphs")
         self.dtype = torch.float16 if half else torch.float32
         self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        self.device = torch.device("cuda")
 
     def __call__(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
         import torch
 
         _check_batch(batch)
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to("cuda", non_blocking=True)
+        result: NDArray[np.float32] = self.run_device(x).cpu().numpy()
+        return result
+
+    def run_device(self, batch: Any) -> Any:
+        """The engine on a (N, 1, H, W) float32 CUDA tensor; float32 result on the GPU."""
+        import torch
+
         shape = (batch.shape[0], batch.shape[2], batch.shape[3])
         low, high = self.profile.min, self.profile.max
         if not all(lo <= n <= hi for lo, n, hi in zip(low, shape, high, strict=True)):
             raise ValueError(f"Batch {batch.shape} is outside the engine's profile {low}..{high} (N x H x W); "
                              "images smaller than the profile's minimum need another backend")  # fmt: skip
+        self.stream.wait_stream(torch.cuda.current_stream())  # the input was made on the current stream
         with torch.cuda.stream(self.stream):
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to("cuda", self.dtype)
+            x = batch.to(self.dtype).contiguous()
             out = torch.empty_like(x)
             ready = (self.context.set_input_shape(self.input_name, tuple(x.shape))
                      and self.context.set_tensor_address(self.input_name, x.data_ptr())
@@ -230,7 +244,8 @@ class TensorRTBackend:
                 raise RuntimeError(f"TensorRT refused the shape or buffers of a batch of shape {tuple(x.shape)}")
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError(f"TensorRT execute_async_v3 failed for a batch of shape {tuple(x.shape)}")
-            result: NDArray[np.float32] = out.float().cpu().numpy()  # waits for the stream
+            result = out.float()
+        torch.cuda.current_stream().wait_stream(self.stream)  # callers use the result on the current stream
         return result
 
 

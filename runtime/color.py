@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 # Rows give Y, Cb, Cr. The matrix does not depend on the value range; the offsets do (16 and 128 on 0..255).
-_RGB_TO_YCBCR = (
+RGB_TO_YCBCR = (
     np.array(
         [
             [65.481, 128.553, 24.966],
@@ -20,8 +20,8 @@ _RGB_TO_YCBCR = (
     )
     / 255.0
 )
-_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
-_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
+YCBCR_TO_RGB = np.linalg.inv(RGB_TO_YCBCR)
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 
 
 def _check_rgb(array: NDArray[np.floating], name: str) -> None:
@@ -32,17 +32,17 @@ def _check_rgb(array: NDArray[np.floating], name: str) -> None:
 def rgb_to_ycbcr(rgb: NDArray[np.floating], peak: float = 1.0) -> NDArray[np.float64]:
     """(..., 3) RGB in 0..peak -> (..., 3) YCbCr on the same scale (Y in 16/255*peak .. 235/255*peak)."""
     _check_rgb(rgb, "RGB")
-    return np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR.T + _OFFSET * peak
+    return np.asarray(rgb, dtype=np.float64) @ RGB_TO_YCBCR.T + YCBCR_OFFSET * peak
 
 
 def rgb_to_y(rgb: NDArray[np.floating], peak: float = 1.0) -> NDArray[np.float64]:
     """(..., 3) RGB in 0..peak -> (...) luminance Y only (first row of rgb_to_ycbcr, a third of the work)."""
     _check_rgb(rgb, "RGB")
-    y: NDArray[np.float64] = np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR[0] + _OFFSET[0] * peak
+    y: NDArray[np.float64] = np.asarray(rgb, dtype=np.float64) @ RGB_TO_YCBCR[0] + YCBCR_OFFSET[0] * peak
     return y
 
 
 def ycbcr_to_rgb(ycbcr: NDArray[np.floating], peak: float = 1.0) -> NDArray[np.float64]:
     """Inverse of rgb_to_ycbcr; not clipped (the caller rounds and clips to its output range)."""
     _check_rgb(ycbcr, "YCbCr")
-    return (np.asarray(ycbcr, dtype=np.float64) - _OFFSET * peak) @ _YCBCR_TO_RGB.T
+    return (np.asarray(ycbcr, dtype=np.float64) - YCBCR_OFFSET * peak) @ YCBCR_TO_RGB.T

@@ -32,6 +32,17 @@ def check_scale(scale: float) -> float:
     return float(scale)
 
 
+def check_pixels(pixels: NDArray[np.floating], scale: float, dtype: DTypeLike) -> tuple[float, np.dtype[Any], float]:
+    """(scale, output dtype, the output's full-scale value) once pixels, scale and dtype are known to be usable."""
+    scale = check_scale(scale)
+    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"Expected (H, W, C) pixels with C in 1..4, got shape {pixels.shape}")
+    out_dtype = np.dtype(dtype)
+    if out_dtype.kind not in "fu":
+        raise ValueError(f"Expected a float or unsigned integer output dtype, got {out_dtype}")
+    return scale, out_dtype, float(np.iinfo(out_dtype).max) if out_dtype.kind == "u" else 1.0
+
+
 def upscale_pixels(
     pixels: NDArray[np.floating], scale: float, backend: Backend, halo: int, tile: int = 512, batch: int = 4,
     dtype: DTypeLike = np.float32,
@@ -42,13 +53,7 @@ def upscale_pixels(
     Works band by band (a row of tiles): besides the input and the output, memory holds the input's YCbCr planes and
     one band of tiles, however large the image.
     """
-    scale = check_scale(scale)
-    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"Expected (H, W, C) pixels with C in 1..4, got shape {pixels.shape}")
-    out_dtype = np.dtype(dtype)
-    if out_dtype.kind not in "fu":
-        raise ValueError(f"Expected a float or unsigned integer output dtype, got {out_dtype}")
-    peak = float(np.iinfo(out_dtype).max) if out_dtype.kind == "u" else 1.0
+    scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
     gray = pixels.shape[-1] in (1, 2)
     n = 1 if gray else 3  # colour channels; alpha, if any, follows
     # The planes the resize reads, float32 like the training data: Y, then Cb and Cr, then alpha. Converted in

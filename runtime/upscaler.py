@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
-from vdsr.runtime.backends import Backend, open_backend
+from vdsr.runtime.backends import Backend, TensorRTBackend, TorchBackend, open_backend
 from vdsr.runtime.images import (
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -133,9 +133,15 @@ class Upscaler:
         return scale
 
     def upscale_pixels(self, pixels: NDArray[np.floating], scale: float, dtype: Any = np.float32) -> NDArray[Any]:
-        """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`."""
-        return upscale_pixels(pixels, self._check(scale), self.backend, self.backend.halo, self.tile, self.batch,
-                              dtype)  # fmt: skip
+        """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
+        Torch and TensorRT backends run the whole colour pipeline on their device; the others get numpy's."""
+        scale = self._check(scale)
+        if isinstance(self.backend, TorchBackend | TensorRTBackend):
+            from vdsr.runtime.upscale_torch import upscale_pixels_torch
+
+            return upscale_pixels_torch(pixels, scale, self.backend.run_device, self.backend.halo, self.backend.device,
+                                        self.tile, self.batch, dtype)  # fmt: skip
+        return upscale_pixels(pixels, scale, self.backend, self.backend.halo, self.tile, self.batch, dtype)
 
     def upscale(self, image: Image.Image | NDArray[Any], scale: float) -> Any:
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)

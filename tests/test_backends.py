@@ -103,3 +103,18 @@ def test_upscaler_output_matches_the_whole_image_network(tiny_model: dict[str, P
     one_tile = Upscaler(tiny_model["onnx"], tile=1000).upscale(rgb, 2)
     assert small_tiles.shape == (*output_shape_for((70, 31), 2), 3)
     assert np.abs(small_tiles - one_tile).max() <= 1e-6
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_device_pipeline_equals_the_numpy_pipeline(tiny_model: dict[str, Path], channels: int) -> None:
+    """Torch backends run colour, bicubic ILR, tiles and rounding on their device (vdsr.runtime.upscale_torch); on
+    the CPU that path must give what ONNX Runtime with the numpy path gives."""
+    pixels = np.random.default_rng(channels).random((27, 21, channels)).astype(np.float32)
+    on_device = Upscaler(tiny_model["weights"], "torch-cpu", tile=24, batch=3)
+    numpy_path = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", tile=24, batch=3)
+    for scale in (2.5, 3):
+        a, b = on_device.upscale(pixels, scale), numpy_path.upscale(pixels, scale)
+        assert a.shape == b.shape == (*output_shape_for((27, 21), scale), channels)
+        assert np.abs(a - b).max() < 1e-5
+    as_uint8 = np.rint(pixels * 255).astype(np.uint8)
+    assert np.abs(on_device.upscale(as_uint8, 2).astype(int) - numpy_path.upscale(as_uint8, 2)).max() <= 1

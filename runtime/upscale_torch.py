@@ -1,0 +1,66 @@
+"""vdsr.runtime.upscale's colour pipeline on a torch device, for the torch and TensorRT backends.
+
+The LR image is uploaded once. The BT.601 conversion, the bicubic ILR (two matrix products per band of tiles, the
+weights of vdsr.runtime.resize), the network on the tiles, the conversion back to RGB and the rounding all run on the
+device; only each finished band of the result comes back. The windows are vdsr.runtime.tiling's, so the result
+equals the numpy path's to float rounding (a test checks it on the CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import DTypeLike, NDArray
+
+from vdsr.runtime.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
+from vdsr.runtime.resize import output_shape_for
+from vdsr.runtime.resize_torch import resize_matrix
+from vdsr.runtime.tiling import tile_windows
+from vdsr.runtime.upscale import Y_OFFSET, Y_RANGE, check_pixels
+
+Network = Callable[[torch.Tensor], torch.Tensor]  # (N, 1, h, w) float32 on the device -> the same shape
+
+
+def upscale_pixels_torch(
+    pixels: NDArray[np.floating], scale: float, network: Network, halo: int, device: torch.device, tile: int = 512,
+    batch: int = 4, dtype: DTypeLike = np.float32,
+) -> NDArray[Any]:  # fmt: skip
+    """As vdsr.runtime.upscale.upscale_pixels, with every step on `device`."""
+    scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
+    gray = pixels.shape[-1] in (1, 2)
+    n = 1 if gray else 3
+    matrix = torch.tensor(RGB_TO_YCBCR, dtype=torch.float32, device=device)
+    offset = torch.tensor(YCBCR_OFFSET, dtype=torch.float32, device=device)
+    image = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device)
+    luma = Y_OFFSET + Y_RANGE * image[..., :1] if gray else image[..., :3] @ matrix.T + offset
+    planes = torch.cat([luma, image[..., n:]], dim=-1).permute(2, 0, 1)  # (C, H, W): Y, Cb, Cr, alpha
+    del image, luma
+    height, width = output_shape_for((pixels.shape[0], pixels.shape[1]), scale)
+    rows = resize_matrix(pixels.shape[0], height, scale)
+    cols = torch.from_numpy(resize_matrix(pixels.shape[1], width, scale).T).to(device, torch.float32)
+    back = torch.tensor(YCBCR_TO_RGB, dtype=torch.float32, device=device)
+    out = np.empty((height, width, pixels.shape[-1]), dtype=out_dtype)
+    columns = tile_windows(width, tile, halo)
+    for r0, r1, core0, core1 in tile_windows(height, tile, halo):
+        band = torch.from_numpy(rows[r0:r1]).to(device, torch.float32) @ planes[0] @ cols  # ILR rows r0..r1
+        y = torch.empty((core1 - core0, width), device=device)
+        for first in range(0, len(columns), batch):
+            chunk = columns[first : first + batch]
+            result = network(torch.stack([band[:, c0:c1] for c0, c1, _, _ in chunk])[:, None])
+            for (c0, _, k0, k1), window in zip(chunk, result, strict=True):
+                y[:, k0:k1] = window[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0]
+        core_rows = torch.from_numpy(rows[core0:core1]).to(device, torch.float32)
+        rest = core_rows @ planes[1:] @ cols  # Cb, Cr and alpha of the core rows: bicubic, as the ILR
+        if gray:
+            color = ((y - Y_OFFSET) / Y_RANGE)[None]
+        else:
+            ycc = torch.cat([y[None], rest[:2]]) - offset[:, None, None]
+            color = torch.einsum("ij,jhw->ihw", back, ycc)
+        result_band = torch.cat([color, rest[2 if not gray else 0 :]]).clamp_(0, 1).permute(1, 2, 0)
+        if out_dtype.kind == "u":
+            result_band = torch.round(result_band * peak)
+        out[core0:core1] = result_band.cpu().numpy()
+    return out

@@ -89,29 +89,13 @@ def variants(model: torch.nn.Module, device: torch.device, onnx_fp16: Path | Non
         return lambda x: net(x.half().contiguous(memory_format=torch.channels_last)).float()
 
     def fp16_cuda_graph() -> Net:
+        from vdsr.runtime.backends import TorchBackend
+
         if device.type != "cuda":
             raise RuntimeError("needs CUDA")
-        inner = fp16_channels_last()
-        graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            if tuple(x.shape) not in graphs:
-                static_in = x.clone()
-                side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    inner(static_in)
-                torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    static_out = inner(static_in)
-                graphs[tuple(x.shape)] = (graph, static_in, static_out)
-            graph, static_in, static_out = graphs[tuple(x.shape)]
-            static_in.copy_(x)
-            graph.replay()
-            return static_out
-
-        return run  # the runtime's TorchBackend captures the same way
+        torch.backends.cudnn.benchmark = True
+        backend = TorchBackend(copy.deepcopy(model), "cuda")  # the runtime's own fp16 channels_last CUDA graphs
+        return lambda x: backend.run_device(x)
 
     def compiled() -> Net:
         if device.type != "cuda":

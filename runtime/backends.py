@@ -113,12 +113,13 @@ class TorchBackend:
 
     MAX_GRAPHS = 16  # one CUDA graph per input shape; tiles share a shape, so few are needed
 
-    def __init__(self, weights: Path, device: str = "cpu") -> None:
+    def __init__(self, weights: Path | Any, device: str = "cpu", scales: tuple[int, ...] = ()) -> None:
+        """`weights`: a .safetensors path, or a VDSR/SRCNN module already in memory (trained for `scales`)."""
         import torch
 
         from vdsr.train.weights import load_weights
 
-        model, self.scales = load_weights(weights)
+        model, self.scales = load_weights(weights) if isinstance(weights, Path) else (weights, list(scales))
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.dtype = torch.float16 if self.cuda else torch.float32

@@ -132,6 +132,8 @@ def main(
     for row in comparison_rows(run.cells):
         table.add_row(*row)
     out.print(table)
+    for note in run.left_out:
+        err.print(f"left out: {note}", highlight=False, soft_wrap=True)
     for failure in run.failures:
         err.print(f"[red]failed:[/red] {failure.error}", highlight=False, soft_wrap=True)
     reports: list[tuple[Path | None, Callable[[], str]]] = [

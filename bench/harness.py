@@ -37,6 +37,7 @@ class MethodRunner:
     backend: str
     precision: str
     upscale: Callable[[NDArray[np.floating], int], NDArray[np.floating]]
+    scales: tuple[int, ...] | None = None  # the scales a learnt model was trained for; None: any scale
 
 
 def bicubic_upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
@@ -52,7 +53,8 @@ def onnx_runner(backend: OnnxRuntimeBackend, name: str) -> MethodRunner:
 
     provider = backend.providers[0].removesuffix("ExecutionProvider").lower()  # what the session really runs on
     precision = backend.metadata.get("precision", "fp32")
-    return MethodRunner(name=name, backend=f"onnxruntime-{provider}", precision=precision, upscale=upscale)
+    scales = tuple(backend.scales) or None  # a graph without the metadata: no claim either way
+    return MethodRunner(name, f"onnxruntime-{provider}", precision, upscale, scales)
 
 
 def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
@@ -80,11 +82,11 @@ def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
         from vdsr.train.weights import load_weights
     except ImportError as error:
         raise ValueError(f"--method {method.value} needs PyTorch: pip install 'vdsr[train]' ({error})") from error
-    model, _ = load_weights(path)
+    model, scales = load_weights(path)
     architecture = "vdsr" if isinstance(model, VDSR) else "srcnn"
     if architecture != method.value:
         raise ValueError(f"{path} holds {architecture} weights, not {method.value}")
-    return torch_runner(model, method.value, torch.device("cpu"))
+    return torch_runner(model, method.value, torch.device("cpu"), scales)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class BenchRun:
     cells: list[CellResult]
     images: list[ImageResult]
     failures: list[Failure]
+    left_out: list[str]  # why a method has no cell at some scale (not trained for it): not a failure
 
 
 def run_bench(
@@ -135,7 +138,8 @@ def run_bench(
     on_progress: Callable[[int], None] = lambda steps: None,
 ) -> BenchRun:
     """Score every method on every image at every scale. One step = one (image, scale, method); a file that cannot be
-    read or is too small for a scale is recorded as a failure and the rest still runs."""
+    read or is too small for a scale is recorded as a failure and the rest still runs. A learnt method is not scored
+    at a scale it was not trained for (a x2 SRCNN at x3 is no SRCNN x3 result): those cells are left out, and said."""
     images: list[ImageResult] = []
     failures: list[Failure] = []
     warmed: set[tuple[str, int]] = set()
@@ -157,6 +161,9 @@ def run_bench(
                 gt_y = ground_truth_y(color, scale)
                 lr_y = low_resolution(gt_y, scale)
                 for runner in methods:
+                    if runner.scales is not None and scale not in runner.scales:
+                        on_progress(1)
+                        continue
                     if (runner.name, scale) not in warmed:  # first call pays one-off costs (allocations, sessions)
                         runner.upscale(lr_y, scale)
                         warmed.add((runner.name, scale))
@@ -169,7 +176,11 @@ def run_bench(
                                     result.psnr, result.ssim, seconds)
                     )  # fmt: skip
                     on_progress(1)
-    return BenchRun(cells=summarize(images, methods), images=images, failures=failures)
+    left_out = [
+        f"{m.name}: no x{s} cells (the model was trained for {', '.join(f'x{t}' for t in m.scales)})"
+        for m in methods if m.scales is not None for s in scales if s not in m.scales
+    ]  # fmt: skip
+    return BenchRun(cells=summarize(images, methods), images=images, failures=failures, left_out=left_out)
 
 
 def summarize(images: Sequence[ImageResult], methods: Sequence[MethodRunner]) -> list[CellResult]:

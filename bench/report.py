@@ -81,6 +81,7 @@ def to_json(run: BenchRun, env: dict[str, object]) -> str:
         "results": results,
         "per_image": [_finite(asdict(r)) for r in run.images],
         "failures": [asdict(f) for f in run.failures],
+        "left_out": run.left_out,
         "environment": env,
     }
     return json.dumps(document, indent=1, allow_nan=False) + "\n"
@@ -128,6 +129,8 @@ def to_markdown(run: BenchRun, env: dict[str, object]) -> str:
     ]
     lines.append(f"Environment: vdsr {env['vdsr']}, Python {env['python']}, numpy {env['numpy']}, {env['cpu']} "
                  f"({env['cpu_count']} cores){', GPU ' + ', '.join(env['gpu']) if env['gpu'] else ''}.")  # type: ignore[arg-type]  # fmt: skip
+    if run.left_out:
+        lines += ["", "Left out:", *(f"- {note}" for note in run.left_out)]
     if run.failures:
         lines += ["", "Failures:", *(f"- {f.error}" for f in run.failures)]
     return "\n".join(lines) + "\n"

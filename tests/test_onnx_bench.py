@@ -15,6 +15,7 @@ from vdsr.bench import fp16_cost
 from vdsr.bench.cli import app as bench_app
 from vdsr.export.onnx import export_onnx, save_onnx
 from vdsr.train.models import VDSR, VDSRConfig
+from vdsr.train.weights import save_weights
 
 runner = CliRunner()
 
@@ -43,6 +44,24 @@ def test_bench_runs_onnx_graphs_on_onnx_runtime(data_dir: Path, graphs: tuple[Pa
     cells = {r["method"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
     assert cells["vdsr"]["backend"] == "onnxruntime-cpu" and cells["vdsr"]["precision"] == "fp32"
     assert abs(cells["vdsr"]["psnr"] - cells["bicubic"]["psnr"]) < 1e-3  # the graph returned its input
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".safetensors"])
+def test_scales_a_model_was_not_trained_for_are_left_out(data_dir: Path, tmp_path: Path, suffix: str) -> None:
+    weights = tmp_path / f"x2{suffix}"
+    if suffix == ".onnx":
+        save_onnx(export_onnx(zero_residual_vdsr(), [2], "1" * 64), weights)
+    else:
+        save_weights(weights, zero_residual_vdsr(), [2])
+    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2,3", "-m", "bicubic", "-m", "vdsr", "--weights",
+            str(weights), "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]  # fmt: skip
+    result = runner.invoke(bench_app, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "r.json").read_text())
+    cells = sorted((r["method"], r["scale"]) for r in document["results"])
+    assert cells == [("bicubic", 2), ("bicubic", 3), ("vdsr", 2)]
+    assert document["left_out"] == ["vdsr: no x3 cells (the model was trained for x2)"]
+    assert "left out: vdsr: no x3 cells" in result.stderr and "vdsr: no x3 cells" in (tmp_path / "r.md").read_text()
 
 
 def test_onnx_path_imports_no_torch(graphs: tuple[Path, Path]) -> None:

@@ -13,8 +13,11 @@ from vdsr.bench.harness import CellResult, MethodRunner, run_bench
 from vdsr.runtime.resize import imresize
 
 
-def torch_runner(model: torch.nn.Module, name: str, device: torch.device) -> MethodRunner:
-    """LR luminance -> MATLAB-exact bicubic ILR (numpy, float64) -> model in fp32 on `device` -> SR luminance."""
+def torch_runner(
+    model: torch.nn.Module, name: str, device: torch.device, scales: Sequence[int] | None = None
+) -> MethodRunner:
+    """LR luminance -> MATLAB-exact bicubic ILR (numpy, float64) -> model in fp32 on `device` -> SR luminance.
+    `scales`: those the model was trained for (the bench leaves out the others); None: any."""
 
     def upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
         ilr = torch.from_numpy(imresize(lr_y, scale).astype(np.float32))[None, None].to(device)
@@ -23,7 +26,8 @@ def torch_runner(model: torch.nn.Module, name: str, device: torch.device) -> Met
         out: NDArray[np.floating] = sr[0, 0].double().cpu().numpy()
         return out
 
-    return MethodRunner(name=name, backend=f"torch-{device.type}", precision="fp32", upscale=upscale)
+    trained = tuple(scales) if scales is not None else None
+    return MethodRunner(name=name, backend=f"torch-{device.type}", precision="fp32", upscale=upscale, scales=trained)
 
 
 def validate(

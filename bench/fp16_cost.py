@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from vdsr.bench.cli import parse_scales
 from vdsr.bench.datasets import DatasetError, resolve_dataset
 from vdsr.bench.harness import onnx_runner, run_bench
 from vdsr.bench.report import environment
@@ -31,26 +32,32 @@ def main(
     fp16: Annotated[Path, typer.Option("--fp16", help="The fp16 graph of the same weights.")],
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
     dataset: Annotated[list[str], typer.Option("--dataset", "-d")] = ["Set5", "Set14"],
-    scale: Annotated[list[int], typer.Option("--scale", "-s")] = [2, 3, 4],
+    scale: Annotated[list[str], typer.Option("--scale", "-s", help="Repeatable or comma list.")] = ["2,3,4"],
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
     markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
 ) -> None:
+    scales = parse_scales(scale)
     try:
         datasets = [resolve_dataset(name, data_dir) for name in dataset]
         backends = {"fp32": OnnxRuntimeBackend(fp32), "fp16": OnnxRuntimeBackend(fp16)}
     except (DatasetError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
+    for precision, path in (("fp32", fp32), ("fp16", fp16)):
+        found = backends[precision].metadata.get("precision")
+        if found != precision:
+            typer.echo(f"error: {path} is not an {precision} graph of this package (its precision: {found})", err=True)
+            raise typer.Exit(1)
     if backends["fp32"].metadata.get("weights_sha256") != backends["fp16"].metadata.get("weights_sha256"):
         typer.echo(f"error: {fp32} and {fp16} were exported from different weights", err=True)
         raise typer.Exit(1)
-    run = run_bench(datasets, scale, [onnx_runner(b, name) for name, b in backends.items()])
-    cells = {(c.dataset, c.scale, c.precision): c for c in run.cells}
+    run = run_bench(datasets, scales, [onnx_runner(b, name) for name, b in backends.items()])
+    cells = {(c.dataset, c.scale, c.method): c for c in run.cells}
     for note in dict.fromkeys(run.left_out):
         typer.echo(f"left out: {note}", err=True)
     rows = []
     for d in datasets:
-        for s in scale:
+        for s in scales:
             if (d.name, s, "fp32") not in cells:
                 continue
             full, half = cells[(d.name, s, "fp32")], cells[(d.name, s, "fp16")]
@@ -72,6 +79,11 @@ def main(
         )
     if markdown_path:
         atomic_write_text(markdown_path, "\n".join([*lines, "", f"Command: `{env['command']}`", ""]))
+    for failure in run.failures:
+        typer.echo(f"failed: {failure.error}", err=True)
+    if run.failures or not rows:
+        typer.echo("error: " + ("some images failed" if run.failures else "no cell was scored"), err=True)
+        raise typer.Exit(1)
     if not all(r["within_bar"] for r in rows):
         typer.echo(f"fp16 costs more than {BAR_DB} dB in some cell", err=True)
         raise typer.Exit(1)

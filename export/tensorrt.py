@@ -24,7 +24,7 @@ import onnx
 from platformdirs import user_cache_dir
 
 from vdsr import __version__
-from vdsr.runtime.atomic import atomic_write_bytes, atomic_write_text
+from vdsr.runtime.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,18 @@ def build_engine(
                "precision": precision, "profile": asdict(profile), "vdsr": __version__}  # fmt: skip
     if not engine_path.is_file():
         atomic_write_bytes(engine_path, _build(onnx_bytes, onnx_path, precision, profile, cache, gpu, workspace_gib))
-        atomic_write_text(engine_path.with_suffix(".json"), json.dumps(sidecar, indent=1) + "\n")
+        atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=1) + "\n")
     if destination is None:
         return engine_path
-    tmp = destination.with_name(f".{destination.name}.tmp")
-    shutil.copyfile(engine_path, tmp)
-    tmp.replace(destination)
-    atomic_write_text(destination.with_suffix(".json"), json.dumps(sidecar, indent=1) + "\n")
+    with engine_path.open("rb") as source:
+        atomic_write(destination, lambda f: shutil.copyfileobj(source, f))
+    atomic_write_text(sidecar_path(destination), json.dumps(sidecar, indent=1) + "\n")
     return destination
+
+
+def sidecar_path(engine: Path) -> Path:
+    """`vdsr.engine` -> `vdsr.engine.json`: never `vdsr.json`, which is the model card beside the weights."""
+    return engine.with_name(engine.name + ".json")
 
 
 def _build(

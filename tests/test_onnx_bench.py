@@ -92,6 +92,20 @@ def test_fp16_cost_table(data_dir: Path, graphs: tuple[Path, Path], tmp_path: Pa
     assert "| Set5 | x2 |" in (tmp_path / "c.md").read_text()
 
 
+def test_fp16_cost_refuses_a_wrong_graph_and_an_empty_table(
+    data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    swapped = runner.invoke(fp16_cost.app, ["--fp32", str(graphs[0]), "--fp16", str(graphs[0]), "-d", "Set5",
+                                            "--data-dir", str(data_dir)])  # fmt: skip
+    assert swapped.exit_code == 1 and "is not an fp16 graph" in swapped.stderr
+    x2 = tmp_path / "x2.onnx", tmp_path / "x2_fp16.onnx"
+    save_onnx(export_onnx(zero_residual_vdsr(), [2], "3" * 64), x2[0])
+    save_onnx(export_onnx(zero_residual_vdsr(), [2], "3" * 64, fp16=True), x2[1])
+    untrained = runner.invoke(fp16_cost.app, ["--fp32", str(x2[0]), "--fp16", str(x2[1]), "-d", "Set5", "-s", "3",
+                                              "--data-dir", str(data_dir)])  # fmt: skip
+    assert untrained.exit_code == 1 and "no cell was scored" in untrained.stderr
+
+
 def test_fp16_cost_refuses_graphs_of_different_weights(
     data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -18,11 +18,17 @@ from vdsr.export.tensorrt import (
     build_engine,
     engine_key,
     parse_shape,
+    sidecar_path,
 )
 from vdsr.train.models import VDSR, VDSRConfig
 from vdsr.train.weights import save_weights
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+
+
+def test_engine_sidecar_never_replaces_the_model_card() -> None:
+    assert sidecar_path(Path("models/vdsr.engine")) == Path("models/vdsr.engine.json")  # not models/vdsr.json
+    assert sidecar_path(Path("a.b/vdsr")) == Path("a.b/vdsr.json")
 
 
 def test_profile_shapes() -> None:

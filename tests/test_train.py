@@ -161,6 +161,30 @@ def test_resume_equals_straight_run(tmp_path: Path, config: TrainConfig) -> None
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
 
 
+def test_resume_survives_a_log_line_cut_short_by_a_crash(tmp_path: Path) -> None:
+    run(tiny_config(max_steps=3), tmp_path)
+    with (tmp_path / "train_log.jsonl").open("a") as log:
+        log.write('{"step": 4, "loss": 0.0')  # the process was killed mid-write
+    run(tiny_config(max_steps=5), tmp_path, resume=True)
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
+
+
+def test_weights_that_do_not_match_their_metadata_name_the_file(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    deeper = {k: v.contiguous() for k, v in VDSR(VDSRConfig(depth=4, channels=8)).state_dict().items()}
+    cases = {
+        "tensors.safetensors": {"architecture": "vdsr", "config": json.dumps(TINY)},  # depth 3 declared, 4 stored
+        "architecture.safetensors": {"architecture": "edsr"},
+        "config.safetensors": {"architecture": "vdsr", "config": "{not json"},
+    }
+    for name, metadata in cases.items():
+        save_file(deeper, str(tmp_path / name), metadata=metadata)
+        with pytest.raises(ValueError, match=f"{name}: weights do not match their metadata"):
+            load_weights(tmp_path / name)
+
+
 def test_finished_run_writes_weights_and_card(tmp_path: Path) -> None:
     result = run(tiny_config(epochs=1), tmp_path)
     assert result.stopped == "finished" and result.weights == tmp_path / "vdsr.safetensors"  # type: ignore[attr-defined]

@@ -46,6 +46,22 @@ def test_resume_errors_are_clear(data_dir: Path, tmp_path: Path) -> None:
     assert all(flag in changed.output for flag in ("--epochs", "--lr", "--scale"))
 
 
+def test_resume_refusals_and_the_early_stop_exit_code(data_dir: Path, tmp_path: Path) -> None:
+    base = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--device", "cpu"]
+    nothing = runner.invoke(train_app, [*base, "--resume"])  # a mistyped --output must not start a fresh run
+    assert nothing.exit_code == 2 and "no checkpoint to continue" in nothing.output
+    assert not (tmp_path / "run").exists()
+    test_set = runner.invoke(train_app, [*base, "--final-validation", "B100"])  # never score a reported set
+    assert test_set.exit_code == 2 and "B100" in test_set.output
+    args = [*base, "--cache-dir", str(tmp_path / "cache"), "--scale", "4", "--patch-size", "96", "--batch-size", "2",
+            "--final-validation", "Set5", "--max-minutes", "0"]  # fmt: skip
+    stopped = runner.invoke(train_app, args)  # stops on time after one step: a checkpoint, no weights
+    assert stopped.exit_code == 3, stopped.output
+    assert "continue with vdsr-train" in stopped.stderr and not (tmp_path / "run" / "vdsr.safetensors").exists()
+    changed = runner.invoke(train_app, [*base, "--resume", "--model", "srcnn", "--seed", "1"])
+    assert changed.exit_code == 2 and "--model" in changed.output and "--seed" in changed.output
+
+
 def test_train_without_data_is_one_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(
         train_app, ["--output", str(tmp_path / "run"), "--data-dir", str(tmp_path), "--device", "cpu"]

@@ -52,9 +52,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise ValueError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer = {"state": state, **json.loads(metadata["optimizer"])}
-    return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=json.loads(metadata["info"]))
+    try:
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer = {"state": state, **json.loads(metadata["optimizer"])}
+        info = json.loads(metadata["info"])
+    except ValueError as error:  # a malformed tensor name or JSON
+        raise ValueError(f"{path}: not a vdsr training checkpoint ({error})") from error
+    return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=info)

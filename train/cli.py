@@ -31,6 +31,14 @@ class Recipe(str, Enum):
     fast = "fast"
 
 
+class ValidationSet(str, Enum):  # checkpoints are chosen and tuned on these only, never on a set we report
+    Set5 = "Set5"
+    Set14 = "Set14"
+
+
+STOPPED_EARLY = 3  # exit code: stopped by a signal or --max-minutes, checkpoint written; continue with --resume
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -42,10 +50,10 @@ def pick_device(name: str) -> torch.device:
 @app.command()
 def main(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoint, weights, card, log.")],
-    model: Annotated[Model, typer.Option("--model")] = Model.vdsr,
+    model: Annotated[Model | None, typer.Option("--model", help="vdsr or srcnn [default: vdsr].")] = None,
     recipe_name: Annotated[
-        Recipe, typer.Option("--recipe", help="paper: SGD as Kim et al.; fast: AdamW.")
-    ] = Recipe.fast,
+        Recipe | None, typer.Option("--recipe", help="paper: SGD as Kim et al.; fast: AdamW [default: fast].")
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Holds T91, BSD200, Set5; default $VDSR_DATA_DIR.")
     ] = None,
@@ -62,30 +70,38 @@ def main(
     stride: Annotated[int | None, typer.Option("--stride", help="Patch grid step (default: the patch size).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (recipe default).")] = None,
     bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Default: fast recipe where native.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    validate_every: Annotated[int, typer.Option("--validate-every", help="Steps between Set5 checks.")] = 2000,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 500,
+    seed: Annotated[int | None, typer.Option("--seed", help="[default: 0]")] = None,
+    validate_every: Annotated[
+        int | None, typer.Option("--validate-every", help="Steps between Set5 checks [default: 2000].")
+    ] = None,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", help="[default: 500]")] = None,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Patch cache (default: user cache).")] = None,
     final_sets: Annotated[
-        list[str], typer.Option("--final-validation", help="Sets scored at the end, for the model card.")
-    ] = ["Set5", "Set14"],
+        list[ValidationSet],
+        typer.Option("--final-validation", help="Validation sets scored at the end, for the model card."),
+    ] = [ValidationSet.Set5, ValidationSet.Set14],
 ) -> None:
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
     err = Console(stderr=True)
     torch_device = pick_device(device)
-    settings = dict(
-        epochs=epochs, batch_size=batch_size, patch_size=patch_size, stride=stride, lr=lr, bf16=bf16, scale=scale
-    )
-    overrides = {k: v for k, v in settings.items() if v is not None and k not in ("bf16", "scale")}
+    settings = dict(model=model, recipe=recipe_name, epochs=epochs, batch_size=batch_size, patch_size=patch_size,
+                    stride=stride, lr=lr, bf16=bf16, scale=scale, seed=seed, validate_every=validate_every,
+                    checkpoint_every=checkpoint_every)  # fmt: skip
+    overrides = {k: v for k, v in settings.items() if v is not None and k in ("epochs", "batch_size", "patch_size",
+                                                                               "stride", "lr")}  # fmt: skip
     if patch_size is not None and stride is None:
         overrides["stride"] = patch_size
+    recipe_name = recipe_name or Recipe.fast
     use_bf16 = bf16 if bf16 is not None else (recipe_name is Recipe.fast and bf16_supported(torch_device))
     scales = tuple(parse_scales(scale or ["2,3,4"]))
-    config = recipe(recipe_name.value, model.value, scales=scales, seed=seed, bf16=use_bf16,
-                    validate_every=validate_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
+    config = recipe(recipe_name.value, (model or Model.vdsr).value, scales=scales, seed=seed or 0, bf16=use_bf16,
+                    validate_every=2000 if validate_every is None else validate_every,
+                    checkpoint_every=500 if checkpoint_every is None else checkpoint_every, max_steps=max_steps,
                     **overrides)  # fmt: skip
     checkpoint_path = output / "checkpoint.safetensors"
-    if resume and checkpoint_path.is_file():  # the run continues with the settings it started with
+    if resume and not checkpoint_path.is_file():
+        raise typer.BadParameter(f"no checkpoint to continue: {checkpoint_path} does not exist", param_hint="--resume")
+    if resume:  # the run continues with the settings it started with
         given = sorted(f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None)
         if given:
             raise typer.BadParameter(
@@ -101,7 +117,7 @@ def main(
     try:
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
-        final = [resolve_dataset(name, data_dir) for name in final_sets]
+        final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
     except DatasetError as error:
         err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from error
@@ -139,3 +155,6 @@ def main(
     err.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {result.checkpoint}", soft_wrap=True)
     if result.weights is not None:
         err.print(f"weights {result.weights}, model card {result.weights.with_suffix('.json')}", soft_wrap=True)
+    else:
+        err.print(f"not finished: continue with vdsr-train --output {output} --resume", soft_wrap=True)
+        raise typer.Exit(STOPPED_EARLY)

@@ -85,7 +85,7 @@ def config_from_json(saved: dict[str, object], **overrides: object) -> TrainConf
     """A TrainConfig from its JSON form (checkpoints, cards); fields added since then take their defaults."""
     unknown = set(saved) - set(TrainConfig.__dataclass_fields__)
     if unknown:
-        raise TrainingError(f"Checkpoint config has fields this version does not know: {sorted(unknown)}")
+        raise TrainingError(f"The checkpoint's config has fields this version does not know: {sorted(unknown)}")
 
     def tuples(value: object) -> object:  # JSON turned the config's tuples into lists, nested ones too
         if isinstance(value, list):
@@ -104,7 +104,10 @@ def resume_config(checkpoint_path: Path, max_steps: int | None) -> TrainConfig:
         info = load_checkpoint(checkpoint_path).info
     except ValueError as error:
         raise TrainingError(str(error)) from error
-    return config_from_json(info["config"], max_steps=max_steps)  # type: ignore[arg-type]
+    try:
+        return config_from_json(info["config"], max_steps=max_steps)  # type: ignore[arg-type]
+    except TrainingError as error:
+        raise TrainingError(f"{checkpoint_path}: {error}") from error
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int, per_epoch: int) -> float:
@@ -167,6 +170,14 @@ def stop_on_signals() -> Iterator[list[str]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def logged_step(line: str) -> float:
+    """The step of a train_log.jsonl line; a line cut short by a crash counts as after every checkpoint."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def dataset_digest(dataset: Dataset) -> str:
@@ -239,7 +250,10 @@ def train(
     optimizer = make_optimizer(config, model)
     step, wall_before = 0, 0.0
     if resume and checkpoint_path.is_file():
-        saved = load_checkpoint(checkpoint_path)
+        try:
+            saved = load_checkpoint(checkpoint_path)
+        except ValueError as error:
+            raise TrainingError(str(error)) from error
         saved_config = config_from_json(saved.info["config"], max_steps=config.max_steps)  # type: ignore[arg-type]
         if saved_config != config or saved.info["data"] != patches.key:
             raise TrainingError(f"{checkpoint_path} was written with another config or data; use another --output")
@@ -250,7 +264,7 @@ def train(
         assert isinstance(saved_step, int) and isinstance(saved_wall, float)
         step, wall_before = saved_step, saved_wall
         if log_path.is_file():  # drop what was logged after the checkpoint: those steps run again
-            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            kept = [line for line in log_path.read_text().splitlines() if logged_step(line) <= step]
             atomic_write_text(log_path, "".join(f"{line}\n" for line in kept))
     elif checkpoint_path.is_file():
         raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --output")
@@ -303,7 +317,11 @@ def train(
             window_steps += 1
             validation = None
             if config.validate_every and step % config.validate_every == 0 and step < last_step:
-                validation = validate(model, config.model, validation_sets, config.scales, device)
+                try:
+                    validation = validate(model, config.model, validation_sets, config.scales, device)
+                except ValueError as error:  # keep the steps done so far: the run can go on once the data is fixed
+                    checkpoint()
+                    raise TrainingError(f"validation at step {step} failed ({error}); checkpoint written") from error
                 log({"step": step, "validation": [asdict(c) for c in validation]})
             if (config.log_every and step % config.log_every == 0) or validation is not None or step == last_step:
                 rate = window_steps * config.batch_size / max(1e-9, time.monotonic() - window_start)

@@ -35,9 +35,13 @@ def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
     tensors, metadata = read_safetensors(path, "weights file")
     if "architecture" not in metadata:
         raise ValueError(f"{path}: no 'architecture' in the safetensors metadata; not a vdsr weights file")
-    model = build_model(metadata["architecture"], json.loads(metadata.get("config", "{}")))
-    model.load_state_dict(tensors)
-    return model.eval(), json.loads(metadata.get("scales", "[]"))
+    try:
+        model = build_model(metadata["architecture"], json.loads(metadata.get("config", "{}")))
+        model.load_state_dict(tensors)
+        scales = [int(s) for s in json.loads(metadata.get("scales", "[]"))]
+    except (ValueError, TypeError, RuntimeError, KeyError) as error:  # unknown architecture, bad JSON, wrong tensors
+        raise ValueError(f"{path}: weights do not match their metadata ({str(error).splitlines()[0]})") from error
+    return model.eval(), scales
 
 
 def count_parameters(model: torch.nn.Module) -> int:

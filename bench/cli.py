@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from vdsr.bench.report import (
     to_markdown,
     write_report,
 )
+from vdsr.runtime.atomic import unwritable_folder
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -50,17 +50,13 @@ def check_writable(path: Path | None, option: str) -> None:
     """Fail before a long run, not after it: the report's folder must exist or be creatable, and be writable."""
     if path is None:
         return
-    try:
-        if path.is_dir():
-            raise typer.BadParameter(f"{path} is a folder; give a file path", param_hint=option)
-        ancestor = path.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        writable = ancestor.is_dir() and os.access(ancestor, os.W_OK)
-    except OSError as error:  # e.g. a name too long for the file system
-        raise typer.BadParameter(f"cannot write {path}: {error.strerror or error}", param_hint=option) from error
-    if not writable:
-        raise typer.BadParameter(f"cannot write {path}: {ancestor} is not a writable folder", param_hint=option)
+    if len(path.name.encode()) > 255:  # most file systems' limit on one name
+        raise typer.BadParameter(f"cannot write {path}: the file name is too long", param_hint=option)
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; give a file path", param_hint=option)
+    problem = unwritable_folder(path.parent)
+    if problem:
+        raise typer.BadParameter(problem, param_hint=option)
 
 
 @app.command()

@@ -9,6 +9,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def unwritable_folder(folder: Path) -> str | None:
+    """Why files could not be created in `folder` (checked before a long run, not after it); None when the folder
+    exists or can be created, and is writable."""
+    try:
+        ancestor = folder
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK):
+            return None
+    except OSError as error:  # e.g. a name too long for the file system
+        return f"cannot write in {folder}: {error.strerror or error}"
+    return f"cannot write in {folder}: {ancestor} is not a writable folder"
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Let `write` fill a temporary file beside `path`, flush it to disk, then rename it over `path`. Streaming into
     the file (an image encoder, say) keeps no second copy of the data in memory."""

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from vdsr.runtime.atomic import unwritable_folder
 from vdsr.runtime.backends import Backend, TensorRTBackend, TorchBackend, open_backend
 from vdsr.runtime.images import (
     DEFAULT_MAX_PIXELS,
@@ -76,15 +77,16 @@ def plan_jobs(
 ) -> list[Job]:
     """Input file(s) -> output paths. A folder's images mirror its tree under `output` (default <folder>_x<S>); a
     file goes to `output`/<name> (default <stem>_x<S><suffix> beside it). Output names take `fmt`'s suffix if given.
-    ValueError for a missing input or an output folder inside the input folder."""
+    ValueError for a missing input, an output folder inside the input folder, or one that cannot be written."""
     label = scale_label(scale)
-    named = source.resolve()  # "." and ".." have no name of their own
+    named = Path(os.path.abspath(source))  # "." and ".." get a name; a link keeps its own (results go beside it)
     if source.is_file():
         target = output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
         pairs = [(source, target)]
+        root = target.parent
     elif source.is_dir():
-        root = (output or named.with_name(f"{named.name}_x{label}")).resolve()
-        if _same_file(root, source) or (recursive and root.is_relative_to(named)):
+        root = Path(os.path.abspath(output or named.with_name(f"{named.name}_x{label}")))
+        if _same_file(root, source) or (recursive and root.resolve().is_relative_to(source.resolve())):
             raise ValueError(f"{root}: the output folder must not be the input folder or inside it")
         found = sorted(source.rglob("*") if recursive else source.iterdir())
         images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
@@ -93,6 +95,9 @@ def plan_jobs(
         pairs = [(p, root / p.relative_to(source)) for p in images]
     else:
         raise ValueError(f"{source}: no such file or folder")
+    problem = unwritable_folder(root)
+    if problem:
+        raise ValueError(problem)
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     return [Job(s, t.with_suffix(suffix) if suffix else t) for s, t in pairs]
 

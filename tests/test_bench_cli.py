@@ -24,7 +24,7 @@ def test_bench_set5_writes_json_csv_markdown(data_dir: Path, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "33.66" in result.stdout and "Set5" in result.stdout  # the paper's value is shown next to ours
     document = json.loads((out / "r.json").read_text())
-    assert set(document) == {"results", "per_image", "failures", "environment"}
+    assert set(document) == {"results", "per_image", "failures", "left_out", "environment"}
     assert [(r["dataset"], r["method"], r["scale"]) for r in document["results"]] == [
         ("Set5", "bicubic", 2),
         ("Set5", "bicubic", 4),

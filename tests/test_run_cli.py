@@ -164,12 +164,27 @@ def test_bad_input_corpus(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
 def test_unwritable_output_and_fail_fast(photos: Path, tiny_model: dict[str, Path]) -> None:
     blocker = photos.parent / "blocker"
     blocker.write_text("a file where the output folder should go")
-    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", blocker / "out")
-    assert code == 1
-    assert output.count("failed:") == 2 and f"{blocker / 'out' / 'rgb.png'}: cannot write" in output
+    for source in (photos, photos / "rgb.png"):  # found before any image is computed
+        code, output = run(source, "-s", "2", "--model", tiny_model["onnx"], "-o", blocker / "out")
+        assert code == 2 and "blocker is not a writable folder" in " ".join(output.replace("│", " ").split())
+    (photos.parent / "taken" / "rgb.png").mkdir(parents=True)  # one output path is taken by a folder
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", photos.parent / "taken")
+    assert code == 1 and output.count("failed:") == 1 and "rgb.png: cannot write" in output
+    assert (photos.parent / "taken" / "photo.jpg").is_file()
     (photos / "a_bad.png").write_bytes(b"")  # sorts first
     code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "--fail-fast", "-o", photos.parent / "ff")
     assert code == 1 and output.count("failed:") == 1 and "0 written" in output
+
+
+def test_results_go_beside_a_link_under_its_name(photos: Path, tiny_model: dict[str, Path]) -> None:
+    work = photos.parent / "work"
+    work.mkdir()
+    (work / "pick.png").symlink_to(photos / "rgb.png")
+    (work / "album").symlink_to(photos)
+    assert run(work / "pick.png", "-s", "2", "--model", tiny_model["onnx"])[0] == 0
+    assert run(work / "album", "-s", "2", "--model", tiny_model["onnx"])[0] == 0
+    assert (work / "pick_x2.png").is_file() and (work / "album_x2" / "rgb.png").is_file()
+    assert not (photos / "rgb_x2.png").exists() and not photos.with_name("photos_x2").exists()
 
 
 def test_inputs_are_never_overwritten(photos: Path, tiny_model: dict[str, Path]) -> None:

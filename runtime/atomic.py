@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+UMASK = os.umask(0o022)  # the process's umask, read once at import (reading it means setting it) and restored
+os.umask(UMASK)
+
 
 def unwritable_folder(folder: Path) -> str | None:
     """Why files could not be created in `folder` (checked before a long run, not after it); None when the folder
@@ -27,10 +30,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Let `write` fill a temporary file beside `path`, flush it to disk, then rename it over `path`. Streaming into
     the file (an image encoder, say) keeps no second copy of the data in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # a short temporary name: a target name near the file system's limit must still fit
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:32]}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; results and images are meant to be shared
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~UMASK)  # mkstemp creates 0600; give what open() would have given
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -47,7 +47,7 @@ DEFAULT_MAX_OUTPUT_PIXELS = 2**31
 
 def scale_label(scale: float) -> str:
     """2 -> '2', 2.5 -> '2.5': the suffix of default output names (photo_x2.png, photos_x2.5/)."""
-    return f"{scale:g}"
+    return f"{scale:.10g}"  # enough digits that two different scales never share a folder
 
 
 @dataclass
@@ -88,7 +88,7 @@ def plan_jobs(
         root = Path(os.path.abspath(output or named.with_name(f"{named.name}_x{label}")))
         if _same_file(root, source) or (recursive and root.resolve().is_relative_to(source.resolve())):
             raise ValueError(f"{root}: the output folder must not be the input folder or inside it")
-        found = sorted(source.rglob("*") if recursive else source.iterdir())
+        found = sorted(list_folder(source, recursive))
         images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(source).parts)  # hidden files, folders
                   and (p.is_file() or p.is_symlink())]  # fmt: skip  # not FIFOs or folders; broken links: reported
@@ -159,7 +159,7 @@ class Upscaler:
             return result
         array = np.asarray(image)
         if array.ndim == 2:
-            array = array[..., None]
+            return self.upscale(array[..., None], scale)[..., 0]  # (H, W) in, (H, W) out
         if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
             raise ValueError(f"Expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
         if array.dtype in (np.uint8, np.uint16):
@@ -185,9 +185,11 @@ class Upscaler:
         if fmt:
             output_format(Path(f"x.{fmt.lstrip('.')}"))  # an unknown format is bad usage: fail before any work
         jobs = plan_jobs(Path(source), scale, Path(output) if output else None, recursive, fmt)
+        if not jobs:
+            self.log(f"warning: no images in {source}" + ("" if recursive else " (--recursive includes subfolders)"))
         report = FolderReport()
         todo = []
-        claimed: dict[Path, Path] = {}  # output -> the input that writes it
+        claimed: dict[str, Path] = {}  # output (case-folded: Photo.png is photo.png on some disks) -> its input
         inputs = {(s.st_dev, s.st_ino) for s in (_stat(job.source) for job in jobs) if s is not None}
         for job in jobs:
             target = _stat(job.target)
@@ -195,10 +197,11 @@ class Upscaler:
                 report.skipped.append(job.target)
             elif target is not None and (target.st_dev, target.st_ino) in inputs:  # this or another input
                 report.failed.append(f"{job.source}: its output {job.target} is an input; give another --output")
-            elif job.target in claimed:  # photo.jpg and photo.png with --format png
-                report.failed.append(f"{job.source}: its output {job.target} is also {claimed[job.target]}'s output")
+            elif str(job.target).casefold() in claimed:  # photo.jpg and photo.png with --format png
+                other = claimed[str(job.target).casefold()]
+                report.failed.append(f"{job.source}: its output {job.target} is also {other}'s output")
             else:
-                claimed[job.target] = job.source
+                claimed[str(job.target).casefold()] = job.source
                 todo.append(job)
                 continue
             on_image(job.source, 0)
@@ -240,7 +243,8 @@ class Upscaler:
                 try:
                     pixels = self.upscale_file(loaded, scale)
                 except Exception as error:  # noqa: BLE001  (the backend failed on this image only)
-                    finish(job, error=f"{job.source}: cannot upscale ({error or type(error).__name__})")
+                    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    finish(job, error=f"{job.source}: cannot upscale ({cause})")  # one line per failure
                     continue
                 metadata = (loaded.icc_profile, loaded.exif)
                 del loaded, decoded  # the decoded pixels are not needed while the result is encoded
@@ -250,6 +254,24 @@ class Upscaler:
             while writes:
                 finish_write(*writes.popleft())
         return report
+
+
+def list_folder(folder: Path, recursive: bool) -> list[Path]:
+    """The entries of `folder` (and of its subfolders, not following links to folders, when `recursive`). ValueError
+    naming the folder that cannot be listed: a silently skipped subfolder would look like a complete run."""
+    if not recursive:
+        try:
+            return list(folder.iterdir())
+        except OSError as error:
+            raise ValueError(f"{folder}: cannot list this folder ({error.strerror or error})") from error
+    found: list[Path] = []
+
+    def refuse(error: OSError) -> None:
+        raise ValueError(f"{error.filename}: cannot list this folder ({error.strerror or error})") from error
+
+    for parent, folders, files in os.walk(folder, onerror=refuse):
+        found += [Path(parent, name) for name in [*folders, *files]]
+    return found
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -302,4 +324,5 @@ def load_image_object(image: Image.Image) -> LoadedImage:
     """A PIL image already in memory, normalised as load_image normalises files."""
     image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
     pixels, depth = pixels_of(image, Path("<image>"))
-    return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), image.info.get("icc_profile"))
+    icc = image.info.get("icc_profile") if image.mode != "CMYK" else None  # as load_image: no CMYK profile on RGB
+    return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), icc or None)

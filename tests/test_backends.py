@@ -80,13 +80,17 @@ def test_upscaler_types_in_and_out(tiny_model: dict[str, Path]) -> None:
     as_float = upscaler.upscale(rgb.astype(np.float32) / 255, 2)
     assert as_float.dtype == np.float32 and np.abs(as_float * 255 - out).max() <= 0.5 + 1e-3  # the same, unrounded
     gray16 = np.random.default_rng(2).integers(0, 65536, (5, 6), dtype=np.uint16)
-    assert upscaler.upscale(gray16, 2.5).dtype == np.uint16 and upscaler.upscale(gray16, 2.5).shape == (13, 15, 1)
+    assert upscaler.upscale(gray16, 2.5).dtype == np.uint16 and upscaler.upscale(gray16, 2.5).shape == (13, 15)
+    assert Image.fromarray(upscaler.upscale(gray16[..., 0:3].astype(np.uint8), 2)).mode == "L"  # (H, W) in and out
     image = Image.fromarray(rgb)
     image.info["icc_profile"] = b"profile"
     big = upscaler.upscale(image, 3)
     assert isinstance(big, Image.Image) and big.size == (21, 27) and big.mode == "RGB"
     assert big.info["icc_profile"] == b"profile" and np.array_equal(np.asarray(big), upscaler.upscale(rgb, 3))
     assert upscaler.upscale(Image.fromarray(rgb).convert("LA"), 2).mode == "LA"
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    cmyk.info["icc_profile"] = b"a CMYK profile"
+    assert "icc_profile" not in upscaler.upscale(cmyk, 2).info  # it does not describe the RGB result
     with pytest.raises(ValueError, match="uint8, uint16 or float"):
         upscaler.upscale(rgb.astype(np.int32), 2)
     assert not any("warning" in line for line in lines)

@@ -187,6 +187,32 @@ def test_results_go_beside_a_link_under_its_name(photos: Path, tiny_model: dict[
     assert not (photos / "rgb_x2.png").exists() and not photos.with_name("photos_x2").exists()
 
 
+def test_folders_that_cannot_be_listed_or_hold_no_images(
+    photos: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = photos.parent / "empty"
+    (empty / "sub").mkdir(parents=True)
+    code, output = run(empty, "-s", "2", "--model", tiny_model["onnx"])
+    assert code == 0 and "no images in" in output and "--recursive includes subfolders" in output
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:  # what a folder without read permission gives (root, as in CI, reads all)
+        if str(path).endswith("sub"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-r")
+    assert code == 2 and "cannot list this folder (Permission denied)" in output  # not a run that skipped it
+    assert not photos.with_name("photos_x2").exists()
+
+
+def test_outputs_differing_only_in_case_collide(photos: Path, tiny_model: dict[str, Path]) -> None:
+    (photos / "RGB.jpg").write_bytes((photos / "photo.jpg").read_bytes())  # RGB.png and rgb.png: one file on macOS
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "--format", "png", "-o", photos.parent / "o")
+    assert code == 1 and output.count("failed:") == 1 and "is also" in output
+
+
 def test_inputs_are_never_overwritten(photos: Path, tiny_model: dict[str, Path]) -> None:
     code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", photos)
     assert code == 2 and "must not be the input folder" in output

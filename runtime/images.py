@@ -184,11 +184,18 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
                        exif=exif or None)  # fmt: skip
 
 
+# The formats results are written in, and what each holds: an alpha channel; 16 bits per sample (gray only for
+# TIFF and PPM, whose PIL writers have no 16-bit colour). Others (GIF: 256 colours) would lose the upscale's detail.
+OUTPUT_FORMATS = {"PNG": (True, True), "TIFF": (True, True), "WEBP": (True, False), "TGA": (True, False),
+                  "JPEG": (False, False), "BMP": (False, False), "PPM": (False, True)}  # fmt: skip
+
+
 def output_format(path: Path) -> str:
-    """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); ValueError for a suffix PIL cannot write."""
+    """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); ValueError for a suffix this tool does not write."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images")
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images "
+                         "(results are written as png, jpg, webp, tif, tga, bmp or ppm)")  # fmt: skip
     return fmt
 
 
@@ -198,11 +205,12 @@ def encode_image(
 ) -> None:  # fmt: skip
     """(H, W, C) uint8 or uint16, C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> one file in format `fmt`, into `out`.
 
-    uint16 stays 16-bit in PNG (and TIFF for gray); other formats get 8 bits (rounded). A format without alpha
+    uint16 stays 16-bit in PNG (and TIFF, PPM for gray); other formats get 8 bits (rounded). A format without alpha
     (JPEG) refuses an alpha channel rather than silently dropping it.
     """
     channels = pixels.shape[-1]
-    if fmt in ("JPEG", "BMP") and channels in (2, 4):
+    holds_alpha, holds_16_bits = OUTPUT_FORMATS[fmt]
+    if not holds_alpha and channels in (2, 4):
         raise ValueError(f"{fmt} cannot hold the alpha channel; write PNG, TIFF or WEBP instead")
     options: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}
     if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
@@ -212,7 +220,7 @@ def encode_image(
     if pixels.dtype == np.uint16 and fmt == "PNG" and channels > 1:
         out.write(png16.write_png16(np.asarray(pixels, dtype=np.uint16), icc_profile, exif))  # PIL: no 16-bit colour
         return
-    to_pil_image(pixels, sixteen_bit=fmt in ("PNG", "TIFF")).save(out, fmt, **options)
+    to_pil_image(pixels, sixteen_bit=holds_16_bits).save(out, fmt, **options)
 
 
 def to_pil_image(pixels: NDArray[np.uint8] | NDArray[np.uint16], sixteen_bit: bool = True) -> Image.Image:

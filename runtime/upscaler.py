@@ -27,6 +27,7 @@ from vdsr.runtime.atomic import unwritable_folder
 from vdsr.runtime.backends import Backend, TensorRTBackend, TorchBackend, open_backend
 from vdsr.runtime.images import (
     DEFAULT_MAX_PIXELS,
+    OUTPUT_FORMATS,
     ImageError,
     LoadedImage,
     load_image,
@@ -99,7 +100,16 @@ def plan_jobs(
     if problem:
         raise ValueError(problem)
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
-    return [Job(s, t.with_suffix(suffix) if suffix else t) for s, t in pairs]
+    return [Job(s, t.with_suffix(suffix) if suffix else t if writable(t) else t.with_suffix(".png")) for s, t in pairs]
+
+
+def writable(path: Path) -> bool:
+    """Whether results can be written in the format `path`'s suffix names (a GIF's result is written as PNG)."""
+    try:
+        output_format(path)
+    except ValueError:
+        return False
+    return True
 
 
 class Upscaler:
@@ -283,8 +293,8 @@ def _stat(path: Path) -> os.stat_result | None:
 
 def fit_format(loaded: LoadedImage, target: Path, scale: float, max_output_pixels: int) -> LoadedImage:
     """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
-    and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP; any other is an error,
-    transparency would be lost)."""
+    and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP/PPM; any other is an
+    error, transparency would be lost)."""
     fmt = output_format(target)
     height, width = output_shape_for((loaded.pixels.shape[0], loaded.pixels.shape[1]), scale)
     if height * width > max_output_pixels:
@@ -292,7 +302,7 @@ def fit_format(loaded: LoadedImage, target: Path, scale: float, max_output_pixel
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
     if limit is not None and max(height, width) > limit:
         raise ValueError(f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; use --format png")
-    if fmt in ("JPEG", "BMP") and loaded.has_alpha:
+    if not OUTPUT_FORMATS[fmt][0] and loaded.has_alpha:
         if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
             raise ValueError(f"{fmt} cannot hold its transparency; use --format png (or webp, tif)")
         loaded = replace(loaded, pixels=loaded.color, has_alpha=False)

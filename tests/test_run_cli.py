@@ -213,6 +213,23 @@ def test_outputs_differing_only_in_case_collide(photos: Path, tiny_model: dict[s
     assert code == 1 and output.count("failed:") == 1 and "is also" in output
 
 
+def test_output_formats_hold_what_the_result_has(photos: Path, tiny_model: dict[str, Path]) -> None:
+    folder = photos.parent / "formats"
+    folder.mkdir()
+    Image.fromarray(noise((8, 8, 3), 4)).convert("P").save(folder / "still.gif")
+    Image.fromarray(noise((8, 8, 4), 5)).save(folder / "alpha.png")
+    Image.fromarray(noise((8, 8), 6, np.uint16)).save(folder / "gray16.png")
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "-o", photos.parent / "same")
+    assert code == 0, output
+    assert sorted(p.name for p in (photos.parent / "same").iterdir()) == ["alpha.png", "gray16.png", "still.png"]
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "-o", photos.parent / "ppm", "--format", "ppm")
+    assert code == 1 and "alpha.ppm: PPM cannot hold its transparency" in output and "2 written" in output
+    with Image.open(photos.parent / "ppm" / "gray16.ppm") as gray16:
+        assert gray16.mode.startswith("I") and gray16.size == (16, 16)  # 16-bit PGM
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "--format", "gif")
+    assert code == 2 and "cannot write '.gif' images" in output
+
+
 def test_inputs_are_never_overwritten(photos: Path, tiny_model: dict[str, Path]) -> None:
     code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", photos)
     assert code == 2 and "must not be the input folder" in output

@@ -121,16 +121,18 @@ _ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
-def _read_png16(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None] | None:
+def _read_png16(path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None] | None:
     """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF; None for
     the variants png16 does not decode (interlaced, a tRNS colour key), which PIL then reads at 8 bits."""
     try:
-        array, icc = png16.read_png16(path.read_bytes())
+        array, icc, exif_bytes = png16.read_png16(path.read_bytes())
     except png16.Unsupported:
         return None
     except ValueError as error:
         raise ImageError(path, f"corrupt 16-bit PNG ({error})") from error
-    exif = image.getexif()
+    exif = Image.Exif()
+    if exif_bytes:
+        exif.load(exif_bytes)
     orientation = exif.pop(0x0112, 1)
     if orientation in _ORIENT:
         array = _ORIENT[orientation](array)
@@ -150,7 +152,7 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
             if width * height > max_pixels:
                 raise ImageError(path, f"{width}x{height} is over the limit of {max_pixels} pixels")
             sixteen = image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(_header(path))
-            decoded = _read_png16(image, path) if sixteen else None  # None: PIL reads it (at 8 bits)
+            decoded = _read_png16(path) if sixteen else None  # None: PIL reads it (at 8 bits)
             if decoded is not None:
                 pixels, depth, icc, exif = decoded
             else:

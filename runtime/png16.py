@@ -38,14 +38,16 @@ def is_png16(header: bytes) -> bool:
     return len(header) >= 26 and header[:8] == _SIGNATURE and header[12:16] == b"IHDR" and header[24] == 16
 
 
-def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None]:
-    """Decode a 16-bit PNG to (H, W, C) uint16 (C = 1, 2, 3, 4: gray, gray + alpha, RGB, RGBA) and its ICC profile."""
+def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None, bytes | None]:
+    """Decode a 16-bit PNG to (H, W, C) uint16 (C = 1, 2, 3, 4: gray, gray + alpha, RGB, RGBA), its ICC profile and
+    its EXIF (the eXIf chunk, wherever it is: PIL would decode the image a second time to find one after IDAT)."""
     if data[:8] != _SIGNATURE:
         raise ValueError("not a PNG file")
     view = memoryview(data)
     header: tuple[int, ...] | None = None
     idat: list[memoryview] = []
     icc: bytes | None = None
+    exif: bytes | None = None
     pos = 8
     while True:
         if pos + 12 > len(data):
@@ -70,6 +72,8 @@ def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None]:
             break
         elif kind == b"iCCP":
             icc = _read_icc(bytes(body))
+        elif kind == b"eXIf":
+            exif = bytes(body)
         elif kind == b"tRNS" and header[3] in (0, 2):
             raise Unsupported("16-bit PNG with a tRNS transparent colour is not supported")
         elif not kind[0] & 0x20 and kind not in (b"IHDR", b"PLTE"):
@@ -89,7 +93,7 @@ def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None]:
         raise ValueError(f"PNG image data is {got} bytes after decompression, expected {expected}")
     rows = np.frombuffer(raw, np.uint8).reshape(height, 1 + stride)
     pixels = _unfilter(rows[:, 0], rows[:, 1:], channels * 2)
-    return pixels.view(">u2").reshape(height, width, channels).astype(np.uint16), icc
+    return pixels.view(">u2").reshape(height, width, channels).astype(np.uint16), icc, exif
 
 
 def write_png16(pixels: NDArray[np.uint16], icc_profile: bytes | None = None, exif: bytes | None = None) -> bytes:

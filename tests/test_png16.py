@@ -89,7 +89,7 @@ def test_round_trip(rng: np.random.Generator, channels: int, shape: tuple[int, i
     pixels = random_pixels(rng, *shape, channels)
     data = write_png16(pixels)
     assert is_png16(data[:33])
-    decoded, icc = read_png16(data)
+    decoded, icc, _ = read_png16(data)
     assert decoded.dtype == np.uint16 and decoded.shape == pixels.shape
     np.testing.assert_array_equal(decoded, pixels)
     assert icc is None
@@ -149,7 +149,7 @@ def test_icc_profile_round_trip(rng: np.random.Generator) -> None:
     pixels = random_pixels(rng, 3, 4, 3)
     data = write_png16(pixels, profile)
     assert b"iCCP" + b"ICC Profile\0\0" in data
-    decoded, icc = read_png16(data)
+    decoded, icc, _ = read_png16(data)
     np.testing.assert_array_equal(decoded, pixels)
     assert icc == profile
     assert Image.open(io.BytesIO(data)).info["icc_profile"] == profile

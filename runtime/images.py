@@ -98,6 +98,9 @@ def pixels_of(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int]
     pixels = array.astype(np.float32) / np.float32(255 if depth == 8 else 65535)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
+    key = image.info.get("transparency")
+    if depth == 16 and isinstance(key, int):  # a 16-bit gray colour key: that value becomes transparent
+        pixels = np.concatenate([pixels, (array != key)[..., None].astype(np.float32)], axis=-1)
     return pixels, depth
 
 

@@ -75,6 +75,14 @@ def test_sixteen_bit_gray_keeps_precision(tmp_path: Path) -> None:
     assert np.allclose(image.pixels[..., 0] * 65535, gray, atol=0.01)
 
 
+def test_sixteen_bit_gray_colour_key_becomes_alpha(tmp_path: Path) -> None:
+    gray = np.array([[0, 1000], [40000, 65535]], np.uint16)
+    Image.fromarray(gray).save(tmp_path / "key.png", transparency=1000)
+    image = load_image(tmp_path / "key.png")
+    assert image.bit_depth == 16 and image.has_alpha and image.pixels.shape == (2, 2, 2)
+    assert np.array_equal(image.alpha, [[1, 0], [1, 1]]) and np.array_equal(np.rint(image.color[..., 0] * 65535), gray)
+
+
 @pytest.mark.parametrize("byte_order", [">u2", "<u2"])
 def test_sixteen_bit_gray_in_either_byte_order(tmp_path: Path, byte_order: str) -> None:
     gray = np.array([[5000, 10000], [65535, 0]]).astype(byte_order)

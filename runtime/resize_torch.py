@@ -14,11 +14,24 @@ from numpy.typing import NDArray
 from vdsr.runtime.resize import contributions, output_shape_for
 
 
+def resize_rows(
+    weights: NDArray[np.float64], source: NDArray[np.intp], start: int, stop: int
+) -> tuple[NDArray[np.float64], int]:
+    """Rows start..stop of the resize matrix of `contributions`, over only the inputs they read: (the matrix, the
+    first input it reads). A band of a large image then costs its own size, not the whole image's."""
+    taps = source[start:stop]
+    first, last = int(taps.min()), int(taps.max())
+    matrix = np.zeros((stop - start, last - first + 1))
+    np.add.at(matrix, (np.repeat(np.arange(stop - start), taps.shape[1]), (taps - first).ravel()),
+              weights[start:stop].ravel())  # fmt: skip  # mirrored taps summed
+    return matrix, first
+
+
 def resize_matrix(in_length: int, out_length: int, scale: float) -> NDArray[np.float64]:
     """(out_length, in_length): row i holds the weights output i takes from each input (mirrored taps summed)."""
-    weights, source = contributions(in_length, out_length, scale)
+    part, first = resize_rows(*contributions(in_length, out_length, scale), 0, out_length)
     matrix = np.zeros((out_length, in_length))
-    np.add.at(matrix, (np.repeat(np.arange(out_length), weights.shape[1]), source.ravel()), weights.ravel())
+    matrix[:, first : first + part.shape[1]] = part
     return matrix
 
 

@@ -1,9 +1,10 @@
 """vdsr.runtime.upscale's colour pipeline on a torch device, for the torch and TensorRT backends.
 
-The LR image is uploaded once. The BT.601 conversion, the bicubic ILR (two matrix products per band of tiles, the
-weights of vdsr.runtime.resize), the network on the tiles, the conversion back to RGB and the rounding all run on the
-device; only each finished band of the result comes back. The windows are vdsr.runtime.tiling's, so the result
-equals the numpy path's to float rounding (a test checks it on the CPU).
+The LR image is uploaded once. The BT.601 conversion, the bicubic ILR (matrix products per band of tiles, over only
+the input rows and columns each band reads; the weights of vdsr.runtime.resize), the network on the tiles, the
+conversion back to RGB and the rounding all run on the device; only each finished band of the result comes back.
+The windows are vdsr.runtime.tiling's, so the result equals the numpy path's to float rounding (a test checks it on
+the CPU).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import torch
 from numpy.typing import DTypeLike, NDArray
 
 from vdsr.runtime.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
-from vdsr.runtime.resize import output_shape_for
-from vdsr.runtime.resize_torch import resize_matrix
+from vdsr.runtime.resize import contributions, output_shape_for
+from vdsr.runtime.resize_torch import resize_rows
 from vdsr.runtime.tiling import tile_windows
 from vdsr.runtime.upscale import Y_OFFSET, Y_RANGE, check_pixels
 
 Network = Callable[[torch.Tensor], torch.Tensor]  # (N, 1, h, w) float32 on the device -> the same shape
+COLUMN_CHUNK = 2048  # output columns per column-resize product: bounds its matrix, whatever the image's width
 
 
 def upscale_pixels_torch(
@@ -39,21 +41,35 @@ def upscale_pixels_torch(
     planes = torch.cat([luma, image[..., n:]], dim=-1).permute(2, 0, 1)  # (C, H, W): Y, Cb, Cr, alpha
     del image, luma
     height, width = output_shape_for((pixels.shape[0], pixels.shape[1]), scale)
-    rows = resize_matrix(pixels.shape[0], height, scale)
-    cols = torch.from_numpy(resize_matrix(pixels.shape[1], width, scale).T).to(device, torch.float32)
+    rows = contributions(pixels.shape[0], height, scale)
+    cols = []  # per chunk of output columns: (its resize matrix, transposed, on the device; first input; start; stop)
+    col_weights, col_source = contributions(pixels.shape[1], width, scale)
+    for start in range(0, width, COLUMN_CHUNK):
+        stop = min(width, start + COLUMN_CHUNK)
+        matrix, first = resize_rows(col_weights, col_source, start, stop)
+        cols.append((torch.from_numpy(matrix.T).to(device, torch.float32), first, start, stop))
+
+    def resize(planes: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Output rows start..stop of the bicubic resize of `planes` (C, H, W), as banded matrix products."""
+        matrix, first = resize_rows(*rows, start, stop)
+        tall = torch.from_numpy(matrix).to(device, torch.float32) @ planes[:, first : first + matrix.shape[1]]
+        wide = torch.empty((planes.shape[0], stop - start, width), device=device)
+        for m, c_first, c_start, c_stop in cols:
+            wide[..., c_start:c_stop] = tall[..., c_first : c_first + m.shape[0]] @ m
+        return wide
+
     back = torch.tensor(YCBCR_TO_RGB, dtype=torch.float32, device=device)
     out = np.empty((height, width, pixels.shape[-1]), dtype=out_dtype)
     columns = tile_windows(width, tile, halo)
     for r0, r1, core0, core1 in tile_windows(height, tile, halo):
-        band = torch.from_numpy(rows[r0:r1]).to(device, torch.float32) @ planes[0] @ cols  # ILR rows r0..r1
+        band = resize(planes[:1], r0, r1)[0]  # ILR rows r0..r1
         y = torch.empty((core1 - core0, width), device=device)
         for first in range(0, len(columns), batch):
             chunk = columns[first : first + batch]
             result = network(torch.stack([band[:, c0:c1] for c0, c1, _, _ in chunk])[:, None])
             for (c0, _, k0, k1), window in zip(chunk, result, strict=True):
                 y[:, k0:k1] = window[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0]
-        core_rows = torch.from_numpy(rows[core0:core1]).to(device, torch.float32)
-        rest = core_rows @ planes[1:] @ cols  # Cb, Cr and alpha of the core rows: bicubic, as the ILR
+        rest = resize(planes[1:], core0, core1)  # Cb, Cr and alpha of the core rows: bicubic, as the ILR
         if gray:
             color = ((y - Y_OFFSET) / Y_RANGE)[None]
         else:

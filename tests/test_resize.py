@@ -199,3 +199,19 @@ def test_torch_resize_equals_numpy(shape: tuple[int, int], scale: float) -> None
     out = imresize_torch(batch, scale)
     assert out.shape == (2, 1, *expected.shape) and np.abs(out[0, 0].numpy() - expected).max() < 1e-5
     assert np.abs(out[1, 0].numpy() - imresize(1 - image, scale)).max() < 1e-5
+
+
+@pytest.mark.parametrize(("length", "scale"), [(40, 2.0), (33, 3.0), (9, 0.5), (1, 4.0)])
+def test_resize_rows_is_the_full_matrix_band(length: int, scale: float) -> None:
+    """A band's matrix covers just the inputs it reads, and equals the same rows of the whole resize matrix."""
+    from vdsr.runtime.resize import contributions, output_shape_for
+    from vdsr.runtime.resize_torch import resize_matrix, resize_rows
+
+    out_length = output_shape_for((length, length), scale)[0]
+    full = resize_matrix(length, out_length, scale)
+    for start, stop in ((0, out_length), (0, 1), (out_length // 3, out_length // 2 + 1), (out_length - 1, out_length)):
+        weights, source = contributions(length, out_length, scale)
+        band, first = resize_rows(weights, source, start, stop)
+        assert np.array_equal(full[start:stop, first : first + band.shape[1]], band)
+        assert not full[start:stop, :first].any() and not full[start:stop, first + band.shape[1] :].any()
+        assert band.shape[1] <= (stop - start) / scale + weights.shape[1] + 1  # the band's inputs, not the image's

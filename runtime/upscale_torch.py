@@ -46,13 +46,13 @@ def upscale_pixels_torch(
     col_weights, col_source = contributions(pixels.shape[1], width, scale)
     for start in range(0, width, COLUMN_CHUNK):
         stop = min(width, start + COLUMN_CHUNK)
-        matrix, first = resize_rows(col_weights, col_source, start, stop)
-        cols.append((torch.from_numpy(matrix.T).to(device, torch.float32), first, start, stop))
+        part, first = resize_rows(col_weights, col_source, start, stop)
+        cols.append((torch.from_numpy(part.T).to(device, torch.float32), first, start, stop))
 
     def resize(planes: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Output rows start..stop of the bicubic resize of `planes` (C, H, W), as banded matrix products."""
-        matrix, first = resize_rows(*rows, start, stop)
-        tall = torch.from_numpy(matrix).to(device, torch.float32) @ planes[:, first : first + matrix.shape[1]]
+        part, first = resize_rows(*rows, start, stop)
+        tall = torch.from_numpy(part).to(device, torch.float32) @ planes[:, first : first + part.shape[1]]
         wide = torch.empty((planes.shape[0], stop - start, width), device=device)
         for m, c_first, c_start, c_stop in cols:
             wide[..., c_start:c_stop] = tall[..., c_first : c_first + m.shape[0]] @ m

@@ -1,0 +1,65 @@
+"""The weights this project ships (models/): files that belong together, graphs equal to the weights, and the
+Set5 PSNR their model cards claim, re-measured through the bench protocol on the shipped ONNX graphs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vdsr import shipped
+from vdsr.bench.datasets import resolve_dataset, sha256_file
+from vdsr.bench.harness import onnx_runner, run_bench
+from vdsr.runtime.backends import OnnxRuntimeBackend
+from vdsr.train.weights import load_weights
+
+GRAPHS = {"vdsr": ["vdsr.onnx", "vdsr_fp16.onnx"]}  # SRCNN and the int8 graph: once exported
+INTERIM_BAR_SET5 = {"vdsr": {2: 37.0, 3: 33.0, 4: 30.7}, "srcnn": {2: 36.3}}  # issue 3's bar, Set5 PSNR (dB)
+
+
+def card(name: str) -> dict[str, object]:
+    return json.loads(shipped(f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_card_weights_and_graphs_belong_together(name: str) -> None:
+    facts = card(name)
+    weights = shipped(f"{name}.safetensors")
+    assert facts["weights_sha256"] == sha256_file(weights) and facts["finished_schedule"] is True
+    for graph in GRAPHS[name]:
+        proto = onnx.load(str(shipped(graph)))
+        onnx.checker.check_model(proto, full_check=True)
+        metadata = {p.key: p.value for p in proto.metadata_props}
+        assert metadata["weights_sha256"] == facts["weights_sha256"], graph
+        assert metadata["architecture"] == name and json.loads(metadata["scales"]) == facts["scales"], graph
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_shipped_graph_equals_shipped_weights(name: str, rng: np.random.Generator) -> None:
+    model, _ = load_weights(shipped(f"{name}.safetensors"))
+    backend = OnnxRuntimeBackend(shipped(f"{name}.onnx"))
+    for shape in ((1, 1, 17, 33), (2, 1, 48, 40)):
+        x = rng.random(shape, dtype=np.float32)
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).numpy()
+        assert np.abs(backend(x) - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_set5_psnr_of_the_card_is_reproduced_and_meets_the_bar(name: str, data_dir: Path) -> None:
+    facts = card(name)
+    claimed = {c["scale"]: c["psnr"] for c in facts["validation"] if c["dataset"] == "Set5"}  # type: ignore[attr-defined]
+    run = run_bench(
+        [resolve_dataset("Set5", data_dir)],
+        sorted(claimed),
+        [onnx_runner(OnnxRuntimeBackend(shipped(f"{name}.onnx")), name)],
+    )
+    measured = {c.scale: c.psnr for c in run.cells}
+    assert not run.failures and measured.keys() == claimed.keys() == INTERIM_BAR_SET5[name].keys()
+    for scale, psnr in measured.items():
+        assert abs(psnr - claimed[scale]) < 1e-3, (scale, psnr, claimed[scale])  # ONNX Runtime vs the trainer's torch
+        assert psnr >= INTERIM_BAR_SET5[name][scale], (scale, psnr)

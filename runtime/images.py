@@ -143,6 +143,12 @@ def _read_png16(path: Path) -> tuple[NDArray[np.float32], int, bytes | None, byt
     return pixels, 16, icc, exif.tobytes() if len(exif) else None
 
 
+def icc_profile_of(image: Image.Image) -> bytes | None:
+    """The image's ICC profile, or None; a CMYK profile does not describe the RGB pixels PIL converts to: better none
+    than a wrong one."""
+    return image.info.get("icc_profile") if image.mode != "CMYK" else None
+
+
 def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode one image file (EXIF orientation applied). Raises ImageError naming the file and the cause."""
     path = Path(path)
@@ -162,8 +168,7 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
                 image.load()
                 ImageOps.exif_transpose(image, in_place=True)
                 pixels, depth = pixels_of(image, path)
-                # a CMYK profile does not describe the RGB pixels PIL converts to: better none than a wrong one
-                icc = image.info.get("icc_profile") if image.mode != "CMYK" else None
+                icc = icc_profile_of(image)
                 exif = image.info.get("exif")
     except ImageError:
         raise

@@ -30,6 +30,7 @@ from vdsr.runtime.images import (
     OUTPUT_FORMATS,
     ImageError,
     LoadedImage,
+    icc_profile_of,
     load_image,
     output_format,
     pixels_of,
@@ -207,11 +208,10 @@ class Upscaler:
                 report.skipped.append(job.target)
             elif target is not None and (target.st_dev, target.st_ino) in inputs:  # this or another input
                 report.failed.append(f"{job.source}: its output {job.target} is an input; give another --output")
-            elif str(job.target).casefold() in claimed:  # photo.jpg and photo.png with --format png
-                other = claimed[str(job.target).casefold()]
-                report.failed.append(f"{job.source}: its output {job.target} is also {other}'s output")
+            elif (key := str(job.target).casefold()) in claimed:  # photo.jpg and photo.png with --format png
+                report.failed.append(f"{job.source}: its output {job.target} is also {claimed[key]}'s output")
             else:
-                claimed[str(job.target).casefold()] = job.source
+                claimed[key] = job.source
                 todo.append(job)
                 continue
             on_image(job.source, 0)
@@ -334,5 +334,4 @@ def load_image_object(image: Image.Image) -> LoadedImage:
     """A PIL image already in memory, normalised as load_image normalises files."""
     image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
     pixels, depth = pixels_of(image, Path("<image>"))
-    icc = image.info.get("icc_profile") if image.mode != "CMYK" else None  # as load_image: no CMYK profile on RGB
-    return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), icc or None)
+    return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), icc_profile_of(image))

@@ -14,8 +14,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vdsr.bench.datasets import Dataset, DatasetError, resolve_dataset
-from vdsr.bench.harness import Method, method_runner, run_bench
+from vdsr.bench.datasets import Dataset, DatasetError, resolve_dataset, sha256_file
+from vdsr.bench.harness import (
+    Method,
+    MethodRunner,
+    method_runner,
+    per_scale,
+    run_bench,
+    shipped_weights,
+    weights_runner,
+)
 from vdsr.bench.report import (
     COMPARISON_HEADER,
     comparison_rows,
@@ -78,7 +86,11 @@ def main(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the per-cell table as CSV.")] = None,
     weights: Annotated[
         list[Path] | None,
-        typer.Option("--weights", help="Weights (.safetensors) for vdsr/srcnn, in --method order; default: shipped."),
+        typer.Option(
+            "--weights",
+            help="Weights (.onnx or .safetensors) for vdsr/srcnn: each serves the method it holds, at the scales it"
+            " was trained for (SRCNN: one file per scale). Repeatable; default: the shipped models.",
+        ),
     ] = None,
     markdown_path: Annotated[
         Path | None, typer.Option("--markdown", help="Write the comparison table as Markdown.")
@@ -108,17 +120,44 @@ def main(
             continue
         datasets.append(resolved)
     methods = list(dict.fromkeys(method))
-    learnt = [m for m in methods if m is not Method.bicubic]
-    if weights and len(weights) != len(learnt):
-        raise typer.BadParameter(f"{len(weights)} --weights for {len(learnt)} learnt methods", param_hint="--weights")
-    chosen: dict[Method, Path | None] = {m: weights[i] if weights else None for i, m in enumerate(learnt)}
-    runners = []
-    for m in methods:
+    learnt = [m.value for m in methods if m is not Method.bicubic]
+    given: list[tuple[Path, MethodRunner]] = []  # each file goes to the method whose architecture it holds
+    unreadable = False
+    for path in weights or []:
         try:
-            runners.append(method_runner(m, chosen.get(m)))
+            given.append((path, weights_runner(path)))
+        except ValueError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            failed = unreadable = True
+    for path, runner in given:
+        if runner.name not in learnt:
+            err.print(
+                f"[red]error:[/red] {path} holds {runner.name} weights, not {' or '.join(learnt) or 'a learnt method'}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            failed = True
+    runners = []
+    sources: dict[str, list[dict[str, str]]] = {}  # which files each learnt method ran: the results name them
+    for m in methods:
+        mine = [(p, r) for p, r in given if r.name == m.value]
+        try:
+            if m is Method.bicubic:
+                runners.append(method_runner(m))
+                continue
+            if not weights:
+                mine = [(p, weights_runner(p)) for p in shipped_weights(m)]
+            if mine:
+                runners.append(per_scale(m, mine))
+                sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
+            elif not unreadable:  # the unreadable file may have been this method's: its error is already out
+                raise ValueError(
+                    f"no --weights for {m.value}: give weights for every learnt method, or none for the shipped ones"
+                )
         except ValueError as error:
             err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             failed = True
+    env["weights"] = sources
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as progress:

@@ -57,23 +57,33 @@ def onnx_runner(backend: OnnxRuntimeBackend, name: str) -> MethodRunner:
     return MethodRunner(name, f"onnxruntime-{provider}", precision, upscale, scales)
 
 
-def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
-    """The runner for a method. Learnt methods run `weights`: an .onnx graph on ONNX Runtime, or .safetensors on
-    PyTorch (CPU). Default: the shipped ONNX graph, else the shipped safetensors."""
-    if method is Method.bicubic:
-        return MethodRunner(name="bicubic", backend="numpy", precision="fp64", upscale=bicubic_upscale)
-    path = weights or next(
-        (p for p in (shipped(f"{method.value}.onnx"), shipped(f"{method.value}.safetensors")) if p.is_file()),
-        shipped(f"{method.value}.safetensors"),
-    )
+SHIPPED = {"vdsr": ("vdsr",), "srcnn": ("srcnn", "srcnn_x3", "srcnn_x4")}  # SRCNN: one model per scale, as in its paper
+
+
+def shipped_weights(method: Method) -> list[Path]:
+    """The shipped models of a learnt method: each one's ONNX graph where shipped, else its safetensors."""
+    found = [
+        next((p for p in (shipped(f"{stem}.onnx"), shipped(f"{stem}.safetensors")) if p.is_file()), None)
+        for stem in SHIPPED[method.value]
+    ]
+    paths = [p for p in found if p is not None]
+    if not paths:
+        missing = shipped(f"{method.value}.safetensors")
+        raise ValueError(f"No weights for {method.value}: {missing} does not exist (train them with vdsr-train)")
+    return paths
+
+
+def weights_runner(path: Path) -> MethodRunner:
+    """The runner for one weights file, named by the architecture the file says it holds: an .onnx graph on ONNX
+    Runtime (no PyTorch), or .safetensors on PyTorch (CPU)."""
     if not path.is_file():
-        raise ValueError(f"No weights for {method.value}: {path} does not exist (train them with vdsr-train)")
+        raise ValueError(f"{path}: no such weights file")
     if path.suffix == ".onnx":
         backend = OnnxRuntimeBackend(path, require_halo=False)  # whole images: no tiles, no halo needed
         architecture = backend.metadata.get("architecture")
-        if architecture != method.value:
-            raise ValueError(f"{path} holds {architecture} weights, not {method.value}")
-        return onnx_runner(backend, method.value)
+        if architecture is None or architecture not in SHIPPED:
+            raise ValueError(f"{path}: the graph does not say it holds vdsr or srcnn weights (architecture metadata)")
+        return onnx_runner(backend, architecture)
     try:  # torch only where a learnt model is asked for: the bicubic benchmark must not need it
         import torch
 
@@ -81,12 +91,42 @@ def method_runner(method: Method, weights: Path | None = None) -> MethodRunner:
         from vdsr.train.models import VDSR
         from vdsr.train.weights import load_weights
     except ImportError as error:
-        raise ValueError(f"--method {method.value} needs PyTorch: pip install 'vdsr[train]' ({error})") from error
+        raise ValueError(f"{path}: safetensors weights need PyTorch: pip install 'vdsr[train]' ({error})") from error
     model, scales = load_weights(path)
-    architecture = "vdsr" if isinstance(model, VDSR) else "srcnn"
-    if architecture != method.value:
-        raise ValueError(f"{path} holds {architecture} weights, not {method.value}")
-    return torch_runner(model, method.value, torch.device("cpu"), scales)
+    return torch_runner(model, "vdsr" if isinstance(model, VDSR) else "srcnn", torch.device("cpu"), scales)
+
+
+def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> MethodRunner:
+    """One runner for a method from its models, each used at the scales it was trained for (SRCNN: one per scale)."""
+    for path, runner in models:
+        if runner.name != method.value:
+            raise ValueError(f"{path} holds {runner.name} weights, not {method.value}")
+    if len(models) == 1:
+        return models[0][1]
+    chosen: dict[int, tuple[Path, MethodRunner]] = {}
+    for path, runner in models:
+        if runner.scales is None:
+            raise ValueError(f"{path} records no trained scales: with several {method.value} models, each must")
+        for scale in runner.scales:
+            if scale in chosen:
+                raise ValueError(f"{chosen[scale][0]} and {path} are both {method.value} models for x{scale}")
+            chosen[scale] = (path, runner)
+
+    def upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
+        return chosen[scale][1].upscale(lr_y, scale)
+
+    backend = "+".join(dict.fromkeys(r.backend for _, r in models))
+    precision = "+".join(dict.fromkeys(r.precision for _, r in models))
+    return MethodRunner(method.value, backend, precision, upscale, tuple(sorted(chosen)))
+
+
+def method_runner(method: Method, weights: Sequence[Path] = ()) -> MethodRunner:
+    """The runner for a method. Learnt methods run `weights` (several: one model per scale, e.g. SRCNN x2, x3, x4;
+    see weights_runner); default: the shipped models."""
+    if method is Method.bicubic:
+        return MethodRunner(name="bicubic", backend="numpy", precision="fp64", upscale=bicubic_upscale)
+    paths = list(weights) or shipped_weights(method)
+    return per_scale(method, [(p, weights_runner(p)) for p in paths])
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from vdsr.bench import fp16_cost
 from vdsr.bench.cli import app as bench_app
+from vdsr.bench.datasets import sha256_file
 from vdsr.export.onnx import export_onnx, save_onnx
-from vdsr.train.models import VDSR, VDSRConfig
+from vdsr.train.models import SRCNN, VDSR, VDSRConfig
 from vdsr.train.weights import save_weights
 
 runner = CliRunner()
@@ -64,10 +65,55 @@ def test_scales_a_model_was_not_trained_for_are_left_out(data_dir: Path, tmp_pat
     assert "left out: vdsr: no x3 cells" in result.stderr and "vdsr: no x3 cells" in (tmp_path / "r.md").read_text()
 
 
+def test_one_model_per_scale_serves_its_scales(data_dir: Path, tmp_path: Path) -> None:
+    """SRCNN is trained per scale, as in its paper: a x2 and a x3 file together fill both cells, each its own."""
+    x2, x3 = tmp_path / "s2.safetensors", tmp_path / "s3.onnx"
+    save_weights(x2, SRCNN(), [2])
+    save_onnx(export_onnx(SRCNN(), [3], "1" * 64), x3)
+    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2,3,4", "-m", "srcnn", "--weights", str(x3),
+            "--weights", str(x2), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    result = runner.invoke(bench_app, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "r.json").read_text())
+    cells = {r["scale"]: r["backend"] for r in document["results"]}
+    assert cells == {2: "onnxruntime-cpu+torch-cpu", 3: "onnxruntime-cpu+torch-cpu"}
+    per_image = {(r["scale"], r["image"]): r["psnr"] for r in document["per_image"]}
+    assert per_image[(2, "baby.png")] != per_image[(3, "baby.png")]
+    assert document["left_out"] == ["srcnn: no x4 cells (the model was trained for x2, x3)"]
+    assert document["environment"]["weights"] == {
+        "srcnn": [{"file": str(x3), "sha256": sha256_file(x3)}, {"file": str(x2), "sha256": sha256_file(x2)}]
+    }
+
+
+def test_models_for_one_scale_twice_or_a_method_without_weights_are_errors(data_dir: Path, tmp_path: Path) -> None:
+    save_weights(tmp_path / "a.safetensors", SRCNN(), [2])
+    save_weights(tmp_path / "b.safetensors", SRCNN(), [2, 3])
+    base = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2"]
+    twice = runner.invoke(
+        bench_app,
+        [
+            *base,
+            "-m",
+            "srcnn",
+            "--weights",
+            str(tmp_path / "a.safetensors"),
+            "--weights",
+            str(tmp_path / "b.safetensors"),
+        ],
+    )
+    assert (
+        twice.exit_code == 1 and "a.safetensors and " in twice.stderr and "are both srcnn models for x2" in twice.stderr
+    )
+    missing = runner.invoke(
+        bench_app, [*base, "-m", "vdsr", "-m", "srcnn", "--weights", str(tmp_path / "a.safetensors")]
+    )
+    assert missing.exit_code == 1 and "no --weights for vdsr" in missing.stderr
+
+
 def test_onnx_path_imports_no_torch(graphs: tuple[Path, Path]) -> None:
     code = (
         "import sys, numpy as np; from pathlib import Path; from vdsr.bench.harness import Method, method_runner; "
-        f"r = method_runner(Method.vdsr, Path({str(graphs[0])!r})); r.upscale(np.random.rand(9, 7), 3); "
+        f"r = method_runner(Method.vdsr, [Path({str(graphs[0])!r})]); r.upscale(np.random.rand(9, 7), 3); "
         "print([m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

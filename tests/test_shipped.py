@@ -13,12 +13,24 @@ import torch
 
 from vdsr import shipped
 from vdsr.bench.datasets import resolve_dataset, sha256_file
-from vdsr.bench.harness import onnx_runner, run_bench
+from vdsr.bench.harness import Method, method_runner, onnx_runner, run_bench
 from vdsr.runtime.backends import OnnxRuntimeBackend
 from vdsr.train.weights import load_weights
 
-GRAPHS = {"vdsr": ["vdsr.onnx", "vdsr_fp16.onnx"]}  # SRCNN and the int8 graph: once exported
-INTERIM_BAR_SET5 = {"vdsr": {2: 37.0, 3: 33.0, 4: 30.7}, "srcnn": {2: 36.3}}  # issue 3's bar, Set5 PSNR (dB)
+# each shipped model (its card NAME.json, weights NAME.safetensors) and its graphs; SRCNN comes as one model per scale
+GRAPHS = {
+    "vdsr": ["vdsr.onnx", "vdsr_fp16.onnx", "vdsr_int8.onnx"],
+    "srcnn": ["srcnn.onnx"],
+    "srcnn_x3": ["srcnn_x3.onnx"],
+    "srcnn_x4": ["srcnn_x4.onnx"],
+}
+# Set5 PSNR (dB): issue 3's interim bar for VDSR and SRCNN x2; for SRCNN x3 and x4 (no bar set), 1.5 dB over bicubic
+INTERIM_BAR_SET5 = {
+    "vdsr": {2: 37.0, 3: 33.0, 4: 30.7},
+    "srcnn": {2: 36.3},
+    "srcnn_x3": {3: 30.39 + 1.5},
+    "srcnn_x4": {4: 28.42 + 1.5},
+}
 
 
 def card(name: str) -> dict[str, object]:
@@ -35,7 +47,8 @@ def test_card_weights_and_graphs_belong_together(name: str) -> None:
         onnx.checker.check_model(proto, full_check=True)
         metadata = {p.key: p.value for p in proto.metadata_props}
         assert metadata["weights_sha256"] == facts["weights_sha256"], graph
-        assert metadata["architecture"] == name and json.loads(metadata["scales"]) == facts["scales"], graph
+        assert metadata["architecture"] == facts["architecture"] == name.split("_")[0], graph
+        assert json.loads(metadata["scales"]) == facts["scales"] and facts["weights"] == weights.name, graph
 
 
 @pytest.mark.parametrize("name", GRAPHS)
@@ -56,10 +69,15 @@ def test_set5_psnr_of_the_card_is_reproduced_and_meets_the_bar(name: str, data_d
     run = run_bench(
         [resolve_dataset("Set5", data_dir)],
         sorted(claimed),
-        [onnx_runner(OnnxRuntimeBackend(shipped(f"{name}.onnx")), name)],
+        [onnx_runner(OnnxRuntimeBackend(shipped(f"{name}.onnx")), name.split("_")[0])],
     )
     measured = {c.scale: c.psnr for c in run.cells}
     assert not run.failures and measured.keys() == claimed.keys() == INTERIM_BAR_SET5[name].keys()
     for scale, psnr in measured.items():
         assert abs(psnr - claimed[scale]) < 1e-3, (scale, psnr, claimed[scale])  # ONNX Runtime vs the trainer's torch
         assert psnr >= INTERIM_BAR_SET5[name][scale], (scale, psnr)
+
+
+def test_the_bench_runs_every_shipped_model_at_its_scales() -> None:
+    assert method_runner(Method.vdsr).scales == (2, 3, 4)
+    assert method_runner(Method.srcnn).scales == (2, 3, 4)  # three SRCNNs, one per scale

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from vdsr import shipped
 
 BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")  # auto tries them in order
-MODELS = ("vdsr", "srcnn")
+MODELS = ("vdsr", "srcnn", "srcnn_x3", "srcnn_x4")  # shipped; SRCNN: one model per scale (srcnn is x2)
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
 INT8_AUTO_BAR_DB = 0.05  # auto runs an int8 graph only if its recorded PSNR cost (vdsr-export --int8) is at most this
 
@@ -261,7 +261,7 @@ class ModelFiles:
 
 
 def model_files(model: str | Path | None = None) -> ModelFiles:
-    """'vdsr' (default) or 'srcnn': the shipped files; or the path of an .onnx graph or .safetensors weights."""
+    """A shipped model by name (see MODELS; 'vdsr' by default), or the path of an .onnx graph or .safetensors file."""
     model = model or "vdsr"
     if str(model) in MODELS:
         names = {"fp32": f"{model}.onnx", "fp16": f"{model}_fp16.onnx", "int8": f"{model}_int8.onnx"}
@@ -272,7 +272,9 @@ def model_files(model: str | Path | None = None) -> ModelFiles:
         return ModelFiles(str(model), graphs, weights if weights.is_file() else None)
     path = Path(model)
     if not path.is_file():
-        raise ValueError(f"--model {model}: expected {' or '.join(MODELS)}, or an existing .onnx or .safetensors file")
+        raise ValueError(
+            f"--model {model}: expected a shipped model ({', '.join(MODELS)}) or an existing .onnx or .safetensors file"
+        )
     if path.suffix == ".onnx":
         return ModelFiles(path.stem, {"given": path}, None)
     if path.suffix == ".safetensors":

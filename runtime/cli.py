@@ -33,7 +33,10 @@ def main(
         typer.Option(help="auto (GPU: fp16; CPU: int8 where the CPU has VNNI, else fp32), fp32, fp16, int8."),
     ] = "auto",
     model: Annotated[
-        str | None, typer.Option(help="vdsr (default), srcnn, or an .onnx / .safetensors file.", show_default=False)
+        str | None,
+        typer.Option(
+            help="vdsr (default), srcnn (x2), srcnn_x3, srcnn_x4, or an .onnx / .safetensors file.", show_default=False
+        ),
     ] = None,
     tile: Annotated[int, typer.Option(help="Tile side in output pixels (memory vs batching).", min=1)] = 512,
     batch: Annotated[

@@ -48,7 +48,9 @@ def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str,
     (tmp_path / "model.pt").write_bytes(b"pickle")
     with pytest.raises(ValueError, match="expected an .onnx graph or .safetensors"):
         model_files(tmp_path / "model.pt")
-    with pytest.raises(ValueError, match="expected vdsr or srcnn, or an existing"):
+    with pytest.raises(
+        ValueError, match=r"expected a shipped model \(vdsr, srcnn, srcnn_x3, srcnn_x4\) or an existing"
+    ):
         model_files(tmp_path / "missing.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
     with pytest.raises(ValueError, match="broken.onnx: ONNX Runtime cannot load it"):

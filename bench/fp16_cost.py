@@ -72,7 +72,7 @@ def main(
               f"{r['ssim_fp32']:.5f} | {r['ssim_fp16']:.5f} |" for r in rows]  # fmt: skip
     for line in lines:
         typer.echo(line)
-    env = environment(shlex.join(["python -m vdsr.bench.fp16_cost", *sys.argv[1:]]))
+    env = environment(shlex.join(["python", "-m", "vdsr.bench.fp16_cost", *sys.argv[1:]]))
     if json_path:
         atomic_write_text(
             json_path, json.dumps({"results": rows, "bar_db": BAR_DB, "environment": env}, indent=1) + "\n"

@@ -10,6 +10,8 @@ int8 export).
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -54,7 +56,7 @@ def main(
                 )
                 typer.echo(f"{graph.name:16} {shape:12} max |ORT - torch fp32| = {diff:.2e}")
     document = {"results": rows, "settings": {"seed": seed, "models": str(shipped(""))}}
-    document["environment"] = environment(f"python -m vdsr.bench.parity --json {json_path}")
+    document["environment"] = environment(shlex.join(["python", "-m", "vdsr.bench.parity", *sys.argv[1:]]))
     atomic_write_text(json_path, json.dumps(document, indent=1) + "\n")
     typer.echo(f"wrote {json_path}")
 

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from vdsr import shipped
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import ground_truth_y, low_resolution, scorable, score
-from vdsr.runtime.backends import OnnxRuntimeBackend
+from vdsr.runtime.backends import MODELS, OnnxRuntimeBackend
 from vdsr.runtime.images import ImageError, load_image
 from vdsr.runtime.resize import imresize
 
@@ -57,14 +57,12 @@ def onnx_runner(backend: OnnxRuntimeBackend, name: str) -> MethodRunner:
     return MethodRunner(name, f"onnxruntime-{provider}", precision, upscale, scales)
 
 
-SHIPPED = {"vdsr": ("vdsr",), "srcnn": ("srcnn", "srcnn_x3", "srcnn_x4")}  # SRCNN: one model per scale, as in its paper
-
-
 def shipped_weights(method: Method) -> list[Path]:
     """The shipped models of a learnt method: each one's ONNX graph where shipped, else its safetensors."""
     found = [
         next((p for p in (shipped(f"{stem}.onnx"), shipped(f"{stem}.safetensors")) if p.is_file()), None)
-        for stem in SHIPPED[method.value]
+        for stem in MODELS
+        if stem.split("_")[0] == method.value  # SRCNN comes as one model per scale, as in its paper
     ]
     paths = [p for p in found if p is not None]
     if not paths:
@@ -81,7 +79,7 @@ def weights_runner(path: Path) -> MethodRunner:
     if path.suffix == ".onnx":
         backend = OnnxRuntimeBackend(path, require_halo=False)  # whole images: no tiles, no halo needed
         architecture = backend.metadata.get("architecture")
-        if architecture is None or architecture not in SHIPPED:
+        if architecture is None or architecture not in (Method.vdsr.value, Method.srcnn.value):
             raise ValueError(f"{path}: the graph does not say it holds vdsr or srcnn weights (architecture metadata)")
         return onnx_runner(backend, architecture)
     try:  # torch only where a learnt model is asked for: the bicubic benchmark must not need it

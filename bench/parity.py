@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import typer
 
-from vdsr import shipped
+from vdsr.bench.datasets import sha256_file
 from vdsr.bench.report import environment
 from vdsr.runtime.atomic import atomic_write_text
 from vdsr.runtime.backends import MODELS, OnnxRuntimeBackend, model_files
@@ -38,6 +38,7 @@ def main(
     rng = np.random.default_rng(seed)
     inputs = [rng.random(shape, dtype=np.float32) for shape in SHAPES]
     rows = []
+    hashes: dict[str, str] = {}  # the shipped graphs measured
     for name in MODELS:
         files = model_files(name)
         if files.weights is None:
@@ -46,6 +47,7 @@ def main(
         model, _ = load_weights(files.weights)
         for precision, graph in files.graphs.items():
             backend = OnnxRuntimeBackend(graph)
+            hashes[graph.name] = sha256_file(graph)
             for x in inputs:
                 with torch.inference_mode():
                     expected = model(torch.from_numpy(x)).numpy()
@@ -55,7 +57,7 @@ def main(
                     {"model": name, "graph": graph.name, "precision": precision, "shape": shape, "max_abs": diff}
                 )
                 typer.echo(f"{graph.name:16} {shape:12} max |ORT - torch fp32| = {diff:.2e}")
-    document = {"results": rows, "settings": {"seed": seed, "models": str(shipped(""))}}
+    document = {"results": rows, "settings": {"seed": seed, "graphs_sha256": hashes}}
     document["environment"] = environment(shlex.join(["python", "-m", "vdsr.bench.parity", *sys.argv[1:]]))
     atomic_write_text(json_path, json.dumps(document, indent=1) + "\n")
     typer.echo(f"wrote {json_path}")

@@ -140,20 +140,22 @@ def main(
     runners = []
     sources: dict[str, list[dict[str, str]]] = {}  # which files each learnt method ran: the results name them
     for m in methods:
-        mine = [(p, r) for p, r in given if r.name == m.value]
         try:
             if m is Method.bicubic:
                 runners.append(method_runner(m))
                 continue
-            if not weights:
+            if weights:
+                mine = [(p, r) for p, r in given if r.name == m.value]
+            else:
                 mine = [(p, weights_runner(p)) for p in shipped_weights(m)]
-            if mine:
-                runners.append(per_scale(m, mine))
-                sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
-            elif not unreadable:  # the unreadable file may have been this method's: its error is already out
+            if not mine and unreadable:  # the unreadable file may have been this method's: its error is already out
+                continue
+            if not mine:
                 raise ValueError(
                     f"no --weights for {m.value}: give weights for every learnt method, or none for the shipped ones"
                 )
+            runners.append(per_scale(m, mine))
+            sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
         except ValueError as error:
             err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             failed = True

@@ -86,12 +86,12 @@ def weights_runner(path: Path) -> MethodRunner:
         import torch
 
         from vdsr.train.evaluate import torch_runner
-        from vdsr.train.models import VDSR
+        from vdsr.train.models import architecture_of
         from vdsr.train.weights import load_weights
     except ImportError as error:
         raise ValueError(f"{path}: safetensors weights need PyTorch: pip install 'vdsr[train]' ({error})") from error
     model, scales = load_weights(path)
-    return torch_runner(model, "vdsr" if isinstance(model, VDSR) else "srcnn", torch.device("cpu"), scales)
+    return torch_runner(model, architecture_of(model), torch.device("cpu"), scales)
 
 
 def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> MethodRunner:

@@ -16,7 +16,7 @@ import torch
 
 from vdsr import __version__
 from vdsr.runtime.atomic import atomic_write_bytes
-from vdsr.train.models import SRCNN, VDSR, model_config
+from vdsr.train.models import SRCNN, VDSR, architecture_of, model_config
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "ilr"
@@ -41,7 +41,7 @@ def export_onnx(
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
-    architecture = "vdsr" if isinstance(model, VDSR) else "srcnn"
+    architecture = architecture_of(model)
     metadata = {
         "architecture": architecture,
         "config": json.dumps(model_config(model)),

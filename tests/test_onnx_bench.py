@@ -89,21 +89,10 @@ def test_models_for_one_scale_twice_or_a_method_without_weights_are_errors(data_
     save_weights(tmp_path / "a.safetensors", SRCNN(), [2])
     save_weights(tmp_path / "b.safetensors", SRCNN(), [2, 3])
     base = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2"]
-    twice = runner.invoke(
-        bench_app,
-        [
-            *base,
-            "-m",
-            "srcnn",
-            "--weights",
-            str(tmp_path / "a.safetensors"),
-            "--weights",
-            str(tmp_path / "b.safetensors"),
-        ],
-    )
-    assert (
-        twice.exit_code == 1 and "a.safetensors and " in twice.stderr and "are both srcnn models for x2" in twice.stderr
-    )
+    both = ["--weights", str(tmp_path / "a.safetensors"), "--weights", str(tmp_path / "b.safetensors")]
+    twice = runner.invoke(bench_app, [*base, "-m", "srcnn", *both])
+    assert twice.exit_code == 1 and "a.safetensors and " in twice.stderr
+    assert "are both srcnn models for x2" in twice.stderr
     missing = runner.invoke(
         bench_app, [*base, "-m", "vdsr", "-m", "srcnn", "--weights", str(tmp_path / "a.safetensors")]
     )

@@ -94,5 +94,10 @@ def build_model(architecture: str, config: dict[str, object] | None = None) -> V
     raise ValueError(f"Unknown architecture {architecture!r}; expected 'vdsr' or 'srcnn'")
 
 
+def architecture_of(model: VDSR | SRCNN) -> str:
+    """The name build_model takes for this model, as recorded in weights, graphs and model cards."""
+    return "vdsr" if isinstance(model, VDSR) else "srcnn"
+
+
 def model_config(model: VDSR | SRCNN) -> dict[str, object]:
     return asdict(model.config)

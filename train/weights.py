@@ -10,12 +10,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from vdsr.runtime.atomic import atomic_write_bytes
-from vdsr.train.models import SRCNN, VDSR, build_model, model_config
+from vdsr.train.models import SRCNN, VDSR, architecture_of, build_model, model_config
 
 
 def save_weights(path: Path, model: VDSR | SRCNN, scales: list[int]) -> None:
-    architecture = "vdsr" if isinstance(model, VDSR) else "srcnn"
-    metadata = {"architecture": architecture, "config": json.dumps(model_config(model)), "scales": json.dumps(scales)}
+    metadata = {
+        "architecture": architecture_of(model),
+        "config": json.dumps(model_config(model)),
+        "scales": json.dumps(scales),
+    }
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 

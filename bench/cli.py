@@ -11,10 +11,11 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vdsr.bench.datasets import Dataset, DatasetError, resolve_dataset, sha256_file
+from vdsr.bench.datasets import Dataset, resolve_dataset
 from vdsr.bench.harness import (
     Method,
     MethodRunner,
@@ -24,6 +25,7 @@ from vdsr.bench.harness import (
     shipped_weights,
     weights_runner,
 )
+from vdsr.bench.protocol import parse_scales
 from vdsr.bench.report import (
     COMPARISON_HEADER,
     comparison_rows,
@@ -33,25 +35,11 @@ from vdsr.bench.report import (
     to_markdown,
     write_report,
 )
-from vdsr.runtime.atomic import unwritable_folder
+from vdsr.cli import error_console, exit_on_errors, print_error
+from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
+from vdsr.files import sha256_file, unwritable_folder
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-def parse_scales(values: list[str]) -> list[int]:
-    """'2,3,4' or repeated --scale; the protocol (modcrop, shave) needs integer scales >= 2."""
-    scales: list[int] = []
-    for value in values:
-        for part in value.split(","):
-            try:
-                scale = int(part.strip())
-            except ValueError:
-                scale = 0
-            if scale < 2:
-                raise typer.BadParameter(f"scale must be an integer >= 2, got {part.strip()!r}", param_hint="--scale")
-            if scale not in scales:
-                scales.append(scale)
-    return scales
 
 
 def check_writable(path: Path | None, option: str) -> None:
@@ -59,12 +47,12 @@ def check_writable(path: Path | None, option: str) -> None:
     if path is None:
         return
     if len(path.name.encode()) > 255:  # most file systems' limit on one name
-        raise typer.BadParameter(f"cannot write {path}: the file name is too long", param_hint=option)
+        raise UsageError(f"{option}: cannot write {path}: the file name is too long")
     if path.is_dir():
-        raise typer.BadParameter(f"{path} is a folder; give a file path", param_hint=option)
+        raise UsageError(f"{option}: {path} is a folder; give a file path")
     problem = unwritable_folder(path.parent)
     if problem:
-        raise typer.BadParameter(problem, param_hint=option)
+        raise UsageError(f"{option}: {problem}")
 
 
 @app.command()
@@ -100,22 +88,23 @@ def main(
     out = Console()
     if not out.is_terminal:
         out = Console(width=160)  # piped or captured: no terminal width to fit, so do not squeeze the table
-    err = Console(stderr=True)
-    scales = parse_scales(scale)
-    for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown")):
-        check_writable(path, option)
+    err = error_console()
+    with exit_on_errors(err):
+        scales = parse_scales(scale)
+        for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown")):
+            check_writable(path, option)
     env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
     datasets: list[Dataset] = []
     failed = False
     for spec in dataset:
         try:
             resolved = resolve_dataset(spec, data_dir)
-        except DatasetError as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        except VdsrError as error:
+            print_error(err, error)
             failed = True
             continue
         if any(d.name == resolved.name for d in datasets):  # results are keyed by name: two "photos" would merge
-            err.print(f"[red]error:[/red] {spec}: another --dataset is already named {resolved.name!r}", soft_wrap=True)
+            print_error(err, f"{spec}: another --dataset is already named {resolved.name!r}")
             failed = True
             continue
         datasets.append(resolved)
@@ -126,16 +115,12 @@ def main(
     for path in weights or []:
         try:
             given.append((path, weights_runner(path)))
-        except ValueError as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        except VdsrError as error:
+            print_error(err, error)
             failed = unreadable = True
     for path, runner in given:
         if runner.name not in learnt:
-            err.print(
-                f"[red]error:[/red] {path} holds {runner.name} weights, not {' or '.join(learnt) or 'a learnt method'}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            print_error(err, f"{path} holds {runner.name} weights, not {' or '.join(learnt) or 'a learnt method'}")
             failed = True
     runners = []
     sources: dict[str, list[dict[str, str]]] = {}  # which files each learnt method ran: the results name them
@@ -151,13 +136,13 @@ def main(
             if not mine and unreadable:  # the unreadable file may have been this method's: its error is already out
                 continue
             if not mine:
-                raise ValueError(
+                raise UsageError(
                     f"no --weights for {m.value}: give weights for every learnt method, or none for the shipped ones"
                 )
             runners.append(per_scale(m, mine))
             sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
-        except ValueError as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        except VdsrError as error:
+            print_error(err, error)
             failed = True
     env["weights"] = sources
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
@@ -170,9 +155,9 @@ def main(
         table.add_row(*row)
     out.print(table)
     for note in run.left_out:
-        err.print(f"left out: {note}", highlight=False, soft_wrap=True)
+        err.print(f"left out: {escape(note)}")
     for failure in run.failures:
-        err.print(f"[red]failed:[/red] {failure.error}", highlight=False, soft_wrap=True)
+        print_error(err, failure.error, "failed")
     reports: list[tuple[Path | None, Callable[[], str]]] = [
         (json_path, lambda: to_json(run, env)),
         (csv_path, lambda: to_csv(run)),
@@ -184,11 +169,9 @@ def main(
         try:
             write_report(path, render())
         except OSError as error:
-            err.print(
-                f"[red]error:[/red] {path}: cannot write ({error.strerror or error})", highlight=False, soft_wrap=True
-            )
+            print_error(err, f"{path}: cannot write ({error.strerror or error})")
             failed = True
             continue
-        err.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        err.print(f"wrote {escape(str(path))}")
     if failed or run.failures:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

@@ -7,23 +7,17 @@ Any other `--dataset` value is taken as a plain folder of images, unverified, na
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from vdsr.errors import DatasetError
+from vdsr.files import sha256_file
+from vdsr.runtime.images import IMAGE_SUFFIXES
+
 KNOWN_SETS = ("Set5", "Set14", "B100", "Urban100", "T91", "BSD200")
 DATA_DIR_ENV = "VDSR_DATA_DIR"
-IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-
-
-class DatasetError(ValueError):
-    """A data set that cannot be used; `problems` lists every missing or mismatched file, one line each."""
-
-    def __init__(self, summary: str, problems: list[str] | None = None) -> None:
-        self.problems = problems or []
-        super().__init__("\n".join([summary, *(f"  {p}" for p in self.problems)]))
 
 
 @dataclass(frozen=True)
@@ -54,14 +48,6 @@ def read_manifest(name: str) -> dict[str, str]:
             digest, filename = line.split(maxsplit=1)
             manifest[filename.lstrip("*")] = digest
     return manifest
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_folder(folder: Path, manifest: dict[str, str]) -> list[str]:
@@ -112,5 +98,5 @@ def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
     except OSError as error:
         raise DatasetError(f"{folder}: cannot list the folder ({error.strerror or error})") from error
     if not found:
-        raise DatasetError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DatasetError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     return Dataset(name=folder.resolve().name, files=found, verified=False)

@@ -15,12 +15,13 @@ from typing import Annotated
 
 import typer
 
-from vdsr.bench.cli import parse_scales
-from vdsr.bench.datasets import DatasetError, resolve_dataset
-from vdsr.bench.harness import onnx_runner, run_bench
+from vdsr.bench.datasets import resolve_dataset
+from vdsr.bench.harness import backend_runner, run_bench
+from vdsr.bench.protocol import parse_scales
 from vdsr.bench.report import environment
-from vdsr.runtime.atomic import atomic_write_text
-from vdsr.runtime.backends import OnnxRuntimeBackend
+from vdsr.errors import VdsrError
+from vdsr.files import atomic_write_text
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 
 BAR_DB = 0.005
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -36,11 +37,11 @@ def main(
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
     markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
 ) -> None:
-    scales = parse_scales(scale)
     try:
+        scales = parse_scales(scale)
         datasets = [resolve_dataset(name, data_dir) for name in dataset]
         backends = {"fp32": OnnxRuntimeBackend(fp32), "fp16": OnnxRuntimeBackend(fp16)}
-    except (DatasetError, ValueError) as error:
+    except VdsrError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
     for precision, path in (("fp32", fp32), ("fp16", fp16)):
@@ -51,7 +52,7 @@ def main(
     if backends["fp32"].metadata.get("weights_sha256") != backends["fp16"].metadata.get("weights_sha256"):
         typer.echo(f"error: {fp32} and {fp16} were exported from different weights", err=True)
         raise typer.Exit(1)
-    run = run_bench(datasets, scales, [onnx_runner(b, name) for name, b in backends.items()])
+    run = run_bench(datasets, scales, [backend_runner(b, name) for name, b in backends.items()])
     cells = {(c.dataset, c.scale, c.method): c for c in run.cells}
     for note in dict.fromkeys(run.left_out):
         typer.echo(f"left out: {note}", err=True)

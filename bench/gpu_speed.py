@@ -29,22 +29,26 @@ import torch
 import typer
 from numpy.typing import NDArray
 
-from vdsr import shipped
 from vdsr.bench.datasets import resolve_dataset
-from vdsr.bench.protocol import ground_truth_y, low_resolution, score
-from vdsr.bench.report import environment, gpu_names
-from vdsr.runtime.atomic import atomic_write_text
+from vdsr.bench.protocol import degrade, score
+from vdsr.bench.report import environment
+from vdsr.catalogue import shipped
+from vdsr.files import atomic_write_text
+from vdsr.networks import SRCNN, VDSR, VDSRConfig
+from vdsr.runtime.backends.onnx_runtime import CUDA_PROVIDERS, OnnxRuntimeBackend
+from vdsr.runtime.backends.pytorch import TorchBackend
 from vdsr.runtime.images import load_image
+from vdsr.runtime.machine import gpu_names
 from vdsr.runtime.resize_torch import imresize_torch
-from vdsr.train.models import VDSR, VDSRConfig
-from vdsr.train.weights import load_weights
+from vdsr.runtime.upscaler import Upscaler
+from vdsr.weights import load_weights
 
 app = typer.Typer(add_completion=False, help=__doc__)
 Net = Callable[[torch.Tensor], torch.Tensor]
 TILE_WINDOW = 552  # the runtime's default tile (512) plus twice VDSR's halo (20)
 
 
-def flops_per_pixel(model: torch.nn.Module) -> float:
+def flops_per_pixel(model: VDSR | SRCNN) -> float:
     """2 x multiply-adds of every convolution per output pixel (1.33 M for the paper's VDSR)."""
     return float(sum(2 * m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Conv2d)))
 
@@ -74,7 +78,7 @@ def matmul_peak_tflops(device: torch.device, size: int, min_seconds: float) -> f
     return 2 * size**3 / seconds_per_call(lambda: a @ b, device, min_seconds) / 1e12
 
 
-def variants(model: torch.nn.Module, device: torch.device, onnx_fp16: Path | None) -> dict[str, Callable[[], Net]]:
+def variants(model: VDSR | SRCNN, device: torch.device, onnx_fp16: Path | None) -> dict[str, Callable[[], Net]]:
     """Name -> a builder of the network as a callable on (N, 1, H, W) fp32 tensors on `device` (built lazily, so a
     failing variant is recorded, not fatal)."""
 
@@ -89,13 +93,11 @@ def variants(model: torch.nn.Module, device: torch.device, onnx_fp16: Path | Non
         return lambda x: net(x.half().contiguous(memory_format=torch.channels_last)).float()
 
     def fp16_cuda_graph() -> Net:
-        from vdsr.runtime.backends import TorchBackend
-
         if device.type != "cuda":
             raise RuntimeError("needs CUDA")
         torch.backends.cudnn.benchmark = True
         backend = TorchBackend(copy.deepcopy(model), "cuda")  # the runtime's own fp16 channels_last CUDA graphs
-        return lambda x: backend.run_device(x)
+        return lambda x: backend.run(x)
 
     def compiled() -> Net:
         if device.type != "cuda":
@@ -106,9 +108,7 @@ def variants(model: torch.nn.Module, device: torch.device, onnx_fp16: Path | Non
     def onnxruntime_cuda_fp16() -> Net:
         if onnx_fp16 is None or device.type != "cuda":
             raise RuntimeError("needs CUDA and --onnx-fp16")
-        from vdsr.runtime.backends import OnnxRuntimeBackend
-
-        backend = OnnxRuntimeBackend(onnx_fp16, ("CUDAExecutionProvider",))
+        backend = OnnxRuntimeBackend(onnx_fp16, CUDA_PROVIDERS)
         if backend.name != "onnxruntime-cuda":
             raise RuntimeError("onnxruntime has no working CUDA provider")
         return lambda x: torch.from_numpy(backend(x.cpu().numpy())).to(device)  # host I/O included
@@ -119,7 +119,7 @@ def variants(model: torch.nn.Module, device: torch.device, onnx_fp16: Path | Non
 
 
 def backend_table(
-    model: torch.nn.Module, device: torch.device, shapes: list[tuple[int, int, int]], peak: float,
+    model: VDSR | SRCNN, device: torch.device, shapes: list[tuple[int, int, int]], peak: float,
     onnx_fp16: Path | None, min_seconds: float,
 ) -> list[dict[str, Any]]:  # fmt: skip
     flops = flops_per_pixel(model)
@@ -148,7 +148,7 @@ def backend_table(
 
 
 def paper_table(
-    model: torch.nn.Module, device: torch.device, data_dir: Path | None, sets: list[str], scales: list[int],
+    model: VDSR | SRCNN, device: torch.device, data_dir: Path | None, sets: list[str], scales: list[int],
     urban_sizes: Path | None, limit: int | None, min_seconds: float, crop: int | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Seconds per image, LR luminance in -> SR luminance out on the device (fp16 channels_last), per set and scale.
@@ -161,18 +161,15 @@ def paper_table(
             if urban_sizes is None:
                 continue
             sizes = [tuple(int(v) for v in line.split("\t")[1:3]) for line in urban_sizes.read_text().splitlines()[1:]]
-            images = [np.random.default_rng(i).random((h, w))[:crop, :crop] for i, (w, h) in enumerate(sizes[:limit])]
+            rngs = [np.random.default_rng(i) for i in range(len(sizes[:limit]))]
+            images = [rng.random((h, w, 1))[:crop, :crop] for rng, (w, h) in zip(rngs, sizes[:limit], strict=True)]
         else:
             images = [load_image(p).color[:crop, :crop] for p in resolve_dataset(name, data_dir).files[:limit]]
         for scale in scales:
             seconds, psnr = [], []
             for image in images:
-                gt = (
-                    ground_truth_y(image, scale)
-                    if image.ndim == 3
-                    else image[: image.shape[0] // scale * scale, : image.shape[1] // scale * scale]
-                )
-                lr = torch.from_numpy(low_resolution(gt, scale)).float()
+                degraded = degrade(image, scale)
+                gt, lr = degraded.hr_y, torch.from_numpy(degraded.lr_y).float()
 
                 def run(lr: torch.Tensor = lr, scale: int = scale) -> torch.Tensor:
                     with torch.inference_mode():
@@ -192,8 +189,6 @@ def memory_8k(model_path: Path | None, device: torch.device, out_size: tuple[int
               ) -> dict[str, Any]:  # fmt: skip
     """Peak GPU memory and throughput of the tiled runtime (torch-cuda backend) for one RGB frame of `out_size`
     (W, H) output, and the network alone on the whole frame untiled, for the cost of tiling."""
-    from vdsr.runtime.upscaler import Upscaler
-
     if device.type != "cuda":
         return {"skipped": "needs CUDA"}
     width, height = out_size
@@ -211,7 +206,7 @@ def memory_8k(model_path: Path | None, device: torch.device, out_size: tuple[int
             "note": "upload, colour, bicubic ILR, tiles, rounding on the GPU; result copied back"}  # fmt: skip
 
 
-def fp16_cost(model: torch.nn.Module, device: torch.device, data_dir: Path | None, sets: list[str],
+def fp16_cost(model: VDSR | SRCNN, device: torch.device, data_dir: Path | None, sets: list[str],
               scales: list[int], limit: int | None, crop: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """PSNR fp32 - PSNR fp16 on the device, per set and scale (bench protocol)."""
     nets = {name: variants(model, device, None)[name]() for name in ("torch eager fp32", "torch fp16 channels_last")}
@@ -221,8 +216,8 @@ def fp16_cost(model: torch.nn.Module, device: torch.device, data_dir: Path | Non
         for scale in scales:
             psnr: dict[str, list[float]] = {k: [] for k in nets}
             for image in images:
-                gt = ground_truth_y(image, scale)
-                ilr = imresize_torch(torch.from_numpy(low_resolution(gt, scale)).to(device), scale).float()
+                degraded = degrade(image, scale)
+                gt, ilr = degraded.hr_y, imresize_torch(torch.from_numpy(degraded.lr_y).to(device), scale).float()
                 for key, net in nets.items():
                     with torch.inference_mode():
                         sr = net(ilr[None, None])[0, 0].double().cpu().numpy()

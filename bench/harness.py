@@ -11,18 +11,23 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr import shipped
 from vdsr.bench.datasets import Dataset
-from vdsr.bench.protocol import ground_truth_y, low_resolution, scorable, score
-from vdsr.runtime.backends import MODELS, OnnxRuntimeBackend
-from vdsr.runtime.images import ImageError, load_image
+from vdsr.bench.protocol import degrade, scorable, score
+from vdsr.catalogue import Architecture, graph_name, shipped, shipped_models
+from vdsr.errors import ImageError, ModelError
+from vdsr.runtime.backends.base import Backend
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.backends.select import open_backend
+from vdsr.runtime.images import load_image
 from vdsr.runtime.resize import imresize
 
 
 class Method(str, Enum):
+    """What the benchmark scores: bicubic, and each network of vdsr.catalogue.Architecture."""
+
     bicubic = "bicubic"
-    srcnn = "srcnn"
-    vdsr = "vdsr"
+    srcnn = Architecture.srcnn.value
+    vdsr = Architecture.vdsr.value
 
 
 @dataclass(frozen=True)
@@ -44,70 +49,59 @@ def bicubic_upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floati
     return imresize(lr_y, scale)
 
 
-def onnx_runner(backend: OnnxRuntimeBackend, name: str) -> MethodRunner:
-    """LR -> MATLAB-exact bicubic ILR (numpy) -> the ONNX graph on ONNX Runtime. No PyTorch."""
+def backend_runner(backend: Backend, name: str) -> MethodRunner:
+    """LR -> MATLAB-exact bicubic ILR (numpy) -> the network on a runtime backend, whole images (no tiles)."""
 
     def upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
         sr: NDArray[np.floating] = backend(imresize(lr_y, scale)[None, None])[0, 0]
         return sr
 
-    provider = backend.providers[0].removesuffix("ExecutionProvider").lower()  # what the session really runs on
-    precision = backend.metadata.get("precision", "fp32")
-    scales = tuple(backend.scales) or None  # a graph without the metadata: no claim either way
-    return MethodRunner(name, f"onnxruntime-{provider}", precision, upscale, scales)
+    scales = tuple(backend.scales) or None  # a model without the metadata: no claim either way
+    return MethodRunner(name, backend.name, backend.precision, upscale, scales)
 
 
 def shipped_weights(method: Method) -> list[Path]:
     """The shipped models of a learnt method: each one's ONNX graph where shipped, else its safetensors."""
     found = [
-        next((p for p in (shipped(f"{stem}.onnx"), shipped(f"{stem}.safetensors")) if p.is_file()), None)
-        for stem in MODELS
-        if stem.split("_")[0] == method.value  # SRCNN comes as one model per scale, as in its paper
+        next((p for p in (shipped(graph_name(stem, "fp32")), shipped(f"{stem}.safetensors")) if p.is_file()), None)
+        for stem in shipped_models(method.value)  # SRCNN comes as one model per scale, as in its paper
     ]
     paths = [p for p in found if p is not None]
     if not paths:
         missing = shipped(f"{method.value}.safetensors")
-        raise ValueError(f"No weights for {method.value}: {missing} does not exist (train them with vdsr-train)")
+        raise ModelError(f"No weights for {method.value}: {missing} does not exist (train them with vdsr-train)")
     return paths
 
 
 def weights_runner(path: Path) -> MethodRunner:
     """The runner for one weights file, named by the architecture the file says it holds: an .onnx graph on ONNX
-    Runtime (no PyTorch), or .safetensors on PyTorch (CPU)."""
+    Runtime (no PyTorch), or .safetensors on PyTorch (CPU, fp32)."""
     if not path.is_file():
-        raise ValueError(f"{path}: no such weights file")
+        raise ModelError(f"{path}: no such weights file")
     if path.suffix == ".onnx":
-        backend = OnnxRuntimeBackend(path, require_halo=False)  # whole images: no tiles, no halo needed
-        architecture = backend.metadata.get("architecture")
-        if architecture is None or architecture not in (Method.vdsr.value, Method.srcnn.value):
-            raise ValueError(f"{path}: the graph does not say it holds vdsr or srcnn weights (architecture metadata)")
-        return onnx_runner(backend, architecture)
-    try:  # torch only where a learnt model is asked for: the bicubic benchmark must not need it
-        import torch
-
-        from vdsr.train.evaluate import torch_runner
-        from vdsr.train.models import architecture_of
-        from vdsr.train.weights import load_weights
-    except ImportError as error:
-        raise ValueError(f"{path}: safetensors weights need PyTorch: pip install 'vdsr[train]' ({error})") from error
-    model, scales = load_weights(path)
-    return torch_runner(model, architecture_of(model), torch.device("cpu"), scales)
+        backend: Backend = OnnxRuntimeBackend(path, require_halo=False)  # whole images: no tiles, no halo needed
+    else:
+        backend = open_backend("torch-cpu", path)  # PyTorch only where a learnt model's weights are asked for
+    architecture = backend.architecture
+    if architecture is None or architecture not in tuple(a.value for a in Architecture):
+        raise ModelError(f"{path}: the model does not say it holds vdsr or srcnn weights (architecture metadata)")
+    return backend_runner(backend, architecture)
 
 
 def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> MethodRunner:
     """One runner for a method from its models, each used at the scales it was trained for (SRCNN: one per scale)."""
     for path, runner in models:
         if runner.name != method.value:
-            raise ValueError(f"{path} holds {runner.name} weights, not {method.value}")
+            raise ModelError(f"{path} holds {runner.name} weights, not {method.value}")
     if len(models) == 1:
         return models[0][1]
     chosen: dict[int, tuple[Path, MethodRunner]] = {}
     for path, runner in models:
         if runner.scales is None:
-            raise ValueError(f"{path} records no trained scales: with several {method.value} models, each must")
+            raise ModelError(f"{path} records no trained scales: with several {method.value} models, each must")
         for scale in runner.scales:
             if scale in chosen:
-                raise ValueError(f"{chosen[scale][0]} and {path} are both {method.value} models for x{scale}")
+                raise ModelError(f"{chosen[scale][0]} and {path} are both {method.value} models for x{scale}")
             chosen[scale] = (path, runner)
 
     def upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
@@ -173,6 +167,7 @@ def run_bench(
     datasets: Sequence[Dataset],
     scales: Sequence[int],
     methods: Sequence[MethodRunner],
+    *,
     on_progress: Callable[[int], None] = lambda steps: None,
 ) -> BenchRun:
     """Score every method on every image at every scale. One step = one (image, scale, method); a file that cannot be
@@ -196,8 +191,8 @@ def run_bench(
                     failures.append(Failure(dataset.name, path.name, scale, cause))
                     on_progress(len(methods))
                     continue
-                gt_y = ground_truth_y(color, scale)
-                lr_y = low_resolution(gt_y, scale)
+                degraded = degrade(color, scale)
+                gt_y, lr_y = degraded.hr_y, degraded.lr_y
                 for runner in methods:
                     if runner.scales is not None and scale not in runner.scales:
                         on_progress(1)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import typer
 
-from vdsr.bench.datasets import sha256_file
 from vdsr.bench.report import environment
-from vdsr.runtime.atomic import atomic_write_text
-from vdsr.runtime.backends import MODELS, OnnxRuntimeBackend, model_files
-from vdsr.train.weights import load_weights
+from vdsr.catalogue import MODELS, model_files
+from vdsr.files import atomic_write_text, sha256_file
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.weights import load_weights
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -1,4 +1,6 @@
-"""The VDSR paper's evaluation protocol for one ground-truth image (REFERENCE.md section 3).
+"""The VDSR paper's evaluation protocol for one ground-truth image (Kim, Lee & Lee, CVPR 2016, section 4, and the
+MATLAB scripts it was evaluated with), and its degradation, which the training data, the int8 calibration and
+validation use too:
 
 1. modcrop the HR image to a multiple of the scale;
 2. ground-truth Y: BT.601 for RGB images, rounded to an integer as MATLAB's rgb2ycbcr does for uint8 input;
@@ -10,14 +12,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr.bench.metrics import SSIM_WINDOW, psnr, ssim
+from vdsr.errors import UsageError
 from vdsr.runtime.color import rgb_to_y
-from vdsr.runtime.metrics import SSIM_WINDOW, psnr, ssim
 from vdsr.runtime.resize import imresize, modcrop
+
+
+def parse_scales(values: Iterable[str]) -> list[int]:
+    """'2,3,4' or repeated --scale values -> [2, 3, 4]; the protocol (modcrop, shave) needs integer scales >= 2."""
+    scales: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                scale = int(part.strip())
+            except ValueError:
+                scale = 0
+            if scale < 2:
+                raise UsageError(f"--scale: scale must be an integer >= 2, got {part.strip()!r}")
+            if scale not in scales:
+                scales.append(scale)
+    return scales
 
 
 def scorable(shape: tuple[int, ...], scale: int) -> bool:
@@ -47,6 +67,26 @@ def ground_truth_y(color: NDArray[np.floating], scale: int) -> NDArray[np.float6
 def low_resolution(gt_y: NDArray[np.float64], scale: int) -> NDArray[np.floating]:
     """LR luminance on 0..1, MATLAB imresize(Y, 1/s, 'bicubic') in float64."""
     return imresize(gt_y / 255.0, 1.0 / scale)
+
+
+@dataclass(frozen=True)
+class Degraded:
+    """One ground-truth image through the protocol's degradation at one scale: HR -> LR -> ILR."""
+
+    hr_y: NDArray[np.float64]  # modcropped ground-truth Y, integer values in 0..255
+    lr_y: NDArray[np.floating]  # its bicubic reduction by the scale, 0..1
+    scale: int
+
+    def ilr(self) -> NDArray[np.floating]:
+        """The network's input: LR enlarged back by MATLAB's bicubic, 0..1, float64 (computed on each call: the
+        benchmark times it as part of the method)."""
+        return imresize(self.lr_y, self.scale)
+
+
+def degrade(color: NDArray[np.floating], scale: int) -> Degraded:
+    """The protocol's HR -> LR for (H, W, 1) gray or (H, W, 3) RGB pixels in [0, 1] (see ground_truth_y)."""
+    hr_y = ground_truth_y(color, scale)
+    return Degraded(hr_y=hr_y, lr_y=low_resolution(hr_y, scale), scale=scale)
 
 
 @dataclass(frozen=True)

@@ -8,47 +8,24 @@ import json
 import math
 import os
 import platform
-import shutil
-import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from vdsr import __commit_id__, __version__
+from vdsr._version import __commit_id__, __version__
 from vdsr.bench.harness import BenchRun, CellResult
 from vdsr.bench.paper import paper_value
-from vdsr.runtime.atomic import atomic_write_text
+from vdsr.files import atomic_write_text
+from vdsr.runtime.machine import NOTABLE_CPU_FLAGS, cpu_features, cpu_model, gpu_names
 
 COMPARISON_HEADER = (
     "dataset", "scale", "method", "images", "PSNR", "paper", "Δ dB", "SSIM", "paper", "Δ", "s/image", "backend",
 )  # fmt: skip
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass  # not Linux: fall back to what platform knows
-    return platform.processor() or platform.machine()
-
-
-def gpu_names() -> list[str]:
-    """NVIDIA GPUs as nvidia-smi reports them (name, driver); empty when there is no nvidia-smi."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
-    try:
-        result = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []  # a broken driver install: report no GPU rather than fail the benchmark
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
-
-
 def environment(command: str) -> dict[str, object]:
+    flags = cpu_features()
     return {
         "vdsr": __version__,
         "git_commit": __commit_id__.removeprefix("g") if __commit_id__ else None,  # the version ends .dDATE if dirty
@@ -57,6 +34,7 @@ def environment(command: str) -> dict[str, object]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_flags": [flag for flag in NOTABLE_CPU_FLAGS if flag in flags],  # what decides speed here
         "cpu_count": os.cpu_count(),
         "gpu": gpu_names(),
     }

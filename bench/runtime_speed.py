@@ -28,7 +28,8 @@ import typer
 from PIL import Image
 
 from vdsr.bench.report import environment
-from vdsr.runtime.atomic import atomic_write_text
+from vdsr.errors import VdsrError
+from vdsr.files import atomic_write_text
 from vdsr.runtime.color import rgb_to_y
 from vdsr.runtime.resize import imresize
 from vdsr.runtime.tiling import tiled
@@ -78,8 +79,8 @@ def speed(
     for backend, precision, suffix in VARIANTS:
         try:
             chosen, chosen_precision = _model_and_precision(model, precision, suffix)
-            upscaler = Upscaler(chosen, backend, tile, batch, log=typer.echo, precision=chosen_precision)
-        except ValueError as error:
+            upscaler = Upscaler(chosen, backend, tile=tile, batch=batch, log=typer.echo, precision=chosen_precision)
+        except VdsrError as error:
             typer.echo(f"skipped {backend} {precision}: {error}")
             continue
         rows.append(_measure(upscaler, rgb, ilr, scale, repeats, folder_images if backend != "torch-cpu" else 0))
@@ -104,7 +105,8 @@ def _measure(
 ) -> dict[str, Any]:
     backend = upscaler.backend
     out_pixels = ilr.size
-    net = best_seconds(lambda: tiled(backend, ilr, upscaler.tile, backend.halo, upscaler.batch), repeats)
+    tiles = {"tile": upscaler.tile, "halo": backend.halo, "batch": upscaler.batch}
+    net = best_seconds(lambda: tiled(backend, ilr, **tiles), repeats)
     whole = best_seconds(lambda: upscaler.upscale(rgb, scale), repeats)
     row = {
         "backend": backend.name,
@@ -205,7 +207,7 @@ def _memory_mib(field: str) -> float:
 
 @app.command("memory-one", hidden=True)
 def memory_one(folder: Path, scale: float, model: str, tile: int, batch: int) -> None:
-    upscaler = Upscaler(model, "onnxruntime-cpu", tile, batch)
+    upscaler = Upscaler(model, "onnxruntime-cpu", tile=tile, batch=batch)
     upscaler.upscale(sample_photo(64, 64), scale)  # libraries and the model loaded, before the image
     before = _memory_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS (ru_maxrss would include the parent's)
@@ -237,8 +239,8 @@ def proxy(
     import torch
 
     from vdsr.export.onnx import export_onnx, save_onnx
-    from vdsr.train.models import VDSR, VDSRConfig
-    from vdsr.train.weights import save_weights
+    from vdsr.networks import VDSR, VDSRConfig
+    from vdsr.weights import save_weights
 
     torch.manual_seed(0)
     net = VDSR(VDSRConfig(depth=depth)).eval()

@@ -15,8 +15,8 @@ import torch
 import typer
 
 from vdsr.bench.report import environment
-from vdsr.runtime.atomic import atomic_write_text
-from vdsr.train.models import build_model
+from vdsr.files import atomic_write_text
+from vdsr.networks import build_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

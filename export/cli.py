@@ -8,28 +8,23 @@ from typing import Annotated
 
 import onnx
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-from vdsr import shipped
-from vdsr.bench.datasets import DatasetError, sha256_file
+from vdsr.catalogue import graph_name, shipped
+from vdsr.cli import error_console, exit_on_errors
+from vdsr.errors import UsageError
 from vdsr.export.onnx import DEFAULT_OPSET, export_onnx, onnx_metadata, save_onnx
 from vdsr.export.quantize import quantize_int8
-from vdsr.export.tensorrt import (
-    DEFAULT_PROFILE,
-    EngineBuildError,
-    Profile,
-    TensorRTUnavailable,
-    build_engine,
-    parse_shape,
-)
-from vdsr.train.weights import load_weights
+from vdsr.files import sha256_file
+from vdsr.runtime.backends.tensorrt import DEFAULT_PROFILE, Profile, build_engine, parse_shape
+from vdsr.weights import load_weights
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def default_output(weights: Path, precision: str) -> Path:
     """models/vdsr.safetensors -> models/vdsr.onnx, models/vdsr_fp16.onnx (--fp16) or models/vdsr_int8.onnx (--int8)."""
-    return weights.with_name(f"{weights.stem}{'' if precision == 'fp32' else '_' + precision}.onnx")
+    return weights.with_name(graph_name(weights.stem, precision))
 
 
 @app.command()
@@ -61,44 +56,29 @@ def main(
     ),
 ) -> None:
     """Export VDSR or SRCNN weights to ONNX, checked with onnx.checker (full check)."""
-    err = Console(stderr=True)
-    try:
+    err = error_console()
+    with exit_on_errors(err):
         profile = Profile(parse_shape(profile_min), parse_shape(profile_opt), parse_shape(profile_max))
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--min/--opt/--max") from error
-    source = weights or shipped("vdsr.safetensors")
-    try:
+        source = weights or shipped("vdsr.safetensors")
         model, scales = load_weights(source)
-    except ValueError as error:  # missing, unreadable or not vdsr weights
-        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from error
-    if fp16 and int8:
-        raise typer.BadParameter("choose one of --fp16 and --int8")
-    if int8 and engine is not None:  # TensorRT wants symmetric int8 Q/DQ; this graph's activations are uint8
-        raise typer.BadParameter("the int8 graph is for ONNX Runtime on CPUs; build engines from fp32 or --fp16")
-    target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
-    proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
-    if int8:
-        with tempfile.TemporaryDirectory() as tmp:
-            save_onnx(proto, Path(tmp) / "fp32.onnx")
-            try:
+        if fp16 and int8:
+            raise UsageError("choose one of --fp16 and --int8")
+        if int8 and engine is not None:  # TensorRT wants symmetric int8 Q/DQ; this graph's activations are uint8
+            raise UsageError("the int8 graph is for ONNX Runtime on CPUs; build engines from fp32 or --fp16")
+        target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
+        proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
+        if int8:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_onnx(proto, Path(tmp) / "fp32.onnx")
                 recorded = quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir)
-            except (DatasetError, ValueError) as error:
-                err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-                raise typer.Exit(1) from error
-        err.print(f"int8 PSNR cost vs fp32 (dB): {recorded['int8_cost_db']}", highlight=False, soft_wrap=True)
-        proto = onnx.load(str(target))
-    else:
-        save_onnx(proto, target)
-    meta = onnx_metadata(proto)
-    size = target.stat().st_size / 1e6
-    summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}, opset {opset}"
-    err.print(f"wrote {target}: {summary}, {size:.2f} MB", highlight=False, soft_wrap=True)
-    if engine is None:
-        return
-    try:
-        built = build_engine(target, profile, destination=engine)
-    except (TensorRTUnavailable, EngineBuildError) as error:
-        err.print(f"[red]error:[/red] {engine}: {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from error
-    err.print(f"wrote {built} (TensorRT engine, profile {profile})", highlight=False, soft_wrap=True)
+            err.print(f"int8 PSNR cost vs fp32 (dB): {recorded['int8_cost_db']}")
+            proto = onnx.load(str(target))
+        else:
+            save_onnx(proto, target)
+        meta = onnx_metadata(proto)
+        size = target.stat().st_size / 1e6
+        summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}"
+        err.print(f"wrote {escape(str(target))}: {summary}, opset {opset}, {size:.2f} MB")
+        if engine is not None:  # the graph is written whatever happens to the engine (exit 1 if it fails)
+            built = build_engine(target, profile, destination=engine)
+            err.print(f"wrote {escape(str(built))} (TensorRT engine, profile {profile})")

@@ -14,9 +14,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from vdsr import __version__
-from vdsr.runtime.atomic import atomic_write_bytes
-from vdsr.train.models import SRCNN, VDSR, architecture_of, model_config
+from vdsr._version import __version__
+from vdsr.files import atomic_write_bytes
+from vdsr.networks import SRCNN, VDSR, architecture_of, model_config
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "ilr"
@@ -25,7 +25,7 @@ COLOR_CONVENTION = "Y of BT.601 studio-range YCbCr, in [0, 1]; input is the MATL
 
 
 def export_onnx(
-    model: VDSR | SRCNN, scales: list[int], weights_sha256: str, fp16: bool = False, opset: int = DEFAULT_OPSET
+    model: VDSR | SRCNN, scales: list[int], weights_sha256: str, *, fp16: bool = False, opset: int = DEFAULT_OPSET
 ) -> onnx.ModelProto:
     """The model as an ONNX graph (checked with onnx.checker's full check)."""
     dtype = torch.float16 if fp16 else torch.float32

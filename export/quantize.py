@@ -20,28 +20,28 @@ import onnx
 from numpy.typing import NDArray
 
 from vdsr.bench.datasets import resolve_dataset
-from vdsr.bench.harness import onnx_runner, run_bench
-from vdsr.runtime.atomic import atomic_write_bytes
-from vdsr.runtime.backends import OnnxRuntimeBackend
-from vdsr.runtime.color import rgb_to_y
+from vdsr.bench.harness import backend_runner, run_bench
+from vdsr.bench.protocol import degrade
+from vdsr.errors import DatasetError, ModelError
+from vdsr.files import atomic_write_bytes
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 from vdsr.runtime.images import load_image
-from vdsr.runtime.resize import imresize, modcrop
 
 CALIBRATION_SET = "T91"
 CROP = 96
 
 
 def calibration_batches(
-    data_dir: Path | None, scales: list[int], every: int = 3, seed: int = 0
+    data_dir: Path | None, scales: list[int], *, every: int = 3, seed: int = 0
 ) -> list[NDArray[np.float32]]:
-    """One (1, 1, CROP, CROP) ILR crop per scale from every `every`-th T91 image, made as the training data is."""
+    """One (1, 1, CROP, CROP) ILR crop per scale from every `every`-th T91 image, made as the training data is (the
+    protocol's degradation)."""
     rng = np.random.default_rng(seed)
     batches = []
     for path in resolve_dataset(CALIBRATION_SET, data_dir).files[::every]:
-        y = rgb_to_y(load_image(path).color)
+        color = load_image(path).color
         for scale in scales:
-            hr = modcrop(y, scale)
-            ilr = imresize(imresize(hr, 1 / scale), scale).astype(np.float32)  # the bench protocol's LR -> ILR
+            ilr = degrade(color, scale).ilr().astype(np.float32)
             top = int(rng.integers(0, max(1, ilr.shape[0] - CROP + 1)))
             left = int(rng.integers(0, max(1, ilr.shape[1] - CROP + 1)))
             batches.append(ilr[None, None, top : top + CROP, left : left + CROP])
@@ -67,7 +67,7 @@ def quantize_int8(fp32_graph: Path, output: Path, data_dir: Path | None) -> dict
     fp32 = onnx.load(str(fp32_graph))
     metadata = {p.key: p.value for p in fp32.metadata_props}
     if metadata.get("precision") != "fp32":
-        raise ValueError(f"{fp32_graph}: quantise the fp32 graph, not a {metadata.get('precision')} one")
+        raise ModelError(f"{fp32_graph}: quantise the fp32 graph, not a {metadata.get('precision')} one")
     scales = [int(s) for s in json.loads(metadata["scales"])]
     batches = iter(calibration_batches(data_dir, scales))
 
@@ -110,9 +110,9 @@ def measure_cost(fp32_graph: Path, int8_graph: Path, data_dir: Path | None) -> d
     reference, quantized = OnnxRuntimeBackend(fp32_graph), OnnxRuntimeBackend(int8_graph)
     scales = reference.scales
     datasets = [resolve_dataset(name, data_dir) for name in ("Set5", "Set14")]
-    run = run_bench(datasets, scales, [onnx_runner(reference, "fp32"), onnx_runner(quantized, "int8")])
+    run = run_bench(datasets, scales, [backend_runner(reference, "fp32"), backend_runner(quantized, "int8")])
     if run.failures:
-        raise ValueError("; ".join(f.error for f in run.failures))
+        raise DatasetError("; ".join(f.error for f in run.failures))
     psnr = {(c.dataset, c.scale, c.method): c.psnr for c in run.cells}
     return {f"{d.name} x{s}": round(psnr[(d.name, s, "fp32")] - psnr[(d.name, s, "int8")], 4)
             for d in datasets for s in scales}  # fmt: skip

@@ -1,20 +1,31 @@
 """VDSR super-resolution toolkit (Kim, Lee & Lee, CVPR 2016).
 
-This folder is the package root `vdsr`: it holds the weights this project trained (package data beside this file).
-The stages are subpackages: `vdsr.runtime` (numpy image ops shared by every stage, inference), `vdsr.bench`
-(evaluation protocol and benchmark), `vdsr.train` and `vdsr.export`.
+This folder is the package root `vdsr`, the bottom layer every stage builds on: `networks` (VDSR, SRCNN),
+`catalogue` (the shipped models and their files, package data beside this module), `weights` (safetensors I/O),
+`errors` (the error hierarchy and exit codes) and `files` (atomic writes, digests). Above it, imports point one way:
+`vdsr.runtime` (images, tiling, backends, the Upscaler) <- `vdsr.bench` (the paper's protocol, metrics, data sets,
+harness) <- `vdsr.train` and `vdsr.export`; the commands (`cli.py` modules) sit on top.
+
+`from vdsr import Upscaler` is the public API's front door: the name is looked up in the runtime when first used, so
+that importing the bottom layer never loads the layers above it.
 """
 
-from pathlib import Path
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from vdsr._version import __commit_id__, __version__
 
-__all__ = ["Upscaler", "__commit_id__", "__version__", "shipped"]
+if TYPE_CHECKING:
+    from vdsr.runtime.upscaler import Upscaler
+
+__all__ = ["Upscaler", "__commit_id__", "__version__"]
 
 
-def shipped(filename: str) -> Path:
-    """A file shipped with the package beside this module: weights, ONNX graphs, model cards (e.g. vdsr.safetensors)."""
-    return Path(__file__).with_name(filename)
+def __getattr__(name: str) -> Any:
+    """`vdsr.Upscaler`: the runtime's, resolved on first use (PEP 562)."""
+    if name == "Upscaler":
+        from vdsr.runtime.upscaler import Upscaler  # the facade: the root layer itself never uses the runtime
 
-
-from vdsr.runtime.upscaler import Upscaler  # noqa: E402  (after shipped(), which the runtime imports)
+        return Upscaler
+    raise AttributeError(f"module 'vdsr' has no attribute {name!r}")

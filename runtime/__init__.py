@@ -1,1 +1,2 @@
-"""Inference and the numpy image operations every stage shares (resize, colour, metrics, image files)."""
+"""The inference runtime: image files and operations (resize, colour, tiling), the backends behind one interface,
+the Upscaler API and folder runs, and `vdsr-run`."""

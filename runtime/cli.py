@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vdsr.runtime.backends import BACKENDS
+from vdsr.catalogue import MODELS
+from vdsr.cli import error_console, exit_on_errors, print_error
+from vdsr.errors import EXIT_BACKEND, EXIT_FAILED
+from vdsr.runtime.backends.select import BACKENDS
+from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, plan_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, output_format
 from vdsr.runtime.upscale import check_scale
-from vdsr.runtime.upscaler import DEFAULT_MAX_OUTPUT_PIXELS, Upscaler, plan_jobs
+from vdsr.runtime.upscaler import Upscaler
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -35,7 +38,8 @@ def main(
     model: Annotated[
         str | None,
         typer.Option(
-            help="vdsr (default), srcnn (x2), srcnn_x3, srcnn_x4, or an .onnx / .safetensors file.", show_default=False
+            help=f"{', '.join(MODELS)} (shipped; srcnn is x2), or an .onnx / .safetensors file. Default: vdsr.",
+            show_default=False,
         ),
     ] = None,
     tile: Annotated[int, typer.Option(help="Tile side in output pixels (memory vs batching).", min=1)] = 512,
@@ -62,26 +66,22 @@ def main(
         int, typer.Option(help="Refuse results with more pixels than this, before computing them.", min=1)
     ] = DEFAULT_MAX_OUTPUT_PIXELS,
 ) -> None:
-    """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
+    """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage, 4 when a backend
+    failure stopped the run."""
+    err = error_console()
+    with exit_on_errors(err):
         scale = check_scale(scale)
         if fmt:
             output_format(Path(f"x.{fmt.lstrip('.')}"))
-        jobs = plan_jobs(source, scale, output, recursive, fmt)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
-    try:
-        upscaler = Upscaler(model, backend, tile, batch, log=lambda line: err.print(escape(line)), precision=precision)
-    except ValueError as error:
-        err.print(f"[red]error:[/red] {escape(str(error))}")
-        raise typer.Exit(2) from error
+        jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=fmt)
+        upscaler = Upscaler(model, backend, tile=tile, batch=batch, log=lambda line: err.print(escape(line)),
+                            precision=precision)  # fmt: skip
     columns = (
         TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(), TimeRemainingColumn(),
     )  # fmt: skip
     start = time.perf_counter()
-    with Progress(*columns, console=err, transient=True) as progress:
+    with upscaler, Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("run", total=len(jobs), rate="")
         done = {"pixels": 0}
 
@@ -90,13 +90,18 @@ def main(
             rate = done["pixels"] / 1e6 / max(time.perf_counter() - start, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.2f} MP/s")
 
-        report = upscaler.upscale_folder(source, scale, output, recursive, skip_existing, fail_fast, fmt, max_pixels,
-                                         on_image, max_output_pixels)  # fmt: skip
+        report = upscaler.upscale_folder(
+            source, scale, output, recursive=recursive, skip_existing=skip_existing, fail_fast=fail_fast, fmt=fmt,
+            max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
+        )  # fmt: skip
     seconds = time.perf_counter() - start
     for line in report.failed:
-        err.print(f"[red]failed:[/red] {escape(line)}")  # file names may hold [brackets]
+        print_error(err, line, "failed")
     summary = f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed"
     rate = f"{report.megapixels:.1f} MP out in {seconds:.1f} s ({report.megapixels / max(seconds, 1e-9):.2f} MP/s)"
     err.print(f"{summary}; {rate}")
+    if report.stopped:
+        print_error(err, f"{report.stopped}; the run stopped, the files written before are complete", "stopped")
+        raise typer.Exit(EXIT_BACKEND)
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

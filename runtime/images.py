@@ -20,8 +20,13 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vdsr.errors import ImageError, UsageError
+from vdsr.files import atomic_write
 from vdsr.runtime import png16
-from vdsr.runtime.atomic import atomic_write
+
+# What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
+# suffix.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".tga")
 
 # Refuse larger inputs before decoding them (decompression bombs). PIL's own threshold: above it PIL warns, and above
 # twice it PIL refuses, so a larger limit here would not help.
@@ -48,15 +53,6 @@ _MODES = {
     "I;16N": ("I;16N", 16),
     "I": ("I", 16),  # 32-bit container that PIL uses for 16-bit gray in some formats; values checked below
 }
-
-
-class ImageError(ValueError):
-    """An image file that cannot be used; the message names the file and the cause on one line."""
-
-    def __init__(self, path: Path, cause: str) -> None:
-        super().__init__(f"{path}: {cause}")
-        self.path = path
-        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -149,6 +145,13 @@ def icc_profile_of(image: Image.Image) -> bytes | None:
     return image.info.get("icc_profile") if image.mode != "CMYK" else None
 
 
+def load_image_object(image: Image.Image) -> LoadedImage:
+    """A PIL image already in memory, normalised as load_image normalises files."""
+    image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
+    pixels, depth = pixels_of(image, Path("<image>"))
+    return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), icc_profile_of(image))
+
+
 def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode one image file (EXIF orientation applied). Raises ImageError naming the file and the cause."""
     path = Path(path)
@@ -201,10 +204,10 @@ OUTPUT_FORMATS = {"PNG": (True, True), "TIFF": (True, True), "WEBP": (True, Fals
 
 
 def output_format(path: Path) -> str:
-    """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); ValueError for a suffix this tool does not write."""
+    """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); UsageError for a suffix this tool does not write."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images "
+        raise UsageError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images "
                          "(results are written as png, jpg, webp, tif, tga, bmp or ppm)")  # fmt: skip
     return fmt
 
@@ -245,11 +248,13 @@ def save_image(
     path: Path, pixels: NDArray[np.uint8] | NDArray[np.uint16], icc_profile: bytes | None = None,
     exif: bytes | None = None,
 ) -> None:  # fmt: skip
-    """Encode in the format the suffix names, then write atomically. ValueError naming the file on failure."""
+    """Encode in the format the suffix names, then write atomically. ImageError naming the file on failure."""
     fmt = output_format(path)
     try:
         atomic_write(path, lambda f: encode_image(pixels, fmt, f, icc_profile, exif))
     except OSError as error:  # the file system (PIL's encoders raise ValueError)
-        raise ValueError(f"{path}: cannot write ({error.strerror or error})") from error
+        raise ImageError(path, f"cannot write ({error.strerror or error})") from error
     except ValueError as error:
-        raise ValueError(f"{path}: cannot encode as {fmt} ({error})") from error
+        raise ImageError(path, f"cannot encode as {fmt} ({error})") from error
+    except Exception as error:  # noqa: BLE001  (an encoder's own failure on metadata copied from the input)
+        raise ImageError(path, f"cannot write ({type(error).__name__}: {error})") from error

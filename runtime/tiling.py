@@ -5,16 +5,25 @@ padding the whole image would. So with halo >= the network's receptive-field rad
 metadata), the tiled result equals the whole-image result: no seams. All windows have one shape (shifted inward at
 the edges, never padded) so they batch. Tiles run band by band (a row of tiles): the input and output can be produced
 and consumed a band at a time.
+
+One loop serves numpy arrays and torch tensors: it only slices, assigns and calls, and gets its buffers from `empty`
+(numpy by default; the device pipeline passes torch.empty on its device).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-Backend = Callable[[NDArray[np.float32]], NDArray[np.float32]]  # (N, 1, h, w) -> (N, 1, h, w)
+Network = Callable[[Any], Any]  # (N, 1, h, w) float32 -> the same shape, numpy arrays or torch tensors
+Empty = Callable[[tuple[int, ...]], Any]  # a float32 buffer of that shape, in the network's arrays
+
+
+def numpy_empty(shape: tuple[int, ...]) -> NDArray[np.float32]:
+    return np.empty(shape, dtype=np.float32)
 
 
 def tile_windows(length: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
@@ -30,11 +39,22 @@ def tile_windows(length: int, tile: int, halo: int) -> list[tuple[int, int, int,
     return spans
 
 
+def window_shape(shape: tuple[int, int], tile: int, halo: int) -> tuple[int, int]:
+    """The (height, width) of every window tiled_rows gives the network for an image of `shape`."""
+    return (min(shape[0], tile + 2 * halo), min(shape[1], tile + 2 * halo))
+
+
 def tiled_rows(
-    backend: Backend, rows: Callable[[int, int], NDArray[np.floating]], shape: tuple[int, int], tile: int, halo: int,
+    network: Network,
+    rows: Callable[[int, int], Any],
+    shape: tuple[int, int],
+    *,
+    tile: int,
+    halo: int,
     batch: int = 4,
-) -> Iterator[tuple[int, int, NDArray[np.float32]]]:  # fmt: skip
-    """Run `backend` over an (H, W) image given as `rows(start, stop)`, one band of tiles at a time, top to bottom.
+    empty: Empty = numpy_empty,
+) -> Iterator[tuple[int, int, Any]]:
+    """Run `network` over an (H, W) image given as `rows(start, stop)`, one band of tiles at a time, top to bottom.
 
     Yields (core start row, core end row, the output rows in between): only a band of input and output is held, so a
     caller can produce the input and consume the output band by band (huge images, bounded memory).
@@ -43,26 +63,32 @@ def tiled_rows(
         raise ValueError(f"Expected batch >= 1, got {batch}")
     columns = tile_windows(shape[1], tile, halo)
     for r0, r1, core0, core1 in tile_windows(shape[0], tile, halo):
-        band = np.asarray(rows(r0, r1), dtype=np.float32)
-        if band.shape != (r1 - r0, shape[1]):
-            raise ValueError(f"Expected input rows of shape {(r1 - r0, shape[1])}, got {band.shape}")
-        out = np.empty((core1 - core0, shape[1]), dtype=np.float32)
+        band = rows(r0, r1)
+        if tuple(band.shape) != (r1 - r0, shape[1]):
+            raise ValueError(f"Expected input rows of shape {(r1 - r0, shape[1])}, got {tuple(band.shape)}")
+        out = empty((core1 - core0, shape[1]))
         for first in range(0, len(columns), batch):
             chunk = columns[first : first + batch]
-            windows = np.stack([band[:, c0:c1] for c0, c1, _, _ in chunk])[:, None]
-            results = backend(windows)
-            if results.shape != windows.shape:
-                raise ValueError(f"Backend returned shape {results.shape} for input {windows.shape}")
+            windows = empty((len(chunk), 1, r1 - r0, chunk[0][1] - chunk[0][0]))
+            for i, (c0, c1, _, _) in enumerate(chunk):
+                windows[i, 0] = band[:, c0:c1]
+            results = network(windows)
+            if tuple(results.shape) != tuple(windows.shape):
+                raise ValueError(f"Backend returned shape {tuple(results.shape)} for input {tuple(windows.shape)}")
             for (c0, _, k0, k1), result in zip(chunk, results, strict=True):
                 out[:, k0:k1] = result[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0]
         yield core0, core1, out
 
 
-def tiled(backend: Backend, image: NDArray[np.floating], tile: int, halo: int, batch: int = 4) -> NDArray[np.float32]:
-    """Apply `backend` to a whole (H, W) image through tiles of `tile` x `tile` output pixels overlapping by `halo`."""
+def tiled(
+    network: Network, image: NDArray[np.floating], *, tile: int, halo: int, batch: int = 4
+) -> NDArray[np.float32]:
+    """Apply `network` to a whole (H, W) numpy image through tiles of `tile` x `tile` output pixels overlapping by
+    `halo`."""
     if image.ndim != 2:
         raise ValueError(f"Expected an (H, W) image, got shape {image.shape}")
     out = np.empty(image.shape, dtype=np.float32)
-    for core0, core1, rows in tiled_rows(backend, lambda a, b: image[a:b], image.shape, tile, halo, batch):
+    bands = tiled_rows(network, lambda a, b: image[a:b], image.shape, tile=tile, halo=halo, batch=batch)
+    for core0, core1, rows in bands:
         out[core0:core1] = rows
     return out

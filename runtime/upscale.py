@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from vdsr.errors import UsageError
 from vdsr.runtime.color import rgb_to_ycbcr, ycbcr_to_rgb
 from vdsr.runtime.resize import imresize_rows, output_shape_for
-from vdsr.runtime.tiling import Backend, tiled_rows
+from vdsr.runtime.tiling import Network, tiled_rows
 
 MAX_SCALE = 8.0
 Y_OFFSET, Y_RANGE = 16 / 255, 219 / 255  # BT.601 studio range: Y = 16/255 + 219/255 * gray for R = G = B = gray
@@ -28,7 +29,7 @@ def check_scale(scale: float) -> float:
         or not isinstance(scale, numbers.Real)
         or not (math.isfinite(scale) and 1 < scale <= MAX_SCALE)
     ):
-        raise ValueError(f"Expected a scale with 1 < scale <= {MAX_SCALE:g}, got {scale}")
+        raise UsageError(f"Expected a scale with 1 < scale <= {MAX_SCALE:g}, got {scale}")
     return float(scale)
 
 
@@ -44,7 +45,7 @@ def check_pixels(pixels: NDArray[np.floating], scale: float, dtype: DTypeLike) -
 
 
 def upscale_pixels(
-    pixels: NDArray[np.floating], scale: float, backend: Backend, halo: int, tile: int = 512, batch: int = 4,
+    pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, tile: int = 512, batch: int = 4,
     dtype: DTypeLike = np.float32,
 ) -> NDArray[Any]:  # fmt: skip
     """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in `dtype`:
@@ -65,8 +66,11 @@ def upscale_pixels(
         planes[r : r + 256, :, n:] = pixels[r : r + 256, :, n:]
     height, width = output_shape_for((pixels.shape[0], pixels.shape[1]), scale)
     out = np.empty((height, width, pixels.shape[-1]), dtype=out_dtype)
-    bands = tiled_rows(backend, lambda a, b: imresize_rows(planes[..., 0], scale, a, b), (height, width), tile, halo,
-                       batch)  # fmt: skip
+
+    def ilr(start: int, stop: int) -> NDArray[np.floating]:  # rows of the network's input, made as they are needed
+        return imresize_rows(planes[..., 0], scale, start, stop)
+
+    bands = tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch)
     for row0, row1, y in bands:
         rest = imresize_rows(planes[..., 1:], scale, row0, row1) if pixels.shape[-1] > 1 else None  # Cb, Cr, alpha
         for r0 in range(0, row1 - row0, 64):  # back to RGB a few rows at a time: small float64 temporaries

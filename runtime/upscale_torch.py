@@ -3,13 +3,13 @@
 The LR image is uploaded once. The BT.601 conversion, the bicubic ILR (matrix products per band of tiles, over only
 the input rows and columns each band reads; the weights of vdsr.runtime.resize), the network on the tiles, the
 conversion back to RGB and the rounding all run on the device; only each finished band of the result comes back.
-The windows are vdsr.runtime.tiling's, so the result equals the numpy path's to float rounding (a test checks it on
-the CPU).
+The tiles run through vdsr.runtime.tiling's loop on torch tensors, so the result equals the numpy path's to float
+rounding (a test checks it on the CPU). Importing this module imports torch: the upscaler loads it only for backends
+that run on torch tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,16 +19,15 @@ from numpy.typing import DTypeLike, NDArray
 from vdsr.runtime.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
 from vdsr.runtime.resize import contributions, output_shape_for
 from vdsr.runtime.resize_torch import resize_rows
-from vdsr.runtime.tiling import tile_windows
+from vdsr.runtime.tiling import Network, tiled_rows
 from vdsr.runtime.upscale import Y_OFFSET, Y_RANGE, check_pixels
 
-Network = Callable[[torch.Tensor], torch.Tensor]  # (N, 1, h, w) float32 on the device -> the same shape
 COLUMN_CHUNK = 2048  # output columns per column-resize product: bounds its matrix, whatever the image's width
 
 
 def upscale_pixels_torch(
-    pixels: NDArray[np.floating], scale: float, network: Network, halo: int, device: torch.device, tile: int = 512,
-    batch: int = 4, dtype: DTypeLike = np.float32,
+    pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, device: str,
+    tile: int = 512, batch: int = 4, dtype: DTypeLike = np.float32,
 ) -> NDArray[Any]:  # fmt: skip
     """As vdsr.runtime.upscale.upscale_pixels, with every step on `device`."""
     scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
@@ -60,15 +59,14 @@ def upscale_pixels_torch(
 
     back = torch.tensor(YCBCR_TO_RGB, dtype=torch.float32, device=device)
     out = np.empty((height, width, pixels.shape[-1]), dtype=out_dtype)
-    columns = tile_windows(width, tile, halo)
-    for r0, r1, core0, core1 in tile_windows(height, tile, halo):
-        band = resize(planes[:1], r0, r1)[0]  # ILR rows r0..r1
-        y = torch.empty((core1 - core0, width), device=device)
-        for first in range(0, len(columns), batch):
-            chunk = columns[first : first + batch]
-            result = network(torch.stack([band[:, c0:c1] for c0, c1, _, _ in chunk])[:, None])
-            for (c0, _, k0, k1), window in zip(chunk, result, strict=True):
-                y[:, k0:k1] = window[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0]
+
+    def empty(shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty(shape, device=device)
+
+    def ilr(start: int, stop: int) -> torch.Tensor:
+        return resize(planes[:1], start, stop)[0]
+
+    for core0, core1, y in tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch, empty=empty):
         rest = resize(planes[1:], core0, core1)  # Cb, Cr and alpha of the core rows: bicubic, as the ILR
         if gray:
             color = ((y - Y_OFFSET) / Y_RANGE)[None]

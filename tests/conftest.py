@@ -34,8 +34,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
 
     from vdsr.export.onnx import export_onnx, save_onnx
-    from vdsr.train.models import VDSR, VDSRConfig
-    from vdsr.train.weights import save_weights
+    from vdsr.networks import VDSR, VDSRConfig
+    from vdsr.weights import save_weights
 
     folder = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)

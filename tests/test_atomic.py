@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from vdsr.runtime import atomic
-from vdsr.runtime.atomic import atomic_write, atomic_write_bytes, unwritable_folder
+from vdsr import files
+from vdsr.files import atomic_write, atomic_write_bytes, unwritable_folder
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_mode_follows_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int) -> None:
-    monkeypatch.setattr(atomic, "UMASK", umask)
+    monkeypatch.setattr(files, "UMASK", umask)
     atomic_write_bytes(tmp_path / "a.png", b"data")
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~umask  # private photos stay private
 

@@ -11,8 +11,22 @@ import pytest
 from PIL import Image
 
 from vdsr import Upscaler
-from vdsr.runtime import backends
-from vdsr.runtime.backends import OnnxRuntimeBackend, TorchBackend, model_files, open_backend
+from vdsr.catalogue import model_files
+from vdsr.errors import (
+    EXIT_BACKEND,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    BackendError,
+    BackendUnavailable,
+    ImageError,
+    ModelError,
+    UsageError,
+    exit_code,
+)
+from vdsr.runtime.backends import select
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.backends.pytorch import TorchBackend
+from vdsr.runtime.backends.select import open_backend
 from vdsr.runtime.resize import output_shape_for
 
 
@@ -28,7 +42,7 @@ def test_onnx_runtime_and_torch_agree(tiny_model: dict[str, Path], shape: tuple[
 def test_auto_without_a_gpu_picks_onnx_runtime_and_says_why(
     tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backends, "nvidia_driver_present", lambda: False)  # as on CI; a GPU machine picks CUDA
+    monkeypatch.setattr(select, "nvidia_driver_present", lambda: False)  # as on CI; a GPU machine picks CUDA
     lines: list[str] = []
     backend = open_backend("auto", tiny_model["onnx"], lines.append)
     assert backend.name == "onnxruntime-cpu" and len(lines) == 1
@@ -60,7 +74,7 @@ def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str,
 def test_default_cpu_path_imports_no_torch(tiny_model: dict[str, Path]) -> None:
     code = (
         "import sys, numpy as np\n"
-        "import vdsr.runtime.backends as b\n"
+        "import vdsr.runtime.backends.select as b\n"
         "b.nvidia_driver_present = lambda: False  # a CPU machine, even where a driver is installed\n"
         "from vdsr import Upscaler\n"
         "import vdsr.runtime.cli\n"
@@ -130,3 +144,58 @@ def test_device_pipeline_equals_the_numpy_pipeline(
         assert np.abs(a - b).max() < 1e-5
     as_uint8 = np.rint(pixels * 255).astype(np.uint8)
     assert np.abs(on_device.upscale(as_uint8, 2).astype(int) - numpy_path.upscale(as_uint8, 2)).max() <= 1
+
+
+def test_backends_say_what_callers_need_and_release_it(tiny_model: dict[str, Path]) -> None:
+    batch = np.zeros((2, 1, 9, 7), np.float32)
+    with OnnxRuntimeBackend(tiny_model["onnx"]) as ort_backend, TorchBackend(tiny_model["weights"]) as torch_backend:
+        for backend, arrays in ((ort_backend, "numpy"), (torch_backend, "torch")):
+            assert (backend.device, backend.arrays, backend.architecture) == ("cpu", arrays, "vdsr")
+            assert backend.min_input == (1, 1, 1) and backend.max_input is None
+            assert backend.preferred_batch == 1 and backend.preferred_tile == 512
+            assert backend(batch).shape == batch.shape
+    for backend in (ort_backend, torch_backend):  # closed on leaving the block: nothing left to run on
+        with pytest.raises(BackendError, match="closed"):
+            backend(batch)
+    with Upscaler(tiny_model["onnx"]) as upscaler:
+        assert upscaler.batch == 1 and upscaler.tile == 512  # the backend's preferred ones
+    with pytest.raises(BackendError, match="closed"):
+        upscaler.upscale(np.zeros((4, 4, 3), np.uint8), 2)
+
+
+def test_auto_selection_skips_unavailable_backends_only(
+    tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = select._open
+
+    def bug_in_gpu_backend(choice: str, files: object, precision: str) -> object:
+        if choice == "onnxruntime-cuda":
+            raise TypeError("a bug, not an unavailable backend")
+        if choice in select.GPU_BACKENDS:
+            raise BackendUnavailable("no GPU here")
+        return real_open(choice, files, precision)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(select, "_open", bug_in_gpu_backend)
+    with pytest.raises(TypeError, match="a bug"):  # never read as "skipped"
+        open_backend("auto", tiny_model["onnx"])
+
+
+def test_errors_map_to_exit_codes_in_one_table() -> None:
+    assert exit_code(UsageError("x")) == exit_code(BackendUnavailable("x")) == EXIT_USAGE == 2
+    assert exit_code(BackendError("x")) == EXIT_BACKEND == 4
+    assert exit_code(ImageError(Path("a.png"), "x")) == exit_code(ModelError("x")) == EXIT_FAILED == 1
+    assert isinstance(ImageError(Path("a.png"), "x"), ValueError) and not isinstance(BackendError("x"), ValueError)
+
+
+def test_images_smaller_than_the_backends_smallest_input_fail_one_by_one(
+    tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(folder / "tiny.png")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "big.png")
+    with Upscaler(tiny_model["onnx"]) as upscaler:
+        upscaler.backend.min_input = (1, 32, 32)  # as a TensorRT engine's profile would say
+        report = upscaler.upscale_folder(folder, 2, tmp_path / "out")
+    assert [p.name for p in report.written] == ["big.png"] and len(report.failed) == 1
+    assert f"{folder / 'tiny.png'}: the result is smaller than onnxruntime-cpu's smallest input" in report.failed[0]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vdsr.bench.datasets import DATA_DIR_ENV, KNOWN_SETS, DatasetError, read_manifest, resolve_data_dir, resolve_dataset
+from vdsr.bench.datasets import DATA_DIR_ENV, KNOWN_SETS, read_manifest, resolve_data_dir, resolve_dataset
+from vdsr.errors import DatasetError
 
 
 def test_manifests_ship_for_every_known_set() -> None:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vdsr.bench.datasets import sha256_file
 from vdsr.export.cli import app
 from vdsr.export.onnx import COLOR_CONVENTION, export_onnx, onnx_metadata, save_onnx
-from vdsr.train.models import SRCNN, VDSR, SRCNNConfig, VDSRConfig
-from vdsr.train.weights import save_weights
+from vdsr.files import sha256_file
+from vdsr.networks import SRCNN, VDSR, SRCNNConfig, VDSRConfig
+from vdsr.weights import save_weights
 
 SHAPES = [(1, 1, 17, 33), (3, 1, 64, 48), (1, 1, 48, 64), (1, 1, 1, 1), (2, 1, 5, 90)]
 runner = CliRunner()

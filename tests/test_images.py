@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vdsr.runtime.images import ImageError, load_image
+from vdsr.errors import ImageError
+from vdsr.runtime.images import load_image
 
 
 def png_with_header(width: int, height: int) -> bytes:

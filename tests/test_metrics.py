@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from vdsr.runtime.metrics import psnr, shave, ssim
+from vdsr.bench.metrics import psnr, shave, ssim
 from vdsr.runtime.resize import imresize
 
 

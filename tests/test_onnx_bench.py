@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from vdsr.bench import fp16_cost
 from vdsr.bench.cli import app as bench_app
-from vdsr.bench.datasets import sha256_file
 from vdsr.export.onnx import export_onnx, save_onnx
-from vdsr.train.models import SRCNN, VDSR, VDSRConfig
-from vdsr.train.weights import save_weights
+from vdsr.files import sha256_file
+from vdsr.networks import SRCNN, VDSR, VDSRConfig
+from vdsr.weights import save_weights
 
 runner = CliRunner()
 

@@ -10,9 +10,11 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from vdsr.catalogue import ModelFiles
+from vdsr.errors import BackendUnavailable
 from vdsr.export.cli import app
-from vdsr.runtime import backends
-from vdsr.runtime.backends import BackendUnavailable, ModelFiles, OnnxRuntimeBackend
+from vdsr.runtime.backends import select as backends
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 
 
 @pytest.fixture(scope="module")

@@ -321,3 +321,30 @@ def test_api_turns_pil_images_upright(tiny_model: dict[str, Path]) -> None:
     image.info["exif"] = exif.tobytes()
     image.getexif()[0x0112] = 6
     assert Upscaler(tiny_model["onnx"]).upscale(image, 2).size == (8, 20)  # 10 wide, 4 high, shown turned
+
+
+def test_a_backend_failure_stops_the_run_with_its_own_exit_code(
+    photos: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of GPU memory or a lost device fails every later file the same way: the run stops, once (not a failure
+    per file), what was already computed is written whole, and the exit code says a backend stopped it."""
+    from vdsr.errors import BackendError
+    from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+
+    real_run = OnnxRuntimeBackend.run
+    calls = []
+
+    def fails_from_the_second_image(self: OnnxRuntimeBackend, batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape)
+        if len(calls) > 1:
+            raise BackendError("CUDA error: out of memory")
+        return real_run(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", fails_from_the_second_image)
+    out = photos.parent / "stopped"
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-r", "-o", out)
+    assert code == 4 and len(calls) == 2 and output.count("out of memory") == 1
+    assert "stopped:" in output and "1 written" in output and "0 failed" in output
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert [p.name for p in written] == ["photo.jpg"] and Image.open(written[0]).size == (36, 24)  # whole
+    assert not [p for p in out.rglob(".*")]  # no temporary files left

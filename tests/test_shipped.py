@@ -11,11 +11,12 @@ import onnx
 import pytest
 import torch
 
-from vdsr import shipped
-from vdsr.bench.datasets import resolve_dataset, sha256_file
-from vdsr.bench.harness import Method, method_runner, onnx_runner, run_bench
-from vdsr.runtime.backends import OnnxRuntimeBackend
-from vdsr.train.weights import load_weights
+from vdsr.bench.datasets import resolve_dataset
+from vdsr.bench.harness import Method, backend_runner, method_runner, run_bench
+from vdsr.catalogue import shipped
+from vdsr.files import sha256_file
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.weights import load_weights
 
 # each shipped model (its card NAME.json, weights NAME.safetensors) and its graphs; SRCNN comes as one model per scale
 GRAPHS = {
@@ -70,7 +71,7 @@ def test_set5_psnr_of_the_card_is_reproduced_and_meets_the_bar(name: str, data_d
     run = run_bench(
         [resolve_dataset("Set5", data_dir)],
         sorted(claimed),
-        [onnx_runner(OnnxRuntimeBackend(shipped(f"{name}.onnx")), name.split("_")[0])],
+        [backend_runner(OnnxRuntimeBackend(shipped(f"{name}.onnx")), name.split("_")[0])],
     )
     measured = {c.scale: c.psnr for c in run.cells}
     assert not run.failures and measured.keys() == claimed.keys() == INTERIM_BAR_SET5[name].keys()

@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from vdsr.export.cli import app
-from vdsr.export.tensorrt import (
+from vdsr.networks import VDSR, VDSRConfig
+from vdsr.runtime.backends.tensorrt import (
     DEFAULT_PROFILE,
     Gpu,
     Profile,
@@ -20,8 +21,7 @@ from vdsr.export.tensorrt import (
     parse_shape,
     sidecar_path,
 )
-from vdsr.train.models import VDSR, VDSRConfig
-from vdsr.train.weights import save_weights
+from vdsr.weights import save_weights
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 

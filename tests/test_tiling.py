@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vdsr.networks import VDSR, VDSRConfig
 from vdsr.runtime.tiling import tile_windows, tiled
-from vdsr.train.models import VDSR, VDSRConfig
 
 torch.manual_seed(0)
 MODEL = VDSR(VDSRConfig(depth=5, channels=8)).eval()  # receptive-field radius 5; outputs within about [-1.3, 1.4]
@@ -35,18 +35,18 @@ def whole(image: np.ndarray) -> np.ndarray:
 )
 def test_tiled_equals_whole_image(h: int, w: int, tile: int, batch: int, seed: int) -> None:
     image = np.random.default_rng(seed).random((h, w), dtype=np.float32)
-    assert np.abs(tiled(backend, image, tile, MODEL.halo, batch) - whole(image)).max() <= 1e-6
+    assert np.abs(tiled(backend, image, tile=tile, halo=MODEL.halo, batch=batch) - whole(image)).max() <= 1e-6
 
 
 @pytest.mark.parametrize("shape", [(1, 157), (157, 1), (3, 3), (200, 130)])
 def test_strips_tiny_and_many_tiles(shape: tuple[int, int]) -> None:
     image = np.random.default_rng(1).random(shape, dtype=np.float32)
-    assert np.abs(tiled(backend, image, 16, MODEL.halo, 3) - whole(image)).max() <= 1e-6
+    assert np.abs(tiled(backend, image, tile=16, halo=MODEL.halo, batch=3) - whole(image)).max() <= 1e-6
 
 
 def test_too_small_halo_shows_seams() -> None:  # the control: the property test can fail
     image = np.random.default_rng(2).random((64, 64), dtype=np.float32)
-    assert np.abs(tiled(backend, image, 16, MODEL.halo - 1, 4) - whole(image)).max() > 1e-2
+    assert np.abs(tiled(backend, image, tile=16, halo=MODEL.halo - 1, batch=4) - whole(image)).max() > 1e-2
 
 
 def test_windows_cover_the_axis_with_equal_windows() -> None:
@@ -60,4 +60,4 @@ def test_windows_cover_the_axis_with_equal_windows() -> None:
 
 def test_backend_returning_the_wrong_shape_is_an_error() -> None:
     with pytest.raises(ValueError, match="Backend returned shape"):
-        tiled(lambda b: b[:, :, :-1], np.zeros((10, 10), np.float32), 4, 2)
+        tiled(lambda b: b[:, :, :-1], np.zeros((10, 10), np.float32), tile=4, halo=2)

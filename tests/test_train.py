@@ -12,20 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from vdsr.errors import TrainingError
+from vdsr.networks import SRCNN, VDSR, SRCNNConfig, VDSRConfig
 from vdsr.train.checkpoint import load_checkpoint
+from vdsr.train.config import TrainConfig, recipe
 from vdsr.train.data import PatchSet, augment, batch_for_step, steps_per_epoch
-from vdsr.train.loop import (
-    Progress,
-    TrainConfig,
-    TrainingError,
-    clip_gradients,
-    compute_loss,
-    learning_rate,
-    recipe,
-    train,
-)
-from vdsr.train.models import SRCNN, VDSR, SRCNNConfig, VDSRConfig
-from vdsr.train.weights import count_parameters, load_weights
+from vdsr.train.loop import StepReport, train
+from vdsr.train.schedule import clip_gradients, compute_loss, learning_rate
+from vdsr.weights import count_parameters, load_weights
 
 TINY = {"depth": 3, "channels": 8}
 
@@ -45,7 +39,7 @@ def tiny_config(**overrides: object) -> TrainConfig:
 
 
 def run(config: TrainConfig, out: Path, patches: PatchSet | None = None, **kwargs: object) -> object:
-    return train(config, patches or synthetic_patches(), [], [], out, torch.device("cpu"), **kwargs)  # type: ignore[arg-type]
+    return train(config, patches or synthetic_patches(), out, device=torch.device("cpu"), **kwargs)  # type: ignore[arg-type]
 
 
 def test_paper_sizes() -> None:
@@ -194,7 +188,7 @@ def test_finished_run_writes_weights_and_card(tmp_path: Path) -> None:
     assert (
         card["steps"] == 64 and card["finished_schedule"] and card["halo"] == 3 and card["recipe"]["recipe"] == "fast"
     )
-    from vdsr.bench.datasets import sha256_file
+    from vdsr.files import sha256_file
 
     assert card["weights_sha256"] == sha256_file(tmp_path / "vdsr.safetensors")
     assert [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()][:2] == [1, 2]
@@ -209,7 +203,7 @@ def test_existing_checkpoint_needs_resume_and_matching_config(tmp_path: Path) ->
 
 
 def test_signal_checkpoints_and_stops(tmp_path: Path) -> None:
-    def interrupt(progress: Progress) -> None:
+    def interrupt(progress: StepReport) -> None:
         if progress.step == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -263,15 +257,16 @@ def test_schedules() -> None:
     paper = recipe("paper")
     assert paper.optimizer == "sgd" and paper.clip_theta == 0.01 and paper.lr == 0.1 and paper.epochs == 80
     per_epoch = 100
-    assert learning_rate(paper, 0, 8000, per_epoch) == pytest.approx(0.1)
-    assert learning_rate(paper, 1999, 8000, per_epoch) == pytest.approx(0.1)
-    assert learning_rate(paper, 2000, 8000, per_epoch) == pytest.approx(0.01)
-    assert learning_rate(paper, 7999, 8000, per_epoch) == pytest.approx(1e-4)
+    assert learning_rate(paper, 0, 8000, per_epoch=per_epoch) == pytest.approx(0.1)
+    assert learning_rate(paper, 1999, 8000, per_epoch=per_epoch) == pytest.approx(0.1)
+    assert learning_rate(paper, 2000, 8000, per_epoch=per_epoch) == pytest.approx(0.01)
+    assert learning_rate(paper, 7999, 8000, per_epoch=per_epoch) == pytest.approx(1e-4)
     fast = recipe("fast", epochs=10)
     assert fast.zero_init_output and not recipe("fast", "srcnn").zero_init_output  # only the residual model
     warmup = round(fast.warmup_epochs * per_epoch)
     assert warmup >= 2
-    assert learning_rate(fast, 0, 1000, per_epoch) < learning_rate(fast, warmup - 1, 1000, per_epoch)
-    assert learning_rate(fast, warmup - 1, 1000, per_epoch) == pytest.approx(fast.lr)  # the peak, then cosine
-    assert learning_rate(fast, warmup + 100, 1000, per_epoch) < fast.lr
-    assert learning_rate(fast, 999, 1000, per_epoch) < fast.lr * 1e-4
+    start, peak = (learning_rate(fast, step, 1000, per_epoch=per_epoch) for step in (0, warmup - 1))
+    assert start < peak
+    assert learning_rate(fast, warmup - 1, 1000, per_epoch=per_epoch) == pytest.approx(fast.lr)  # the peak, then cosine
+    assert learning_rate(fast, warmup + 100, 1000, per_epoch=per_epoch) < fast.lr
+    assert learning_rate(fast, 999, 1000, per_epoch=per_epoch) < fast.lr * 1e-4

@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from vdsr.bench.cli import app as bench_app
+from vdsr.networks import SRCNN, VDSR, SRCNNConfig, VDSRConfig
 from vdsr.train.cli import app as train_app
-from vdsr.train.models import SRCNN, VDSR, SRCNNConfig, VDSRConfig
-from vdsr.train.weights import save_weights
+from vdsr.weights import save_weights
 
 runner = CliRunner()
 

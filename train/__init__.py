@@ -1,1 +1,1 @@
-"""Training VDSR and SRCNN (PyTorch); arrives with the trainer issue."""
+"""Training VDSR and SRCNN (PyTorch): config and recipes, data, schedule, the loop, checkpoints, validation."""

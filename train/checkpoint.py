@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from vdsr.runtime.atomic import atomic_write_bytes
-from vdsr.train.weights import read_safetensors
+from vdsr.errors import ModelError
+from vdsr.files import atomic_write_bytes
+from vdsr.weights import read_safetensors
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,10 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Raises ValueError naming the file when it is not a readable checkpoint."""
+    """Raises ModelError naming the file when it is not a readable checkpoint."""
     tensors, metadata = read_safetensors(path, "checkpoint")
     if "info" not in metadata or "optimizer" not in metadata or "rng.torch" not in tensors:
-        raise ValueError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
+        raise ModelError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict[str, torch.Tensor]] = {}
     try:
@@ -60,5 +61,5 @@ def load_checkpoint(path: Path) -> Checkpoint:
         optimizer = {"state": state, **json.loads(metadata["optimizer"])}
         info = json.loads(metadata["info"])
     except ValueError as error:  # a malformed tensor name or JSON
-        raise ValueError(f"{path}: not a vdsr training checkpoint ({error})") from error
+        raise ModelError(f"{path}: not a vdsr training checkpoint ({error})") from error
     return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=info)

@@ -9,21 +9,18 @@ from typing import Annotated
 import torch
 import typer
 from platformdirs import user_cache_dir
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vdsr.bench.cli import parse_scales
-from vdsr.bench.datasets import DatasetError, resolve_dataset
+from vdsr.bench.datasets import resolve_dataset
+from vdsr.bench.protocol import parse_scales
+from vdsr.catalogue import Architecture
+from vdsr.cli import error_console, exit_on_errors
+from vdsr.errors import EXIT_STOPPED_EARLY, UsageError
+from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
-from vdsr.train.loop import Progress as TrainProgress
-from vdsr.train.loop import TrainingError, bf16_supported, recipe, resume_config, train
+from vdsr.train.loop import StepReport, train
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-class Model(str, Enum):
-    vdsr = "vdsr"
-    srcnn = "srcnn"
 
 
 class Recipe(str, Enum):
@@ -36,21 +33,21 @@ class ValidationSet(str, Enum):  # checkpoints are chosen and tuned on these onl
     Set14 = "Set14"
 
 
-STOPPED_EARLY = 3  # exit code: stopped by a signal or --max-minutes, checkpoint written; continue with --resume
-
-
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise typer.BadParameter("CUDA is not available in this torch build or machine", param_hint="--device")
-    return torch.device(name)
+        raise UsageError("--device: CUDA is not available in this torch build or machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise UsageError(f"--device: {error}") from error
 
 
 @app.command()
 def main(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoint, weights, card, log.")],
-    model: Annotated[Model | None, typer.Option("--model", help="vdsr or srcnn [default: vdsr].")] = None,
+    model: Annotated[Architecture | None, typer.Option("--model", help="vdsr or srcnn [default: vdsr].")] = None,
     recipe_name: Annotated[
         Recipe | None, typer.Option("--recipe", help="paper: SGD as Kim et al.; fast: AdamW [default: fast].")
     ] = None,
@@ -82,79 +79,79 @@ def main(
     ] = [ValidationSet.Set5, ValidationSet.Set14],
 ) -> None:
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
-    err = Console(stderr=True)
-    torch_device = pick_device(device)
-    settings = dict(model=model, recipe=recipe_name, epochs=epochs, batch_size=batch_size, patch_size=patch_size,
-                    stride=stride, lr=lr, bf16=bf16, scale=scale, seed=seed, validate_every=validate_every,
-                    checkpoint_every=checkpoint_every)  # fmt: skip
-    overrides = {k: v for k, v in settings.items() if v is not None and k in ("epochs", "batch_size", "patch_size",
-                                                                               "stride", "lr")}  # fmt: skip
-    if patch_size is not None and stride is None:
-        overrides["stride"] = patch_size
-    recipe_name = recipe_name or Recipe.fast
-    use_bf16 = bf16 if bf16 is not None else (recipe_name is Recipe.fast and bf16_supported(torch_device))
-    scales = tuple(parse_scales(scale or ["2,3,4"]))
-    config = recipe(recipe_name.value, (model or Model.vdsr).value, scales=scales, seed=seed or 0, bf16=use_bf16,
-                    validate_every=2000 if validate_every is None else validate_every,
-                    checkpoint_every=500 if checkpoint_every is None else checkpoint_every, max_steps=max_steps,
-                    **overrides)  # fmt: skip
-    checkpoint_path = output / "checkpoint.safetensors"
-    if resume and not checkpoint_path.is_file():
-        raise typer.BadParameter(f"no checkpoint to continue: {checkpoint_path} does not exist", param_hint="--resume")
-    if resume:  # the run continues with the settings it started with
-        given = sorted(f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None)
-        if given:
-            raise typer.BadParameter(
-                f"a resumed run keeps its settings; drop {', '.join(given)}", param_hint="--resume"
-            )
-        try:
-            config = resume_config(checkpoint_path, max_steps)
-        except TrainingError as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from error
-        if config.bf16 and not bf16_supported(torch_device):
+    err = error_console()
+    with exit_on_errors(err):
+        config = settle_config(
+            output, model=model, recipe_name=recipe_name, scale=scale, resume=resume, device=device, epochs=epochs,
+            max_steps=max_steps, batch_size=batch_size, patch_size=patch_size, stride=stride, lr=lr, bf16=bf16,
+            seed=seed, validate_every=validate_every, checkpoint_every=checkpoint_every,
+        )  # fmt: skip
+        torch_device = pick_device(device)
+        if resume and config.bf16 and not bf16_supported(torch_device):
             err.print(f"note: this run uses bf16, which is not native on {torch_device} here: it will be slow")
-    try:
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
-    except DatasetError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from error
-    cache = cache_dir or Path(user_cache_dir("vdsr"))
-    err.print(f"patches: {config.patch_size}px, stride {config.stride}, scales {list(config.scales)} (cache {cache})")
-    patches = build_patches(train_sets, config.scales, config.patch_size, config.stride, cache)
-    summary = f"{len(patches.hr)} patches; {config.recipe} recipe on {torch_device}, bf16 {config.bf16}"
-    err.print(summary, soft_wrap=True)
-    columns = (
-        TextColumn("step"), MofNCompleteColumn(), BarColumn(),
-        TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[rate]} patches/s"),
-        TextColumn("Set5 {task.fields[val]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
-    last_val = "-"
-    with Progress(*columns, console=err) as progress:
-        task = progress.add_task("train", total=None, loss="-", lr="-", rate="-", val="-")
+        cache = cache_dir or Path(user_cache_dir("vdsr"))
+        grid = f"{config.patch_size}px, stride {config.stride}, scales {list(config.scales)}"
+        err.print(f"patches: {grid} (cache {cache})")
+        patches = build_patches(train_sets, config.scales, config.patch_size, stride=config.stride, cache_dir=cache)
+        err.print(f"{len(patches.hr)} patches; {config.recipe} recipe on {torch_device}, bf16 {config.bf16}")
+        columns = (
+            TextColumn("step"), MofNCompleteColumn(), BarColumn(),
+            TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[rate]} patches/s"),
+            TextColumn("Set5 {task.fields[val]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+        )  # fmt: skip
+        last_val = "-"
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("train", total=None, loss="-", lr="-", rate="-", val="-")
 
-        def show(p: TrainProgress) -> None:
-            nonlocal last_val
-            if p.validation:
-                last_val = " ".join(f"x{c.scale} {c.psnr:.2f}" for c in p.validation if c.dataset == "Set5")
-                scores = ", ".join(f"{c.dataset} x{c.scale} {c.psnr:.2f}" for c in p.validation)
-                progress.console.print(f"step {p.step}: PSNR {scores}", highlight=False)
-            progress.update(task, total=p.total_steps, completed=p.step, val=last_val)
-            if not p.validation or p.lr:  # the final validation report carries no training figures
-                progress.update(task, loss=f"{p.loss:.3e}", lr=f"{p.lr:.2e}", rate=f"{p.patches_per_second:.0f}")
+            def show(p: StepReport) -> None:
+                nonlocal last_val
+                if p.validation:
+                    last_val = " ".join(f"x{c.scale} {c.psnr:.2f}" for c in p.validation if c.dataset == "Set5")
+                    scores = ", ".join(f"{c.dataset} x{c.scale} {c.psnr:.2f}" for c in p.validation)
+                    progress.console.print(f"step {p.step}: PSNR {scores}", highlight=False)
+                progress.update(task, total=p.total_steps, completed=p.step, val=last_val)
+                if not p.validation or p.lr:  # the final validation report carries no training figures
+                    progress.update(task, loss=f"{p.loss:.3e}", lr=f"{p.lr:.2e}", rate=f"{p.patches_per_second:.0f}")
 
-        try:
-            result = train(config, patches, train_sets, validation_sets, output, torch_device, resume=resume,
-                           max_minutes=max_minutes, on_progress=show, final_sets=final)  # fmt: skip
-        except TrainingError as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from error
-    err.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {result.checkpoint}", soft_wrap=True)
+            result = train(config, patches, output, device=torch_device, train_sets=train_sets,
+                           validation_sets=validation_sets, final_sets=final, resume=resume, max_minutes=max_minutes,
+                           on_progress=show)  # fmt: skip
+    err.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {result.checkpoint}")
     if result.weights is not None:
-        err.print(f"weights {result.weights}, model card {result.weights.with_suffix('.json')}", soft_wrap=True)
+        err.print(f"weights {result.weights}, model card {result.weights.with_suffix('.json')}")
     else:
-        err.print(f"not finished: continue with vdsr-train --output {output} --resume", soft_wrap=True)
-        raise typer.Exit(STOPPED_EARLY)
+        err.print(f"not finished: continue with vdsr-train --output {output} --resume")
+        raise typer.Exit(EXIT_STOPPED_EARLY)
+
+
+def settle_config(
+    output: Path, *, model: Architecture | None, recipe_name: Recipe | None, scale: list[str] | None, resume: bool,
+    device: str, max_steps: int | None, **settings: object,
+) -> TrainConfig:  # fmt: skip
+    """The run's config: the recipe with the options given on top, or, with --resume, the checkpoint's own (only
+    --max-steps may change). UsageError for a resume that cannot be done as asked."""
+    checkpoint_path = output / "checkpoint.safetensors"
+    given = {"model": model, "recipe": recipe_name, "scale": scale, **settings}
+    if resume:  # the run continues with the settings it started with
+        if not checkpoint_path.is_file():
+            raise UsageError(f"--resume: no checkpoint to continue: {checkpoint_path} does not exist")
+        named = sorted(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
+        if named:
+            raise UsageError(f"--resume: a resumed run keeps its settings; drop {', '.join(named)}")
+        return resume_config(checkpoint_path, max_steps)
+    overrides = {k: v for k, v in settings.items() if v is not None and k in ("epochs", "batch_size", "patch_size",
+                                                                               "stride", "lr")}  # fmt: skip
+    if settings["patch_size"] is not None and settings["stride"] is None:
+        overrides["stride"] = settings["patch_size"]
+    chosen = recipe_name or Recipe.fast
+    bf16 = settings["bf16"]
+    use_bf16 = bf16 if bf16 is not None else (chosen is Recipe.fast and bf16_supported(pick_device(device)))
+    seed, validate_every, checkpoint_every = settings["seed"], settings["validate_every"], settings["checkpoint_every"]
+    return recipe(chosen.value, (model or Architecture.vdsr).value, scales=tuple(parse_scales(scale or ["2,3,4"])),
+                  seed=seed or 0, bf16=use_bf16, validate_every=2000 if validate_every is None else validate_every,
+                  checkpoint_every=500 if checkpoint_every is None else checkpoint_every, max_steps=max_steps,
+                  **overrides)  # fmt: skip

@@ -1,6 +1,6 @@
 """Training patches: HR luminance and its bicubic ILR, aligned, built once and cached as memory-mapped arrays.
 
-The degradation is the evaluation protocol's (vdsr.bench.protocol): BT.601 Y rounded like MATLAB, modcrop,
+The degradation is the evaluation protocol's (vdsr.bench.protocol.degrade): BT.601 Y rounded like MATLAB, modcrop,
 MATLAB-exact bicubic down and up. Batches are a pure function of (seed, step), so a resumed run sees the same data.
 """
 
@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr.bench.datasets import Dataset, sha256_file
-from vdsr.bench.protocol import ground_truth_y, low_resolution
-from vdsr.runtime.atomic import atomic_write_text
+from vdsr.bench.datasets import Dataset
+from vdsr.bench.protocol import degrade
+from vdsr.files import atomic_write_text, sha256_file
 from vdsr.runtime.images import load_image
-from vdsr.runtime.resize import imresize
 
 CACHE_FORMAT = 2  # bump when the way patches are made changes, so old caches are not reused
 
@@ -33,7 +32,7 @@ class PatchSet:
     key: str  # hash of the images and settings that made it
 
 
-def patch_key(files: Sequence[Path], scales: Sequence[int], patch: int, stride: int) -> str:
+def patch_key(files: Sequence[Path], scales: Sequence[int], patch: int, *, stride: int) -> str:
     """A hash of every image's bytes and of the settings: equal keys mean identical patch sets."""
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT, list(scales), patch, stride]).encode())
     for path in files:
@@ -42,7 +41,7 @@ def patch_key(files: Sequence[Path], scales: Sequence[int], patch: int, stride: 
 
 
 def image_patches(
-    hr: NDArray[np.floating], ilr: NDArray[np.floating], patch: int, stride: int
+    hr: NDArray[np.floating], ilr: NDArray[np.floating], patch: int, *, stride: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """All aligned patch x patch windows on a grid with the given stride (none if the image is smaller)."""
     rows = range(0, hr.shape[0] - patch + 1, stride)
@@ -58,20 +57,19 @@ def image_patches(
 
 
 def build_patches(
-    datasets: Sequence[Dataset], scales: Sequence[int], patch: int, stride: int, cache_dir: Path
+    datasets: Sequence[Dataset], scales: Sequence[int], patch: int, *, stride: int, cache_dir: Path
 ) -> PatchSet:
     """Load the patch set for these images and settings from `cache_dir`, building and caching it if needed."""
     files = [f for d in datasets for f in d.files]
-    key = patch_key(files, scales, patch, stride)
+    key = patch_key(files, scales, patch, stride=stride)
     folder = cache_dir / f"patches-{key}"
     if not (folder / "done.json").is_file():
         hr_parts, ilr_parts, scale_parts = [], [], []
         for path in files:
             color = load_image(path).color
             for scale in scales:
-                gt = ground_truth_y(color, scale)  # 0..255, as the protocol scores it
-                ilr = imresize(low_resolution(gt, scale), scale)  # 0..1
-                hr_p, ilr_p = image_patches(gt / 255.0, ilr, patch, stride)
+                degraded = degrade(color, scale)
+                hr_p, ilr_p = image_patches(degraded.hr_y / 255.0, degraded.ilr(), patch, stride=stride)
                 hr_parts.append(hr_p)
                 ilr_parts.append(ilr_p)
                 scale_parts.append(np.full(len(hr_p), scale, np.int8))
@@ -112,7 +110,7 @@ def steps_per_epoch(patches: PatchSet, batch_size: int) -> int:
 
 
 def batch_for_step(
-    patches: PatchSet, step: int, batch_size: int, seed: int
+    patches: PatchSet, step: int, batch_size: int, *, seed: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """The (ILR, HR) batch of `step`: each epoch is a seeded permutation of all (patch, variant) pairs."""
     epoch, position = divmod(step, steps_per_epoch(patches, batch_size))

@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+"""Files on disk: atomic writes (a reader, or a crash, never sees a half-written file), checking a folder can be
+written before a long run, and SHA-256 digests (weights, graphs and data sets are named by them)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -51,3 +53,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,4 +1,5 @@
-"""TensorRT FP16 engines from this package's ONNX graphs, for users with TensorRT and an NVIDIA GPU.
+"""TensorRT: FP16 engines built from this package's ONNX graphs (engines are built where they run), and the backend
+that runs them with torch CUDA tensors as I/O. For users with TensorRT and an NVIDIA GPU.
 
 Not executed in this project's own environment: TensorRT's builder cannot be installed there (its libraries come only
 from NVIDIA's index). CI type-checks this module against tensorrt-stubs; nothing here is mocked.
@@ -19,24 +20,26 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import onnx
 from platformdirs import user_cache_dir
 
-from vdsr import __version__
-from vdsr.runtime.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from vdsr._version import __version__
+from vdsr.errors import BackendError, UsageError, VdsrError
+from vdsr.files import atomic_write, atomic_write_bytes, atomic_write_text
+from vdsr.runtime.backends.base import GPU_BATCH, Backend, Shape, check_batch, model_facts
 
 log = logging.getLogger(__name__)
 
-Shape = tuple[int, int, int]  # (batch, height, width) of the (N, 1, H, W) input
+
+class TensorRTUnavailable(VdsrError, RuntimeError):
+    """TensorRT or a CUDA GPU is missing; the message says which and what to install. (Backend selection turns it
+    into BackendUnavailable; for vdsr-export --engine it is a failed output, exit 1.)"""
 
 
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT or a CUDA GPU is missing; the message says which and what to install."""
-
-
-class EngineBuildError(RuntimeError):
-    pass
+class EngineBuildError(VdsrError, RuntimeError):
+    """TensorRT's parser or builder failed on a graph; the message holds every parser error."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Profile:
 
     def __post_init__(self) -> None:
         if not all(1 <= lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
-            raise ValueError(f"Expected 1 <= min <= opt <= max in every dimension, got {self}")
+            raise UsageError(f"Expected 1 <= min <= opt <= max in every dimension, got {self}")
 
 
 # Square max: a profile sized for landscape frames fails on portrait images (a common TensorRT complaint).
@@ -58,7 +61,7 @@ def parse_shape(text: str) -> Shape:
     """'4x512x512' -> (4, 512, 512): batch x height x width."""
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.strip().isdecimal() for p in parts):
-        raise ValueError(f"Expected a shape NxHxW such as 4x512x512, got {text!r}")
+        raise UsageError(f"Expected a shape NxHxW such as 4x512x512, got {text!r}")
     n, h, w = (int(p) for p in parts)
     return (n, h, w)
 
@@ -101,6 +104,7 @@ def default_cache_dir() -> Path:
 def build_engine(
     onnx_path: Path,
     profile: Profile = DEFAULT_PROFILE,
+    *,
     destination: Path | None = None,
     cache_dir: Path | None = None,
     workspace_gib: int = 4,
@@ -126,7 +130,9 @@ def build_engine(
     sidecar = {"gpu": asdict(gpu), "tensorrt": trt.__version__, "onnx": str(onnx_path), "onnx_sha256": onnx_sha256,
                "precision": precision, "profile": asdict(profile), "vdsr": __version__}  # fmt: skip
     if not engine_path.is_file():
-        atomic_write_bytes(engine_path, _build(onnx_bytes, onnx_path, precision, profile, cache, gpu, workspace_gib))
+        built = _build(onnx_bytes, onnx_path, precision=precision, profile=profile, cache=cache, gpu=gpu,
+                       workspace_gib=workspace_gib)  # fmt: skip
+        atomic_write_bytes(engine_path, built)
         atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=1) + "\n")
     if destination is None:
         return engine_path
@@ -142,9 +148,8 @@ def sidecar_path(engine: Path) -> Path:
 
 
 def _build(
-    onnx_bytes: bytes, onnx_path: Path, precision: str, profile: Profile, cache: Path, gpu: Gpu,
-    workspace_gib: int,
-) -> bytes:  # fmt: skip
+    onnx_bytes: bytes, onnx_path: Path, *, precision: str, profile: Profile, cache: Path, gpu: Gpu, workspace_gib: int
+) -> bytes:
     import tensorrt as trt  # build_engine has checked the GPU and the builder
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -179,3 +184,73 @@ def _build(
         raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path} (see TensorRT's log above)")
     atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
+
+
+class TensorRTBackend(Backend):
+    """A TensorRT engine for one ONNX graph (built, or reused from the cache, by build_engine) with torch CUDA
+    tensors as I/O. Not executed in this project's environment (no TensorRT there); type-checked against
+    tensorrt-stubs in CI."""
+
+    arrays: Literal["numpy", "torch"] = "torch"
+
+    def __init__(self, onnx_path: Path, profile: Profile = DEFAULT_PROFILE) -> None:
+        engine_path = build_engine(onnx_path, profile)  # checks the GPU, then TensorRT
+        import tensorrt as trt  # build_engine has made sure TensorRT and a GPU are there
+        import torch
+
+        metadata = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        self.halo, self.scales = model_facts(metadata, onnx_path)
+        self.precision = metadata.get("precision", "fp32")
+        self.architecture = metadata.get("architecture")
+        self.name, self.device = "tensorrt", "cuda"
+        self.profile = profile
+        self.min_input, self.max_input = profile.min, profile.max
+        self.preferred_batch = min(GPU_BATCH, profile.max[0])
+        self.runtime: trt.Runtime | None = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine: trt.ICudaEngine | None = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise EngineBuildError(f"{engine_path}: TensorRT could not deserialize the engine (see TensorRT's log)")
+        self.context: trt.IExecutionContext | None = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EngineBuildError(f"{engine_path}: expected one input and one output, got {inputs} and {outputs}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        half = self.engine.get_tensor_dtype(self.input_name) == trt.DataType.HALF
+        if self.engine.get_tensor_dtype(self.output_name) != self.engine.get_tensor_dtype(self.input_name):
+            raise EngineBuildError(f"{engine_path}: input and output types differ; not one of this package's graphs")
+        self.dtype = torch.float16 if half else torch.float32
+        self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+
+    def run(self, batch: Any) -> Any:
+        """The engine on a (N, 1, H, W) float32 CUDA tensor; float32 result on the GPU."""
+        import torch
+
+        check_batch(batch)
+        shape = (batch.shape[0], batch.shape[2], batch.shape[3])
+        low, high = self.profile.min, self.profile.max
+        if not all(lo <= n <= hi for lo, n, hi in zip(low, shape, high, strict=True)):  # callers check min/max_input
+            raise ValueError(f"Batch {tuple(batch.shape)} is outside the engine's profile {low}..{high} (N x H x W)")
+        if self.context is None:
+            raise BackendError("tensorrt: the backend is closed")
+        self.stream.wait_stream(torch.cuda.current_stream())  # the input was made on the current stream
+        with torch.cuda.stream(self.stream):
+            x = batch.to(self.dtype).contiguous()
+            out = torch.empty_like(x)
+            ready = (self.context.set_input_shape(self.input_name, tuple(x.shape))
+                     and self.context.set_tensor_address(self.input_name, x.data_ptr())
+                     and self.context.set_tensor_address(self.output_name, out.data_ptr()))  # fmt: skip
+            if not ready:  # a stale shape or address would make TensorRT read or write past these buffers
+                raise BackendError(f"TensorRT refused the shape or buffers of a batch of shape {tuple(x.shape)}")
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BackendError(f"TensorRT execute_async_v3 failed for a batch of shape {tuple(x.shape)}")
+            result = out.float()
+        torch.cuda.current_stream().wait_stream(self.stream)  # callers use the result on the current stream
+        return result
+
+    def close(self) -> None:
+        """Context, engine, then runtime: TensorRT objects are released in the reverse order of their making."""
+        self.context = None
+        self.engine = None
+        self.runtime = None

@@ -1,4 +1,6 @@
-"""VDSR and SRCNN on ILR luminance (N, 1, H, W) in [0, 1]; zero padding, so any H, W >= 1 keeps its size."""
+"""VDSR and SRCNN (PyTorch) on ILR luminance (N, 1, H, W) in [0, 1]; zero padding, so any H, W >= 1 keeps its size.
+
+Importing this module imports torch: the inference runtime loads it only for the PyTorch backend."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from vdsr.catalogue import Architecture
 
 
 @dataclass(frozen=True)
@@ -86,17 +90,18 @@ class SRCNN(nn.Module):
 def build_model(architecture: str, config: dict[str, object] | None = None) -> VDSR | SRCNN:
     """A model from its name and config fields, as stored in checkpoints and model cards."""
     config = config or {}
-    if architecture == "vdsr":
+    if architecture == Architecture.vdsr:
         return VDSR(VDSRConfig(**config))  # type: ignore[arg-type]
-    if architecture == "srcnn":
+    if architecture == Architecture.srcnn:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}  # JSON turns tuples into lists
         return SRCNN(SRCNNConfig(**fields))  # type: ignore[arg-type]
-    raise ValueError(f"Unknown architecture {architecture!r}; expected 'vdsr' or 'srcnn'")
+    expected = " or ".join(repr(a.value) for a in Architecture)
+    raise ValueError(f"Unknown architecture {architecture!r}; expected {expected}")
 
 
 def architecture_of(model: VDSR | SRCNN) -> str:
     """The name build_model takes for this model, as recorded in weights, graphs and model cards."""
-    return "vdsr" if isinstance(model, VDSR) else "srcnn"
+    return Architecture.vdsr.value if isinstance(model, VDSR) else Architecture.srcnn.value
 
 
 def model_config(model: VDSR | SRCNN) -> dict[str, object]:

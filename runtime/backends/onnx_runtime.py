@@ -1,0 +1,71 @@
+"""ONNX Runtime: one of this package's ONNX graphs in a session on the CPU (the default path: no PyTorch) or CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.errors import BackendError, ModelError
+from vdsr.runtime.backends.base import GPU_BATCH, Backend, check_batch, model_facts
+
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+CUDA_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ONNX Runtime session on one graph (fp32, fp16 or int8; fp16 I/O converted here). `require_halo=False`
+    accepts a graph without a recorded halo, for callers that never tile (the benchmark runs whole images)."""
+
+    arrays: Literal["numpy", "torch"] = "numpy"
+
+    def __init__(
+        self, model: Path, providers: tuple[str, ...] = CPU_PROVIDERS, *, threads: int = 0, require_halo: bool = True
+    ) -> None:
+        import onnxruntime as ort  # the `cpu` or `gpu` extra
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads  # 0: one per physical core
+        # ORT's own exception types derive from Exception directly; these are the ones loading a model raises
+        load_errors = (OSError, ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.NoSuchFile,
+                       ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NotImplemented,
+                       ort_errors.RuntimeException, getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
+        try:
+            self.session: Any = ort.InferenceSession(str(model), options, providers=list(providers))
+        except load_errors as error:
+            raise ModelError(f"{model}: ONNX Runtime cannot load it ({error})") from error
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        # get_available_providers() lists what was compiled in, not what works: report what the session runs on
+        self.providers: list[str] = list(self.session.get_providers())
+        self.name = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
+        self.device = "cpu" if self.name == "onnxruntime-cpu" else "cuda"
+        self.preferred_batch = 1 if self.device == "cpu" else GPU_BATCH
+        self.precision = self.metadata.get("precision", "fp32")
+        self.architecture = self.metadata.get("architecture")
+        self.halo, self.scales = (
+            model_facts(self.metadata, model) if require_halo or "halo" in self.metadata else (0, [])
+        )
+        self._errors = (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument,
+                        getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
+
+    def run(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
+        check_batch(batch)
+        if self.session is None:
+            raise BackendError(f"{self.name}: the session is closed")
+        try:
+            (out,) = self.session.run(None, {self.input_name: batch.astype(self.dtype, copy=False)})
+        except self._errors as error:  # ORT's exceptions derive from Exception directly
+            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BackendError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {cause}") from error
+        result: NDArray[np.float32] = np.asarray(out).astype(np.float32, copy=False)
+        return result
+
+    def close(self) -> None:
+        self.session = None  # ORT frees the session, its arena and its threads with the last reference

@@ -1,0 +1,163 @@
+"""Choosing a backend for a model: which engines can run here, which of the model's graphs (precision), and why.
+
+- onnxruntime-cpu / onnxruntime-cuda: an ONNX graph on ONNX Runtime. No PyTorch: the default CPU path. On CPUs with
+  int8 dot products (VNNI) the int8 graph (vdsr-export --int8, its PSNR cost measured and recorded) by default.
+- torch-cpu / torch-cuda: the safetensors weights on PyTorch; on CUDA in fp16, channels_last, replayed as CUDA graphs.
+- tensorrt: an engine built from the ONNX graph (not executed in this project's environment: TensorRT cannot be
+  installed there). Its I/O buffers are torch CUDA tensors.
+
+The engine modules for PyTorch and TensorRT import torch (and tensorrt) when loaded, so they are imported here only
+when their backend is tried, after the checks that need neither.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from vdsr.catalogue import ModelFiles, model_files
+from vdsr.errors import BackendUnavailable, ModelError, UsageError
+from vdsr.runtime.backends.base import Backend
+from vdsr.runtime.backends.onnx_runtime import CUDA_PROVIDERS, OnnxRuntimeBackend
+from vdsr.runtime.machine import INT8_DOT_PRODUCT_FLAGS, cpu_features, nvidia_driver_present
+
+BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")  # auto tries them in order
+GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+INT8_AUTO_BAR_DB = 0.05  # auto runs an int8 graph only if its recorded PSNR cost (vdsr-export --int8) is at most this
+
+
+def int8_is_fast() -> bool:
+    """Whether this CPU has int8 dot-product instructions (x86 VNNI, Arm dotprod). Without them ONNX Runtime's int8
+    kernels are slower, and on AVX2/AVX-512 without VNNI its u8s8 arithmetic can saturate."""
+    return bool(cpu_features() & INT8_DOT_PRODUCT_FLAGS)
+
+
+def _graph(files: ModelFiles, choice: str, precision: str) -> Path:
+    """The ONNX graph a backend runs: fp16 on GPUs; on CPUs int8 where it is fast (its cost is measured at export)."""
+    if "given" in files.graphs:
+        if precision != "auto":
+            raise BackendUnavailable(f"--precision {precision} picks among shipped graphs; {files.graphs['given']} "
+                                     "runs as it is")  # fmt: skip
+        return files.graphs["given"]
+    if precision == "int8" and choice != "onnxruntime-cpu":
+        raise BackendUnavailable("the int8 graph runs on onnxruntime-cpu only")
+    gpu = choice in GPU_BACKENDS
+    cpu_order = ("int8", "fp32") if int8_is_fast() else ("fp32",)
+    order = (precision,) if precision != "auto" else ("fp16", "fp32") if gpu else cpu_order
+    if precision == "int8" and not int8_is_fast():
+        warnings.warn("this CPU has no int8 dot-product instructions (VNNI): the int8 graph may be slow, and ONNX "
+                      "Runtime's u8s8 arithmetic can saturate on AVX2/AVX-512 without VNNI", stacklevel=2)  # fmt: skip
+    for candidate in order:
+        if candidate in files.graphs:
+            return files.graphs[candidate]
+    raise BackendUnavailable(f"no {'/'.join(order)} ONNX graph of {files.name}")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _torch_cuda() -> None:
+    if not _installed("torch"):
+        raise BackendUnavailable("PyTorch is not installed")
+    import torch  # heavy: only once a GPU backend is tried on a machine with an NVIDIA driver
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(f"PyTorch {torch.__version__} sees no CUDA GPU")
+
+
+def _open_torch(files: ModelFiles, gpu: bool, precision: str) -> Backend:
+    if files.weights is None:
+        raise BackendUnavailable(f"needs .safetensors weights for {files.name}; the model given is ONNX only")
+    if precision not in ("auto", "fp16" if gpu else "fp32"):
+        raise BackendUnavailable(f"runs {'fp16' if gpu else 'fp32'} only, not {precision}")
+    if gpu:
+        _torch_cuda()
+    elif not _installed("torch"):
+        raise BackendUnavailable("PyTorch is not installed (pip install 'vdsr[train]')")
+    from vdsr.runtime.backends.pytorch import TorchBackend  # imports torch
+
+    return TorchBackend(files.weights, "cuda" if gpu else "cpu")
+
+
+def _open_tensorrt(graph: Path) -> Backend:
+    if not _installed("tensorrt"):
+        raise BackendUnavailable("TensorRT is not installed (pip install 'vdsr[trt]')")
+    _torch_cuda()
+    from vdsr.runtime.backends.tensorrt import EngineBuildError, TensorRTBackend, TensorRTUnavailable  # imports onnx
+
+    try:
+        return TensorRTBackend(graph)
+    except (TensorRTUnavailable, EngineBuildError) as error:  # TensorRT cannot run this graph here
+        raise BackendUnavailable(str(error)) from error
+
+
+def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
+    """One backend, or BackendUnavailable saying why not."""
+    gpu = choice in GPU_BACKENDS
+    if gpu and not nvidia_driver_present():
+        raise BackendUnavailable("no NVIDIA GPU driver found")
+    if choice.startswith("torch"):
+        return _open_torch(files, gpu, precision)
+    if not files.graphs:
+        raise BackendUnavailable(f"needs an ONNX graph of {files.name}; the model given is safetensors only")
+    graph = _graph(files, choice, precision)
+    if choice == "tensorrt":
+        return _open_tensorrt(graph)
+    if not _installed("onnxruntime"):
+        raise BackendUnavailable("ONNX Runtime is not installed (pip install 'vdsr[cpu]' or 'vdsr[gpu]')")
+    if gpu:
+        import onnxruntime as ort  # the `gpu` extra
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailable("this onnxruntime has no CUDA provider (pip install 'vdsr[gpu]')")
+        backend = OnnxRuntimeBackend(graph, CUDA_PROVIDERS)
+        if backend.name != "onnxruntime-cuda":
+            backend.close()
+            raise BackendUnavailable("the CUDA provider did not load (CUDA/cuDNN libraries missing?)")
+        return backend
+    backend = OnnxRuntimeBackend(graph)
+    cost = float(backend.metadata.get("int8_max_cost_db", "inf")) if backend.precision == "int8" else 0.0
+    if precision == "auto" and cost > INT8_AUTO_BAR_DB and "fp32" in files.graphs:  # not worth its cost: fp32
+        backend.close()
+        return OnnxRuntimeBackend(files.graphs["fp32"])
+    return backend
+
+
+def open_backend(
+    choice: str = "auto",
+    model: str | Path | None = None,
+    log: Callable[[str], None] = lambda line: None,
+    *,
+    precision: str = "auto",
+) -> Backend:
+    """The backend `choice` (one of BACKENDS), or with 'auto' the first of BACKENDS that works here; `log` gets one
+    line saying what was chosen and why the others were skipped. `precision` (auto, fp32, fp16, int8) picks among a
+    shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs with int8 dot products, else fp32.
+
+    UsageError when the choice cannot be served: an unknown backend or precision, a model file no backend can load,
+    the backend asked for (or, with auto, every one) unavailable here."""
+    if choice != "auto" and choice not in BACKENDS:
+        raise UsageError(f"Unknown backend {choice!r}; expected auto or one of: {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"Unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}")
+    files = model_files(model)
+    skipped: list[str] = []
+    try:
+        for candidate in BACKENDS if choice == "auto" else (choice,):
+            try:
+                backend = _open(candidate, files, precision)
+            except BackendUnavailable as error:
+                if choice != "auto":
+                    raise UsageError(f"Backend {choice} is not available: {error}") from error
+                skipped.append(f"{candidate}: {error}")
+                continue
+            reasons = f"; skipped: {'; '.join(skipped) or 'none'}" if choice == "auto" else ""
+            log(f"backend {backend.name} ({backend.precision}) for {files.name}{reasons}")
+            return backend
+    except ModelError as error:  # the model file itself: no backend will load it
+        raise UsageError(str(error)) from error
+    raise UsageError("No backend can run here: " + "; ".join(skipped))

@@ -1,0 +1,245 @@
+"""Folder runs: which files go where (planning), and the pipeline that decodes, upscales and encodes them.
+
+Files are decoded and encoded on worker threads while the backend computes, with at most a few images in flight, so
+the backend never waits on the disk and memory stays bounded. A file that cannot be read, upscaled or written is one
+failure line and the others still run; a backend failure stops the run (every later file would fail the same way),
+after the results already computed are written.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.errors import BackendError, ImageError, UsageError
+from vdsr.files import unwritable_folder
+from vdsr.runtime.images import IMAGE_SUFFIXES, OUTPUT_FORMATS, LoadedImage, load_image, output_format, save_image
+from vdsr.runtime.resize import output_shape_for
+
+IN_FLIGHT = 2  # decoded images waiting for the backend, and results waiting to be written
+# 2**31 pixels: a 6 GiB RGB uint8 result; memory is about 3x the input as float32 plus the output (see the README)
+DEFAULT_MAX_OUTPUT_PIXELS = 2**31
+
+
+def scale_label(scale: float) -> str:
+    """2 -> '2', 2.5 -> '2.5': the suffix of default output names (photo_x2.png, photos_x2.5/)."""
+    return f"{scale:.10g}"  # enough digits that two different scales never share a folder
+
+
+@dataclass
+class FolderReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # outputs that existed (--skip-existing)
+    failed: list[str] = field(default_factory=list)  # one line each: the file and the cause
+    megapixels: float = 0.0  # output pixels written, in millions
+    stopped: str | None = None  # the backend failure that stopped the run before every file was done
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file or folder (case-insensitive file systems and links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False  # one of them does not exist
+
+
+def plan_jobs(
+    source: Path, scale: float, output: Path | None = None, *, recursive: bool = False, fmt: str | None = None
+) -> list[Job]:
+    """Input file(s) -> output paths. A folder's images mirror its tree under `output` (default <folder>_x<S>); a
+    file goes to `output`/<name> (default <stem>_x<S><suffix> beside it). Output names take `fmt`'s suffix if given.
+    UsageError for a missing input, an output folder inside the input folder, or one that cannot be written."""
+    label = scale_label(scale)
+    named = Path(os.path.abspath(source))  # "." and ".." get a name; a link keeps its own (results go beside it)
+    if source.is_file():
+        target = output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
+        pairs = [(source, target)]
+        root = target.parent
+    elif source.is_dir():
+        root = Path(os.path.abspath(output or named.with_name(f"{named.name}_x{label}")))
+        if _same_file(root, source) or (recursive and root.resolve().is_relative_to(source.resolve())):
+            raise UsageError(f"{root}: the output folder must not be the input folder or inside it")
+        found = sorted(list_folder(source, recursive=recursive))
+        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(source).parts)  # hidden files, folders
+                  and (p.is_file() or p.is_symlink())]  # fmt: skip  # not FIFOs or folders; broken links: reported
+        pairs = [(p, root / p.relative_to(source)) for p in images]
+    else:
+        raise UsageError(f"{source}: no such file or folder")
+    problem = unwritable_folder(root)
+    if problem:
+        raise UsageError(problem)
+    suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
+    return [Job(s, t.with_suffix(suffix) if suffix else t if writable(t) else t.with_suffix(".png")) for s, t in pairs]
+
+
+def writable(path: Path) -> bool:
+    """Whether results can be written in the format `path`'s suffix names (a GIF's result is written as PNG)."""
+    try:
+        output_format(path)
+    except UsageError:
+        return False
+    return True
+
+
+def list_folder(folder: Path, *, recursive: bool) -> list[Path]:
+    """The entries of `folder` (and of its subfolders, not following links to folders, when `recursive`). UsageError
+    naming the folder that cannot be listed: a silently skipped subfolder would look like a complete run."""
+    if not recursive:
+        try:
+            return list(folder.iterdir())
+        except OSError as error:
+            raise UsageError(f"{folder}: cannot list this folder ({error.strerror or error})") from error
+    found: list[Path] = []
+
+    def refuse(error: OSError) -> None:
+        raise UsageError(f"{error.filename}: cannot list this folder ({error.strerror or error})") from error
+
+    for parent, folders, files in os.walk(folder, onerror=refuse):
+        found += [Path(parent, name) for name in [*folders, *files]]
+    return found
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def fit_format(loaded: LoadedImage, target: Path, scale: float, max_output_pixels: int) -> LoadedImage:
+    """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
+    and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP/PPM; any other is an
+    ImageError naming `target`, transparency would be lost)."""
+    fmt = output_format(target)
+    height, width = output_shape_for((loaded.pixels.shape[0], loaded.pixels.shape[1]), scale)
+    if height * width > max_output_pixels:
+        raise ImageError(target, f"the {width}x{height} result is over the limit of {max_output_pixels} output pixels")
+    limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
+    if limit is not None and max(height, width) > limit:
+        raise ImageError(target, f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; use --format png")
+    if not OUTPUT_FORMATS[fmt][0] and loaded.has_alpha:
+        if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
+            raise ImageError(target, f"{fmt} cannot hold its transparency; use --format png (or webp, tif)")
+        loaded = replace(loaded, pixels=loaded.color, has_alpha=False)
+    return loaded
+
+
+def claim_outputs(
+    jobs: list[Job], report: FolderReport, *, skip_existing: bool, on_image: Callable[[Path, int], None]
+) -> list[Job]:
+    """The jobs to run: those whose output exists are skipped (with skip_existing); one whose output is an input of
+    the run, or another job's output, is a failure. Inputs are compared by file identity, outputs case-folded (Photo.png
+    is photo.png on some disks)."""
+    todo = []
+    claimed: dict[str, Path] = {}  # output (case-folded) -> its input
+    inputs = {(s.st_dev, s.st_ino) for s in (_stat(job.source) for job in jobs) if s is not None}
+    for job in jobs:
+        target = _stat(job.target)
+        if skip_existing and target is not None:
+            report.skipped.append(job.target)
+        elif target is not None and (target.st_dev, target.st_ino) in inputs:  # this or another input
+            report.failed.append(f"{job.source}: its output {job.target} is an input; give another --output")
+        elif (key := str(job.target).casefold()) in claimed:  # photo.jpg and photo.png with --format png
+            report.failed.append(f"{job.source}: its output {job.target} is also {claimed[key]}'s output")
+        else:
+            claimed[key] = job.source
+            todo.append(job)
+            continue
+        on_image(job.source, 0)
+    return todo
+
+
+def run_jobs(
+    jobs: list[Job],
+    upscale: Callable[[LoadedImage], NDArray[Any]],
+    report: FolderReport,
+    *,
+    scale: float,
+    fail_fast: bool,
+    max_pixels: int,
+    max_output_pixels: int,
+    on_image: Callable[[Path, int], None],
+) -> FolderReport:
+    """Decode, upscale and write every job: decoding and encoding on worker threads, `upscale` here. Failures go into
+    `report` one line each; a BackendError stops the run (report.stopped) once the results already made are written."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(max(2, min(4, (os.cpu_count() or 2) // 2)), "vdsr-io") as io:
+        writes: deque[tuple[Job, Future[int]]] = deque()
+
+        def finish(job: Job, pixels: int = 0, error: str | None = None) -> None:
+            if error is not None:
+                report.failed.append(error)
+                if fail_fast:
+                    stop.set()
+            else:
+                report.written.append(job.target)
+                report.megapixels += pixels / 1e6
+            on_image(job.source, pixels)
+
+        def finish_write(job: Job, write: Future[int]) -> None:
+            try:
+                finish(job, write.result())
+            except ImageError as error:  # save_image names the file
+                finish(job, error=str(error))
+
+        for job, decoded in _prefetch(io, jobs, max_pixels, stop):
+            try:
+                loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels)
+                pixels = upscale(loaded)
+            except ImageError as error:  # unreadable, or its result cannot be written as asked
+                finish(job, error=str(error) if error.path == job.source else f"{job.source} -> {error}")
+                continue
+            except MemoryError:
+                finish(job, error=f"{job.source}: not enough memory to upscale it")
+                continue
+            except BackendError as error:
+                report.stopped = f"{job.source}: {error}"
+                stop.set()
+                break
+            metadata = (loaded.icc_profile, loaded.exif)
+            del loaded, decoded  # the decoded pixels are not needed while the result is encoded
+            writes.append((job, io.submit(_write, job.target, pixels, *metadata)))
+            while len(writes) > IN_FLIGHT or (writes and writes[0][1].done()):
+                finish_write(*writes.popleft())
+        while writes:
+            finish_write(*writes.popleft())
+    return report
+
+
+def _prefetch(
+    io: ThreadPoolExecutor, jobs: list[Job], max_pixels: int, stop: threading.Event
+) -> Iterator[tuple[Job, Future[LoadedImage]]]:
+    """Jobs in order with their decoding already under way, at most IN_FLIGHT ahead of the consumer."""
+    pending: deque[tuple[Job, Future[LoadedImage]]] = deque()
+    queue = iter(jobs)
+    try:
+        while not stop.is_set():
+            while len(pending) < IN_FLIGHT and (job := next(queue, None)) is not None:
+                pending.append((job, io.submit(load_image, job.source, max_pixels)))
+            if not pending:
+                return
+            yield pending.popleft()
+    finally:  # stopped, or the consumer left the loop: decodes not yet started are not needed
+        for _, future in pending:
+            future.cancel()
+
+
+def _write(target: Path, pixels: NDArray[Any], icc_profile: bytes | None, exif: bytes | None) -> int:
+    save_image(target, pixels, icc_profile, exif)
+    return int(pixels.shape[0] * pixels.shape[1])

@@ -58,7 +58,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds_per_call(run: Callable[[], object], device: torch.device, min_seconds: float, warmup: int = 3) -> float:
+def seconds_per_call(run: Callable[[], object], device: torch.device, min_seconds: float, *, warmup: int = 3) -> float:
     for _ in range(warmup):
         run()
     synchronize(device)
@@ -119,7 +119,7 @@ def variants(model: VDSR | SRCNN, device: torch.device, onnx_fp16: Path | None) 
 
 
 def backend_table(
-    model: VDSR | SRCNN, device: torch.device, shapes: list[tuple[int, int, int]], peak: float,
+    model: VDSR | SRCNN, device: torch.device, *, shapes: list[tuple[int, int, int]], peak: float,
     onnx_fp16: Path | None, min_seconds: float,
 ) -> list[dict[str, Any]]:  # fmt: skip
     flops = flops_per_pixel(model)
@@ -148,7 +148,7 @@ def backend_table(
 
 
 def paper_table(
-    model: VDSR | SRCNN, device: torch.device, data_dir: Path | None, sets: list[str], scales: list[int],
+    model: VDSR | SRCNN, device: torch.device, *, data_dir: Path | None, sets: list[str], scales: list[int],
     urban_sizes: Path | None, limit: int | None, min_seconds: float, crop: int | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Seconds per image, LR luminance in -> SR luminance out on the device (fp16 channels_last), per set and scale.
@@ -185,8 +185,7 @@ def paper_table(
     return rows
 
 
-def memory_8k(model_path: Path | None, device: torch.device, out_size: tuple[int, int], min_seconds: float
-              ) -> dict[str, Any]:  # fmt: skip
+def memory_8k(model_path: Path | None, device: torch.device, out_size: tuple[int, int]) -> dict[str, Any]:
     """Peak GPU memory and throughput of the tiled runtime (torch-cuda backend) for one RGB frame of `out_size`
     (W, H) output, and the network alone on the whole frame untiled, for the cost of tiling."""
     if device.type != "cuda":
@@ -206,7 +205,7 @@ def memory_8k(model_path: Path | None, device: torch.device, out_size: tuple[int
             "note": "upload, colour, bicubic ILR, tiles, rounding on the GPU; result copied back"}  # fmt: skip
 
 
-def fp16_cost(model: VDSR | SRCNN, device: torch.device, data_dir: Path | None, sets: list[str],
+def fp16_cost(model: VDSR | SRCNN, device: torch.device, *, data_dir: Path | None, sets: list[str],
               scales: list[int], limit: int | None, crop: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """PSNR fp32 - PSNR fp16 on the device, per set and scale (bench protocol)."""
     nets = {name: variants(model, device, None)[name]() for name in ("torch eager fp32", "torch fp16 channels_last")}
@@ -284,11 +283,14 @@ def main(
     typer.echo(f"matrix peak {peak:.1f} TFLOP/s on {device}")
     result = {
         "device": str(device), "peak_tflops": peak,
-        "backends": backend_table(model, device, shapes, peak, onnx_fp16, min_seconds),
-        "paper_table": paper_table(model, device, data_dir, ["Set5", "Set14", "B100", "Urban100"], [2, 3, 4],
-                                   urban, limit, min_seconds, crop),
-        "memory_8k": memory_8k(source, device, (7680, 4320), min_seconds),
-        "fp16_cost": fp16_cost(model, device, data_dir, ["Set5", "Set14", "B100"], [2, 3, 4], limit, crop),
+        "backends": backend_table(model, device, shapes=shapes, peak=peak, onnx_fp16=onnx_fp16,
+                                  min_seconds=min_seconds),
+        "paper_table": paper_table(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100", "Urban100"],
+                                   scales=[2, 3, 4], urban_sizes=urban, limit=limit, min_seconds=min_seconds,
+                                   crop=crop),
+        "memory_8k": memory_8k(source, device, (7680, 4320)),
+        "fp16_cost": fp16_cost(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100"], scales=[2, 3, 4],
+                               limit=limit, crop=crop),
         "environment": env,
     }  # fmt: skip
     name = (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu-dry-run").replace(" ", "_")

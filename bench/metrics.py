@@ -32,7 +32,7 @@ def _pair(
     return shave(a, border).astype(np.float64), shave(b, border).astype(np.float64)
 
 
-def psnr(a: NDArray[np.generic], b: NDArray[np.generic], peak: float = 255.0, border: int = 0) -> float:
+def psnr(a: NDArray[np.generic], b: NDArray[np.generic], *, peak: float = 255.0, border: int = 0) -> float:
     """10 log10(peak^2 / MSE) after shaving `border` px; inf for identical images."""
     x, y = _pair(a, b, border)
     mse = float(np.mean((x - y) ** 2))
@@ -61,7 +61,7 @@ def _filter_valid(image: NDArray[np.float64], g: NDArray[np.float64]) -> NDArray
     return out
 
 
-def ssim(a: NDArray[np.generic], b: NDArray[np.generic], peak: float = 255.0, border: int = 0) -> float:
+def ssim(a: NDArray[np.generic], b: NDArray[np.generic], *, peak: float = 255.0, border: int = 0) -> float:
     """Mean SSIM after shaving `border` px; images must be at least 11x11 after shaving."""
     x, y = _pair(a, b, border)
     if min(x.shape) < SSIM_WINDOW:

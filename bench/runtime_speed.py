@@ -83,7 +83,8 @@ def speed(
         except VdsrError as error:
             typer.echo(f"skipped {backend} {precision}: {error}")
             continue
-        rows.append(_measure(upscaler, rgb, ilr, scale, repeats, folder_images if backend != "torch-cpu" else 0))
+        count = folder_images if backend != "torch-cpu" else 0
+        rows.append(_measure(upscaler, rgb, ilr, scale=scale, repeats=repeats, folder_images=count))
     torch_rate = {r["backend"]: r for r in rows}["torch-cpu"]
     summary = {f"{r['backend']} {r['precision']} over torch-cpu fp32": {
         "backend_only": r["backend_only_mp_per_s"] / torch_rate["backend_only_mp_per_s"],
@@ -101,7 +102,7 @@ def speed(
 
 
 def _measure(
-    upscaler: Upscaler, rgb: np.ndarray, ilr: np.ndarray, scale: float, repeats: int, folder_images: int
+    upscaler: Upscaler, rgb: np.ndarray, ilr: np.ndarray, *, scale: float, repeats: int, folder_images: int
 ) -> dict[str, Any]:
     backend = upscaler.backend
     out_pixels = ilr.size
@@ -117,7 +118,7 @@ def _measure(
         "end_to_end_seconds": whole,
     }
     if folder_images:
-        row |= _folder_run(upscaler, rgb, scale, folder_images)
+        row |= _folder_run(upscaler, rgb, scale, count=folder_images)
     typer.echo(json.dumps(row))
     return row
 
@@ -134,7 +135,7 @@ def _model_and_precision(model: str | None, precision: str, suffix: str) -> tupl
     return str(Path(model).with_name(Path(model).name + suffix)), "auto"
 
 
-def _folder_run(upscaler: Upscaler, rgb: np.ndarray, scale: float, count: int) -> dict[str, float]:
+def _folder_run(upscaler: Upscaler, rgb: np.ndarray, scale: float, *, count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "in"
         source.mkdir()

@@ -21,7 +21,9 @@ from vdsr.networks import build_model
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def patches_per_second(model_name: str, bf16: bool, channels_last: bool, batch: int, patch: int, steps: int) -> float:
+def patches_per_second(
+    model_name: str, *, bf16: bool, channels_last: bool, batch: int, patch: int, steps: int
+) -> float:
     torch.manual_seed(0)
     model = build_model(model_name)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -53,7 +55,9 @@ def main(
     for model_name in ("vdsr", "srcnn"):
         for bf16 in (False, True):
             for channels_last in (False, True):
-                rate = patches_per_second(model_name, bf16, channels_last, batch, patch, steps)
+                rate = patches_per_second(
+                    model_name, bf16=bf16, channels_last=channels_last, batch=batch, patch=patch, steps=steps
+                )
                 rows.append(
                     {"model": model_name, "bf16": bf16, "channels_last": channels_last, "patches_per_second": rate}
                 )

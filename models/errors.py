@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Exit codes of vdsr-run, vdsr-bench, vdsr-train and vdsr-export (README, "Exit codes")
-EXIT_OK = 0
+# Exit codes of vdsr-run, vdsr-bench, vdsr-train and vdsr-export besides 0 (everything done)
 EXIT_FAILED = 1  # some inputs failed (files, data sets, weights); the others were done
 EXIT_USAGE = 2  # nothing was done: the command cannot be carried out as given
 EXIT_STOPPED_EARLY = 3  # vdsr-train stopped by a signal or --max-minutes, checkpoint written

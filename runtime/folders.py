@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def fit_format(loaded: LoadedImage, target: Path, scale: float, max_output_pixels: int) -> LoadedImage:
+def fit_format(loaded: LoadedImage, target: Path, scale: float, *, max_output_pixels: int) -> LoadedImage:
     """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
     and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP/PPM; any other is an
     ImageError naming `target`, transparency would be lost)."""
@@ -198,9 +199,9 @@ def run_jobs(
             except ImageError as error:  # save_image names the file
                 finish(job, error=str(error))
 
-        for job, decoded in _prefetch(io, jobs, max_pixels, stop):
+        for job, decoded in _prefetch(io, jobs, max_pixels=max_pixels, stop=stop):
             try:
-                loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels)
+                loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels=max_output_pixels)
                 pixels = upscale(loaded)
             except ImageError as error:  # unreadable, or its result cannot be written as asked
                 finish(job, error=str(error) if error.path == job.source else f"{job.source} -> {error}")
@@ -212,9 +213,9 @@ def run_jobs(
                 report.stopped = f"{job.source}: {error}"
                 stop.set()
                 break
-            metadata = (loaded.icc_profile, loaded.exif)
+            encode = partial(_write, job.target, pixels, icc_profile=loaded.icc_profile, exif=loaded.exif)
             del loaded, decoded  # the decoded pixels are not needed while the result is encoded
-            writes.append((job, io.submit(_write, job.target, pixels, *metadata)))
+            writes.append((job, io.submit(encode)))
             while len(writes) > IN_FLIGHT or (writes and writes[0][1].done()):
                 finish_write(*writes.popleft())
         while writes:
@@ -223,7 +224,7 @@ def run_jobs(
 
 
 def _prefetch(
-    io: ThreadPoolExecutor, jobs: list[Job], max_pixels: int, stop: threading.Event
+    io: ThreadPoolExecutor, jobs: list[Job], *, max_pixels: int, stop: threading.Event
 ) -> Iterator[tuple[Job, Future[LoadedImage]]]:
     """Jobs in order with their decoding already under way, at most IN_FLIGHT ahead of the consumer."""
     pending: deque[tuple[Job, Future[LoadedImage]]] = deque()
@@ -240,6 +241,6 @@ def _prefetch(
             future.cancel()
 
 
-def _write(target: Path, pixels: NDArray[Any], icc_profile: bytes | None, exif: bytes | None) -> int:
-    save_image(target, pixels, icc_profile, exif)
+def _write(target: Path, pixels: NDArray[Any], *, icc_profile: bytes | None, exif: bytes | None) -> int:
+    save_image(target, pixels, icc_profile=icc_profile, exif=exif)
     return int(pixels.shape[0] * pixels.shape[1])

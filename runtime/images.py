@@ -213,7 +213,7 @@ def output_format(path: Path) -> str:
 
 
 def encode_image(
-    pixels: NDArray[np.uint8] | NDArray[np.uint16], fmt: str, out: BinaryIO, icc_profile: bytes | None = None,
+    pixels: NDArray[np.uint8] | NDArray[np.uint16], fmt: str, out: BinaryIO, *, icc_profile: bytes | None = None,
     exif: bytes | None = None,
 ) -> None:  # fmt: skip
     """(H, W, C) uint8 or uint16, C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> one file in format `fmt`, into `out`.
@@ -245,13 +245,13 @@ def to_pil_image(pixels: NDArray[np.uint8] | NDArray[np.uint16], sixteen_bit: bo
 
 
 def save_image(
-    path: Path, pixels: NDArray[np.uint8] | NDArray[np.uint16], icc_profile: bytes | None = None,
+    path: Path, pixels: NDArray[np.uint8] | NDArray[np.uint16], *, icc_profile: bytes | None = None,
     exif: bytes | None = None,
 ) -> None:  # fmt: skip
     """Encode in the format the suffix names, then write atomically. ImageError naming the file on failure."""
     fmt = output_format(path)
     try:
-        atomic_write(path, lambda f: encode_image(pixels, fmt, f, icc_profile, exif))
+        atomic_write(path, lambda f: encode_image(pixels, fmt, f, icc_profile=icc_profile, exif=exif))
     except OSError as error:  # the file system (PIL's encoders raise ValueError)
         raise ImageError(path, f"cannot write ({error.strerror or error})") from error
     except ValueError as error:

@@ -65,7 +65,7 @@ def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None, bytes | N
             if kind != b"IHDR" or length != 13:
                 raise ValueError("PNG does not start with an IHDR chunk")
             header = struct.unpack(">IIBBBBB", body)
-            _check_header(*header)
+            _check_header(header)
         elif kind == b"IDAT":
             idat.append(body)
         elif kind == b"IEND":
@@ -124,9 +124,9 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _check_header(
-    width: int, height: int, depth: int, colour_type: int, compression: int, filter_method: int, interlace: int
-) -> None:
+def _check_header(header: tuple[int, ...]) -> None:
+    """IHDR's (width, height, depth, colour type, compression, filter method, interlace), checked."""
+    width, height, depth, colour_type, compression, filter_method, interlace = header
     if width == 0 or height == 0:
         raise ValueError(f"PNG has an empty image ({width}x{height})")
     if colour_type == 3:
@@ -160,15 +160,15 @@ def _unfilter(types: NDArray[np.uint8], data: NDArray[np.uint8], bpp: int) -> ND
     for r0 in range(0, len(types), _BAND_ROWS):
         r1 = min(len(types), r0 + _BAND_ROWS)
         if types[r0:r1].max() <= 2:
-            _unfilter_rows(types[r0:r1], data[r0:r1], prev, bpp, out[r0:r1])
+            _unfilter_rows(types[r0:r1], data[r0:r1], prev, bpp=bpp, out=out[r0:r1])
         else:
-            out[r0:r1] = _unfilter_diagonals(types[r0:r1], data[r0:r1], prev, bpp)
+            out[r0:r1] = _unfilter_diagonals(types[r0:r1], data[r0:r1], prev, bpp=bpp)
         prev = out[r1 - 1]
     return out
 
 
 def _unfilter_rows(
-    types: NDArray[np.uint8], data: NDArray[np.uint8], prev: NDArray[np.uint8], bpp: int, out: NDArray[np.uint8]
+    types: NDArray[np.uint8], data: NDArray[np.uint8], prev: NDArray[np.uint8], *, bpp: int, out: NDArray[np.uint8]
 ) -> None:
     """None, Sub and Up rows, one row at a time: uint8 arithmetic wraps modulo 256 as the PNG filters do."""
     for i, kind in enumerate(types.tolist()):
@@ -182,7 +182,7 @@ def _unfilter_rows(
 
 
 def _unfilter_diagonals(
-    types: NDArray[np.uint8], data: NDArray[np.uint8], prev: NDArray[np.uint8], bpp: int
+    types: NDArray[np.uint8], data: NDArray[np.uint8], prev: NDArray[np.uint8], *, bpp: int
 ) -> NDArray[np.uint8]:
     """Any filters, one anti-diagonal of pixels at a time (each step vectorised over its rows and byte lanes)."""
     rows, width = len(types), data.shape[1] // bpp
@@ -203,15 +203,15 @@ def _unfilter_diagonals(
         for kind in range(1, 5):
             n = count[kind][hi - 1] - count[kind][lo - 1]
             if n == hi - lo:  # the whole anti-diagonal uses one filter
-                x += _predict(kind, a, b, c)
+                x += _predict(kind, a=a, b=b, c=c)
                 break
             if n:
-                x += np.where(has_type[kind][lo:hi], _predict(kind, a, b, c), 0)
+                x += np.where(has_type[kind][lo:hi], _predict(kind, a=a, b=b, c=c), 0)
         x &= 255
     return grid[1:, 1:].astype(np.uint8).reshape(rows, width * bpp)
 
 
-def _predict(kind: int, a: NDArray[np.int16], b: NDArray[np.int16], c: NDArray[np.int16]) -> NDArray[np.int16]:
+def _predict(kind: int, *, a: NDArray[np.int16], b: NDArray[np.int16], c: NDArray[np.int16]) -> NDArray[np.int16]:
     """The PNG predictor of filter `kind` (1 Sub, 2 Up, 3 Average, 4 Paeth) from the left, upper, upper-left bytes."""
     if kind == 1:
         return a

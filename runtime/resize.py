@@ -66,7 +66,7 @@ def output_shape_for(shape: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def _resize_axis(
-    image: NDArray[np.floating], axis: int, weights: NDArray[np.float64], source: NDArray[np.intp]
+    image: NDArray[np.floating], axis: int, *, weights: NDArray[np.float64], source: NDArray[np.intp]
 ) -> NDArray[np.floating]:
     """Output i along `axis` = sum over taps j of weights[i, j] * image[source[i, j]] (other axes broadcast)."""
     w = weights.astype(image.dtype)
@@ -81,6 +81,7 @@ def _resize_axis(
 def imresize(
     image: NDArray[np.generic],
     scale: float | None = None,
+    *,
     output_shape: tuple[int, int] | None = None,
     dtype: DTypeLike = np.float64,
 ) -> NDArray[np.floating]:
@@ -110,11 +111,12 @@ def imresize(
     result = np.asarray(image, dtype=dtype)
     # MATLAB resizes the dimension with the smaller scale first (a stable sort: rows first on a tie); fewer operations.
     for axis in sorted((0, 1), key=lambda a: scales[a]):
-        result = _resize_axis(result, axis, *contributions(in_shape[axis], out_shape[axis], scales[axis]))
+        weights, source = contributions(in_shape[axis], out_shape[axis], scales[axis])
+        result = _resize_axis(result, axis, weights=weights, source=source)
     return result
 
 
-def imresize_rows(image: NDArray[np.floating], scale: float, start: int, stop: int) -> NDArray[np.floating]:
+def imresize_rows(image: NDArray[np.floating], scale: float, *, start: int, stop: int) -> NDArray[np.floating]:
     """Rows start..stop-1 of `imresize(image, scale, dtype=image.dtype)` for a float (H, W) or (H, W, C) image,
     reading only the input rows they need: a band of a huge output without the whole output in memory. Bit-identical
     to slicing the whole result (rows are resized first, as imresize does for equal scales)."""
@@ -126,5 +128,6 @@ def imresize_rows(image: NDArray[np.floating], scale: float, start: int, stop: i
     weights, source = contributions(image.shape[0], rows, scale)
     weights, source = weights[start:stop], source[start:stop]
     first = int(source.min())
-    band = _resize_axis(image[first : int(source.max()) + 1], 0, weights, source - first)
-    return _resize_axis(band, 1, *contributions(image.shape[1], cols, scale))
+    band = _resize_axis(image[first : int(source.max()) + 1], 0, weights=weights, source=source - first)
+    col_weights, col_source = contributions(image.shape[1], cols, scale)
+    return _resize_axis(band, 1, weights=col_weights, source=col_source)

@@ -15,7 +15,7 @@ from vdsr.runtime.resize import contributions, output_shape_for
 
 
 def resize_rows(
-    weights: NDArray[np.float64], source: NDArray[np.intp], start: int, stop: int
+    weights: NDArray[np.float64], source: NDArray[np.intp], *, start: int, stop: int
 ) -> tuple[NDArray[np.float64], int]:
     """Rows start..stop of the resize matrix of `contributions`, over only the inputs they read: (the matrix, the
     first input it reads). A band of a large image then costs its own size, not the whole image's."""
@@ -29,7 +29,7 @@ def resize_rows(
 
 def resize_matrix(in_length: int, out_length: int, scale: float) -> NDArray[np.float64]:
     """(out_length, in_length): row i holds the weights output i takes from each input (mirrored taps summed)."""
-    part, first = resize_rows(*contributions(in_length, out_length, scale), 0, out_length)
+    part, first = resize_rows(*contributions(in_length, out_length, scale), start=0, stop=out_length)
     matrix = np.zeros((out_length, in_length))
     matrix[:, first : first + part.shape[1]] = part
     return matrix

@@ -68,11 +68,11 @@ def upscale_pixels(
     out = np.empty((height, width, pixels.shape[-1]), dtype=out_dtype)
 
     def ilr(start: int, stop: int) -> NDArray[np.floating]:  # rows of the network's input, made as they are needed
-        return imresize_rows(planes[..., 0], scale, start, stop)
+        return imresize_rows(planes[..., 0], scale, start=start, stop=stop)
 
     bands = tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch)
     for row0, row1, y in bands:
-        rest = imresize_rows(planes[..., 1:], scale, row0, row1) if pixels.shape[-1] > 1 else None  # Cb, Cr, alpha
+        rest = imresize_rows(planes[..., 1:], scale, start=row0, stop=row1) if pixels.shape[-1] > 1 else None
         for r0 in range(0, row1 - row0, 64):  # back to RGB a few rows at a time: small float64 temporaries
             r1 = min(r0 + 64, row1 - row0)
             ycc = y[r0:r1, :, None] if rest is None else np.concatenate([y[r0:r1, :, None], rest[r0:r1]], axis=-1)

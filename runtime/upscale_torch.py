@@ -45,12 +45,12 @@ def upscale_pixels_torch(
     col_weights, col_source = contributions(pixels.shape[1], width, scale)
     for start in range(0, width, COLUMN_CHUNK):
         stop = min(width, start + COLUMN_CHUNK)
-        part, first = resize_rows(col_weights, col_source, start, stop)
+        part, first = resize_rows(col_weights, col_source, start=start, stop=stop)
         cols.append((torch.from_numpy(part.T).to(device, torch.float32), first, start, stop))
 
     def resize(planes: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Output rows start..stop of the bicubic resize of `planes` (C, H, W), as banded matrix products."""
-        part, first = resize_rows(*rows, start, stop)
+        part, first = resize_rows(*rows, start=start, stop=stop)
         tall = torch.from_numpy(part).to(device, torch.float32) @ planes[:, first : first + part.shape[1]]
         wide = torch.empty((planes.shape[0], stop - start, width), device=device)
         for m, c_first, c_start, c_stop in cols:

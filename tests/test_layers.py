@@ -186,3 +186,20 @@ def test_source_files_are_small(name: str) -> None:
 def test_no_two_classes_share_a_name() -> None:
     names = Counter(node.name for tree in TREES.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
     assert not [name for name, count in names.items() if count > 1]
+
+
+def test_long_signatures_take_keywords() -> None:
+    """More than three parameters: the rest are keyword-only (no long positional calls with adjacent flags). Typer
+    commands, whose parameters are the command's options, are never called positionally."""
+    long = []
+    for name, tree in TREES.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            command = any("command" in ast.unparse(d) for d in node.decorator_list) or (
+                is_script(name) and node.name == "main"
+            )
+            positional = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+            if len(positional) > 3 and not command:
+                long.append(f"{name}.{node.name}({', '.join(positional)})")
+    assert not long, "\n".join(long)

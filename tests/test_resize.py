@@ -211,7 +211,7 @@ def test_resize_rows_is_the_full_matrix_band(length: int, scale: float) -> None:
     full = resize_matrix(length, out_length, scale)
     for start, stop in ((0, out_length), (0, 1), (out_length // 3, out_length // 2 + 1), (out_length - 1, out_length)):
         weights, source = contributions(length, out_length, scale)
-        band, first = resize_rows(weights, source, start, stop)
+        band, first = resize_rows(weights, source, start=start, stop=stop)
         assert np.array_equal(full[start:stop, first : first + band.shape[1]], band)
         assert not full[start:stop, :first].any() and not full[start:stop, first + band.shape[1] :].any()
         assert band.shape[1] <= (stop - start) / scale + weights.shape[1] + 1  # the band's inputs, not the image's

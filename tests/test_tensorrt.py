@@ -43,14 +43,14 @@ def test_profile_shapes() -> None:
 
 def test_engine_key_changes_with_every_input() -> None:
     gpu, other_gpu = Gpu("NVIDIA H100 80GB HBM3", "9.0"), Gpu("NVIDIA H200", "9.0")
-    base = engine_key(gpu, "10.13.0", "a" * 64, DEFAULT_PROFILE)
-    assert base == engine_key(gpu, "10.13.0", "a" * 64, DEFAULT_PROFILE)
+    base = engine_key(gpu, "10.13.0", "a" * 64, profile=DEFAULT_PROFILE)
+    assert base == engine_key(gpu, "10.13.0", "a" * 64, profile=DEFAULT_PROFILE)
     variants = {
-        engine_key(other_gpu, "10.13.0", "a" * 64, DEFAULT_PROFILE),
-        engine_key(Gpu(gpu.name, "8.9"), "10.13.0", "a" * 64, DEFAULT_PROFILE),
-        engine_key(gpu, "11.0.0", "a" * 64, DEFAULT_PROFILE),
-        engine_key(gpu, "10.13.0", "b" * 64, DEFAULT_PROFILE),
-        engine_key(gpu, "10.13.0", "a" * 64, Profile((1, 32, 32), (2, 256, 256), (8, 1024, 1024))),
+        engine_key(other_gpu, "10.13.0", "a" * 64, profile=DEFAULT_PROFILE),
+        engine_key(Gpu(gpu.name, "8.9"), "10.13.0", "a" * 64, profile=DEFAULT_PROFILE),
+        engine_key(gpu, "11.0.0", "a" * 64, profile=DEFAULT_PROFILE),
+        engine_key(gpu, "10.13.0", "b" * 64, profile=DEFAULT_PROFILE),
+        engine_key(gpu, "10.13.0", "a" * 64, profile=Profile((1, 32, 32), (2, 256, 256), (8, 1024, 1024))),
     }
     assert base not in variants and len(variants) == 5
 

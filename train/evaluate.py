@@ -14,7 +14,7 @@ from vdsr.runtime.backends.pytorch import TorchBackend
 
 
 def validate(
-    model: VDSR | SRCNN, name: str, datasets: Sequence[Dataset], scales: Sequence[int], device: torch.device
+    model: VDSR | SRCNN, name: str, *, datasets: Sequence[Dataset], scales: Sequence[int], device: torch.device
 ) -> list[CellResult]:
     """PSNR/SSIM of `model` (fp32, on `device`, left in the mode it was in) per data set and scale. DatasetError
     naming the images that could not be scored."""

@@ -203,7 +203,8 @@ def train(
             validation = None
             if config.validate_every and step % config.validate_every == 0 and step < last_step:
                 try:
-                    validation = validate(model, config.model, validation_sets, config.scales, device)
+                    validation = validate(model, config.model, datasets=validation_sets, scales=config.scales,
+                                          device=device)  # fmt: skip
                 except DatasetError as error:  # keep the steps done so far: the run can go on once the data is fixed
                     checkpoint()
                     raise TrainingError(f"validation at step {step} failed ({error}); checkpoint written") from error
@@ -226,7 +227,7 @@ def train(
     if step < last_step:
         return TrainResult(steps=step, stopped=stopped, weights=None, checkpoint=checkpoint_path)
 
-    final = validate(model, config.model, final_sets or validation_sets, config.scales, device)
+    final = validate(model, config.model, datasets=final_sets or validation_sets, scales=config.scales, device=device)
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
     log({"step": step, "validation": [asdict(c) for c in final]})
     weights_path = out_dir / f"{config.model}.safetensors"

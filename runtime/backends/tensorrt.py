@@ -92,7 +92,7 @@ def require_tensorrt() -> Gpu:
     return gpu
 
 
-def engine_key(gpu: Gpu, trt_version: str, onnx_sha256: str, profile: Profile) -> str:
+def engine_key(gpu: Gpu, trt_version: str, onnx_sha256: str, *, profile: Profile) -> str:
     fields = {"gpu": asdict(gpu), "tensorrt": trt_version, "onnx": onnx_sha256, "profile": asdict(profile)}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -125,7 +125,7 @@ def build_engine(
         raise EngineBuildError(f"TensorRT {trt.__version__} is strongly typed only: build from the fp16 graph "
                                f"(vdsr-export --fp16), not {onnx_path}")  # fmt: skip
     cache = cache_dir or default_cache_dir()
-    key = engine_key(gpu, trt.__version__, onnx_sha256, profile)
+    key = engine_key(gpu, trt.__version__, onnx_sha256, profile=profile)
     engine_path = cache / "engines" / f"{key}.engine"
     sidecar = {"gpu": asdict(gpu), "tensorrt": trt.__version__, "onnx": str(onnx_path), "onnx_sha256": onnx_sha256,
                "precision": precision, "profile": asdict(profile), "vdsr": __version__}  # fmt: skip

@@ -35,7 +35,7 @@ from vdsr.bench.report import (
     to_markdown,
     write_report,
 )
-from vdsr.cli import error_console, exit_on_errors, print_error
+from vdsr.console import error_console, exit_on_errors, print_error
 from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
 from vdsr.files import sha256_file, unwritable_folder
 
@@ -147,7 +147,7 @@ def main(
     env["weights"] = sources
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
+    with exit_on_errors(err), Progress(*columns, console=err, transient=True) as progress:  # a backend failure: 4
         task = progress.add_task("bench", total=total)
         run = run_bench(datasets, scales, runners, on_progress=lambda steps: progress.advance(task, steps))
     table = Table(*COMPARISON_HEADER, title="PSNR / SSIM on Y vs Kim et al. 2016, Table 3", box=box.SIMPLE_HEAD)

@@ -19,6 +19,7 @@ from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
 from vdsr.bench.protocol import parse_scales
 from vdsr.bench.report import environment
+from vdsr.console import error_console, exit_on_errors
 from vdsr.errors import VdsrError
 from vdsr.files import atomic_write_text
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
@@ -37,8 +38,9 @@ def main(
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
     markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
 ) -> None:
+    with exit_on_errors(error_console()):
+        scales = parse_scales(scale)  # bad usage: exit 2
     try:
-        scales = parse_scales(scale)
         datasets = [resolve_dataset(name, data_dir) for name in dataset]
         backends = {"fp32": OnnxRuntimeBackend(fp32), "fp16": OnnxRuntimeBackend(fp16)}
     except VdsrError as error:

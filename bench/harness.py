@@ -13,11 +13,11 @@ from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import degrade, scorable, score
-from vdsr.catalogue import Architecture, graph_name, shipped, shipped_models
+from vdsr.catalogue import Architecture, model_files, shipped, shipped_models
 from vdsr.errors import ImageError, ModelError
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
-from vdsr.runtime.backends.select import open_backend
+from vdsr.runtime.backends.selection import open_backend
 from vdsr.runtime.images import load_image
 from vdsr.runtime.resize import imresize
 
@@ -62,11 +62,12 @@ def backend_runner(backend: Backend, name: str) -> MethodRunner:
 
 def shipped_weights(method: Method) -> list[Path]:
     """The shipped models of a learnt method: each one's ONNX graph where shipped, else its safetensors."""
-    found = [
-        next((p for p in (shipped(graph_name(stem, "fp32")), shipped(f"{stem}.safetensors")) if p.is_file()), None)
-        for stem in shipped_models(method.value)  # SRCNN comes as one model per scale, as in its paper
-    ]
-    paths = [p for p in found if p is not None]
+    paths = []
+    for name in shipped_models(method.value):  # SRCNN comes as one model per scale, as in its paper
+        files = model_files(name)
+        path = files.graphs.get("fp32") or files.weights  # model_files refuses a model with neither
+        if path is not None:
+            paths.append(path)
     if not paths:
         missing = shipped(f"{method.value}.safetensors")
         raise ModelError(f"No weights for {method.value}: {missing} does not exist (train them with vdsr-train)")

@@ -78,8 +78,8 @@ class Degraded:
     scale: int
 
     def ilr(self) -> NDArray[np.floating]:
-        """The network's input: LR enlarged back by MATLAB's bicubic, 0..1, float64 (computed on each call: the
-        benchmark times it as part of the method)."""
+        """The network's input: LR enlarged back by MATLAB's bicubic, 0..1, float64, computed on each call (the
+        benchmark does not call it: a method's runner makes its own ILR from lr_y, and is timed doing it)."""
         return imresize(self.lr_y, self.scale)
 
 

@@ -106,8 +106,8 @@ def _measure(
 ) -> dict[str, Any]:
     backend = upscaler.backend
     out_pixels = ilr.size
-    tiles = {"tile": upscaler.tile, "halo": backend.halo, "batch": upscaler.batch}
-    net = best_seconds(lambda: tiled(backend, ilr, **tiles), repeats)
+    tile, halo, batch = upscaler.tile, backend.halo, upscaler.batch
+    net = best_seconds(lambda: tiled(backend, ilr, tile=tile, halo=halo, batch=batch), repeats)
     whole = best_seconds(lambda: upscaler.upscale(rgb, scale), repeats)
     row = {
         "backend": backend.name,

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from vdsr.catalogue import graph_name, shipped
-from vdsr.cli import error_console, exit_on_errors
+from vdsr.console import error_console, exit_on_errors
 from vdsr.errors import UsageError
 from vdsr.export.onnx import DEFAULT_OPSET, export_onnx, onnx_metadata, save_onnx
 from vdsr.export.quantize import quantize_int8
@@ -58,7 +58,10 @@ def main(
     """Export VDSR or SRCNN weights to ONNX, checked with onnx.checker (full check)."""
     err = error_console()
     with exit_on_errors(err):
-        profile = Profile(parse_shape(profile_min), parse_shape(profile_opt), parse_shape(profile_max))
+        try:
+            profile = Profile(parse_shape(profile_min), parse_shape(profile_opt), parse_shape(profile_max))
+        except UsageError as error:
+            raise UsageError(f"--min/--opt/--max: {error}") from error
         source = weights or shipped("vdsr.safetensors")
         model, scales = load_weights(source)
         if fp16 and int8:

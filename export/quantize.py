@@ -107,10 +107,10 @@ def quantize_int8(fp32_graph: Path, output: Path, data_dir: Path | None) -> dict
 
 def measure_cost(fp32_graph: Path, int8_graph: Path, data_dir: Path | None) -> dict[str, float]:
     """PSNR(fp32) - PSNR(int8) per 'Set5 x2' cell, Set5 and Set14 at the trained scales (validation sets only)."""
-    reference, quantized = OnnxRuntimeBackend(fp32_graph), OnnxRuntimeBackend(int8_graph)
-    scales = reference.scales
     datasets = [resolve_dataset(name, data_dir) for name in ("Set5", "Set14")]
-    run = run_bench(datasets, scales, [backend_runner(reference, "fp32"), backend_runner(quantized, "int8")])
+    with OnnxRuntimeBackend(fp32_graph) as reference, OnnxRuntimeBackend(int8_graph) as quantized:
+        scales = reference.scales
+        run = run_bench(datasets, scales, [backend_runner(reference, "fp32"), backend_runner(quantized, "int8")])
     if run.failures:
         raise DatasetError("; ".join(f.error for f in run.failures))
     psnr = {(c.dataset, c.scale, c.method): c.psnr for c in run.cells}

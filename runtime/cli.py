@@ -11,9 +11,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vdsr.catalogue import MODELS
-from vdsr.cli import error_console, exit_on_errors, print_error
+from vdsr.console import error_console, exit_on_errors, print_error
 from vdsr.errors import EXIT_BACKEND, EXIT_FAILED
-from vdsr.runtime.backends.select import BACKENDS
+from vdsr.runtime.backends.selection import BACKENDS
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, plan_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, output_format
 from vdsr.runtime.upscale import check_scale
@@ -42,7 +42,14 @@ def main(
             show_default=False,
         ),
     ] = None,
-    tile: Annotated[int, typer.Option(help="Tile side in output pixels (memory vs batching).", min=1)] = 512,
+    tile: Annotated[
+        int | None,
+        typer.Option(
+            help="Tile side in output pixels (memory vs batching); default: the backend's, 512.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     batch: Annotated[
         int | None,
         typer.Option(help="Tiles per call; default 1 on CPUs, 4 on GPUs.", min=1, show_default=False),
@@ -81,7 +88,7 @@ def main(
         TimeElapsedColumn(), TimeRemainingColumn(),
     )  # fmt: skip
     start = time.perf_counter()
-    with upscaler, Progress(*columns, console=err, transient=True) as progress:
+    with exit_on_errors(err), upscaler, Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("run", total=len(jobs), rate="")
         done = {"pixels": 0}
 

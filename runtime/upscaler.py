@@ -1,9 +1,4 @@
-"""The Python API, `from vdsr import Upscaler`: one model on one backend, images and folders in, super-resolved out.
-
-    with Upscaler() as upscaler:                     # the shipped VDSR, the fastest backend this machine has
-        big = upscaler.upscale(Image.open("a.png"), 2)
-        report = upscaler.upscale_folder("photos/", 2)   # -> photos_x2/, same tree, same formats
-"""
+"""The Python API, `from vdsr import Upscaler`: one model on one backend, images and folders in, super-resolved out."""
 
 from __future__ import annotations
 
@@ -17,9 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from vdsr.errors import ImageError
+from vdsr.errors import BackendError, ImageError, UsageError
 from vdsr.runtime.backends.base import Backend
-from vdsr.runtime.backends.select import open_backend
+from vdsr.runtime.backends.selection import open_backend
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
 from vdsr.runtime.resize import output_shape_for
@@ -30,9 +25,13 @@ from vdsr.runtime.upscale import check_scale, upscale_pixels
 class Upscaler:
     """Super-resolution with one model on one backend; a context manager that closes the backend.
 
+        with Upscaler() as upscaler:  # the shipped VDSR on the fastest backend this machine has
+            big = upscaler.upscale(Image.open("a.png"), 2)
+            report = upscaler.upscale_folder("photos/", 2)  # -> photos_x2/, same tree, same formats
+
     model: 'vdsr' (default) or another shipped model (vdsr.catalogue.MODELS), or the path of an .onnx graph or
     .safetensors weights. backend: 'auto' (the fastest available; `log` says which and why not the others) or one of
-    vdsr.runtime.backends.select.BACKENDS. tile: output pixels per tile side; batch: tiles per backend call (default:
+    vdsr.runtime.backends.selection.BACKENDS. tile: output pixels per tile side; batch: tiles per backend call (default:
     the backend's preferred ones; 1 on CPUs, where larger batches only cost memory, and 4 on GPUs). precision: which
     of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs with int8 dot products the
     int8 graph if its recorded cost is <= 0.05 dB; else fp32).
@@ -49,7 +48,7 @@ class Upscaler:
         precision: str = "auto",
     ) -> None:
         if (tile is not None and tile < 1) or (batch is not None and batch < 1):
-            raise ValueError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
+            raise UsageError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
         self.log = log
         self.backend: Backend = open_backend(backend, model, log, precision=precision)
         tile, batch = tile or self.backend.preferred_tile, batch or self.backend.preferred_batch
@@ -96,8 +95,14 @@ class Upscaler:
         if backend.arrays == "torch":
             from vdsr.runtime.upscale_torch import upscale_pixels_torch  # imports torch, which this backend has loaded
 
-            return upscale_pixels_torch(pixels, scale, backend.run, halo=backend.halo, device=backend.device,
-                                        tile=self.tile, batch=self.batch, dtype=dtype)  # fmt: skip
+            try:
+                return upscale_pixels_torch(pixels, scale, backend.run, halo=backend.halo, device=backend.device,
+                                            tile=self.tile, batch=self.batch, dtype=dtype)  # fmt: skip
+            except BackendError:
+                raise
+            except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
+                cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
         return upscale_pixels(pixels, scale, backend.run, halo=backend.halo, tile=self.tile, batch=self.batch,
                               dtype=dtype)  # fmt: skip
 
@@ -114,12 +119,12 @@ class Upscaler:
         if array.ndim == 2:
             return self.upscale(array[..., None], scale)[..., 0]  # (H, W) in, (H, W) out
         if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-            raise ValueError(f"Expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
+            raise UsageError(f"Expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
         if array.dtype in (np.uint8, np.uint16):
             peak = np.iinfo(array.dtype).max
             return self.upscale_pixels(array.astype(np.float32) / np.float32(peak), scale, array.dtype)
         if not np.issubdtype(array.dtype, np.floating):
-            raise ValueError(f"Expected uint8, uint16 or float pixels, got {array.dtype}")
+            raise UsageError(f"Expected uint8, uint16 or float pixels, got {array.dtype}")
         return self.upscale_pixels(array, scale)
 
     def upscale_file(self, loaded: LoadedImage, scale: float) -> NDArray[Any]:
@@ -155,6 +160,8 @@ class Upscaler:
         todo = claim_outputs(jobs, report, skip_existing=skip_existing, on_image=on_image)
         if fail_fast and report.failed:
             return report
-        limits = {"max_pixels": max_pixels, "max_output_pixels": max_output_pixels}
         upscale = partial(self.upscale_file, scale=scale)
-        return run_jobs(todo, upscale, report, scale=scale, fail_fast=fail_fast, on_image=on_image, **limits)
+        return run_jobs(
+            todo, upscale, report, scale=scale, fail_fast=fail_fast, max_pixels=max_pixels,
+            max_output_pixels=max_output_pixels, on_image=on_image,
+        )  # fmt: skip

@@ -23,10 +23,10 @@ from vdsr.errors import (
     UsageError,
     exit_code,
 )
-from vdsr.runtime.backends import select
+from vdsr.runtime.backends import selection
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 from vdsr.runtime.backends.pytorch import TorchBackend
-from vdsr.runtime.backends.select import open_backend
+from vdsr.runtime.backends.selection import open_backend
 from vdsr.runtime.resize import output_shape_for
 
 
@@ -42,7 +42,7 @@ def test_onnx_runtime_and_torch_agree(tiny_model: dict[str, Path], shape: tuple[
 def test_auto_without_a_gpu_picks_onnx_runtime_and_says_why(
     tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(select, "nvidia_driver_present", lambda: False)  # as on CI; a GPU machine picks CUDA
+    monkeypatch.setattr(selection, "nvidia_driver_present", lambda: False)  # as on CI; a GPU machine picks CUDA
     lines: list[str] = []
     backend = open_backend("auto", tiny_model["onnx"], lines.append)
     assert backend.name == "onnxruntime-cpu" and len(lines) == 1
@@ -74,7 +74,7 @@ def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str,
 def test_default_cpu_path_imports_no_torch(tiny_model: dict[str, Path]) -> None:
     code = (
         "import sys, numpy as np\n"
-        "import vdsr.runtime.backends.select as b\n"
+        "import vdsr.runtime.backends.selection as b\n"
         "b.nvidia_driver_present = lambda: False  # a CPU machine, even where a driver is installed\n"
         "from vdsr import Upscaler\n"
         "import vdsr.runtime.cli\n"
@@ -166,16 +166,16 @@ def test_backends_say_what_callers_need_and_release_it(tiny_model: dict[str, Pat
 def test_auto_selection_skips_unavailable_backends_only(
     tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = select._open
+    real_open = selection._open
 
     def bug_in_gpu_backend(choice: str, files: object, precision: str) -> object:
         if choice == "onnxruntime-cuda":
             raise TypeError("a bug, not an unavailable backend")
-        if choice in select.GPU_BACKENDS:
+        if choice in selection.GPU_BACKENDS:
             raise BackendUnavailable("no GPU here")
         return real_open(choice, files, precision)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(select, "_open", bug_in_gpu_backend)
+    monkeypatch.setattr(selection, "_open", bug_in_gpu_backend)
     with pytest.raises(TypeError, match="a bug"):  # never read as "skipped"
         open_backend("auto", tiny_model["onnx"])
 
@@ -199,3 +199,46 @@ def test_images_smaller_than_the_backends_smallest_input_fail_one_by_one(
         report = upscaler.upscale_folder(folder, 2, tmp_path / "out")
     assert [p.name for p in report.written] == ["big.png"] and len(report.failed) == 1
     assert f"{folder / 'tiny.png'}: the result is smaller than onnxruntime-cpu's smallest input" in report.failed[0]
+
+
+def test_a_backend_that_cannot_start_is_skipped_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA failing as PyTorch starts (out of memory, a busy device) is a reason to try the next backend, said once."""
+    from vdsr.runtime.backends import pytorch
+
+    def cuda_fails(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")
+
+    monkeypatch.setattr(selection, "nvidia_driver_present", lambda: True)  # as on a GPU machine
+    monkeypatch.setattr(selection, "_torch_cuda", lambda: None)
+    monkeypatch.setattr(pytorch.TorchBackend, "__init__", cuda_fails)
+    lines: list[str] = []
+    with open_backend("auto", "srcnn", lines.append) as backend:  # shipped: a graph and weights
+        assert backend.name == "onnxruntime-cpu"
+    assert "torch-cuda: PyTorch could not start (CUDA error: out of memory)" in lines[0]
+    with pytest.raises(UsageError, match="Backend torch-cpu is not available: PyTorch could not start"):
+        open_backend("torch-cpu", "srcnn")
+
+
+def test_a_model_file_no_backend_can_load_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    with pytest.raises(UsageError, match=r"No backend can run here: .*broken.onnx: ONNX Runtime cannot load it"):
+        open_backend("auto", tmp_path / "broken.onnx")
+
+
+def test_device_pipeline_failures_stop_the_run(
+    tiny_model: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch allocates around the network too (the upload, the ILR): out of memory there is the backend's failure."""
+    from vdsr.runtime import upscale_torch
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(upscale_torch, "upscale_pixels_torch", out_of_memory)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    with Upscaler(tiny_model["weights"], "torch-cpu") as upscaler:
+        with pytest.raises(BackendError, match="torch-cpu on cpu: CUDA out of memory"):
+            upscaler.upscale(np.zeros((8, 8, 3), np.uint8), 2)
+        report = upscaler.upscale_folder(tmp_path, 2, tmp_path.parent / "out")
+    assert report.stopped and "a.png" in report.stopped and not report.written and not report.failed

@@ -132,3 +132,18 @@ def test_unknown_dataset_is_reported(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--dataset", "Set6", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "neither a known set" in result.stderr
+
+
+def test_a_backend_failure_stops_the_bench_with_its_exit_code(
+    tmp_path: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vdsr.errors import BackendError
+    from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+
+    def lost(self: OnnxRuntimeBackend, batch: np.ndarray) -> np.ndarray:
+        raise BackendError("ONNX Runtime failed on a batch of shape (1, 1, 48, 48): device lost")
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", lost)
+    result = runner.invoke(app, ["--dataset", str(tmp_path), "-m", "vdsr", "--weights", str(tiny_model["onnx"])])
+    assert result.exit_code == 4 and "device lost" in result.stderr

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from vdsr.catalogue import ModelFiles
 from vdsr.errors import BackendUnavailable
 from vdsr.export.cli import app
-from vdsr.runtime.backends import select as backends
+from vdsr.runtime.backends import selection as backends
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 
 

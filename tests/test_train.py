@@ -270,3 +270,18 @@ def test_schedules() -> None:
     assert learning_rate(fast, warmup - 1, 1000, per_epoch=per_epoch) == pytest.approx(fast.lr)  # the peak, then cosine
     assert learning_rate(fast, warmup + 100, 1000, per_epoch=per_epoch) < fast.lr
     assert learning_rate(fast, 999, 1000, per_epoch=per_epoch) < fast.lr * 1e-4
+
+
+def test_a_backend_failure_while_validating_keeps_the_steps_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vdsr.errors import BackendError
+    from vdsr.train import loop
+
+    def device_lost(*args: object, **kwargs: object) -> None:
+        raise BackendError("PyTorch failed on a batch of shape (1, 1, 20, 20): CUDA error: an illegal memory access")
+
+    monkeypatch.setattr(loop, "validate", device_lost)
+    with pytest.raises(BackendError, match="illegal memory access"):
+        run(tiny_config(validate_every=2, checkpoint_every=0), tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors").info["step"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.protocol import parse_scales
 from vdsr.catalogue import Architecture
-from vdsr.cli import error_console, exit_on_errors
+from vdsr.console import error_console, exit_on_errors
 from vdsr.errors import EXIT_STOPPED_EARLY, UsageError
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
@@ -81,12 +82,11 @@ def main(
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
     err = error_console()
     with exit_on_errors(err):
-        config = settle_config(
-            output, model=model, recipe_name=recipe_name, scale=scale, resume=resume, device=device, epochs=epochs,
-            max_steps=max_steps, batch_size=batch_size, patch_size=patch_size, stride=stride, lr=lr, bf16=bf16,
-            seed=seed, validate_every=validate_every, checkpoint_every=checkpoint_every,
-        )  # fmt: skip
         torch_device = pick_device(device)
+        options = Options(model=model, recipe=recipe_name, scale=scale, epochs=epochs, batch_size=batch_size,
+                          patch_size=patch_size, stride=stride, lr=lr, bf16=bf16, seed=seed,
+                          validate_every=validate_every, checkpoint_every=checkpoint_every)  # fmt: skip
+        config = settle_config(output, options, resume=resume, max_steps=max_steps, device=torch_device)
         if resume and config.bf16 and not bf16_supported(torch_device):
             err.print(f"note: this run uses bf16, which is not native on {torch_device} here: it will be slow")
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
@@ -128,30 +128,47 @@ def main(
         raise typer.Exit(EXIT_STOPPED_EARLY)
 
 
+@dataclass(frozen=True)
+class Options:
+    """The settings given on the command line (None: not given), which a resumed run must not change."""
+
+    model: Architecture | None
+    recipe: Recipe | None
+    scale: list[str] | None
+    epochs: float | None
+    batch_size: int | None
+    patch_size: int | None
+    stride: int | None
+    lr: float | None
+    bf16: bool | None
+    seed: int | None
+    validate_every: int | None
+    checkpoint_every: int | None
+
+
 def settle_config(
-    output: Path, *, model: Architecture | None, recipe_name: Recipe | None, scale: list[str] | None, resume: bool,
-    device: str, max_steps: int | None, **settings: object,
-) -> TrainConfig:  # fmt: skip
+    output: Path, options: Options, *, resume: bool, max_steps: int | None, device: torch.device
+) -> TrainConfig:
     """The run's config: the recipe with the options given on top, or, with --resume, the checkpoint's own (only
     --max-steps may change). UsageError for a resume that cannot be done as asked."""
     checkpoint_path = output / "checkpoint.safetensors"
-    given = {"model": model, "recipe": recipe_name, "scale": scale, **settings}
     if resume:  # the run continues with the settings it started with
         if not checkpoint_path.is_file():
             raise UsageError(f"--resume: no checkpoint to continue: {checkpoint_path} does not exist")
-        named = sorted(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
-        if named:
-            raise UsageError(f"--resume: a resumed run keeps its settings; drop {', '.join(named)}")
+        given = sorted(f"--{k.replace('_', '-')}" for k, v in asdict(options).items() if v is not None)
+        if given:
+            raise UsageError(f"--resume: a resumed run keeps its settings; drop {', '.join(given)}")
         return resume_config(checkpoint_path, max_steps)
-    overrides = {k: v for k, v in settings.items() if v is not None and k in ("epochs", "batch_size", "patch_size",
-                                                                               "stride", "lr")}  # fmt: skip
-    if settings["patch_size"] is not None and settings["stride"] is None:
-        overrides["stride"] = settings["patch_size"]
-    chosen = recipe_name or Recipe.fast
-    bf16 = settings["bf16"]
-    use_bf16 = bf16 if bf16 is not None else (chosen is Recipe.fast and bf16_supported(pick_device(device)))
-    seed, validate_every, checkpoint_every = settings["seed"], settings["validate_every"], settings["checkpoint_every"]
-    return recipe(chosen.value, (model or Architecture.vdsr).value, scales=tuple(parse_scales(scale or ["2,3,4"])),
-                  seed=seed or 0, bf16=use_bf16, validate_every=2000 if validate_every is None else validate_every,
-                  checkpoint_every=500 if checkpoint_every is None else checkpoint_every, max_steps=max_steps,
-                  **overrides)  # fmt: skip
+    stride = options.stride if options.stride is not None else options.patch_size  # default: patches do not overlap
+    shape = {"epochs": options.epochs, "batch_size": options.batch_size, "patch_size": options.patch_size,
+             "stride": stride, "lr": options.lr}  # fmt: skip
+    chosen = options.recipe or Recipe.fast
+    bf16 = options.bf16 if options.bf16 is not None else (chosen is Recipe.fast and bf16_supported(device))
+    scales = tuple(parse_scales(options.scale or ["2,3,4"]))
+    return recipe(
+        chosen.value, (options.model or Architecture.vdsr).value, scales=scales, seed=options.seed or 0, bf16=bf16,
+        max_steps=max_steps,
+        validate_every=2000 if options.validate_every is None else options.validate_every,
+        checkpoint_every=500 if options.checkpoint_every is None else options.checkpoint_every,
+        **{k: v for k, v in shape.items() if v is not None},
+    )  # fmt: skip

@@ -24,7 +24,7 @@ import torch
 from vdsr._version import __version__
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.harness import CellResult
-from vdsr.errors import DatasetError, ModelError, TrainingError
+from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError
 from vdsr.files import atomic_write_text, sha256_file
 from vdsr.networks import SRCNN, VDSR, build_model, model_config
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -208,6 +208,9 @@ def train(
                 except DatasetError as error:  # keep the steps done so far: the run can go on once the data is fixed
                     checkpoint()
                     raise TrainingError(f"validation at step {step} failed ({error}); checkpoint written") from error
+                except BackendError:  # the device failed (out of memory, lost): keep the steps done so far too
+                    checkpoint()
+                    raise
                 log({"step": step, "validation": [asdict(c) for c in validation]})
             if (config.log_every and step % config.log_every == 0) or validation is not None or step == last_step:
                 rate = window_steps * config.batch_size / max(1e-9, time.monotonic() - window_start)

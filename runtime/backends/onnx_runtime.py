@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.errors import BackendError, ModelError
-from vdsr.runtime.backends.base import GPU_BATCH, Backend, check_batch, model_facts
+from vdsr.runtime.backends.base import CPU_BATCH, GPU_BATCH, Backend, check_batch, model_facts
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -46,7 +46,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers: list[str] = list(self.session.get_providers())
         self.name = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
         self.device = "cpu" if self.name == "onnxruntime-cpu" else "cuda"
-        self.preferred_batch = 1 if self.device == "cpu" else GPU_BATCH
+        self.preferred_batch = CPU_BATCH if self.device == "cpu" else GPU_BATCH
         self.precision = self.metadata.get("precision", "fp32")
         self.architecture = self.metadata.get("architecture")
         self.halo, self.scales = (

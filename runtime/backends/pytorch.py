@@ -90,7 +90,8 @@ class TorchBackend(Backend):
         return replayed
 
     def close(self) -> None:
+        captured = bool(self.graphs)
         self.graphs.clear()
         self.model, self.pool = None, None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()  # give the graphs' pool back to the driver
+        if captured:
+            torch.cuda.empty_cache()  # give the graphs' memory pool back to the driver

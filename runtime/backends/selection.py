@@ -17,15 +17,15 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from vdsr.catalogue import ModelFiles, model_files
-from vdsr.errors import BackendUnavailable, ModelError, UsageError
+from vdsr.catalogue import GRAPH_PRECISIONS, ModelFiles, model_files
+from vdsr.errors import BackendUnavailable, ModelError, UsageError, VdsrError
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.onnx_runtime import CUDA_PROVIDERS, OnnxRuntimeBackend
 from vdsr.runtime.machine import INT8_DOT_PRODUCT_FLAGS, cpu_features, nvidia_driver_present
 
 BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")  # auto tries them in order
 GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
+PRECISIONS = ("auto", *GRAPH_PRECISIONS)
 INT8_AUTO_BAR_DB = 0.05  # auto runs an int8 graph only if its recorded PSNR cost (vdsr-export --int8) is at most this
 
 
@@ -72,7 +72,7 @@ def _torch_cuda() -> None:
 def _open_torch(files: ModelFiles, gpu: bool, precision: str) -> Backend:
     if files.weights is None:
         raise BackendUnavailable(f"needs .safetensors weights for {files.name}; the model given is ONNX only")
-    if precision not in ("auto", "fp16" if gpu else "fp32"):
+    if precision not in ("auto", "fp16" if gpu else "fp32"):  # GPUs run the fp16 path (CUDA graphs), CPUs fp32
         raise BackendUnavailable(f"runs {'fp16' if gpu else 'fp32'} only, not {precision}")
     if gpu:
         _torch_cuda()
@@ -80,33 +80,25 @@ def _open_torch(files: ModelFiles, gpu: bool, precision: str) -> Backend:
         raise BackendUnavailable("PyTorch is not installed (pip install 'vdsr[train]')")
     from vdsr.runtime.backends.pytorch import TorchBackend  # imports torch
 
-    return TorchBackend(files.weights, "cuda" if gpu else "cpu")
+    try:
+        return TorchBackend(files.weights, "cuda" if gpu else "cpu")
+    except (RuntimeError, OSError) as error:  # CUDA cannot start, or is out of memory, before any image
+        raise BackendUnavailable(f"PyTorch could not start ({str(error).strip().splitlines()[0]})") from error
 
 
 def _open_tensorrt(graph: Path) -> Backend:
     if not _installed("tensorrt"):
         raise BackendUnavailable("TensorRT is not installed (pip install 'vdsr[trt]')")
     _torch_cuda()
-    from vdsr.runtime.backends.tensorrt import EngineBuildError, TensorRTBackend, TensorRTUnavailable  # imports onnx
+    from vdsr.runtime.backends.tensorrt import TensorRTBackend  # imports onnx, then tensorrt and torch
 
     try:
         return TensorRTBackend(graph)
-    except (TensorRTUnavailable, EngineBuildError) as error:  # TensorRT cannot run this graph here
-        raise BackendUnavailable(str(error)) from error
+    except (VdsrError, RuntimeError, OSError) as error:  # no builder, a failed build, the engine cache, CUDA
+        raise BackendUnavailable(f"TensorRT could not start ({str(error).strip().splitlines()[0]})") from error
 
 
-def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
-    """One backend, or BackendUnavailable saying why not."""
-    gpu = choice in GPU_BACKENDS
-    if gpu and not nvidia_driver_present():
-        raise BackendUnavailable("no NVIDIA GPU driver found")
-    if choice.startswith("torch"):
-        return _open_torch(files, gpu, precision)
-    if not files.graphs:
-        raise BackendUnavailable(f"needs an ONNX graph of {files.name}; the model given is safetensors only")
-    graph = _graph(files, choice, precision)
-    if choice == "tensorrt":
-        return _open_tensorrt(graph)
+def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: str) -> Backend:
     if not _installed("onnxruntime"):
         raise BackendUnavailable("ONNX Runtime is not installed (pip install 'vdsr[cpu]' or 'vdsr[gpu]')")
     if gpu:
@@ -127,6 +119,25 @@ def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
     return backend
 
 
+def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
+    """One backend, or BackendUnavailable saying why not. A model file this backend cannot load (a ModelError) is a
+    reason too: the next backend may run another of the model's files (its graph rather than its weights)."""
+    gpu = choice in GPU_BACKENDS
+    if gpu and not nvidia_driver_present():
+        raise BackendUnavailable("no NVIDIA GPU driver found")
+    try:
+        if choice.startswith("torch"):
+            return _open_torch(files, gpu, precision)
+        if not files.graphs:
+            raise BackendUnavailable(f"needs an ONNX graph of {files.name}; the model given is safetensors only")
+        graph = _graph(files, choice, precision)
+        if choice == "tensorrt":
+            return _open_tensorrt(graph)
+        return _open_onnxruntime(files, graph, gpu=gpu, precision=precision)
+    except ModelError as error:
+        raise BackendUnavailable(str(error)) from error
+
+
 def open_backend(
     choice: str = "auto",
     model: str | Path | None = None,
@@ -138,26 +149,30 @@ def open_backend(
     line saying what was chosen and why the others were skipped. `precision` (auto, fp32, fp16, int8) picks among a
     shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs with int8 dot products, else fp32.
 
-    UsageError when the choice cannot be served: an unknown backend or precision, a model file no backend can load,
-    the backend asked for (or, with auto, every one) unavailable here."""
+    UsageError when the choice cannot be served: an unknown backend or precision, a model that is not there, the
+    backend asked for (or, with auto, every one) unavailable here, a model file none can load included."""
     if choice != "auto" and choice not in BACKENDS:
         raise UsageError(f"Unknown backend {choice!r}; expected auto or one of: {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise UsageError(f"Unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}")
-    files = model_files(model)
-    skipped: list[str] = []
     try:
-        for candidate in BACKENDS if choice == "auto" else (choice,):
-            try:
-                backend = _open(candidate, files, precision)
-            except BackendUnavailable as error:
-                if choice != "auto":
-                    raise UsageError(f"Backend {choice} is not available: {error}") from error
-                skipped.append(f"{candidate}: {error}")
-                continue
-            reasons = f"; skipped: {'; '.join(skipped) or 'none'}" if choice == "auto" else ""
-            log(f"backend {backend.name} ({backend.precision}) for {files.name}{reasons}")
-            return backend
-    except ModelError as error:  # the model file itself: no backend will load it
+        files = model_files(model)
+    except ModelError as error:  # a shipped model missing from the installation
         raise UsageError(str(error)) from error
+    if choice != "auto":
+        try:
+            backend = _open(choice, files, precision)
+        except BackendUnavailable as error:
+            raise UsageError(f"Backend {choice} is not available: {error}") from error
+        log(f"backend {backend.name} ({backend.precision}) for {files.name}")
+        return backend
+    skipped = []
+    for candidate in BACKENDS:
+        try:
+            backend = _open(candidate, files, precision)
+        except BackendUnavailable as error:
+            skipped.append(f"{candidate}: {error}")
+            continue
+        log(f"backend {backend.name} ({backend.precision}) for {files.name}; skipped: {'; '.join(skipped) or 'none'}")
+        return backend
     raise UsageError("No backend can run here: " + "; ".join(skipped))

@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -35,7 +34,7 @@ from vdsr.bench.report import (
     to_markdown,
     write_report,
 )
-from vdsr.console import error_console, exit_on_errors, print_error
+from vdsr.console import error_console, exit_on_errors, print_error, safe
 from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
 from vdsr.files import sha256_file, unwritable_folder
 
@@ -155,7 +154,7 @@ def main(
         table.add_row(*row)
     out.print(table)
     for note in run.left_out:
-        err.print(f"left out: {escape(note)}")
+        err.print(f"left out: {safe(note)}")
     for failure in run.failures:
         print_error(err, failure.error, "failed")
     reports: list[tuple[Path | None, Callable[[], str]]] = [
@@ -172,6 +171,6 @@ def main(
             print_error(err, f"{path}: cannot write ({error.strerror or error})")
             failed = True
             continue
-        err.print(f"wrote {escape(str(path))}")
+        err.print(f"wrote {safe(path)}")
     if failed or run.failures:
         raise typer.Exit(EXIT_FAILED)

@@ -58,6 +58,9 @@ def verify_folder(folder: Path, manifest: dict[str, str]) -> list[str]:
         if not path.exists():
             problems.append(f"{path}: missing")
             continue
+        if not path.is_file():  # a folder, or a FIFO that reading would wait on forever
+            problems.append(f"{path}: cannot read (not a regular file)")
+            continue
         try:
             actual = sha256_file(path)
         except OSError as error:

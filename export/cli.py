@@ -8,10 +8,9 @@ from typing import Annotated
 
 import onnx
 import typer
-from rich.markup import escape
 
 from vdsr.catalogue import graph_name, shipped
-from vdsr.console import error_console, exit_on_errors
+from vdsr.console import error_console, exit_on_errors, safe
 from vdsr.errors import UsageError
 from vdsr.export.onnx import DEFAULT_OPSET, export_onnx, onnx_metadata, save_onnx
 from vdsr.export.quantize import quantize_int8
@@ -81,7 +80,7 @@ def main(
         meta = onnx_metadata(proto)
         size = target.stat().st_size / 1e6
         summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}"
-        err.print(f"wrote {escape(str(target))}: {summary}, opset {opset}, {size:.2f} MB")
+        err.print(f"wrote {safe(target)}: {summary}, opset {opset}, {size:.2f} MB")
         if engine is not None:  # the graph is written whatever happens to the engine (exit 1 if it fails)
             built = build_engine(target, profile, destination=engine)
-            err.print(f"wrote {escape(str(built))} (TensorRT engine, profile {profile})")
+            err.print(f"wrote {safe(built)} (TensorRT engine, profile {profile})")

@@ -18,8 +18,15 @@ def error_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def safe(text: object) -> str:
+    """`text` as it can be shown on a terminal: control characters (a file name can hold escape sequences and
+    newlines) written as Python escapes, rich markup ([brackets] in names) escaped."""
+    return escape("".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text)))
+
+
 def print_error(console: Console, error: Exception | str, label: str = "error") -> None:
-    console.print(f"[red]{label}:[/red] {escape(str(error))}")  # file names may hold [brackets]
+    """One line per error: newlines inside the message (a file name's) are shown escaped, never as line breaks."""
+    console.print(f"[red]{label}:[/red] {safe(error)}")
 
 
 @contextmanager

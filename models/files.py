@@ -1,12 +1,14 @@
-"""Files on disk: atomic writes (a reader, or a crash, never sees a half-written file), checking a folder can be
-written before a long run, and SHA-256 digests (weights, graphs and data sets are named by them)."""
+"""Files on disk: atomic writes (a reader, or a crash, never sees a half-written file) and the clean-up of what a
+killed writer left, checking a folder can be written before a long run, and SHA-256 digests (weights, graphs and data
+sets are named by them)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,8 +34,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Let `write` fill a temporary file beside `path`, flush it to disk, then rename it over `path`. Streaming into
     the file (an image encoder, say) keeps no second copy of the data in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a short temporary name: a target name near the file system's limit must still fit
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:32]}.", suffix=".tmp")
+    # a short temporary name (a target name near the file system's limit must still fit) that says whose it is
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:32]}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~UMASK)  # mkstemp creates 0600; give what open() would have given
@@ -44,6 +46,45 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+# atomic_write's temporary names: "." + the target's name (its first 32 characters) + "." + the writer's process id
+# + "." + mkstemp's random part + ".tmp"
+_TEMPORARY = re.compile(r"\.(?P<name>.{1,32})\.(?P<pid>[0-9]{1,10})\.[A-Za-z0-9_]{1,16}\.tmp", re.DOTALL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process (it may be another one by now: then keep its files)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(targets: Iterable[Path]) -> list[Path]:
+    """Remove the temporary files atomic_write left beside `targets` when its process was killed: only names of its
+    own pattern, for these targets, whose writing process is gone (a run still writing keeps its files). Returns the
+    files removed."""
+    names: dict[Path, set[str]] = {}
+    for target in targets:
+        names.setdefault(target.parent, set()).add(target.name[:32])
+    removed = []
+    for folder, own in names.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue  # not made yet: nothing left there
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry)
+            if match and match["name"] in own and not _running(int(match["pid"])):
+                try:
+                    os.unlink(folder / entry)
+                except OSError:
+                    continue  # gone already, or not ours to remove: the run goes on
+                removed.append(folder / entry)
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vdsr.catalogue import MODELS
-from vdsr.console import error_console, exit_on_errors, print_error
+from vdsr.console import error_console, exit_on_errors, print_error, safe
 from vdsr.errors import EXIT_BACKEND, EXIT_FAILED
 from vdsr.runtime.backends.selection import BACKENDS
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, plan_jobs
@@ -81,7 +80,7 @@ def main(
         if fmt:
             output_format(Path(f"x.{fmt.lstrip('.')}"))
         jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=fmt)
-        upscaler = Upscaler(model, backend, tile=tile, batch=batch, log=lambda line: err.print(escape(line)),
+        upscaler = Upscaler(model, backend, tile=tile, batch=batch, log=lambda line: err.print(safe(line)),
                             precision=precision)  # fmt: skip
     columns = (
         TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from vdsr.errors import BackendError, ImageError, UsageError
 from vdsr.files import unwritable_folder
 from vdsr.runtime.images import IMAGE_SUFFIXES, OUTPUT_FORMATS, LoadedImage, load_image, output_format, save_image
-from vdsr.runtime.resize import output_shape_for
+from vdsr.runtime.upscale import check_output
 
 IN_FLIGHT = 2  # decoded images waiting for the backend, and results waiting to be written
 # 2**31 pixels: a 6 GiB RGB uint8 result; memory is about 3x the input as float32 plus the output (see the README)
@@ -128,9 +128,7 @@ def fit_format(loaded: LoadedImage, target: Path, scale: float, *, max_output_pi
     and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP/PPM; any other is an
     ImageError naming `target`, transparency would be lost)."""
     fmt = output_format(target)
-    height, width = output_shape_for((loaded.pixels.shape[0], loaded.pixels.shape[1]), scale)
-    if height * width > max_output_pixels:
-        raise ImageError(target, f"the {width}x{height} result is over the limit of {max_output_pixels} output pixels")
+    height, width = check_output(loaded.pixels.shape, scale, max_output_pixels=max_output_pixels, name=target)
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
     if limit is not None and max(height, width) > limit:
         raise ImageError(target, f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; use --format png")

@@ -11,6 +11,8 @@ gray); the file appears whole or not at all (temp file + rename).
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,12 @@ from vdsr.files import atomic_write
 from vdsr.runtime import png16
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
-# suffix.
+# suffix, but only ever as one of READ_FORMATS.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".tga")
+# The only Pillow plugins a file is ever decoded by, whatever its name or first bytes say: never EPS (which runs
+# Ghostscript), PDF, or the many rarely used plugins a hostile file could pick. (JPEG opens MPO, camera JPEGs with
+# previews, too.)
+READ_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM", "TGA")
 
 # Refuse larger inputs before decoding them (decompression bombs). PIL's own threshold: above it PIL warns, and above
 # twice it PIL refuses, so a larger limit here would not help.
@@ -103,9 +109,28 @@ def pixels_of(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int]
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL reads these exactly
 
 
-def _header(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(33)
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, whatever links lead there. A FIFO, socket or device is
+    refused before any read (a FIFO would block forever): opened non-blocking, then checked on the descriptor itself,
+    so the file checked is the file read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # load_image says these in its own words
+    except OSError as error:  # a name too long, a loop of links, ...
+        raise ImageError(path, f"cannot open it ({error.strerror or error})") from error
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(path, "is a directory, not an image file")
+        if not stat.S_ISREG(mode):
+            raise ImageError(path, "not a regular file (a FIFO, socket or device)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # EXIF orientation (2..8) -> the numpy view that displays the image upright, as ImageOps.exif_transpose does
@@ -120,11 +145,11 @@ _ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
-def _read_png16(path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None] | None:
+def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None] | None:
     """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF; None for
     the variants png16 does not decode (interlaced, a tRNS colour key), which PIL then reads at 8 bits."""
     try:
-        array, icc, exif_bytes = png16.read_png16(path.read_bytes())
+        array, icc, exif_bytes = png16.read_png16(data)
     except png16.Unsupported:
         return None
     except ValueError as error:
@@ -153,18 +178,25 @@ def load_image_object(image: Image.Image) -> LoadedImage:
 
 
 def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode one image file (EXIF orientation applied). Raises ImageError naming the file and the cause."""
+    """Decode one image file (EXIF orientation applied), a regular file in one of READ_FORMATS. Raises ImageError
+    naming the file and the cause."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as f, Image.open(f, formats=READ_FORMATS) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format != "MPO":  # MPO: a camera JPEG with previews; frame 0 is the photo
                 raise ImageError(path, f"animated or multi-page image ({frames} frames) is not supported")
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(path, f"{width}x{height} is over the limit of {max_pixels} pixels")
-            sixteen = image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(_header(path))
-            decoded = _read_png16(path) if sixteen else None  # None: PIL reads it (at 8 bits)
+            sixteen = False
+            if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY:
+                f.seek(0)
+                sixteen = png16.is_png16(f.read(33))
+            decoded = None
+            if sixteen:
+                f.seek(0)
+                decoded = _read_png16(path, f.read())  # None: PIL reads it (at 8 bits)
             if decoded is not None:
                 pixels, depth, icc, exif = decoded
             else:
@@ -178,7 +210,7 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     except Image.DecompressionBombError as error:
         raise ImageError(path, f"image too large to decode safely ({error})") from error
     except UnidentifiedImageError as error:
-        raise ImageError(path, "not an image file, or a format PIL cannot read") from error
+        raise ImageError(path, f"not an image file in a supported format ({', '.join(READ_FORMATS)})") from error
     except FileNotFoundError as error:
         raise ImageError(path, "file not found") from error
     except PermissionError as error:

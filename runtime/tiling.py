@@ -8,15 +8,21 @@ and consumed a band at a time.
 
 One loop serves numpy arrays and torch tensors: it only slices, assigns and calls, and gets its buffers from `empty`
 (numpy by default; the device pipeline passes torch.empty on its device).
+
+Every result is checked to be finite: a NaN or inf window (NaN weights, an fp16 overflow) is never pasted into an
+image that is then reported as written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from vdsr.errors import BackendError, ImageError
 
 Network = Callable[[Any], Any]  # (N, 1, h, w) float32 -> the same shape, numpy arrays or torch tensors
 Empty = Callable[[tuple[int, ...]], Any]  # a float32 buffer of that shape, in the network's arrays
@@ -53,15 +59,19 @@ def tiled_rows(
     halo: int,
     batch: int = 4,
     empty: Empty = numpy_empty,
+    name: Path = Path("<image>"),
 ) -> Iterator[tuple[int, int, Any]]:
     """Run `network` over an (H, W) image given as `rows(start, stop)`, one band of tiles at a time, top to bottom.
 
     Yields (core start row, core end row, the output rows in between): only a band of input and output is held, so a
-    caller can produce the input and consume the output band by band (huge images, bounded memory).
+    caller can produce the input and consume the output band by band (huge images, bounded memory). After the last
+    band: ImageError (naming `name`) if some tiles came back NaN or inf, BackendError if every one did (the model
+    or the backend is broken: every image would fail).
     """
     if batch < 1:
         raise ValueError(f"Expected batch >= 1, got {batch}")
     columns = tile_windows(shape[1], tile, halo)
+    tiles = non_finite = 0
     for r0, r1, core0, core1 in tile_windows(shape[0], tile, halo):
         band = rows(r0, r1)
         if tuple(band.shape) != (r1 - r0, shape[1]):
@@ -76,8 +86,15 @@ def tiled_rows(
             if tuple(results.shape) != tuple(windows.shape):
                 raise ValueError(f"Backend returned shape {tuple(results.shape)} for input {tuple(windows.shape)}")
             for (c0, _, k0, k1), result in zip(chunk, results, strict=True):
-                out[:, k0:k1] = result[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0]
+                with np.errstate(invalid="ignore"):  # x - x: 0 for finite x, NaN for NaN and inf (no warning)
+                    finite = bool(((result - result) == 0).all())
+                tiles, non_finite = tiles + 1, non_finite + (not finite)
+                out[:, k0:k1] = result[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0] if finite else 0  # refused below
         yield core0, core1, out
+    if non_finite == tiles:
+        raise BackendError(f"{name}: the network's output is NaN or inf everywhere (broken weights or backend?)")
+    if non_finite:
+        raise ImageError(name, f"the network's output is NaN or inf in {non_finite} of {tiles} tiles")
 
 
 def tiled(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from vdsr.errors import UsageError
+from vdsr.errors import ImageError, UsageError
 from vdsr.runtime.color import rgb_to_ycbcr, ycbcr_to_rgb
 from vdsr.runtime.resize import imresize_rows, output_shape_for
 from vdsr.runtime.tiling import Network, tiled_rows
@@ -33,6 +34,14 @@ def check_scale(scale: float) -> float:
     return float(scale)
 
 
+def check_output(shape: tuple[int, ...], scale: float, *, max_output_pixels: int, name: Path) -> tuple[int, int]:
+    """The (height, width) of the result; ImageError naming `name` if it has more than `max_output_pixels`."""
+    height, width = output_shape_for((shape[0], shape[1]), scale)
+    if height * width > max_output_pixels:
+        raise ImageError(name, f"the {width}x{height} result is over the limit of {max_output_pixels} output pixels")
+    return height, width
+
+
 def check_pixels(pixels: NDArray[np.floating], scale: float, dtype: DTypeLike) -> tuple[float, np.dtype[Any], float]:
     """(scale, output dtype, the output's full-scale value) once pixels, scale and dtype are known to be usable."""
     scale = check_scale(scale)
@@ -46,13 +55,14 @@ def check_pixels(pixels: NDArray[np.floating], scale: float, dtype: DTypeLike) -
 
 def upscale_pixels(
     pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, tile: int = 512, batch: int = 4,
-    dtype: DTypeLike = np.float32,
+    dtype: DTypeLike = np.float32, name: Path = Path("<image>"),
 ) -> NDArray[Any]:  # fmt: skip
     """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in `dtype`:
     float in [0, 1], or an unsigned integer type scaled to its full range (uint8: 0..255) and rounded.
 
     Works band by band (a row of tiles): besides the input and the output, memory holds the input's YCbCr planes and
-    one band of tiles, however large the image.
+    one band of tiles, however large the image. Non-finite network output: see vdsr.runtime.tiling.tiled_rows (errors
+    name `name`).
     """
     scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
     gray = pixels.shape[-1] in (1, 2)
@@ -70,7 +80,7 @@ def upscale_pixels(
     def ilr(start: int, stop: int) -> NDArray[np.floating]:  # rows of the network's input, made as they are needed
         return imresize_rows(planes[..., 0], scale, start=start, stop=stop)
 
-    bands = tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch)
+    bands = tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch, name=name)
     for row0, row1, y in bands:
         rest = imresize_rows(planes[..., 1:], scale, start=row0, stop=row1) if pixels.shape[-1] > 1 else None
         for r0 in range(0, row1 - row0, 64):  # back to RGB a few rows at a time: small float64 temporaries

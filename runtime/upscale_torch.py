@@ -10,6 +10,7 @@ that run on torch tensors.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ COLUMN_CHUNK = 2048  # output columns per column-resize product: bounds its matr
 
 def upscale_pixels_torch(
     pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, device: str,
-    tile: int = 512, batch: int = 4, dtype: DTypeLike = np.float32,
+    tile: int = 512, batch: int = 4, dtype: DTypeLike = np.float32, name: Path = Path("<image>"),
 ) -> NDArray[Any]:  # fmt: skip
     """As vdsr.runtime.upscale.upscale_pixels, with every step on `device`."""
     scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
@@ -66,7 +67,8 @@ def upscale_pixels_torch(
     def ilr(start: int, stop: int) -> torch.Tensor:
         return resize(planes[:1], start, stop)[0]
 
-    for core0, core1, y in tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch, empty=empty):
+    bands = tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch, empty=empty, name=name)
+    for core0, core1, y in bands:
         rest = resize(planes[1:], core0, core1)  # Cb, Cr and alpha of the core rows: bicubic, as the ILR
         if gray:
             color = ((y - Y_OFFSET) / Y_RANGE)[None]

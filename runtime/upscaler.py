@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -13,13 +14,13 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from vdsr.errors import BackendError, ImageError, UsageError
+from vdsr.files import remove_stale_temporaries
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.selection import open_backend
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
-from vdsr.runtime.resize import output_shape_for
 from vdsr.runtime.tiling import window_shape
-from vdsr.runtime.upscale import check_scale, upscale_pixels
+from vdsr.runtime.upscale import check_output, check_scale, upscale_pixels
 
 
 class Upscaler:
@@ -80,14 +81,23 @@ class Upscaler:
         return scale
 
     def upscale_pixels(
-        self, pixels: NDArray[np.floating], scale: float, dtype: Any = np.float32, *, name: Path = Path("<image>")
+        self,
+        pixels: NDArray[np.floating],
+        scale: float,
+        dtype: Any = np.float32,
+        *,
+        name: Path = Path("<image>"),
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> NDArray[Any]:
         """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
-        Backends on torch tensors run the whole colour pipeline on their device; the others get numpy's. ImageError
-        (naming `name`) for an image smaller than the backend's smallest input."""
+        Backends on torch tensors run the whole colour pipeline on their device; the others get numpy's. Refused
+        before any work, with an ImageError naming `name`: values outside [0, 1] or not finite, a result over
+        `max_output_pixels`, or smaller than the backend's smallest input."""
         scale = self._check(scale)
         backend = self.backend
-        window = window_shape(output_shape_for((pixels.shape[0], pixels.shape[1]), scale), self.tile, backend.halo)
+        shape = check_output(pixels.shape, scale, max_output_pixels=max_output_pixels, name=name)
+        check_values(pixels, name)
+        window = window_shape(shape, self.tile, backend.halo)
         if window[0] < backend.min_input[1] or window[1] < backend.min_input[2]:
             low = f"{backend.min_input[2]}x{backend.min_input[1]}"
             raise ImageError(name, f"the result is smaller than {backend.name}'s smallest input ({low}); use another "
@@ -97,39 +107,48 @@ class Upscaler:
 
             try:
                 return upscale_pixels_torch(pixels, scale, backend.run, halo=backend.halo, device=backend.device,
-                                            tile=self.tile, batch=self.batch, dtype=dtype)  # fmt: skip
+                                            tile=self.tile, batch=self.batch, dtype=dtype, name=name)  # fmt: skip
             except BackendError:
                 raise
             except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
                 cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
         return upscale_pixels(pixels, scale, backend.run, halo=backend.halo, tile=self.tile, batch=self.batch,
-                              dtype=dtype)  # fmt: skip
+                              dtype=dtype, name=name)  # fmt: skip
 
-    def upscale(self, image: Image.Image | NDArray[Any], scale: float) -> Any:
+    def upscale(
+        self, image: Image.Image | NDArray[Any], scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    ) -> Any:
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
-        array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32)."""
+        array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32). ValueError
+        (ImageError or UsageError) for pixels it cannot take, or a result over `max_output_pixels`."""
+        limit = max_output_pixels
         if isinstance(image, Image.Image):
             loaded = load_image_object(image)
-            result = to_pil_image(self.upscale_file(loaded, scale))
+            result = to_pil_image(self.upscale_file(loaded, scale, max_output_pixels=limit))
             if loaded.icc_profile:
                 result.info["icc_profile"] = loaded.icc_profile
             return result
         array = np.asarray(image)
         if array.ndim == 2:
-            return self.upscale(array[..., None], scale)[..., 0]  # (H, W) in, (H, W) out
+            return self.upscale(array[..., None], scale, max_output_pixels=limit)[..., 0]  # (H, W) in, (H, W) out
         if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
             raise UsageError(f"Expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
         if array.dtype in (np.uint8, np.uint16):
+            # the limit before a float copy of the input is made
+            check_output(array.shape, check_scale(scale), max_output_pixels=limit, name=Path("<image>"))
             peak = np.iinfo(array.dtype).max
-            return self.upscale_pixels(array.astype(np.float32) / np.float32(peak), scale, array.dtype)
+            pixels = array.astype(np.float32) / np.float32(peak)
+            return self.upscale_pixels(pixels, scale, array.dtype, max_output_pixels=limit)
         if not np.issubdtype(array.dtype, np.floating):
             raise UsageError(f"Expected uint8, uint16 or float pixels, got {array.dtype}")
-        return self.upscale_pixels(array, scale)
+        return self.upscale_pixels(array, scale, max_output_pixels=limit)
 
-    def upscale_file(self, loaded: LoadedImage, scale: float) -> NDArray[Any]:
+    def upscale_file(
+        self, loaded: LoadedImage, scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    ) -> NDArray[Any]:
         dtype = np.uint16 if loaded.bit_depth == 16 else np.uint8
-        return self.upscale_pixels(loaded.pixels, scale, dtype, name=loaded.path)
+        return self.upscale_pixels(loaded.pixels, scale, dtype, name=loaded.path, max_output_pixels=max_output_pixels)
 
     def upscale_folder(
         self,
@@ -156,12 +175,28 @@ class Upscaler:
         jobs = plan_jobs(Path(source), scale, Path(output) if output else None, recursive=recursive, fmt=fmt)
         if not jobs:
             self.log(f"warning: no images in {source}" + ("" if recursive else " (--recursive includes subfolders)"))
+        removed = remove_stale_temporaries(job.target for job in jobs)  # left by a run that was killed
+        if removed:
+            self.log(f"removed {len(removed)} temporary files a killed run left in the output folder")
         report = FolderReport()
         todo = claim_outputs(jobs, report, skip_existing=skip_existing, on_image=on_image)
         if fail_fast and report.failed:
             return report
-        upscale = partial(self.upscale_file, scale=scale)
+        upscale = partial(self.upscale_file, scale=scale, max_output_pixels=max_output_pixels)
         return run_jobs(
             todo, upscale, report, scale=scale, fail_fast=fail_fast, max_pixels=max_pixels,
             max_output_pixels=max_output_pixels, on_image=on_image,
         )  # fmt: skip
+
+
+def check_values(pixels: NDArray[np.floating], name: Path) -> None:
+    """ImageError unless every value is finite and in [0, 1] (a float image on 0..255 would come out white). min and
+    max carry NaN and inf along, so no temporary as large as the image is made."""
+    if pixels.size == 0:
+        return
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ImageError(name, "pixel values are NaN or inf")
+    if low < 0 or high > 1:
+        raise ImageError(name, f"float pixel values must lie in [0, 1], got {low:g} to {high:g} (pass 8-bit images "
+                               "as uint8, or divide by 255)")  # fmt: skip

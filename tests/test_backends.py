@@ -242,3 +242,20 @@ def test_device_pipeline_failures_stop_the_run(
             upscaler.upscale(np.zeros((8, 8, 3), np.uint8), 2)
         report = upscaler.upscale_folder(tmp_path, 2, tmp_path.parent / "out")
     assert report.stopped and "a.png" in report.stopped and not report.written and not report.failed
+
+
+def test_the_api_refuses_pixels_it_cannot_take_before_any_work(tiny_model: dict[str, Path]) -> None:
+    with Upscaler(tiny_model["onnx"]) as upscaler:
+        on_255 = np.full((4, 4, 3), 200.0, np.float32)  # an 8-bit image as floats: would come out white
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got 200 to 200"):
+            upscaler.upscale(on_255, 2)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            upscaler.upscale(np.array([[np.nan, 0.5], [0.5, 0.5]], np.float32), 2)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            upscaler.upscale(np.full((3, 3), np.inf), 2)
+        huge = np.broadcast_to(np.zeros(1, np.uint8), (20_000, 20_000, 3))  # 1.2 GB as an array: not allocated here
+        with pytest.raises(ValueError, match="the 160000x160000 result is over the limit of 2147483648 output pixels"):
+            upscaler.upscale(huge, 8)
+        with pytest.raises(ValueError, match="over the limit of 100 output pixels"):
+            upscaler.upscale(np.zeros((8, 8), np.uint8), 2, max_output_pixels=100)
+        assert upscaler.upscale(np.zeros((8, 8), np.uint8), 2, max_output_pixels=256).shape == (16, 16)

@@ -208,3 +208,37 @@ def test_camera_jpeg_with_preview_colour_keys_and_cmyk_profiles(tmp_path: Path, 
     (tmp_path / "keyed16.png").write_bytes(keyed)  # a 16-bit colour key: png16 declines, PIL reads it at 8 bits
     fallback = load_image(tmp_path / "keyed16.png")
     assert fallback.bit_depth == 8 and fallback.pixels.shape == (3, 4, 4)
+
+
+def test_only_the_supported_formats_are_ever_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EPS file named like a PNG would make Pillow start Ghostscript: no plugin outside READ_FORMATS is consulted."""
+    from PIL import EpsImagePlugin
+
+    started: list[object] = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: started.append(args))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\nshowpage\n%%EOF\n"
+    (tmp_path / "x.png").write_bytes(eps)
+    with pytest.raises(ImageError, match="not an image file in a supported format"):
+        load_image(tmp_path / "x.png")
+    assert not started
+
+
+def test_links_to_fifos_are_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO opened for reading blocks until a writer comes: it must be refused, through a link too, not waited on."""
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "pipe.png").symlink_to(tmp_path / "pipe")
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        with pytest.raises(ImageError) as raised:
+            load_image(tmp_path / "pipe.png")
+        outcome.append(raised.value)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "load_image waited on a FIFO"
+    assert "pipe.png: not a regular file" in str(outcome[0])

@@ -348,3 +348,54 @@ def test_a_backend_failure_stops_the_run_with_its_own_exit_code(
     written = [p for p in out.rglob("*") if p.is_file()]
     assert [p.name for p in written] == ["photo.jpg"] and Image.open(written[0]).size == (36, 24)  # whole
     assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_a_link_to_a_fifo_in_a_folder_fails_alone(photos: Path, tiny_model: dict[str, Path]) -> None:
+    os.mkfifo(photos.parent / "pipe")
+    (photos / "pipe.png").symlink_to(photos.parent / "pipe")
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", photos.parent / "out")
+    assert code == 1 and "pipe.png: not a regular file" in output and "2 written" in output
+
+
+def test_file_names_reach_the_terminal_escaped_one_line_each(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / "clear\x1b[2J\nscreen.png").write_bytes(b"")  # a name that would clear the terminal and break a line
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"])
+    assert code == 1 and "\x1b" not in output
+    failed = [line for line in output.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and "clear\\x1b[2J\\nscreen.png: not an image file" in failed[0]
+
+
+def test_a_graph_with_nan_weights_writes_nothing(photos: Path, tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    import onnx as onnx_lib
+    from onnx import numpy_helper
+
+    model = onnx_lib.load(str(tiny_model["onnx"]))
+    first = model.graph.initializer[0]
+    broken = numpy_helper.to_array(first).copy()
+    broken.flat[0] = np.nan
+    first.CopyFrom(numpy_helper.from_array(broken, first.name))
+    onnx_lib.save(model, str(tmp_path / "nan.onnx"))
+    code, output = run(photos, "-s", "2", "--model", tmp_path / "nan.onnx", "-r", "-o", tmp_path / "out")
+    assert code == 4 and "NaN or inf everywhere" in output and "0 written" in output
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_a_rerun_removes_the_temporary_files_a_killed_run_left(photos: Path, tiny_model: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # a process that has exited
+    out = photos.parent / "out"
+    out.mkdir()
+    stale = out / f".rgb.png.{dead}.k2j4x9_q.tmp"  # what atomic_write leaves when its process is killed
+    live = out / f".rgb.png.{os.getpid()}.a8b7c6d5.tmp"  # a run still writing: not ours to remove
+    stranger = out / f".notes.png.{dead}.k2j4x9_q.tmp"  # no output of this run has that name
+    mine_too = out / "rgb.png.tmp"  # not the pattern
+    for path in (stale, live, stranger, mine_too):
+        path.write_bytes(b"half an image")
+    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", out, "--skip-existing")
+    assert code == 0 and "removed 1 temporary files" in output
+    assert not stale.exists() and live.exists() and stranger.exists() and mine_too.exists()

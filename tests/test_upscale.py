@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,20 @@ def test_numpy_scalars_are_scales() -> None:
 def test_bad_channel_count() -> None:
     with pytest.raises(ValueError, match="C in 1..4"):
         upscale_pixels(np.zeros((4, 4, 5), np.float32), 2, identity, halo=1)
+
+
+def test_non_finite_network_output_is_never_an_image() -> None:
+    """A window that comes back NaN or inf fails the image; every window doing so is the backend's failure."""
+    from vdsr.errors import BackendError, ImageError
+
+    calls: list[int] = []
+
+    def first_window_nan(batch: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return np.full_like(batch, np.nan) if len(calls) == 1 else batch
+
+    pixels = np.random.default_rng(0).random((20, 20, 3)).astype(np.float32)
+    with pytest.raises(ImageError, match=r"photo.png: the network's output is NaN or inf in 3 of 9 tiles"):
+        upscale_pixels(pixels, 2, first_window_nan, halo=1, tile=16, name=Path("photo.png"))
+    with pytest.raises(BackendError, match="NaN or inf everywhere"):
+        upscale_pixels(pixels, 2, lambda b: b * np.inf, halo=1, tile=16)

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.protocol import parse_scales
 from vdsr.catalogue import Architecture
-from vdsr.console import error_console, exit_on_errors
+from vdsr.console import error_console, exit_on_errors, safe
 from vdsr.errors import EXIT_STOPPED_EARLY, UsageError
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
@@ -94,7 +94,7 @@ def main(
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
         cache = cache_dir or Path(user_cache_dir("vdsr"))
         grid = f"{config.patch_size}px, stride {config.stride}, scales {list(config.scales)}"
-        err.print(f"patches: {grid} (cache {cache})")
+        err.print(f"patches: {grid} (cache {safe(cache)})")
         patches = build_patches(train_sets, config.scales, config.patch_size, stride=config.stride, cache_dir=cache)
         err.print(f"{len(patches.hr)} patches; {config.recipe} recipe on {torch_device}, bf16 {config.bf16}")
         columns = (
@@ -120,11 +120,11 @@ def main(
             result = train(config, patches, output, device=torch_device, train_sets=train_sets,
                            validation_sets=validation_sets, final_sets=final, resume=resume, max_minutes=max_minutes,
                            on_progress=show)  # fmt: skip
-    err.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {result.checkpoint}")
+    err.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
-        err.print(f"weights {result.weights}, model card {result.weights.with_suffix('.json')}")
+        err.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
     else:
-        err.print(f"not finished: continue with vdsr-train --output {output} --resume")
+        err.print(f"not finished: continue with vdsr-train --output {safe(output)} --resume")
         raise typer.Exit(EXIT_STOPPED_EARLY)
 
 

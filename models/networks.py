@@ -99,6 +99,35 @@ def build_model(architecture: str, config: dict[str, object] | None = None) -> V
     raise ValueError(f"Unknown architecture {architecture!r}; expected {expected}")
 
 
+def parameter_shapes(
+    architecture: str, config: dict[str, object] | None = None, *, max_layers: int | None = None
+) -> dict[str, tuple[int, ...]]:
+    """The state_dict's tensor names and shapes of build_model(architecture, config), worked out without building
+    the model: weights from elsewhere are checked against them before anything is allocated. ValueError for a
+    config of more than `max_layers` layers (a file's header cannot describe more tensors than it holds)."""
+    config = config or {}
+    if architecture == Architecture.vdsr:
+        vdsr = VDSRConfig(**config)  # type: ignore[arg-type]
+        depth, channels = vdsr.depth, vdsr.channels
+        if not (isinstance(depth, int) and isinstance(channels, int) and depth >= 2 and channels >= 1):
+            raise ValueError(f"Expected integers depth >= 2 and channels >= 1, got {vdsr}")
+        if max_layers is not None and depth > max_layers:
+            raise ValueError(f"the config declares {depth} layers, more than the {max_layers} tensors present")
+        sizes = [1] + [channels] * (depth - 1) + [1]  # channels in and out of each 3x3 conv
+        layers = [(f"body.{2 * i}", (sizes[i + 1], sizes[i], 3, 3)) for i in range(depth)]
+        bias = bool(vdsr.bias)
+    elif architecture == Architecture.srcnn:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        srcnn = SRCNNConfig(**fields)  # type: ignore[arg-type]
+        (k1, k2, k3), (c1, c2) = srcnn.kernels, srcnn.channels
+        layers = [("body.0", (c1, 1, k1, k1)), ("body.2", (c2, c1, k2, k2)), ("body.4", (1, c2, k3, k3))]
+        bias = True
+    else:
+        raise ValueError(f"Unknown architecture {architecture!r}")
+    shapes = {f"{name}.weight": shape for name, shape in layers}
+    return shapes | ({f"{name}.bias": shape[:1] for name, shape in layers} if bias else {})
+
+
 def architecture_of(model: VDSR | SRCNN) -> str:
     """The name build_model takes for this model, as recorded in weights, graphs and model cards."""
     return Architecture.vdsr.value if isinstance(model, VDSR) else Architecture.srcnn.value

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save
 
 from vdsr.errors import ModelError
 from vdsr.files import atomic_write_bytes
-from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config
+from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config, parameter_shapes
 
 
 def save_weights(path: Path, model: VDSR | SRCNN, scales: list[int]) -> None:
@@ -34,17 +34,38 @@ def read_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], di
         raise ModelError(f"{path}: not a readable {kind} ({error})") from error
 
 
+def declared_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """The tensor names and shapes a safetensors file declares in its header, and its metadata, without reading a
+    tensor (the file's size bounds what loading it then costs)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, f.metadata() or {}
+    except (OSError, ValueError, SafetensorError) as error:
+        raise ModelError(f"{path}: not a readable weights file ({error})") from error
+
+
 def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
-    """The model (fp32, CPU, eval mode) and the scales it was trained for."""
-    tensors, metadata = read_safetensors(path, "weights file")
+    """The model (fp32, CPU, eval mode) and the scales it was trained for. The file's own description (architecture,
+    config) must match its tensors' names and shapes before any model is built, and every weight must be finite:
+    a file from elsewhere cannot make this allocate more than it holds, or run with NaN weights."""
+    shapes, metadata = declared_shapes(path)
     if "architecture" not in metadata:
         raise ModelError(f"{path}: no 'architecture' in the safetensors metadata; not a vdsr weights file")
     try:
-        model = build_model(metadata["architecture"], json.loads(metadata.get("config", "{}")))
-        model.load_state_dict(tensors)
+        config = json.loads(metadata.get("config", "{}"))
+        expected = parameter_shapes(metadata["architecture"], config, max_layers=len(shapes))
+        if shapes != expected:
+            wrong = sorted(set(shapes) ^ set(expected)) or [k for k in expected if shapes[k] != expected[k]]
+            raise ValueError(f"tensors {', '.join(wrong[:3])} differ from what the config describes")
         scales = [int(s) for s in json.loads(metadata.get("scales", "[]"))]
-    except (ValueError, TypeError, RuntimeError, KeyError) as error:  # unknown architecture, bad JSON, wrong tensors
+    except (ValueError, TypeError, KeyError) as error:  # unknown architecture, bad JSON, other tensors
         raise ModelError(f"{path}: weights do not match their metadata ({str(error).splitlines()[0]})") from error
+    tensors, _ = read_safetensors(path, "weights file")
+    bad = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ModelError(f"{path}: weights {', '.join(bad[:3])} hold NaN or inf")
+    model = build_model(metadata["architecture"], config)
+    model.load_state_dict(tensors)
     return model.eval(), scales
 
 

@@ -27,6 +27,7 @@ _COLOUR_TYPES = {c: t for t, c in _CHANNELS.items()}
 _ICC_NAME = b"ICC Profile"
 _IDAT_SIZE = 1 << 20  # the writer splits the compressed image into IDAT chunks of this size
 _BAND_ROWS = 1024  # rows per band of the anti-diagonal unfiltering (its buffer holds (rows + W) * rows pixels)
+MAX_ICC_BYTES = 16 << 20  # a decompressed ICC profile larger than this is refused (real ones are KBs to a few MBs)
 
 
 class Unsupported(ValueError):
@@ -70,7 +71,7 @@ def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None, bytes | N
             idat.append(body)
         elif kind == b"IEND":
             break
-        elif kind == b"iCCP":
+        elif kind == b"iCCP" and not idat and icc is None:  # the spec: one, before the image data; others ignored
             icc = _read_icc(bytes(body))
         elif kind == b"eXIf":
             exif = bytes(body)
@@ -146,9 +147,12 @@ def _read_icc(body: bytes) -> bytes:
     try:
         if not sep or rest[:1] != b"\0":
             raise zlib.error("no profile name or unknown compression method")
-        return zlib.decompress(rest[1:])
+        profile = zlib.decompressobj().decompress(rest[1:], MAX_ICC_BYTES + 1)  # bounded: a small chunk can inflate
     except zlib.error as e:
         raise ValueError(f"corrupt PNG iCCP chunk ({e})") from None
+    if len(profile) > MAX_ICC_BYTES:
+        raise ValueError(f"PNG iCCP profile is over {MAX_ICC_BYTES >> 20} MiB when decompressed")
+    return profile
 
 
 def _unfilter(types: NDArray[np.uint8], data: NDArray[np.uint8], bpp: int) -> NDArray[np.uint8]:

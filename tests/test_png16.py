@@ -247,3 +247,25 @@ def test_exif_block_is_written_and_pil_reads_it(tmp_path: Path) -> None:
     (tmp_path / "e.png").write_bytes(write_png16(np.zeros((2, 3, 3), np.uint16), exif=exif.tobytes()))
     with Image.open(tmp_path / "e.png") as image:
         assert image.getexif().get(0x010F) == "vdsr camera"
+
+
+def test_icc_profiles_are_bounded_and_read_only_where_the_spec_puts_them() -> None:
+    """A small iCCP chunk can inflate to gigabytes: decompression is bounded, and one after IDAT is ignored."""
+    import tracemalloc
+
+    pixels = random_pixels(np.random.default_rng(7), 5, 4, 3)
+    bomb = chunk(b"iCCP", b"bomb\0\0" + zlib.compress(bytes(256 << 20), 9))  # 256 MiB of zeros in ~250 KB
+    plain = encode(pixels, [0] * 5)
+    after_idat = plain[: -len(chunk(b"IEND", b""))] + bomb + chunk(b"IEND", b"")
+    tracemalloc.start()
+    try:
+        decoded, icc, _ = read_png16(after_idat)
+        assert np.array_equal(decoded, pixels) and icc is None  # ignored, as the spec's chunk order says
+        with pytest.raises(ValueError, match="iCCP profile is over 16 MiB"):
+            read_png16(encode(pixels, [0] * 5, extra=bomb))  # before IDAT: read, up to the bound
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20  # peak: the bound, not the 256 MiB
+    finally:
+        tracemalloc.stop()
+    profile = bytes(range(256)) * 40
+    good = chunk(b"iCCP", b"icc\0\0" + zlib.compress(profile))
+    assert read_png16(encode(pixels, [0] * 5, extra=good + good))[1] == profile  # the first one

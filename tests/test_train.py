@@ -19,7 +19,7 @@ from vdsr.train.config import TrainConfig, recipe
 from vdsr.train.data import PatchSet, augment, batch_for_step, steps_per_epoch
 from vdsr.train.loop import StepReport, train
 from vdsr.train.schedule import clip_gradients, compute_loss, learning_rate
-from vdsr.weights import count_parameters, load_weights
+from vdsr.weights import count_parameters, load_weights, save_weights
 
 TINY = {"depth": 3, "channels": 8}
 
@@ -285,3 +285,37 @@ def test_a_backend_failure_while_validating_keeps_the_steps_done(
     with pytest.raises(BackendError, match="illegal memory access"):
         run(tiny_config(validate_every=2, checkpoint_every=0), tmp_path)
     assert load_checkpoint(tmp_path / "checkpoint.safetensors").info["step"] == 2
+
+
+def test_parameter_shapes_are_the_models_own() -> None:
+    from vdsr.networks import build_model, model_config, parameter_shapes
+
+    for model in (VDSR(), VDSR(VDSRConfig(depth=3, channels=8, bias=False)), SRCNN(), SRCNN(SRCNNConfig((9, 1, 5)))):
+        name = "vdsr" if isinstance(model, VDSR) else "srcnn"
+        assert parameter_shapes(name, model_config(model)) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert build_model(name, model_config(model)).config == model.config
+
+
+def test_weights_from_elsewhere_are_checked_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 200-byte file claiming 3000 layers must not make the loader build (and allocate) a 3000-layer model."""
+    from safetensors.torch import save_file
+
+    from vdsr import weights
+    from vdsr.errors import ModelError
+
+    built: list[object] = []
+    real_build = weights.build_model
+    monkeypatch.setattr(weights, "build_model", lambda *args: built.append(args) or real_build(*args))
+    claim = {"architecture": "vdsr", "config": json.dumps({"depth": 3000, "channels": 64}), "scales": "[2]"}
+    save_file({"body.0.weight": torch.zeros(64, 1, 3, 3)}, str(tmp_path / "claims.safetensors"), metadata=claim)
+    with pytest.raises(ModelError, match="claims.safetensors: weights do not match their metadata .*3000 layers"):
+        load_weights(tmp_path / "claims.safetensors")
+    model = VDSR(VDSRConfig(**TINY))
+    with torch.no_grad():
+        model.body[0].weight[0, 0, 0, 0] = float("nan")
+    save_weights(tmp_path / "nan.safetensors", model, [2])
+    with pytest.raises(ModelError, match=r"nan.safetensors: weights body.0.weight hold NaN or inf"):
+        load_weights(tmp_path / "nan.safetensors")
+    assert not built

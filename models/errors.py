@@ -68,6 +68,12 @@ class BackendError(VdsrError, RuntimeError):
     later image would fail the same way."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (a library's may run to many), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def exit_code(error: VdsrError) -> int:
     """The exit code the commands give for `error` (one table for all of them)."""
     if isinstance(error, UsageError | BackendUnavailable):

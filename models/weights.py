@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from vdsr.errors import ModelError
+from vdsr.errors import ModelError, first_line
 from vdsr.files import atomic_write_bytes
 from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config, parameter_shapes
 
@@ -59,7 +59,7 @@ def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
             raise ValueError(f"tensors {', '.join(wrong[:3])} differ from what the config describes")
         scales = [int(s) for s in json.loads(metadata.get("scales", "[]"))]
     except (ValueError, TypeError, KeyError) as error:  # unknown architecture, bad JSON, other tensors
-        raise ModelError(f"{path}: weights do not match their metadata ({str(error).splitlines()[0]})") from error
+        raise ModelError(f"{path}: weights do not match their metadata ({first_line(error)})") from error
     tensors, _ = read_safetensors(path, "weights file")
     bad = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())]
     if bad:

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from vdsr.errors import BackendError, ImageError, UsageError
+from vdsr.errors import BackendError, ImageError, UsageError, first_line
 from vdsr.files import remove_stale_temporaries
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.selection import open_backend
@@ -111,7 +111,7 @@ class Upscaler:
             except BackendError:
                 raise
             except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
-                cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                cause = first_line(error)
                 raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
         return upscale_pixels(pixels, scale, backend.run, halo=backend.halo, tile=self.tile, batch=self.batch,
                               dtype=dtype, name=name)  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr.errors import BackendError, ModelError
+from vdsr.errors import BackendError, ModelError, first_line
 from vdsr.runtime.backends.base import CPU_BATCH, GPU_BATCH, Backend, check_batch, model_facts
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
@@ -62,7 +62,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             (out,) = self.session.run(None, {self.input_name: batch.astype(self.dtype, copy=False)})
         except self._errors as error:  # ORT's exceptions derive from Exception directly
-            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            cause = first_line(error)
             raise BackendError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {cause}") from error
         result: NDArray[np.float32] = np.asarray(out).astype(np.float32, copy=False)
         return result

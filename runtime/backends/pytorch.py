@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import torch
 
-from vdsr.errors import BackendError, UsageError
+from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.networks import SRCNN, VDSR, architecture_of
 from vdsr.runtime.backends.base import CPU_BATCH, GPU_BATCH, Backend, check_batch
 from vdsr.weights import load_weights
@@ -63,7 +63,7 @@ class TorchBackend(Backend):
                 x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
                 return self._replay(self.model, x).float()
         except RuntimeError as error:  # out of memory, a lost device, a kernel failure: every later call would fail
-            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            cause = first_line(error)
             raise BackendError(f"PyTorch failed on a batch of shape {tuple(x.shape)}: {cause}") from error
 
     def _replay(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vdsr.catalogue import GRAPH_PRECISIONS, ModelFiles, model_files
-from vdsr.errors import BackendUnavailable, ModelError, UsageError, VdsrError
+from vdsr.errors import BackendUnavailable, ModelError, UsageError, VdsrError, first_line
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.onnx_runtime import CUDA_PROVIDERS, OnnxRuntimeBackend
 from vdsr.runtime.machine import INT8_DOT_PRODUCT_FLAGS, cpu_features, nvidia_driver_present
@@ -83,7 +83,7 @@ def _open_torch(files: ModelFiles, gpu: bool, precision: str) -> Backend:
     try:
         return TorchBackend(files.weights, "cuda" if gpu else "cpu")
     except (RuntimeError, OSError) as error:  # CUDA cannot start, or is out of memory, before any image
-        raise BackendUnavailable(f"PyTorch could not start ({str(error).strip().splitlines()[0]})") from error
+        raise BackendUnavailable(f"PyTorch could not start ({first_line(error)})") from error
 
 
 def _open_tensorrt(graph: Path) -> Backend:
@@ -95,7 +95,7 @@ def _open_tensorrt(graph: Path) -> Backend:
     try:
         return TensorRTBackend(graph)
     except (VdsrError, RuntimeError, OSError) as error:  # no builder, a failed build, the engine cache, CUDA
-        raise BackendUnavailable(f"TensorRT could not start ({str(error).strip().splitlines()[0]})") from error
+        raise BackendUnavailable(f"TensorRT could not start ({first_line(error)})") from error
 
 
 def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: str) -> Backend:

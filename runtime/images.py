@@ -145,13 +145,10 @@ _ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
-def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None] | None:
-    """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF; None for
-    the variants png16 does not decode (interlaced, a tRNS colour key), which PIL then reads at 8 bits."""
+def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
+    """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF."""
     try:
         array, icc, exif_bytes = png16.read_png16(data)
-    except png16.Unsupported:
-        return None
     except ValueError as error:
         raise ImageError(path, f"corrupt 16-bit PNG ({error})") from error
     exif = Image.Exif()
@@ -193,12 +190,9 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
             if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY:
                 f.seek(0)
                 sixteen = png16.is_png16(f.read(33))
-            decoded = None
             if sixteen:
                 f.seek(0)
-                decoded = _read_png16(path, f.read())  # None: PIL reads it (at 8 bits)
-            if decoded is not None:
-                pixels, depth, icc, exif = decoded
+                pixels, depth, icc, exif = _read_png16(path, f.read())
             else:
                 image.load()
                 ImageOps.exif_transpose(image, in_place=True)

@@ -205,9 +205,9 @@ def test_camera_jpeg_with_preview_colour_keys_and_cmyk_profiles(tmp_path: Path, 
     assert load_image(tmp_path / "cmyk.jpg").icc_profile is None  # it does not describe the RGB we convert to
     png = write_png16(np.full((3, 4, 3), 4660, np.uint16))
     keyed = png[:33] + png_chunk(b"tRNS", bytes(6)) + png[33:]
-    (tmp_path / "keyed16.png").write_bytes(keyed)  # a 16-bit colour key: png16 declines, PIL reads it at 8 bits
-    fallback = load_image(tmp_path / "keyed16.png")
-    assert fallback.bit_depth == 8 and fallback.pixels.shape == (3, 4, 4)
+    (tmp_path / "keyed16.png").write_bytes(keyed)  # a 16-bit colour key: once read by PIL at 8 bits, now 16
+    keyed_image = load_image(tmp_path / "keyed16.png")
+    assert keyed_image.bit_depth == 16 and keyed_image.pixels.shape == (3, 4, 4)
 
 
 def test_only_the_supported_formats_are_ever_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

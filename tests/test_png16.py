@@ -120,12 +120,64 @@ def test_every_row_filter_on_tiny_images(rng: np.random.Generator, shape: tuple[
         np.testing.assert_array_equal(read_png16(encode(pixels, [kind] * shape[0]))[0], pixels)
 
 
-@pytest.mark.parametrize("band_rows", [1, 2, 3, 5])
-def test_row_filters_across_bands(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, band_rows: int) -> None:
-    """The decoder works in bands of rows, each by rows (None/Sub/Up only) or by anti-diagonals: both, in any order."""
-    monkeypatch.setattr(png16, "_BAND_ROWS", band_rows)
-    pixels = random_pixels(rng, len(MIXED), 8, 4)
-    np.testing.assert_array_equal(read_png16(encode(pixels, MIXED))[0], pixels)
+ADAM7 = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+
+
+def encode_interlaced(pixels: NDArray[np.uint16], kind: int) -> bytes:
+    """An Adam7-interlaced PNG of `pixels`: the seven passes (y0, x0, dy, dx), each filtered on its own."""
+    height, width, channels = pixels.shape
+    passes = [pixels[y0::dy, x0::dx] for y0, x0, dy, dx in ADAM7]
+    data = b"".join(filter_rows(p, [kind] * p.shape[0]) for p in passes if p.size)
+    head = png16._SIGNATURE + ihdr(width, height, colour_type=COLOUR_TYPES[channels], interlace=1)
+    return head + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (9, 17), (16, 8)])
+def test_interlaced_files_stay_16_bit(rng: np.random.Generator, channels: int, shape: tuple[int, int]) -> None:
+    """Adam7 PNGs used to be read by PIL at 8 bits: every filter, every pass shape, exact 16-bit values."""
+    for kind in range(5):
+        pixels = random_pixels(rng, *shape, channels)
+        np.testing.assert_array_equal(read_png16(encode_interlaced(pixels, kind))[0], pixels)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_colour_key_becomes_an_alpha_channel(rng: np.random.Generator, channels: int) -> None:
+    pixels = random_pixels(rng, 6, 7, channels)
+    key = pixels[2, 3]
+    decoded = read_png16(encode(pixels, [4] * 6, extra=chunk(b"tRNS", key.astype(">u2").tobytes())))[0]
+    np.testing.assert_array_equal(decoded[..., :channels], pixels)
+    np.testing.assert_array_equal(decoded[..., channels] == 0, np.all(pixels == key, axis=2))
+    assert set(np.unique(decoded[..., channels]).tolist()) <= {0, 65535}
+
+
+def count_calls(function: Any) -> int:
+    """How many Python and C functions `function()` calls: a cost measure that does not depend on the machine."""
+    import sys
+
+    calls = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(profile)
+    try:
+        function()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("shape", [(1, 20_000), (20_000, 1), (150, 150)])
+def test_decoding_work_does_not_grow_with_the_image_side(rng: np.random.Generator, shape: tuple[int, int]) -> None:
+    """The old numpy decoder looped over the H + W anti-diagonals (a 1x300,000 strip took 8 s): the number of calls
+    must not grow with the image, only the C decoder's work, which is linear in the bytes."""
+    small = encode(random_pixels(rng, 3, 4, 3), [4] * 3)
+    pixels = random_pixels(rng, *shape, 3)
+    big = encode(pixels, [3, 4] * (shape[0] // 2) + [4] * (shape[0] % 2))
+    np.testing.assert_array_equal(read_png16(big)[0], pixels)
+    assert count_calls(lambda: read_png16(big)) <= count_calls(lambda: read_png16(small)) + 50
 
 
 def test_several_idat_chunks(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,15 +272,14 @@ def broken_files() -> list[tuple[str, bytes, str]]:
         ("no IEND", head + idat, "truncated PNG: no IEND chunk"),
         ("no IDAT", head + iend, "PNG has no IDAT chunk"),
         ("no IHDR", png16._SIGNATURE + idat + iend, "does not start with an IHDR chunk"),
-        ("short data", head + chunk(b"IDAT", short) + iend, "is 37 bytes after decompression, expected 38"),
-        ("long data", head + chunk(b"IDAT", zlib.compress(bytes(39))) + iend, "is more than 38 bytes"),
+        ("short data", head + chunk(b"IDAT", short) + iend, "corrupt PNG image data"),
         ("not zlib", head + chunk(b"IDAT", b"not zlib data") + iend, "corrupt PNG image data"),
-        ("filter type 5", encode(pixels, [0, 5]), "bad PNG filter type 5"),
-        ("interlaced", png16._SIGNATURE + ihdr(3, 2, interlace=1) + idat + iend, "interlaced 16-bit PNG"),
+        ("filter type 5", encode(pixels, [0, 5]), "corrupt PNG image data"),
+        ("interlace 2", png16._SIGNATURE + ihdr(3, 2, interlace=2) + idat + iend, "unknown PNG interlace method 2"),
         ("8 bits", png16._SIGNATURE + ihdr(3, 2, depth=8) + idat + iend, "bit depth is 8, not 16"),
         ("palette", png16._SIGNATURE + ihdr(3, 2, depth=8, colour_type=3) + idat + iend, "colour type 3"),
-        ("gray tRNS", encode(gray, [0, 0], extra=chunk(b"tRNS", b"\0\0")), "tRNS transparent colour"),
-        ("RGB tRNS", encode(pixels, [0, 0], extra=chunk(b"tRNS", bytes(6))), "tRNS transparent colour"),
+        ("gray tRNS", encode(gray, [0, 0], extra=chunk(b"tRNS", b"\0\0\0")), "tRNS chunk of 3 bytes"),
+        ("RGB tRNS", encode(pixels, [0, 0], extra=chunk(b"tRNS", bytes(2))), "tRNS chunk of 2 bytes"),
         ("unknown chunk", encode(pixels, [0, 0], extra=chunk(b"ABCD", b"")), "unknown critical PNG chunk ABCD"),
         ("bad ICC", encode(pixels, [0, 0], extra=chunk(b"iCCP", b"x\0\0garbage")), "corrupt PNG iCCP chunk"),
     ]
@@ -250,7 +301,8 @@ def test_exif_block_is_written_and_pil_reads_it(tmp_path: Path) -> None:
 
 
 def test_icc_profiles_are_bounded_and_read_only_where_the_spec_puts_them() -> None:
-    """A small iCCP chunk can inflate to gigabytes: decompression is bounded, and one after IDAT is ignored."""
+    """A small iCCP chunk can inflate to gigabytes: decompression is bounded; one after IDAT is refused (by Pillow's
+    decoder, which reads the chunks after the image data with its own 1 MB bound)."""
     import tracemalloc
 
     pixels = random_pixels(np.random.default_rng(7), 5, 4, 3)
@@ -259,8 +311,8 @@ def test_icc_profiles_are_bounded_and_read_only_where_the_spec_puts_them() -> No
     after_idat = plain[: -len(chunk(b"IEND", b""))] + bomb + chunk(b"IEND", b"")
     tracemalloc.start()
     try:
-        decoded, icc, _ = read_png16(after_idat)
-        assert np.array_equal(decoded, pixels) and icc is None  # ignored, as the spec's chunk order says
+        with pytest.raises(ValueError, match="corrupt PNG image data .Decompressed data too large"):
+            read_png16(after_idat)
         with pytest.raises(ValueError, match="iCCP profile is over 16 MiB"):
             read_png16(encode(pixels, [0] * 5, extra=bomb))  # before IDAT: read, up to the bound
         assert tracemalloc.get_traced_memory()[1] < 64 << 20  # peak: the bound, not the 256 MiB

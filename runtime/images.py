@@ -11,6 +11,7 @@ gray); the file appears whole or not at all (temp file + rename).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vdsr.errors import ImageError, UsageError
 from vdsr.files import atomic_write
-from vdsr.runtime import png16
+from vdsr.runtime import jpeg, png16
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
 # suffix, but only ever as one of READ_FORMATS.
@@ -161,6 +162,25 @@ def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, byte
     return pixels, 16, icc, exif.tobytes() if len(exif) else None
 
 
+def _checked_jpeg(path: Path, data: bytes) -> Image.Image:
+    """A JPEG opened for decoding after vdsr.runtime.jpeg's checks: its size against its bytes, its structure, and
+    bytes arranged so that a scan cut short is reported as truncated."""
+    try:
+        layout = jpeg.inspect(data)
+        jpeg.check_size(layout, len(data))
+    except ValueError as error:
+        raise ImageError(path, str(error)) from error
+    return Image.open(io.BytesIO(jpeg.decodable(data, layout)), formats=["JPEG"])
+
+
+def _decode(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
+    """An opened PIL image decoded: pixels (oriented by EXIF), bit depth, ICC profile, EXIF."""
+    image.load()
+    ImageOps.exif_transpose(image, in_place=True)
+    pixels, depth = pixels_of(image, path)
+    return pixels, depth, icc_profile_of(image), image.info.get("exif")
+
+
 def icc_profile_of(image: Image.Image) -> bytes | None:
     """The image's ICC profile, or None; a CMYK profile does not describe the RGB pixels PIL converts to: better none
     than a wrong one."""
@@ -193,12 +213,12 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
             if sixteen:
                 f.seek(0)
                 pixels, depth, icc, exif = _read_png16(path, f.read())
+            elif image.format in ("JPEG", "MPO"):
+                f.seek(0)
+                with _checked_jpeg(path, f.read()) as checked:
+                    pixels, depth, icc, exif = _decode(checked, path)
             else:
-                image.load()
-                ImageOps.exif_transpose(image, in_place=True)
-                pixels, depth = pixels_of(image, path)
-                icc = icc_profile_of(image)
-                exif = image.info.get("exif")
+                pixels, depth, icc, exif = _decode(image, path)
     except ImageError:
         raise
     except Image.DecompressionBombError as error:

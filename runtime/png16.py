@@ -96,7 +96,7 @@ def read_png16(data: bytes) -> tuple[NDArray[np.uint16], bytes | None, bytes | N
 
 def _decode_pixels(data: bytes, *, channels: int, shape: tuple[int, int]) -> NDArray[np.uint16]:
     """The image data through Pillow's decoder, once per byte of the 16-bit samples (see the module's docstring)."""
-    planes = []
+    planes: list[NDArray[np.uint8]] = []
     for raw_mode in _RAW_MODES[channels]:
         try:
             with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
@@ -111,7 +111,7 @@ def _decode_pixels(data: bytes, *, channels: int, shape: tuple[int, int]) -> NDA
         return planes[0].astype(np.uint16)[..., None]  # I;16 is 16 bits already
     if channels == 2:
         return np.ascontiguousarray(planes[0]).view(">u2").astype(np.uint16)  # RGBA bytes: G hi, G lo, A hi, A lo
-    return (planes[0].astype(np.uint16) << 8) | planes[1]
+    return np.left_shift(planes[0], 8, dtype=np.uint16) | planes[1]
 
 
 def write_png16(pixels: NDArray[np.uint16], icc_profile: bytes | None = None, exif: bytes | None = None) -> bytes:

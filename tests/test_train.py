@@ -319,3 +319,77 @@ def test_weights_from_elsewhere_are_checked_before_anything_is_built(
     with pytest.raises(ModelError, match=r"nan.safetensors: weights body.0.weight hold NaN or inf"):
         load_weights(tmp_path / "nan.safetensors")
     assert not built
+
+
+def test_a_plain_resume_keeps_the_runs_own_step_limit(tmp_path: Path) -> None:
+    """The README: a resumed run keeps its settings, only --max-steps may change; a plain --resume dropped it."""
+    from vdsr.train.config import resume_config
+
+    run(tiny_config(max_steps=3), tmp_path)
+    assert resume_config(tmp_path / "checkpoint.safetensors", None).max_steps == 3
+    assert resume_config(tmp_path / "checkpoint.safetensors", 5).max_steps == 5
+
+
+def rewrite_checkpoint(
+    path: Path, *, info: dict[str, object] | None = None, optimizer: dict[str, object] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> None:  # fmt: skip
+    """The checkpoint at `path` with fields or tensors replaced, its checksum made to match (a crafted file)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from vdsr.train.checkpoint import tensors_digest
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+    stored = load_file(str(path)) | (tensors or {})
+    metadata["info"] = json.dumps(json.loads(metadata["info"]) | (info or {}))
+    metadata["optimizer"] = json.dumps(json.loads(metadata["optimizer"]) | (optimizer or {}))
+    metadata["tensors_sha256"] = tensors_digest(stored)
+    save_file(stored, str(path), metadata=metadata)
+
+
+def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> None:
+    """Crafted metadata gave tracebacks and flipped tensor bytes were trained on (weights up to 1e29, "PSNR nan")."""
+    from vdsr.train.config import resume_config
+
+    run(tiny_config(max_steps=2), tmp_path / "good")
+    good = (tmp_path / "good" / "checkpoint.safetensors").read_bytes()
+    saved = load_checkpoint(tmp_path / "good" / "checkpoint.safetensors")
+    groups = saved.optimizer["param_groups"]
+    assert isinstance(groups, list) and isinstance(saved.info["config"], dict)
+    nan_weight = saved.model["body.0.weight"].clone()
+    nan_weight[0, 0, 0, 0] = float("nan")
+    cases: dict[str, tuple[dict[str, object], str]] = {
+        "no_step": ({"info": {"step": None}}, "'step' is None, not a count"),
+        "string_step": ({"info": {"step": "3"}}, "'step' is '3', not a count"),
+        "batch_0": ({"info": {"config": saved.info["config"] | {"batch_size": 0}}}, "batch_size is 0, not an integer"),
+        "deep": (
+            {"info": {"config": saved.info["config"] | {"model_config": {"depth": 3000, "channels": 8}}}},
+            "declares 3000 layers",
+        ),  # fmt: skip
+        "betas": ({"optimizer": {"param_groups": [groups[0] | {"betas": [0.5, "x"]}]}}, "settings betas differ"),
+        "state": ({"tensors": {"optimizer.0.exp_avg": torch.zeros(3)}}, "state 'exp_avg' is not a tensor of shape"),
+        "nan": ({"tensors": {"model.body.0.weight": nan_weight}}, "tensors model.body.0.weight hold NaN or inf"),
+    }
+    for name, (changes, cause) in cases.items():
+        path = tmp_path / name / "checkpoint.safetensors"
+        path.parent.mkdir()
+        path.write_bytes(good)
+        rewrite_checkpoint(path, **changes)  # type: ignore[arg-type]
+        with pytest.raises(TrainingError, match=f"{name}/checkpoint.safetensors: .*{cause}") as error:
+            run(resume_config(path, None), path.parent, resume=True)
+        assert "\n" not in str(error.value), name
+    flipped = bytearray(good)
+    flipped[-5] ^= 0x40  # inside the last tensor's data: an exponent bit
+    (tmp_path / "flipped").mkdir()
+    (tmp_path / "flipped" / "checkpoint.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(TrainingError, match="flipped/checkpoint.safetensors: .*do not match their checksum"):
+        resume_config(tmp_path / "flipped" / "checkpoint.safetensors", None)
+
+
+def test_a_config_out_of_range_is_refused_wherever_it_comes_from() -> None:
+    for field, value in [("batch_size", 0), ("lr", -1.0), ("scales", ()), ("optimizer", "adam"), ("bf16", "yes"),
+                         ("epochs", float("nan")), ("max_steps", -1), ("scales", (2, True))]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"training config: {field} is"):
+            tiny_config(**{field: value})

@@ -1,20 +1,25 @@
 """Checkpoints without pickle: every tensor in one safetensors file, everything else as JSON in its metadata.
 
 Holds the model, the optimizer state, the step, RNG states, the training config and the data hash, written
-atomically (temp file, then rename) so a crash never leaves a half-written checkpoint.
+atomically (temp file, then rename) so a crash never leaves a half-written checkpoint. A SHA-256 of every tensor
+(name, dtype, shape, bytes) travels in the metadata: flipped bytes are refused at load, as are fields of the wrong
+type or range, model tensors that differ from the config's shapes (checked before anything is built) and NaN or inf.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
 
-from vdsr.errors import ModelError
+from vdsr.errors import ModelError, first_line
 from vdsr.files import atomic_write_bytes
+from vdsr.networks import parameter_shapes
 from vdsr.weights import read_safetensors
 
 
@@ -42,15 +47,28 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in checkpoint.model.items()}
     tensors |= {k: v.detach().contiguous() for k, v in optimizer_tensors.items()}
     tensors["rng.torch"] = checkpoint.rng
-    metadata = {"info": json.dumps(checkpoint.info), "optimizer": json.dumps(optimizer_rest)}
+    metadata = {"info": json.dumps(checkpoint.info), "optimizer": json.dumps(optimizer_rest),
+                "tensors_sha256": tensors_digest(tensors)}  # fmt: skip
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Raises ModelError naming the file when it is not a readable checkpoint."""
+    """Raises ModelError naming the file and the first problem when it is not a sound checkpoint."""
     tensors, metadata = read_safetensors(path, "checkpoint")
     if "info" not in metadata or "optimizer" not in metadata or "rng.torch" not in tensors:
         raise ModelError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
+    if metadata.get("tensors_sha256") != tensors_digest(tensors):
+        raise ModelError(f"{path}: the checkpoint's tensors do not match their checksum (a damaged or edited file)")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict[str, torch.Tensor]] = {}
     try:
@@ -60,6 +78,28 @@ def load_checkpoint(path: Path) -> Checkpoint:
                 state.setdefault(int(index), {})[name] = value
         optimizer = {"state": state, **json.loads(metadata["optimizer"])}
         info = json.loads(metadata["info"])
-    except ValueError as error:  # a malformed tensor name or JSON
-        raise ModelError(f"{path}: not a vdsr training checkpoint ({error})") from error
+        _check_info(info, model)
+    except (ValueError, TypeError, KeyError) as error:  # a malformed tensor name, JSON or field
+        raise ModelError(f"{path}: not a sound vdsr training checkpoint ({first_line(error)})") from error
+    bad = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise ModelError(f"{path}: checkpoint tensors {', '.join(bad[:3])} hold NaN or inf")
     return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=info)
+
+
+def _check_info(info: object, model: dict[str, torch.Tensor]) -> None:
+    """The fields the trainer reads, with their types and ranges; the model tensors against the config's shapes."""
+    if not isinstance(info, dict):
+        raise ValueError("its info is not a JSON object")
+    step, wall, config, data = (info.get(k) for k in ("step", "wall_seconds", "config", "data"))
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"'step' is {step!r}, not a count")
+    if not isinstance(wall, (int, float)) or isinstance(wall, bool) or not math.isfinite(wall) or wall < 0:
+        raise ValueError(f"'wall_seconds' is {wall!r}, not a duration")
+    if not isinstance(data, str):
+        raise ValueError(f"'data' is {data!r}, not a data key")
+    if not isinstance(config, dict) or not isinstance(config.get("model_config", {}), dict):
+        raise ValueError(f"'config' is {config!r:.60}, not a training config")
+    expected = parameter_shapes(str(config.get("model")), config.get("model_config"), max_layers=len(model))
+    if {k: tuple(v.shape) for k, v in model.items()} != expected:
+        raise ValueError("its model tensors differ from what its config describes")

@@ -16,7 +16,7 @@ from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.protocol import parse_scales
 from vdsr.catalogue import Architecture
 from vdsr.console import error_console, exit_on_errors, safe
-from vdsr.errors import EXIT_STOPPED_EARLY, UsageError
+from vdsr.errors import EXIT_STOPPED_EARLY, UsageError, first_line
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
 from vdsr.train.loop import StepReport, train
@@ -165,10 +165,13 @@ def settle_config(
     chosen = options.recipe or Recipe.fast
     bf16 = options.bf16 if options.bf16 is not None else (chosen is Recipe.fast and bf16_supported(device))
     scales = tuple(parse_scales(options.scale or ["2,3,4"]))
-    return recipe(
-        chosen.value, (options.model or Architecture.vdsr).value, scales=scales, seed=options.seed or 0, bf16=bf16,
-        max_steps=max_steps,
-        validate_every=2000 if options.validate_every is None else options.validate_every,
-        checkpoint_every=500 if options.checkpoint_every is None else options.checkpoint_every,
-        **{k: v for k, v in shape.items() if v is not None},
-    )  # fmt: skip
+    try:
+        return recipe(
+            chosen.value, (options.model or Architecture.vdsr).value, scales=scales, seed=options.seed or 0,
+            bf16=bf16, max_steps=max_steps,
+            validate_every=2000 if options.validate_every is None else options.validate_every,
+            checkpoint_every=500 if options.checkpoint_every is None else options.checkpoint_every,
+            **{k: v for k, v in shape.items() if v is not None},
+        )  # fmt: skip
+    except ValueError as error:  # a value out of range: --batch-size 0, --lr -1, ...
+        raise UsageError(first_line(error)) from error

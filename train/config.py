@@ -3,13 +3,14 @@ checkpoint was trained with."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from vdsr.catalogue import Architecture
-from vdsr.errors import ModelError, TrainingError
+from vdsr.errors import ModelError, TrainingError, first_line
 from vdsr.runtime.machine import BF16_FLAGS, cpu_features
 from vdsr.train.checkpoint import load_checkpoint
 
@@ -41,6 +42,53 @@ class TrainConfig:
     log_every: int = 20  # 0: never (likewise below)
     checkpoint_every: int = 500
     validate_every: int = 2000
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise ValueError(f"training config: {'; '.join(problems)}")
+
+
+_CHOICES = {
+    "model": tuple(a.value for a in Architecture),
+    "recipe": ("paper", "fast"),
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("cosine", "step"),
+    "loss": ("mse", "l1", "half_sse"),
+}
+_COUNTS = {"patch_size": 1, "stride": 1, "batch_size": 1, "max_steps": 0, "seed": 0, "log_every": 0,
+           "checkpoint_every": 0, "validate_every": 0}  # field -> smallest value  # fmt: skip
+_AMOUNTS = {"epochs": True, "lr": True, "lr_step_epochs": True, "clip_theta": True, "momentum": False,
+            "weight_decay": False, "warmup_epochs": False}  # field -> must be > 0 (else >= 0)  # fmt: skip
+_FLAGS = ("zero_init_output", "bf16", "channels_last")
+
+
+def _problems(config: TrainConfig) -> list[str]:
+    """What is wrong with each field (type, range, choice): a config from a checkpoint or a command line."""
+    problems = [f"{k} is {getattr(config, k)!r}, not one of {', '.join(v)}"
+                for k, v in _CHOICES.items() if getattr(config, k) not in v]  # fmt: skip
+    for name, least in _COUNTS.items():
+        value = getattr(config, name)
+        if not (value is None and name == "max_steps") and not (_is_int(value) and value >= least):
+            problems.append(f"{name} is {value!r}, not an integer >= {least}")
+    for name, positive in _AMOUNTS.items():
+        value = getattr(config, name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (value is None and name == "clip_theta") and not (number and (value > 0 if positive else value >= 0)):
+            problems.append(f"{name} is {value!r}, not a number {'>' if positive else '>='} 0")
+    problems += [f"{name} is {getattr(config, name)!r}, not true or false"
+                 for name in _FLAGS if not isinstance(getattr(config, name), bool)]  # fmt: skip
+    if not (
+        isinstance(config.scales, tuple) and config.scales and all(_is_int(s) and 2 <= s <= 8 for s in config.scales)
+    ):
+        problems.append(f"scales is {config.scales!r}, not integers from 2 to 8")
+    if not isinstance(config.model_config, dict):
+        problems.append(f"model_config is {config.model_config!r}, not a JSON object")
+    return problems
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def recipe(name: str, model: str = Architecture.vdsr.value, **overrides: object) -> TrainConfig:
@@ -78,7 +126,10 @@ def config_from_json(saved: dict[str, object], **overrides: object) -> TrainConf
         return value
 
     fields = {k: tuples(v) for k, v in saved.items()}
-    return replace(TrainConfig(**fields), **overrides)  # type: ignore[arg-type]
+    try:
+        return replace(TrainConfig(**fields), **overrides)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as error:
+        raise TrainingError(f"The checkpoint's config is not valid: {first_line(error)}") from error
 
 
 def resume_config(checkpoint_path: Path, max_steps: int | None) -> TrainConfig:
@@ -87,8 +138,9 @@ def resume_config(checkpoint_path: Path, max_steps: int | None) -> TrainConfig:
         info = load_checkpoint(checkpoint_path).info
     except ModelError as error:
         raise TrainingError(str(error)) from error
+    keep = {} if max_steps is None else {"max_steps": max_steps}  # a plain --resume keeps the run's own limit
     try:
-        return config_from_json(info["config"], max_steps=max_steps)  # type: ignore[arg-type]
+        return config_from_json(info["config"], **keep)  # type: ignore[arg-type]
     except TrainingError as error:
         raise TrainingError(f"{checkpoint_path}: {error}") from error
 

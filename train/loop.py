@@ -24,7 +24,7 @@ import torch
 from vdsr._version import __version__
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.harness import CellResult
-from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError
+from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError, first_line
 from vdsr.files import atomic_write_text, sha256_file
 from vdsr.networks import SRCNN, VDSR, build_model, model_config
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -111,11 +111,31 @@ def restore(
     if saved_config != config or saved.info["data"] != patches.key:
         raise TrainingError(f"{checkpoint_path} was written with another config or data; use another --output")
     model.load_state_dict(saved.model)
-    optimizer.load_state_dict(saved.optimizer)
-    torch.set_rng_state(saved.rng)
+    expected_groups = optimizer.state_dict()["param_groups"]
+    try:
+        optimizer.load_state_dict(saved.optimizer)
+        _check_optimizer(optimizer, expected_groups)
+        torch.set_rng_state(saved.rng)
+    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+        raise TrainingError(f"{checkpoint_path}: its optimizer state does not fit ({first_line(error)})") from error
     step, wall = saved.info["step"], saved.info["wall_seconds"]
-    assert isinstance(step, int) and isinstance(wall, float)
-    return step, wall
+    assert isinstance(step, int) and isinstance(wall, (int, float))  # checked by load_checkpoint
+    return step, float(wall)
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, expected_groups: list[dict[str, object]]) -> None:
+    """After loading: the hyperparameters are the config's (lr aside: it is set every step) and every state tensor
+    has its parameter's shape (a scalar step count aside)."""
+    loaded = json.loads(json.dumps(optimizer.state_dict()["param_groups"]))  # tuples as lists, as the file has them
+    for want, got in zip(json.loads(json.dumps(expected_groups)), loaded, strict=True):
+        differ = sorted(k for k in want.keys() | got.keys() if k != "lr" and want.get(k) != got.get(k))
+        if differ:
+            raise ValueError(f"settings {', '.join(differ)} differ from the config")
+    for param, state in optimizer.state.items():
+        for name, value in state.items():
+            shape = () if name == "step" else tuple(param.shape)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                raise ValueError(f"state {name!r} is not a tensor of shape {shape}")
 
 
 def train(

@@ -67,7 +67,7 @@ def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str,
     ):
         model_files(tmp_path / "missing.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
-    with pytest.raises(ValueError, match="broken.onnx: ONNX Runtime cannot load it"):
+    with pytest.raises(ValueError, match="broken.onnx: not a well-formed ONNX file"):
         open_backend("onnxruntime-cpu", tmp_path / "broken.onnx")
 
 
@@ -221,7 +221,7 @@ def test_a_backend_that_cannot_start_is_skipped_with_its_reason(monkeypatch: pyt
 
 def test_a_model_file_no_backend_can_load_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
-    with pytest.raises(UsageError, match=r"No backend can run here: .*broken.onnx: ONNX Runtime cannot load it"):
+    with pytest.raises(UsageError, match=r"No backend can run here: .*broken.onnx: not a well-formed ONNX file"):
         open_backend("auto", tmp_path / "broken.onnx")
 
 

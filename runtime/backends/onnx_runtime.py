@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from vdsr.errors import BackendError, ModelError, first_line
 from vdsr.runtime.backends.base import CPU_BATCH, GPU_BATCH, Backend, check_batch, model_facts
+from vdsr.runtime.onnx_file import read_self_contained
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -35,7 +36,8 @@ class OnnxRuntimeBackend(Backend):
                        ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NotImplemented,
                        ort_errors.RuntimeException, getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
         try:
-            self.session: Any = ort.InferenceSession(str(model), options, providers=list(providers))
+            graph = read_self_contained(model)  # refuses external data, whatever this ONNX Runtime would allow
+            self.session: Any = ort.InferenceSession(graph, options, providers=list(providers))
         except load_errors as error:
             raise ModelError(f"{model}: ONNX Runtime cannot load it ({error})") from error
         graph_input = self.session.get_inputs()[0]

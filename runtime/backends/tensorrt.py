@@ -29,6 +29,7 @@ from vdsr._version import __version__
 from vdsr.errors import BackendError, UsageError, VdsrError
 from vdsr.files import atomic_write, atomic_write_bytes, atomic_write_text
 from vdsr.runtime.backends.base import GPU_BATCH, Backend, Shape, check_batch, model_facts
+from vdsr.runtime.onnx_file import read_self_contained
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def build_engine(
     gpu = require_tensorrt()
     import tensorrt as trt  # only now: require_tensorrt() has made sure a GPU and the builder are there
 
-    onnx_bytes = onnx_path.read_bytes()
+    onnx_bytes = read_self_contained(onnx_path)
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     precision = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}.get("precision", "fp32")
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")

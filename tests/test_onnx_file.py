@@ -1,0 +1,105 @@
+"""ONNX files that refer to external data are refused before ONNX Runtime (or TensorRT) sees them; the shipped,
+self-contained graphs pass; malformed bytes get one clear error (vdsr.runtime.onnx_file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from vdsr.catalogue import MODELS, model_files
+from vdsr.errors import ModelError
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.onnx_file import read_self_contained
+
+
+def test_the_shipped_graphs_are_self_contained() -> None:
+    graphs = [path for name in MODELS for path in model_files(name).graphs.values()]
+    assert len(graphs) >= 3
+    for path in graphs:
+        assert read_self_contained(path) == path.read_bytes()
+
+
+def add_model(weights: np.ndarray, *, nested: bool = False) -> onnx.ModelProto:
+    """y = x + w, with w an initializer, or (nested) a Constant inside an If branch."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    w = numpy_helper.from_array(weights, "w")
+    if not nested:
+        graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], initializer=[w])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    branch_out = helper.make_tensor_value_info("c", TensorProto.FLOAT, [4])
+    branch = helper.make_graph([helper.make_node("Constant", [], ["c"], value=w)], "branch", [], [branch_out])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    nodes = [helper.make_node("If", ["cond"], ["w"], then_branch=branch, else_branch=branch),
+             helper.make_node("Add", ["x", "w"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[cond])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def external(tensor: TensorProto, location: str) -> None:
+    """Move `tensor`'s data out, as onnx.save(..., save_as_external_data=True) does."""
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["initializer", "constant in a subgraph"])
+def test_external_data_is_refused_before_onnx_runtime_reads_it(tmp_path: Path, nested: bool) -> None:
+    """Inside the model's folder (which ONNX Runtime would load) and outside it (which some versions would)."""
+    weights = np.arange(4, dtype=np.float32)
+    model = add_model(weights, nested=nested)
+    inline = tmp_path / "inline.onnx"
+    onnx.save(model, inline)
+    assert read_self_contained(inline) == inline.read_bytes()
+    (tmp_path / "w.bin").write_bytes(weights.tobytes())
+    tensor = model.graph.node[0].attribute[0].g.node[0].attribute[0].t if nested else model.graph.initializer[0]
+    for location in ("w.bin", "../../etc/hostname", "/dev/zero"):
+        external(tensor, location)
+        path = tmp_path / "external.onnx"
+        onnx.save(model, path)
+        with pytest.raises(ModelError, match="external.onnx: refers to external data files"):
+            read_self_contained(path)
+        with pytest.raises(ModelError, match="external.onnx: refers to external data files"):
+            OnnxRuntimeBackend(path, require_halo=False)
+        del tensor.external_data[:]
+
+
+def test_malformed_files_get_one_line_errors(tmp_path: Path) -> None:
+    model = add_model(np.ones(4, np.float32)).SerializeToString()
+    cases = {
+        "cut.onnx": model[: len(model) - 7],
+        "noise.onnx": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+        "group.onnx": b"\x0b",  # field 1, wire type 3 (a deprecated group)
+        "varint.onnx": b"\x08" + b"\xff" * 20,
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelError, match=f"{name}: ") as error:
+            read_self_contained(tmp_path / name)
+        assert "\n" not in str(error.value)
+    with pytest.raises(ModelError, match="missing.onnx: cannot read"):
+        read_self_contained(tmp_path / "missing.onnx")
+
+
+def test_nesting_is_bounded() -> None:
+    from vdsr.runtime import onnx_file
+
+    message = b""
+    for field in [1, 6, 5] * 30:  # inside out: graph.node (1), attribute.g (6), node.attribute (5): a node, 90 deep
+        message = bytes([field << 3 | 2]) + _varint(len(message)) + message
+    with pytest.raises(ValueError, match="nested deeper than 64"):
+        onnx_file._check(memoryview(message), "node", depth=0)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)

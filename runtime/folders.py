@@ -9,6 +9,7 @@ after the results already computed are written.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -143,10 +144,11 @@ def claim_outputs(
     jobs: list[Job], report: FolderReport, *, skip_existing: bool, on_image: Callable[[Path, int], None]
 ) -> list[Job]:
     """The jobs to run: those whose output exists are skipped (with skip_existing); one whose output is an input of
-    the run, or another job's output, is a failure. Inputs are compared by file identity, outputs case-folded (Photo.png
-    is photo.png on some disks)."""
+    the run, or another job's output, is a failure. Inputs are compared by file identity; outputs by name, case-folded
+    where the file system ignores case (Photo.png is photo.png there), which is probed, not guessed."""
     todo = []
-    claimed: dict[str, Path] = {}  # output (case-folded) -> its input
+    claimed: dict[str, Path] = {}  # output (case-folded where case is ignored) -> its input
+    ignores_case: dict[Path, bool] = {}
     inputs = {(s.st_dev, s.st_ino) for s in (_stat(job.source) for job in jobs) if s is not None}
     for job in jobs:
         target = _stat(job.target)
@@ -154,7 +156,7 @@ def claim_outputs(
             report.skipped.append(job.target)
         elif target is not None and (target.st_dev, target.st_ino) in inputs:  # this or another input
             report.failed.append(f"{job.source}: its output {job.target} is an input; give another --output")
-        elif (key := str(job.target).casefold()) in claimed:  # photo.jpg and photo.png with --format png
+        elif (key := _name_key(job.target, ignores_case)) in claimed:  # photo.jpg and photo.png with --format png
             report.failed.append(f"{job.source}: its output {job.target} is also {claimed[key]}'s output")
         else:
             claimed[key] = job.source
@@ -162,6 +164,32 @@ def claim_outputs(
             continue
         on_image(job.source, 0)
     return todo
+
+
+def _name_key(target: Path, ignores_case: dict[Path, bool]) -> str:
+    """The name two outputs collide by: case-folded when the target's folder ignores case (probed once a folder)."""
+    folder = target.parent
+    if folder not in ignores_case:
+        ignores_case[folder] = case_insensitive(folder)
+    return str(target).casefold() if ignores_case[folder] else str(target)
+
+
+def case_insensitive(folder: Path) -> bool:
+    """Whether file names in `folder` (or, before it exists, its nearest existing parent) ignore case: a probe file
+    is created and looked up with its case swapped. True when the probe cannot be made (the safe answer)."""
+    existing = folder
+    while not existing.is_dir() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=".vdsr-Case-Probe-", suffix=".tmp", dir=existing)
+    except OSError:
+        return True
+    os.close(fd)
+    probe = Path(name)
+    try:
+        return (probe.parent / probe.name.swapcase()).exists()
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def run_jobs(

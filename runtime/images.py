@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vdsr.errors import ImageError, UsageError
 from vdsr.files import atomic_write
-from vdsr.runtime import jpeg, png16
+from vdsr.runtime import jpeg, png16, sixteen_bit
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
 # suffix, but only ever as one of READ_FORMATS.
@@ -155,11 +155,22 @@ def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, byte
     exif = Image.Exif()
     if exif_bytes:
         exif.load(exif_bytes)
-    orientation = exif.pop(0x0112, 1)
-    if orientation in _ORIENT:
-        array = _ORIENT[orientation](array)
-    pixels = np.ascontiguousarray(array, dtype=np.float32) / np.float32(65535)
+    pixels = _upright(array.astype(np.float32) / np.float32(65535), exif.pop(0x0112, 1))
     return pixels, 16, icc, exif.tobytes() if len(exif) else None
+
+
+def _read_wide(path: Path, image: Image.Image, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, None]:
+    """A 16-bit colour TIFF or PPM through vdsr.runtime.sixteen_bit, oriented by its EXIF."""
+    try:
+        pixels = sixteen_bit.wide_colour(image, data)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(path, f"corrupt 16-bit {image.format} ({error})") from error
+    return _upright(pixels, image.getexif().get(0x0112, 1)), 16, icc_profile_of(image), None
+
+
+def _upright(pixels: NDArray[np.float32], orientation: object) -> NDArray[np.float32]:
+    """`pixels` turned as an EXIF orientation (1..8) says, contiguous."""
+    return np.ascontiguousarray(_ORIENT[orientation](pixels) if orientation in _ORIENT else pixels)
 
 
 def _checked_jpeg(path: Path, data: bytes) -> Image.Image:
@@ -213,6 +224,9 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
             if sixteen:
                 f.seek(0)
                 pixels, depth, icc, exif = _read_png16(path, f.read())
+            elif sixteen_bit.is_wide_colour(image):  # 16-bit colour TIFF or PPM, which PIL would cut to 8 bits
+                f.seek(0)
+                pixels, depth, icc, exif = _read_wide(path, image, f.read())
             elif image.format in ("JPEG", "MPO"):
                 f.seek(0)
                 with _checked_jpeg(path, f.read()) as checked:

@@ -207,12 +207,6 @@ def test_folders_that_cannot_be_listed_or_hold_no_images(
     assert not photos.with_name("photos_x2").exists()
 
 
-def test_outputs_differing_only_in_case_collide(photos: Path, tiny_model: dict[str, Path]) -> None:
-    (photos / "RGB.jpg").write_bytes((photos / "photo.jpg").read_bytes())  # RGB.png and rgb.png: one file on macOS
-    code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "--format", "png", "-o", photos.parent / "o")
-    assert code == 1 and output.count("failed:") == 1 and "is also" in output
-
-
 def test_output_formats_hold_what_the_result_has(photos: Path, tiny_model: dict[str, Path]) -> None:
     folder = photos.parent / "formats"
     folder.mkdir()
@@ -399,3 +393,56 @@ def test_a_rerun_removes_the_temporary_files_a_killed_run_left(photos: Path, tin
     code, output = run(photos, "-s", "2", "--model", tiny_model["onnx"], "-o", out, "--skip-existing")
     assert code == 0 and "removed 1 temporary files" in output
     assert not stale.exists() and live.exists() and stranger.exists() and mine_too.exists()
+
+
+def test_names_differing_only_in_case_collide_only_where_the_file_system_ignores_case(
+    tmp_path: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """photo.png and photo.PNG were refused as a collision on a case-sensitive file system: decided by a probe."""
+    from vdsr.runtime import folders
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(noise((8, 8, 3), 1)).save(folder / "photo.png")
+    Image.fromarray(noise((8, 8, 3), 2)).save(folder / "photo.PNG", "PNG")
+    assert not folders.case_insensitive(tmp_path)  # Linux tmp: case-sensitive, as CI's
+    assert not folders.case_insensitive(tmp_path / "not" / "made" / "yet")  # probed in the nearest existing parent
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "-o", tmp_path / "out")
+    assert code == 0 and "2 written" in output, output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.PNG", "photo.png"]
+    monkeypatch.setattr(folders, "case_insensitive", lambda folder: True)  # as on macOS or Windows disks
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "-o", tmp_path / "out2")
+    assert code == 1 and "is also" in output and "1 written" in output, output
+
+
+@pytest.mark.parametrize("kind", ["tiff", "tiff-big-endian", "tiff-deflate", "ppm", "ppm-plain", "ppm-max-1000"])
+def test_sixteen_bit_colour_tiff_and_ppm_keep_16_bits(tmp_path: Path, kind: str) -> None:
+    """They were read at 8 bits without a word."""
+    import tifffile
+
+    pixels = noise((9, 7, 3), 4, np.uint16)
+    path = tmp_path / f"wide.{kind.split('-')[0]}"
+    maximum = 1000 if kind == "ppm-max-1000" else 65535
+    if kind.startswith("tiff"):
+        options = {"tiff-big-endian": {"byteorder": ">"}, "tiff-deflate": {"compression": "zlib"}}.get(kind, {})
+        tifffile.imwrite(path, pixels, photometric="rgb", **options)
+    elif kind == "ppm-plain":
+        path.write_bytes(b"P3\n7 9\n65535\n" + " ".join(map(str, pixels.reshape(-1))).encode())
+    else:
+        pixels = (pixels.astype(np.int64) * maximum // 65535).astype(np.uint16)
+        path.write_bytes(b"P6\n7 9\n%d\n" % maximum + pixels.astype(">u2").tobytes())
+    image = load_image(path)
+    assert image.bit_depth == 16 and image.pixels.shape == (9, 7, 3)
+    np.testing.assert_array_equal(np.rint(image.pixels * maximum).astype(np.uint16), pixels)
+
+
+def test_broken_16_bit_ppm_is_one_clear_error(tmp_path: Path) -> None:
+    from vdsr.errors import ImageError
+
+    cases = {"short.ppm": b"P6\n7 9\n65535\n" + bytes(20), "over.ppm": b"P6\n1 1\n1000\n" + b"\xff\xff" * 3,
+             "words.ppm": b"P3\n2 1\n65535\n1 2 3 4 5 x"}  # fmt: skip
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageError, match=f"{name}: ") as error:
+            load_image(tmp_path / name)
+        assert "\n" not in str(error.value)

@@ -1,0 +1,81 @@
+"""16-bit colour TIFF and PPM files, which Pillow reads as 8-bit RGB: `wide_colour` decodes them at 16 bits.
+
+- TIFF (any compression Pillow's libtiff reads): Pillow's own decoder, twice. Pillow stores at most 8 bits a
+  channel, but its 16-bit raw modes pick one byte of each sample ("RGB;16L" the high byte of little-endian data,
+  "RGB;16B" of big-endian, "RGB;16N" of native): decoding with the file's mode keeps the high bytes, with the other
+  byte order the low bytes, and the two make the exact values (as vdsr.runtime.png16 does for PNG).
+- Binary PPM (P6) with a maximum value over 255: big-endian samples after the header, read here and scaled by the
+  maximum value; a sample above it is an error. Plain-text (P3) ones: the numbers after the header.
+Gray 16-bit TIFF, PGM and PNG need none of this: Pillow reads them exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+_OTHER_BYTE = {"L": "B", "B": "L", "N": "B" if sys.byteorder == "little" else "L"}
+
+
+def is_wide_colour(image: Image.Image) -> bool:
+    """Whether Pillow would cut this opened image's 16-bit colour samples to 8 bits."""
+    if image.mode not in ("RGB", "RGBA") or not image.tile:
+        return False
+    if image.format == "PPM":
+        return image.tile[0].codec_name in ("ppm", "ppm_plain") and _maximum(image) > 255
+    return image.format == "TIFF" and all(_raw_mode(tile.args)[-4:-1] == ";16" for tile in image.tile)
+
+
+def wide_colour(image: Image.Image, data: bytes) -> NDArray[np.float32]:
+    """The pixels of `image` (opened from `data`, not yet loaded; is_wide_colour true) as float32 in [0, 1],
+    (H, W, 3 or 4). ValueError (one line) for data that does not hold them."""
+    if image.format == "PPM":
+        return _ppm(image, data)
+    planes = []
+    for other_byte in (False, True):
+        with Image.open(io.BytesIO(data), formats=["TIFF"]) as again:
+            again.tile = [tile._replace(args=_with_raw_mode(tile.args, other_byte=other_byte)) for tile in again.tile]
+            again.load()
+            planes.append(np.asarray(again))
+    values = np.left_shift(planes[0], 8, dtype=np.uint16) | planes[1]
+    return values.astype(np.float32) / np.float32(65535)
+
+
+def _raw_mode(args: object) -> str:
+    return str(args[0] if isinstance(args, tuple) else args)
+
+
+def _with_raw_mode(args: object, *, other_byte: bool) -> object:
+    mode = _raw_mode(args)
+    if other_byte:
+        mode = mode[:-1] + _OTHER_BYTE[mode[-1]]
+    return (mode, *args[1:]) if isinstance(args, tuple) else mode
+
+
+def _maximum(image: Image.Image) -> int:
+    args = image.tile[0].args
+    return int(args[1]) if isinstance(args, tuple) and len(args) > 1 else 255
+
+
+def _ppm(image: Image.Image, data: bytes) -> NDArray[np.float32]:
+    width, height = image.size
+    count, maximum = width * height * 3, _maximum(image)
+    body = data[image.tile[0].offset :]
+    if image.tile[0].codec_name == "ppm":
+        if len(body) < 2 * count:
+            raise ValueError(f"PPM data cut short ({len(body)} bytes, {2 * count} needed)")
+        values = np.frombuffer(body, ">u2", count)
+    else:
+        if b"#" in body:
+            raise ValueError("comments inside plain PPM pixel data are not supported")
+        words = body.split(maxsplit=count)
+        if len(words) < count or not all(word.isdigit() for word in words[:count]):
+            raise ValueError(f"plain PPM data holds fewer than the {count} numbers its size needs")
+        values = np.array(words[:count], dtype=np.int64)
+    if int(values.max(initial=0)) > maximum:
+        raise ValueError(f"PPM sample {int(values.max())} over its maximum value {maximum}")
+    return (values.astype(np.float32) / np.float32(maximum)).reshape(height, width, 3)

@@ -1,14 +1,34 @@
-"""Shared fixtures: the data directory (../shared/datasets beside the repo, or $VDSR_DATA_DIR) and a seeded RNG."""
+"""Shared fixtures: the data directory (../shared/datasets beside the repo, or $VDSR_DATA_DIR) and a seeded RNG;
+`--cpu-flags "avx2 fma ..."` runs the suite as on a CPU with only those flags (what vdsr decides by them: int8,
+bf16; combine with ATEN_CPU_CAPABILITY=avx2 for torch's kernels)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cpu-flags", default=None, help="pretend the CPU has only these flags (space-separated)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def emulated_cpu(request: pytest.FixtureRequest) -> Iterator[None]:
+    flags = request.config.getoption("--cpu-flags")
+    if flags is None:
+        yield
+        return
+    from vdsr.runtime import machine
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(machine, "_cpuinfo", lambda: f"model name\t: emulated\nflags\t\t: {flags}\n")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vdsr.errors import ImageError, UsageError
 from vdsr.files import atomic_write
@@ -159,7 +159,9 @@ def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, byte
     return pixels, 16, icc, exif.tobytes() if len(exif) else None
 
 
-def _read_wide(path: Path, image: Image.Image, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, None]:
+def _read_wide(
+    path: Path, image: ImageFile.ImageFile, data: bytes
+) -> tuple[NDArray[np.float32], int, bytes | None, None]:
     """A 16-bit colour TIFF or PPM through vdsr.runtime.sixteen_bit, oriented by its EXIF."""
     try:
         pixels = sixteen_bit.wide_colour(image, data)
@@ -224,7 +226,7 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
             if sixteen:
                 f.seek(0)
                 pixels, depth, icc, exif = _read_png16(path, f.read())
-            elif sixteen_bit.is_wide_colour(image):  # 16-bit colour TIFF or PPM, which PIL would cut to 8 bits
+            elif isinstance(image, ImageFile.ImageFile) and sixteen_bit.is_wide_colour(image):  # TIFF, PPM
                 f.seek(0)
                 pixels, depth, icc, exif = _read_wide(path, image, f.read())
             elif image.format in ("JPEG", "MPO"):

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageFile
 
 _OTHER_BYTE = {"L": "B", "B": "L", "N": "B" if sys.byteorder == "little" else "L"}
 
 
-def is_wide_colour(image: Image.Image) -> bool:
+def is_wide_colour(image: ImageFile.ImageFile) -> bool:
     """Whether Pillow would cut this opened image's 16-bit colour samples to 8 bits."""
     if image.mode not in ("RGB", "RGBA") or not image.tile:
         return False
@@ -30,7 +31,7 @@ def is_wide_colour(image: Image.Image) -> bool:
     return image.format == "TIFF" and all(_raw_mode(tile.args)[-4:-1] == ";16" for tile in image.tile)
 
 
-def wide_colour(image: Image.Image, data: bytes) -> NDArray[np.float32]:
+def wide_colour(image: ImageFile.ImageFile, data: bytes) -> NDArray[np.float32]:
     """The pixels of `image` (opened from `data`, not yet loaded; is_wide_colour true) as float32 in [0, 1],
     (H, W, 3 or 4). ValueError (one line) for data that does not hold them."""
     if image.format == "PPM":
@@ -42,26 +43,27 @@ def wide_colour(image: Image.Image, data: bytes) -> NDArray[np.float32]:
             again.load()
             planes.append(np.asarray(again))
     values = np.left_shift(planes[0], 8, dtype=np.uint16) | planes[1]
-    return values.astype(np.float32) / np.float32(65535)
+    pixels: NDArray[np.float32] = values.astype(np.float32) / np.float32(65535)
+    return pixels
 
 
-def _raw_mode(args: object) -> str:
+def _raw_mode(args: tuple[Any, ...] | str | None) -> str:
     return str(args[0] if isinstance(args, tuple) else args)
 
 
-def _with_raw_mode(args: object, *, other_byte: bool) -> object:
+def _with_raw_mode(args: tuple[Any, ...] | str | None, *, other_byte: bool) -> tuple[Any, ...] | str:
     mode = _raw_mode(args)
     if other_byte:
         mode = mode[:-1] + _OTHER_BYTE[mode[-1]]
     return (mode, *args[1:]) if isinstance(args, tuple) else mode
 
 
-def _maximum(image: Image.Image) -> int:
+def _maximum(image: ImageFile.ImageFile) -> int:
     args = image.tile[0].args
     return int(args[1]) if isinstance(args, tuple) and len(args) > 1 else 255
 
 
-def _ppm(image: Image.Image, data: bytes) -> NDArray[np.float32]:
+def _ppm(image: ImageFile.ImageFile, data: bytes) -> NDArray[np.float32]:
     width, height = image.size
     count, maximum = width * height * 3, _maximum(image)
     body = data[image.tile[0].offset :]

@@ -166,7 +166,7 @@ def _read_wide(
     try:
         pixels = sixteen_bit.wide_colour(image, data)
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(path, f"corrupt 16-bit {image.format} ({error})") from error
+        raise ImageError(path, f"cannot read this 16-bit {image.format} ({error})") from error
     return _upright(pixels, image.getexif().get(0x0112, 1)), 16, icc_profile_of(image), None
 
 

@@ -7,16 +7,17 @@ header claims (a 669-byte file claiming 9000x9000 costs 81 MP of work). Here:
 
 - The size claimed is refused when the file is too small to hold it: a Huffman-coded JPEG spends at least one bit on
   every 8x8 block of its full-resolution component, so no real file holds more than 512 pixels per byte; the decode's
-  cost is bounded by the file's own size.
+  cost is bounded by the file's own size. (Arithmetic coding, rare, has no such bound: the pixel limit applies.)
 - The structure is walked (segments by their lengths, the entropy-coded data up to its next marker, which is a C-speed
   regular-expression search): no end-of-image marker, a scan without a frame, or a progressive file whose scans stop
-  before every coefficient is complete is refused.
-- A sequential file's last scan is checked by the decoder itself: the bytes handed to Pillow end with 16 bytes of
-  invalid Huffman codes instead of the end marker. A complete scan never needs them (the decoder may read ahead into
+  before every coefficient is complete is refused (legal but rare, and the same as a file cut between scans).
+- A sequential file's scan is checked by the decoder itself: the bytes handed to Pillow end with 16 bytes of
+  invalid Huffman codes right after the entropy-coded data, instead of the end marker (or a comment or restart marker
+  added after a cut). A complete scan never needs them (the decoder may read ahead into
   them, never past them); a scan cut short reads them (libjpeg turns every two into at most one empty block), runs out
-  of data, and Pillow reports the file as truncated. A cut within the last four or so blocks can still pass, and a
-  progressive file cut inside its last scan (a refinement: precision lost in the bottom part, not grey) is not
-  detected: only a full entropy decoder could tell.
+  of data, and Pillow reports the file as truncated. A cut within the last four or so blocks can still pass, and so
+  can a cut inside the last scan of a file of several scans (progressive: a refinement, precision lost in the bottom
+  part, not grey; sequential with one scan per component: rare): only a full entropy decoder could tell.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ MAX_PIXELS_PER_BYTE = 512  # at least 1 bit per 64 pixels of the full-resolution
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _HUFFMAN_SEQUENTIAL = {0xC0, 0xC1}
-_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # a marker in entropy-coded data (not stuffing or RSTn)
+_ARITHMETIC = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# The end of entropy-coded data: a marker, that is 0xFF then neither stuffing (0x00), fill (0xFF) nor, when the file
+# sets a restart interval, a restart marker. (One 0xFF only: "0xFF+" backtracks quadratically over a run of 0xFF.)
+_MARKER = re.compile(rb"\xff[^\x00\xff]")
+_FILL = re.compile(rb"\xff+")
+_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+_MARKER_NOT_RESTART = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # 128 one bits (stuffed 0xFF bytes): no Huffman code is all ones (T.81 C.2), each 17 bits read is one error. libjpeg-
 # turbo reads at most 64 bits ahead of the data it needs (its bit buffer); twice that, in case another build differs.
 _INVALID_CODES = b"\xff\x00" * 16
@@ -40,6 +47,8 @@ class JpegLayout:
     width: int
     height: int
     coding: int  # the SOF marker's second byte: 0xC0 baseline, 0xC2 progressive, ...
+    scans: int
+    scan_end: int  # offset of the first marker after the last scan's entropy-coded data
     end: int  # offset of the first image's end-of-image marker
 
 
@@ -48,15 +57,15 @@ def inspect(data: bytes) -> JpegLayout:
     file that is cut short or malformed."""
     if data[:2] != b"\xff\xd8":
         raise ValueError("not a JPEG file")
-    frame: tuple[int, int, int, list[int]] | None = None  # (coding, width, height, component ids)
+    frame: _Frame | None = None
     unrefined: dict[int, list[int | None]] = {}  # progressive: component -> per coefficient, the last Al (None: none)
-    scans = 0
+    scans = scan_end = restart_interval = 0
     pos = 2
     while True:
-        if data[pos : pos + 1] != b"\xff":
-            raise ValueError("JPEG data cut short or malformed (no marker where one must be)")
-        while data[pos + 1 : pos + 2] == b"\xff":  # fill bytes before a marker
-            pos += 1
+        pos = data.find(b"\xff", pos)  # stray bytes between segments are skipped, as libjpeg does (with a warning)
+        if pos < 0:
+            raise ValueError("JPEG data cut short (no end-of-image marker)")
+        pos = _FILL.match(data, pos).end() - 1  # type: ignore[union-attr]  # fill bytes (0xFF) before a marker
         if pos + 2 > len(data):
             raise ValueError("JPEG data cut short (no end-of-image marker)")
         marker = data[pos + 1]
@@ -77,45 +86,60 @@ def inspect(data: bytes) -> JpegLayout:
                 raise ValueError("JPEG has more than one frame header")
             frame = _frame(marker, body)
             if marker in _PROGRESSIVE:
-                unrefined = {c: [None] * 64 for c in frame[3]}
+                unrefined = {c: [None] * 64 for c in frame.sampling}
         elif marker == 0xDA:
             if frame is None:
                 raise ValueError("JPEG scan before its frame header")
             scans += 1
             if len(body) < 6 or len(body) != 4 + 2 * body[0]:
                 raise ValueError("JPEG scan header malformed")
-            if frame[0] in _PROGRESSIVE:
+            if frame.coding in _PROGRESSIVE:
                 _record_scan(body, unrefined)
-            found = _NEXT_MARKER.search(data, pos)
+            found = (_MARKER_NOT_RESTART if restart_interval else _MARKER).search(data, pos)
             if found is None:
                 raise ValueError("JPEG data cut short (no end-of-image marker)")
-            pos = found.end() - 2
+            if restart_interval:
+                _check_restarts(frame, body, (data, pos, found.start()), interval=restart_interval)
+            pos = scan_end = found.start()
+        elif marker == 0xDD and len(body) == 2:  # DRI: restart markers may appear in the scans that follow
+            (restart_interval,) = struct.unpack(">H", body)
     if frame is None:
         raise ValueError("JPEG has no frame header")
     if not scans:
         raise ValueError("JPEG has no scan")
     if any(al != 0 for coefficients in unrefined.values() for al in coefficients):
         raise ValueError("progressive JPEG cut short (its scans stop before the image is complete)")
-    coding, width, height, _ = frame
-    return JpegLayout(width=width, height=height, coding=coding, end=pos)
+    return JpegLayout(width=frame.width, height=frame.height, coding=frame.coding, scans=scans, scan_end=scan_end,
+                      end=pos)  # fmt: skip
 
 
 def check_size(layout: JpegLayout, size: int) -> None:
-    """ValueError when a file of `size` bytes claims more pixels than a JPEG can hold."""
-    if layout.width * layout.height > MAX_PIXELS_PER_BYTE * size:
+    """ValueError when a file of `size` bytes claims more pixels than a Huffman-coded JPEG can hold (arithmetic coding
+    can spend less than a bit on a block: those are bounded by the pixel limit only)."""
+    if layout.coding not in _ARITHMETIC and layout.width * layout.height > MAX_PIXELS_PER_BYTE * size:
         raise ValueError(f"claims {layout.width}x{layout.height} pixels in {size} bytes, more than a JPEG can hold "
                          f"({MAX_PIXELS_PER_BYTE} pixels a byte): cut short or forged")  # fmt: skip
 
 
 def decodable(data: bytes, layout: JpegLayout) -> bytes:
-    """The bytes of the first image to decode: for a Huffman sequential file, its end marker replaced by invalid
-    codes, so that a scan cut short makes the decoder run out of data (see the module's docstring)."""
-    if layout.coding in _HUFFMAN_SEQUENTIAL:
-        return data[: layout.end] + _INVALID_CODES
+    """The bytes of the first image to decode: for a Huffman sequential file of one scan, its entropy-coded data
+    followed by invalid codes instead of what came after it (an end marker, or a marker added to hide a cut), so that
+    a scan cut short makes the decoder run out of data (see the module's docstring). Files of several scans are read
+    whole by libjpeg before any output: they keep their end marker."""
+    if layout.coding in _HUFFMAN_SEQUENTIAL and layout.scans == 1:
+        return data[: layout.scan_end] + _INVALID_CODES
     return data[: layout.end + 2]
 
 
-def _frame(marker: int, body: bytes) -> tuple[int, int, int, list[int]]:
+@dataclass(frozen=True)
+class _Frame:
+    coding: int
+    width: int
+    height: int
+    sampling: dict[int, tuple[int, int]]  # component id -> (horizontal, vertical) sampling factor
+
+
+def _frame(marker: int, body: bytes) -> _Frame:
     if len(body) < 6:
         raise ValueError("JPEG frame header cut short")
     _, height, width, count = struct.unpack_from(">BHHB", body)
@@ -123,7 +147,32 @@ def _frame(marker: int, body: bytes) -> tuple[int, int, int, list[int]]:
         raise ValueError("JPEG frame header malformed")
     if width == 0 or height == 0:
         raise ValueError(f"JPEG frame of {width}x{height} pixels (a height set later by a DNL marker is not supported)")
-    return marker, width, height, [body[6 + 3 * i] for i in range(count)]
+    sampling = {body[6 + 3 * i]: (body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(count)}
+    if not all(1 <= h <= 4 and 1 <= v <= 4 for h, v in sampling.values()):
+        raise ValueError("JPEG frame header with sampling factors outside 1..4")
+    return _Frame(marker, width, height, sampling)
+
+
+def _check_restarts(frame: _Frame, scan: bytes, entropy: tuple[bytes, int, int], *, interval: int) -> None:
+    """A scan with a restart interval holds one restart marker between every two intervals of its MCUs (T.81 A.2),
+    numbered 0 to 7 in turn: fewer, or one out of turn, means it was cut short (a marker appended after a cut makes
+    libjpeg fill the rest with grey, silently)."""
+    components = [scan[1 + 2 * i] for i in range(scan[0])]
+    if any(c not in frame.sampling for c in components):
+        raise ValueError("JPEG scan of a component the frame does not have")
+    h_max = max(h for h, _ in frame.sampling.values())
+    v_max = max(v for _, v in frame.sampling.values())
+    if len(components) == 1:  # not interleaved: one block of that component is one MCU
+        h, v = frame.sampling[components[0]]
+        units = _ceil(_ceil(frame.width * h, h_max), 8) * _ceil(_ceil(frame.height * v, v_max), 8)
+    else:
+        units = _ceil(frame.width, 8 * h_max) * _ceil(frame.height, 8 * v_max)
+    data, start, stop = entropy
+    expected = _ceil(units, interval) - 1
+    numbers = [match[0][1] - 0xD0 for match in _RESTART.finditer(data, start, stop)]
+    if len(numbers) != expected or numbers != [i % 8 for i in range(len(numbers))]:  # RST0..RST7, RST0, ...
+        raise ValueError(f"JPEG scan cut short or malformed ({len(numbers)} restart markers where {expected} belong, "
+                         "numbered 0 to 7 in turn)")  # fmt: skip
 
 
 def _record_scan(body: bytes, unrefined: dict[int, list[int | None]]) -> None:
@@ -141,3 +190,7 @@ def _record_scan(body: bytes, unrefined: dict[int, list[int | None]]) -> None:
             if (coefficients[k] is None) != (high == 0) or (high and coefficients[k] != high):
                 raise ValueError("progressive JPEG scans out of order")
             coefficients[k] = low
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)

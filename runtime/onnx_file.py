@@ -4,8 +4,9 @@ Why: an ONNX tensor may keep its data in another file (`data_location: EXTERNAL`
 Runtime then reads that path, relative to the model's folder, and whether it refuses paths that leave the folder
 (`../../home/user/.ssh/id_rsa`, `/dev/zero`) depends on its version; the `>= 1.17` this package allows includes
 versions without that check. This package's graphs are always self-contained, so any external reference is refused
-here, by walking the protobuf wire format (the few message fields that can hold a tensor: the graph's initializers,
-node attributes, subgraphs, functions, sparse tensors) without the `onnx` package, which the base install lacks.
+here, by walking the protobuf wire format (the message fields that can lead to a tensor: the graph's initializers,
+node attributes, subgraphs, functions and their default attributes, training graphs, sparse tensors) without the
+`onnx` package, which the base install lacks.
 The bytes checked are the bytes the runtime is given: nothing can change the file in between.
 """
 
@@ -16,10 +17,12 @@ from pathlib import Path
 from vdsr.errors import ModelError
 
 # message -> {field number: message type of that field} for the fields that can lead to a TensorProto (onnx.proto3)
+# (tests/test_onnx_file.py checks this against the onnx package's own descriptors)
 _SCHEMA: dict[str, dict[int, str]] = {
-    "model": {7: "graph", 25: "function"},
+    "model": {7: "graph", 20: "training", 25: "function"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
     "node": {5: "attribute"},
     "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
     "sparse": {1: "tensor", 2: "tensor"},
@@ -53,7 +56,7 @@ def _check(message: memoryview, kind: str, *, depth: int) -> None:
         number, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = _varint(message, pos)
-            if kind == "tensor" and number == _TENSOR_DATA_LOCATION and value == 1:
+            if kind == "tensor" and number == _TENSOR_DATA_LOCATION and value & 0xFFFFFFFF == 1:  # int32, as parsed
                 raise ValueError("refers to external data files (only self-contained ONNX files are loaded)")
         elif wire == 2:
             length, pos = _varint(message, pos)

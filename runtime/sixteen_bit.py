@@ -1,6 +1,7 @@
 """16-bit colour TIFF and PPM files, which Pillow reads as 8-bit RGB: `wide_colour` decodes them at 16 bits.
 
-- TIFF (any compression Pillow's libtiff reads): Pillow's own decoder, twice. Pillow stores at most 8 bits a
+- TIFF (contiguous RGB or RGBA, any compression Pillow's libtiff reads; other 16-bit colour layouts, planar or with
+  premultiplied alpha, are refused rather than read wrong): Pillow's own decoder, twice. Pillow stores at most 8 bits a
   channel, but its 16-bit raw modes pick one byte of each sample ("RGB;16L" the high byte of little-endian data,
   "RGB;16B" of big-endian, "RGB;16N" of native): decoding with the file's mode keeps the high bytes, with the other
   byte order the low bytes, and the two make the exact values (as vdsr.runtime.png16 does for PNG).
@@ -17,25 +18,33 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, TiffImagePlugin
 
+# Pillow raw modes whose unpackers only pick one byte of each 16-bit sample (the last letter, the byte order, aside);
+# "RGBa;16" (premultiplied alpha) also divides by alpha, which the low-byte pass cannot undo
+_BYTE_PICKERS = ("RGB;16", "RGBA;16", "RGBX;16")
 _OTHER_BYTE = {"L": "B", "B": "L", "N": "B" if sys.byteorder == "little" else "L"}
 
 
 def is_wide_colour(image: ImageFile.ImageFile) -> bool:
     """Whether Pillow would cut this opened image's 16-bit colour samples to 8 bits."""
-    if image.mode not in ("RGB", "RGBA") or not image.tile:
-        return False
     if image.format == "PPM":
-        return image.tile[0].codec_name in ("ppm", "ppm_plain") and _maximum(image) > 255
-    return image.format == "TIFF" and all(_raw_mode(tile.args)[-4:-1] == ";16" for tile in image.tile)
+        return image.mode == "RGB" and bool(image.tile) and _maximum(image) > 255
+    if not isinstance(image, TiffImagePlugin.TiffImageFile):
+        return False
+    bits = image.tag_v2.get(258, (1,))  # BitsPerSample, one per sample
+    return isinstance(bits, tuple) and len(bits) > 1 and max(bits) > 8
 
 
 def wide_colour(image: ImageFile.ImageFile, data: bytes) -> NDArray[np.float32]:
     """The pixels of `image` (opened from `data`, not yet loaded; is_wide_colour true) as float32 in [0, 1],
-    (H, W, 3 or 4). ValueError (one line) for data that does not hold them."""
-    if image.format == "PPM":
+    (H, W, 3 or 4). ValueError (one line) for data that does not hold them, or a layout this cannot read exactly."""
+    if not isinstance(image, TiffImagePlugin.TiffImageFile):
         return _ppm(image, data)
+    contiguous = image.tag_v2.get(284, 1) == 1  # PlanarConfiguration
+    if not (contiguous and image.tile and all(_raw_mode(tile.args)[:-1] in _BYTE_PICKERS for tile in image.tile)):
+        raise ValueError(f"a colour TIFF of {image.tag_v2.get(258)} bits, planar or with premultiplied alpha, is not "
+                         "read exactly here; save it as contiguous RGB or RGBA")  # fmt: skip
     planes = []
     for other_byte in (False, True):
         with Image.open(io.BytesIO(data), formats=["TIFF"]) as again:

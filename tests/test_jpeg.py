@@ -55,8 +55,10 @@ def test_a_scan_cut_short_is_an_error_with_or_without_an_end_marker(tmp_path: Pa
     bottom part flat grey."""
     data = jpeg_bytes(photo(np.random.default_rng(1), 120, 160), quality=90, **options)
     cuts = range(len(data) // 3, len(data) - 200, 97)  # all but the last few blocks (the module docstring)
-    for cut in cuts:
-        for ending in (b"\xff\xd9", b""):
+    for cut in cuts:  # an end marker; none; a comment or a restart marker (RST0, or the next in turn) to hide the cut
+        turn = sum(data.count(bytes((0xFF, 0xD0 + k)), 0, cut) for k in range(8)) % 8
+        for ending in (b"\xff\xd9", b"", b"\xff\xfe\x00\x02\xff\xd9", b"\xff\xd0\xff\xd9",
+                       bytes((0xFF, 0xD0 + turn)) + b"\xff\xd9"):  # fmt: skip
             path = tmp_path / "cut.jpg"
             path.write_bytes(data[:cut] + ending)
             with pytest.raises(ImageError, match="cut.jpg: .*(truncated|cut short)") as error:
@@ -108,3 +110,34 @@ def test_malformed_structures_get_one_line_errors() -> None:
             jpeg.inspect(data)
         assert "\n" not in str(error.value)
     assert jpeg.inspect(good + b"trailing bytes after the end").end == len(good) - 2
+
+
+DATA = (
+    Path(__file__).parent / "data"
+)  # JPEGs Pillow cannot write, made by libjpeg-turbo 2.1.5's cjpeg from drawn images
+
+
+@pytest.mark.parametrize("name", ["one_scan_per_component.jpg", "arithmetic.jpg", "flat_arithmetic.jpg"])
+def test_legal_jpegs_pillow_does_not_write_decode_as_pillow_decodes_them(name: str) -> None:
+    """Found by review: a sequential file of several scans was refused as truncated; a flat arithmetic-coded 2000x2000
+    file (214 bytes: no 512-pixels-a-byte bound holds for arithmetic coding) as forged."""
+    with Image.open(DATA / name) as reference:
+        expected = np.asarray(reference, np.float32) / 255
+    np.testing.assert_array_equal(load_image(DATA / name).pixels, expected)
+
+
+def test_a_long_run_of_fill_bytes_costs_linear_time(tmp_path: Path) -> None:
+    """Found by review: the marker search backtracked over runs of 0xFF (150 KB: 96 s, holding the GIL)."""
+    import time
+
+    good = jpeg_bytes(photo(np.random.default_rng(4), 16, 16))
+    sos = good.index(b"\xff\xda")
+    header_end = sos + 2 + int.from_bytes(good[sos + 2 : sos + 4], "big")
+    for where in (header_end, sos):  # inside the scan's data; between segments
+        data = good[:where] + b"\xff" * 2_000_000 + b"\x00" + good[where:]
+        start = time.process_time()
+        try:
+            jpeg.inspect(data)
+        except ValueError:
+            pass
+        assert time.process_time() - start < 5, "hang guard: linear costs milliseconds here"

@@ -103,3 +103,53 @@ def _varint(value: int) -> bytes:
         value >>= 7
         if not value:
             return bytes(out)
+
+
+def test_the_walk_covers_every_field_that_can_lead_to_a_tensor() -> None:
+    """From onnx's own descriptors: each message field from which a TensorProto can be reached is walked (found by
+    review: FunctionProto.attribute_proto, a function's default attributes, was not)."""
+    from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+    from vdsr.runtime import onnx_file
+
+    names = {"ModelProto": "model", "GraphProto": "graph", "TrainingInfoProto": "training",
+             "FunctionProto": "function", "NodeProto": "node", "AttributeProto": "attribute",
+             "SparseTensorProto": "sparse", "TensorProto": "tensor"}  # fmt: skip
+
+    def reaches_tensor(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+        if descriptor.name == "TensorProto":
+            return True
+        return any(f.message_type is not None and f.message_type.name not in seen
+                   and reaches_tensor(f.message_type, seen | {descriptor.name}) for f in descriptor.fields)  # fmt: skip
+
+    expected: dict[str, dict[int, str]] = {}
+    stack, done = [onnx.ModelProto.DESCRIPTOR], set()
+    while stack:
+        descriptor = stack.pop()
+        if descriptor.name in done:
+            continue
+        done.add(descriptor.name)
+        fields = {}
+        for f in descriptor.fields:
+            if f.type == FieldDescriptor.TYPE_MESSAGE and reaches_tensor(f.message_type):
+                fields[f.number] = names[f.message_type.name]
+                stack.append(f.message_type)
+        expected[names[descriptor.name]] = fields
+    assert onnx_file._SCHEMA == expected
+
+
+def test_a_functions_default_attribute_with_external_data_is_refused(tmp_path: Path) -> None:
+    weights = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    external(weights, "w.bin")
+    default = helper.make_attribute("w", weights)
+    constant = helper.make_node("Constant", [], ["c"])
+    constant.attribute.add(name="value", ref_attr_name="w", type=onnx.AttributeProto.TENSOR)
+    function = helper.make_function("local", "F", [], ["c"], [constant], [helper.make_opsetid("", 17)])
+    function.attribute_proto.append(default)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("F", [], ["y"], domain="local")], "g", [], [y])
+    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17),
+                                                                          helper.make_opsetid("local", 1)])  # fmt: skip
+    onnx.save(model, tmp_path / "function.onnx")
+    with pytest.raises(ModelError, match="function.onnx: refers to external data files"):
+        read_self_contained(tmp_path / "function.onnx")

@@ -446,3 +446,22 @@ def test_broken_16_bit_ppm_is_one_clear_error(tmp_path: Path) -> None:
         with pytest.raises(ImageError, match=f"{name}: ") as error:
             load_image(tmp_path / name)
         assert "\n" not in str(error.value)
+
+
+def test_16_bit_tiff_layouts_not_read_exactly_are_refused(tmp_path: Path) -> None:
+    """Found by review: planar deflate TIFFs came back with the high byte twice, premultiplied alpha with a wrong low
+    byte, both labelled 16-bit. Refused now; an extra sample that is not alpha is dropped, the rest exact."""
+    import tifffile
+
+    from vdsr.errors import ImageError
+
+    pixels = noise((9, 7, 4), 5, np.uint16)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(pixels, 2, 0), photometric="rgb", planarconfig="separate",
+                     compression="zlib", extrasamples=["unassalpha"])  # fmt: skip
+    tifffile.imwrite(tmp_path / "premultiplied.tif", pixels, photometric="rgb", extrasamples=["assocalpha"])
+    for name in ("planar.tif", "premultiplied.tif"):
+        with pytest.raises(ImageError, match=f"{name}: cannot read this 16-bit TIFF .*save it as contiguous RGB"):
+            load_image(tmp_path / name)
+    tifffile.imwrite(tmp_path / "extra.tif", pixels, photometric="rgb", extrasamples=["unspecified"])
+    image = load_image(tmp_path / "extra.tif")
+    np.testing.assert_array_equal(np.rint(image.pixels * 65535).astype(np.uint16), pixels[..., :3])

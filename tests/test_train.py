@@ -370,6 +370,7 @@ def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> N
         ),  # fmt: skip
         "betas": ({"optimizer": {"param_groups": [groups[0] | {"betas": [0.5, "x"]}]}}, "settings betas differ"),
         "state": ({"tensors": {"optimizer.0.exp_avg": torch.zeros(3)}}, "state 'exp_avg' is not a tensor of shape"),
+        "index": ({"tensors": {"optimizer.99.exp_avg": torch.zeros(3)}}, "state for parameters \\[99\\] the model"),
         "nan": ({"tensors": {"model.body.0.weight": nan_weight}}, "tensors model.body.0.weight hold NaN or inf"),
     }
     for name, (changes, cause) in cases.items():
@@ -386,6 +387,14 @@ def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> N
     (tmp_path / "flipped" / "checkpoint.safetensors").write_bytes(bytes(flipped))
     with pytest.raises(TrainingError, match="flipped/checkpoint.safetensors: .*do not match their checksum"):
         resume_config(tmp_path / "flipped" / "checkpoint.safetensors", None)
+    from safetensors.torch import load_file, save_file
+
+    unchecked = tmp_path / "unchecked.safetensors"  # as written before checkpoints carried a checksum
+    metadata = {k: v for k, v in json.loads(good[8 : 8 + int.from_bytes(good[:8], "little")])["__metadata__"].items()
+                if k != "tensors_sha256"}  # fmt: skip
+    save_file(load_file(str(tmp_path / "good" / "checkpoint.safetensors")), str(unchecked), metadata=metadata)
+    with pytest.raises(TrainingError, match="unchecked.safetensors: the checkpoint has no checksum of its tensors"):
+        resume_config(unchecked, None)
 
 
 def test_a_config_out_of_range_is_refused_wherever_it_comes_from() -> None:

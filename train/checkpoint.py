@@ -67,7 +67,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     tensors, metadata = read_safetensors(path, "checkpoint")
     if "info" not in metadata or "optimizer" not in metadata or "rng.torch" not in tensors:
         raise ModelError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
-    if metadata.get("tensors_sha256") != tensors_digest(tensors):
+    if "tensors_sha256" not in metadata:
+        raise ModelError(f"{path}: the checkpoint has no checksum of its tensors (written by vdsr before checkpoints "
+                         "carried one, or edited): it cannot be checked, so it is not resumed")  # fmt: skip
+    if metadata["tensors_sha256"] != tensors_digest(tensors):
         raise ModelError(f"{path}: the checkpoint's tensors do not match their checksum (a damaged or edited file)")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict[str, torch.Tensor]] = {}

@@ -113,6 +113,11 @@ def restore(
     model.load_state_dict(saved.model)
     expected_groups = optimizer.state_dict()["param_groups"]
     try:
+        state = saved.optimizer["state"]
+        unknown = sorted(set(state) - {i for group in expected_groups for i in group["params"]}) if isinstance(
+            state, dict) else ["(not a mapping)"]  # fmt: skip
+        if unknown:
+            raise ValueError(f"state for parameters {unknown[:3]} the model does not have")
         optimizer.load_state_dict(saved.optimizer)
         _check_optimizer(optimizer, expected_groups)
         torch.set_rng_state(saved.rng)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vdsr.bench.datasets import Dataset, resolve_dataset
+from vdsr.bench.datasets import DATA_DIR_ENV, Dataset, resolve_dataset
 from vdsr.bench.harness import (
     Method,
     MethodRunner,
@@ -34,11 +34,11 @@ from vdsr.bench.report import (
     to_markdown,
     write_report,
 )
-from vdsr.console import error_console, exit_on_errors, print_error, safe
+from vdsr.console import Command, error_console, exit_on_errors, make_app, print_error, safe, version_option
 from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
 from vdsr.files import sha256_file, unwritable_folder
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = make_app(__doc__)
 
 
 def check_writable(path: Path | None, option: str) -> None:
@@ -54,7 +54,7 @@ def check_writable(path: Path | None, option: str) -> None:
         raise UsageError(f"{option}: {problem}")
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     dataset: Annotated[
         list[str],
@@ -65,23 +65,32 @@ def main(
     scale: Annotated[list[str], typer.Option("--scale", "-s", help="Repeatable or comma list.")] = ["2,3,4"],
     method: Annotated[list[Method], typer.Option("--method", "-m", help="Repeatable.")] = [Method.bicubic],
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder holding the known sets; default $VDSR_DATA_DIR.")
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Folder holding the known sets, one subfolder each.", show_default=f"${DATA_DIR_ENV}"
+        ),  # fmt: skip
     ] = None,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write results, per-image scores, environment.")
+        Path | None,
+        typer.Option("--json", help="Write results, per-image scores, environment.", show_default="not written"),
     ] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the per-cell table as CSV.")] = None,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Write the per-cell table as CSV.", show_default="not written")
+    ] = None,
     weights: Annotated[
         list[Path] | None,
         typer.Option(
             "--weights",
             help="Weights (.onnx or .safetensors) for vdsr/srcnn: each serves the method it holds, at the scales it"
-            " was trained for (SRCNN: one file per scale). Repeatable; default: the shipped models.",
+            " was trained for (SRCNN: one file per scale). Repeatable.",
+            show_default="the shipped models",
         ),
     ] = None,
     markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write the comparison table as Markdown.")
+        Path | None,
+        typer.Option("--markdown", help="Write the comparison table as Markdown.", show_default="not written"),
     ] = None,
+    version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Score methods with the VDSR paper's protocol (MATLAB bicubic, BT.601 Y, shave = scale) next to its Table 3."""
     out = Console()

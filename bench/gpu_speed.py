@@ -35,7 +35,7 @@ from vdsr.bench.report import environment
 from vdsr.catalogue import shipped
 from vdsr.files import atomic_write_text
 from vdsr.networks import SRCNN, VDSR, VDSRConfig
-from vdsr.runtime.backends.onnx_runtime import CUDA_PROVIDERS, OnnxRuntimeBackend
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend, cuda_providers
 from vdsr.runtime.backends.pytorch import TorchBackend
 from vdsr.runtime.images import load_image
 from vdsr.runtime.machine import gpu_names
@@ -108,7 +108,7 @@ def variants(model: VDSR | SRCNN, device: torch.device, onnx_fp16: Path | None) 
     def onnxruntime_cuda_fp16() -> Net:
         if onnx_fp16 is None or device.type != "cuda":
             raise RuntimeError("needs CUDA and --onnx-fp16")
-        backend = OnnxRuntimeBackend(onnx_fp16, CUDA_PROVIDERS)
+        backend = OnnxRuntimeBackend(onnx_fp16, cuda_providers())
         if backend.name != "onnxruntime-cuda":
             raise RuntimeError("onnxruntime has no working CUDA provider")
         return lambda x: torch.from_numpy(backend(x.cpu().numpy())).to(device)  # host I/O included

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Annotated
 
-import onnx
 import typer
 
-from vdsr.catalogue import graph_name, shipped
-from vdsr.console import error_console, exit_on_errors, safe
+from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
+from vdsr.catalogue import DEFAULT_OPSET, graph_name, shipped
+from vdsr.console import Command, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import UsageError
-from vdsr.export.onnx import DEFAULT_OPSET, export_onnx, onnx_metadata, save_onnx
-from vdsr.export.quantize import quantize_int8
 from vdsr.files import sha256_file
-from vdsr.runtime.backends.tensorrt import DEFAULT_PROFILE, Profile, build_engine, parse_shape
-from vdsr.weights import load_weights
+from vdsr.runtime.backends.tensorrt import DEFAULT_PROFILE, Profile, TensorRTUnavailable, parse_shape, require_tensorrt
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = make_app(__doc__)
 
 
 def default_output(weights: Path, precision: str) -> Path:
@@ -26,10 +24,10 @@ def default_output(weights: Path, precision: str) -> Path:
     return weights.with_name(graph_name(weights.stem, precision))
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     weights: Annotated[
-        Path | None, typer.Option("--weights", help="Trained weights; default: the shipped VDSR.")
+        Path | None, typer.Option("--weights", help="Trained weights.", show_default="the shipped VDSR")
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 weights, arithmetic and I/O.")] = False,
     int8: Annotated[
@@ -37,12 +35,20 @@ def main(
     ] = False,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="--int8: holds T91, Set5, Set14; default $VDSR_DATA_DIR."),
+        typer.Option("--data-dir", help="--int8: holds T91, Set5, Set14.", show_default=f"${DATA_DIR_ENV}"),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: beside the weights.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", show_default="beside the weights: <name>.onnx, <name>_fp16.onnx, <name>_int8.onnx"
+        ),
+    ] = None,
     opset: Annotated[int, typer.Option("--opset", min=17)] = DEFAULT_OPSET,
     engine: Annotated[
-        Path | None, typer.Option("--engine", help="Also build a TensorRT engine here (needs TensorRT and a GPU).")
+        Path | None,
+        typer.Option(
+            "--engine", help="Also build a TensorRT engine here (needs TensorRT and a GPU).", show_default="no engine"
+        ),
     ] = None,
     profile_min: Annotated[str, typer.Option("--min", help="Engine profile min, NxHxW.")] = "x".join(
         map(str, DEFAULT_PROFILE.min)
@@ -53,34 +59,56 @@ def main(
     profile_max: Annotated[str, typer.Option("--max", help="Engine profile max, NxHxW.")] = "x".join(
         map(str, DEFAULT_PROFILE.max)
     ),
+    version: Annotated[bool, version_option()] = False,
 ) -> None:
-    """Export VDSR or SRCNN weights to ONNX, checked with onnx.checker (full check)."""
+    """Export VDSR or SRCNN weights to ONNX, checked with onnx.checker (full check). Everything that can be checked
+    is checked before the export starts: the options, the data --int8 needs, the GPU and TensorRT --engine needs."""
     err = error_console()
     with exit_on_errors(err):
         try:
             profile = Profile(parse_shape(profile_min), parse_shape(profile_opt), parse_shape(profile_max))
         except UsageError as error:
             raise UsageError(f"--min/--opt/--max: {error}") from error
-        source = weights or shipped("vdsr.safetensors")
-        model, scales = load_weights(source)
         if fp16 and int8:
             raise UsageError("choose one of --fp16 and --int8")
         if int8 and engine is not None:  # TensorRT wants symmetric int8 Q/DQ; this graph's activations are uint8
             raise UsageError("the int8 graph is for ONNX Runtime on CPUs; build engines from fp32 or --fp16")
-        target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
-        proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
-        if int8:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_onnx(proto, Path(tmp) / "fp32.onnx")
-                recorded = quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir)
-            err.print(f"int8 PSNR cost vs fp32 (dB): {recorded['int8_cost_db']}")
-            proto = onnx.load(str(target))
-        else:
-            save_onnx(proto, target)
+        if engine is not None:
+            try:
+                require_tensorrt()
+            except TensorRTUnavailable as error:
+                raise UsageError(f"--engine: {error}") from error
+        if int8:  # the calibration and validation images, verified, before any work
+            for name in ("T91", "Set5", "Set14"):
+                resolve_dataset(name, data_dir)
+        source = weights or shipped("vdsr.safetensors")
+        if not source.is_file():
+            raise UsageError(f"--weights: {source} is not a file")
+        with warnings.catch_warnings():  # torch's and its exporter's notes are not for our users
+            warnings.simplefilter("ignore")
+            import onnx
+
+            from vdsr.export.onnx import export_onnx, onnx_metadata, save_onnx
+            from vdsr.export.quantize import quantize_int8
+            from vdsr.weights import load_weights
+
+            model, scales = load_weights(source)
+            target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
+            proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
+            if int8:
+                with tempfile.TemporaryDirectory() as tmp:
+                    save_onnx(proto, Path(tmp) / "fp32.onnx")
+                    recorded = quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir)
+                err.print(f"int8 PSNR cost vs fp32 (dB): {recorded['int8_cost_db']}")
+                proto = onnx.load(str(target))
+            else:
+                save_onnx(proto, target)
         meta = onnx_metadata(proto)
         size = target.stat().st_size / 1e6
         summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}"
-        err.print(f"wrote {safe(target)}: {summary}, opset {opset}, {size:.2f} MB")
+        err.print(f"wrote {safe(target)}: {summary}, opset {proto.opset_import[0].version}, {size:.2f} MB")
         if engine is not None:  # the graph is written whatever happens to the engine (exit 1 if it fails)
+            from vdsr.runtime.backends.tensorrt import build_engine
+
             built = build_engine(target, profile, destination=engine)
             err.print(f"wrote {safe(built)} (TensorRT engine, profile {profile})")

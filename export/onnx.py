@@ -15,10 +15,10 @@ import onnx
 import torch
 
 from vdsr._version import __version__
+from vdsr.catalogue import DEFAULT_OPSET
 from vdsr.files import atomic_write_bytes
 from vdsr.networks import SRCNN, VDSR, architecture_of, model_config
 
-DEFAULT_OPSET = 18
 INPUT_NAME = "ilr"
 OUTPUT_NAME = "sr"
 COLOR_CONVENTION = "Y of BT.601 studio-range YCbCr, in [0, 1]; input is the MATLAB-bicubic upscaled image (ILR)"

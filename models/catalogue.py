@@ -24,6 +24,7 @@ class Architecture(str, Enum):
 
 MODELS = ("vdsr", "srcnn", "srcnn_x3", "srcnn_x4")  # shipped, in the order the commands list them
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX graphs a model can come as (vdsr-export)
+DEFAULT_OPSET = 18  # the ONNX opset vdsr-export writes (TensorRT 10 and ONNX Runtime >= 1.17 read it)
 
 
 def shipped(filename: str) -> Path:

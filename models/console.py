@@ -1,16 +1,30 @@
-"""What every command shares: errors printed as one line on stderr, and exit codes from one table
-(vdsr.errors.exit_code)."""
+"""What every command shares: the typer app and command class (plain help with real defaults, shell completion,
+`--version`, usage errors as one line), errors printed as one line on stderr with exit codes from one table
+(vdsr.errors.exit_code), and progress that counts work: a live bar on a terminal, plain lines elsewhere."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperCommand
 
-from vdsr.errors import VdsrError, exit_code
+from vdsr._version import __version__
+from vdsr.errors import EXIT_FAILED, VdsrError, exit_code
+
+# click's base of usage errors: typer vendors click from 0.2x (typer._click) and depends on it before; its public
+# BadParameter derives from it either way
+_CLICK_EXCEPTION: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+PLAIN_PROGRESS_SECONDS = 10.0  # off a terminal, a progress line this often (and at the start and the end)
 
 
 def error_console() -> Console:
@@ -37,3 +51,115 @@ def exit_on_errors(console: Console) -> Iterator[None]:
     except VdsrError as error:
         print_error(console, error)
         raise typer.Exit(exit_code(error)) from error
+
+
+def make_app(doc: str | None) -> typer.Typer:
+    """The app of one command. Help is plain text (typer's rich mode reads "[default: ...]" in help strings as
+    markup and drops it) with every default shown; completion scripts install with --install-completion."""
+    return typer.Typer(help=doc, rich_markup_mode=None, add_completion=True, pretty_exceptions_enable=False,
+                       context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})  # fmt: skip
+
+
+class Command(TyperCommand):
+    """A command whose usage errors (a misspelt option, a value of the wrong type or out of its choices) print as
+    one `error:` line and exit 2, as every other error of the toolkit does, instead of click's usage box."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, *, complete_var: str | None = None,
+        standalone_mode: bool = True, **extra: Any,
+    ) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            print_error(error_console(), "aborted")
+            sys.exit(EXIT_FAILED)
+        except _CLICK_EXCEPTION as error:
+            name = prog_name or Path(sys.argv[0]).name
+            print_error(error_console(), f"{error.format_message()} (see {name} --help)")  # type: ignore[attr-defined]
+            sys.exit(error.exit_code)  # type: ignore[attr-defined]
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _show_version(ctx: typer.Context, value: bool) -> None:
+    if value:
+        typer.echo(f"{ctx.find_root().info_name} (vdsr) {__version__}")
+        raise typer.Exit()
+
+
+def version_option() -> Any:
+    """`--version` for a command's parameters: `version: Annotated[bool, version_option()] = False`."""
+    return typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
+
+
+class WorkProgress:
+    """Progress of countable work (images, steps, scores) on `console`, fractions allowed (a band of tiles is part
+    of an image). On a terminal a live bar; elsewhere (a log, CI, a batch system) a plain line at the start, every
+    `every` seconds and at the end, never cut mid-number and free of escape codes."""
+
+    def __init__(
+        self, console: Console, label: str, *, total: float | None, unit: str, every: float = PLAIN_PROGRESS_SECONDS
+    ) -> None:
+        self.console, self.label, self.unit, self.every = console, label, unit, every
+        self.total, self.completed, self.info = total, 0.0, ""
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._last = -float("inf")
+        self._start = time.monotonic()
+
+    def __enter__(self) -> WorkProgress:
+        if self.console.is_terminal:
+            self._bar = Progress(TextColumn(self.label), BarColumn(), TextColumn("{task.fields[done]}"),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console, transient=True)  # fmt: skip
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=self.total, info="", done=self._done())
+        else:
+            self._plain(force=True)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(kind, error, trace)
+        else:
+            self._plain(force=True)
+
+    def update(
+        self,
+        *,
+        advance: float = 0.0,
+        completed: float | None = None,
+        total: float | None = None,
+        info: str | None = None,
+    ) -> None:
+        self.completed = completed if completed is not None else self.completed + advance
+        self.total = total if total is not None else self.total
+        self.info = info if info is not None else self.info
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.completed, total=self.total, info=self.info, done=self._done())
+        else:
+            self._plain(force=False)
+
+    def print(self, text: str) -> None:
+        """A line that stays (above the bar on a terminal)."""
+        (self._bar.console if self._bar is not None else self.console).print(text)
+
+    def _done(self) -> str:
+        """ "12/300 steps", "1.4/3 images": whole numbers without decimals, fractions with one."""
+
+        def amount(x: float | None) -> str:
+            return "?" if x is None else f"{x:.0f}" if x == int(x) else f"{x:.1f}"
+
+        return f"{amount(self.completed)}/{amount(self.total)} {self.unit}"
+
+    def _plain(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        self._last = now
+        info = f", {self.info}" if self.info else ""
+        line = f"{self.label}: {self._done()}{info}, {now - self._start:.0f} s"
+        self.console.print(line, markup=False, highlight=False)

@@ -7,102 +7,108 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vdsr.catalogue import MODELS
-from vdsr.console import error_console, exit_on_errors, print_error, safe
+from vdsr.console import (
+    Command,
+    WorkProgress,
+    error_console,
+    exit_on_errors,
+    make_app,
+    print_error,
+    safe,
+    version_option,
+)
 from vdsr.errors import EXIT_BACKEND, EXIT_FAILED
-from vdsr.runtime.backends.selection import BACKENDS
+from vdsr.runtime.backends.selection import BackendChoice, PrecisionChoice
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, plan_jobs
-from vdsr.runtime.images import DEFAULT_MAX_PIXELS, output_format
+from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
 from vdsr.runtime.upscale import check_scale
 from vdsr.runtime.upscaler import Upscaler
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = make_app(__doc__)
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     source: Annotated[Path, typer.Argument(help="An image file, or a folder of images.", show_default=False)],
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor, 1 < S <= 8 (e.g. 2, 2.5, 3, 4).")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Output folder; default <folder>_x<S>, or <name>_x<S>.<ext> for a file."),
+        typer.Option(
+            "--output",
+            "-o",
+            show_default="<folder>_x<S>, or <name>_x<S>.<ext> beside a file",
+            help="Output folder; for a single input file, an image file name (out.png) names the result itself.",
+        ),
     ] = None,
-    backend: Annotated[str, typer.Option(help=f"auto, or one of: {', '.join(BACKENDS)}.")] = "auto",
+    backend: Annotated[BackendChoice, typer.Option(help="auto: the fastest that runs here.")] = BackendChoice.auto,
     precision: Annotated[
-        str,
-        typer.Option(help="auto (GPU: fp16; CPU: int8 where the CPU has VNNI, else fp32), fp32, fp16, int8."),
+        PrecisionChoice, typer.Option(help="auto: fp16 on GPUs; on CPUs int8 where the CPU has VNNI, else fp32.")
+    ] = PrecisionChoice.auto,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda or cuda:N: where to run (backends of other devices are not tried).")
     ] = "auto",
     model: Annotated[
-        str | None,
-        typer.Option(
-            help=f"{', '.join(MODELS)} (shipped; srcnn is x2), or an .onnx / .safetensors file. Default: vdsr.",
-            show_default=False,
-        ),
-    ] = None,
+        str,
+        typer.Option(help=f"A shipped model ({', '.join(MODELS)}; srcnn is x2), or an .onnx / .safetensors file."),
+    ] = "vdsr",
     tile: Annotated[
         int | None,
-        typer.Option(
-            help="Tile side in output pixels (memory vs batching); default: the backend's, 512.",
-            min=1,
-            show_default=False,
-        ),
+        typer.Option(help="Tile side in output pixels (memory vs batching).", min=1, show_default="the backend's, 512"),
     ] = None,
     batch: Annotated[
-        int | None,
-        typer.Option(help="Tiles per call; default 1 on CPUs, 4 on GPUs.", min=1, show_default=False),
+        int | None, typer.Option(help="Tiles per call.", min=1, show_default="the backend's: 1 on CPUs, 4 on GPUs")
     ] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include subfolders (mirrored).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
     fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="Output format (png, jpg, webp, tif); default: the input's."),
+        OutputFormat | None,
+        typer.Option("--format", case_sensitive=False, help="Output format.", show_default="the input's (GIF: png)"),
     ] = None,
     max_pixels: Annotated[
         int,
         typer.Option(
-            help="Refuse inputs with more pixels than this (decompression bombs; Pillow refuses over "
-            "twice its own limit whatever this says).",
+            help="Refuse inputs with more pixels than this (decompression bombs; Pillow refuses over twice "
+            "its own limit whatever this says).",
             min=1,
-        ),
+        ),  # fmt: skip
     ] = DEFAULT_MAX_PIXELS,
     max_output_pixels: Annotated[
         int, typer.Option(help="Refuse results with more pixels than this, before computing them.", min=1)
     ] = DEFAULT_MAX_OUTPUT_PIXELS,
+    version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage, 4 when a backend
     failure stopped the run."""
     err = error_console()
     with exit_on_errors(err):
         scale = check_scale(scale)
-        if fmt:
-            output_format(Path(f"x.{fmt.lstrip('.')}"))
-        jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=fmt)
-        upscaler = Upscaler(model, backend, tile=tile, batch=batch, log=lambda line: err.print(safe(line)),
-                            precision=precision)  # fmt: skip
-    columns = (
-        TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
+        suffix = fmt.value if fmt else None
+        jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=suffix)
+        upscaler = Upscaler(model, backend.value, tile=tile, batch=batch, log=lambda line: err.print(safe(line)),
+                            precision=precision.value, device=device)  # fmt: skip
     start = time.perf_counter()
-    with exit_on_errors(err), upscaler, Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("run", total=len(jobs), rate="")
-        done = {"pixels": 0}
+    with exit_on_errors(err), upscaler, WorkProgress(err, "upscaling", total=len(jobs), unit="images") as progress:
+        done = {"images": 0, "pixels": 0}
+
+        def speed() -> str:
+            return f"{done['pixels'] / 1e6 / max(time.perf_counter() - start, 1e-9):.2f} MP/s"
 
         def on_image(path: Path, pixels: int) -> None:
+            done["images"] += 1
             done["pixels"] += pixels
-            rate = done["pixels"] / 1e6 / max(time.perf_counter() - start, 1e-9)
-            progress.update(task, advance=1, rate=f"{rate:.2f} MP/s")
+            progress.update(completed=done["images"], info=speed())
 
         report = upscaler.upscale_folder(
-            source, scale, output, recursive=recursive, skip_existing=skip_existing, fail_fast=fail_fast, fmt=fmt,
+            source, scale, output, recursive=recursive, skip_existing=skip_existing, fail_fast=fail_fast, fmt=suffix,
             max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
+            on_band=lambda fraction: progress.update(completed=done["images"] + fraction, info=speed()),
         )  # fmt: skip
     seconds = time.perf_counter() - start
-    for line in report.failed:
-        print_error(err, line, "failed")
+    for failure in report.failed:
+        print_error(err, str(failure), "failed")
     summary = f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed"
     rate = f"{report.megapixels:.1f} MP out in {seconds:.1f} s ({report.megapixels / max(seconds, 1e-9):.2f} MP/s)"
     err.print(f"{summary}; {rate}")

@@ -24,7 +24,15 @@ from numpy.typing import NDArray
 
 from vdsr.errors import BackendError, ImageError, UsageError
 from vdsr.files import unwritable_folder
-from vdsr.runtime.images import IMAGE_SUFFIXES, OUTPUT_FORMATS, LoadedImage, load_image, output_format, save_image
+from vdsr.runtime.images import (
+    FORMAT_SUFFIXES,
+    IMAGE_SUFFIXES,
+    OUTPUT_FORMATS,
+    LoadedImage,
+    load_image,
+    output_format,
+    save_image,
+)
 from vdsr.runtime.upscale import check_output
 
 IN_FLIGHT = 2  # decoded images waiting for the backend, and results waiting to be written
@@ -37,13 +45,35 @@ def scale_label(scale: float) -> str:
     return f"{scale:.10g}"  # enough digits that two different scales never share a folder
 
 
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that failed: the input it came from, the output it was for when that is what failed, and why. str()
+    is its one line."""
+
+    path: Path
+    cause: str
+    output: Path | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path} -> {self.output}: {self.cause}" if self.output else f"{self.path}: {self.cause}"
+
+
 @dataclass
 class FolderReport:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # outputs that existed (--skip-existing)
-    failed: list[str] = field(default_factory=list)  # one line each: the file and the cause
+    failed: list[FileFailure] = field(default_factory=list)  # the file and the cause; str(): one line
     megapixels: float = 0.0  # output pixels written, in millions
     stopped: str | None = None  # the backend failure that stopped the run before every file was done
+
+    def summary(self) -> str:
+        """One line: what was written, skipped and failed, and whether a backend failure stopped the run."""
+        line = (f"{len(self.written)} written ({self.megapixels:.1f} MP), {len(self.skipped)} skipped (existing), "
+                f"{len(self.failed)} failed")  # fmt: skip
+        return line + (f"; stopped: {self.stopped}" if self.stopped else "")
+
+    def __str__(self) -> str:
+        return "\n".join([self.summary(), *(f"failed: {failure}" for failure in self.failed)])
 
 
 @dataclass(frozen=True)
@@ -63,12 +93,21 @@ def _same_file(a: Path, b: Path) -> bool:
 def plan_jobs(
     source: Path, scale: float, output: Path | None = None, *, recursive: bool = False, fmt: str | None = None
 ) -> list[Job]:
-    """Input file(s) -> output paths. A folder's images mirror its tree under `output` (default <folder>_x<S>); a
-    file goes to `output`/<name> (default <stem>_x<S><suffix> beside it). Output names take `fmt`'s suffix if given.
-    UsageError for a missing input, an output folder inside the input folder, or one that cannot be written."""
+    """Input file(s) -> output paths. A folder's images mirror its tree under `output` (default <folder>_x<S>). A
+    file goes to `output` itself when that names an image file (an image suffix, not an existing folder: Real-ESRGAN's
+    convention), else to `output`/<name>; by default to <stem>_x<S><suffix> beside it. Output names take `fmt`'s
+    suffix if given. UsageError for a missing input, an output folder inside the input folder, one that cannot be
+    written, or an output file whose suffix contradicts `fmt`."""
     label = scale_label(scale)
     named = Path(os.path.abspath(source))  # "." and ".." get a name; a link keeps its own (results go beside it)
     if source.is_file():
+        if output is not None and names_a_file(output):
+            if fmt and output_format(output) != output_format(Path(f"x.{fmt.lower().lstrip('.')}")):
+                raise UsageError(f"{output}: the output file's suffix says another format than --format {fmt}")
+            problem = unwritable_folder(output.parent)
+            if problem:
+                raise UsageError(problem)
+            return [Job(source, output)]
         target = output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
         pairs = [(source, target)]
         root = target.parent
@@ -88,6 +127,12 @@ def plan_jobs(
         raise UsageError(problem)
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     return [Job(s, t.with_suffix(suffix) if suffix else t if writable(t) else t.with_suffix(".png")) for s, t in pairs]
+
+
+def names_a_file(output: Path) -> bool:
+    """Whether `output`, given for a single input file, names the result file itself: a suffix results are written
+    in, and not an existing folder (`out.png/` made by an earlier version stays a folder)."""
+    return not output.is_dir() and output.suffix.lower() in {f".{s}" for s in FORMAT_SUFFIXES} | {".jpeg", ".tiff"}
 
 
 def writable(path: Path) -> bool:
@@ -155,9 +200,9 @@ def claim_outputs(
         if skip_existing and target is not None:
             report.skipped.append(job.target)
         elif target is not None and (target.st_dev, target.st_ino) in inputs:  # this or another input
-            report.failed.append(f"{job.source}: its output {job.target} is an input; give another --output")
+            report.failed.append(FileFailure(job.source, f"its output {job.target} is an input; give another --output"))
         elif (key := _name_key(job.target, ignores_case)) in claimed:  # photo.jpg and photo.png with --format png
-            report.failed.append(f"{job.source}: its output {job.target} is also {claimed[key]}'s output")
+            report.failed.append(FileFailure(job.source, f"its output {job.target} is also {claimed[key]}'s output"))
         else:
             claimed[key] = job.source
             todo.append(job)
@@ -209,7 +254,7 @@ def run_jobs(
     with ThreadPoolExecutor(max(2, min(4, (os.cpu_count() or 2) // 2)), "vdsr-io") as io:
         writes: deque[tuple[Job, Future[int]]] = deque()
 
-        def finish(job: Job, pixels: int = 0, error: str | None = None) -> None:
+        def finish(job: Job, pixels: int = 0, error: FileFailure | None = None) -> None:
             if error is not None:
                 report.failed.append(error)
                 if fail_fast:
@@ -222,18 +267,19 @@ def run_jobs(
         def finish_write(job: Job, write: Future[int]) -> None:
             try:
                 finish(job, write.result())
-            except ImageError as error:  # save_image names the file
-                finish(job, error=str(error))
+            except ImageError as error:  # save_image names the output file
+                finish(job, error=FileFailure(job.source, error.cause, output=error.path))
 
         for job, decoded in _prefetch(io, jobs, max_pixels=max_pixels, stop=stop):
             try:
                 loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels=max_output_pixels)
                 pixels = upscale(loaded)
             except ImageError as error:  # unreadable, or its result cannot be written as asked
-                finish(job, error=str(error) if error.path == job.source else f"{job.source} -> {error}")
+                output = None if error.path == job.source else error.path
+                finish(job, error=FileFailure(job.source, error.cause, output=output))
                 continue
             except MemoryError:
-                finish(job, error=f"{job.source}: not enough memory to upscale it")
+                finish(job, error=FileFailure(job.source, "not enough memory to upscale it"))
                 continue
             except BackendError as error:
                 report.stopped = f"{job.source}: {error}"

@@ -16,6 +16,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -265,12 +266,29 @@ OUTPUT_FORMATS = {"PNG": (True, True), "TIFF": (True, True), "WEBP": (True, Fals
                   "JPEG": (False, False), "BMP": (False, False), "PPM": (False, True)}  # fmt: skip
 
 
+class OutputFormat(str, Enum):
+    """What --format takes: the suffix each output format is written with, mapped to PIL's name by FORMAT_SUFFIXES."""
+
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    tif = "tif"
+    tga = "tga"
+    bmp = "bmp"
+    ppm = "ppm"
+
+
+FORMAT_SUFFIXES = dict(zip([f.value for f in OutputFormat], ["PNG", "JPEG", "WEBP", "TIFF", "TGA", "BMP", "PPM"],
+                           strict=True))  # fmt: skip
+assert set(FORMAT_SUFFIXES.values()) == set(OUTPUT_FORMATS), "every output format has its suffix"
+
+
 def output_format(path: Path) -> str:
     """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); UsageError for a suffix this tool does not write."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt not in OUTPUT_FORMATS:
         raise UsageError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images "
-                         "(results are written as png, jpg, webp, tif, tga, bmp or ppm)")  # fmt: skip
+                         f"(results are written as {', '.join(FORMAT_SUFFIXES)})")  # fmt: skip
     return fmt
 
 

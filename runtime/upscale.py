@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,14 @@ def check_pixels(pixels: NDArray[np.floating], scale: float, dtype: DTypeLike) -
 
 def upscale_pixels(
     pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, tile: int = 512, batch: int = 4,
-    dtype: DTypeLike = np.float32, name: Path = Path("<image>"),
+    dtype: DTypeLike = np.float32, name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
 ) -> NDArray[Any]:  # fmt: skip
     """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in `dtype`:
     float in [0, 1], or an unsigned integer type scaled to its full range (uint8: 0..255) and rounded.
 
     Works band by band (a row of tiles): besides the input and the output, memory holds the input's YCbCr planes and
     one band of tiles, however large the image. Non-finite network output: see vdsr.runtime.tiling.tiled_rows (errors
-    name `name`).
+    name `name`). `on_band(fraction of the output rows done)` follows the work, band by band.
     """
     scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
     gray = pixels.shape[-1] in (1, 2)
@@ -89,4 +90,6 @@ def upscale_pixels(
             rgb = (ycc[..., :1] - Y_OFFSET) / Y_RANGE if gray else ycbcr_to_rgb(ycc[..., :3])
             rows = np.clip(np.concatenate([rgb, ycc[..., n:]], axis=-1), 0.0, 1.0)
             out[row0 + r0 : row0 + r1] = np.rint(rows * peak) if out_dtype.kind == "u" else rows
+        if on_band is not None:
+            on_band(row1 / height)
     return out

@@ -10,6 +10,7 @@ that run on torch tensors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ COLUMN_CHUNK = 2048  # output columns per column-resize product: bounds its matr
 def upscale_pixels_torch(
     pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, device: str,
     tile: int = 512, batch: int = 4, dtype: DTypeLike = np.float32, name: Path = Path("<image>"),
+    on_band: Callable[[float], None] | None = None,
 ) -> NDArray[Any]:  # fmt: skip
     """As vdsr.runtime.upscale.upscale_pixels, with every step on `device`."""
     scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
@@ -79,4 +81,6 @@ def upscale_pixels_torch(
         if out_dtype.kind == "u":
             result_band = torch.round(result_band * peak)
         out[core0:core1] = result_band.cpu().numpy()
+        if on_band is not None:
+            on_band(core1 / height)
     return out

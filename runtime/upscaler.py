@@ -35,7 +35,8 @@ class Upscaler:
     vdsr.runtime.backends.selection.BACKENDS. tile: output pixels per tile side; batch: tiles per backend call (default:
     the backend's preferred ones; 1 on CPUs, where larger batches only cost memory, and 4 on GPUs). precision: which
     of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs with int8 dot products the
-    int8 graph if its recorded cost is <= 0.05 dB; else fp32).
+    int8 graph if its recorded cost is <= 0.05 dB; else fp32). device: auto, cpu, cuda or cuda:N (the GPU to run
+    on; backends of another device are not tried).
     """
 
     def __init__(
@@ -47,11 +48,12 @@ class Upscaler:
         batch: int | None = None,
         log: Callable[[str], None] = lambda line: None,
         precision: str = "auto",
+        device: str | None = None,
     ) -> None:
         if (tile is not None and tile < 1) or (batch is not None and batch < 1):
             raise UsageError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
         self.log = log
-        self.backend: Backend = open_backend(backend, model, log, precision=precision)
+        self.backend: Backend = open_backend(backend, model, log, precision=precision, device=device)
         tile, batch = tile or self.backend.preferred_tile, batch or self.backend.preferred_batch
         limit = self.backend.max_input
         if limit is not None:  # an engine's profile bounds the windows: tile + 2 * halo and the batch must fit
@@ -88,6 +90,7 @@ class Upscaler:
         *,
         name: Path = Path("<image>"),
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_band: Callable[[float], None] | None = None,
     ) -> NDArray[Any]:
         """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
         Backends on torch tensors run the whole colour pipeline on their device; the others get numpy's. Refused
@@ -107,22 +110,27 @@ class Upscaler:
 
             try:
                 return upscale_pixels_torch(pixels, scale, backend.run, halo=backend.halo, device=backend.device,
-                                            tile=self.tile, batch=self.batch, dtype=dtype, name=name)  # fmt: skip
+                                            tile=self.tile, batch=self.batch, dtype=dtype, name=name,
+                                            on_band=on_band)  # fmt: skip
             except BackendError:
                 raise
             except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
                 cause = first_line(error)
                 raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
         return upscale_pixels(pixels, scale, backend.run, halo=backend.halo, tile=self.tile, batch=self.batch,
-                              dtype=dtype, name=name)  # fmt: skip
+                              dtype=dtype, name=name, on_band=on_band)  # fmt: skip
 
     def upscale(
-        self, image: Image.Image | NDArray[Any], scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
-    ) -> Any:
+        self, image: Image.Image | NDArray[Any] | list[Any], scale: float, *,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+    ) -> Any:  # fmt: skip
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
-        array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32). ValueError
+        array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32); or a list of
+        them (a list back, in order; each image's tiles are batched, images run one after another). ValueError
         (ImageError or UsageError) for pixels it cannot take, or a result over `max_output_pixels`."""
         limit = max_output_pixels
+        if isinstance(image, list):
+            return [self.upscale(one, scale, max_output_pixels=limit) for one in image]
         if isinstance(image, Image.Image):
             loaded = load_image_object(image)
             result = to_pil_image(self.upscale_file(loaded, scale, max_output_pixels=limit))
@@ -145,10 +153,12 @@ class Upscaler:
         return self.upscale_pixels(array, scale, max_output_pixels=limit)
 
     def upscale_file(
-        self, loaded: LoadedImage, scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
-    ) -> NDArray[Any]:
+        self, loaded: LoadedImage, scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_band: Callable[[float], None] | None = None,
+    ) -> NDArray[Any]:  # fmt: skip
         dtype = np.uint16 if loaded.bit_depth == 16 else np.uint8
-        return self.upscale_pixels(loaded.pixels, scale, dtype, name=loaded.path, max_output_pixels=max_output_pixels)
+        return self.upscale_pixels(loaded.pixels, scale, dtype, name=loaded.path, max_output_pixels=max_output_pixels,
+                                   on_band=on_band)  # fmt: skip
 
     def upscale_folder(
         self,
@@ -163,12 +173,13 @@ class Upscaler:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_image: Callable[[Path, int], None] = lambda path, pixels: None,
+        on_band: Callable[[float], None] | None = None,
     ) -> FolderReport:
         """Upscale a file or every image in a folder (see vdsr.runtime.folders.plan_jobs for where results go). Each
         file that cannot be read, upscaled or written is reported with its cause and the others still run (all stop
         at the first failure with fail_fast). A backend failure stops the run: report.stopped says why, and what was
         written before it is complete. `on_image(path, output pixels)` is called as each file finishes (0 when
-        skipped or failed)."""
+        skipped or failed), `on_band(fraction of the current image done)` as its bands of tiles finish."""
         scale = self._check(scale)
         if fmt:
             output_format(Path(f"x.{fmt.lstrip('.')}"))  # an unknown format is bad usage: fail before any work
@@ -182,7 +193,7 @@ class Upscaler:
         todo = claim_outputs(jobs, report, skip_existing=skip_existing, on_image=on_image)
         if fail_fast and report.failed:
             return report
-        upscale = partial(self.upscale_file, scale=scale, max_output_pixels=max_output_pixels)
+        upscale = partial(self.upscale_file, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
         return run_jobs(
             todo, upscale, report, scale=scale, fail_fast=fail_fast, max_pixels=max_pixels,
             max_output_pixels=max_output_pixels, on_image=on_image,

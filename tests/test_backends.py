@@ -168,12 +168,12 @@ def test_auto_selection_skips_unavailable_backends_only(
 ) -> None:
     real_open = selection._open
 
-    def bug_in_gpu_backend(choice: str, files: object, precision: str) -> object:
+    def bug_in_gpu_backend(choice: str, files: object, precision: str, *, gpu_index: int = 0) -> object:
         if choice == "onnxruntime-cuda":
             raise TypeError("a bug, not an unavailable backend")
         if choice in selection.GPU_BACKENDS:
             raise BackendUnavailable("no GPU here")
-        return real_open(choice, files, precision)  # type: ignore[arg-type]
+        return real_open(choice, files, precision, gpu_index=gpu_index)  # type: ignore[arg-type]
 
     monkeypatch.setattr(selection, "_open", bug_in_gpu_backend)
     with pytest.raises(TypeError, match="a bug"):  # never read as "skipped"
@@ -198,7 +198,9 @@ def test_images_smaller_than_the_backends_smallest_input_fail_one_by_one(
         upscaler.backend.min_input = (1, 32, 32)  # as a TensorRT engine's profile would say
         report = upscaler.upscale_folder(folder, 2, tmp_path / "out")
     assert [p.name for p in report.written] == ["big.png"] and len(report.failed) == 1
-    assert f"{folder / 'tiny.png'}: the result is smaller than onnxruntime-cpu's smallest input" in report.failed[0]
+    assert f"{folder / 'tiny.png'}: the result is smaller than onnxruntime-cpu's smallest input" in str(
+        report.failed[0]
+    )
 
 
 def test_a_backend_that_cannot_start_is_skipped_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,3 +261,29 @@ def test_the_api_refuses_pixels_it_cannot_take_before_any_work(tiny_model: dict[
         with pytest.raises(ValueError, match="over the limit of 100 output pixels"):
             upscaler.upscale(np.zeros((8, 8), np.uint8), 2, max_output_pixels=100)
         assert upscaler.upscale(np.zeros((8, 8), np.uint8), 2, max_output_pixels=256).shape == (16, 16)
+
+
+def test_device_limits_the_backends_and_names_the_gpu(tiny_model: dict[str, Path]) -> None:
+    """Upscaler(device=...) picks where to run: cpu runs a CPU backend even where a GPU is; cuda:N names GPU N."""
+    from vdsr.runtime.backends.onnx_runtime import cuda_providers
+
+    with Upscaler(tiny_model["onnx"], device="cpu") as upscaler:
+        assert upscaler.backend.device == "cpu"
+    with pytest.raises(UsageError, match="Backend onnxruntime-cpu does not run on device cuda:1"):
+        Upscaler(tiny_model["onnx"], "onnxruntime-cpu", device="cuda:1")
+    with pytest.raises(UsageError, match="Unknown device 'gpu'"):
+        Upscaler(tiny_model["onnx"], device="gpu")
+    if not selection.nvidia_driver_present():
+        with pytest.raises(UsageError, match="No backend can run here: tensorrt: no NVIDIA GPU driver"):
+            Upscaler(tiny_model["onnx"], device="cuda:1")
+    assert cuda_providers(1)[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert selection.parse_device("cuda:3") == ("cuda", 3) and selection.parse_device(None) == (None, 0)
+
+
+def test_a_list_of_images_comes_back_as_a_list(tiny_model: dict[str, Path]) -> None:
+    images = [np.zeros((6, 5, 3), np.uint8), np.full((4, 4), 0.5, np.float32)]
+    with Upscaler(tiny_model["onnx"]) as upscaler:
+        out = upscaler.upscale(images, 2)
+        assert [o.shape for o in out] == [(12, 10, 3), (8, 8)] and out[0].dtype == np.uint8
+        with pytest.raises(ValueError, match="float pixel values must lie in"):
+            upscaler.upscale([np.full((4, 4), 200.0)], 2)  # 0..255 floats: one line, not a white image

@@ -103,4 +103,17 @@ def test_cli_exports_beside_the_weights(tmp_path: Path) -> None:
 
 def test_cli_missing_weights_is_one_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--weights", str(tmp_path / "none.safetensors")])
-    assert result.exit_code == 1 and "none.safetensors: not a readable weights file" in result.stderr
+    assert result.exit_code == 2 and "none.safetensors is not a file" in result.stderr  # found before any work
+    (tmp_path / "bad.safetensors").write_bytes(b"not weights")
+    result = runner.invoke(app, ["--weights", str(tmp_path / "bad.safetensors")])
+    assert result.exit_code == 1 and "bad.safetensors: not a readable weights file" in result.stderr
+
+
+def test_export_validates_before_it_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--int8 without data and --engine without a GPU used to export first and fail after (exit 1, a file left)."""
+    monkeypatch.delenv("VDSR_DATA_DIR", raising=False)
+    out = tmp_path / "x.onnx"
+    result = runner.invoke(app, ["--int8", "--output", str(out)])
+    assert result.exit_code == 1 and "No data directory" in result.stderr and not out.exists()
+    result = runner.invoke(app, ["--engine", str(tmp_path / "x.engine"), "--output", str(out)])
+    assert result.exit_code == 2 and "--engine: " in result.stderr and not out.exists()

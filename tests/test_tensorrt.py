@@ -65,11 +65,11 @@ def test_without_a_gpu_the_builder_refuses_before_touching_tensorrt(tmp_path: Pa
 
 
 @needs_no_gpu
-def test_cli_engine_without_gpu_is_one_clear_error_and_keeps_the_onnx(tmp_path: Path) -> None:
+def test_cli_engine_without_gpu_is_one_clear_error_found_before_any_work(tmp_path: Path) -> None:
     weights = tmp_path / "tiny.safetensors"
     save_weights(weights, VDSR(VDSRConfig(depth=3, channels=4)), [2])
     result = CliRunner().invoke(app, ["--weights", str(weights), "--fp16", "--engine", str(tmp_path / "tiny.engine")])
-    assert result.exit_code == 1 and "No CUDA GPU is visible" in result.stderr
-    assert (tmp_path / "tiny_fp16.onnx").is_file() and not (tmp_path / "tiny.engine").exists()
+    assert result.exit_code == 2 and "--engine: No CUDA GPU is visible" in result.stderr
+    assert not (tmp_path / "tiny_fp16.onnx").exists() and not (tmp_path / "tiny.engine").exists()
     bad = CliRunner().invoke(app, ["--weights", str(weights), "--opt", "4x512"])
     assert bad.exit_code == 2

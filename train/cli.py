@@ -10,18 +10,23 @@ from typing import Annotated
 import torch
 import typer
 from platformdirs import user_cache_dir
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vdsr.bench.datasets import resolve_dataset
+from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.bench.protocol import parse_scales
 from vdsr.catalogue import Architecture
-from vdsr.console import error_console, exit_on_errors, safe
+from vdsr.console import Command, WorkProgress, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import EXIT_STOPPED_EARLY, UsageError, first_line
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
 from vdsr.train.loop import StepReport, train
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = make_app(__doc__)
+
+
+def recipe_default(field: str) -> str:
+    """A config field's default as help shows it: one value, or the fast and the paper recipe's."""
+    fast, paper = getattr(recipe("fast"), field), getattr(recipe("paper"), field)
+    return f"{fast:g}" if fast == paper else f"fast {fast:g}, paper {paper:g}"
 
 
 class Recipe(str, Enum):
@@ -45,39 +50,68 @@ def pick_device(name: str) -> torch.device:
         raise UsageError(f"--device: {error}") from error
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoint, weights, card, log.")],
-    model: Annotated[Architecture | None, typer.Option("--model", help="vdsr or srcnn [default: vdsr].")] = None,
+    model: Annotated[Architecture | None, typer.Option("--model", show_default=Architecture.vdsr.value)] = None,
     recipe_name: Annotated[
-        Recipe | None, typer.Option("--recipe", help="paper: SGD as Kim et al.; fast: AdamW [default: fast].")
+        Recipe | None,
+        typer.Option("--recipe", help="paper: SGD as Kim et al.; fast: AdamW.", show_default=Recipe.fast.value),
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Holds T91, BSD200, Set5; default $VDSR_DATA_DIR.")
+        Path | None,
+        typer.Option("--data-dir", help="Holds T91, BSD200, Set5, Set14.", show_default=f"${DATA_DIR_ENV}"),
     ] = None,
     scale: Annotated[
-        list[str] | None, typer.Option("--scale", "-s", help="Training scales, mixed per batch [default: 2,3,4].")
+        list[str] | None,
+        typer.Option(
+            "--scale",
+            "-s",
+            help="Training scales, mixed per batch.",
+            show_default=",".join(map(str, TrainConfig().scales)),
+        ),  # fmt: skip
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --output.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Checkpoint and stop after this.")] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs", help="Schedule length (recipe default).")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop at this step; schedule unchanged.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    patch_size: Annotated[int | None, typer.Option("--patch-size")] = None,
-    stride: Annotated[int | None, typer.Option("--stride", help="Patch grid step (default: the patch size).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (recipe default).")] = None,
-    bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Default: fast recipe where native.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="[default: 0]")] = None,
-    validate_every: Annotated[
-        int | None, typer.Option("--validate-every", help="Steps between Set5 checks [default: 2000].")
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")] = "auto",
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", help="Checkpoint and stop after this.", show_default="no limit")
     ] = None,
-    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", help="[default: 500]")] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Patch cache (default: user cache).")] = None,
+    epochs: Annotated[
+        float | None, typer.Option("--epochs", help="Schedule length.", show_default=recipe_default("epochs"))
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option("--max-steps", help="Stop at this step; schedule unchanged.", show_default="the schedule's end"),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", show_default=recipe_default("batch_size"))] = None,
+    patch_size: Annotated[int | None, typer.Option("--patch-size", show_default=recipe_default("patch_size"))] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", help="Patch grid step.", show_default="the patch size")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate.", show_default=recipe_default("lr"))
+    ] = None,
+    bf16: Annotated[
+        bool | None, typer.Option("--bf16/--no-bf16", show_default="on for the fast recipe where bf16 is native")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", show_default=str(TrainConfig().seed))] = None,
+    validate_every: Annotated[
+        int | None,
+        typer.Option(
+            "--validate-every", help="Steps between Set5 checks.", show_default=str(TrainConfig().validate_every)
+        ),  # fmt: skip
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option("--checkpoint-every", show_default=str(TrainConfig().checkpoint_every))
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Patch cache.", show_default=user_cache_dir("vdsr"))
+    ] = None,
     final_sets: Annotated[
         list[ValidationSet],
         typer.Option("--final-validation", help="Validation sets scored at the end, for the model card."),
     ] = [ValidationSet.Set5, ValidationSet.Set14],
+    version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
     err = error_console()
@@ -97,25 +131,20 @@ def main(
         err.print(f"patches: {grid} (cache {safe(cache)})")
         patches = build_patches(train_sets, config.scales, config.patch_size, stride=config.stride, cache_dir=cache)
         err.print(f"{len(patches.hr)} patches; {config.recipe} recipe on {torch_device}, bf16 {config.bf16}")
-        columns = (
-            TextColumn("step"), MofNCompleteColumn(), BarColumn(),
-            TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[rate]} patches/s"),
-            TextColumn("Set5 {task.fields[val]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(),
-        )  # fmt: skip
         last_val = "-"
-        with Progress(*columns, console=err) as progress:
-            task = progress.add_task("train", total=None, loss="-", lr="-", rate="-", val="-")
+        with WorkProgress(err, "step", total=None, unit="steps") as progress:
 
             def show(p: StepReport) -> None:
                 nonlocal last_val
                 if p.validation:
                     last_val = " ".join(f"x{c.scale} {c.psnr:.2f}" for c in p.validation if c.dataset == "Set5")
                     scores = ", ".join(f"{c.dataset} x{c.scale} {c.psnr:.2f}" for c in p.validation)
-                    progress.console.print(f"step {p.step}: PSNR {scores}", highlight=False)
-                progress.update(task, total=p.total_steps, completed=p.step, val=last_val)
+                    progress.print(f"step {p.step}: PSNR {scores}")
                 if not p.validation or p.lr:  # the final validation report carries no training figures
-                    progress.update(task, loss=f"{p.loss:.3e}", lr=f"{p.lr:.2e}", rate=f"{p.patches_per_second:.0f}")
+                    figures = f"loss {p.loss:.3e}, lr {p.lr:.2e}, {p.patches_per_second:.0f} patches/s, "
+                    progress.update(completed=p.step, total=p.total_steps, info=f"{figures}Set5 {last_val}")
+                else:
+                    progress.update(completed=p.step, total=p.total_steps)
 
             result = train(config, patches, output, device=torch_device, train_sets=train_sets,
                            validation_sets=validation_sets, final_sets=final, resume=resume, max_minutes=max_minutes,
@@ -169,8 +198,8 @@ def settle_config(
         return recipe(
             chosen.value, (options.model or Architecture.vdsr).value, scales=scales, seed=options.seed or 0,
             bf16=bf16, max_steps=max_steps,
-            validate_every=2000 if options.validate_every is None else options.validate_every,
-            checkpoint_every=500 if options.checkpoint_every is None else options.checkpoint_every,
+            **{k: v for k, v in (("validate_every", options.validate_every),
+                                 ("checkpoint_every", options.checkpoint_every)) if v is not None},  # fmt: skip
             **{k: v for k, v in shape.items() if v is not None},
         )  # fmt: skip
     except ValueError as error:  # a value out of range: --batch-size 0, --lr -1, ...

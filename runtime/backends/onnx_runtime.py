@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,8 +13,21 @@ from vdsr.errors import BackendError, ModelError, first_line
 from vdsr.runtime.backends.base import CPU_BATCH, GPU_BATCH, Backend, check_batch, model_facts
 from vdsr.runtime.onnx_file import read_self_contained
 
-CPU_PROVIDERS = ("CPUExecutionProvider",)
-CUDA_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+Providers = Sequence[str | tuple[str, dict[str, object]]]  # ONNX Runtime's: names, or (name, options)
+CPU_PROVIDERS: Providers = ("CPUExecutionProvider",)
+
+
+def _device_id(providers: Providers) -> object:
+    """The GPU index given to the CUDA provider (0 unless its options say)."""
+    for provider in providers:
+        if isinstance(provider, tuple) and provider[0] == "CUDAExecutionProvider":
+            return provider[1].get("device_id", 0)
+    return 0
+
+
+def cuda_providers(gpu_index: int = 0) -> Providers:
+    """CUDA on GPU `gpu_index`, with the CPU for what CUDA does not run."""
+    return (("CUDAExecutionProvider", {"device_id": gpu_index}), "CPUExecutionProvider")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -23,7 +37,7 @@ class OnnxRuntimeBackend(Backend):
     arrays: Literal["numpy", "torch"] = "numpy"
 
     def __init__(
-        self, model: Path, providers: tuple[str, ...] = CPU_PROVIDERS, *, threads: int = 0, require_halo: bool = True
+        self, model: Path, providers: Providers = CPU_PROVIDERS, *, threads: int = 0, require_halo: bool = True
     ) -> None:
         import onnxruntime as ort  # the `cpu` or `gpu` extra
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
@@ -47,7 +61,12 @@ class OnnxRuntimeBackend(Backend):
         # get_available_providers() lists what was compiled in, not what works: report what the session runs on
         self.providers: list[str] = list(self.session.get_providers())
         self.name = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
-        self.device = "cpu" if self.name == "onnxruntime-cpu" else "cuda"
+        cuda = [
+            options
+            for p, options in (p if isinstance(p, tuple) else (p, {}) for p in providers)
+            if p.startswith("CUDA")
+        ]
+        self.device = "cpu" if self.name == "onnxruntime-cpu" else f"cuda:{(cuda or [{}])[0].get('device_id', 0)}"
         self.preferred_batch = CPU_BATCH if self.device == "cpu" else GPU_BATCH
         self.precision = self.metadata.get("precision", "fp32")
         self.architecture = self.metadata.get("architecture")

@@ -15,17 +15,40 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 
 from vdsr.catalogue import GRAPH_PRECISIONS, ModelFiles, model_files
 from vdsr.errors import BackendUnavailable, ModelError, UsageError, VdsrError, first_line
 from vdsr.runtime.backends.base import Backend
-from vdsr.runtime.backends.onnx_runtime import CUDA_PROVIDERS, OnnxRuntimeBackend
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend, cuda_providers
 from vdsr.runtime.machine import INT8_DOT_PRODUCT_FLAGS, cpu_features, nvidia_driver_present
 
-BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")  # auto tries them in order
+
+class BackendChoice(str, Enum):
+    """What --backend takes: auto (tries the others in this order), or one backend by name."""
+
+    auto = "auto"
+    tensorrt = "tensorrt"
+    onnxruntime_cuda = "onnxruntime-cuda"
+    torch_cuda = "torch-cuda"
+    onnxruntime_cpu = "onnxruntime-cpu"
+    torch_cpu = "torch-cpu"
+
+
+class PrecisionChoice(str, Enum):
+    """What --precision takes: auto, or one of the graphs a model ships (vdsr.catalogue.GRAPH_PRECISIONS)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+BACKENDS = tuple(choice.value for choice in BackendChoice)[1:]
 GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda")
-PRECISIONS = ("auto", *GRAPH_PRECISIONS)
+PRECISIONS = tuple(choice.value for choice in PrecisionChoice)
+assert PRECISIONS[1:] == GRAPH_PRECISIONS, "PrecisionChoice lists the shipped graph precisions"
 INT8_AUTO_BAR_DB = 0.05  # auto runs an int8 graph only if its recorded PSNR cost (vdsr-export --int8) is at most this
 
 
@@ -33,6 +56,18 @@ def int8_is_fast() -> bool:
     """Whether this CPU has int8 dot-product instructions (x86 VNNI, Arm dotprod). Without them ONNX Runtime's int8
     kernels are slower, and on AVX2/AVX-512 without VNNI its u8s8 arithmetic can saturate."""
     return bool(cpu_features() & INT8_DOT_PRODUCT_FLAGS)
+
+
+def parse_device(device: str | None) -> tuple[str | None, int]:
+    """'auto' or None (any backend), 'cpu', 'cuda' or 'cuda:N' -> (kind or None, GPU index). UsageError otherwise."""
+    if device in (None, "auto"):
+        return None, 0
+    kind, _, index = str(device).partition(":")
+    if kind == "cpu" and not index:
+        return "cpu", 0
+    if kind == "cuda" and (not index or index.isdigit()):
+        return "cuda", int(index or 0)
+    raise UsageError(f"Unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
 
 
 def _graph(files: ModelFiles, choice: str, precision: str) -> Path:
@@ -69,7 +104,7 @@ def _torch_cuda() -> None:
         raise BackendUnavailable(f"PyTorch {torch.__version__} sees no CUDA GPU")
 
 
-def _open_torch(files: ModelFiles, gpu: bool, precision: str) -> Backend:
+def _open_torch(files: ModelFiles, gpu: bool, precision: str, *, gpu_index: int = 0) -> Backend:
     if files.weights is None:
         raise BackendUnavailable(f"needs .safetensors weights for {files.name}; the model given is ONNX only")
     if precision not in ("auto", "fp16" if gpu else "fp32"):  # GPUs run the fp16 path (CUDA graphs), CPUs fp32
@@ -81,12 +116,14 @@ def _open_torch(files: ModelFiles, gpu: bool, precision: str) -> Backend:
     from vdsr.runtime.backends.pytorch import TorchBackend  # imports torch
 
     try:
-        return TorchBackend(files.weights, "cuda" if gpu else "cpu")
+        return TorchBackend(files.weights, f"cuda:{gpu_index}" if gpu else "cpu")
     except (RuntimeError, OSError) as error:  # CUDA cannot start, or is out of memory, before any image
         raise BackendUnavailable(f"PyTorch could not start ({first_line(error)})") from error
 
 
-def _open_tensorrt(graph: Path) -> Backend:
+def _open_tensorrt(graph: Path, *, gpu_index: int = 0) -> Backend:
+    if gpu_index != 0:
+        raise BackendUnavailable("runs on the first visible GPU only: pick another with CUDA_VISIBLE_DEVICES")
     if not _installed("tensorrt"):
         raise BackendUnavailable("TensorRT is not installed (pip install 'vdsr[trt]')")
     _torch_cuda()
@@ -98,7 +135,7 @@ def _open_tensorrt(graph: Path) -> Backend:
         raise BackendUnavailable(f"TensorRT could not start ({first_line(error)})") from error
 
 
-def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: str) -> Backend:
+def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: str, gpu_index: int = 0) -> Backend:
     if not _installed("onnxruntime"):
         raise BackendUnavailable("ONNX Runtime is not installed (pip install 'vdsr[cpu]' or 'vdsr[gpu]')")
     if gpu:
@@ -106,7 +143,7 @@ def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: s
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise BackendUnavailable("this onnxruntime has no CUDA provider (pip install 'vdsr[gpu]')")
-        backend = OnnxRuntimeBackend(graph, CUDA_PROVIDERS)
+        backend = OnnxRuntimeBackend(graph, cuda_providers(gpu_index))
         if backend.name != "onnxruntime-cuda":
             backend.close()
             raise BackendUnavailable("the CUDA provider did not load (CUDA/cuDNN libraries missing?)")
@@ -119,7 +156,7 @@ def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: s
     return backend
 
 
-def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
+def _open(choice: str, files: ModelFiles, precision: str, *, gpu_index: int = 0) -> Backend:
     """One backend, or BackendUnavailable saying why not. A model file this backend cannot load (a ModelError) is a
     reason too: the next backend may run another of the model's files (its graph rather than its weights)."""
     gpu = choice in GPU_BACKENDS
@@ -127,13 +164,13 @@ def _open(choice: str, files: ModelFiles, precision: str) -> Backend:
         raise BackendUnavailable("no NVIDIA GPU driver found")
     try:
         if choice.startswith("torch"):
-            return _open_torch(files, gpu, precision)
+            return _open_torch(files, gpu, precision, gpu_index=gpu_index)
         if not files.graphs:
             raise BackendUnavailable(f"needs an ONNX graph of {files.name}; the model given is safetensors only")
         graph = _graph(files, choice, precision)
         if choice == "tensorrt":
-            return _open_tensorrt(graph)
-        return _open_onnxruntime(files, graph, gpu=gpu, precision=precision)
+            return _open_tensorrt(graph, gpu_index=gpu_index)
+        return _open_onnxruntime(files, graph, gpu=gpu, precision=precision, gpu_index=gpu_index)
     except ModelError as error:
         raise BackendUnavailable(str(error)) from error
 
@@ -144,10 +181,12 @@ def open_backend(
     log: Callable[[str], None] = lambda line: None,
     *,
     precision: str = "auto",
+    device: str | None = None,
 ) -> Backend:
     """The backend `choice` (one of BACKENDS), or with 'auto' the first of BACKENDS that works here; `log` gets one
     line saying what was chosen and why the others were skipped. `precision` (auto, fp32, fp16, int8) picks among a
-    shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs with int8 dot products, else fp32.
+    shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs with int8 dot products, else fp32. `device` (auto,
+    cpu, cuda, cuda:N) limits the backends to that device; a GPU backend runs on GPU N.
 
     UsageError when the choice cannot be served: an unknown backend or precision, a model that is not there, the
     backend asked for (or, with auto, every one) unavailable here, a model file none can load included."""
@@ -155,21 +194,25 @@ def open_backend(
         raise UsageError(f"Unknown backend {choice!r}; expected auto or one of: {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise UsageError(f"Unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}")
+    kind, gpu_index = parse_device(device)
+    allowed = [b for b in BACKENDS if kind is None or (b in GPU_BACKENDS) == (kind == "cuda")]
+    if choice != "auto" and choice not in allowed:
+        raise UsageError(f"Backend {choice} does not run on device {device}")
     try:
         files = model_files(model)
     except ModelError as error:  # a shipped model missing from the installation
         raise UsageError(str(error)) from error
     if choice != "auto":
         try:
-            backend = _open(choice, files, precision)
+            backend = _open(choice, files, precision, gpu_index=gpu_index)
         except BackendUnavailable as error:
             raise UsageError(f"Backend {choice} is not available: {error}") from error
         log(f"backend {backend.name} ({backend.precision}) for {files.name}")
         return backend
     skipped = []
-    for candidate in BACKENDS:
+    for candidate in allowed:
         try:
-            backend = _open(candidate, files, precision)
+            backend = _open(candidate, files, precision, gpu_index=gpu_index)
         except BackendUnavailable as error:
             skipped.append(f"{candidate}: {error}")
             continue

@@ -1,0 +1,136 @@
+"""What every command owes its users (issue 15): help that shows every real default and every choice, --version,
+usage errors as one line with exit 2, and progress as plain lines when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr._version import __version__
+from vdsr.bench.cli import app as bench_app
+from vdsr.export.cli import app as export_app
+from vdsr.runtime.backends.selection import BACKENDS
+from vdsr.runtime.cli import app as run_app
+from vdsr.runtime.images import FORMAT_SUFFIXES
+from vdsr.train.cli import app as train_app
+
+APPS = {"vdsr-run": run_app, "vdsr-bench": bench_app, "vdsr-train": train_app, "vdsr-export": export_app}
+runner = CliRunner()
+
+
+def help_blocks(app: typer.Typer) -> dict[str, str]:
+    """Each option's help text (its lines joined), keyed by its long name; rendered 200 columns wide so that the test
+    does not depend on the terminal it runs in."""
+    text = runner.invoke(app, ["--help"], terminal_width=200, prog_name="cmd").output
+    blocks: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        found = re.match(r"\s+(?:-\w, )?(--[\w-]+)", line)
+        if found:
+            name = found[1]
+            blocks[name] = line
+        elif name and line.startswith(" " * 10):
+            blocks[name] += " " + line.strip()
+        else:
+            name = None
+    return blocks
+
+
+@pytest.mark.parametrize("command", APPS)
+def test_every_option_shows_its_default(command: str) -> None:
+    """vdsr-train's help showed "vdsr or srcnn ." (rich markup ate "[default: vdsr]") and no default for --seed,
+    --batch-size, ... Every option that is not required, a plain on/off flag or a built-in shows one."""
+    command_object = typer.main.get_command(APPS[command])
+    blocks = help_blocks(APPS[command])
+    builtin = {"--help", "--version", "--install-completion", "--show-completion"}
+    for param in command_object.params:
+        long_names = [o for o in param.opts if o.startswith("--")]
+        if param.param_type_name != "option" or not long_names or long_names[0] in builtin:
+            continue
+        plain_flag = getattr(param, "is_flag", False) and not param.secondary_opts  # type: ignore[attr-defined]
+        if param.required or plain_flag:
+            continue
+        block = blocks[long_names[0]]
+        assert re.search(r"\[default: [^\]]+", block), f"{command} {long_names[0]}: no default in {block!r}"
+        assert not re.search(r"\s\.(\s|$)", block), f"{command} {long_names[0]}: help text lost a part: {block!r}"
+
+
+def test_choices_are_listed_in_help() -> None:
+    blocks = help_blocks(run_app)
+    assert all(name in blocks["--backend"] for name in BACKENDS)
+    assert all(f"|{suffix}" in blocks["--format"] or f"<{suffix}|" in blocks["--format"] for suffix in FORMAT_SUFFIXES)
+    assert "<auto|fp32|fp16|int8>" in blocks["--precision"]
+
+
+@pytest.mark.parametrize("command", APPS)
+def test_version(command: str) -> None:
+    result = runner.invoke(APPS[command], ["--version"], prog_name=command)
+    assert result.exit_code == 0 and result.output.strip() == f"{command} (vdsr) {__version__}"
+
+
+@pytest.mark.parametrize("command", APPS)
+@pytest.mark.parametrize("args", [["--no-such-option"], ["--scale", "abc"]])
+def test_usage_errors_are_one_line_and_exit_2(command: str, args: list[str]) -> None:
+    result = runner.invoke(APPS[command], ["x", *args] if command == "vdsr-run" else args, prog_name=command)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    assert f"(see {command} --help)" in result.output
+
+
+def test_a_single_file_with_an_image_name_as_output_is_written_as_that_file(
+    tmp_path: Path, tiny_model: dict[str, Path]
+) -> None:
+    """`vdsr-run scene.png -s 2 -o out.png` created a folder out.png/ (Real-ESRGAN's convention: -o names the file)."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "scene.png")
+    model = ["--model", str(tiny_model["onnx"])]
+    result = runner.invoke(run_app, [str(tmp_path / "scene.png"), "-s", "2", "-o", str(tmp_path / "out.png"), *model])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.png").is_file() and Image.open(tmp_path / "out.png").size == (16, 16)
+    result = runner.invoke(run_app, [str(tmp_path / "scene.png"), "-s", "2", "-o", str(tmp_path / "o.jpg"), *model])
+    assert result.exit_code == 0 and Image.open(tmp_path / "o.jpg").format == "JPEG"
+    result = runner.invoke(run_app, [str(tmp_path / "scene.png"), "-s", "2", "-o", str(tmp_path / "folder"), *model])
+    assert result.exit_code == 0 and (tmp_path / "folder" / "scene.png").is_file()  # no image suffix: a folder
+    clash = [str(tmp_path / "scene.png"), "-s", "2", "-o", str(tmp_path / "c.jpg"), "--format", "png", *model]
+    result = runner.invoke(run_app, clash)
+    assert result.exit_code == 2 and "another format than --format png" in result.output
+
+
+def test_progress_is_plain_lines_off_a_terminal(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    """Off a terminal nothing was printed while the run worked; now a line at the start, every few seconds, and at
+    the end, with fractions of an image as its bands of tiles finish."""
+    for i in range(2):
+        Image.fromarray(np.full((30, 20, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    args = [str(tmp_path), "-s", "2", "--model", str(tiny_model["onnx"]), "--tile", "16", "-o", str(tmp_path / "o")]
+    result = runner.invoke(run_app, args)
+    assert result.exit_code == 0, result.output
+    assert "upscaling: 0/2 images" in result.output and "upscaling: 2/2 images" in result.output
+    assert "\x1b[" not in result.output
+
+
+def test_the_api_reports_bands(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    from vdsr import Upscaler
+
+    Image.fromarray(np.zeros((40, 10), np.uint8)).save(tmp_path / "tall.png")
+    fractions: list[float] = []
+    with Upscaler(tiny_model["onnx"], tile=16) as upscaler:
+        report = upscaler.upscale_folder(tmp_path / "tall.png", 2, tmp_path / "o", on_band=fractions.append)
+    assert report.written and len(fractions) == 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_a_folder_report_holds_failures_as_records_and_reads_well(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    from vdsr import Upscaler
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with Upscaler(tiny_model["onnx"]) as upscaler:
+        report = upscaler.upscale_folder(tmp_path, 2, tmp_path.parent / "report_out")
+    (failure,) = report.failed
+    assert failure.path == tmp_path / "bad.png" and "not an image file" in failure.cause and failure.output is None
+    assert report.summary().startswith("1 written (0.0 MP), 0 skipped (existing), 1 failed")
+    assert str(report).splitlines()[1] == f"failed: {tmp_path / 'bad.png'}: {failure.cause}"

@@ -11,10 +11,10 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from vdsr.bench.datasets import DATA_DIR_ENV, Dataset, resolve_dataset
+from vdsr.bench.figures import plot, require_matplotlib, save_outputs
 from vdsr.bench.harness import (
     Method,
     MethodRunner,
@@ -34,8 +34,18 @@ from vdsr.bench.report import (
     to_markdown,
     write_report,
 )
-from vdsr.console import Command, error_console, exit_on_errors, make_app, print_error, safe, version_option
-from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
+from vdsr.bench.resume import append_jsonl, open_jsonl, read_jsonl
+from vdsr.console import (
+    Command,
+    WorkProgress,
+    error_console,
+    exit_on_errors,
+    make_app,
+    print_error,
+    safe,
+    version_option,
+)
+from vdsr.errors import EXIT_FAILED, UsageError
 from vdsr.files import sha256_file, unwritable_folder
 
 app = make_app(__doc__)
@@ -90,6 +100,35 @@ def main(
         Path | None,
         typer.Option("--markdown", help="Write the comparison table as Markdown.", show_default="not written"),
     ] = None,
+    jsonl: Annotated[
+        Path | None,
+        typer.Option(
+            "--jsonl",
+            help="Append each image's scores here as they come (JSON lines): an interrupted "
+            "run keeps them, and --resume continues it.",
+            show_default="not written",
+        ),  # fmt: skip
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run whose --jsonl file is given: scored images are kept.")
+    ] = False,
+    plot_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Draw PSNR against seconds per image, a panel per data set (PNG; needs the plot extra: matplotlib).",
+            show_default="not drawn",
+        ),  # fmt: skip
+    ] = None,
+    save_images: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-images",
+            help="Write each method's output and an HR | bicubic | SRCNN | VDSR crop of "
+            "each image's most detailed region here.",
+            show_default="not written",
+        ),  # fmt: skip
+    ] = None,
     version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Score methods with the VDSR paper's protocol (MATLAB bicubic, BT.601 Y, shave = scale) next to its Table 3."""
@@ -97,67 +136,38 @@ def main(
     if not out.is_terminal:
         out = Console(width=160)  # piped or captured: no terminal width to fit, so do not squeeze the table
     err = error_console()
-    with exit_on_errors(err):
+    with exit_on_errors(err):  # everything that can be wrong with the request, before any scoring
         scales = parse_scales(scale)
-        for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown")):
+        for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown"),
+                             (jsonl, "--jsonl"), (plot_path, "--plot")):  # fmt: skip
             check_writable(path, option)
+        if plot_path is not None:
+            require_matplotlib()
+        if resume and jsonl is None:
+            raise UsageError("--resume continues the run recorded in --jsonl FILE: give the file")
+        if jsonl is not None and jsonl.exists() and not resume:
+            raise UsageError(f"--jsonl: {jsonl} exists: pass --resume to continue that run, or give another file")
+        datasets = settle_datasets(dataset, data_dir)
+        methods = list(dict.fromkeys(method))
+        runners, sources = settle_runners(methods, weights)
     env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
-    datasets: list[Dataset] = []
-    failed = False
-    for spec in dataset:
-        try:
-            resolved = resolve_dataset(spec, data_dir)
-        except VdsrError as error:
-            print_error(err, error)
-            failed = True
-            continue
-        if any(d.name == resolved.name for d in datasets):  # results are keyed by name: two "photos" would merge
-            print_error(err, f"{spec}: another --dataset is already named {resolved.name!r}")
-            failed = True
-            continue
-        datasets.append(resolved)
-    methods = list(dict.fromkeys(method))
-    learnt = [m.value for m in methods if m is not Method.bicubic]
-    given: list[tuple[Path, MethodRunner]] = []  # each file goes to the method whose architecture it holds
-    unreadable = False
-    for path in weights or []:
-        try:
-            given.append((path, weights_runner(path)))
-        except VdsrError as error:
-            print_error(err, error)
-            failed = unreadable = True
-    for path, runner in given:
-        if runner.name not in learnt:
-            print_error(err, f"{path} holds {runner.name} weights, not {' or '.join(learnt) or 'a learnt method'}")
-            failed = True
-    runners = []
-    sources: dict[str, list[dict[str, str]]] = {}  # which files each learnt method ran: the results name them
-    for m in methods:
-        try:
-            if m is Method.bicubic:
-                runners.append(method_runner(m))
-                continue
-            if weights:
-                mine = [(p, r) for p, r in given if r.name == m.value]
-            else:
-                mine = [(p, weights_runner(p)) for p in shipped_weights(m)]
-            if not mine and unreadable:  # the unreadable file may have been this method's: its error is already out
-                continue
-            if not mine:
-                raise UsageError(
-                    f"no --weights for {m.value}: give weights for every learnt method, or none for the shipped ones"
-                )
-            runners.append(per_scale(m, mine))
-            sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
-        except VdsrError as error:
-            print_error(err, error)
-            failed = True
     env["weights"] = sources
+    plan = {"datasets": [d.name for d in datasets], "scales": scales, "methods": [m.value for m in methods],
+            "weights": sources}  # fmt: skip
+    with exit_on_errors(err):
+        done = read_jsonl(jsonl, plan) if resume and jsonl is not None and jsonl.exists() else {}
+    if done:
+        err.print(f"resuming: {len(done)} image scores kept from {safe(jsonl)}")
+    log = open_jsonl(jsonl, plan) if jsonl is not None else None
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
-    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with exit_on_errors(err), Progress(*columns, console=err, transient=True) as progress:  # a backend failure: 4
-        task = progress.add_task("bench", total=total)
-        run = run_bench(datasets, scales, runners, on_progress=lambda steps: progress.advance(task, steps))
+    with exit_on_errors(err), WorkProgress(err, "scoring", total=total, unit="scores") as progress:  # backend: 4
+        run = run_bench(
+            datasets, scales, runners, on_progress=lambda steps: progress.update(advance=steps), done=done,
+            on_image=lambda result: append_jsonl(log, result),
+            on_outputs=None if save_images is None else lambda outputs: save_outputs(outputs, save_images),
+        )  # fmt: skip
+    if log is not None:
+        log.close()
     table = Table(*COMPARISON_HEADER, title="PSNR / SSIM on Y vs Kim et al. 2016, Table 3", box=box.SIMPLE_HEAD)
     for row in comparison_rows(run.cells):
         table.add_row(*row)
@@ -166,20 +176,61 @@ def main(
         err.print(f"left out: {safe(note)}")
     for failure in run.failures:
         print_error(err, failure.error, "failed")
-    reports: list[tuple[Path | None, Callable[[], str]]] = [
-        (json_path, lambda: to_json(run, env)),
-        (csv_path, lambda: to_csv(run)),
-        (markdown_path, lambda: to_markdown(run, env)),
+    failed = False
+    reports: list[tuple[Path | None, Callable[[], None]]] = [
+        (json_path, lambda: write_report(json_path, to_json(run, env))),  # type: ignore[arg-type]
+        (csv_path, lambda: write_report(csv_path, to_csv(run))),  # type: ignore[arg-type]
+        (markdown_path, lambda: write_report(markdown_path, to_markdown(run, env))),  # type: ignore[arg-type]
+        (plot_path, lambda: plot(run.cells, plot_path)),  # type: ignore[arg-type]
     ]
-    for path, render in reports:
+    for path, write in reports:
         if path is None:
             continue
         try:
-            write_report(path, render())
+            write()
         except OSError as error:
             print_error(err, f"{path}: cannot write ({error.strerror or error})")
             failed = True
             continue
         err.print(f"wrote {safe(path)}")
+    if save_images is not None:
+        err.print(f"wrote the methods' outputs and comparison crops under {safe(save_images)}")
     if failed or run.failures:
         raise typer.Exit(EXIT_FAILED)
+
+
+def settle_datasets(specs: list[str], data_dir: Path | None) -> list[Dataset]:
+    """Every --dataset resolved and verified, or the first problem as an error (a misspelt name: bad usage)."""
+    datasets: list[Dataset] = []
+    for spec in specs:
+        resolved = resolve_dataset(spec, data_dir)
+        if any(d.name == resolved.name for d in datasets):  # results are keyed by name: two "photos" would merge
+            raise UsageError(f"{spec}: another --dataset is already named {resolved.name!r}")
+        datasets.append(resolved)
+    return datasets
+
+
+def settle_runners(
+    methods: list[Method], weights: list[Path] | None
+) -> tuple[list[MethodRunner], dict[str, list[dict[str, str]]]]:
+    """A runner per method (each given weights file serves the method whose architecture it holds; none given: the
+    shipped models), and which files each learnt method runs, for the results."""
+    learnt = [m.value for m in methods if m is not Method.bicubic]
+    given = [(path, weights_runner(path)) for path in weights or []]
+    for path, runner in given:
+        if runner.name not in learnt:
+            raise UsageError(f"{path} holds {runner.name} weights, not {' or '.join(learnt) or 'a learnt method'}")
+    runners: list[MethodRunner] = []
+    sources: dict[str, list[dict[str, str]]] = {}
+    for m in methods:
+        if m is Method.bicubic:
+            runners.append(method_runner(m))
+            continue
+        mine = [(p, r) for p, r in given if r.name == m.value] if weights else [
+            (p, weights_runner(p)) for p in shipped_weights(m)]  # fmt: skip
+        if not mine:
+            raise UsageError(f"no --weights for {m.value}: give weights for every learnt method, or none for the "
+                             "shipped ones")  # fmt: skip
+        runners.append(per_scale(m, mine))
+        sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
+    return runners, sources

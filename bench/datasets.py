@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from vdsr.errors import DatasetError
+from vdsr.errors import DatasetError, UsageError
 from vdsr.files import sha256_file
 from vdsr.runtime.images import IMAGE_SUFFIXES
 
@@ -28,14 +28,17 @@ class Dataset:
 
 
 def resolve_data_dir(option: Path | None) -> Path:
-    """The data directory: the option if given, else $VDSR_DATA_DIR; it must exist."""
+    """The data directory: the option if given, else $VDSR_DATA_DIR; it must exist (UsageError, saying where the
+    sets are expected and how to point to them)."""
     if option is None:
         env = os.environ.get(DATA_DIR_ENV)
         if not env:
-            raise DatasetError(f"No data directory: pass --data-dir or set {DATA_DIR_ENV}")
+            raise UsageError(f"No data directory: the known sets ({', '.join(KNOWN_SETS)}) are read from "
+                             f"<data dir>/<name>/; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR (this repository's "
+                             "tests use ../shared/datasets beside it)")  # fmt: skip
         option = Path(env)
     if not option.is_dir():
-        raise DatasetError(f"Data directory {option} does not exist or is not a folder")
+        raise UsageError(f"Data directory {option} does not exist or is not a folder (--data-dir, {DATA_DIR_ENV})")
     return option
 
 
@@ -95,7 +98,7 @@ def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
         return Dataset(name=name, files=tuple(folder / f for f in sorted(manifest)), verified=True)
     folder = Path(spec)
     if not folder.is_dir():
-        raise DatasetError(f"{spec!r} is neither a known set ({', '.join(KNOWN_SETS)}) nor a folder")
+        raise UsageError(f"{spec!r} is neither a known set ({', '.join(KNOWN_SETS)}) nor a folder")
     try:
         found = image_files(folder)
     except OSError as error:

@@ -146,6 +146,26 @@ class CellResult:
     seconds_per_image: float
     backend: str
     precision: str
+    verified: bool = True  # False for a plain folder: never compared with the paper, whatever its name
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What every method made of one image at one scale, for pictures: the HR colour image (modcropped, [0, 1]) and
+    each method's luminance (0..1)."""
+
+    dataset: str
+    image: Path
+    scale: int
+    hr: NDArray[np.floating]
+    methods: dict[str, NDArray[np.floating]]
+
+
+ImageKey = tuple[str, str, int, str]  # (dataset, image, scale, method)
+
+
+def image_key(result: ImageResult) -> ImageKey:
+    return (result.dataset, result.image, result.scale, result.method)
 
 
 @dataclass(frozen=True)
@@ -170,10 +190,16 @@ def run_bench(
     methods: Sequence[MethodRunner],
     *,
     on_progress: Callable[[int], None] = lambda steps: None,
+    done: dict[ImageKey, ImageResult] | None = None,
+    on_image: Callable[[ImageResult], None] = lambda result: None,
+    on_outputs: Callable[[Outputs], None] | None = None,
 ) -> BenchRun:
     """Score every method on every image at every scale. One step = one (image, scale, method); a file that cannot be
     read or is too small for a scale is recorded as a failure and the rest still runs. A learnt method is not scored
-    at a scale it was not trained for (a x2 SRCNN at x3 is no SRCNN x3 result): those cells are left out, and said."""
+    at a scale it was not trained for (a x2 SRCNN at x3 is no SRCNN x3 result): those cells are left out, and said.
+    `done`: results of an interrupted run of the same bench, kept instead of scored again; `on_image` gets each new
+    result as it comes; `on_outputs` the methods' outputs of each image and scale (not kept otherwise)."""
+    done = done or {}
     images: list[ImageResult] = []
     failures: list[Failure] = []
     warmed: set[tuple[str, int]] = set()
@@ -194,8 +220,14 @@ def run_bench(
                     continue
                 degraded = degrade(color, scale)
                 gt_y, lr_y = degraded.hr_y, degraded.lr_y
+                outputs: dict[str, NDArray[np.floating]] = {}
                 for runner in methods:
                     if runner.scales is not None and scale not in runner.scales:
+                        on_progress(1)
+                        continue
+                    previous = done.get((dataset.name, path.name, scale, runner.name))
+                    if previous is not None:
+                        images.append(previous)
                         on_progress(1)
                         continue
                     if (runner.name, scale) not in warmed:  # first call pays one-off costs (allocations, sessions)
@@ -209,15 +241,24 @@ def run_bench(
                         ImageResult(dataset.name, runner.name, scale, path.name, gt_y.shape[0], gt_y.shape[1],
                                     result.psnr, result.ssim, seconds)
                     )  # fmt: skip
+                    outputs[runner.name] = sr_y
+                    on_image(images[-1])
                     on_progress(1)
+                if on_outputs is not None and outputs:
+                    hr = color[: gt_y.shape[0], : gt_y.shape[1]]  # modcropped as the ground truth
+                    on_outputs(Outputs(dataset.name, path, scale, hr, outputs))
     left_out = [
         f"{m.name}: no x{s} cells (the model was trained for {', '.join(f'x{t}' for t in m.scales)})"
         for m in methods if m.scales is not None for s in scales if s not in m.scales
     ]  # fmt: skip
-    return BenchRun(cells=summarize(images, methods), images=images, failures=failures, left_out=left_out)
+    verified = {d.name: d.verified for d in datasets}
+    return BenchRun(cells=summarize(images, methods, verified=verified), images=images, failures=failures,
+                    left_out=left_out)  # fmt: skip
 
 
-def summarize(images: Sequence[ImageResult], methods: Sequence[MethodRunner]) -> list[CellResult]:
+def summarize(
+    images: Sequence[ImageResult], methods: Sequence[MethodRunner], *, verified: dict[str, bool] | None = None
+) -> list[CellResult]:
     """Mean over the images of each (dataset, method, scale), in the order the cells were first seen."""
     groups: dict[tuple[str, str, int], list[ImageResult]] = {}
     for r in images:
@@ -234,6 +275,7 @@ def summarize(images: Sequence[ImageResult], methods: Sequence[MethodRunner]) ->
             seconds_per_image=float(np.mean([r.seconds for r in group])),
             backend=runners[method].backend,
             precision=runners[method].precision,
+            verified=(verified or {}).get(dataset, False),
         )
         for (dataset, method, scale), group in groups.items()
     ]

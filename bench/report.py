@@ -20,7 +20,8 @@ from vdsr.files import atomic_write_text
 from vdsr.runtime.machine import NOTABLE_CPU_FLAGS, cpu_features, cpu_model, gpu_names
 
 COMPARISON_HEADER = (
-    "dataset", "scale", "method", "images", "PSNR", "paper", "Δ dB", "SSIM", "paper", "Δ", "s/image", "backend",
+    "dataset", "scale", "method", "images", "PSNR", "vs bicubic", "paper", "Δ dB", "SSIM", "paper", "Δ", "s/image",
+    "backend",
 )  # fmt: skip
 
 
@@ -41,8 +42,13 @@ def environment(command: str) -> dict[str, object]:
 
 
 def _paper_columns(cell: CellResult) -> tuple[float | None, float | None]:
-    paper = paper_value(cell.dataset, cell.scale, cell.method)
+    """The paper's PSNR and SSIM for a cell of a verified known set; none for a folder, whatever its name."""
+    paper = paper_value(cell.dataset, cell.scale, cell.method) if cell.verified else None
     return (paper[0], paper[1]) if paper else (None, None)
+
+
+def shown_name(cell: CellResult) -> str:
+    return cell.dataset if cell.verified else f"{cell.dataset} (unverified folder)"
 
 
 def _finite(record: dict[str, object]) -> dict[str, object]:
@@ -68,24 +74,38 @@ def to_json(run: BenchRun, env: dict[str, object]) -> str:
 def to_csv(run: BenchRun) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["dataset", "scale", "method", "images", "psnr", "paper_psnr", "ssim", "paper_ssim",
-                     "seconds_per_image", "backend", "precision"])  # fmt: skip
+    gains = gain_over_bicubic(run.cells)
+    writer.writerow(["dataset", "verified", "scale", "method", "images", "psnr", "gain_over_bicubic", "paper_psnr",
+                     "ssim", "paper_ssim", "seconds_per_image", "backend", "precision"])  # fmt: skip
     for cell in run.cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
-        writer.writerow([cell.dataset, cell.scale, cell.method, cell.images, f"{cell.psnr:.4f}", paper_psnr,
-                         f"{cell.ssim:.5f}", paper_ssim, f"{cell.seconds_per_image:.6f}",
-                         cell.backend, cell.precision])  # fmt: skip
+        gain = gains.get(cell)
+        writer.writerow([cell.dataset, cell.verified, cell.scale, cell.method, cell.images, f"{cell.psnr:.4f}",
+                         "" if gain is None else f"{gain:.4f}", paper_psnr, f"{cell.ssim:.5f}", paper_ssim,
+                         f"{cell.seconds_per_image:.6f}", cell.backend, cell.precision])  # fmt: skip
     return out.getvalue()
 
 
+def gain_over_bicubic(cells: list[CellResult]) -> dict[CellResult, float]:
+    """PSNR gain of each learnt method's cell over bicubic on the same images (where bicubic was scored too)."""
+    bicubic = {(c.dataset, c.scale): c for c in cells if c.method == "bicubic"}
+    return {c: c.psnr - bicubic[c.dataset, c.scale].psnr for c in cells
+            if c.method != "bicubic" and (c.dataset, c.scale) in bicubic
+            and bicubic[c.dataset, c.scale].images == c.images}  # fmt: skip
+
+
 def comparison_rows(cells: list[CellResult]) -> list[tuple[str, ...]]:
-    """One row of strings per cell, matching COMPARISON_HEADER: ours, the paper's and the difference."""
+    """One row of strings per cell, matching COMPARISON_HEADER: ours, its gain over bicubic, the paper's and the
+    difference (the paper's only for verified known sets)."""
     rows: list[tuple[str, ...]] = []
+    gains = gain_over_bicubic(cells)
     for cell in cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
+        gain = gains.get(cell)
         rows.append((
-            cell.dataset, f"x{cell.scale}", cell.method, str(cell.images),
-            f"{cell.psnr:.3f}", "" if paper_psnr is None else f"{paper_psnr:.2f}",
+            shown_name(cell), f"x{cell.scale}", cell.method, str(cell.images),
+            f"{cell.psnr:.3f}", "" if gain is None else f"{gain:+.2f}",
+            "" if paper_psnr is None else f"{paper_psnr:.2f}",
             "" if paper_psnr is None else f"{cell.psnr - paper_psnr:+.3f}",
             f"{cell.ssim:.4f}", "" if paper_ssim is None else f"{paper_ssim:.4f}",
             "" if paper_ssim is None else f"{cell.ssim - paper_ssim:+.4f}",

@@ -115,7 +115,7 @@ def test_two_folders_with_one_name_are_not_merged(tmp_path: Path) -> None:
         (tmp_path / parent / "photos").mkdir(parents=True)
         Image.new("RGB", (48, 48), "gray").save(tmp_path / parent / "photos" / "x.png")
     result = runner.invoke(app, ["-d", str(tmp_path / "a" / "photos"), "-d", str(tmp_path / "b" / "photos"), "-s", "2"])
-    assert result.exit_code == 1 and "already named 'photos'" in result.stderr
+    assert result.exit_code == 2 and "already named 'photos'" in result.stderr and "PSNR" not in result.output
 
 
 def test_exact_reconstruction_is_null_psnr_in_strict_json(tmp_path: Path) -> None:
@@ -128,10 +128,14 @@ def test_exact_reconstruction_is_null_psnr_in_strict_json(tmp_path: Path) -> Non
     assert document["per_image"][0]["ssim"] == pytest.approx(1.0)
 
 
-def test_unknown_dataset_is_reported(tmp_path: Path) -> None:
+def test_unknown_dataset_is_bad_usage_found_before_any_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt --dataset printed the error, then an empty table, and exited 1."""
     result = runner.invoke(app, ["--dataset", "Set6", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 1
-    assert "neither a known set" in result.stderr
+    assert result.exit_code == 2 and "neither a known set" in result.stderr and result.stdout == ""
+    monkeypatch.delenv("VDSR_DATA_DIR", raising=False)
+    result = runner.invoke(app, ["--dataset", "Set5"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "are read from <data dir>/<name>/; pass --data-dir DIR or set VDSR_DATA_DIR=DIR" in result.stderr
 
 
 def test_a_backend_failure_stops_the_bench_with_its_exit_code(
@@ -147,3 +151,59 @@ def test_a_backend_failure_stops_the_bench_with_its_exit_code(
     monkeypatch.setattr(OnnxRuntimeBackend, "run", lost)
     result = runner.invoke(app, ["--dataset", str(tmp_path), "-m", "vdsr", "--weights", str(tiny_model["onnx"])])
     assert result.exit_code == 4 and "device lost" in result.stderr
+
+
+def test_a_folder_named_like_a_known_set_is_never_compared_with_the_paper(tmp_path: Path) -> None:
+    """`--dataset path/to/Urban100` was scored against the paper's Urban100 column without any hash check."""
+    (tmp_path / "Urban100").mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+        tmp_path / "Urban100" / "img.png")  # fmt: skip
+    files = {kind: tmp_path / f"r.{kind}" for kind in ("json", "csv", "markdown")}
+    args = ["-d", str(tmp_path / "Urban100"), "-s", "2", *(a for k, p in files.items() for a in (f"--{k}", str(p)))]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Urban100 (unverified folder)" in result.stdout and "26.88" not in result.stdout  # the paper's bicubic x2
+    cell = json.loads(files["json"].read_text())["results"][0]
+    assert cell["verified"] is False and cell["paper_psnr"] is None
+    assert "Urban100,False,2,bicubic" in files["csv"].read_text()
+    assert "Urban100 (unverified folder)" in files["markdown"].read_text()
+
+
+def test_scores_are_logged_as_they_come_and_an_interrupted_run_resumes(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 44, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    straight = tmp_path / "straight.jsonl"
+    base = ["-d", str(folder), "-s", "2,3"]
+    assert runner.invoke(app, [*base, "--jsonl", str(straight), "--json", str(tmp_path / "a.json")]).exit_code == 0
+    lines = straight.read_text().splitlines()
+    assert json.loads(lines[0])["plan"]["scales"] == [2, 3] and len(lines) == 1 + 3 * 2
+    again = runner.invoke(app, [*base, "--jsonl", str(straight)])
+    assert again.exit_code == 2 and "pass --resume" in again.stderr  # never overwritten by accident
+    interrupted = tmp_path / "interrupted.jsonl"
+    interrupted.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # two scores, then a line cut by a kill
+    resumed = runner.invoke(app, [*base, "--jsonl", str(interrupted), "--resume", "--json", str(tmp_path / "b.json")])
+    assert resumed.exit_code == 0 and "2 image scores kept" in resumed.stderr, resumed.output
+    first, second = (json.loads((tmp_path / n).read_text())["results"] for n in ("a.json", "b.json"))
+    assert [c["psnr"] for c in first] == [c["psnr"] for c in second]
+    other = runner.invoke(app, ["-d", str(folder), "-s", "4", "--jsonl", str(interrupted), "--resume"])
+    assert other.exit_code == 2 and "records another bench" in other.stderr
+
+
+def test_pictures_of_a_run_on_set5(data_dir: Path, tmp_path: Path) -> None:
+    """The paper's Fig. 1 kind of chart, and each method's output with an HR | bicubic | SRCNN | VDSR crop."""
+    args = ["-d", "Set5", "--data-dir", str(data_dir), "-s", "2", "-m", "bicubic", "-m", "srcnn", "-m", "vdsr",
+            "--plot", str(tmp_path / "fig.png"), "--save-images", str(tmp_path / "out")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "vs bicubic" in result.stdout
+    with Image.open(tmp_path / "fig.png") as figure:
+        assert figure.format == "PNG" and figure.size[0] > 300
+    written = sorted(p.name for p in (tmp_path / "out" / "Set5" / "x2").iterdir())
+    assert len(written) == 5 * 4 and "baby_vdsr.png" in written and "baby_compare.png" in written
+    with Image.open(tmp_path / "out" / "Set5" / "x2" / "baby_compare.png") as compare, Image.open(
+        tmp_path / "out" / "Set5" / "x2" / "baby_vdsr.png") as output:  # fmt: skip
+        assert compare.size == (4 * 64 * 3 + 3 * 4, 64 * 3) and output.mode == "RGB"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from vdsr.bench.datasets import DATA_DIR_ENV, KNOWN_SETS, read_manifest, resolve_data_dir, resolve_dataset
-from vdsr.errors import DatasetError
+from vdsr.errors import DatasetError, UsageError
 
 
 def test_manifests_ship_for_every_known_set() -> None:
@@ -41,11 +41,11 @@ def test_flipped_byte_and_missing_file_are_each_listed(data_dir: Path, tmp_path:
 
 def test_data_dir_comes_from_option_or_environment(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    with pytest.raises(DatasetError, match="pass --data-dir or set VDSR_DATA_DIR"):
+    with pytest.raises(UsageError, match="pass --data-dir DIR or set VDSR_DATA_DIR=DIR"):
         resolve_data_dir(None)
     monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
     assert resolve_data_dir(None) == data_dir
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         resolve_data_dir(data_dir / "nowhere")
 
 
@@ -60,7 +60,7 @@ def test_plain_folder_is_unverified_and_named_by_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_name_and_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="neither a known set"):
+    with pytest.raises(UsageError, match="neither a known set"):
         resolve_dataset("Set6", None)
     with pytest.raises(DatasetError, match="no image files"):
         resolve_dataset(str(tmp_path), None)

@@ -114,6 +114,6 @@ def test_export_validates_before_it_works(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("VDSR_DATA_DIR", raising=False)
     out = tmp_path / "x.onnx"
     result = runner.invoke(app, ["--int8", "--output", str(out)])
-    assert result.exit_code == 1 and "No data directory" in result.stderr and not out.exists()
+    assert result.exit_code == 2 and "No data directory" in result.stderr and not out.exists()
     result = runner.invoke(app, ["--engine", str(tmp_path / "x.engine"), "--output", str(out)])
     assert result.exit_code == 2 and "--engine: " in result.stderr and not out.exists()

@@ -96,7 +96,7 @@ def test_models_for_one_scale_twice_or_a_method_without_weights_are_errors(data_
     missing = runner.invoke(
         bench_app, [*base, "-m", "vdsr", "-m", "srcnn", "--weights", str(tmp_path / "a.safetensors")]
     )
-    assert missing.exit_code == 1 and "no --weights for vdsr" in missing.stderr
+    assert missing.exit_code == 2 and "no --weights for vdsr" in missing.stderr
 
 
 def test_onnx_path_imports_no_torch(graphs: tuple[Path, Path]) -> None:
@@ -113,7 +113,7 @@ def test_wrong_architecture_graph_is_refused(graphs: tuple[Path, Path], data_dir
     result = runner.invoke(
         bench_app, ["--data-dir", str(data_dir), "-d", "Set5", "-m", "srcnn", "--weights", str(graphs[0])]
     )
-    assert result.exit_code == 1 and "holds vdsr weights, not srcnn" in result.stderr
+    assert result.exit_code == 2 and "holds vdsr weights, not srcnn" in result.stderr
 
 
 def test_fp16_cost_table(data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -98,4 +98,4 @@ def test_bench_learnt_method_without_weights_is_an_error(data_dir: Path, tmp_pat
         bench_app,
         ["--data-dir", str(data_dir), "-d", "Set5", "-m", "vdsr", "--weights", str(tmp_path / "s.safetensors")],
     )
-    assert wrong.exit_code == 1 and "holds srcnn weights, not vdsr" in wrong.stderr
+    assert wrong.exit_code == 2 and "holds srcnn weights, not vdsr" in wrong.stderr and wrong.stdout == ""

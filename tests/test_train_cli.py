@@ -24,6 +24,8 @@ def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
     assert card["steps"] == 1 and not card["finished_schedule"] and card["scales"] == [4]
+    progress = [line for line in result.stderr.splitlines() if line.startswith("step: ")]  # not a terminal: plain
+    assert progress and progress[-1].startswith("step: 1/") and "loss " in progress[-1] and "\x1b[" not in result.stderr
     assert set(card["training_data"]) == {"T91", "BSD200"} and card["training_data"]["T91"]["files"] == 91
     assert [(c["dataset"], c["scale"]) for c in card["validation"]] == [("Set5", 4)]
     again = runner.invoke(train_app, args)  # the checkpoint is there: refuse to overwrite it

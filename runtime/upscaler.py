@@ -19,8 +19,10 @@ from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.selection import open_backend
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
-from vdsr.runtime.tiling import window_shape
+from vdsr.runtime.tiling import Network, window_shape
 from vdsr.runtime.upscale import check_output, check_scale, upscale_pixels
+
+LIST_GROUP_PIXELS = 16_000_000  # output pixels of a list's images batched together (their windows are held)
 
 
 class Upscaler:
@@ -61,6 +63,7 @@ class Upscaler:
             batch = min(batch, limit[0])
         self.tile, self.batch = tile, batch
         self._warned: set[float] = set()
+        self._network: Network = self.backend.run  # what upscale_pixels runs tiles through (see _upscale_list)
 
     def close(self) -> None:
         self.backend.close()
@@ -117,7 +120,7 @@ class Upscaler:
             except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
                 cause = first_line(error)
                 raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
-        return upscale_pixels(pixels, scale, backend.run, halo=backend.halo, tile=self.tile, batch=self.batch,
+        return upscale_pixels(pixels, scale, self._network, halo=backend.halo, tile=self.tile, batch=self.batch,
                               dtype=dtype, name=name, on_band=on_band)  # fmt: skip
 
     def upscale(
@@ -126,11 +129,12 @@ class Upscaler:
     ) -> Any:  # fmt: skip
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
         array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32); or a list of
-        them (a list back, in order; each image's tiles are batched, images run one after another). ValueError
-        (ImageError or UsageError) for pixels it cannot take, or a result over `max_output_pixels`."""
+        them (a list back, in order, with tiles batched across the images: many small frames fill the backend's
+        batches as one large image would). ValueError (ImageError or UsageError) for pixels it cannot take, or a
+        result over `max_output_pixels`."""
         limit = max_output_pixels
         if isinstance(image, list):
-            return [self.upscale(one, scale, max_output_pixels=limit) for one in image]
+            return self._upscale_list(image, scale, max_output_pixels=limit)
         if isinstance(image, Image.Image):
             loaded = load_image_object(image)
             result = to_pil_image(self.upscale_file(loaded, scale, max_output_pixels=limit))
@@ -151,6 +155,49 @@ class Upscaler:
         if not np.issubdtype(array.dtype, np.floating):
             raise UsageError(f"Expected uint8, uint16 or float pixels, got {array.dtype}")
         return self.upscale_pixels(array, scale, max_output_pixels=limit)
+
+    def _upscale_list(self, images: list[Any], scale: float, *, max_output_pixels: int) -> list[Any]:
+        """Tiles batched across images, in groups of up to LIST_GROUP_PIXELS output pixels: a first pass over a group
+        records every tile window (its network returns zeros), the backend runs the windows in batches of the same
+        shape, and a second pass pastes the results. The colour work runs twice; the network once. Backends on torch
+        tensors (whose pipeline runs on the device) take the images one by one."""
+        if self.backend.arrays == "torch" or len(images) < 2:
+            return [self.upscale(one, scale, max_output_pixels=max_output_pixels) for one in images]
+        budget = LIST_GROUP_PIXELS / check_scale(scale) ** 2
+        results: list[Any] = []
+        group: list[Any] = []
+        for image in images:
+            if group and sum(map(_pixels, group)) + _pixels(image) > budget:
+                results += self._upscale_group(group, scale, max_output_pixels=max_output_pixels)
+                group = []
+            group.append(image)
+        return results + self._upscale_group(group, scale, max_output_pixels=max_output_pixels)
+
+    def _upscale_group(self, images: list[Any], scale: float, *, max_output_pixels: int) -> list[Any]:
+        windows: list[NDArray[np.float32]] = []
+
+        def record(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+            windows.extend(np.array(batch))
+            return np.zeros_like(batch)
+
+        try:
+            self._network = record
+            for image in images:
+                self.upscale(image, scale, max_output_pixels=max_output_pixels)
+            outputs: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(windows)
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, window in enumerate(windows):
+                by_shape.setdefault(window.shape, []).append(i)
+            for indices in by_shape.values():
+                for first in range(0, len(indices), self.batch):
+                    part = indices[first : first + self.batch]
+                    for i, out in zip(part, self.backend.run(np.stack([windows[i] for i in part])), strict=True):
+                        outputs[i] = out
+            replay = iter(outputs)
+            self._network = lambda batch: np.stack([next(replay) for _ in range(len(batch))])
+            return [self.upscale(image, scale, max_output_pixels=max_output_pixels) for image in images]
+        finally:
+            self._network = self.backend.run
 
     def upscale_file(
         self, loaded: LoadedImage, scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
@@ -198,6 +245,14 @@ class Upscaler:
             todo, upscale, report, scale=scale, fail_fast=fail_fast, max_pixels=max_pixels,
             max_output_pixels=max_output_pixels, on_image=on_image,
         )  # fmt: skip
+
+
+def _pixels(image: Any) -> int:
+    """Input pixels of a PIL image or an array."""
+    if isinstance(image, Image.Image):
+        return image.width * image.height
+    shape = np.shape(image)
+    return int(shape[0] * shape[1]) if len(shape) >= 2 else 0
 
 
 def check_values(pixels: NDArray[np.floating], name: Path) -> None:

@@ -280,10 +280,21 @@ def test_device_limits_the_backends_and_names_the_gpu(tiny_model: dict[str, Path
     assert selection.parse_device("cuda:3") == ("cuda", 3) and selection.parse_device(None) == (None, 0)
 
 
-def test_a_list_of_images_comes_back_as_a_list(tiny_model: dict[str, Path]) -> None:
-    images = [np.zeros((6, 5, 3), np.uint8), np.full((4, 4), 0.5, np.float32)]
-    with Upscaler(tiny_model["onnx"]) as upscaler:
+def test_a_list_of_images_comes_back_as_a_list_with_tiles_batched_across_them(
+    tiny_model: dict[str, Path], rng: np.random.Generator
+) -> None:
+    images = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), np.full((4, 4), 0.5, np.float32),
+              rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), Image.fromarray(rng.integers(0, 256, (6, 5, 3),
+              dtype=np.uint8))]  # fmt: skip
+    with Upscaler(tiny_model["onnx"], batch=4) as upscaler:
+        one_by_one = [upscaler.upscale(image, 2) for image in images]
+        batches: list[int] = []
+        run = upscaler.backend.run
+        upscaler.backend.run = lambda batch: batches.append(len(batch)) or run(batch)  # type: ignore[method-assign]
         out = upscaler.upscale(images, 2)
-        assert [o.shape for o in out] == [(12, 10, 3), (8, 8)] and out[0].dtype == np.uint8
+        assert [np.shape(o) for o in out[:3]] == [(12, 10, 3), (8, 8), (12, 10, 3)] and out[0].dtype == np.uint8
+        for got, expected in zip(out, one_by_one, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+        assert batches == [3, 1]  # the three 12x10 results' windows in one call, the 8x8 one in another
         with pytest.raises(ValueError, match="float pixel values must lie in"):
             upscaler.upscale([np.full((4, 4), 200.0)], 2)  # 0..255 floats: one line, not a white image

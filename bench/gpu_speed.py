@@ -29,10 +29,11 @@ import torch
 import typer
 from numpy.typing import NDArray
 
-from vdsr.bench.datasets import resolve_dataset
+from vdsr.bench.datasets import DATA_DIR_ENV, resolve_data_dir, resolve_dataset
 from vdsr.bench.protocol import degrade, score
 from vdsr.bench.report import environment
 from vdsr.catalogue import shipped
+from vdsr.console import Command, error_console, exit_on_errors, make_app
 from vdsr.files import atomic_write_text
 from vdsr.networks import SRCNN, VDSR, VDSRConfig
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend, cuda_providers
@@ -43,7 +44,7 @@ from vdsr.runtime.resize_torch import imresize_torch
 from vdsr.runtime.upscaler import Upscaler
 from vdsr.weights import load_weights
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = make_app(__doc__)
 Net = Callable[[torch.Tensor], torch.Tensor]
 TILE_WINDOW = 552  # the runtime's default tile (512) plus twice VDSR's halo (20)
 
@@ -250,54 +251,59 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     output_dir: Annotated[Path, typer.Option(help="Where <gpu>-<date>.json and .md go.")],
     weights: Annotated[Path | None, typer.Option(help="VDSR safetensors; default: shipped, else random.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Set5/Set14/B100; default $VDSR_DATA_DIR.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Holds Set5, Set14, B100.", show_default=f"${DATA_DIR_ENV}")
+    ] = None,
     onnx_fp16: Annotated[Path | None, typer.Option(help="fp16 graph for ONNX Runtime CUDA (optional).")] = None,
     max_batch: Annotated[int, typer.Option()] = 8,
     dry_run: Annotated[bool, typer.Option(help="CPU, tiny shapes and subsets: check that the script runs.")] = False,
 ) -> None:
-    device = torch.device("cpu" if dry_run else "cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter("no CUDA GPU visible; use --dry-run to check the script on a CPU")
-    source = weights or (shipped("vdsr.safetensors") if shipped("vdsr.safetensors").is_file() else None)
-    # the dry run checks the code paths, not speed: a small VDSR and images cropped to 48 x 48 keep it to seconds
-    model = VDSR(VDSRConfig(depth=4, channels=8)) if dry_run else load_weights(source)[0] if source else VDSR()
-    if not isinstance(model, VDSR):
-        raise typer.BadParameter(f"{source} holds SRCNN weights; this benchmark is for VDSR")
-    min_seconds = 0.05 if dry_run else 1.0
-    frame = (64, 96) if dry_run else (1080, 1920)
-    window = 48 if dry_run else TILE_WINDOW
-    batches = [1, 2] if dry_run else [b for b in (1, 2, 4, 8, 16) if b <= max_batch]
-    shapes = [(1, *frame), *[(b, window, window) for b in batches]]
-    limit = 1 if dry_run else None
-    crop = 48 if dry_run else None
-    urban = Path(__file__).with_name("manifests") / "Urban100.sizes.tsv"
-    env = environment("python -m vdsr.bench.gpu_speed " + shlex.join(sys.argv[1:]))
-    cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
-    env |= {"torch": torch.__version__, "cudnn": cudnn, "gpu": ", ".join(gpu_names()) or None,
-            "weights": str(source) if source else "random (He init): speed does not depend on the weights"}  # fmt: skip
-    peak = matmul_peak_tflops(device, 256 if dry_run else 8192, min_seconds)
-    typer.echo(f"matrix peak {peak:.1f} TFLOP/s on {device}")
-    result = {
-        "device": str(device), "peak_tflops": peak,
-        "backends": backend_table(model, device, shapes=shapes, peak=peak, onnx_fp16=onnx_fp16,
-                                  min_seconds=min_seconds),
-        "paper_table": paper_table(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100", "Urban100"],
-                                   scales=[2, 3, 4], urban_sizes=urban, limit=limit, min_seconds=min_seconds,
-                                   crop=crop),
-        "memory_8k": memory_8k(source, device, (7680, 4320)),
-        "fp16_cost": fp16_cost(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100"], scales=[2, 3, 4],
-                               limit=limit, crop=crop),
-        "environment": env,
-    }  # fmt: skip
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu-dry-run").replace(" ", "_")
-    stem = output_dir / f"{name}-{datetime.date.today().isoformat()}"
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=1, default=str) + "\n")
-    atomic_write_text(stem.with_suffix(".md"), to_markdown(result))
-    typer.echo(to_markdown(result))
+    with exit_on_errors(error_console()):  # one line for a missing data folder, found before any measuring
+        resolve_data_dir(data_dir)
+        device = torch.device("cpu" if dry_run else "cuda")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise typer.BadParameter("no CUDA GPU visible; use --dry-run to check the script on a CPU")
+        source = weights or (shipped("vdsr.safetensors") if shipped("vdsr.safetensors").is_file() else None)
+        # the dry run checks the code paths, not speed: a small VDSR and images cropped to 48 x 48 keep it to seconds
+        model = VDSR(VDSRConfig(depth=4, channels=8)) if dry_run else load_weights(source)[0] if source else VDSR()
+        if not isinstance(model, VDSR):
+            raise typer.BadParameter(f"{source} holds SRCNN weights; this benchmark is for VDSR")
+        min_seconds = 0.05 if dry_run else 1.0
+        frame = (64, 96) if dry_run else (1080, 1920)
+        window = 48 if dry_run else TILE_WINDOW
+        batches = [1, 2] if dry_run else [b for b in (1, 2, 4, 8, 16) if b <= max_batch]
+        shapes = [(1, *frame), *[(b, window, window) for b in batches]]
+        limit = 1 if dry_run else None
+        crop = 48 if dry_run else None
+        urban = Path(__file__).with_name("manifests") / "Urban100.sizes.tsv"
+        env = environment("python -m vdsr.bench.gpu_speed " + shlex.join(sys.argv[1:]))
+        cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
+        random = "random (He init): speed does not depend on the weights"
+        env |= {"torch": torch.__version__, "cudnn": cudnn, "gpu": ", ".join(gpu_names()) or None,
+                "weights": str(source) if source else random}  # fmt: skip
+        peak = matmul_peak_tflops(device, 256 if dry_run else 8192, min_seconds)
+        typer.echo(f"matrix peak {peak:.1f} TFLOP/s on {device}")
+        result = {
+            "device": str(device), "peak_tflops": peak,
+            "backends": backend_table(model, device, shapes=shapes, peak=peak, onnx_fp16=onnx_fp16,
+                                      min_seconds=min_seconds),
+            "paper_table": paper_table(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100", "Urban100"],
+                                       scales=[2, 3, 4], urban_sizes=urban, limit=limit, min_seconds=min_seconds,
+                                       crop=crop),
+            "memory_8k": memory_8k(source, device, (7680, 4320)),
+            "fp16_cost": fp16_cost(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100"], scales=[2, 3, 4],
+                                   limit=limit, crop=crop),
+            "environment": env,
+        }  # fmt: skip
+        name = (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu-dry-run").replace(" ", "_")
+        stem = output_dir / f"{name}-{datetime.date.today().isoformat()}"
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=1, default=str) + "\n")
+        atomic_write_text(stem.with_suffix(".md"), to_markdown(result))
+        typer.echo(to_markdown(result))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from vdsr.bench.figures import plot, require_matplotlib, save_outputs
 from vdsr.bench.harness import (
     Method,
     MethodRunner,
+    Outputs,
     method_runner,
     per_scale,
     run_bench,
@@ -45,7 +46,7 @@ from vdsr.console import (
     safe,
     version_option,
 )
-from vdsr.errors import EXIT_FAILED, UsageError
+from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
 from vdsr.files import sha256_file, unwritable_folder
 
 app = make_app(__doc__)
@@ -145,7 +146,11 @@ def main(
             require_matplotlib()
         if resume and jsonl is None:
             raise UsageError("--resume continues the run recorded in --jsonl FILE: give the file")
-        if jsonl is not None and jsonl.exists() and not resume:
+        if save_images is not None:
+            problem = unwritable_folder(save_images)
+            if problem:
+                raise UsageError(f"--save-images: {problem}")
+        if jsonl is not None and jsonl.exists() and jsonl.stat().st_size and not resume:
             raise UsageError(f"--jsonl: {jsonl} exists: pass --resume to continue that run, or give another file")
         datasets = settle_datasets(dataset, data_dir)
         methods = list(dict.fromkeys(method))
@@ -159,15 +164,29 @@ def main(
     if done:
         err.print(f"resuming: {len(done)} image scores kept from {safe(jsonl)}")
     log = open_jsonl(jsonl, plan) if jsonl is not None else None
+    failed_pictures: list[str] = []
+
+    def save_or_say(outputs: Outputs, folder: Path) -> None:
+        """The pictures of one image; one that cannot be written is an error line, and the run goes on."""
+        try:
+            save_outputs(outputs, folder)
+        except VdsrError as error:
+            print_error(err, error)
+            failed_pictures.append(str(outputs.image))
+
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
     with exit_on_errors(err), WorkProgress(err, "scoring", total=total, unit="scores") as progress:  # backend: 4
         run = run_bench(
             datasets, scales, runners, on_progress=lambda steps: progress.update(advance=steps), done=done,
             on_image=lambda result: append_jsonl(log, result),
-            on_outputs=None if save_images is None else lambda outputs: save_outputs(outputs, save_images),
+            on_outputs=None if save_images is None else lambda outputs: save_or_say(outputs, save_images),
         )  # fmt: skip
     if log is not None:
         log.close()
+    if not run.cells and plot_path is not None:
+        print_error(err, f"{plot_path}: nothing to plot, no cell was scored")
+        plot_path = None
+        failed_pictures.append("plot")
     table = Table(*COMPARISON_HEADER, title="PSNR / SSIM on Y vs Kim et al. 2016, Table 3", box=box.SIMPLE_HEAD)
     for row in comparison_rows(run.cells):
         table.add_row(*row)
@@ -176,7 +195,7 @@ def main(
         err.print(f"left out: {safe(note)}")
     for failure in run.failures:
         print_error(err, failure.error, "failed")
-    failed = False
+    failed = bool(failed_pictures)
     reports: list[tuple[Path | None, Callable[[], None]]] = [
         (json_path, lambda: write_report(json_path, to_json(run, env))),  # type: ignore[arg-type]
         (csv_path, lambda: write_report(csv_path, to_csv(run))),  # type: ignore[arg-type]

@@ -34,8 +34,7 @@ def resolve_data_dir(option: Path | None) -> Path:
         env = os.environ.get(DATA_DIR_ENV)
         if not env:
             raise UsageError(f"No data directory: the known sets ({', '.join(KNOWN_SETS)}) are read from "
-                             f"<data dir>/<name>/; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR (this repository's "
-                             "tests use ../shared/datasets beside it)")  # fmt: skip
+                             f"<data dir>/<name>/; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR")  # fmt: skip
         option = Path(env)
     if not option.is_dir():
         raise UsageError(f"Data directory {option} does not exist or is not a folder (--data-dir, {DATA_DIR_ENV})")

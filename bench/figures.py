@@ -109,10 +109,12 @@ def comparison(outputs: Outputs) -> NDArray[np.uint8]:
 
 
 def save_outputs(outputs: Outputs, folder: Path) -> None:
-    """<folder>/<dataset>/x<scale>/<image>_<method>.png for each method (colour), and <image>_compare.png."""
+    """<folder>/<dataset>/x<scale>/<image>_<ext>_<method>.png for each method (colour), and
+    <image>_<ext>_compare.png (the extension keeps photo.jpg and photo.png apart)."""
     target = folder / outputs.dataset / f"x{outputs.scale}"
+    stem = f"{outputs.image.stem}_{outputs.image.suffix.lstrip('.').lower()}"
     hr = outputs.hr if outputs.hr.shape[-1] in (1, 3) else outputs.hr[..., :3]
     for method, y in outputs.methods.items():
         pixels = in_colour(hr, y, outputs.scale)
-        save_image(target / f"{outputs.image.stem}_{method}.png", np.rint(pixels * 255).astype(np.uint8))
-    save_image(target / f"{outputs.image.stem}_compare.png", comparison(outputs))
+        save_image(target / f"{stem}_{method}.png", np.rint(pixels * 255).astype(np.uint8))
+    save_image(target / f"{stem}_compare.png", comparison(outputs))

@@ -18,8 +18,13 @@ _FIELDS = {f.name for f in fields(ImageResult)}
 
 
 def open_jsonl(path: Path, plan: dict[str, object]) -> TextIO:
-    """The log to append to; a new one starts with the plan of this run."""
+    """The log to append to; a new one starts with the plan of this run. A line a kill cut short is cut off first
+    (read_jsonl has dropped it), so the next record starts on a line of its own."""
     new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        data = path.read_bytes()
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
     log = path.open("a", encoding="utf-8")
     if new:
         log.write(json.dumps({"plan": plan}) + "\n")
@@ -37,7 +42,12 @@ def append_jsonl(log: TextIO | None, result: ImageResult) -> None:
 
 def read_jsonl(path: Path, plan: dict[str, object]) -> dict[ImageKey, ImageResult]:
     """The scores an interrupted run of the same plan recorded. UsageError for another run's file or a damaged one."""
-    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--resume: cannot read {path} ({error})") from error
+    if lines == [""]:
+        return {}  # an empty file: nothing scored yet
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError:
@@ -56,6 +66,7 @@ def read_jsonl(path: Path, plan: dict[str, object]) -> dict[ImageKey, ImageResul
                 raise ValueError("not an image score")
             if record["psnr"] is None:
                 record["psnr"] = math.inf  # an exact reconstruction
+            _check_types(record)
             result = ImageResult(**record)
         except (ValueError, TypeError) as error:
             if number - 1 == last:  # the line a kill cut short: scored again
@@ -63,3 +74,16 @@ def read_jsonl(path: Path, plan: dict[str, object]) -> dict[ImageKey, ImageResul
             raise UsageError(f"--resume: {path}, line {number}: {error}") from error
         done[image_key(result)] = result
     return done
+
+
+def _check_types(record: dict[str, object]) -> None:
+    """ValueError unless every field has its type: a damaged or edited file must not reach the averages."""
+    for name in ("dataset", "method", "image"):
+        if not isinstance(record[name], str):
+            raise ValueError(f"{name} is {record[name]!r}, not text")
+    for name in ("scale", "height", "width"):
+        if not isinstance(record[name], int) or isinstance(record[name], bool):
+            raise ValueError(f"{name} is {record[name]!r}, not an integer")
+    for name in ("psnr", "ssim", "seconds"):
+        if not isinstance(record[name], (int, float)) or isinstance(record[name], bool):
+            raise ValueError(f"{name} is {record[name]!r}, not a number")

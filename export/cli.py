@@ -13,7 +13,7 @@ from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.catalogue import DEFAULT_OPSET, graph_name, shipped
 from vdsr.console import Command, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import UsageError
-from vdsr.files import sha256_file
+from vdsr.files import sha256_file, unwritable_folder
 from vdsr.runtime.backends.tensorrt import DEFAULT_PROFILE, Profile, TensorRTUnavailable, parse_shape, require_tensorrt
 
 app = make_app(__doc__)
@@ -84,6 +84,12 @@ def main(
         source = weights or shipped("vdsr.safetensors")
         if not source.is_file():
             raise UsageError(f"--weights: {source} is not a file")
+        target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
+        if target.is_dir():
+            raise UsageError(f"--output: {target} is a folder; give the graph's file name")
+        problem = unwritable_folder(target.parent)
+        if problem:
+            raise UsageError(f"--output: {problem}")
         with warnings.catch_warnings():  # torch's and its exporter's notes are not for our users
             warnings.simplefilter("ignore")
             import onnx
@@ -93,7 +99,6 @@ def main(
             from vdsr.weights import load_weights
 
             model, scales = load_weights(source)
-            target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
             proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
             if int8:
                 with tempfile.TemporaryDirectory() as tmp:

@@ -77,7 +77,8 @@ class Command(TyperCommand):
             sys.exit(EXIT_FAILED)
         except _CLICK_EXCEPTION as error:
             name = prog_name or Path(sys.argv[0]).name
-            print_error(error_console(), f"{error.format_message()} (see {name} --help)")  # type: ignore[attr-defined]
+            message = error.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+            print_error(error_console(), f"{message} (see {name} --help)")
             sys.exit(error.exit_code)  # type: ignore[attr-defined]
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -99,9 +100,10 @@ class WorkProgress:
     `every` seconds and at the end, never cut mid-number and free of escape codes."""
 
     def __init__(
-        self, console: Console, label: str, *, total: float | None, unit: str, every: float = PLAIN_PROGRESS_SECONDS
+        self, console: Console, label: str, *, total: float | None, unit: str, every: float | None = None
     ) -> None:
-        self.console, self.label, self.unit, self.every = console, label, unit, every
+        self.console, self.label, self.unit = console, label, unit
+        self.every = PLAIN_PROGRESS_SECONDS if every is None else every
         self.total, self.completed, self.info = total, 0.0, ""
         self._bar: Progress | None = None
         self._task: Any = None

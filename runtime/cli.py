@@ -42,9 +42,12 @@ def main(
             help="Output folder; for a single input file, an image file name (out.png) names the result itself.",
         ),
     ] = None,
-    backend: Annotated[BackendChoice, typer.Option(help="auto: the fastest that runs here.")] = BackendChoice.auto,
+    backend: Annotated[
+        BackendChoice, typer.Option(case_sensitive=False, help="auto: the fastest that runs here.")
+    ] = BackendChoice.auto,
     precision: Annotated[
-        PrecisionChoice, typer.Option(help="auto: fp16 on GPUs; on CPUs int8 where the CPU has VNNI, else fp32.")
+        PrecisionChoice,
+        typer.Option(case_sensitive=False, help="auto: fp16 on GPUs; on CPUs int8 where the CPU has VNNI, else fp32."),
     ] = PrecisionChoice.auto,
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or cuda:N: where to run (backends of other devices are not tried).")
@@ -91,20 +94,25 @@ def main(
                             precision=precision.value, device=device)  # fmt: skip
     start = time.perf_counter()
     with exit_on_errors(err), upscaler, WorkProgress(err, "upscaling", total=len(jobs), unit="images") as progress:
-        done = {"images": 0, "pixels": 0}
+        done = {"images": 0, "upscaled": 0, "pixels": 0}  # finished (written, skipped, failed); through the network
 
         def speed() -> str:
             return f"{done['pixels'] / 1e6 / max(time.perf_counter() - start, 1e-9):.2f} MP/s"
 
-        def on_image(path: Path, pixels: int) -> None:
+        def on_image(path: Path, pixels: int) -> None:  # called once the image is written, a little later
             done["images"] += 1
             done["pixels"] += pixels
-            progress.update(completed=done["images"], info=speed())
+            progress.update(completed=max(done["images"], done["upscaled"]), info=speed())
+
+        def on_band(fraction: float) -> None:  # the image being upscaled now
+            done["upscaled"] += fraction >= 1.0
+            current = done["upscaled"] + (fraction if fraction < 1.0 else 0.0)
+            progress.update(completed=max(done["images"], current), info=speed())
 
         report = upscaler.upscale_folder(
             source, scale, output, recursive=recursive, skip_existing=skip_existing, fail_fast=fail_fast, fmt=suffix,
             max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
-            on_band=lambda fraction: progress.update(completed=done["images"] + fraction, info=speed()),
+            on_band=on_band,
         )  # fmt: skip
     seconds = time.perf_counter() - start
     for failure in report.failed:

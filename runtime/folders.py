@@ -25,7 +25,6 @@ from numpy.typing import NDArray
 from vdsr.errors import BackendError, ImageError, UsageError
 from vdsr.files import unwritable_folder
 from vdsr.runtime.images import (
-    FORMAT_SUFFIXES,
     IMAGE_SUFFIXES,
     OUTPUT_FORMATS,
     LoadedImage,
@@ -104,13 +103,13 @@ def plan_jobs(
         if output is not None and names_a_file(output):
             if fmt and output_format(output) != output_format(Path(f"x.{fmt.lower().lstrip('.')}")):
                 raise UsageError(f"{output}: the output file's suffix says another format than --format {fmt}")
-            problem = unwritable_folder(output.parent)
-            if problem:
-                raise UsageError(problem)
-            return [Job(source, output)]
-        target = output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
+            target, root = output, output.parent
+        else:
+            target = output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
+            root = target.parent
+        if _same_file(target, source) or Path(os.path.abspath(target)) == named:
+            raise UsageError(f"{target}: the output would replace the input; give another --output")
         pairs = [(source, target)]
-        root = target.parent
     elif source.is_dir():
         root = Path(os.path.abspath(output or named.with_name(f"{named.name}_x{label}")))
         if _same_file(root, source) or (recursive and root.resolve().is_relative_to(source.resolve())):
@@ -125,14 +124,20 @@ def plan_jobs(
     problem = unwritable_folder(root)
     if problem:
         raise UsageError(problem)
+    if source.is_file() and output is not None and names_a_file(output):
+        return [Job(source, output)]
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     return [Job(s, t.with_suffix(suffix) if suffix else t if writable(t) else t.with_suffix(".png")) for s, t in pairs]
 
 
 def names_a_file(output: Path) -> bool:
-    """Whether `output`, given for a single input file, names the result file itself: a suffix results are written
-    in, and not an existing folder (`out.png/` made by an earlier version stays a folder)."""
-    return not output.is_dir() and output.suffix.lower() in {f".{s}" for s in FORMAT_SUFFIXES} | {".jpeg", ".tiff"}
+    """Whether `output`, given for a single input file, names the result file itself: an image suffix, and not an
+    existing folder (`out.png/` made by an earlier version stays a folder). UsageError for an image suffix results
+    are not written in (`out.gif`), rather than a folder of that name."""
+    if output.is_dir() or output.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    output_format(output)
+    return True
 
 
 def writable(path: Path) -> bool:

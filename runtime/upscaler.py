@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from functools import partial
@@ -63,7 +64,6 @@ class Upscaler:
             batch = min(batch, limit[0])
         self.tile, self.batch = tile, batch
         self._warned: set[float] = set()
-        self._network: Network = self.backend.run  # what upscale_pixels runs tiles through (see _upscale_list)
 
     def close(self) -> None:
         self.backend.close()
@@ -94,11 +94,13 @@ class Upscaler:
         name: Path = Path("<image>"),
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_band: Callable[[float], None] | None = None,
+        network: Network | None = None,
     ) -> NDArray[Any]:
         """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
         Backends on torch tensors run the whole colour pipeline on their device; the others get numpy's. Refused
         before any work, with an ImageError naming `name`: values outside [0, 1] or not finite, a result over
-        `max_output_pixels`, or smaller than the backend's smallest input."""
+        `max_output_pixels`, or smaller than the backend's smallest input. `network`: what the tiles run through
+        instead of the backend (numpy backends; the list batching passes its recorder and replayer)."""
         scale = self._check(scale)
         backend = self.backend
         shape = check_output(pixels.shape, scale, max_output_pixels=max_output_pixels, name=name)
@@ -120,12 +122,13 @@ class Upscaler:
             except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
                 cause = first_line(error)
                 raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
-        return upscale_pixels(pixels, scale, self._network, halo=backend.halo, tile=self.tile, batch=self.batch,
-                              dtype=dtype, name=name, on_band=on_band)  # fmt: skip
+        return upscale_pixels(pixels, scale, network or backend.run, halo=backend.halo, tile=self.tile,
+                              batch=self.batch, dtype=dtype, name=name, on_band=on_band)  # fmt: skip
 
     def upscale(
         self, image: Image.Image | NDArray[Any] | list[Any], scale: float, *,
-        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, name: Path = Path("<image>"),
+        network: Network | None = None,
     ) -> Any:  # fmt: skip
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
         array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32); or a list of
@@ -133,28 +136,33 @@ class Upscaler:
         batches as one large image would). ValueError (ImageError or UsageError) for pixels it cannot take, or a
         result over `max_output_pixels`."""
         limit = max_output_pixels
-        if isinstance(image, list):
+        if isinstance(image, list) and image and all(isinstance(i, Image.Image | np.ndarray) for i in image):
             return self._upscale_list(image, scale, max_output_pixels=limit)
+        if isinstance(image, list) and not image:
+            return []
         if isinstance(image, Image.Image):
             loaded = load_image_object(image)
-            result = to_pil_image(self.upscale_file(loaded, scale, max_output_pixels=limit))
+            loaded = dataclasses.replace(loaded, path=name)
+            result = to_pil_image(self.upscale_file(loaded, scale, max_output_pixels=limit, network=network))
             if loaded.icc_profile:
                 result.info["icc_profile"] = loaded.icc_profile
             return result
         array = np.asarray(image)
         if array.ndim == 2:
-            return self.upscale(array[..., None], scale, max_output_pixels=limit)[..., 0]  # (H, W) in, (H, W) out
+            return self.upscale(array[..., None], scale, max_output_pixels=limit, name=name, network=network)[..., 0]
         if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-            raise UsageError(f"Expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
+            raise UsageError(f"{name}: expected an (H, W) or (H, W, C) image with C in 1..4, got shape "
+                             f"{np.shape(image)}")  # fmt: skip
         if array.dtype in (np.uint8, np.uint16):
             # the limit before a float copy of the input is made
-            check_output(array.shape, check_scale(scale), max_output_pixels=limit, name=Path("<image>"))
+            check_output(array.shape, check_scale(scale), max_output_pixels=limit, name=name)
             peak = np.iinfo(array.dtype).max
             pixels = array.astype(np.float32) / np.float32(peak)
-            return self.upscale_pixels(pixels, scale, array.dtype, max_output_pixels=limit)
+            return self.upscale_pixels(pixels, scale, array.dtype, max_output_pixels=limit, name=name,
+                                       network=network)  # fmt: skip
         if not np.issubdtype(array.dtype, np.floating):
-            raise UsageError(f"Expected uint8, uint16 or float pixels, got {array.dtype}")
-        return self.upscale_pixels(array, scale, max_output_pixels=limit)
+            raise UsageError(f"{name}: expected uint8, uint16 or float pixels, got {array.dtype}")
+        return self.upscale_pixels(array, scale, max_output_pixels=limit, name=name, network=network)
 
     def _upscale_list(self, images: list[Any], scale: float, *, max_output_pixels: int) -> list[Any]:
         """Tiles batched across images, in groups of up to LIST_GROUP_PIXELS output pixels: a first pass over a group
@@ -174,38 +182,41 @@ class Upscaler:
         return results + self._upscale_group(group, scale, max_output_pixels=max_output_pixels)
 
     def _upscale_group(self, images: list[Any], scale: float, *, max_output_pixels: int) -> list[Any]:
+        names = [Path(f"<image {i}>") for i in range(len(images))]  # errors say which list item
+        if len(images) == 1:  # nothing to batch across: no windows held
+            return [self.upscale(images[0], scale, max_output_pixels=max_output_pixels, name=names[0])]
         windows: list[NDArray[np.float32]] = []
 
         def record(batch: NDArray[np.float32]) -> NDArray[np.float32]:
             windows.extend(np.array(batch))
             return np.zeros_like(batch)
 
-        try:
-            self._network = record
-            for image in images:
-                self.upscale(image, scale, max_output_pixels=max_output_pixels)
-            outputs: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(windows)
-            by_shape: dict[tuple[int, ...], list[int]] = {}
-            for i, window in enumerate(windows):
-                by_shape.setdefault(window.shape, []).append(i)
-            for indices in by_shape.values():
-                for first in range(0, len(indices), self.batch):
-                    part = indices[first : first + self.batch]
-                    for i, out in zip(part, self.backend.run(np.stack([windows[i] for i in part])), strict=True):
-                        outputs[i] = out
-            replay = iter(outputs)
-            self._network = lambda batch: np.stack([next(replay) for _ in range(len(batch))])
-            return [self.upscale(image, scale, max_output_pixels=max_output_pixels) for image in images]
-        finally:
-            self._network = self.backend.run
+        for image, name in zip(images, names, strict=True):
+            self.upscale(image, scale, max_output_pixels=max_output_pixels, name=name, network=record)
+        outputs: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(windows)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, window in enumerate(windows):
+            by_shape.setdefault(window.shape, []).append(i)
+        for indices in by_shape.values():
+            for first in range(0, len(indices), self.batch):
+                part = indices[first : first + self.batch]
+                for i, out in zip(part, self.backend.run(np.stack([windows[i] for i in part])), strict=True):
+                    outputs[i] = out
+        replay = iter(outputs)
+
+        def play(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+            return np.stack([next(replay) for _ in range(len(batch))])
+
+        return [self.upscale(image, scale, max_output_pixels=max_output_pixels, name=name, network=play)
+                for image, name in zip(images, names, strict=True)]  # fmt: skip
 
     def upscale_file(
         self, loaded: LoadedImage, scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
-        on_band: Callable[[float], None] | None = None,
+        on_band: Callable[[float], None] | None = None, network: Network | None = None,
     ) -> NDArray[Any]:  # fmt: skip
         dtype = np.uint16 if loaded.bit_depth == 16 else np.uint8
         return self.upscale_pixels(loaded.pixels, scale, dtype, name=loaded.path, max_output_pixels=max_output_pixels,
-                                   on_band=on_band)  # fmt: skip
+                                   on_band=on_band, network=network)  # fmt: skip
 
     def upscale_folder(
         self,

@@ -189,8 +189,27 @@ def test_scores_are_logged_as_they_come_and_an_interrupted_run_resumes(tmp_path:
     assert resumed.exit_code == 0 and "2 image scores kept" in resumed.stderr, resumed.output
     first, second = (json.loads((tmp_path / n).read_text())["results"] for n in ("a.json", "b.json"))
     assert [c["psnr"] for c in first] == [c["psnr"] for c in second]
+    again = runner.invoke(app, [*base, "--jsonl", str(interrupted), "--resume"])  # the cut line did not poison it
+    assert again.exit_code == 0 and "6 image scores kept" in again.stderr, again.output
     other = runner.invoke(app, ["-d", str(folder), "-s", "4", "--jsonl", str(interrupted), "--resume"])
     assert other.exit_code == 2 and "records another bench" in other.stderr
+    typed = lines[0] + "\n" + json.dumps(json.loads(lines[1]) | {"psnr": "abc"}) + "\n"  # a field of the wrong type
+    for name, data in {"binary.jsonl": lines[0].encode() + b"\n\xff\xfe\n", "typed.jsonl": typed.encode()}.items():
+        (tmp_path / name).write_bytes(data)
+        damaged = runner.invoke(app, [*base, "--jsonl", str(tmp_path / name), "--resume"])
+        assert damaged.exit_code == 2 and damaged.stderr.startswith("error: --resume: ") and damaged.stdout == ""
+    (tmp_path / "empty.jsonl").touch()  # an empty file is a fresh start, with or without --resume
+    assert runner.invoke(app, [*base, "--jsonl", str(tmp_path / "empty.jsonl")]).exit_code == 0
+
+
+def test_picture_paths_are_checked_first_and_a_run_with_nothing_to_plot_says_so(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (7, 7)).save(tmp_path / "photos" / "tiny.png")  # too small to score at x2
+    (tmp_path / "file").write_text("")
+    result = runner.invoke(app, ["-d", str(tmp_path / "photos"), "-s", "2", "--save-images", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "--save-images: cannot write" in result.stderr and result.stdout == ""
+    result = runner.invoke(app, ["-d", str(tmp_path / "photos"), "-s", "2", "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 1 and "nothing to plot" in result.stderr and not (tmp_path / "p.png").exists()
 
 
 def test_pictures_of_a_run_on_set5(data_dir: Path, tmp_path: Path) -> None:
@@ -203,7 +222,7 @@ def test_pictures_of_a_run_on_set5(data_dir: Path, tmp_path: Path) -> None:
     with Image.open(tmp_path / "fig.png") as figure:
         assert figure.format == "PNG" and figure.size[0] > 300
     written = sorted(p.name for p in (tmp_path / "out" / "Set5" / "x2").iterdir())
-    assert len(written) == 5 * 4 and "baby_vdsr.png" in written and "baby_compare.png" in written
-    with Image.open(tmp_path / "out" / "Set5" / "x2" / "baby_compare.png") as compare, Image.open(
-        tmp_path / "out" / "Set5" / "x2" / "baby_vdsr.png") as output:  # fmt: skip
+    assert len(written) == 5 * 4 and "baby_png_vdsr.png" in written and "baby_png_compare.png" in written
+    with Image.open(tmp_path / "out" / "Set5" / "x2" / "baby_png_compare.png") as compare, Image.open(
+        tmp_path / "out" / "Set5" / "x2" / "baby_png_vdsr.png") as output:  # fmt: skip
         assert compare.size == (4 * 64 * 3 + 3 * 4, 64 * 3) and output.mode == "RGB"

@@ -134,3 +134,79 @@ def test_a_folder_report_holds_failures_as_records_and_reads_well(tmp_path: Path
     assert failure.path == tmp_path / "bad.png" and "not an image file" in failure.cause and failure.output is None
     assert report.summary().startswith("1 written (0.0 MP), 0 skipped (existing), 1 failed")
     assert str(report).splitlines()[1] == f"failed: {tmp_path / 'bad.png'}: {failure.cause}"
+
+
+def test_progress_never_goes_backwards(
+    tmp_path: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: an image counted as done only once written (after the next one was upscaled), so the next
+    image's bands were added to one image too few: 1/3 then 0.3/3."""
+    from vdsr import console
+
+    monkeypatch.setattr(console, "PLAIN_PROGRESS_SECONDS", 0.0)  # a line at every update
+    for i in range(3):
+        Image.fromarray(np.full((40, 12, 3), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    args = [str(tmp_path), "-s", "2", "--model", str(tiny_model["onnx"]), "--tile", "16", "-o", str(tmp_path / "o")]
+    result = runner.invoke(run_app, args)
+    assert result.exit_code == 0, result.output
+    done = [float(m) for m in re.findall(r"upscaling: ([\d.]+)/3 images", result.output)]
+    assert len(done) > 6 and done == sorted(done) and done[-1] == 3
+
+
+def test_one_upscaler_in_two_threads_gives_each_its_own_results(tiny_model: dict[str, Path]) -> None:
+    """Found by review: list batching swapped the network the whole Upscaler used; another thread's image came back
+    black while it ran."""
+    import threading
+
+    from vdsr import Upscaler
+
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (10, 9, 3), dtype=np.uint8) for _ in range(4)]
+    single = rng.integers(0, 256, (12, 7, 3), dtype=np.uint8)
+    with Upscaler(tiny_model["onnx"]) as upscaler:
+        expected_frames, expected_single = [upscaler.upscale(f, 2) for f in frames], upscaler.upscale(single, 2)
+        wrong: list[str] = []
+
+        def lists() -> None:
+            for _ in range(15):
+                got = upscaler.upscale(frames, 2)
+                if any(not np.array_equal(a, b) for a, b in zip(got, expected_frames, strict=True)):
+                    wrong.append("list")
+
+        def singles() -> None:
+            for _ in range(30):
+                if not np.array_equal(upscaler.upscale(single, 2), expected_single):
+                    wrong.append("single")
+
+        threads = [threading.Thread(target=lists), threading.Thread(target=singles)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not wrong
+
+
+def test_list_items_are_named_in_errors_and_nested_lists_stay_one_image(tiny_model: dict[str, Path]) -> None:
+    from vdsr import Upscaler
+
+    with Upscaler(tiny_model["onnx"]) as upscaler:
+        with pytest.raises(ValueError, match="<image 1>: float pixel values must lie in"):
+            upscaler.upscale([np.zeros((4, 4), np.uint8), np.full((4, 4), 200.0), np.zeros((4, 4), np.uint8)], 2)
+        nested = np.full((4, 5), 0.5, np.float32).tolist()  # a plain Python list of rows is one image, as before
+        assert np.shape(upscaler.upscale(nested, 2)) == (8, 10)
+
+
+def test_single_file_output_names_and_choices(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    from vdsr.runtime.backends.selection import parse_device
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "g.png")
+    model = ["--model", str(tiny_model["onnx"])]
+    result = runner.invoke(run_app, [str(tmp_path / "g.png"), "-s", "2", "-o", str(tmp_path / "o.gif"), *model])
+    assert result.exit_code == 2 and "cannot write '.gif'" in result.output  # not a folder named o.gif
+    result = runner.invoke(run_app, [str(tmp_path / "g.png"), "-s", "2", "-o", str(tmp_path / "o.pgm"), *model])
+    assert result.exit_code == 0 and (tmp_path / "o.pgm").is_file()
+    weights = ["--model", str(tiny_model["weights"]), "--backend", "TORCH-CPU", "--precision", "FP32"]  # any case
+    result = runner.invoke(run_app, [str(tmp_path / "g.png"), "-s", "2", "-o", str(tmp_path / "t.png"), *weights])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ValueError, match="Unknown device 'cuda:'"):
+        parse_device("cuda:")

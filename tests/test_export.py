@@ -117,3 +117,5 @@ def test_export_validates_before_it_works(tmp_path: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 2 and "No data directory" in result.stderr and not out.exists()
     result = runner.invoke(app, ["--engine", str(tmp_path / "x.engine"), "--output", str(out)])
     assert result.exit_code == 2 and "--engine: " in result.stderr and not out.exists()
+    result = runner.invoke(app, ["--output", str(tmp_path)])  # a folder, found before the export
+    assert result.exit_code == 2 and "is a folder; give the graph's file name" in result.stderr

@@ -62,10 +62,10 @@ def parse_device(device: str | None) -> tuple[str | None, int]:
     """'auto' or None (any backend), 'cpu', 'cuda' or 'cuda:N' -> (kind or None, GPU index). UsageError otherwise."""
     if device in (None, "auto"):
         return None, 0
-    kind, _, index = str(device).partition(":")
-    if kind == "cpu" and not index:
+    kind, colon, index = str(device).partition(":")
+    if kind == "cpu" and not colon:
         return "cpu", 0
-    if kind == "cuda" and (not index or index.isdigit()):
+    if kind == "cuda" and (not colon or index.isdigit()):
         return "cuda", int(index or 0)
     raise UsageError(f"Unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
 

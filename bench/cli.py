@@ -70,10 +70,15 @@ def main(
     dataset: Annotated[
         list[str],
         typer.Option(
-            "--dataset", "-d", help="Set5, Set14, B100, Urban100, T91, BSD200, or a folder of images. Repeatable."
+            "--dataset",
+            "-d",
+            help="Set5, Set14, B100, Urban100, T91, BSD200, or a folder of images. Repeatable.",
+            metavar="SET",
         ),
     ],
-    scale: Annotated[list[str], typer.Option("--scale", "-s", help="Repeatable or comma list.")] = ["2,3,4"],
+    scale: Annotated[list[str], typer.Option("--scale", "-s", help="Repeatable or comma list.", metavar="SCALES")] = [
+        "2,3,4"
+    ],
     method: Annotated[list[Method], typer.Option("--method", "-m", help="Repeatable.")] = [Method.bicubic],
     data_dir: Annotated[
         Path | None,
@@ -92,6 +97,7 @@ def main(
         list[Path] | None,
         typer.Option(
             "--weights",
+            metavar="FILE",
             help="Weights (.onnx or .safetensors) for vdsr/srcnn: each serves the method it holds, at the scales it"
             " was trained for (SRCNN: one file per scale). Repeatable.",
             show_default="the shipped models",

@@ -31,7 +31,9 @@ app = make_app(__doc__)
 
 @app.command(cls=Command)
 def main(
-    source: Annotated[Path, typer.Argument(help="An image file, or a folder of images.", show_default=False)],
+    source: Annotated[
+        Path, typer.Argument(help="An image file, or a folder of images.", show_default=False, metavar="INPUT")
+    ],
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor, 1 < S <= 8 (e.g. 2, 2.5, 3, 4).")],
     output: Annotated[
         Path | None,
@@ -68,7 +70,9 @@ def main(
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
     fmt: Annotated[
         OutputFormat | None,
-        typer.Option("--format", case_sensitive=False, help="Output format.", show_default="the input's (GIF: png)"),
+        typer.Option(
+            "--format", case_sensitive=False, help="Output format.", show_default="the input's, png for a GIF"
+        ),
     ] = None,
     max_pixels: Annotated[
         int,

@@ -61,12 +61,7 @@ class OnnxRuntimeBackend(Backend):
         # get_available_providers() lists what was compiled in, not what works: report what the session runs on
         self.providers: list[str] = list(self.session.get_providers())
         self.name = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
-        cuda = [
-            options
-            for p, options in (p if isinstance(p, tuple) else (p, {}) for p in providers)
-            if p.startswith("CUDA")
-        ]
-        self.device = "cpu" if self.name == "onnxruntime-cpu" else f"cuda:{(cuda or [{}])[0].get('device_id', 0)}"
+        self.device = "cpu" if self.name == "onnxruntime-cpu" else f"cuda:{_device_id(providers)}"
         self.preferred_batch = CPU_BATCH if self.device == "cpu" else GPU_BATCH
         self.precision = self.metadata.get("precision", "fp32")
         self.architecture = self.metadata.get("architecture")

@@ -25,7 +25,7 @@ from vdsr.bench.harness import (
     shipped_weights,
     weights_runner,
 )
-from vdsr.bench.protocol import parse_scales
+from vdsr.bench.protocol import BICUBIC, parse_degradation, parse_scales
 from vdsr.bench.report import (
     COMPARISON_HEADER,
     comparison_rows,
@@ -107,6 +107,16 @@ def main(
         Path | None,
         typer.Option("--markdown", help="Write the comparison table as Markdown.", show_default="not written"),
     ] = None,
+    degradation_text: Annotated[
+        str,
+        typer.Option(
+            "--degradation",
+            help="How the small image is made: bicubic (the paper's protocol), jpeg:Q (a "
+            "JPEG of quality Q) or noise:SIGMA (Gaussian noise, 8-bit levels); not bicubic: no paper "
+            "column.",
+            metavar="KIND",
+        ),  # fmt: skip
+    ] = "bicubic",
     jsonl: Annotated[
         Path | None,
         typer.Option(
@@ -145,6 +155,7 @@ def main(
     err = error_console()
     with exit_on_errors(err):  # everything that can be wrong with the request, before any scoring
         scales = parse_scales(scale)
+        degradation = parse_degradation(degradation_text)
         for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown"),
                              (jsonl, "--jsonl"), (plot_path, "--plot")):  # fmt: skip
             check_writable(path, option)
@@ -163,8 +174,9 @@ def main(
         runners, sources = settle_runners(methods, weights)
     env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
     env["weights"] = sources
+    env["degradation"] = str(degradation)
     plan = {"datasets": [d.name for d in datasets], "scales": scales, "methods": [m.value for m in methods],
-            "weights": sources}  # fmt: skip
+            "weights": sources, "degradation": str(degradation)}  # fmt: skip
     with exit_on_errors(err):
         done = read_jsonl(jsonl, plan) if resume and jsonl is not None and jsonl.exists() else {}
     if done:
@@ -186,6 +198,7 @@ def main(
             datasets, scales, runners, on_progress=lambda steps: progress.update(advance=steps), done=done,
             on_image=lambda result: append_jsonl(log, result),
             on_outputs=None if save_images is None else lambda outputs: save_or_say(outputs, save_images),
+            degradation=degradation,
         )  # fmt: skip
     if log is not None:
         log.close()
@@ -193,7 +206,8 @@ def main(
         print_error(err, f"{plot_path}: nothing to plot, no cell was scored")
         plot_path = None
         failed_pictures.append("plot")
-    table = Table(*COMPARISON_HEADER, title="PSNR / SSIM on Y vs Kim et al. 2016, Table 3", box=box.SIMPLE_HEAD)
+    title = "PSNR / SSIM on Y vs Kim et al. 2016, Table 3" + ("" if degradation == BICUBIC else f", LR: {degradation}")
+    table = Table(*COMPARISON_HEADER, title=title, box=box.SIMPLE_HEAD)
     for row in comparison_rows(run.cells):
         table.add_row(*row)
     out.print(table)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -12,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
-from vdsr.bench.protocol import degrade, scorable, score
+from vdsr.bench.protocol import BICUBIC, Degradation, degrade, scorable, score
 from vdsr.catalogue import Architecture, model_files, shipped, shipped_models
 from vdsr.errors import ImageError, ModelError
 from vdsr.runtime.backends.base import Backend
@@ -147,6 +149,7 @@ class CellResult:
     backend: str
     precision: str
     verified: bool = True  # False for a plain folder: never compared with the paper, whatever its name
+    degradation: str = "bicubic"  # how the small image was made (vdsr.bench.protocol.Degradation): the paper's
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ def run_bench(
     done: dict[ImageKey, ImageResult] | None = None,
     on_image: Callable[[ImageResult], None] = lambda result: None,
     on_outputs: Callable[[Outputs], None] | None = None,
+    degradation: Degradation = BICUBIC,
 ) -> BenchRun:
     """Score every method on every image at every scale. One step = one (image, scale, method); a file that cannot be
     read or is too small for a scale is recorded as a failure and the rest still runs. A learnt method is not scored
@@ -218,7 +222,7 @@ def run_bench(
                     failures.append(Failure(dataset.name, path.name, scale, cause))
                     on_progress(len(methods))
                     continue
-                degraded = degrade(color, scale)
+                degraded = degrade(color, scale, degradation, seed=zlib.crc32(path.name.encode()) + scale)
                 gt_y, lr_y = degraded.hr_y, degraded.lr_y
                 outputs: dict[str, NDArray[np.floating]] = {}
                 for runner in methods:
@@ -252,8 +256,10 @@ def run_bench(
         for m in methods if m.scales is not None for s in scales if s not in m.scales
     ]  # fmt: skip
     verified = {d.name: d.verified for d in datasets}
-    return BenchRun(cells=summarize(images, methods, verified=verified), images=images, failures=failures,
-                    left_out=left_out)  # fmt: skip
+    cells = [
+        dataclasses.replace(c, degradation=str(degradation)) for c in summarize(images, methods, verified=verified)
+    ]
+    return BenchRun(cells=cells, images=images, failures=failures, left_out=left_out)
 
 
 def summarize(

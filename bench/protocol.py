@@ -8,15 +8,19 @@ validation use too:
 3. LR = imresize(Y, 1/s), ILR = imresize(LR, s), MATLAB bicubic, kept in float64 (no rounding);
 4. the method's output on Y/255 is clipped to [0, 1] and scaled by 255 (not rounded);
 5. PSNR and SSIM on Y after shaving s pixels from every border.
+
+`Degradation` adds real-world small images (JPEG-compressed, noisy) beside the paper's; the default is the paper's.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from vdsr.bench.metrics import SSIM_WINDOW, psnr, ssim
 from vdsr.errors import UsageError
@@ -83,10 +87,59 @@ class Degraded:
         return imresize(self.lr_y, self.scale)
 
 
-def degrade(color: NDArray[np.floating], scale: int) -> Degraded:
-    """The protocol's HR -> LR for (H, W, 1) gray or (H, W, 3) RGB pixels in [0, 1] (see ground_truth_y)."""
+@dataclass(frozen=True)
+class Degradation:
+    """How the small image is made: the paper's `bicubic` (LR from the ground-truth Y), or a real-world small image:
+    `jpeg:Q` (the LR made in RGB, rounded to 8 bits, saved as a JPEG of quality Q with Pillow's default 4:2:0 chroma,
+    decoded) or `noise:SIGMA` (Gaussian noise of SIGMA levels on the 8-bit RGB LR, rounded and clipped; seeded per
+    image, so runs repeat). Then the LR's Y and ILR as usual."""
+
+    kind: str = "bicubic"
+    amount: float = 0.0
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "bicubic" else f"{self.kind}:{self.amount:g}"
+
+
+BICUBIC = Degradation()
+
+
+def parse_degradation(text: str) -> Degradation:
+    """'bicubic', 'jpeg:75' (quality 1..95) or 'noise:5' (sigma in 8-bit levels, 0..64); UsageError otherwise."""
+    kind, _, value = text.strip().partition(":")
+    try:
+        amount = float(value) if value else 0.0
+    except ValueError:
+        amount = -1.0
+    if kind == "bicubic" and not value:
+        return BICUBIC
+    if kind == "jpeg" and amount == int(amount) and 1 <= amount <= 95:
+        return Degradation("jpeg", amount)
+    if kind == "noise" and 0 <= amount <= 64:
+        return Degradation("noise", amount)
+    raise UsageError(f"--degradation: expected bicubic, jpeg:Q (Q 1..95) or noise:SIGMA (0..64), got {text!r}")
+
+
+def degrade(color: NDArray[np.floating], scale: int, degradation: Degradation = BICUBIC, *, seed: int = 0) -> Degraded:
+    """The protocol's HR -> LR for (H, W, 1) gray or (H, W, 3) RGB pixels in [0, 1] (see ground_truth_y), or a
+    real-world small image (`degradation`; `seed` makes its noise)."""
     hr_y = ground_truth_y(color, scale)
-    return Degraded(hr_y=hr_y, lr_y=low_resolution(hr_y, scale), scale=scale)
+    if degradation.kind == "bicubic":
+        return Degraded(hr_y=hr_y, lr_y=low_resolution(hr_y, scale), scale=scale)
+    levels = np.rint(modcrop(color, scale).astype(np.float64) * 255.0)
+    reduced = np.asarray(imresize(levels / 255.0, 1.0 / scale), dtype=np.float64) * 255.0
+    small = np.clip(round_half_away(reduced), 0, 255).astype(np.uint8)
+    if degradation.kind == "jpeg":
+        buffer = io.BytesIO()
+        image = Image.fromarray(small if small.shape[-1] == 3 else small[..., 0])
+        image.save(buffer, "JPEG", quality=int(degradation.amount))
+        small = np.asarray(Image.open(buffer)).reshape(small.shape)
+    else:
+        noise = np.random.default_rng(seed).normal(0.0, degradation.amount, small.shape)
+        small = np.clip(round_half_away(small + noise), 0, 255).astype(np.uint8)
+    lr = small.astype(np.float64)
+    lr_y = lr[..., 0] if lr.shape[-1] == 1 else round_half_away(rgb_to_y(lr, peak=255.0))
+    return Degraded(hr_y=hr_y, lr_y=lr_y / 255.0, scale=scale)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,11 @@ def environment(command: str) -> dict[str, object]:
 
 
 def _paper_columns(cell: CellResult) -> tuple[float | None, float | None]:
-    """The paper's PSNR and SSIM for a cell of a verified known set; none for a folder, whatever its name."""
-    paper = paper_value(cell.dataset, cell.scale, cell.method) if cell.verified else None
+    """The paper's PSNR and SSIM for a cell of a verified known set under the paper's degradation; none for a folder,
+    whatever its name, or for JPEG or noisy small images."""
+    paper = (
+        paper_value(cell.dataset, cell.scale, cell.method) if cell.verified and cell.degradation == "bicubic" else None
+    )
     return (paper[0], paper[1]) if paper else (None, None)
 
 
@@ -75,14 +78,14 @@ def to_csv(run: BenchRun) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     gains = gain_over_bicubic(run.cells)
-    writer.writerow(["dataset", "verified", "scale", "method", "images", "psnr", "gain_over_bicubic", "paper_psnr",
-                     "ssim", "paper_ssim", "seconds_per_image", "backend", "precision"])  # fmt: skip
+    writer.writerow(["dataset", "verified", "degradation", "scale", "method", "images", "psnr", "gain_over_bicubic",
+                     "paper_psnr", "ssim", "paper_ssim", "seconds_per_image", "backend", "precision"])  # fmt: skip
     for cell in run.cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
         gain = gains.get(cell)
-        writer.writerow([cell.dataset, cell.verified, cell.scale, cell.method, cell.images, f"{cell.psnr:.4f}",
-                         "" if gain is None else f"{gain:.4f}", paper_psnr, f"{cell.ssim:.5f}", paper_ssim,
-                         f"{cell.seconds_per_image:.6f}", cell.backend, cell.precision])  # fmt: skip
+        writer.writerow([cell.dataset, cell.verified, cell.degradation, cell.scale, cell.method, cell.images,
+                         f"{cell.psnr:.4f}", "" if gain is None else f"{gain:.4f}", paper_psnr, f"{cell.ssim:.5f}",
+                         paper_ssim, f"{cell.seconds_per_image:.6f}", cell.backend, cell.precision])  # fmt: skip
     return out.getvalue()
 
 
@@ -127,6 +130,9 @@ def to_markdown(run: BenchRun, env: dict[str, object]) -> str:
     ]
     lines.append(f"Environment: vdsr {env['vdsr']}, Python {env['python']}, numpy {env['numpy']}, {env['cpu']} "
                  f"({env['cpu_count']} cores){', GPU ' + ', '.join(env['gpu']) if env['gpu'] else ''}.")  # type: ignore[arg-type]  # fmt: skip
+    if env.get("degradation", "bicubic") != "bicubic":
+        lines += ["", f"Small images: {env['degradation']} (vdsr.bench.protocol.Degradation), not the paper's "
+                      "protocol: no paper values."]  # fmt: skip
     if run.left_out:
         lines += ["", "Left out:", *(f"- {note}" for note in run.left_out)]
     if run.failures:

@@ -165,7 +165,7 @@ def test_a_folder_named_like_a_known_set_is_never_compared_with_the_paper(tmp_pa
     assert "Urban100 (unverified folder)" in result.stdout and "26.88" not in result.stdout  # the paper's bicubic x2
     cell = json.loads(files["json"].read_text())["results"][0]
     assert cell["verified"] is False and cell["paper_psnr"] is None
-    assert "Urban100,False,2,bicubic" in files["csv"].read_text()
+    assert "Urban100,False,bicubic,2,bicubic" in files["csv"].read_text()
     assert "Urban100 (unverified folder)" in files["markdown"].read_text()
 
 
@@ -226,3 +226,18 @@ def test_pictures_of_a_run_on_set5(data_dir: Path, tmp_path: Path) -> None:
     with Image.open(tmp_path / "out" / "Set5" / "x2" / "baby_png_compare.png") as compare, Image.open(
         tmp_path / "out" / "Set5" / "x2" / "baby_png_vdsr.png") as output:  # fmt: skip
         assert compare.size == (4 * 64 * 3 + 3 * 4, 64 * 3) and output.mode == "RGB"
+
+
+def test_a_real_world_degradation_is_recorded_and_never_compared_with_the_paper(data_dir: Path, tmp_path: Path) -> None:
+    args = ["-d", "Set5", "--data-dir", str(data_dir), "-s", "2", "--degradation", "jpeg:75",
+            "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["environment"]["degradation"] == "jpeg:75"
+    (cell,) = document["results"]
+    assert cell["degradation"] == "jpeg:75" and cell["verified"] and cell["paper_psnr"] is None
+    assert cell["psnr"] < 33.66  # below the paper's clean bicubic x2 on Set5: the JPEG costs
+    assert "LR: jpeg:75" in result.stdout and "Small images: jpeg:75" in (tmp_path / "r.md").read_text()
+    bad = runner.invoke(app, ["-d", "Set5", "--data-dir", str(data_dir), "--degradation", "jpeg:101"])
+    assert bad.exit_code == 2 and "--degradation" in bad.stderr and bad.stdout == ""

@@ -61,3 +61,37 @@ def test_smallest_scorable_side(tmp_path: Path, scale: int, smallest: int) -> No
     run = run_bench([resolve_dataset(str(tmp_path), None)], [scale], [method_runner(Method.bicubic)])
     assert [f.image for f in run.failures] == [f"w{smallest - 1}.png"] and "too small" in run.failures[0].error
     assert [r.image for r in run.images] == [f"w{smallest}.png"]
+
+
+def test_degradations_parse_and_the_default_is_the_papers() -> None:
+    from vdsr.bench.protocol import BICUBIC, Degradation, parse_degradation
+    from vdsr.errors import UsageError
+
+    assert parse_degradation("bicubic") == BICUBIC and str(parse_degradation("jpeg:75")) == "jpeg:75"
+    assert parse_degradation("noise:2.5") == Degradation("noise", 2.5)
+    for bad in ("jpeg", "jpeg:0", "jpeg:100", "jpeg:7.5", "noise:-1", "noise:x", "blur:2", "bicubic:1"):
+        with pytest.raises(UsageError, match="--degradation"):
+            parse_degradation(bad)
+
+
+def test_jpeg_and_noise_small_images_are_real_world_and_repeatable() -> None:
+    """The LR made in RGB, rounded to 8 bits, then JPEG-compressed or noised, then its Y: deterministic by seed."""
+    from vdsr.bench.protocol import BICUBIC, Degradation, degrade, low_resolution
+
+    rng = np.random.default_rng(4)
+    color = (np.cumsum(rng.integers(-6, 7, (37, 41, 3)), axis=1) % 256 / 255).astype(np.float32)
+    paper = degrade(color, 3)
+    assert np.array_equal(paper.lr_y, low_resolution(ground_truth_y(color, 3), 3))  # unchanged by default
+    assert degrade(color, 3, BICUBIC).lr_y.shape == paper.lr_y.shape == (12, 13)
+    jpeg = degrade(color, 3, Degradation("jpeg", 30))
+    assert jpeg.lr_y.shape == (12, 13) and np.array_equal(jpeg.hr_y, paper.hr_y)
+    assert np.array_equal(jpeg.lr_y, degrade(color, 3, Degradation("jpeg", 30)).lr_y)
+    assert 0.5 / 255 < float(np.abs(jpeg.lr_y - paper.lr_y).mean()) < 20 / 255  # compressed, but the same picture
+    assert np.array_equal(jpeg.lr_y * 255, np.round(jpeg.lr_y * 255))  # 8-bit levels, as a decoded JPEG's Y
+    noisy = degrade(color, 3, Degradation("noise", 5), seed=1)
+    assert np.array_equal(noisy.lr_y, degrade(color, 3, Degradation("noise", 5), seed=1).lr_y)
+    assert not np.array_equal(noisy.lr_y, degrade(color, 3, Degradation("noise", 5), seed=2).lr_y)
+    clean = degrade(color, 3, Degradation("noise", 0))  # no noise: the 8-bit RGB LR's Y, within rounding of the paper's
+    assert float(np.abs(clean.lr_y - paper.lr_y).max()) < 2 / 255
+    gray = degrade(color[..., :1], 2, Degradation("jpeg", 50))
+    assert gray.lr_y.shape == (18, 20)

@@ -27,7 +27,7 @@ from vdsr.runtime.resize import imresize
 CROP = 64  # HR pixels a side of the comparison crop
 ZOOM = 3  # each crop pixel drawn as ZOOM x ZOOM
 ORDER = ("HR", "bicubic", "srcnn", "vdsr")
-_MARKERS = {2: "o", 3: "s", 4: "^"}
+_MARKERS: dict[float, str] = {2: "o", 3: "s", 4: "^"}
 
 
 def require_matplotlib() -> None:
@@ -66,7 +66,7 @@ def plot(cells: Sequence[CellResult], path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def in_colour(hr: NDArray[np.floating], y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
+def in_colour(hr: NDArray[np.floating], y: NDArray[np.floating], scale: float) -> NDArray[np.floating]:
     """RGB in [0, 1]: a method's `y` (the protocol's Y: BT.601 on 0..1, or the gray level) with the chroma of the
     bicubic upscale of the HR's reduction."""
     if hr.shape[-1] == 1:

@@ -43,18 +43,26 @@ class MethodRunner:
     name: str
     backend: str
     precision: str
-    upscale: Callable[[NDArray[np.floating], int], NDArray[np.floating]]
+    upscale: Callable[[NDArray[np.floating], float], NDArray[np.floating]]
     scales: tuple[int, ...] | None = None  # the scales a learnt model was trained for; None: any scale
+    one_model: bool = True  # False: one model per scale (SRCNN), each scored only at its own
+
+    def runs_at(self, scale: float) -> bool:
+        """Whether this method is scored at `scale`: one model trained for several scales (VDSR) runs at any scale,
+        as the runtime runs it, the ones in between too; models of one scale each only at their own."""
+        if self.scales is None or (self.one_model and len(self.scales) > 1):
+            return True
+        return scale in self.scales
 
 
-def bicubic_upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
+def bicubic_upscale(lr_y: NDArray[np.floating], scale: float) -> NDArray[np.floating]:
     return imresize(lr_y, scale)
 
 
 def backend_runner(backend: Backend, name: str) -> MethodRunner:
     """LR -> MATLAB-exact bicubic ILR (numpy) -> the network on a runtime backend, whole images (no tiles)."""
 
-    def upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
+    def upscale(lr_y: NDArray[np.floating], scale: float) -> NDArray[np.floating]:
         sr: NDArray[np.floating] = backend(imresize(lr_y, scale)[None, None])[0, 0]
         return sr
 
@@ -98,7 +106,7 @@ def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> Me
             raise ModelError(f"{path} holds {runner.name} weights, not {method.value}")
     if len(models) == 1:
         return models[0][1]
-    chosen: dict[int, tuple[Path, MethodRunner]] = {}
+    chosen: dict[float, tuple[Path, MethodRunner]] = {}
     for path, runner in models:
         if runner.scales is None:
             raise ModelError(f"{path} records no trained scales: with several {method.value} models, each must")
@@ -107,12 +115,13 @@ def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> Me
                 raise ModelError(f"{chosen[scale][0]} and {path} are both {method.value} models for x{scale}")
             chosen[scale] = (path, runner)
 
-    def upscale(lr_y: NDArray[np.floating], scale: int) -> NDArray[np.floating]:
+    def upscale(lr_y: NDArray[np.floating], scale: float) -> NDArray[np.floating]:
         return chosen[scale][1].upscale(lr_y, scale)
 
     backend = "+".join(dict.fromkeys(r.backend for _, r in models))
     precision = "+".join(dict.fromkeys(r.precision for _, r in models))
-    return MethodRunner(method.value, backend, precision, upscale, tuple(sorted(chosen)))
+    scales = tuple(sorted(int(s) for s in chosen))
+    return MethodRunner(method.value, backend, precision, upscale, scales, one_model=False)
 
 
 def method_runner(method: Method, weights: Sequence[Path] = ()) -> MethodRunner:
@@ -128,7 +137,7 @@ def method_runner(method: Method, weights: Sequence[Path] = ()) -> MethodRunner:
 class ImageResult:
     dataset: str
     method: str
-    scale: int
+    scale: float
     image: str
     height: int  # of the modcropped ground truth
     width: int
@@ -141,7 +150,7 @@ class ImageResult:
 class CellResult:
     dataset: str
     method: str
-    scale: int
+    scale: float
     psnr: float
     ssim: float
     images: int
@@ -159,12 +168,12 @@ class Outputs:
 
     dataset: str
     image: Path
-    scale: int
+    scale: float
     hr: NDArray[np.floating]
     methods: dict[str, NDArray[np.floating]]
 
 
-ImageKey = tuple[str, str, int, str]  # (dataset, image, scale, method)
+ImageKey = tuple[str, str, float, str]  # (dataset, image, scale, method)
 
 
 def image_key(result: ImageResult) -> ImageKey:
@@ -175,7 +184,7 @@ def image_key(result: ImageResult) -> ImageKey:
 class Failure:
     dataset: str
     image: str
-    scale: int | None  # None when the file itself could not be read
+    scale: float | None  # None when the file itself could not be read
     error: str
 
 
@@ -189,7 +198,7 @@ class BenchRun:
 
 def run_bench(
     datasets: Sequence[Dataset],
-    scales: Sequence[int],
+    scales: Sequence[float],
     methods: Sequence[MethodRunner],
     *,
     on_progress: Callable[[int], None] = lambda steps: None,
@@ -206,7 +215,7 @@ def run_bench(
     done = done or {}
     images: list[ImageResult] = []
     failures: list[Failure] = []
-    warmed: set[tuple[str, int]] = set()
+    warmed: set[tuple[str, float]] = set()
     for dataset in datasets:
         for path in dataset.files:
             try:
@@ -222,11 +231,11 @@ def run_bench(
                     failures.append(Failure(dataset.name, path.name, scale, cause))
                     on_progress(len(methods))
                     continue
-                degraded = degrade(color, scale, degradation, seed=zlib.crc32(path.name.encode()) + scale)
+                degraded = degrade(color, scale, degradation, seed=zlib.crc32(path.name.encode()) + int(scale * 4))
                 gt_y, lr_y = degraded.hr_y, degraded.lr_y
                 outputs: dict[str, NDArray[np.floating]] = {}
                 for runner in methods:
-                    if runner.scales is not None and scale not in runner.scales:
+                    if not runner.runs_at(scale):
                         on_progress(1)
                         continue
                     previous = done.get((dataset.name, path.name, scale, runner.name))
@@ -252,8 +261,8 @@ def run_bench(
                     hr = color[: gt_y.shape[0], : gt_y.shape[1]]  # modcropped as the ground truth
                     on_outputs(Outputs(dataset.name, path, scale, hr, outputs))
     left_out = [
-        f"{m.name}: no x{s} cells (the model was trained for {', '.join(f'x{t}' for t in m.scales)})"
-        for m in methods if m.scales is not None for s in scales if s not in m.scales
+        f"{m.name}: no x{s:g} cells (the model was trained for {', '.join(f'x{t}' for t in m.scales or ())})"
+        for m in methods for s in scales if not m.runs_at(s)
     ]  # fmt: skip
     verified = {d.name: d.verified for d in datasets}
     cells = [
@@ -266,7 +275,7 @@ def summarize(
     images: Sequence[ImageResult], methods: Sequence[MethodRunner], *, verified: dict[str, bool] | None = None
 ) -> list[CellResult]:
     """Mean over the images of each (dataset, method, scale), in the order the cells were first seen."""
-    groups: dict[tuple[str, str, int], list[ImageResult]] = {}
+    groups: dict[tuple[str, str, float], list[ImageResult]] = {}
     for r in images:
         groups.setdefault((r.dataset, r.method, r.scale), []).append(r)
     runners = {m.name: m for m in methods}

@@ -25,7 +25,7 @@ _ROWS = {
 }  # fmt: skip
 _METHODS = ("bicubic", "srcnn", "vdsr")
 
-PAPER_TABLE3: Mapping[tuple[str, int, str], tuple[float, float]] = MappingProxyType(
+PAPER_TABLE3: Mapping[tuple[str, float, str], tuple[float, float]] = MappingProxyType(
     {
         (dataset, scale, method): cell
         for dataset, by_scale in _ROWS.items()
@@ -35,6 +35,6 @@ PAPER_TABLE3: Mapping[tuple[str, int, str], tuple[float, float]] = MappingProxyT
 )
 
 
-def paper_value(dataset: str, scale: int, method: str) -> tuple[float, float] | None:
+def paper_value(dataset: str, scale: float, method: str) -> tuple[float, float] | None:
     """The paper's (PSNR, SSIM) for this cell, or None where the paper has none (another dataset, scale or method)."""
     return PAPER_TABLE3.get((dataset, scale, method))

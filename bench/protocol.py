@@ -2,12 +2,12 @@
 MATLAB scripts it was evaluated with), and its degradation, which the training data, the int8 calibration and
 validation use too:
 
-1. modcrop the HR image to a multiple of the scale;
+1. modcrop the HR image to a multiple of the scale (a scale between integers, 2.5 = 5/2: of its numerator, 5);
 2. ground-truth Y: BT.601 for RGB images, rounded to an integer as MATLAB's rgb2ycbcr does for uint8 input;
    the gray value itself for single-channel images (MATLAB's scripts only call rgb2ycbcr on 3-channel images);
 3. LR = imresize(Y, 1/s), ILR = imresize(LR, s), MATLAB bicubic, kept in float64 (no rounding);
 4. the method's output on Y/255 is clipped to [0, 1] and scaled by 255 (not rounded);
-5. PSNR and SSIM on Y after shaving s pixels from every border.
+5. PSNR and SSIM on Y after shaving s pixels from every border (ceil(s) between integers).
 
 `Degradation` adds real-world small images (JPEG-compressed, noisy) beside the paper's; the default is the paper's.
 """
@@ -15,8 +15,10 @@ validation use too:
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,26 +29,44 @@ from vdsr.errors import UsageError
 from vdsr.runtime.color import rgb_to_y
 from vdsr.runtime.resize import imresize, modcrop
 
+MAX_SCALE = 8  # as the runtime
 
-def parse_scales(values: Iterable[str]) -> list[int]:
-    """'2,3,4' or repeated --scale values -> [2, 3, 4]; the protocol (modcrop, shave) needs integer scales >= 2."""
-    scales: list[int] = []
+
+def parse_scales(values: Iterable[str]) -> list[float]:
+    """'2,3,4' or repeated --scale values -> [2, 3, 4]. Integers are the paper's protocol; a scale between them must
+    be a multiple of 1/4 (1.5, 2.5, 3.25: exact in binary, so every size it gives is exact) in 1 < s <= 8. Integer
+    values stay ints (2, not 2.0) in results."""
+    scales: list[float] = []
     for value in values:
         for part in value.split(","):
             try:
-                scale = int(part.strip())
+                number = float(part.strip())
             except ValueError:
-                scale = 0
-            if scale < 2:
-                raise UsageError(f"--scale: scale must be an integer >= 2, got {part.strip()!r}")
+                number = 0.0
+            if not (1 < number <= MAX_SCALE and (number * 4).is_integer()):
+                raise UsageError(f"--scale: a scale is a number in 1 < s <= {MAX_SCALE}, an integer (the paper's "
+                                 f"protocol) or a multiple of 0.25 (1.5, 2.5), got {part.strip()!r}")  # fmt: skip
+            scale = int(number) if number.is_integer() else number
             if scale not in scales:
                 scales.append(scale)
     return scales
 
 
-def scorable(shape: tuple[int, ...], scale: int) -> bool:
-    """Whether an (H, W, ...) image can be scored at `scale`: after modcrop and shaving, an SSIM window must fit."""
-    return min(n - n % scale for n in shape[:2]) - 2 * scale >= SSIM_WINDOW
+def crop_multiple(scale: float) -> int:
+    """What HR is cropped to a multiple of, so that the LR has an integer size: the scale's numerator (2.5 = 5/2:
+    5; an integer scale: itself)."""
+    return Fraction(scale).limit_denominator(4).numerator
+
+
+def shave(scale: float) -> int:
+    """Pixels shaved from every border before scoring: the scale, rounded up (2.5: 3)."""
+    return math.ceil(scale)
+
+
+def scorable(shape: tuple[int, ...], scale: float) -> bool:
+    """Whether an (H, W, ...) image can be scored at `scale`: after the crop and shaving, an SSIM window must fit."""
+    multiple = crop_multiple(scale)
+    return min(n - n % multiple for n in shape[:2]) - 2 * shave(scale) >= SSIM_WINDOW
 
 
 def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -54,23 +74,27 @@ def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-def ground_truth_y(color: NDArray[np.floating], scale: int) -> NDArray[np.float64]:
-    """(H, W, 1) gray or (H, W, 3) RGB in [0, 1] -> modcropped integer-valued Y in 0..255.
+def ground_truth_y(color: NDArray[np.floating], scale: float) -> NDArray[np.float64]:
+    """(H, W, 1) gray or (H, W, 3) RGB in [0, 1] -> integer-valued Y in 0..255, cropped to crop_multiple(scale).
 
     The protocol is defined on 8-bit images: 16-bit files are quantised to 8-bit levels, and alpha is not passed in
     (MATLAB's imread drops it too).
     """
     if color.ndim != 3 or color.shape[-1] not in (1, 3):
         raise ValueError(f"Expected (H, W, 1) or (H, W, 3) colour pixels, got shape {color.shape}")
-    levels = np.rint(modcrop(color, scale).astype(np.float64) * 255.0)  # exact 8-bit levels again
+    levels = np.rint(modcrop(color, crop_multiple(scale)).astype(np.float64) * 255.0)  # exact 8-bit levels again
     if levels.shape[-1] == 1:
         return levels[..., 0]
     return round_half_away(rgb_to_y(levels, peak=255.0))
 
 
-def low_resolution(gt_y: NDArray[np.float64], scale: int) -> NDArray[np.floating]:
-    """LR luminance on 0..1, MATLAB imresize(Y, 1/s, 'bicubic') in float64."""
-    return imresize(gt_y / 255.0, 1.0 / scale)
+def low_resolution(gt_y: NDArray[np.float64], scale: float) -> NDArray[np.floating]:
+    """LR luminance on 0..1, MATLAB imresize(Y, 1/s, 'bicubic') in float64, to the size HR / s (an integer: HR is
+    cropped to a multiple of the scale's numerator)."""
+    if float(scale).is_integer():
+        return imresize(gt_y / 255.0, 1.0 / scale)
+    size = (round(gt_y.shape[0] / scale), round(gt_y.shape[1] / scale))
+    return imresize(gt_y / 255.0, output_shape=size)  # MATLAB's imresize(Y, [rows cols])
 
 
 @dataclass(frozen=True)
@@ -79,12 +103,13 @@ class Degraded:
 
     hr_y: NDArray[np.float64]  # modcropped ground-truth Y, integer values in 0..255
     lr_y: NDArray[np.floating]  # its bicubic reduction by the scale, 0..1
-    scale: int
+    scale: float
 
     def ilr(self) -> NDArray[np.floating]:
         """The network's input: LR enlarged back by MATLAB's bicubic, 0..1, float64, computed on each call (the
         benchmark does not call it: a method's runner makes its own ILR from lr_y, and is timed doing it)."""
-        return imresize(self.lr_y, self.scale)
+        rows, cols = self.hr_y.shape[:2]
+        return imresize(self.lr_y, output_shape=(rows, cols))
 
 
 @dataclass(frozen=True)
@@ -120,14 +145,17 @@ def parse_degradation(text: str) -> Degradation:
     raise UsageError(f"--degradation: expected bicubic, jpeg:Q (Q 1..95) or noise:SIGMA (0..64), got {text!r}")
 
 
-def degrade(color: NDArray[np.floating], scale: int, degradation: Degradation = BICUBIC, *, seed: int = 0) -> Degraded:
+def degrade(
+    color: NDArray[np.floating], scale: float, degradation: Degradation = BICUBIC, *, seed: int = 0
+) -> Degraded:
     """The protocol's HR -> LR for (H, W, 1) gray or (H, W, 3) RGB pixels in [0, 1] (see ground_truth_y), or a
     real-world small image (`degradation`; `seed` makes its noise)."""
     hr_y = ground_truth_y(color, scale)
     if degradation.kind == "bicubic":
         return Degraded(hr_y=hr_y, lr_y=low_resolution(hr_y, scale), scale=scale)
-    levels = np.rint(modcrop(color, scale).astype(np.float64) * 255.0)
-    reduced = np.asarray(imresize(levels / 255.0, 1.0 / scale), dtype=np.float64) * 255.0
+    levels = np.rint(modcrop(color, crop_multiple(scale)).astype(np.float64) * 255.0)
+    size = (round(levels.shape[0] / scale), round(levels.shape[1] / scale))
+    reduced = np.asarray(imresize(levels / 255.0, output_shape=size), dtype=np.float64) * 255.0
     small = np.clip(round_half_away(reduced), 0, 255).astype(np.uint8)
     if degradation.kind == "jpeg":
         buffer = io.BytesIO()
@@ -148,9 +176,10 @@ class Score:
     ssim: float
 
 
-def score(sr_y: NDArray[np.floating], gt_y: NDArray[np.float64], scale: int) -> Score:
-    """sr_y is the method's output on 0..1; it is clipped and scaled to 0..255 (not rounded) before scoring."""
+def score(sr_y: NDArray[np.floating], gt_y: NDArray[np.float64], scale: float) -> Score:
+    """sr_y is the method's output on 0..1; it is clipped and scaled to 0..255 (not rounded) before scoring, with
+    shave(scale) pixels shaved from every border."""
     if sr_y.shape != gt_y.shape:
         raise ValueError(f"Method output shape {sr_y.shape} differs from ground truth {gt_y.shape}")
     sr = np.clip(sr_y.astype(np.float64), 0.0, 1.0) * 255.0
-    return Score(psnr=psnr(sr, gt_y, border=scale), ssim=ssim(sr, gt_y, border=scale))
+    return Score(psnr=psnr(sr, gt_y, border=shave(scale)), ssim=ssim(sr, gt_y, border=shave(scale)))

@@ -81,9 +81,9 @@ def _check_types(record: dict[str, object]) -> None:
     for name in ("dataset", "method", "image"):
         if not isinstance(record[name], str):
             raise ValueError(f"{name} is {record[name]!r}, not text")
-    for name in ("scale", "height", "width"):
+    for name in ("height", "width"):
         if not isinstance(record[name], int) or isinstance(record[name], bool):
             raise ValueError(f"{name} is {record[name]!r}, not an integer")
-    for name in ("psnr", "ssim", "seconds"):
+    for name in ("scale", "psnr", "ssim", "seconds"):
         if not isinstance(record[name], (int, float)) or isinstance(record[name], bool):
             raise ValueError(f"{name} is {record[name]!r}, not a number")

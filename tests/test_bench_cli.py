@@ -99,10 +99,10 @@ def test_report_path_under_a_file_fails_before_the_run(tmp_path: Path) -> None:
 
 
 def test_bad_scale_is_a_usage_error() -> None:
-    for bad in ("1.5", "1", "²", "x"):
+    for bad in ("1", "2.3", "9", "²", "x", "nan", "inf"):  # 2.5 is a scale (a multiple of 0.25); 2.3 is not
         result = runner.invoke(app, ["--dataset", "Set5", "--scale", bad])
         assert result.exit_code == 2, bad
-        assert "scale must be an integer >= 2" in result.output
+        assert "--scale: a scale is a number in 1 < s <= 8" in result.output
 
 
 def test_unwritable_report_path_fails_before_the_run(tmp_path: Path) -> None:
@@ -241,3 +241,25 @@ def test_a_real_world_degradation_is_recorded_and_never_compared_with_the_paper(
     assert "LR: jpeg:75" in result.stdout and "Small images: jpeg:75" in (tmp_path / "r.md").read_text()
     bad = runner.invoke(app, ["-d", "Set5", "--data-dir", str(data_dir), "--degradation", "jpeg:101"])
     assert bad.exit_code == 2 and "--degradation" in bad.stderr and bad.stdout == ""
+
+
+def test_scales_between_the_integers(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    """x2.5: HR cropped to a multiple of 5, LR at 2/5 of it, shave 3; a model trained on several scales (VDSR) is
+    scored there, a model of one scale (SRCNN x2) is not."""
+    from vdsr.bench.protocol import crop_multiple, degrade, parse_scales, scorable, shave
+
+    assert parse_scales(["1.5,2", "2.5", "3.25"]) == [1.5, 2, 2.5, 3.25] and isinstance(parse_scales(["3"])[0], int)
+    assert (crop_multiple(2.5), crop_multiple(1.5), crop_multiple(3.25), crop_multiple(4)) == (5, 3, 13, 4)
+    assert (shave(2.5), shave(2), shave(1.5)) == (3, 2, 2)
+    color = np.random.default_rng(5).random((48, 52, 3)).astype(np.float32)
+    degraded = degrade(color, 2.5)
+    assert degraded.hr_y.shape == (45, 50) and degraded.lr_y.shape == (18, 20) and degraded.ilr().shape == (45, 50)
+    assert scorable((48, 52), 2.5) and not scorable((16, 16), 2.5)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray((color * 255).astype(np.uint8)).save(tmp_path / "photos" / "a.png")
+    args = ["-d", str(tmp_path / "photos"), "-s", "2.5", "-m", "bicubic", "-m", "vdsr", "--weights",
+            str(tiny_model["onnx"]), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cells = {c["method"]: c for c in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert set(cells) == {"bicubic", "vdsr"} and cells["vdsr"]["scale"] == 2.5 and "x2.5" in result.stdout

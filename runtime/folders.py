@@ -99,17 +99,24 @@ def plan_jobs(
     written, or an output file whose suffix contradicts `fmt`."""
     label = scale_label(scale)
     named = Path(os.path.abspath(source))  # "." and ".." get a name; a link keeps its own (results go beside it)
+    suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
+
+    def result_name(target: Path) -> Path:  # --format's suffix; a GIF's result is a PNG
+        return target.with_suffix(suffix) if suffix else target if writable(target) else target.with_suffix(".png")
+
     if source.is_file():
         if output is not None and names_a_file(output):
-            if fmt and output_format(output) != output_format(Path(f"x.{fmt.lower().lstrip('.')}")):
+            if suffix and output_format(output) != output_format(Path(f"x{suffix}")):
                 raise UsageError(f"{output}: the output file's suffix says another format than --format {fmt}")
-            target, root = output, output.parent
+            target = output
         else:
-            target = output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
-            root = target.parent
+            target = result_name(
+                output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
+            )
         if _same_file(target, source) or Path(os.path.abspath(target)) == named:
             raise UsageError(f"{target}: the output would replace the input; give another --output")
-        pairs = [(source, target)]
+        root = target.parent
+        jobs = [Job(source, target)]
     elif source.is_dir():
         root = Path(os.path.abspath(output or named.with_name(f"{named.name}_x{label}")))
         if _same_file(root, source) or (recursive and root.resolve().is_relative_to(source.resolve())):
@@ -118,16 +125,13 @@ def plan_jobs(
         images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(source).parts)  # hidden files, folders
                   and (p.is_file() or p.is_symlink())]  # fmt: skip  # not FIFOs or folders; broken links: reported
-        pairs = [(p, root / p.relative_to(source)) for p in images]
+        jobs = [Job(p, result_name(root / p.relative_to(source))) for p in images]
     else:
         raise UsageError(f"{source}: no such file or folder")
     problem = unwritable_folder(root)
     if problem:
         raise UsageError(problem)
-    if source.is_file() and output is not None and names_a_file(output):
-        return [Job(source, output)]
-    suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
-    return [Job(s, t.with_suffix(suffix) if suffix else t if writable(t) else t.with_suffix(".png")) for s, t in pairs]
+    return jobs
 
 
 def names_a_file(output: Path) -> bool:

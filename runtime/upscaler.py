@@ -174,11 +174,13 @@ class Upscaler:
         budget = LIST_GROUP_PIXELS / check_scale(scale) ** 2
         results: list[Any] = []
         group: list[Any] = []
+        size = 0  # input pixels in the group
         for image in images:
-            if group and sum(map(_pixels, group)) + _pixels(image) > budget:
+            if group and size + _pixels(image) > budget:
                 results += self._upscale_group(group, scale, max_output_pixels=max_output_pixels)
-                group = []
+                group, size = [], 0
             group.append(image)
+            size += _pixels(image)
         return results + self._upscale_group(group, scale, max_output_pixels=max_output_pixels)
 
     def _upscale_group(self, images: list[Any], scale: float, *, max_output_pixels: int) -> list[Any]:

@@ -3,7 +3,8 @@
     python -m vdsr.bench.runtime_speed speed --json bench/results/runtime_speed_cpu.json
     python -m vdsr.bench.runtime_speed memory --size 4000x4000 --scale 2 --json bench/results/runtime_memory_cpu.json
 
-speed: megapixels of output per second on a 1024x768 RGB image at x2, for ONNX Runtime CPU and PyTorch eager fp32:
+speed: megapixels of output per second on a 1024x768 RGB image at x2, for the default path (what vdsr-run picks on
+this machine: backend, graph, tiles), ONNX Runtime CPU fp32 and int8, and PyTorch eager fp32:
 backend only (the network over the tiles of the ILR) and end to end (colour conversion, bicubic ILR, tiles, back to
 RGB), plus a folder run (decode + upscale + encode, as vdsr-run) against the backend-only rate.
 memory: peak resident memory of a folder run on one image of the given input size, in a fresh process per size, next
@@ -28,12 +29,12 @@ import typer
 from PIL import Image
 
 from vdsr.bench.report import environment
-from vdsr.errors import VdsrError
+from vdsr.errors import UsageError, VdsrError
 from vdsr.files import atomic_write_text
 from vdsr.runtime.color import rgb_to_y
 from vdsr.runtime.resize import imresize
 from vdsr.runtime.tiling import tiled
-from vdsr.runtime.upscaler import Upscaler
+from vdsr.runtime.upscaler import GIB, Upscaler
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -66,39 +67,51 @@ def speed(
     ] = None,
     size: Annotated[str, typer.Option(help="Input image WIDTHxHEIGHT.")] = "1024x768",
     scale: Annotated[float, typer.Option()] = 2.0,
-    tile: Annotated[int, typer.Option()] = 512,
+    tile: Annotated[
+        int | None, typer.Option(help="Tile side for every variant.", show_default="each backend's default")
+    ] = None,
+    memory_budget: Annotated[
+        float | None, typer.Option(help="GiB for CPU tiles (as vdsr-run).", show_default="vdsr-run's")
+    ] = None,
     batch: Annotated[int, typer.Option()] = 1,
     repeats: Annotated[int, typer.Option()] = 2,
     folder_images: Annotated[int, typer.Option(help="Images in the folder run.")] = 4,
 ) -> None:
-    """ONNX Runtime CPU vs PyTorch eager fp32: backend-only, end-to-end and folder throughput."""
+    """The default path (what vdsr-run chooses here), ONNX Runtime CPU fp32 and int8, and PyTorch eager fp32:
+    backend-only, end-to-end and folder throughput."""
     width, height = (int(v) for v in size.lower().split("x"))
     rgb = sample_photo(width, height)
     ilr = imresize(rgb_to_y(rgb.astype(np.float64) / 255), scale, dtype=np.float32)
     rows = []
+    budget = None if memory_budget is None else int(memory_budget * GIB)
     for backend, precision, suffix in VARIANTS:
         try:
             chosen, chosen_precision = _model_and_precision(model, precision, suffix)
-            upscaler = Upscaler(chosen, backend, tile=tile, batch=batch, log=typer.echo, precision=chosen_precision)
+            upscaler = Upscaler(chosen, backend, tile=tile, batch=batch, log=typer.echo, precision=chosen_precision,
+                                memory_budget=budget)  # fmt: skip
         except VdsrError as error:
             typer.echo(f"skipped {backend} {precision}: {error}")
             continue
         count = folder_images if backend != "torch-cpu" else 0
-        rows.append(_measure(upscaler, rgb, ilr, scale=scale, repeats=repeats, folder_images=count))
-    torch_rate = {r["backend"]: r for r in rows}["torch-cpu"]
-    summary = {f"{r['backend']} {r['precision']} over torch-cpu fp32": {
+        row = _measure(upscaler, rgb, ilr, scale=scale, repeats=repeats, folder_images=count)
+        rows.append({"variant": "default" if backend == "auto" else f"{backend} {precision}"} | row)
+    torch_rate = {r["variant"]: r for r in rows}["torch-cpu fp32"]
+    summary = {f"{r['variant']} over torch-cpu fp32": {
         "backend_only": r["backend_only_mp_per_s"] / torch_rate["backend_only_mp_per_s"],
         "end_to_end": r["end_to_end_mp_per_s"] / torch_rate["end_to_end_mp_per_s"]} for r in rows}  # fmt: skip
-    settings = {"input": size, "scale": scale, "tile": tile, "batch": batch, "repeats": repeats, "timing": "best of"}
+    settings = {"input": size, "scale": scale, "tile": tile or "each backend's default", "batch": batch,
+                "memory_budget_gib": memory_budget or "vdsr-run's default", "repeats": repeats,
+                "timing": "best of"}  # fmt: skip
     command = shlex_command()
     atomic_write_text(json_path, json.dumps({"results": rows, "summary": summary, "settings": settings,
                                              "environment": _env(command)}, indent=1) + "\n")  # fmt: skip
-    typer.echo(f"{'backend':24} {'backend-only MP/s':>18} {'end-to-end MP/s':>16} {'folder MP/s':>12} {'vs torch':>9}")
+    typer.echo(f"{'variant':40} {'backend-only MP/s':>18} {'end-to-end MP/s':>16} {'folder MP/s':>12} {'vs torch':>9}")
     for r in rows:
         folder = f"{r['folder_mp_per_s']:.4f}" if "folder_mp_per_s" in r else "-"
         rates = f"{r['backend_only_mp_per_s']:18.4f} {r['end_to_end_mp_per_s']:16.4f}"
-        ratio = summary[f"{r['backend']} {r['precision']} over torch-cpu fp32"]["backend_only"]
-        typer.echo(f"{r['backend'] + ' ' + r['precision']:24} {rates} {folder:>12} {ratio:8.2f}x")
+        ratio = summary[f"{r['variant']} over torch-cpu fp32"]["end_to_end"]
+        name = f"{r['variant']} ({r['backend']} {r['precision']}, tile {r['tile']})"
+        typer.echo(f"{name:40} {rates} {folder:>12} {ratio:8.2f}x")
 
 
 def _measure(
@@ -106,12 +119,13 @@ def _measure(
 ) -> dict[str, Any]:
     backend = upscaler.backend
     out_pixels = ilr.size
-    tile, halo, batch = upscaler.tile, backend.halo, upscaler.batch
+    tile, halo, batch = upscaler.tile_for(ilr.shape), backend.halo, upscaler.batch
     net = best_seconds(lambda: tiled(backend, ilr, tile=tile, halo=halo, batch=batch), repeats)
     whole = best_seconds(lambda: upscaler.upscale(rgb, scale), repeats)
     row = {
         "backend": backend.name,
         "precision": backend.precision,
+        "tile": tile,
         "backend_only_mp_per_s": out_pixels / net / 1e6,
         "end_to_end_mp_per_s": out_pixels / whole / 1e6,
         "backend_only_seconds": net,
@@ -123,8 +137,8 @@ def _measure(
     return row
 
 
-# (backend, precision, file suffix for a --model stem): ONNX Runtime fp32 and int8 against PyTorch eager fp32
-VARIANTS = (("onnxruntime-cpu", "fp32", ".onnx"), ("onnxruntime-cpu", "int8", "_int8.onnx"),
+# (backend, precision, file suffix for a --model stem): the default path, ONNX Runtime fp32 and int8, PyTorch eager fp32
+VARIANTS = (("auto", "auto", ".onnx"), ("onnxruntime-cpu", "fp32", ".onnx"), ("onnxruntime-cpu", "int8", "_int8.onnx"),
             ("torch-cpu", "fp32", ".safetensors"))  # fmt: skip
 
 
@@ -132,6 +146,8 @@ def _model_and_precision(model: str | None, precision: str, suffix: str) -> tupl
     """A shipped model by name with the precision asked for; a --model stem as the file of that variant."""
     if model is None or model in ("vdsr", "srcnn"):
         return model, precision
+    if precision == "auto":  # a file runs as it is: the default path is the shipped model's
+        raise UsageError("the default path is measured on a shipped model (--model vdsr)")
     return str(Path(model).with_name(Path(model).name + suffix)), "auto"
 
 

@@ -31,11 +31,15 @@ def main(
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 weights, arithmetic and I/O.")] = False,
     int8: Annotated[
-        bool, typer.Option("--int8", help="int8 graph for CPUs, calibrated on T91, its PSNR cost measured on Set5/14.")
+        bool,
+        typer.Option("--int8", help="int8 graph for CPUs: recipe chosen on training images, cost checked on Set5/14."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="--int8: write the graph even if its cost is over the bar.")
     ] = False,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="--int8: holds T91, Set5, Set14.", show_default=f"${DATA_DIR_ENV}"),
+        typer.Option("--data-dir", help="--int8: holds T91, BSD200, Set5, Set14.", show_default=f"${DATA_DIR_ENV}"),
     ] = None,
     output: Annotated[
         Path | None,
@@ -71,6 +75,8 @@ def main(
             raise UsageError(f"--min/--opt/--max: {error}") from error
         if fp16 and int8:
             raise UsageError("choose one of --fp16 and --int8")
+        if force and not int8:
+            raise UsageError("--force is for --int8 (a graph over the int8 cost bar)")
         if int8 and engine is not None:  # TensorRT wants symmetric int8 Q/DQ; this graph's activations are uint8
             raise UsageError("the int8 graph is for ONNX Runtime on CPUs; build engines from fp32 or --fp16")
         if engine is not None:
@@ -79,7 +85,9 @@ def main(
             except TensorRTUnavailable as error:
                 raise UsageError(f"--engine: {error}") from error
         if int8:  # the calibration and validation images, verified, before any work
-            for name in ("T91", "Set5", "Set14"):
+            from vdsr.export.quantize import CALIBRATION_SET, SELECTION_SET, VALIDATION_SETS  # imports onnx
+
+            for name in (CALIBRATION_SET, SELECTION_SET, *VALIDATION_SETS):
                 resolve_dataset(name, data_dir)
         source = weights or shipped("vdsr.safetensors")
         if not source.is_file():
@@ -103,8 +111,7 @@ def main(
             if int8:
                 with tempfile.TemporaryDirectory() as tmp:
                     save_onnx(proto, Path(tmp) / "fp32.onnx")
-                    recorded = quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir)
-                err.print(f"int8 PSNR cost vs fp32 (dB): {recorded['int8_cost_db']}")
+                    quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir, force=force, log=err.print)
                 proto = onnx.load(str(target))
             else:
                 save_onnx(proto, target)

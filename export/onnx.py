@@ -8,7 +8,10 @@ architecture, trained scales, colour convention, halo (receptive-field radius) a
 from __future__ import annotations
 
 import json
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -24,6 +27,19 @@ OUTPUT_NAME = "sr"
 COLOR_CONVENTION = "Y of BT.601 studio-range YCbCr, in [0, 1]; input is the MATLAB-bicubic upscaled image (ILR)"
 
 
+@contextmanager
+def quiet_logger(name: str = "") -> Iterator[None]:
+    """Only errors from logger `name` (the root logger by default) while the block runs: a library's notes to its
+    developers (torchvision missing, advice to pre-process) are not for our users."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(
     model: VDSR | SRCNN, scales: list[int], weights_sha256: str, *, fp16: bool = False, opset: int = DEFAULT_OPSET
 ) -> onnx.ModelProto:
@@ -32,7 +48,7 @@ def export_onnx(
     module = model.to(dtype=dtype).eval()
     example = torch.rand(2, 1, 24, 32, dtype=dtype)  # batch 2 and H != W so no dimension is specialised
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not for our users
         program = torch.onnx.export(
             module, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -1,19 +1,32 @@
-"""An int8 graph for CPUs: the fp32 ONNX graph quantised by ONNX Runtime (static, QDQ), with its cost measured.
+"""An int8 graph for CPUs: the fp32 ONNX graph quantised by ONNX Runtime (static, QDQ), its recipe chosen by
+measurement for the weights at hand, its cost checked against a bar.
 
-- Weights int8 per output channel; activations uint8 per tensor, ranges from MinMax calibration on ILR crops of the
-  T91 training images (never a test set), at every trained scale.
-- The first and the last convolution and the residual Add stay fp32: the input and the residual the network adds to
-  the ILR are where 8 bits show; the 18 middle layers, nearly all the arithmetic, run on int8 (VNNI) kernels.
-- The quantised graph is scored against the fp32 graph on Set5 and Set14 through the bench protocol; metadata_props
-  record the largest PSNR cost over those cells (`int8_max_cost_db`) and the calibration, so a runtime can decide.
+- Weights int8 per output channel in a 7-bit range (ONNX Runtime's reduce_range). x86 CPUs without VNNI multiply
+  u8 x s8 with VPMADDUBSW, which adds pairs of products in 16 bits: full 8-bit weights can saturate there
+  (2 x 255 x 128 > 32767), 7-bit ones cannot (2 x 255 x 64 < 32767). So the arithmetic is exact integer arithmetic on
+  every x86-64 CPU, and the cost measured here, on whatever CPU exports, is the cost on AVX2 CPUs too.
+- Activations uint8 per tensor. Their ranges are calibrated on crops of the training images (T91, never a test set):
+  every trained scale, the flattest and the most textured crop of each image, each clean and with Gaussian noise.
+- Chosen by measurement on crops of held-out training images (BSD200; never a test set), clean and noisy, at every
+  trained scale, by the expected cost of the quantisation's error (see selection_cost): the calibration method
+  (MinMax, Percentile, Entropy: the one with the smallest cost with every convolution quantised), then each
+  convolution's sensitivity (the cost with that one alone quantised), and the most sensitive kept in fp32 one by one
+  until the cost is under half the bar. The residual Add always stays fp32.
+- Checked on Set5 and Set14 at every trained scale, clean and noisy (Gaussian sigma 15 on the 8-bit LR): the table is
+  recorded in the graph's metadata with `int8_within_bar`; runtimes run an int8 graph by default only when it is true.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import logging
+import math
 import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,82 +34,235 @@ from numpy.typing import NDArray
 
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
-from vdsr.bench.protocol import degrade
+from vdsr.bench.protocol import BICUBIC, Degradation, degrade, shave
 from vdsr.errors import DatasetError, ModelError
+from vdsr.export.onnx import quiet_logger
 from vdsr.files import atomic_write_bytes
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 from vdsr.runtime.images import load_image
 
-CALIBRATION_SET = "T91"
-CROP = 96
+CALIBRATION_SET = "T91"  # training images: activation ranges
+SELECTION_SET = "BSD200"  # the other training images: the recipe's choices
+VALIDATION_SETS = ("Set5", "Set14")  # the bar
+NOISY = Degradation("noise", 15.0)
+BAR_DB = {str(BICUBIC): 0.02, str(NOISY): 0.05}  # largest PSNR cost allowed in any cell, by input kind
+METHODS = ("MinMax", "Percentile", "Entropy")
+CROP = 64  # calibration crops (ILR pixels)
+CANDIDATES = 6  # crops looked at per image and scale, of which the flattest and the most textured are kept
+PROBE = 96  # selection crops (HR pixels; a multiple of 12, so every integer scale up to 4 divides it)
+SELECTION_EVERY = 10  # every 10th BSD200 image: 20 images
+
+
+def conditions() -> tuple[Degradation, ...]:
+    """The input kinds the bar covers: the paper's bicubic LR, and LR with Gaussian noise."""
+    return BICUBIC, NOISY
 
 
 def calibration_batches(
-    data_dir: Path | None, scales: list[int], *, every: int = 3, seed: int = 0
+    data_dir: Path | None, scales: list[int], *, every: int = 3, batch: int = 8, seed: int = 0
 ) -> list[NDArray[np.float32]]:
-    """One (1, 1, CROP, CROP) ILR crop per scale from every `every`-th T91 image, made as the training data is (the
-    protocol's degradation)."""
+    """ILR crops (CROP x CROP) of every `every`-th T91 image at every scale: of CANDIDATES random crops, the flattest
+    and the most textured, each clean and noisy; stacked `batch` at a time as (N, 1, CROP, CROP)."""
     rng = np.random.default_rng(seed)
-    batches = []
-    for path in resolve_dataset(CALIBRATION_SET, data_dir).files[::every]:
+    crops = []
+    for index, path in enumerate(resolve_dataset(CALIBRATION_SET, data_dir).files[::every]):
         color = load_image(path).color
         for scale in scales:
-            ilr = degrade(color, scale).ilr().astype(np.float32)
-            top = int(rng.integers(0, max(1, ilr.shape[0] - CROP + 1)))
-            left = int(rng.integers(0, max(1, ilr.shape[1] - CROP + 1)))
-            batches.append(ilr[None, None, top : top + CROP, left : left + CROP])
-    return batches
+            for kind in conditions():
+                ilr = degrade(color, scale, kind, seed=seed + index).ilr().astype(np.float32)
+                if min(ilr.shape[:2]) < CROP:
+                    continue
+                tops = rng.integers(0, ilr.shape[0] - CROP + 1, CANDIDATES)
+                lefts = rng.integers(0, ilr.shape[1] - CROP + 1, CANDIDATES)
+                found = [ilr[t : t + CROP, x : x + CROP] for t, x in zip(tops, lefts, strict=True)]
+                found.sort(key=lambda crop: float(crop.std()))
+                crops += [found[0], found[-1]]
+    return [np.stack(crops[i : i + batch])[:, None] for i in range(0, len(crops), batch)]
 
 
-def kept_in_fp32(model: onnx.ModelProto) -> list[str]:
-    """The first and last Conv and every Add (the residual), by node name."""
-    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    return sorted({convs[0], convs[-1], *(n.name for n in model.graph.node if n.op_type == "Add")})
+@dataclass(frozen=True)
+class Probe:
+    """Selection crops at one scale through one input kind: the network's inputs, stacked, and their ground truth."""
+
+    cell: str  # "x2 bicubic", "x3 noise:15"
+    inputs: NDArray[np.float32]  # (N, 1, PROBE, PROBE) ILR
+    truth: list[NDArray[np.float64]]
+    scale: int
 
 
-def quantize_int8(fp32_graph: Path, output: Path, data_dir: Path | None) -> dict[str, str]:
-    """Write the int8 graph of `fp32_graph` to `output`; returns what was recorded in its metadata."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+def selection_probes(data_dir: Path | None, scales: list[int]) -> list[Probe]:
+    """Centre crops of every SELECTION_EVERY-th BSD200 image, at every scale, clean and noisy."""
+    colors = []
+    for path in resolve_dataset(SELECTION_SET, data_dir).files[::SELECTION_EVERY]:
+        color = load_image(path).color
+        top, left = (color.shape[0] - PROBE) // 2, (color.shape[1] - PROBE) // 2
+        if min(top, left) >= 0:
+            colors.append(color[top : top + PROBE, left : left + PROBE])
+    probes = []
+    for scale in scales:
+        for kind in conditions():
+            degraded = [degrade(color, scale, kind, seed=i) for i, color in enumerate(colors)]
+            inputs = np.stack([d.ilr().astype(np.float32) for d in degraded])[:, None]
+            probes.append(Probe(f"x{scale} {kind}", inputs, [d.hr_y for d in degraded], scale))
+    return probes
 
+
+def probe_outputs(graph: Path, probes: list[Probe]) -> list[NDArray[np.float64]]:
+    """`graph`'s outputs on each probe's crops, clipped and on 0..255 as the protocol scores them."""
+    with OnnxRuntimeBackend(graph) as backend:
+        return [np.clip(backend(p.inputs)[:, 0].astype(np.float64), 0.0, 1.0) * 255.0 for p in probes]
+
+
+def shaved_mse(a: NDArray[np.float64], b: NDArray[np.floating], scale: int) -> float:
+    border = shave(scale)
+    return float(np.mean((a[..., border:-border, border:-border] - b[..., border:-border, border:-border]) ** 2))
+
+
+def over_bar(cost: dict[str, float], *, share: float = 1.0) -> float:
+    """The largest cost as a fraction of `share` x its cell's bar (cells are named '... <input kind>'): <= 1 passes."""
+    return max(value / (share * BAR_DB[cell.rsplit(" ", 1)[1]]) for cell, value in cost.items())
+
+
+class Quantiser:
+    """Quantises one fp32 graph with a given calibration method and set of convolutions kept in fp32; each method's
+    activation ranges are calibrated once (ONNX Runtime's calibration cache) and reused."""
+
+    def __init__(self, fp32_graph: Path, batches: list[NDArray[np.float32]], workdir: Path) -> None:
+        self.fp32_graph, self.batches, self.workdir = fp32_graph, batches, workdir
+        model = onnx.load(str(fp32_graph))
+        self.input_name = model.graph.input[0].name
+        self.convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+        self.adds = [n.name for n in model.graph.node if n.op_type == "Add"]
+
+    def _reader(self) -> Any:
+        from onnxruntime.quantization import CalibrationDataReader
+
+        batches, name = self.batches, self.input_name
+
+        class Reader(CalibrationDataReader):  # type: ignore[misc]
+            """Batches one range at a time (ONNX Runtime's strided calibration), so memory is one batch's outputs."""
+
+            def __init__(self) -> None:
+                self.pending: Iterator[NDArray[np.float32]] = iter(())
+
+            def __len__(self) -> int:
+                return len(batches)
+
+            def set_range(self, start_index: int, end_index: int) -> None:
+                self.pending = iter(batches[start_index:end_index])
+
+            def get_next(self) -> dict[str, NDArray[np.float32]] | None:
+                batch = next(self.pending, None)
+                return None if batch is None else {name: batch}
+
+        return Reader()
+
+    def __call__(self, method: str, kept: list[str]) -> Path:
+        """An int8 graph (in the work folder, replacing the last one): `method`'s ranges, `kept` convolutions fp32."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        output = self.workdir / "int8.onnx"  # each call replaces the last
+        with quiet_logger(), contextlib.redirect_stdout(io.StringIO()):  # its advice, and prints, are not for users
+            quantize_static(
+                str(self.fp32_graph), str(output), self._reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod[method], nodes_to_exclude=sorted({*kept, *self.adds}),
+                extra_options={"CalibStridedMinMax": 1},
+                calibration_cache_path=self.workdir / f"ranges_{method}.json",
+            )  # fmt: skip
+        return output
+
+
+@dataclass(frozen=True)
+class Recipe:
+    method: str
+    kept: list[str]  # convolutions left in fp32, by node name
+    selection_cost: dict[str, float]  # on the selection crops
+    trials: int  # int8 graphs measured to choose it
+
+
+Cost = Callable[[str, list[str]], dict[str, float]]  # (method, convolutions kept in fp32) -> cost per cell
+
+
+def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> Recipe:
+    """The calibration method with the smallest cost with every convolution int8; then, if that cost is over half the
+    bar, the convolutions whose quantisation alone costs most kept in fp32, one by one, until it is not (at least one
+    stays int8)."""
+    trials = 0
+
+    def measured(method: str, kept: list[str]) -> dict[str, float]:
+        nonlocal trials
+        trials += 1
+        return cost(method, kept)
+
+    by_method = {method: measured(method, []) for method in METHODS}
+    method = min(METHODS, key=lambda m: over_bar(by_method[m]))
+    log("selection cost, every convolution int8: " + ", ".join(f"{m} {max(c.values()):.4f} dB"
+                                                                 for m, c in by_method.items()))  # fmt: skip
+    kept: list[str] = []
+    current = by_method[method]
+    if over_bar(current, share=0.5) > 1:
+        alone = {conv: over_bar(measured(method, [c for c in convs if c != conv])) for conv in convs}
+        order = sorted(convs, key=lambda conv: -alone[conv])
+        while over_bar(current, share=0.5) > 1 and len(kept) < len(order) - 1:
+            kept = order[: len(kept) + 1]
+            current = measured(method, kept)
+            log(f"selection cost, {len(kept)} convolution(s) in fp32: {max(current.values()):.4f} dB")
+    return Recipe(method, kept, current, trials)
+
+
+def selection_cost(quantise: Quantiser, probes: list[Probe]) -> Cost:
+    """The expected PSNR cost on the selection crops of the int8 graph `quantise` makes, per cell: 10 log10(1 + e/r)
+    dB, with e the mean squared difference of its output from fp32's and r fp32's from the truth. This is the cost of
+    adding the quantisation's error to fp32's, not PSNR(fp32) - PSNR(int8): on a few crops that difference is
+    mostly luck (negative when the error happens to correct fp32's), and a recipe chosen by it does not carry over
+    to other images."""
+    reference = probe_outputs(quantise.fp32_graph, probes)
+    fp32_error = [shaved_mse(out, np.stack(p.truth), p.scale) for out, p in zip(reference, probes, strict=True)]
+
+    def cost(method: str, kept: list[str]) -> dict[str, float]:
+        outputs = probe_outputs(quantise(method, kept), probes)
+        return {p.cell: round(10 * math.log10(1 + shaved_mse(out, ref, p.scale) / r), 4)
+                for p, out, ref, r in zip(probes, outputs, reference, fp32_error, strict=True)}  # fmt: skip
+
+    return cost
+
+
+def quantize_int8(
+    fp32_graph: Path, output: Path, data_dir: Path | None, *, force: bool = False, log: Callable[[str], None] = print
+) -> dict[str, str]:
+    """Write the int8 graph of `fp32_graph` to `output`; returns what was recorded in its metadata. A graph whose cost
+    on Set5/Set14 exceeds BAR_DB in any cell is not written (ModelError) unless `force`."""
     fp32 = onnx.load(str(fp32_graph))
     metadata = {p.key: p.value for p in fp32.metadata_props}
     if metadata.get("precision") != "fp32":
         raise ModelError(f"{fp32_graph}: quantise the fp32 graph, not a {metadata.get('precision')} one")
     scales = [int(s) for s in json.loads(metadata["scales"])]
-    batches = iter(calibration_batches(data_dir, scales))
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def get_next(self) -> dict[str, NDArray[np.float32]] | None:
-            batch = next(batches, None)
-            return None if batch is None else {fp32.graph.input[0].name: batch}
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser's advice (on the root logger) to pre-process is not for a plain CNN
     with tempfile.TemporaryDirectory() as tmp:
-        quantized = Path(tmp) / "int8.onnx"
-        try:
-            quantize_static(
-                str(fp32_graph), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept_in_fp32(fp32),
-            )  # fmt: skip
-        finally:
-            root.setLevel(level)
+        quantise = Quantiser(fp32_graph, calibration_batches(data_dir, scales), Path(tmp))
+        recipe = choose_recipe(selection_cost(quantise, selection_probes(data_dir, scales)), quantise.convs, log)
+        quantized = quantise(recipe.method, recipe.kept)
         cost = measure_cost(fp32_graph, quantized, data_dir)
         model = onnx.load(str(quantized))
+    within = over_bar(cost) <= 1
     recorded = {
         "precision": "int8",
-        "calibration": f"MinMax on {CALIBRATION_SET} ILR crops ({CROP}x{CROP}, every 3rd image, scales {scales})",
+        "calibration": f"{recipe.method} on {CALIBRATION_SET} ILR crops ({CROP}x{CROP}, every 3rd image, flattest "
+        f"and most textured of {CANDIDATES}, clean and {NOISY}, scales {scales}); 7-bit per-channel weights",
+        "int8_kept_fp32": json.dumps(recipe.kept),
+        "int8_selection": f"{recipe.trials} graphs measured on {SELECTION_SET} crops; cost there "
+        + json.dumps(recipe.selection_cost),
         "int8_cost_db": json.dumps(cost),
         "int8_max_cost_db": f"{max(cost.values()):.4f}",
+        "int8_bar_db": json.dumps(BAR_DB),
+        "int8_within_bar": "true" if within else "false",
     }
+    for line in cost_table(cost):
+        log(line)
+    if not within and not force:
+        worst = max(cost, key=lambda cell: cost[cell] / BAR_DB[cell.rsplit(" ", 1)[1]])
+        raise ModelError(f"{output}: not written: the int8 graph costs {cost[worst]:.4f} dB in {worst} (bar "
+                         f"{BAR_DB[worst.rsplit(' ', 1)[1]]} dB); --force writes it anyway")  # fmt: skip
     del model.metadata_props[:]
     for key, value in (metadata | recorded).items():
         model.metadata_props.add(key=key, value=value)
@@ -105,14 +271,30 @@ def quantize_int8(fp32_graph: Path, output: Path, data_dir: Path | None) -> dict
     return recorded
 
 
+def cost_table(cost: dict[str, float]) -> list[str]:
+    """The measured costs, one line per cell, each against its bar."""
+    lines = ["int8 PSNR cost vs fp32 (dB), bar per cell:"]
+    for cell, value in cost.items():
+        bar = BAR_DB[cell.rsplit(" ", 1)[1]]
+        lines.append(f"  {cell:<24} {value:+.4f}  (bar {bar}){'  OVER' if value > bar else ''}")
+    return lines
+
+
 def measure_cost(fp32_graph: Path, int8_graph: Path, data_dir: Path | None) -> dict[str, float]:
-    """PSNR(fp32) - PSNR(int8) per 'Set5 x2' cell, Set5 and Set14 at the trained scales (validation sets only)."""
-    datasets = [resolve_dataset(name, data_dir) for name in ("Set5", "Set14")]
+    """PSNR(fp32) - PSNR(int8) per 'Set5 x2 bicubic' cell: Set5 and Set14 at the trained scales (validation sets
+    only), clean and noisy."""
+    datasets = [resolve_dataset(name, data_dir) for name in VALIDATION_SETS]
+    cost = {}
     with OnnxRuntimeBackend(fp32_graph) as reference, OnnxRuntimeBackend(int8_graph) as quantized:
         scales = reference.scales
-        run = run_bench(datasets, scales, [backend_runner(reference, "fp32"), backend_runner(quantized, "int8")])
-    if run.failures:
-        raise DatasetError("; ".join(f.error for f in run.failures))
-    psnr = {(c.dataset, c.scale, c.method): c.psnr for c in run.cells}
-    return {f"{d.name} x{s}": round(psnr[(d.name, s, "fp32")] - psnr[(d.name, s, "int8")], 4)
-            for d in datasets for s in scales}  # fmt: skip
+        runners = [backend_runner(reference, "fp32"), backend_runner(quantized, "int8")]
+        for kind in conditions():
+            run = run_bench(datasets, scales, runners, degradation=kind)
+            if run.failures:
+                raise DatasetError("; ".join(f.error for f in run.failures))
+            psnr_of = {(c.dataset, c.scale, c.method): c.psnr for c in run.cells}
+            for d in datasets:
+                for s in scales:
+                    difference = psnr_of[(d.name, s, "fp32")] - psnr_of[(d.name, s, "int8")]
+                    cost[f"{d.name} x{s:g} {kind}"] = round(difference, 4)
+    return cost

@@ -24,7 +24,7 @@ from vdsr.runtime.backends.selection import BackendChoice, PrecisionChoice
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, plan_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
 from vdsr.runtime.upscale import check_scale
-from vdsr.runtime.upscaler import Upscaler
+from vdsr.runtime.upscaler import GIB, Upscaler
 
 app = make_app(__doc__)
 
@@ -49,7 +49,7 @@ def main(
     ] = BackendChoice.auto,
     precision: Annotated[
         PrecisionChoice,
-        typer.Option(case_sensitive=False, help="auto: fp16 on GPUs; on CPUs int8 where the CPU has VNNI, else fp32."),
+        typer.Option(case_sensitive=False, help="auto: fp16 on GPUs; int8 on CPUs with AVX2/VNNI/dotprod, else fp32."),
     ] = PrecisionChoice.auto,
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or cuda:N: where to run (backends of other devices are not tried).")
@@ -60,7 +60,18 @@ def main(
     ] = "vdsr",
     tile: Annotated[
         int | None,
-        typer.Option(help="Tile side in output pixels (memory vs batching).", min=1, show_default="the backend's, 512"),
+        typer.Option(
+            help="Tile side in output pixels.", min=1, show_default="CPUs: fitted to --memory-budget; GPUs: 512"
+        ),
+    ] = None,
+    memory_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--memory-budget",
+            help="GiB of working memory for the network on CPUs: whole images when they fit.",
+            min=0.001,
+            show_default="a quarter of physical memory, 1 to 4 GiB",
+        ),  # fmt: skip
     ] = None,
     batch: Annotated[
         int | None, typer.Option(help="Tiles per call.", min=1, show_default="the backend's: 1 on CPUs, 4 on GPUs")
@@ -94,8 +105,9 @@ def main(
         scale = check_scale(scale)
         suffix = fmt.value if fmt else None
         jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=suffix)
+        budget = None if memory_budget is None else int(memory_budget * GIB)
         upscaler = Upscaler(model, backend.value, tile=tile, batch=batch, log=lambda line: err.print(safe(line)),
-                            precision=precision.value, device=device)  # fmt: skip
+                            precision=precision.value, device=device, memory_budget=budget)  # fmt: skip
     start = time.perf_counter()
     with exit_on_errors(err), upscaler, WorkProgress(err, "upscaling", total=len(jobs), unit="images") as progress:
         done = {"images": 0, "upscaled": 0, "pixels": 0}  # finished (written, skipped, failed); through the network

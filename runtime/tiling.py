@@ -15,6 +15,7 @@ image that is then reported as written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,16 @@ def tile_windows(length: int, tile: int, halo: int) -> list[tuple[int, int, int,
 def window_shape(shape: tuple[int, int], tile: int, halo: int) -> tuple[int, int]:
     """The (height, width) of every window tiled_rows gives the network for an image of `shape`."""
     return (min(shape[0], tile + 2 * halo), min(shape[1], tile + 2 * halo))
+
+
+def tile_for_memory(shape: tuple[int, int], *, budget: int, bytes_per_pixel: int, halo: int, batch: int = 1) -> int:
+    """The tile side for an image of `shape` whose windows (batch of them) fit `budget` bytes at `bytes_per_pixel`:
+    the whole image when it fits (no halo recomputed), else the largest square window's core (at least 2 x halo, or
+    1, whatever the budget: a budget too small for that is not kept)."""
+    per_window = budget // (bytes_per_pixel * max(1, batch))
+    if shape[0] * shape[1] <= per_window:
+        return max(shape)
+    return max(math.isqrt(per_window) - 2 * halo, 2 * halo, 1)
 
 
 def tiled_rows(

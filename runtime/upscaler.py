@@ -20,10 +20,19 @@ from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.selection import open_backend
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
-from vdsr.runtime.tiling import Network, window_shape
+from vdsr.runtime.machine import physical_memory
+from vdsr.runtime.tiling import Network, tile_for_memory, window_shape
 from vdsr.runtime.upscale import check_output, check_scale, upscale_pixels
 
 LIST_GROUP_PIXELS = 16_000_000  # output pixels of a list's images batched together (their windows are held)
+GIB = 1 << 30
+
+
+def default_memory_budget() -> int:
+    """The network's working memory on CPUs when not given: a quarter of physical memory, between 1 and 4 GiB (1 GiB
+    where the OS does not say)."""
+    total = physical_memory()
+    return GIB if total is None else min(4 * GIB, max(GIB, total // 4))
 
 
 class Upscaler:
@@ -35,11 +44,13 @@ class Upscaler:
 
     model: 'vdsr' (default) or another shipped model (vdsr.catalogue.MODELS), or the path of an .onnx graph or
     .safetensors weights. backend: 'auto' (the fastest available; `log` says which and why not the others) or one of
-    vdsr.runtime.backends.selection.BACKENDS. tile: output pixels per tile side; batch: tiles per backend call (default:
-    the backend's preferred ones; 1 on CPUs, where larger batches only cost memory, and 4 on GPUs). precision: which
-    of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs with int8 dot products the
-    int8 graph if its recorded cost is <= 0.05 dB; else fp32). device: auto, cpu, cuda or cuda:N (the GPU to run
-    on; backends of another device are not tried).
+    vdsr.runtime.backends.selection.BACKENDS. tile: output pixels per tile side (default: on CPUs the whole image, or
+    the largest tiles, whose working memory fits `memory_budget` bytes (default: a quarter of physical memory, 1 to 4
+    GiB); on GPUs the backend's preferred tile); batch: tiles per backend call (default: the backend's preferred ones;
+    1 on CPUs, where larger batches only cost memory, and 4 on GPUs). precision: which of a shipped model's graphs to
+    run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs where int8 is faster, AVX2 or int8 dot products, the int8
+    graph if its measured cost is within the bar; else fp32). device: auto, cpu, cuda or cuda:N (the GPU to run on;
+    backends of another device are not tried).
     """
 
     def __init__(
@@ -52,12 +63,21 @@ class Upscaler:
         log: Callable[[str], None] = lambda line: None,
         precision: str = "auto",
         device: str | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         if (tile is not None and tile < 1) or (batch is not None and batch < 1):
             raise UsageError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
+        if memory_budget is not None and memory_budget < 1 << 20:
+            raise UsageError(f"Expected a memory budget of at least 1 MiB, got {memory_budget} bytes")
         self.log = log
         self.backend: Backend = open_backend(backend, model, log, precision=precision, device=device)
+        self.memory_budget = memory_budget or default_memory_budget()
+        self.fitted = tile is None and self.backend.window_bytes_per_pixel is not None  # tiles sized per image
         tile, batch = tile or self.backend.preferred_tile, batch or self.backend.preferred_batch
+        if self.fitted:
+            mp = self.memory_budget / (self.backend.window_bytes_per_pixel or 1) / batch / 1e6
+            log(f"tiles: whole images up to {mp:.1f} MP of network input, larger ones in the largest tiles that fit "
+                f"{self.memory_budget / GIB:.2g} GiB of working memory")  # fmt: skip
         limit = self.backend.max_input
         if limit is not None:  # an engine's profile bounds the windows: tile + 2 * halo and the batch must fit
             tile = min(tile, min(limit[1:]) - 2 * self.backend.halo)
@@ -67,6 +87,13 @@ class Upscaler:
 
     def close(self) -> None:
         self.backend.close()
+
+    def tile_for(self, shape: tuple[int, int]) -> int:
+        """The tile side for a result of `shape`: the one given, or sized to the memory budget (see the class)."""
+        if not self.fitted or self.backend.window_bytes_per_pixel is None:
+            return self.tile
+        return tile_for_memory(shape, budget=self.memory_budget, bytes_per_pixel=self.backend.window_bytes_per_pixel,
+                               halo=self.backend.halo, batch=self.batch)  # fmt: skip
 
     def __enter__(self) -> Upscaler:
         return self
@@ -105,7 +132,8 @@ class Upscaler:
         backend = self.backend
         shape = check_output(pixels.shape, scale, max_output_pixels=max_output_pixels, name=name)
         check_values(pixels, name)
-        window = window_shape(shape, self.tile, backend.halo)
+        tile = self.tile_for(shape)
+        window = window_shape(shape, tile, backend.halo)
         if window[0] < backend.min_input[1] or window[1] < backend.min_input[2]:
             low = f"{backend.min_input[2]}x{backend.min_input[1]}"
             raise ImageError(name, f"the result is smaller than {backend.name}'s smallest input ({low}); use another "
@@ -115,14 +143,14 @@ class Upscaler:
 
             try:
                 return upscale_pixels_torch(pixels, scale, backend.run, halo=backend.halo, device=backend.device,
-                                            tile=self.tile, batch=self.batch, dtype=dtype, name=name,
+                                            tile=tile, batch=self.batch, dtype=dtype, name=name,
                                             on_band=on_band)  # fmt: skip
             except BackendError:
                 raise
             except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
                 cause = first_line(error)
                 raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
-        return upscale_pixels(pixels, scale, network or backend.run, halo=backend.halo, tile=self.tile,
+        return upscale_pixels(pixels, scale, network or backend.run, halo=backend.halo, tile=tile,
                               batch=self.batch, dtype=dtype, name=name, on_band=on_band)  # fmt: skip
 
     def upscale(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -298,3 +299,41 @@ def test_a_list_of_images_comes_back_as_a_list_with_tiles_batched_across_them(
         assert batches == [3, 1]  # the three 12x10 results' windows in one call, the 8x8 one in another
         with pytest.raises(ValueError, match="float pixel values must lie in"):
             upscaler.upscale([np.full((4, 4), 200.0)], 2)  # 0..255 floats: one line, not a white image
+
+
+def test_cpu_tiles_are_sized_to_the_memory_budget() -> None:
+    """Whole images when their window fits the budget (no halo recomputed); else the largest square window that fits,
+    less the halo on both sides; a batch shares the budget."""
+    from vdsr.runtime.tiling import tile_for_memory
+
+    mib = 1 << 20
+    assert tile_for_memory((1536, 2048), budget=4 << 30, bytes_per_pixel=832, halo=20) == 2048  # 2.6 GB: whole
+    side = tile_for_memory((1536, 2048), budget=1 << 30, bytes_per_pixel=832, halo=20)
+    assert (side + 40) ** 2 * 832 <= 1 << 30 < (side + 41) ** 2 * 832 and side == 1096
+    assert tile_for_memory((1536, 2048), budget=1 << 30, bytes_per_pixel=832, halo=20, batch=4) == 528
+    assert tile_for_memory((100, 30_000), budget=8 * mib, bytes_per_pixel=832, halo=20) == 60  # 100 rows don't fit
+    assert tile_for_memory((10, 10), budget=mib, bytes_per_pixel=10**9, halo=20) == 40  # never below 2 x halo
+    assert tile_for_memory((10, 10), budget=mib, bytes_per_pixel=10**9, halo=0) == 1
+
+
+def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Path]) -> None:
+    from vdsr.runtime.backends.onnx_runtime import cpu_bytes_per_pixel
+
+    per_pixel = cpu_bytes_per_pixel({"config": '{"depth": 4, "channels": 8}'})
+    assert per_pixel == 64 + 12 * 8 and cpu_bytes_per_pixel({"config": '{"channels": [64, 32]}'}) == 832
+    assert cpu_bytes_per_pixel({}) == 832  # no config recorded: as wide as the shipped models
+    lines: list[str] = []
+    rgb = np.random.default_rng(4).random((60, 45, 3)).astype(np.float32)
+    whole = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", memory_budget=8 << 20, log=lines.append)
+    assert whole.backend.window_bytes_per_pixel == per_pixel and whole.tile_for((120, 90)) == 120
+    assert "tiles: whole images up to 0.1 MP of network input" in lines[-1] and "0.0078 GiB" in lines[-1]
+    small = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", memory_budget=1 << 20)
+    assert small.tile_for((120, 90)) == math.isqrt((1 << 20) // per_pixel) - 8 == 72
+    assert small.tile_for((20, 30)) == 30  # a small image still runs whole
+    assert np.abs(whole.upscale(rgb, 2) - small.upscale(rgb, 2)).max() <= 1e-6  # seamless either way
+    given = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", tile=16, memory_budget=8 << 20)
+    assert given.tile_for((120, 90)) == 16  # a tile given is kept
+    assert Upscaler(tiny_model["weights"], "torch-cpu").tile_for((4000, 4000)) == 512  # not measured: its tile
+    assert Upscaler(tiny_model["onnx"]).memory_budget >= 1 << 30  # the default: 1 to 4 GiB
+    with pytest.raises(UsageError, match="at least 1 MiB"):
+        Upscaler(tiny_model["onnx"], memory_budget=1000)

@@ -53,6 +53,8 @@ class Backend(ABC):
     max_input: Shape | None = None  # None: any size
     preferred_batch: int = CPU_BATCH
     preferred_tile: int = DEFAULT_TILE
+    window_bytes_per_pixel: int | None = None  # working memory per window pixel where measured: sizes CPU tiles
+    why: str = ""  # why this backend runs this precision, when it was chosen for the caller (open_backend's log line)
 
     @abstractmethod
     def run(self, batch: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,18 @@ def _device_id(providers: Providers) -> object:
         if isinstance(provider, tuple) and provider[0] == "CUDAExecutionProvider":
             return provider[1].get("device_id", 0)
     return 0
+
+
+def cpu_bytes_per_pixel(metadata: dict[str, str]) -> int:
+    """The CPU session's working memory per window pixel: 64 + 12 x the widest layer's channels bytes (peak resident
+    growth measured on ONNX Runtime 1.32, arena included, fp32 and int8, windows of 0.25-4 MP: VDSR-64 534-811, SRCNN
+    469-497, an 8-channel VDSR 106-174; bench/results/window_memory_cpu.md). 64 channels without a config."""
+    try:
+        channels = json.loads(metadata["config"])["channels"]
+        widest = max(channels) if isinstance(channels, list) else int(channels)
+    except (KeyError, ValueError, TypeError):
+        widest = 64
+    return 64 + 12 * max(1, widest)
 
 
 def cuda_providers(gpu_index: int = 0) -> Providers:
@@ -68,6 +81,8 @@ class OnnxRuntimeBackend(Backend):
         self.halo, self.scales = (
             model_facts(self.metadata, model) if require_halo or "halo" in self.metadata else (0, [])
         )
+        if self.device == "cpu":
+            self.window_bytes_per_pixel = cpu_bytes_per_pixel(self.metadata)
         self._errors = (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument,
                         getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
 

@@ -1,7 +1,8 @@
 """Choosing a backend for a model: which engines can run here, which of the model's graphs (precision), and why.
 
-- onnxruntime-cpu / onnxruntime-cuda: an ONNX graph on ONNX Runtime. No PyTorch: the default CPU path. On CPUs with
-  int8 dot products (VNNI) the int8 graph (vdsr-export --int8, its PSNR cost measured and recorded) by default.
+- onnxruntime-cpu / onnxruntime-cuda: an ONNX graph on ONNX Runtime. No PyTorch: the default CPU path. By default the
+  int8 graph on CPUs where int8 is faster (int8 dot products, or x86 AVX2) if its measured cost is within the bar
+  (vdsr-export --int8 records both), else fp32.
 - torch-cpu / torch-cuda: the safetensors weights on PyTorch; on CUDA in fp16, channels_last, replayed as CUDA graphs.
 - tensorrt: an engine built from the ONNX graph (not executed in this project's environment: TensorRT cannot be
   installed there). Its I/O buffers are torch CUDA tensors.
@@ -22,7 +23,7 @@ from vdsr.catalogue import GRAPH_PRECISIONS, ModelFiles, model_files
 from vdsr.errors import BackendUnavailable, ModelError, UsageError, VdsrError, first_line
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend, cuda_providers
-from vdsr.runtime.machine import INT8_DOT_PRODUCT_FLAGS, cpu_features, nvidia_driver_present
+from vdsr.runtime.machine import int8_speedup_reason, nvidia_driver_present
 
 
 class BackendChoice(str, Enum):
@@ -49,13 +50,6 @@ BACKENDS = tuple(choice.value for choice in BackendChoice)[1:]
 GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda")
 PRECISIONS = tuple(choice.value for choice in PrecisionChoice)
 assert PRECISIONS[1:] == GRAPH_PRECISIONS, "PrecisionChoice lists the shipped graph precisions"
-INT8_AUTO_BAR_DB = 0.05  # auto runs an int8 graph only if its recorded PSNR cost (vdsr-export --int8) is at most this
-
-
-def int8_is_fast() -> bool:
-    """Whether this CPU has int8 dot-product instructions (x86 VNNI, Arm dotprod). Without them ONNX Runtime's int8
-    kernels are slower, and on AVX2/AVX-512 without VNNI its u8s8 arithmetic can saturate."""
-    return bool(cpu_features() & INT8_DOT_PRODUCT_FLAGS)
 
 
 def parse_device(device: str | None) -> tuple[str | None, int]:
@@ -71,7 +65,7 @@ def parse_device(device: str | None) -> tuple[str | None, int]:
 
 
 def _graph(files: ModelFiles, choice: str, precision: str) -> Path:
-    """The ONNX graph a backend runs: fp16 on GPUs; on CPUs int8 where it is fast (its cost is measured at export)."""
+    """The ONNX graph a backend runs: fp16 on GPUs; on CPUs int8 where it is faster (its cost is checked on opening)."""
     if "given" in files.graphs:
         if precision != "auto":
             raise BackendUnavailable(f"--precision {precision} picks among shipped graphs; {files.graphs['given']} "
@@ -80,11 +74,12 @@ def _graph(files: ModelFiles, choice: str, precision: str) -> Path:
     if precision == "int8" and choice != "onnxruntime-cpu":
         raise BackendUnavailable("the int8 graph runs on onnxruntime-cpu only")
     gpu = choice in GPU_BACKENDS
-    cpu_order = ("int8", "fp32") if int8_is_fast() else ("fp32",)
+    fast = int8_speedup_reason() is not None
+    cpu_order = ("int8", "fp32") if fast else ("fp32",)
     order = (precision,) if precision != "auto" else ("fp16", "fp32") if gpu else cpu_order
-    if precision == "int8" and not int8_is_fast():
-        warnings.warn("this CPU has no int8 dot-product instructions (VNNI): the int8 graph may be slow, and ONNX "
-                      "Runtime's u8s8 arithmetic can saturate on AVX2/AVX-512 without VNNI", stacklevel=2)  # fmt: skip
+    if precision == "int8" and not fast:
+        warnings.warn("this CPU has neither AVX2 nor int8 dot-product instructions: the int8 graph may be slower than "
+                      "fp32", stacklevel=2)  # fmt: skip
     for candidate in order:
         if candidate in files.graphs:
             return files.graphs[candidate]
@@ -149,10 +144,17 @@ def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: s
             raise BackendUnavailable("the CUDA provider did not load (CUDA/cuDNN libraries missing?)")
         return backend
     backend = OnnxRuntimeBackend(graph)
-    cost = float(backend.metadata.get("int8_max_cost_db", "inf")) if backend.precision == "int8" else 0.0
-    if precision == "auto" and cost > INT8_AUTO_BAR_DB and "fp32" in files.graphs:  # not worth its cost: fp32
-        backend.close()
-        return OnnxRuntimeBackend(files.graphs["fp32"])
+    if precision != "auto" or "given" in files.graphs:
+        return backend
+    reason = int8_speedup_reason()
+    if backend.precision == "int8" and backend.metadata.get("int8_within_bar") != "true" and "fp32" in files.graphs:
+        backend.close()  # not worth its cost (a graph written with --force, or before the bar): fp32
+        backend = OnnxRuntimeBackend(files.graphs["fp32"])
+        backend.why = "the int8 graph is not within its PSNR cost bar"
+    elif backend.precision == "int8":
+        backend.why = f"{reason}; PSNR cost within the bar"
+    elif reason is None:
+        backend.why = "int8 not known to be faster on this CPU (no AVX2, VNNI or dotprod)"
     return backend
 
 
@@ -175,6 +177,11 @@ def _open(choice: str, files: ModelFiles, precision: str, *, gpu_index: int = 0)
         raise BackendUnavailable(str(error)) from error
 
 
+def described(backend: Backend) -> str:
+    """'int8: int8 dot products (avx512_vnni); ...', or the precision alone when there was no choice to explain."""
+    return f"{backend.precision}: {backend.why}" if backend.why else backend.precision
+
+
 def open_backend(
     choice: str = "auto",
     model: str | Path | None = None,
@@ -185,8 +192,8 @@ def open_backend(
 ) -> Backend:
     """The backend `choice` (one of BACKENDS), or with 'auto' the first of BACKENDS that works here; `log` gets one
     line saying what was chosen and why the others were skipped. `precision` (auto, fp32, fp16, int8) picks among a
-    shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs with int8 dot products, else fp32. `device` (auto,
-    cpu, cuda, cuda:N) limits the backends to that device; a GPU backend runs on GPU N.
+    shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs where it is faster if within its cost bar, else fp32.
+    `device` (auto, cpu, cuda, cuda:N) limits the backends to that device; a GPU backend runs on GPU N.
 
     UsageError when the choice cannot be served: an unknown backend or precision, a model that is not there, the
     backend asked for (or, with auto, every one) unavailable here, a model file none can load included."""
@@ -207,7 +214,7 @@ def open_backend(
             backend = _open(choice, files, precision, gpu_index=gpu_index)
         except BackendUnavailable as error:
             raise UsageError(f"Backend {choice} is not available: {error}") from error
-        log(f"backend {backend.name} ({backend.precision}) for {files.name}")
+        log(f"backend {backend.name} ({described(backend)}) for {files.name}")
         return backend
     skipped = []
     for candidate in allowed:
@@ -216,6 +223,6 @@ def open_backend(
         except BackendUnavailable as error:
             skipped.append(f"{candidate}: {error}")
             continue
-        log(f"backend {backend.name} ({backend.precision}) for {files.name}; skipped: {'; '.join(skipped) or 'none'}")
+        log(f"backend {backend.name} ({described(backend)}) for {files.name}; skipped: {'; '.join(skipped) or 'none'}")
         return backend
     raise UsageError("No backend can run here: " + "; ".join(skipped))

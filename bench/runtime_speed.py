@@ -88,14 +88,17 @@ def speed(
         try:
             chosen, chosen_precision = _model_and_precision(model, precision, suffix)
             upscaler = Upscaler(chosen, backend, tile=tile, batch=batch, log=typer.echo, precision=chosen_precision,
-                                memory_budget=budget)  # fmt: skip
+                                memory_budget=budget, device="cpu")  # fmt: skip
         except VdsrError as error:
             typer.echo(f"skipped {backend} {precision}: {error}")
             continue
         count = folder_images if backend != "torch-cpu" else 0
         row = _measure(upscaler, rgb, ilr, scale=scale, repeats=repeats, folder_images=count)
         rows.append({"variant": "default" if backend == "auto" else f"{backend} {precision}"} | row)
-    torch_rate = {r["variant"]: r for r in rows}["torch-cpu fp32"]
+    by_variant = {r["variant"]: r for r in rows}
+    if "torch-cpu fp32" not in by_variant:
+        raise typer.BadParameter("PyTorch eager is the baseline: install torch (pip install 'vdsr[train]')")
+    torch_rate = by_variant["torch-cpu fp32"]
     summary = {f"{r['variant']} over torch-cpu fp32": {
         "backend_only": r["backend_only_mp_per_s"] / torch_rate["backend_only_mp_per_s"],
         "end_to_end": r["end_to_end_mp_per_s"] / torch_rate["end_to_end_mp_per_s"]} for r in rows}  # fmt: skip

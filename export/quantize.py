@@ -5,10 +5,12 @@ measurement for the weights at hand, its cost checked against a bar.
   u8 x s8 with VPMADDUBSW, which adds pairs of products in 16 bits: full 8-bit weights can saturate there
   (2 x 255 x 128 > 32767), 7-bit ones cannot (2 x 255 x 64 < 32767). So the arithmetic is exact integer arithmetic on
   every x86-64 CPU, and the cost measured here, on whatever CPU exports, is the cost on AVX2 CPUs too.
-- Activations uint8 per tensor. Their ranges are calibrated on crops of the training images (T91, never a test set):
-  every trained scale, the flattest and the most textured crop of each image, each clean and with Gaussian noise.
+- Activations uint8 per tensor, asymmetric ranges (ONNX Runtime's Percentile calibration is symmetric by default,
+  which for ReLU outputs, all >= 0, would leave half the codes unused), calibrated on crops of the training images
+  (T91, never a test set): every trained scale, the flattest and the most textured crop of each image, each clean and
+  with Gaussian noise.
 - Chosen by measurement on crops of held-out training images (BSD200; never a test set), clean and noisy, at every
-  trained scale, by the expected cost of the quantisation's error (see selection_cost): the calibration method
+  trained scale, by a conservative cost (see selection_cost): the calibration method
   (MinMax, Percentile, Entropy: the one with the smallest cost with every convolution quantised), then each
   convolution's sensitivity (the cost with that one alone quantised), and the most sensitive kept in fp32 one by one
   until the cost is under half the bar. The residual Add always stays fp32.
@@ -35,7 +37,7 @@ from numpy.typing import NDArray
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
 from vdsr.bench.protocol import BICUBIC, Degradation, degrade, shave
-from vdsr.errors import DatasetError, ModelError
+from vdsr.errors import DatasetError, ModelError, first_line
 from vdsr.export.onnx import quiet_logger
 from vdsr.files import atomic_write_bytes
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
@@ -77,6 +79,10 @@ def calibration_batches(
                 found = [ilr[t : t + CROP, x : x + CROP] for t, x in zip(tops, lefts, strict=True)]
                 found.sort(key=lambda crop: float(crop.std()))
                 crops += [found[0], found[-1]]
+    if not crops:
+        raise DatasetError(
+            f"{CALIBRATION_SET}: no image of at least {CROP}x{CROP} pixels at every scale to calibrate on"
+        )
     return [np.stack(crops[i : i + batch])[:, None] for i in range(0, len(crops), batch)]
 
 
@@ -123,6 +129,15 @@ def over_bar(cost: dict[str, float], *, share: float = 1.0) -> float:
     return max(value / (share * BAR_DB[cell.rsplit(" ", 1)[1]]) for cell, value in cost.items())
 
 
+@contextlib.contextmanager
+def as_model_error(graph: Path) -> Iterator[None]:
+    """ONNX Runtime's quantiser fails with plain exceptions: one line naming the graph instead."""
+    try:
+        yield
+    except (ValueError, TypeError, RuntimeError, KeyError) as error:
+        raise ModelError(f"{graph}: ONNX Runtime's quantiser failed ({first_line(error)})") from error
+
+
 class Quantiser:
     """Quantises one fp32 graph with a given calibration method and set of convolutions kept in fp32; each method's
     activation ranges are calibrated once (ONNX Runtime's calibration cache) and reused."""
@@ -162,12 +177,12 @@ class Quantiser:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         output = self.workdir / "int8.onnx"  # each call replaces the last
-        with quiet_logger(), contextlib.redirect_stdout(io.StringIO()):  # its advice, and prints, are not for users
+        with quiet_logger(), contextlib.redirect_stdout(io.StringIO()), as_model_error(self.fp32_graph):
             quantize_static(
                 str(self.fp32_graph), str(output), self._reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod[method], nodes_to_exclude=sorted({*kept, *self.adds}),
-                extra_options={"CalibStridedMinMax": 1},
+                extra_options={"CalibStridedMinMax": 1, "CalibTensorRangeSymmetric": False},
                 calibration_cache_path=self.workdir / f"ranges_{method}.json",
             )  # fmt: skip
         return output
@@ -212,18 +227,24 @@ def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> R
 
 
 def selection_cost(quantise: Quantiser, probes: list[Probe]) -> Cost:
-    """The expected PSNR cost on the selection crops of the int8 graph `quantise` makes, per cell: 10 log10(1 + e/r)
-    dB, with e the mean squared difference of its output from fp32's and r fp32's from the truth. This is the cost of
-    adding the quantisation's error to fp32's, not PSNR(fp32) - PSNR(int8): on a few crops that difference is
-    mostly luck (negative when the error happens to correct fp32's), and a recipe chosen by it does not carry over
-    to other images."""
+    """The PSNR cost on the selection crops of the int8 graph `quantise` makes, per cell, taken conservatively: the
+    larger of the measured cost, 10 log10(q / r) dB (q, r: int8's and fp32's mean squared error from the truth over
+    the cell's crops), and the expected cost of adding the quantisation's error to fp32's, 10 log10(1 + e / r) dB (e:
+    int8's mean squared difference from fp32). On a few crops the measured cost is partly luck (negative when the
+    error happens to correct fp32's), the expected one misses an error that follows fp32's own (a bias): each
+    catches what the other misses."""
     reference = probe_outputs(quantise.fp32_graph, probes)
-    fp32_error = [shaved_mse(out, np.stack(p.truth), p.scale) for out, p in zip(reference, probes, strict=True)]
+    truths = [np.stack(p.truth) for p in probes]
+    fp32_error = [shaved_mse(out, t, p.scale) for out, t, p in zip(reference, truths, probes, strict=True)]
 
     def cost(method: str, kept: list[str]) -> dict[str, float]:
         outputs = probe_outputs(quantise(method, kept), probes)
-        return {p.cell: round(10 * math.log10(1 + shaved_mse(out, ref, p.scale) / r), 4)
-                for p, out, ref, r in zip(probes, outputs, reference, fp32_error, strict=True)}  # fmt: skip
+        result = {}
+        for p, out, ref, truth, r in zip(probes, outputs, reference, truths, fp32_error, strict=True):
+            measured = 10 * math.log10(shaved_mse(out, truth, p.scale) / r)
+            expected = 10 * math.log10(1 + shaved_mse(out, ref, p.scale) / r)
+            result[p.cell] = round(max(measured, expected), 4)
+        return result
 
     return cost
 

@@ -61,7 +61,9 @@ def main(
     tile: Annotated[
         int | None,
         typer.Option(
-            help="Tile side in output pixels.", min=1, show_default="CPUs: fitted to --memory-budget; GPUs: 512"
+            help="Tile side in output pixels.",
+            min=1,
+            show_default="ONNX Runtime CPU: fitted to --memory-budget; else 512",
         ),
     ] = None,
     memory_budget: Annotated[
@@ -70,7 +72,7 @@ def main(
             "--memory-budget",
             help="GiB of working memory for the network on CPUs: whole images when they fit.",
             min=0.001,
-            show_default="a quarter of physical memory, 1 to 4 GiB",
+            show_default="a quarter of memory, 0.25 to 4 GiB",
         ),  # fmt: skip
     ] = None,
     batch: Annotated[

@@ -58,11 +58,19 @@ def cpu_model() -> str:
 
 
 def physical_memory() -> int | None:
-    """Bytes of physical memory, where the OS says (POSIX sysconf); None elsewhere."""
+    """Bytes of memory this process may use: physical memory (POSIX sysconf), or a container's smaller limit (cgroup
+    v2 memory.max, v1 memory.limit_in_bytes); None where none is known."""
+    known = []
     try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        known.append(int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE")))
     except (AttributeError, OSError, ValueError):
-        return None
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            known.append(int(Path(limit).read_text(encoding="ascii").strip()))
+        except (OSError, ValueError):  # absent, or "max": no limit
+            continue
+    return min(known) if known else None
 
 
 def nvidia_driver_present() -> bool:

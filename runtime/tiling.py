@@ -51,14 +51,26 @@ def window_shape(shape: tuple[int, int], tile: int, halo: int) -> tuple[int, int
     return (min(shape[0], tile + 2 * halo), min(shape[1], tile + 2 * halo))
 
 
+BAND_BYTES_PER_PIXEL = 64  # a band's ILR rows, its Y out and resized chroma, float32, and the resize's temporaries
+
+
+def working_memory(shape: tuple[int, int], tile: int, *, bytes_per_pixel: int, halo: int, batch: int = 1) -> int:
+    """Bytes the network's windows (a batch of them, as many as the image has) and the band of rows they run in take
+    for an image of `shape` in tiles of `tile`."""
+    rows, cols = window_shape(shape, tile, halo)
+    windows = min(batch, math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile))
+    return windows * rows * cols * bytes_per_pixel + rows * shape[1] * BAND_BYTES_PER_PIXEL
+
+
 def tile_for_memory(shape: tuple[int, int], *, budget: int, bytes_per_pixel: int, halo: int, batch: int = 1) -> int:
-    """The tile side for an image of `shape` whose windows (batch of them) fit `budget` bytes at `bytes_per_pixel`:
-    the whole image when it fits (no halo recomputed), else the largest square window's core (at least 2 x halo, or
-    1, whatever the budget: a budget too small for that is not kept)."""
-    per_window = budget // (bytes_per_pixel * max(1, batch))
-    if shape[0] * shape[1] <= per_window:
-        return max(shape)
-    return max(math.isqrt(per_window) - 2 * halo, 2 * halo, 1)
+    """The largest tile side for an image of `shape` whose working_memory fits `budget`: the whole image when it fits
+    (no halo recomputed), else the largest square tiles; at least 2 x halo (or 1), whatever the budget."""
+    low, high = 1, max(shape)  # working_memory grows with the tile: the largest that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        fits = working_memory(shape, middle, bytes_per_pixel=bytes_per_pixel, halo=halo, batch=batch) <= budget
+        low, high = (middle, high) if fits else (low, middle - 1)
+    return max(low, 2 * halo, 1)
 
 
 def tiled_rows(

@@ -29,10 +29,10 @@ GIB = 1 << 30
 
 
 def default_memory_budget() -> int:
-    """The network's working memory on CPUs when not given: a quarter of physical memory, between 1 and 4 GiB (1 GiB
-    where the OS does not say)."""
+    """The network's working memory on CPUs when not given: a quarter of the memory this process may use (a
+    container's limit included), between 256 MiB and 4 GiB (1 GiB where the OS does not say)."""
     total = physical_memory()
-    return GIB if total is None else min(4 * GIB, max(GIB, total // 4))
+    return GIB if total is None else min(4 * GIB, max(GIB // 4, total // 4))
 
 
 class Upscaler:
@@ -44,13 +44,13 @@ class Upscaler:
 
     model: 'vdsr' (default) or another shipped model (vdsr.catalogue.MODELS), or the path of an .onnx graph or
     .safetensors weights. backend: 'auto' (the fastest available; `log` says which and why not the others) or one of
-    vdsr.runtime.backends.selection.BACKENDS. tile: output pixels per tile side (default: on CPUs the whole image, or
-    the largest tiles, whose working memory fits `memory_budget` bytes (default: a quarter of physical memory, 1 to 4
-    GiB); on GPUs the backend's preferred tile); batch: tiles per backend call (default: the backend's preferred ones;
-    1 on CPUs, where larger batches only cost memory, and 4 on GPUs). precision: which of a shipped model's graphs to
-    run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs where int8 is faster, AVX2 or int8 dot products, the int8
-    graph if its measured cost is within the bar; else fp32). device: auto, cpu, cuda or cuda:N (the GPU to run on;
-    backends of another device are not tried).
+    vdsr.runtime.backends.selection.BACKENDS. tile: output pixels per tile side (default, on ONNX Runtime on CPUs: the
+    whole image, or the largest tiles whose working memory fits `memory_budget` bytes (default: a quarter of the
+    memory this process may use, 256 MiB to 4 GiB); elsewhere the backend's preferred tile, 512); batch: tiles per
+    backend call (default: the backend's preferred ones; 1 on CPUs, where larger batches only cost memory, and 4 on
+    GPUs). precision: which of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs
+    where int8 is faster, AVX2 or int8 dot products, the int8 graph if its measured cost is within the bar; else
+    fp32). device: auto, cpu, cuda or cuda:N (the GPU to run on; backends of another device are not tried).
     """
 
     def __init__(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -302,18 +301,26 @@ def test_a_list_of_images_comes_back_as_a_list_with_tiles_batched_across_them(
 
 
 def test_cpu_tiles_are_sized_to_the_memory_budget() -> None:
-    """Whole images when their window fits the budget (no halo recomputed); else the largest square window that fits,
-    less the halo on both sides; a batch shares the budget."""
-    from vdsr.runtime.tiling import tile_for_memory
+    """Whole images when their window and band fit the budget (no halo recomputed); else the largest tiles whose
+    windows (a batch of them) and band of rows fit; never below 2 x halo."""
+    from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, tile_for_memory, working_memory
 
-    mib = 1 << 20
-    assert tile_for_memory((1536, 2048), budget=4 << 30, bytes_per_pixel=832, halo=20) == 2048  # 2.6 GB: whole
-    side = tile_for_memory((1536, 2048), budget=1 << 30, bytes_per_pixel=832, halo=20)
-    assert (side + 40) ** 2 * 832 <= 1 << 30 < (side + 41) ** 2 * 832 and side == 1096
-    assert tile_for_memory((1536, 2048), budget=1 << 30, bytes_per_pixel=832, halo=20, batch=4) == 528
-    assert tile_for_memory((100, 30_000), budget=8 * mib, bytes_per_pixel=832, halo=20) == 60  # 100 rows don't fit
-    assert tile_for_memory((10, 10), budget=mib, bytes_per_pixel=10**9, halo=20) == 40  # never below 2 x halo
-    assert tile_for_memory((10, 10), budget=mib, bytes_per_pixel=10**9, halo=0) == 1
+    def fitted(shape: tuple[int, int], budget: int, batch: int = 1) -> int:
+        side = tile_for_memory(shape, budget=budget, bytes_per_pixel=832, halo=20, batch=batch)
+        assert working_memory(shape, side, bytes_per_pixel=832, halo=20, batch=batch) <= budget
+        if side < max(shape):  # the next size up would not fit
+            assert working_memory(shape, side + 1, bytes_per_pixel=832, halo=20, batch=batch) > budget
+        return side
+
+    assert fitted((1536, 2048), 4 << 30) == 2048  # 2.8 GB with its band: whole
+    assert working_memory((1536, 2048), 2048, bytes_per_pixel=832, halo=20) == 1536 * 2048 * (832 + 64)
+    assert 1000 < fitted((1536, 2048), 1 << 30) < 1100
+    assert 500 < fitted((1536, 2048), 1 << 30, batch=4) < 560  # four windows share the budget
+    wide = fitted((600, 30_000), 256 << 20)  # a wide image: its band of rows counts too
+    assert (wide + 40) * 30_000 * BAND_BYTES_PER_PIXEL < 256 << 20 and wide < 400
+    assert fitted((40, 40), 1 << 30) == 40
+    assert tile_for_memory((1000, 1000), budget=1, bytes_per_pixel=832, halo=20) == 40  # never below 2 x halo
+    assert tile_for_memory((1000, 1000), budget=1, bytes_per_pixel=832, halo=0) == 1
 
 
 def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Path]) -> None:
@@ -328,12 +335,25 @@ def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Pat
     assert whole.backend.window_bytes_per_pixel == per_pixel and whole.tile_for((120, 90)) == 120
     assert "tiles: whole images up to 0.1 MP of network input" in lines[-1] and "0.0078 GiB" in lines[-1]
     small = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", memory_budget=1 << 20)
-    assert small.tile_for((120, 90)) == math.isqrt((1 << 20) // per_pixel) - 8 == 72
+    assert 50 < small.tile_for((120, 90)) < 90  # 1 MiB: tiles
     assert small.tile_for((20, 30)) == 30  # a small image still runs whole
     assert np.abs(whole.upscale(rgb, 2) - small.upscale(rgb, 2)).max() <= 1e-6  # seamless either way
     given = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", tile=16, memory_budget=8 << 20)
     assert given.tile_for((120, 90)) == 16  # a tile given is kept
-    assert Upscaler(tiny_model["weights"], "torch-cpu").tile_for((4000, 4000)) == 512  # not measured: its tile
-    assert Upscaler(tiny_model["onnx"]).memory_budget >= 1 << 30  # the default: 1 to 4 GiB
+    with Upscaler(tiny_model["weights"], "torch-cpu") as eager:
+        assert eager.tile_for((4000, 4000)) == 512  # not measured: its preferred tile
+    for upscaler in (whole, small, given):
+        upscaler.close()
     with pytest.raises(UsageError, match="at least 1 MiB"):
         Upscaler(tiny_model["onnx"], memory_budget=1000)
+
+
+@pytest.mark.parametrize(("memory", "budget"), [(None, 1 << 30), (512 << 20, 256 << 20), (8 << 30, 2 << 30),
+                                                (64 << 30, 4 << 30)])  # fmt: skip
+def test_the_default_budget_is_a_quarter_of_memory_within_bounds(
+    memory: int | None, budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vdsr.runtime import upscaler
+
+    monkeypatch.setattr(upscaler, "physical_memory", lambda: memory)
+    assert upscaler.default_memory_budget() == budget

@@ -151,8 +151,10 @@ def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: s
         backend.close()  # not worth its cost (a graph written with --force, or before the bar): fp32
         backend = OnnxRuntimeBackend(files.graphs["fp32"])
         backend.why = "the int8 graph is not within its PSNR cost bar"
-    elif backend.precision == "int8":
+    elif backend.precision == "int8" and backend.metadata.get("int8_within_bar") == "true":
         backend.why = f"{reason}; PSNR cost within the bar"
+    elif backend.precision == "int8":
+        backend.why = f"{reason}; no fp32 graph, though the int8 one is not within its PSNR cost bar"
     elif reason is None:
         backend.why = "int8 not known to be faster on this CPU (no AVX2, VNNI or dotprod)"
     return backend

@@ -189,7 +189,7 @@ class Quantiser:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Int8Recipe:
     method: str
     kept: list[str]  # convolutions left in fp32, by node name
     selection_cost: dict[str, float]  # on the selection crops
@@ -199,7 +199,7 @@ class Recipe:
 Cost = Callable[[str, list[str]], dict[str, float]]  # (method, convolutions kept in fp32) -> cost per cell
 
 
-def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> Recipe:
+def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> Int8Recipe:
     """The calibration method with the smallest cost with every convolution int8; then, if that cost is over half the
     bar, the convolutions whose quantisation alone costs most kept in fp32, one by one, until it is not (at least one
     stays int8)."""
@@ -223,7 +223,7 @@ def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> R
             kept = order[: len(kept) + 1]
             current = measured(method, kept)
             log(f"selection cost, {len(kept)} convolution(s) in fp32: {max(current.values()):.4f} dB")
-    return Recipe(method, kept, current, trials)
+    return Int8Recipe(method, kept, current, trials)
 
 
 def selection_cost(quantise: Quantiser, probes: list[Probe]) -> Cost:

@@ -49,7 +49,9 @@ def main(
     ] = BackendChoice.auto,
     precision: Annotated[
         PrecisionChoice,
-        typer.Option(case_sensitive=False, help="auto: fp16 on GPUs; int8 on CPUs with AVX2/VNNI/dotprod, else fp32."),
+        typer.Option(
+            case_sensitive=False, help="auto: fp16 on GPUs; int8 on CPUs with AVX2/VNNI/dotprod if within its bar."
+        ),
     ] = PrecisionChoice.auto,
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or cuda:N: where to run (backends of other devices are not tried).")

@@ -62,8 +62,9 @@ def upscale_pixels(
     float in [0, 1], or an unsigned integer type scaled to its full range (uint8: 0..255) and rounded.
 
     Works band by band (a row of tiles): besides the input and the output, memory holds the input's YCbCr planes and
-    one band of tiles, however large the image. Non-finite network output: see vdsr.runtime.tiling.tiled_rows (errors
-    name `name`). `on_band(fraction of the output rows done)` follows the work, band by band.
+    one band of tiles, as tall as a tile however large the image (the Upscaler sizes tiles to its memory budget).
+    Non-finite network output: see vdsr.runtime.tiling.tiled_rows (errors name `name`). `on_band(fraction of the
+    output rows done)` follows the work, band by band.
     """
     scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
     gray = pixels.shape[-1] in (1, 2)

@@ -102,7 +102,7 @@ def test_over_the_bar_the_export_refuses_unless_forced(
     tiny_model: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     measured = {"Set5 x2 bicubic": 0.031, "Set5 x2 noise:15": 0.012}
-    monkeypatch.setattr(quantize, "choose_recipe", lambda *a: quantize.Recipe("MinMax", [], {}, 1))
+    monkeypatch.setattr(quantize, "choose_recipe", lambda *a: quantize.Int8Recipe("MinMax", [], {}, 1))
     monkeypatch.setattr(quantize, "measure_cost", lambda *a: measured)
     target = tmp_path / "over_int8.onnx"
     args = ["--weights", str(tiny_model["weights"]), "--int8", "--data-dir", str(data_dir), "--output", str(target)]

@@ -25,6 +25,7 @@ GRAPHS = {
     "srcnn_x3": ["srcnn_x3.onnx"],
     "srcnn_x4": ["srcnn_x4.onnx"],
 }
+# SRCNN ships no int8 graph: vdsr-export --int8 refuses it, over the bar (bench/results/int8_cost_cpu.md)
 # Set5 PSNR (dB): issue 3's interim bar for VDSR and SRCNN x2. SRCNN x3 and x4 have no bar: a floor of 1 dB over
 # the paper's bicubic (the shipped ones gain 1.70 and 1.45 dB; the paper's SRCNN 2.36 and 2.06)
 INTERIM_BAR_SET5 = {
@@ -83,3 +84,23 @@ def test_set5_psnr_of_the_card_is_reproduced_and_meets_the_bar(name: str, data_d
 def test_the_bench_runs_every_shipped_model_at_its_scales() -> None:
     assert method_runner(Method.vdsr).scales == (2, 3, 4)
     assert method_runner(Method.srcnn).scales == (2, 3, 4)  # three SRCNNs, one per scale
+
+
+@pytest.mark.parametrize("name", [name for name, graphs in GRAPHS.items() if f"{name}_int8.onnx" in graphs])
+def test_shipped_int8_graphs_are_within_their_bar_and_run_by_default_where_int8_is_faster(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every shipped int8 graph was measured within the bar (vdsr-export --int8 refuses otherwise), so `auto` runs it
+    on CPUs with AVX2 or int8 dot products, and fp32 elsewhere."""
+    from vdsr.runtime import machine
+    from vdsr.runtime.backends.selection import open_backend
+
+    int8 = f"{name}_int8.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(shipped(int8))).metadata_props}
+    cost, bar = json.loads(meta["int8_cost_db"]), json.loads(meta["int8_bar_db"])
+    assert meta["int8_within_bar"] == "true" and all(v <= bar[cell.split()[-1]] for cell, v in cost.items())
+    assert len(cost) == 2 * 2 * len(card(name)["scales"])  # type: ignore[arg-type]  # Set5/Set14 x scales x clean/noisy
+    for flags, precision in (("avx2 fma", "int8"), ("fp asimd asimddp", "int8"), ("sse4_2 avx", "fp32")):
+        monkeypatch.setattr(machine, "_cpuinfo", lambda flags=flags: f"flags\t: {flags}\n")
+        with open_backend("onnxruntime-cpu", name) as backend:
+            assert backend.precision == precision, flags

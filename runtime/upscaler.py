@@ -21,7 +21,7 @@ from vdsr.runtime.backends.selection import open_backend
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
 from vdsr.runtime.machine import physical_memory
-from vdsr.runtime.tiling import Network, tile_for_memory, window_shape
+from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Network, tile_for_memory, window_shape
 from vdsr.runtime.upscale import check_output, check_scale, upscale_pixels
 
 LIST_GROUP_PIXELS = 16_000_000  # output pixels of a list's images batched together (their windows are held)
@@ -75,8 +75,8 @@ class Upscaler:
         self.fitted = tile is None and self.backend.window_bytes_per_pixel is not None  # tiles sized per image
         tile, batch = tile or self.backend.preferred_tile, batch or self.backend.preferred_batch
         if self.fitted:
-            mp = self.memory_budget / (self.backend.window_bytes_per_pixel or 1) / batch / 1e6
-            log(f"tiles: whole images up to {mp:.1f} MP of network input, larger ones in the largest tiles that fit "
+            mp = self.memory_budget / ((self.backend.window_bytes_per_pixel or 1) + BAND_BYTES_PER_PIXEL) / 1e6
+            log(f"tiles: whole images up to {mp:.2g} MP of network input, larger ones in the largest tiles that fit "
                 f"{self.memory_budget / GIB:.2g} GiB of working memory")  # fmt: skip
         limit = self.backend.max_input
         if limit is not None:  # an engine's profile bounds the windows: tile + 2 * halo and the batch must fit

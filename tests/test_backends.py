@@ -327,13 +327,13 @@ def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Pat
     from vdsr.runtime.backends.onnx_runtime import cpu_bytes_per_pixel
 
     per_pixel = cpu_bytes_per_pixel({"config": '{"depth": 4, "channels": 8}'})
-    assert per_pixel == 64 + 12 * 8 and cpu_bytes_per_pixel({"config": '{"channels": [64, 32]}'}) == 832
-    assert cpu_bytes_per_pixel({}) == 832  # no config recorded: as wide as the shipped models
+    assert per_pixel == 64 + 14 * 8 and cpu_bytes_per_pixel({"config": '{"channels": [64, 32]}'}) == 960
+    assert cpu_bytes_per_pixel({}) == 960  # no config recorded: as wide as the shipped models
     lines: list[str] = []
     rgb = np.random.default_rng(4).random((60, 45, 3)).astype(np.float32)
     whole = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", memory_budget=8 << 20, log=lines.append)
     assert whole.backend.window_bytes_per_pixel == per_pixel and whole.tile_for((120, 90)) == 120
-    assert "tiles: whole images up to 0.1 MP of network input" in lines[-1] and "0.0078 GiB" in lines[-1]
+    assert "tiles: whole images up to 0.035 MP of network input" in lines[-1] and "0.0078 GiB" in lines[-1]
     small = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", memory_budget=1 << 20)
     assert 50 < small.tile_for((120, 90)) < 90  # 1 MiB: tiles
     assert small.tile_for((20, 30)) == 30  # a small image still runs whole

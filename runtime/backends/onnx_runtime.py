@@ -27,15 +27,16 @@ def _device_id(providers: Providers) -> object:
 
 
 def cpu_bytes_per_pixel(metadata: dict[str, str]) -> int:
-    """The CPU session's working memory per window pixel: 64 + 12 x the widest layer's channels bytes (peak resident
-    growth measured on ONNX Runtime 1.32, arena included, fp32 and int8, windows of 0.25-4 MP: VDSR-64 534-811, SRCNN
-    469-497, an 8-channel VDSR 106-174; bench/results/window_memory_cpu.md). 64 channels without a config."""
+    """The CPU session's working memory per window pixel: 64 + 14 x the widest layer's channels bytes, 960 for the
+    shipped models (peak resident growth measured on ONNX Runtime 1.32, arena included, fp32 and int8, windows of
+    0.25-4 MP: VDSR-64 534-811, SRCNN 469-497, an 8-channel VDSR 106-174, so about 15% to spare;
+    bench/results/window_memory_cpu.md). 64 channels without a config."""
     try:
         channels = json.loads(metadata["config"])["channels"]
         widest = max(channels) if isinstance(channels, list) else int(channels)
     except (KeyError, ValueError, TypeError):
         widest = 64
-    return 64 + 12 * max(1, widest)
+    return 64 + 14 * max(1, widest)
 
 
 def cuda_providers(gpu_index: int = 0) -> Providers:

@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
-from vdsr.catalogue import DEFAULT_OPSET, graph_name, shipped
+from vdsr.catalogue import DEFAULT_OPSET, MODELS, graph_name, shipped
 from vdsr.console import Command, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import UsageError
+from vdsr.export.triton import engine_model, onnx_model, write_model
 from vdsr.files import sha256_file, unwritable_folder
 from vdsr.runtime.backends.tensorrt import DEFAULT_PROFILE, Profile, TensorRTUnavailable, parse_shape, require_tensorrt
 
@@ -28,6 +29,12 @@ def default_output(weights: Path, precision: str) -> Path:
 def main(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Trained weights.", show_default="the shipped VDSR")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help=f"A shipped model's weights ({', '.join(MODELS)}) instead of --weights.", show_default="no"
+        ),
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 weights, arithmetic and I/O.")] = False,
     int8: Annotated[
@@ -46,6 +53,10 @@ def main(
         typer.Option(
             "--output", "-o", show_default="beside the weights: <name>.onnx, <name>_fp16.onnx, <name>_int8.onnx"
         ),
+    ] = None,
+    triton_repo: Annotated[
+        Path | None,
+        typer.Option("--triton-repo", help="Write the graph (and --engine) as Triton models here.", show_default="no"),
     ] = None,
     opset: Annotated[int, typer.Option("--opset", min=17)] = DEFAULT_OPSET,
     engine: Annotated[
@@ -77,6 +88,8 @@ def main(
             raise UsageError("choose one of --fp16 and --int8")
         if force and not int8:
             raise UsageError("--force is for --int8 (a graph over the int8 cost bar)")
+        if triton_repo is not None and engine is not None and profile.min[0] != 1:
+            raise UsageError("--triton-repo --engine: Triton sends batches of 1 and up: --min's batch must be 1")
         if int8 and engine is not None:  # TensorRT wants symmetric int8 Q/DQ; this graph's activations are uint8
             raise UsageError("the int8 graph is for ONNX Runtime on CPUs; build engines from fp32 or --fp16")
         if engine is not None:
@@ -84,43 +97,78 @@ def main(
                 require_tensorrt()
             except TensorRTUnavailable as error:
                 raise UsageError(f"--engine: {error}") from error
+        if model is not None and weights is not None:
+            raise UsageError("choose one of --model and --weights")
+        if model is not None and model not in MODELS:
+            raise UsageError(f"--model: expected one of {', '.join(MODELS)}, got {model!r}")
+        if triton_repo is not None and output is not None:
+            raise UsageError("choose one of --output and --triton-repo")
+        source = weights or shipped(f"{model or 'vdsr'}.safetensors")
+        if not source.is_file():
+            raise UsageError(f"--{'weights' if weights else 'model'}: {source} is not a file")
         if int8:  # the calibration and validation images, verified, before any work
             from vdsr.export.quantize import CALIBRATION_SET, SELECTION_SET, VALIDATION_SETS  # imports onnx
 
             for name in (CALIBRATION_SET, SELECTION_SET, *VALIDATION_SETS):
                 resolve_dataset(name, data_dir)
-        source = weights or shipped("vdsr.safetensors")
-        if not source.is_file():
-            raise UsageError(f"--weights: {source} is not a file")
-        target = output or default_output(source, "fp16" if fp16 else "int8" if int8 else "fp32")
-        if target.is_dir():
-            raise UsageError(f"--output: {target} is a folder; give the graph's file name")
-        problem = unwritable_folder(target.parent)
+        precision = "fp16" if fp16 else "int8" if int8 else "fp32"
+        if triton_repo is None:
+            target = output or default_output(source, precision)
+            if target.is_dir():
+                raise UsageError(f"--output: {target} is a folder; give the graph's file name")
+            problem = unwritable_folder(target.parent)
+            if problem:
+                raise UsageError(f"--output: {problem}")
+            _export(source, target, precision=precision, opset=opset, engine=engine, profile=profile,
+                    data_dir=data_dir, force=force, triton_repo=None)  # fmt: skip
+            return
+        name = Path(graph_name(source.stem, precision)).stem
+        problem = next(filter(None, (unwritable_folder(triton_repo / f) for f in (name, f"{name}_trt"))), None)
         if problem:
-            raise UsageError(f"--output: {problem}")
-        with warnings.catch_warnings():  # torch's and its exporter's notes are not for our users
-            warnings.simplefilter("ignore")
-            import onnx
+            raise UsageError(f"--triton-repo: {problem}")
+        with tempfile.TemporaryDirectory() as staging:  # the graph is made here, then copied into the repository
+            _export(source, Path(staging, f"{name}.onnx"), precision=precision, opset=opset, engine=engine,
+                    profile=profile, data_dir=data_dir, force=force, triton_repo=triton_repo)  # fmt: skip
 
-            from vdsr.export.onnx import export_onnx, onnx_metadata, save_onnx
-            from vdsr.export.quantize import quantize_int8
-            from vdsr.weights import load_weights
 
-            model, scales = load_weights(source)
-            proto = export_onnx(model, scales, sha256_file(source), fp16=fp16, opset=opset)
-            if int8:
-                with tempfile.TemporaryDirectory() as tmp:
-                    save_onnx(proto, Path(tmp) / "fp32.onnx")
-                    quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir, force=force, log=err.print)
-                proto = onnx.load(str(target))
-            else:
-                save_onnx(proto, target)
-        meta = onnx_metadata(proto)
-        size = target.stat().st_size / 1e6
-        summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}"
+def _export(
+    source: Path, target: Path, *, precision: str, opset: int, engine: Path | None, profile: Profile,
+    data_dir: Path | None, force: bool, triton_repo: Path | None,
+) -> None:  # fmt: skip
+    """The export once the options are known to be usable: the graph to `target` (then, with a Triton repository,
+    into it as a model), and the engine (into the repository too)."""
+    err = error_console()
+    with warnings.catch_warnings():  # torch's and its exporter's notes are not for our users
+        warnings.simplefilter("ignore")
+        import onnx
+
+        from vdsr.export.onnx import export_onnx, onnx_metadata, save_onnx
+        from vdsr.export.quantize import quantize_int8
+        from vdsr.weights import load_weights
+
+        model, scales = load_weights(source)
+        proto = export_onnx(model, scales, sha256_file(source), fp16=precision == "fp16", opset=opset)
+        if precision == "int8":
+            with tempfile.TemporaryDirectory() as tmp:
+                save_onnx(proto, Path(tmp) / "fp32.onnx")
+                quantize_int8(Path(tmp) / "fp32.onnx", target, data_dir, force=force, log=err.print)
+            proto = onnx.load(str(target))
+        else:
+            save_onnx(proto, target)
+    meta = onnx_metadata(proto)
+    size = target.stat().st_size / 1e6
+    summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}"
+    names = {"input_name": proto.graph.input[0].name, "output_name": proto.graph.output[0].name}
+    if triton_repo is None:
         err.print(f"wrote {safe(target)}: {summary}, opset {proto.opset_import[0].version}, {size:.2f} MB")
-        if engine is not None:  # the graph is written whatever happens to the engine (exit 1 if it fails)
-            from vdsr.runtime.backends.tensorrt import build_engine
+    else:
+        folder = write_model(triton_repo, onnx_model(target.stem, precision, **names), target)
+        err.print(f"wrote Triton model {safe(folder)}: {summary}, {size:.2f} MB")
+    if engine is not None:  # the graph is written whatever happens to the engine (exit 1 if it fails)
+        from vdsr.runtime.backends.tensorrt import build_engine
 
-            built = build_engine(target, profile, destination=engine)
-            err.print(f"wrote {safe(built)} (TensorRT engine, profile {profile})")
+        built = build_engine(target, profile, destination=engine)
+        err.print(f"wrote {safe(built)} (TensorRT engine, profile {profile})")
+        if triton_repo is not None:
+            served = engine_model(target.stem, precision, max_batch=profile.max[0], **names)
+            err.print(f"wrote Triton model {safe(write_model(triton_repo, served, built))} (TensorRT plan)")

@@ -1,0 +1,110 @@
+"""vdsr-export --triton-repo: models Triton Inference Server would load, checked against Triton's own ModelConfig
+protobuf (tritonclient, in the test extra) and run in ONNX Runtime under the names the config gives. The server itself
+cannot be installed here: nothing is served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vdsr.errors import EXIT_USAGE
+from vdsr.export.cli import app
+from vdsr.export.triton import MAX_BATCH, engine_model, model_config, onnx_model
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+
+
+def triton_config() -> Any:
+    """tritonclient's model_config_pb2 (Triton's own ModelConfig protobuf), in the test extra."""
+    return pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient: pip install '.[test]'")
+
+
+def parse(text: str) -> Any:
+    from google.protobuf import text_format
+
+    return text_format.Parse(text, triton_config().ModelConfig())
+
+
+@pytest.mark.parametrize(("option", "name", "data_type", "kind"), [
+    ([], "tiny", "TYPE_FP32", "KIND_CPU"),
+    (["--fp16"], "tiny_fp16", "TYPE_FP16", "KIND_GPU"),
+])  # fmt: skip
+def test_a_triton_model_parses_as_triton_config_and_runs_under_its_names(
+    option: list[str], name: str, data_type: str, kind: str, tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(app, ["--weights", str(tiny_model["weights"]), "--triton-repo", str(repo), *option])
+    assert result.exit_code == 0, result.output
+    assert f"wrote Triton model {repo / name}" in result.output
+    assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()) == [
+        f"{name}/1/model.onnx", f"{name}/config.pbtxt"]  # fmt: skip
+    pb2 = triton_config()
+    config = parse((repo / name / "config.pbtxt").read_text())
+    dtype = pb2.DataType.Name
+    assert config.name == name and config.backend == "onnxruntime" and config.max_batch_size == MAX_BATCH
+    assert [(t.name, dtype(t.data_type), list(t.dims)) for t in config.input] == [("ilr", data_type, [1, -1, -1])]
+    assert [(t.name, dtype(t.data_type), list(t.dims)) for t in config.output] == [("sr", data_type, [1, -1, -1])]
+    assert [pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [kind]
+    assert config.HasField("dynamic_batching") and list(config.version_policy.specific.versions) == [1]
+    graph = onnx.load(str(repo / name / "1" / "model.onnx"))
+    for declared, tensor in ((config.input[0], graph.graph.input[0]), (config.output[0], graph.graph.output[0])):
+        dims = tensor.type.tensor_type.shape.dim  # Triton's batch first, then the config's dims
+        assert tensor.name == declared.name and dims[0].dim_param and dims[1].dim_value == 1
+        assert [bool(d.dim_param) for d in dims[2:]] == [True, True]  # H and W dynamic
+        expected = onnx.TensorProto.FLOAT16 if data_type == "TYPE_FP16" else onnx.TensorProto.FLOAT
+        assert tensor.type.tensor_type.elem_type == expected
+    if data_type == "TYPE_FP32":  # the CPU model runs as Triton's ONNX Runtime backend would run it: by its names
+        import onnxruntime as ort
+
+        batch = np.random.default_rng(0).random((3, 1, 21, 34), dtype=np.float32)  # N <= max_batch_size, any H, W
+        session = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        (served,) = session.run([config.output[0].name], {config.input[0].name: batch})
+        with OnnxRuntimeBackend(tiny_model["onnx"]) as reference:
+            assert served.shape == batch.shape and np.abs(served - reference(batch)).max() == 0
+
+
+def test_the_engine_model_is_bounded_by_its_profile() -> None:
+    pb2 = triton_config()
+    plan = engine_model("vdsr_fp16", "fp16", max_batch=8, input_name="ilr", output_name="sr")
+    config = parse(model_config(plan))
+    assert (config.name, config.backend, config.max_batch_size, plan.file) == ("vdsr_fp16_trt", "tensorrt", 8,
+                                                                               "model.plan")  # fmt: skip
+    assert pb2.DataType.Name(config.input[0].data_type) == "TYPE_FP16"  # the fp16 graph's own I/O
+    assert pb2.DataType.Name(parse(model_config(onnx_model("v", "int8", input_name="i", output_name="o")))
+                             .input[0].data_type) == "TYPE_FP32"  # int8 graphs take and give fp32  # fmt: skip
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_triton_engine_needs_tensorrt_and_a_batch_1_profile(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    weights = ["--weights", str(tiny_model["weights"]), "--triton-repo", str(tmp_path / "repo")]
+    no_trt = CliRunner().invoke(app, [*weights, "--engine", str(tmp_path / "x.plan")])
+    assert no_trt.exit_code == EXIT_USAGE and "--engine" in no_trt.output
+    batch_2 = CliRunner().invoke(app, [*weights, "--engine", str(tmp_path / "x.plan"), "--min", "2x32x32"])
+    assert batch_2.exit_code == EXIT_USAGE and "--min's batch must be 1" in batch_2.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_triton_repository_usage_errors_write_nothing(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    weights = ["--weights", str(tiny_model["weights"])]
+    repo = tmp_path / "repo"
+    cases = [
+        ([*weights, "--triton-repo", str(repo), "--output", str(tmp_path / "x.onnx")], "choose one of --output"),
+        ([*weights, "--model", "vdsr", "--triton-repo", str(repo)], "choose one of --model and --weights"),
+        (["--model", "edsr", "--triton-repo", str(repo)], "--model: expected one of"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == EXIT_USAGE and message in result.output, (args, result.output)
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(app, [*weights, "--triton-repo", str(tmp_path / "file" / "repo")])
+    assert result.exit_code == EXIT_USAGE and "--triton-repo: cannot write in" in result.output
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "tiny").write_text("")  # a file where the model's folder goes
+    result = CliRunner().invoke(app, [*weights, "--triton-repo", str(repo)])
+    assert result.exit_code == EXIT_USAGE and "--triton-repo: cannot write in" in result.output
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["file", "repo", "repo/tiny"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -18,6 +19,7 @@ from vdsr.console import Command, WorkProgress, error_console, exit_on_errors, m
 from vdsr.errors import EXIT_STOPPED_EARLY, UsageError, first_line
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
+from vdsr.train.distributed import barrier, check_batch_size, process_group, rank_device, ranks_from_env
 from vdsr.train.loop import StepReport, train
 
 app = make_app(__doc__)
@@ -115,12 +117,16 @@ def main(
 ) -> None:
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
     err = error_console()
-    with exit_on_errors(err):
-        torch_device = pick_device(device)
+    ranks = ranks_from_env()  # several under torchrun (python -m vdsr.train); vdsr-train alone is one
+    err.quiet = not ranks.leader  # rank 0 speaks for all
+    with exit_on_errors(err), ExitStack() as stack:
+        torch_device = rank_device(pick_device(device), ranks)
         options = Options(model=model, recipe=recipe_name, scale=scale, epochs=epochs, batch_size=batch_size,
                           patch_size=patch_size, stride=stride, lr=lr, bf16=bf16, seed=seed,
                           validate_every=validate_every, checkpoint_every=checkpoint_every)  # fmt: skip
         config = settle_config(output, options, resume=resume, max_steps=max_steps, device=torch_device)
+        check_batch_size(config.batch_size, ranks)
+        stack.enter_context(process_group(torch_device, ranks))
         if resume and config.bf16 and not bf16_supported(torch_device):
             err.print(f"note: this run uses bf16, which is not native on {torch_device} here: it will be slow")
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
@@ -129,8 +135,13 @@ def main(
         cache = cache_dir or Path(user_cache_dir("vdsr"))
         grid = f"{config.patch_size}px, stride {config.stride}, scales {list(config.scales)}"
         err.print(f"patches: {grid} (cache {safe(cache)})")
+        if not ranks.leader:  # rank 0 builds the patch cache, the others read it
+            barrier(ranks)
         patches = build_patches(train_sets, config.scales, config.patch_size, stride=config.stride, cache_dir=cache)
-        err.print(f"{len(patches.hr)} patches; {config.recipe} recipe on {torch_device}, bf16 {config.bf16}")
+        if ranks.leader:
+            barrier(ranks)
+        where = f"{torch_device}" if ranks.world == 1 else f"{ranks.world} ranks ({torch_device.type})"
+        err.print(f"{len(patches.hr)} patches; {config.recipe} recipe on {where}, bf16 {config.bf16}")
         last_val = "-"
         with WorkProgress(err, "step", total=None, unit="steps") as progress:
 
@@ -148,7 +159,7 @@ def main(
 
             result = train(config, patches, output, device=torch_device, train_sets=train_sets,
                            validation_sets=validation_sets, final_sets=final, resume=resume, max_minutes=max_minutes,
-                           on_progress=show)  # fmt: skip
+                           on_progress=show, ranks=ranks)  # fmt: skip
     err.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
         err.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")

@@ -30,6 +30,7 @@ from vdsr.networks import SRCNN, VDSR, build_model, model_config
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vdsr.train.config import TrainConfig, config_from_json
 from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
+from vdsr.train.distributed import SINGLE, Ranks, any_rank, share, wrap
 from vdsr.train.evaluate import validate
 from vdsr.train.schedule import clip_gradients, compute_loss, learning_rate, make_optimizer
 from vdsr.weights import count_parameters, save_weights
@@ -155,10 +156,12 @@ def train(
     resume: bool = False,
     max_minutes: float | None = None,
     on_progress: Callable[[StepReport], None] = lambda p: None,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Train `config.model` on `patches`; checkpoints in `out_dir`. Every validate_every steps the model is scored
     on `validation_sets` (full images, the bench protocol), at the end on `final_sets` (default: the same); the model
-    card names `train_sets`."""
+    card names `train_sets`. With several `ranks` (torchrun), see vdsr.train.distributed: rank 0 alone validates and
+    writes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.safetensors"
     log_path = out_dir / "train_log.jsonl"
@@ -173,7 +176,7 @@ def train(
     step, wall_before = 0, 0.0
     if resume and checkpoint_path.is_file():
         step, wall_before = restore(checkpoint_path, config, patches, model=model, optimizer=optimizer)
-        if log_path.is_file():  # drop what was logged after the checkpoint: those steps run again
+        if log_path.is_file() and ranks.leader:  # drop what was logged after the checkpoint: those steps run again
             kept = [line for line in log_path.read_text().splitlines() if logged_step(line) <= step]
             atomic_write_text(log_path, "".join(f"{line}\n" for line in kept))
     elif checkpoint_path.is_file():
@@ -182,6 +185,8 @@ def train(
     start = time.monotonic()
 
     def checkpoint() -> None:
+        if not ranks.leader:
+            return
         bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
         if bad:  # never overwrite the last good checkpoint with a broken model
             raise TrainingError(f"Non-finite weights in {bad[:3]} at step {step}; the last good checkpoint: "
@@ -193,6 +198,8 @@ def train(
                                                     torch.get_rng_state(), info))  # fmt: skip
 
     def log(record: dict[str, object]) -> None:
+        if not ranks.leader:
+            return
         with log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -200,17 +207,18 @@ def train(
     losses: list[float] = []
     window_start, window_steps = time.monotonic(), 0
     stopped = "finished" if last_step == total_steps else "max steps"
+    network = wrap(model, device, ranks)  # DDP with several ranks: their gradients averaged
     model.train()
     with stop_on_signals() as received:
         while step < last_step:
-            ilr, hr = batch_for_step(patches, step, config.batch_size, seed=config.seed)
+            ilr, hr = (share(b, ranks) for b in batch_for_step(patches, step, config.batch_size, seed=config.seed))
             x = torch.from_numpy(ilr)[:, None].to(device, memory_format=memory_format)
             y = torch.from_numpy(hr)[:, None].to(device, memory_format=memory_format)
             lr = learning_rate(config, step, total_steps, per_epoch=per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                out = model(x)
+                out = network(x)
             loss = compute_loss(config, out.float(), y)
             if not torch.isfinite(loss):
                 last_good = checkpoint_path if checkpoint_path.is_file() else "none (none written yet)"
@@ -226,7 +234,7 @@ def train(
             losses.append(loss.item())
             window_steps += 1
             validation = None
-            if config.validate_every and step % config.validate_every == 0 and step < last_step:
+            if config.validate_every and step % config.validate_every == 0 and step < last_step and ranks.leader:
                 try:
                     validation = validate(model, config.model, datasets=validation_sets, scales=config.scales,
                                           device=device)  # fmt: skip
@@ -245,20 +253,19 @@ def train(
                 losses, window_start, window_steps = [], time.monotonic(), 0
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint()
-            if received:
-                stopped = f"signal {received[0]}"
-                break
-            if max_minutes is not None and time.monotonic() - start > max_minutes * 60:
-                stopped = "time limit"
+            out_of_time = max_minutes is not None and time.monotonic() - start > max_minutes * 60
+            if any_rank(bool(received) or out_of_time, ranks, device):  # every rank stops after the same step
+                stopped = f"signal {received[0]}" if received else "time limit" if out_of_time else "another rank"
                 break
         checkpoint()  # still under the signal guard: a SIGTERM now cannot cut it short
-    if step < last_step:
-        return TrainResult(steps=step, stopped=stopped, weights=None, checkpoint=checkpoint_path)
+    weights_path = out_dir / f"{config.model}.safetensors"
+    if step < last_step or not ranks.leader:  # rank 0 scores and writes the model
+        weights = weights_path if step == last_step else None
+        return TrainResult(steps=step, stopped=stopped, weights=weights, checkpoint=checkpoint_path)
 
     final = validate(model, config.model, datasets=final_sets or validation_sets, scales=config.scales, device=device)
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
     log({"step": step, "validation": [asdict(c) for c in final]})
-    weights_path = out_dir / f"{config.model}.safetensors"
     save_weights(weights_path, model, list(config.scales))
     card = model_card(config, model, weights_path, steps=step, total_steps=total_steps, train_sets=train_sets,
                       patches=patches, validation=final, wall_seconds=wall_before + time.monotonic() - start,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
-from vdsr.catalogue import MODELS
+from vdsr.catalogue import MODELS, model_files
 from vdsr.console import (
     Command,
     WorkProgress,
@@ -19,10 +21,11 @@ from vdsr.console import (
     safe,
     version_option,
 )
-from vdsr.errors import EXIT_BACKEND, EXIT_FAILED
-from vdsr.runtime.backends.selection import BackendChoice, PrecisionChoice
-from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, plan_jobs
+from vdsr.errors import EXIT_BACKEND, EXIT_FAILED, UsageError
+from vdsr.runtime.backends.selection import BackendChoice, PrecisionChoice, parse_device
+from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, plan_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
+from vdsr.runtime.ray_data import RayOptions, UpscalerSettings, upscale_folder_on_ray
 from vdsr.runtime.upscale import check_scale
 from vdsr.runtime.upscaler import GIB, Upscaler
 
@@ -100,6 +103,18 @@ def main(
     max_output_pixels: Annotated[
         int, typer.Option(help="Refuse results with more pixels than this, before computing them.", min=1)
     ] = DEFAULT_MAX_OUTPUT_PIXELS,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on Ray Data: local (a cluster here), auto (this machine's), ray://host:port.",
+            show_default="no Ray",
+            metavar="ADDRESS",
+        ),  # fmt: skip
+    ] = None,
+    ray_actors: Annotated[int, typer.Option("--ray-actors", help="--ray: actors, one backend each.", min=1)] = 2,
+    ray_cpus: Annotated[float, typer.Option("--ray-cpus", help="--ray: CPUs per actor.", min=0.0)] = 1.0,
+    ray_gpus: Annotated[float, typer.Option("--ray-gpus", help="--ray: GPUs per actor.", min=0.0)] = 0.0,
     version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage, 4 when a backend
@@ -110,6 +125,17 @@ def main(
         suffix = fmt.value if fmt else None
         jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=suffix)
         budget = None if memory_budget is None else int(memory_budget * GIB)
+        if ray is not None:
+            if fail_fast:
+                raise UsageError("--fail-fast is for a plain run; --ray runs every file")
+            start = time.perf_counter()
+            settings = UpscalerSettings(model, backend.value, precision.value, device, tile, batch, budget)
+            report = _on_ray(source, scale, output, address=ray, actors=ray_actors, cpus=ray_cpus, gpus=ray_gpus,
+                             settings=settings,
+                             recursive=recursive, skip_existing=skip_existing, fmt=suffix, max_pixels=max_pixels,
+                             max_output_pixels=max_output_pixels, err=err)  # fmt: skip
+            _finish(err, report, time.perf_counter() - start)
+            return
         upscaler = Upscaler(model, backend.value, tile=tile, batch=batch, log=lambda line: err.print(safe(line)),
                             precision=precision.value, device=device, memory_budget=budget)  # fmt: skip
     start = time.perf_counter()
@@ -134,7 +160,29 @@ def main(
             max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
             on_band=on_band,
         )  # fmt: skip
-    seconds = time.perf_counter() - start
+    _finish(err, report, time.perf_counter() - start)
+
+
+def _on_ray(
+    source: Path, scale: float, output: Path | None, *, address: str, actors: int, cpus: float, gpus: float,
+    settings: UpscalerSettings, recursive: bool, skip_existing: bool, fmt: str | None, max_pixels: int,
+    max_output_pixels: int, err: Console,
+) -> FolderReport:  # fmt: skip
+    """The run on Ray Data (vdsr.runtime.ray_data), once what the driver can check is checked."""
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("--ray needs Ray: pip install 'vdsr[ray]'")
+    model_files(settings.model)  # a model that is not there: refused here, not in every actor
+    parse_device(settings.device)
+    if address == "local":  # the actors run on this machine: what they open can be checked, and said, here
+        settings.build(log=lambda line: err.print(safe(line))).close()
+    err.print(f"Ray Data at {safe(address)}: {actors} actors, {cpus:g} CPU and {gpus:g} GPU each")
+    return upscale_folder_on_ray(source, scale, output, ray=RayOptions(address, actors, cpus, gpus), settings=settings,
+                                 recursive=recursive, skip_existing=skip_existing, fmt=fmt, max_pixels=max_pixels,
+                                 max_output_pixels=max_output_pixels)  # fmt: skip
+
+
+def _finish(err: Console, report: FolderReport, seconds: float) -> None:
+    """The failures one line each, the summary, and the exit code (the same for a plain run and a Ray run)."""
     for failure in report.failed:
         print_error(err, str(failure), "failed")
     summary = f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed"

@@ -1,0 +1,178 @@
+"""Batch upscaling on a Ray cluster with Ray Data (the `ray` extra; never imported without it).
+
+`vdsr-run INPUT -s S --ray ADDRESS` plans the run as a plain one does (vdsr.runtime.folders: the same files, names,
+formats, --skip-existing, stale temporaries removed), then Ray Data runs the jobs: a dataset of (input, output) rows,
+mapped over a pool of actors that each hold one Upscaler (one backend session, GPU actors when given GPUs); an actor
+decodes, upscales and writes each of its files exactly as a plain run does (vdsr.runtime.folders.run_jobs: atomic
+writes, one-line failures). Each job's outcome comes back as a row and fills the same FolderReport, so the summary,
+the failures and the exit code are a plain run's. Paths must be ones every worker sees (one machine, or a shared
+file system); object-store URIs are not read here.
+
+`upscale_dataset(dataset, scale)` maps a Ray Dataset of images (a column of HxW or HxWxC arrays) to upscaled ones,
+for pipelines that already hold one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vdsr.errors import BackendError, UsageError, first_line
+from vdsr.files import remove_stale_temporaries
+from vdsr.runtime.folders import FileFailure, FolderReport, Job, claim_outputs, plan_jobs, run_jobs
+from vdsr.runtime.images import DEFAULT_MAX_PIXELS
+from vdsr.runtime.upscaler import Upscaler
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: the cluster (`local` starts one here, `auto` joins this machine's, or ray://host:port),
+    the actors (each holds one backend), and what each asks of the cluster."""
+
+    address: str = "local"
+    actors: int = 2
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+
+
+@dataclass(frozen=True)
+class UpscalerSettings:
+    """What each actor builds its Upscaler from (the arguments of vdsr.runtime.upscaler.Upscaler)."""
+
+    model: str | None = None
+    backend: str = "auto"
+    precision: str = "auto"
+    device: str | None = None
+    tile: int | None = None
+    batch: int | None = None
+    memory_budget: int | None = None
+
+    def build(self, log: Callable[[str], None] = lambda line: None) -> Upscaler:
+        return Upscaler(self.model, self.backend, tile=self.tile, batch=self.batch, precision=self.precision,
+                        device=self.device, memory_budget=self.memory_budget, log=log)  # fmt: skip
+
+
+class FileActor:
+    """One Upscaler; each batch of (input, output) rows decoded, upscaled and written as a plain run does."""
+
+    def __init__(self, settings: UpscalerSettings, scale: float, *, max_pixels: int, max_output_pixels: int) -> None:
+        self.upscaler = settings.build()
+        self.scale, self.max_pixels, self.max_output_pixels = scale, max_pixels, max_output_pixels
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        jobs = [Job(Path(s), Path(t)) for s, t in zip(batch["source"], batch["target"], strict=True)]
+        report = FolderReport()
+        pixels: dict[str, int] = {}
+        upscale = partial(self.upscaler.upscale_file, scale=self.scale, max_output_pixels=self.max_output_pixels)
+        run_jobs(jobs, upscale, report, scale=self.scale, fail_fast=False, max_pixels=self.max_pixels,
+                 max_output_pixels=self.max_output_pixels,
+                 on_image=lambda path, count: pixels.__setitem__(str(path), count))  # fmt: skip
+        failed = {str(f.path): f for f in report.failed}
+        written = {str(p) for p in report.written}
+        return {
+            "source": [str(j.source) for j in jobs],
+            "target": [str(j.target) for j in jobs],
+            "outcome": [
+                "written" if str(j.target) in written else "failed" if str(j.source) in failed else "stopped"
+                for j in jobs
+            ],  # fmt: skip
+            "cause": [failed[str(j.source)].cause if str(j.source) in failed else (report.stopped or "") for j in jobs],
+            "failed_output": [str(failed[str(j.source)].output or "") if str(j.source) in failed else "" for j in jobs],
+            "megapixels": [pixels.get(str(j.source), 0) / 1e6 for j in jobs],
+        }
+
+
+def connect(address: str) -> bool:
+    """ray.init for `address`; True if this call started Ray (so the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UsageError(f"--ray {address}: cannot reach the cluster ({error})") from error
+    return True
+
+
+def upscale_folder_on_ray(
+    source: Path, scale: float, output: Path | None, *, ray: RayOptions, settings: UpscalerSettings,
+    recursive: bool = False, skip_existing: bool = False, fmt: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS, max_output_pixels: int,
+) -> FolderReport:  # fmt: skip
+    """A plain run's plan and report (see Upscaler.upscale_folder), its jobs run by Ray Data's actor pool."""
+    import ray as ray_module
+    from ray.data import ActorPoolStrategy, from_items
+
+    jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=fmt)
+    remove_stale_temporaries(job.target for job in jobs)  # left by a run that was killed
+    report = FolderReport()
+    todo = claim_outputs(jobs, report, skip_existing=skip_existing, on_image=lambda path, pixels: None)
+    if not todo:
+        return report
+    started = connect(ray.address)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # the summary says what happened
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)  # Ray Data's progress lines, too
+    try:
+        rows = from_items([{"source": str(j.source), "target": str(j.target)} for j in todo])
+        results = rows.map_batches(
+            FileActor, fn_constructor_args=(settings, scale), batch_size=1,
+            fn_constructor_kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
+            compute=ActorPoolStrategy(size=min(ray.actors, len(todo))), num_cpus=ray.cpus_per_actor,
+            num_gpus=ray.gpus_per_actor or None,
+        ).take_all()  # fmt: skip
+    except ray_module.exceptions.RayError as error:  # an actor could not start (its backend), or died
+        raise BackendError(f"Ray: {first_line(error)}") from error
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        if started:
+            ray_module.shutdown()
+    by_source = {row["source"]: row for row in results}
+    for job in todo:  # in the plan's order, as a plain run reports
+        row = by_source[str(job.source)]
+        if row["outcome"] == "written":
+            report.written.append(job.target)
+            report.megapixels += float(row["megapixels"])
+        elif row["outcome"] == "failed":
+            output_path = Path(row["failed_output"]) if row["failed_output"] else None
+            report.failed.append(FileFailure(job.source, row["cause"], output=output_path))
+        else:
+            report.stopped = report.stopped or row["cause"]
+    return report
+
+
+class ArrayActor:
+    """One Upscaler; each row's image (an array) upscaled."""
+
+    def __init__(self, settings: UpscalerSettings, scale: float, column: str) -> None:
+        self.upscaler, self.scale, self.column = settings.build(), scale, column
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return row | {self.column: self.upscaler.upscale(np.asarray(row[self.column]), self.scale)}
+
+
+def upscale_dataset(
+    dataset: Any, scale: float, *, column: str = "image", settings: UpscalerSettings | None = None,
+    actors: int = 2, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0,
+) -> Any:  # fmt: skip
+    """A Ray Dataset whose `column` (uint8/uint16 or float HxW or HxWxC images, e.g. from ray.data.read_images)
+    holds the images upscaled by `scale`; lazy, like every Ray Data transform. One actor holds one backend."""
+    from ray.data import ActorPoolStrategy
+
+    return dataset.map(
+        ArrayActor, fn_constructor_args=(settings or UpscalerSettings(), scale, column),
+        compute=ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+    )  # fmt: skip

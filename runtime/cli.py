@@ -114,7 +114,10 @@ def main(
     ] = None,
     ray_actors: Annotated[int, typer.Option("--ray-actors", help="--ray: actors, one backend each.", min=1)] = 2,
     ray_cpus: Annotated[float, typer.Option("--ray-cpus", help="--ray: CPUs per actor.", min=0.0)] = 1.0,
-    ray_gpus: Annotated[float, typer.Option("--ray-gpus", help="--ray: GPUs per actor.", min=0.0)] = 0.0,
+    ray_gpus: Annotated[
+        float | None,
+        typer.Option("--ray-gpus", help="--ray: GPUs per actor.", min=0.0, show_default="1 if the cluster has GPUs"),
+    ] = None,
     version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage, 4 when a backend
@@ -164,7 +167,7 @@ def main(
 
 
 def _on_ray(
-    source: Path, scale: float, output: Path | None, *, address: str, actors: int, cpus: float, gpus: float,
+    source: Path, scale: float, output: Path | None, *, address: str, actors: int, cpus: float, gpus: float | None,
     settings: UpscalerSettings, recursive: bool, skip_existing: bool, fmt: str | None, max_pixels: int,
     max_output_pixels: int, err: Console,
 ) -> FolderReport:  # fmt: skip
@@ -175,7 +178,8 @@ def _on_ray(
     parse_device(settings.device)
     if address == "local":  # the actors run on this machine: what they open can be checked, and said, here
         settings.build(log=lambda line: err.print(safe(line))).close()
-    err.print(f"Ray Data at {safe(address)}: {actors} actors, {cpus:g} CPU and {gpus:g} GPU each")
+    gpu = "a GPU each if the cluster has GPUs" if gpus is None else f"{gpus:g} GPU each"
+    err.print(f"Ray Data at {safe(address)}: {actors} actors, {cpus:g} CPU each, {gpu}")
     return upscale_folder_on_ray(source, scale, output, ray=RayOptions(address, actors, cpus, gpus), settings=settings,
                                  recursive=recursive, skip_existing=skip_existing, fmt=fmt, max_pixels=max_pixels,
                                  max_output_pixels=max_output_pixels)  # fmt: skip

@@ -15,6 +15,7 @@ for pipelines that already hold one.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +39,7 @@ class RayOptions:
     address: str = "local"
     actors: int = 2
     cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+    gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
 
 
 @dataclass(frozen=True)
@@ -66,23 +67,23 @@ class FileActor:
         self.scale, self.max_pixels, self.max_output_pixels = scale, max_pixels, max_output_pixels
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        jobs = [Job(Path(s), Path(t)) for s, t in zip(batch["source"], batch["target"], strict=True)]
+        jobs = [Job(Path(os.fsdecode(s)), Path(os.fsdecode(t))) for s, t in zip(batch["source"], batch["target"],
+                                                                                strict=True)]  # fmt: skip
         report = FolderReport()
         pixels: dict[str, int] = {}
         upscale = partial(self.upscaler.upscale_file, scale=self.scale, max_output_pixels=self.max_output_pixels)
         run_jobs(jobs, upscale, report, scale=self.scale, fail_fast=False, max_pixels=self.max_pixels,
                  max_output_pixels=self.max_output_pixels,
                  on_image=lambda path, count: pixels.__setitem__(str(path), count))  # fmt: skip
+        if report.stopped:  # the backend failed: the run stops, as a plain run does
+            raise BackendError(report.stopped)
         failed = {str(f.path): f for f in report.failed}
         written = {str(p) for p in report.written}
         return {
-            "source": [str(j.source) for j in jobs],
-            "target": [str(j.target) for j in jobs],
-            "outcome": [
-                "written" if str(j.target) in written else "failed" if str(j.source) in failed else "stopped"
-                for j in jobs
-            ],  # fmt: skip
-            "cause": [failed[str(j.source)].cause if str(j.source) in failed else (report.stopped or "") for j in jobs],
+            "source": [os.fsencode(j.source) for j in jobs],
+            "target": [os.fsencode(j.target) for j in jobs],
+            "outcome": ["written" if str(j.target) in written else "failed" for j in jobs],
+            "cause": [failed[str(j.source)].cause if str(j.source) in failed else "" for j in jobs],
             "failed_output": [str(failed[str(j.source)].output or "") if str(j.source) in failed else "" for j in jobs],
             "megapixels": [pixels.get(str(j.source), 0) / 1e6 for j in jobs],
         }
@@ -95,8 +96,7 @@ def connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     try:
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)  # fmt: skip
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)  # local: new
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise UsageError(f"--ray {address}: cannot reach the cluster ({error})") from error
     return True
@@ -118,39 +118,52 @@ def upscale_folder_on_ray(
     if not todo:
         return report
     started = connect(ray.address)
+    resources: dict[str, float] = ray_module.cluster_resources()  # type: ignore[no-untyped-call]
+    gpus = ray.gpus_per_actor
+    if gpus is None:  # GPU actors when the cluster has GPUs: they pick a GPU backend
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    actors = min(ray.actors, len(todo))
+    for name, each in (("CPU", ray.cpus_per_actor), ("GPU", gpus)):  # a pool that cannot start would wait, not fail
+        if actors * each > resources.get(name, 0):
+            if started:
+                ray_module.shutdown()
+            raise UsageError(f"--ray: {actors} actors x {each:g} {name} is more than the cluster's "
+                             f"{resources.get(name, 0):g} {name}")  # fmt: skip
+    env: dict[str, Any] = {} if gpus else {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}  # no GPU
     from ray.data import DataContext
+    from ray.data.exceptions import ExecutionTimeoutError
 
-    DataContext.get_current().enable_progress_bars = False  # the summary says what happened
+    context = DataContext.get_current()
+    progress_bars, context.enable_progress_bars = context.enable_progress_bars, False  # the summary says what happened
     loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)  # Ray Data's progress lines, too
     try:
-        rows = from_items([{"source": str(j.source), "target": str(j.target)} for j in todo])
+        rows = from_items([{"source": os.fsencode(os.path.abspath(j.source)),  # any file name; any worker's cwd
+                            "target": os.fsencode(os.path.abspath(j.target))} for j in todo])  # fmt: skip
         results = rows.map_batches(
             FileActor, fn_constructor_args=(settings, scale), batch_size=1,
             fn_constructor_kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
-            compute=ActorPoolStrategy(size=min(ray.actors, len(todo))), num_cpus=ray.cpus_per_actor,
-            num_gpus=ray.gpus_per_actor or None,
+            compute=ActorPoolStrategy(size=actors), num_cpus=ray.cpus_per_actor, num_gpus=gpus or None, **env,
         ).take_all()  # fmt: skip
-    except ray_module.exceptions.RayError as error:  # an actor could not start (its backend), or died
+    except (ray_module.exceptions.RayError, ExecutionTimeoutError) as error:  # an actor could not start or died
         raise BackendError(f"Ray: {first_line(error)}") from error
     finally:
+        context.enable_progress_bars = progress_bars
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
         if started:
             ray_module.shutdown()
     by_source = {row["source"]: row for row in results}
     for job in todo:  # in the plan's order, as a plain run reports
-        row = by_source[str(job.source)]
+        row = by_source[os.fsencode(os.path.abspath(job.source))]
         if row["outcome"] == "written":
             report.written.append(job.target)
             report.megapixels += float(row["megapixels"])
-        elif row["outcome"] == "failed":
+        else:
             output_path = Path(row["failed_output"]) if row["failed_output"] else None
             report.failed.append(FileFailure(job.source, row["cause"], output=output_path))
-        else:
-            report.stopped = report.stopped or row["cause"]
     return report
 
 

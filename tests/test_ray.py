@@ -52,7 +52,7 @@ def test_a_ray_run_writes_what_a_plain_run_writes(cluster: None, tmp_path: Path)
     plain = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "plain")])
     on_ray = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "ray"), "--ray", "local"])
     assert plain.exit_code == on_ray.exit_code == EXIT_FAILED, on_ray.output
-    assert "Ray Data at local: 2 actors, 1 CPU and 0 GPU each" in on_ray.output
+    assert "Ray Data at local: 2 actors, 1 CPU each, a GPU each if the cluster has GPUs" in on_ray.output
     assert failures(on_ray.output) == failures(plain.output) and len(failures(plain.output)) == 2
     assert "5 written, 0 skipped (existing), 2 failed" in on_ray.output
     expected, got = outputs(tmp_path / "plain"), outputs(tmp_path / "ray")
@@ -80,6 +80,10 @@ def test_ray_usage_errors_come_before_any_work(cluster: None, tmp_path: Path) ->
     wrong = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--backend", "torch-cuda",
                                      "--device", "cpu"])  # fmt: skip
     assert wrong.exit_code == 2 and "does not run on device cpu" in wrong.output
+    too_wide = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--ray-actors", "3"])
+    assert too_wide.exit_code == 2 and "3 actors x 1 CPU is more than the cluster's 2 CPU" in too_wide.output
+    gpus = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--ray-gpus", "1"])
+    assert gpus.exit_code == 2 and "more than the cluster's 0 GPU" in gpus.output  # instead of waiting for ever
     assert not (tmp_path / "in_x2").exists()
 
 

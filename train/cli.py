@@ -11,6 +11,7 @@ from typing import Annotated
 import torch
 import typer
 from platformdirs import user_cache_dir
+from rich.console import Console
 
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.bench.protocol import parse_scales
@@ -116,9 +117,9 @@ def main(
     version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
-    err = error_console()
+    err = error_console()  # errors, from every rank
     ranks = ranks_from_env()  # several under torchrun (python -m vdsr.train); vdsr-train alone is one
-    err.quiet = not ranks.leader  # rank 0 speaks for all
+    out = err if ranks.leader else Console(quiet=True)  # progress and results: rank 0 speaks for all
     with exit_on_errors(err), ExitStack() as stack:
         torch_device = rank_device(pick_device(device), ranks)
         options = Options(model=model, recipe=recipe_name, scale=scale, epochs=epochs, batch_size=batch_size,
@@ -128,22 +129,22 @@ def main(
         check_batch_size(config.batch_size, ranks)
         stack.enter_context(process_group(torch_device, ranks))
         if resume and config.bf16 and not bf16_supported(torch_device):
-            err.print(f"note: this run uses bf16, which is not native on {torch_device} here: it will be slow")
+            out.print(f"note: this run uses bf16, which is not native on {torch_device} here: it will be slow")
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
         cache = cache_dir or Path(user_cache_dir("vdsr"))
         grid = f"{config.patch_size}px, stride {config.stride}, scales {list(config.scales)}"
-        err.print(f"patches: {grid} (cache {safe(cache)})")
-        if not ranks.leader:  # rank 0 builds the patch cache, the others read it
+        out.print(f"patches: {grid} (cache {safe(cache)})")
+        if ranks.local != 0:  # the first rank of each machine builds its patch cache, the others read it
             barrier(ranks)
         patches = build_patches(train_sets, config.scales, config.patch_size, stride=config.stride, cache_dir=cache)
-        if ranks.leader:
+        if ranks.local == 0:
             barrier(ranks)
         where = f"{torch_device}" if ranks.world == 1 else f"{ranks.world} ranks ({torch_device.type})"
-        err.print(f"{len(patches.hr)} patches; {config.recipe} recipe on {where}, bf16 {config.bf16}")
+        out.print(f"{len(patches.hr)} patches; {config.recipe} recipe on {where}, bf16 {config.bf16}")
         last_val = "-"
-        with WorkProgress(err, "step", total=None, unit="steps") as progress:
+        with WorkProgress(out, "step", total=None, unit="steps") as progress:
 
             def show(p: StepReport) -> None:
                 nonlocal last_val
@@ -160,12 +161,13 @@ def main(
             result = train(config, patches, output, device=torch_device, train_sets=train_sets,
                            validation_sets=validation_sets, final_sets=final, resume=resume, max_minutes=max_minutes,
                            on_progress=show, ranks=ranks)  # fmt: skip
-    err.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
+    out.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
-        err.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
+        out.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
     else:
-        err.print(f"not finished: continue with vdsr-train --output {safe(output)} --resume")
-        raise typer.Exit(EXIT_STOPPED_EARLY)
+        out.print(f"not finished: continue with vdsr-train --output {safe(output)} --resume")
+        if ranks.leader:  # rank 0 alone exits 3: torchrun stops the others' exits 0 from cutting it short
+            raise typer.Exit(EXIT_STOPPED_EARLY)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ rows rank, rank + N, ..., so N ranks with batch B/N each take the steps one proc
 the ranks' gradients, and every loss here is a mean over the batch, so the average is the whole batch's gradient.
 Rank 0 alone validates and writes checkpoints, logs, weights and the model card; a checkpoint does not depend on N,
 so a run resumes with the same or another N (or one process). A signal to any rank, or the time limit, stops every
-rank after the same step (one small all-reduce per step), and rank 0 writes the checkpoint.
+rank after the same step (one small all-reduce per step), and rank 0 writes the checkpoint and alone exits 3 (the
+others exit 0, so torchrun does not stop rank 0 while it finishes). A non-finite loss on one rank's share stops that
+rank with its error; the others then wait until torchrun stops them.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +68,8 @@ def process_group(device: torch.device, ranks: Ranks) -> Iterator[None]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    backend = "nccl" if device.type == "cuda" else "gloo"  # the first patch build, on CPUs, can take a while
+    torch.distributed.init_process_group(backend, timeout=datetime.timedelta(hours=2))
     try:
         yield
     finally:

@@ -14,7 +14,9 @@ for pipelines that already hold one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,10 +55,12 @@ class UpscalerSettings:
     tile: int | None = None
     batch: int | None = None
     memory_budget: int | None = None
+    cpu_threads: int = 0  # ONNX Runtime's threads on CPUs: an actor's CPUs (0: every physical core)
 
     def build(self, log: Callable[[str], None] = lambda line: None) -> Upscaler:
         return Upscaler(self.model, self.backend, tile=self.tile, batch=self.batch, precision=self.precision,
-                        device=self.device, memory_budget=self.memory_budget, log=log)  # fmt: skip
+                        device=self.device, memory_budget=self.memory_budget, cpu_threads=self.cpu_threads,
+                        log=log)  # fmt: skip
 
 
 class FileActor:
@@ -142,8 +146,9 @@ def upscale_folder_on_ray(
     try:
         rows = from_items([{"source": os.fsencode(os.path.abspath(j.source)),  # any file name; any worker's cwd
                             "target": os.fsencode(os.path.abspath(j.target))} for j in todo])  # fmt: skip
+        threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
         results = rows.map_batches(
-            FileActor, fn_constructor_args=(settings, scale), batch_size=1,
+            FileActor, fn_constructor_args=(dataclasses.replace(settings, cpu_threads=threads), scale), batch_size=1,
             fn_constructor_kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
             compute=ActorPoolStrategy(size=actors), num_cpus=ray.cpus_per_actor, num_gpus=gpus or None, **env,
         ).take_all()  # fmt: skip

@@ -51,6 +51,7 @@ class Upscaler:
     GPUs). precision: which of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs
     where int8 is faster, AVX2 or int8 dot products, the int8 graph if its measured cost is within the bar; else
     fp32). device: auto, cpu, cuda or cuda:N (the GPU to run on; backends of another device are not tried).
+    cpu_threads: ONNX Runtime's threads on CPUs (0: one per physical core).
     """
 
     def __init__(
@@ -64,13 +65,15 @@ class Upscaler:
         precision: str = "auto",
         device: str | None = None,
         memory_budget: int | None = None,
+        cpu_threads: int = 0,
     ) -> None:
         if (tile is not None and tile < 1) or (batch is not None and batch < 1):
             raise UsageError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
         if memory_budget is not None and memory_budget < 1 << 20:
             raise UsageError(f"Expected a memory budget of at least 1 MiB, got {memory_budget} bytes")
         self.log = log
-        self.backend: Backend = open_backend(backend, model, log, precision=precision, device=device)
+        self.backend: Backend = open_backend(backend, model, log, precision=precision, device=device,
+                                             cpu_threads=cpu_threads)  # fmt: skip
         self.memory_budget = memory_budget or default_memory_budget()
         self.fitted = tile is None and self.backend.window_bytes_per_pixel is not None  # tiles sized per image
         tile, batch = tile or self.backend.preferred_tile, batch or self.backend.preferred_batch

@@ -168,12 +168,12 @@ def test_auto_selection_skips_unavailable_backends_only(
 ) -> None:
     real_open = selection._open
 
-    def bug_in_gpu_backend(choice: str, files: object, precision: str, *, gpu_index: int = 0) -> object:
+    def bug_in_gpu_backend(choice: str, files: object, precision: str, **options: int) -> object:
         if choice == "onnxruntime-cuda":
             raise TypeError("a bug, not an unavailable backend")
         if choice in selection.GPU_BACKENDS:
             raise BackendUnavailable("no GPU here")
-        return real_open(choice, files, precision, gpu_index=gpu_index)  # type: ignore[arg-type]
+        return real_open(choice, files, precision, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(selection, "_open", bug_in_gpu_backend)
     with pytest.raises(TypeError, match="a bug"):  # never read as "skipped"
@@ -357,3 +357,11 @@ def test_the_default_budget_is_a_quarter_of_memory_within_bounds(
 
     monkeypatch.setattr(upscaler, "physical_memory", lambda: memory)
     assert upscaler.default_memory_budget() == budget
+
+
+def test_onnx_runtime_threads_on_cpus_can_be_limited(tiny_model: dict[str, Path]) -> None:
+    """A Ray actor asks for its share of the machine (vdsr.runtime.ray_data), not one thread per core."""
+    with Upscaler(tiny_model["onnx"], "onnxruntime-cpu", cpu_threads=1) as limited:
+        assert limited.backend.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+    with Upscaler(tiny_model["onnx"], "onnxruntime-cpu") as default:
+        assert default.backend.session.get_session_options().intra_op_num_threads == 0  # type: ignore[attr-defined]

@@ -130,7 +130,9 @@ def _open_tensorrt(graph: Path, *, gpu_index: int = 0) -> Backend:
         raise BackendUnavailable(f"TensorRT could not start ({first_line(error)})") from error
 
 
-def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: str, gpu_index: int = 0) -> Backend:
+def _open_onnxruntime(
+    files: ModelFiles, graph: Path, *, gpu: bool, precision: str, gpu_index: int = 0, cpu_threads: int = 0
+) -> Backend:
     if not _installed("onnxruntime"):
         raise BackendUnavailable("ONNX Runtime is not installed (pip install 'vdsr[cpu]' or 'vdsr[gpu]')")
     if gpu:
@@ -143,13 +145,13 @@ def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: s
             backend.close()
             raise BackendUnavailable("the CUDA provider did not load (CUDA/cuDNN libraries missing?)")
         return backend
-    backend = OnnxRuntimeBackend(graph)
+    backend = OnnxRuntimeBackend(graph, threads=cpu_threads)
     if precision != "auto" or "given" in files.graphs:
         return backend
     reason = int8_speedup_reason()
     if backend.precision == "int8" and backend.metadata.get("int8_within_bar") != "true" and "fp32" in files.graphs:
         backend.close()  # not worth its cost (a graph written with --force, or before the bar): fp32
-        backend = OnnxRuntimeBackend(files.graphs["fp32"])
+        backend = OnnxRuntimeBackend(files.graphs["fp32"], threads=cpu_threads)
         backend.why = "the int8 graph is not within its PSNR cost bar"
     elif backend.precision == "int8" and backend.metadata.get("int8_within_bar") == "true":
         backend.why = f"{reason}; PSNR cost within the bar"
@@ -160,7 +162,7 @@ def _open_onnxruntime(files: ModelFiles, graph: Path, *, gpu: bool, precision: s
     return backend
 
 
-def _open(choice: str, files: ModelFiles, precision: str, *, gpu_index: int = 0) -> Backend:
+def _open(choice: str, files: ModelFiles, precision: str, *, gpu_index: int = 0, cpu_threads: int = 0) -> Backend:
     """One backend, or BackendUnavailable saying why not. A model file this backend cannot load (a ModelError) is a
     reason too: the next backend may run another of the model's files (its graph rather than its weights)."""
     gpu = choice in GPU_BACKENDS
@@ -174,7 +176,8 @@ def _open(choice: str, files: ModelFiles, precision: str, *, gpu_index: int = 0)
         graph = _graph(files, choice, precision)
         if choice == "tensorrt":
             return _open_tensorrt(graph, gpu_index=gpu_index)
-        return _open_onnxruntime(files, graph, gpu=gpu, precision=precision, gpu_index=gpu_index)
+        return _open_onnxruntime(files, graph, gpu=gpu, precision=precision, gpu_index=gpu_index,
+                                 cpu_threads=cpu_threads)  # fmt: skip
     except ModelError as error:
         raise BackendUnavailable(str(error)) from error
 
@@ -191,11 +194,13 @@ def open_backend(
     *,
     precision: str = "auto",
     device: str | None = None,
+    cpu_threads: int = 0,
 ) -> Backend:
     """The backend `choice` (one of BACKENDS), or with 'auto' the first of BACKENDS that works here; `log` gets one
     line saying what was chosen and why the others were skipped. `precision` (auto, fp32, fp16, int8) picks among a
     shipped model's graphs; auto: fp16 on GPUs, int8 on CPUs where it is faster if within its cost bar, else fp32.
     `device` (auto, cpu, cuda, cuda:N) limits the backends to that device; a GPU backend runs on GPU N.
+    `cpu_threads`: ONNX Runtime's threads on CPUs (0: one per physical core; a Ray actor's share of the machine).
 
     UsageError when the choice cannot be served: an unknown backend or precision, a model that is not there, the
     backend asked for (or, with auto, every one) unavailable here, a model file none can load included."""
@@ -213,7 +218,7 @@ def open_backend(
         raise UsageError(str(error)) from error
     if choice != "auto":
         try:
-            backend = _open(choice, files, precision, gpu_index=gpu_index)
+            backend = _open(choice, files, precision, gpu_index=gpu_index, cpu_threads=cpu_threads)
         except BackendUnavailable as error:
             raise UsageError(f"Backend {choice} is not available: {error}") from error
         log(f"backend {backend.name} ({described(backend)}) for {files.name}")
@@ -221,7 +226,7 @@ def open_backend(
     skipped = []
     for candidate in allowed:
         try:
-            backend = _open(candidate, files, precision, gpu_index=gpu_index)
+            backend = _open(candidate, files, precision, gpu_index=gpu_index, cpu_threads=cpu_threads)
         except BackendUnavailable as error:
             skipped.append(f"{candidate}: {error}")
             continue

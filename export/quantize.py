@@ -120,13 +120,20 @@ def probe_outputs(graph: Path, probes: list[Probe]) -> list[NDArray[np.float64]]
 
 
 def shaved_mse(a: NDArray[np.float64], b: NDArray[np.floating], scale: int) -> float:
-    border = shave(scale)
-    return float(np.mean((a[..., border:-border, border:-border] - b[..., border:-border, border:-border]) ** 2))
+    """Mean squared difference of two (N, H, W) stacks without the protocol's border."""
+    border, (rows, cols) = shave(scale), a.shape[-2:]
+    inner = (..., slice(border, rows - border), slice(border, cols - border))
+    return float(np.mean((a[inner] - b[inner]) ** 2))
 
 
 def over_bar(cost: dict[str, float], *, share: float = 1.0) -> float:
     """The largest cost as a fraction of `share` x its cell's bar (cells are named '... <input kind>'): <= 1 passes."""
-    return max(value / (share * BAR_DB[cell.rsplit(" ", 1)[1]]) for cell, value in cost.items())
+    return max(value / (share * bar_for(cell)) for cell, value in cost.items())
+
+
+def bar_for(cell: str) -> float:
+    """The bar of a cell named '... <input kind>' ('Set5 x2 bicubic', 'x3 noise:15')."""
+    return BAR_DB[cell.rsplit(" ", 1)[1]]
 
 
 @contextlib.contextmanager
@@ -281,9 +288,9 @@ def quantize_int8(
     for line in cost_table(cost):
         log(line)
     if not within and not force:
-        worst = max(cost, key=lambda cell: cost[cell] / BAR_DB[cell.rsplit(" ", 1)[1]])
+        worst = max(cost, key=lambda cell: cost[cell] / bar_for(cell))
         raise ModelError(f"{output}: not written: the int8 graph costs {cost[worst]:.4f} dB in {worst} (bar "
-                         f"{BAR_DB[worst.rsplit(' ', 1)[1]]} dB); --force writes it anyway")  # fmt: skip
+                         f"{bar_for(worst)} dB); --force writes it anyway")  # fmt: skip
     del model.metadata_props[:]
     for key, value in (metadata | recorded).items():
         model.metadata_props.add(key=key, value=value)
@@ -296,7 +303,7 @@ def cost_table(cost: dict[str, float]) -> list[str]:
     """The measured costs, one line per cell, each against its bar."""
     lines = ["int8 PSNR cost vs fp32 (dB), bar per cell:"]
     for cell, value in cost.items():
-        bar = BAR_DB[cell.rsplit(" ", 1)[1]]
+        bar = bar_for(cell)
         lines.append(f"  {cell:<24} {value:+.4f}  (bar {bar}){'  OVER' if value > bar else ''}")
     return lines
 

@@ -36,6 +36,7 @@ from vdsr.bench.report import (
     write_report,
 )
 from vdsr.bench.resume import append_jsonl, open_jsonl, read_jsonl
+from vdsr.catalogue import family_architecture
 from vdsr.console import (
     Command,
     WorkProgress,
@@ -254,18 +255,22 @@ def settle_runners(
 ) -> tuple[list[MethodRunner], dict[str, list[dict[str, str]]]]:
     """A runner per method (each given weights file serves the method whose architecture it holds; none given: the
     shipped models), and which files each learnt method runs, for the results."""
-    learnt = [m.value for m in methods if m is not Method.bicubic]
+    networks = {m: family_architecture(m.value) for m in methods if m is not Method.bicubic}
+    shared = [m.value for m in networks if list(networks.values()).count(networks[m]) > 1]
+    if weights and shared:  # a file says which network it holds, not which of these methods it is
+        raise UsageError(f"--weights: {' and '.join(shared)} are the same network; score given weights one at a time")
     given = [(path, weights_runner(path)) for path in weights or []]
     for path, runner in given:
-        if runner.name not in learnt:
-            raise UsageError(f"{path} holds {runner.name} weights, not {' or '.join(learnt) or 'a learnt method'}")
+        if runner.name not in networks.values():
+            wanted = " or ".join(sorted(set(networks.values()))) or "a learnt method"
+            raise UsageError(f"{path} holds {runner.name} weights, not {wanted}")
     runners: list[MethodRunner] = []
     sources: dict[str, list[dict[str, str]]] = {}
     for m in methods:
         if m is Method.bicubic:
             runners.append(method_runner(m))
             continue
-        mine = [(p, r) for p, r in given if r.name == m.value] if weights else [
+        mine = [(p, r) for p, r in given if r.name == networks[m]] if weights else [
             (p, weights_runner(p)) for p in shipped_weights(m)]  # fmt: skip
         if not mine:
             raise UsageError(f"no --weights for {m.value}: give weights for every learnt method, or none for the "

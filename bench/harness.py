@@ -6,7 +6,7 @@ import dataclasses
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import BICUBIC, Degradation, degrade, scorable, score
-from vdsr.catalogue import Architecture, model_files, shipped, shipped_models
+from vdsr.catalogue import FAMILIES, Architecture, family_architecture, model_files, shipped
 from vdsr.errors import ImageError, ModelError
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
@@ -25,11 +25,11 @@ from vdsr.runtime.resize import imresize
 
 
 class Method(str, Enum):
-    """What the benchmark scores: bicubic, and each network of vdsr.catalogue.Architecture."""
+    """What the benchmark scores: bicubic, and each family of shipped models (vdsr.catalogue.FAMILIES)."""
 
     bicubic = "bicubic"
-    srcnn = Architecture.srcnn.value
-    vdsr = Architecture.vdsr.value
+    srcnn = "srcnn"
+    vdsr = "vdsr"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class MethodRunner:
     backend: str
     precision: str
     upscale: Callable[[NDArray[np.floating], float], NDArray[np.floating]]
-    scales: tuple[int, ...] | None = None  # the scales a learnt model was trained for; None: any scale
+    scales: tuple[float, ...] | None = None  # the scales a learnt model was trained for; None: any scale
     one_model: bool = True  # False: one model per scale (SRCNN), each scored only at its own
 
     def runs_at(self, scale: float) -> bool:
@@ -73,7 +73,7 @@ def backend_runner(backend: Backend, name: str) -> MethodRunner:
 def shipped_weights(method: Method) -> list[Path]:
     """The shipped models of a learnt method: each one's ONNX graph where shipped, else its safetensors."""
     paths = []
-    for name in shipped_models(method.value):  # SRCNN comes as one model per scale, as in its paper
+    for name in FAMILIES[method.value]:  # SRCNN comes as one model per scale, as in its paper
         files = model_files(name)
         path = files.graphs.get("fp32") or files.weights  # model_files refuses a model with neither
         if path is not None:
@@ -100,12 +100,14 @@ def weights_runner(path: Path) -> MethodRunner:
 
 
 def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> MethodRunner:
-    """One runner for a method from its models, each used at the scales it was trained for (SRCNN: one per scale)."""
+    """One runner for a method from its models, each used at the scales it was trained for (SRCNN: one per scale),
+    named by the method (a vdsr_real model is a vdsr network)."""
+    network = family_architecture(method.value)
     for path, runner in models:
-        if runner.name != method.value:
-            raise ModelError(f"{path} holds {runner.name} weights, not {method.value}")
+        if runner.name != network:
+            raise ModelError(f"{path} holds {runner.name} weights, not {method.value} ({network})")
     if len(models) == 1:
-        return models[0][1]
+        return replace(models[0][1], name=method.value)
     chosen: dict[float, tuple[Path, MethodRunner]] = {}
     for path, runner in models:
         if runner.scales is None:
@@ -120,7 +122,7 @@ def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> Me
 
     backend = "+".join(dict.fromkeys(r.backend for _, r in models))
     precision = "+".join(dict.fromkeys(r.precision for _, r in models))
-    scales = tuple(sorted(int(s) for s in chosen))
+    scales = tuple(sorted(chosen))
     return MethodRunner(method.value, backend, precision, upscale, scales, one_model=False)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -146,25 +146,33 @@ def parse_degradation(text: str) -> Degradation:
 
 
 def degrade(
-    color: NDArray[np.floating], scale: float, degradation: Degradation = BICUBIC, *, seed: int = 0
+    color: NDArray[np.floating],
+    scale: float,
+    degradation: Degradation | Sequence[Degradation] = BICUBIC,
+    *,
+    seed: int = 0,
 ) -> Degraded:
     """The protocol's HR -> LR for (H, W, 1) gray or (H, W, 3) RGB pixels in [0, 1] (see ground_truth_y), or a
-    real-world small image (`degradation`; `seed` makes its noise)."""
+    real-world small image: `degradation`, or several applied in turn to the 8-bit small image (noise, then JPEG, as a
+    camera makes them); `seed` makes the noise."""
     hr_y = ground_truth_y(color, scale)
-    if degradation.kind == "bicubic":
+    steps = [d for d in ((degradation,) if isinstance(degradation, Degradation) else degradation) if d != BICUBIC]
+    if not steps:
         return Degraded(hr_y=hr_y, lr_y=low_resolution(hr_y, scale), scale=scale)
     levels = np.rint(modcrop(color, crop_multiple(scale)).astype(np.float64) * 255.0)
     size = (round(levels.shape[0] / scale), round(levels.shape[1] / scale))
     reduced = np.asarray(imresize(levels / 255.0, output_shape=size), dtype=np.float64) * 255.0
     small = np.clip(round_half_away(reduced), 0, 255).astype(np.uint8)
-    if degradation.kind == "jpeg":
-        buffer = io.BytesIO()
-        image = Image.fromarray(small if small.shape[-1] == 3 else small[..., 0])
-        image.save(buffer, "JPEG", quality=int(degradation.amount))
-        small = np.asarray(Image.open(buffer)).reshape(small.shape)
-    else:
-        noise = np.random.default_rng(seed).normal(0.0, degradation.amount, small.shape)
-        small = np.clip(round_half_away(small + noise), 0, 255).astype(np.uint8)
+    noise = np.random.default_rng(seed)
+    for step in steps:
+        if step.kind == "jpeg":
+            buffer = io.BytesIO()
+            image = Image.fromarray(small if small.shape[-1] == 3 else small[..., 0])
+            image.save(buffer, "JPEG", quality=int(step.amount))
+            small = np.asarray(Image.open(buffer)).reshape(small.shape)
+        else:
+            small = np.clip(round_half_away(small + noise.normal(0.0, step.amount, small.shape)), 0, 255)
+            small = small.astype(np.uint8)
     lr = small.astype(np.float64)
     lr_y = lr[..., 0] if lr.shape[-1] == 1 else round_half_away(rgb_to_y(lr, peak=255.0))
     return Degraded(hr_y=hr_y, lr_y=lr_y / 255.0, scale=scale)

@@ -41,7 +41,7 @@ def quiet_logger(name: str = "") -> Iterator[None]:
 
 
 def export_onnx(
-    model: VDSR | SRCNN, scales: list[int], weights_sha256: str, *, fp16: bool = False, opset: int = DEFAULT_OPSET
+    model: VDSR | SRCNN, scales: list[float], weights_sha256: str, *, fp16: bool = False, opset: int = DEFAULT_OPSET
 ) -> onnx.ModelProto:
     """The model as an ONNX graph (checked with onnx.checker's full check)."""
     dtype = torch.float16 if fp16 else torch.float32

@@ -22,9 +22,19 @@ class Architecture(str, Enum):
     srcnn = "srcnn"
 
 
-MODELS = ("vdsr", "srcnn", "srcnn_x3", "srcnn_x4")  # shipped, in the order the commands list them
+# the shipped models by family: what vdsr-bench scores as one method (SRCNN: one model per scale, as in its paper)
+FAMILIES = {"vdsr": ("vdsr",), "srcnn": ("srcnn", "srcnn_x3", "srcnn_x4")}
+MODELS = tuple(name for family in FAMILIES.values() for name in family)  # in the order the commands list them
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX graphs a model can come as (vdsr-export)
 DEFAULT_OPSET = 18  # the ONNX opset vdsr-export writes (TensorRT 10 and ONNX Runtime >= 1.17 read it)
+
+
+def trained_scales(text: str) -> list[float]:
+    """The scales a weights file or graph records (JSON list): integers stay ints (2, not 2.0). ValueError if not."""
+    values = json.loads(text)
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and 1 < v <= 8 for v in values):
+        raise ValueError(f"scales {text[:60]!r} are not a list of numbers in 1 < s <= 8")
+    return [int(v) if float(v).is_integer() else float(v) for v in values]
 
 
 def shipped(filename: str) -> Path:
@@ -83,6 +93,6 @@ def model_card(name: str) -> dict[str, object]:
     return card
 
 
-def shipped_models(architecture: str) -> list[str]:
-    """The shipped models of one architecture, in MODELS order (SRCNN: one per scale)."""
-    return [name for name in MODELS if model_card(name).get("architecture") == architecture]
+def family_architecture(family: str) -> str:
+    """The network a family's models are (vdsr_real: vdsr), as their model cards say."""
+    return str(model_card(FAMILIES[family][0]).get("architecture"))

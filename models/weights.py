@@ -9,12 +9,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from vdsr.catalogue import trained_scales
 from vdsr.errors import ModelError, first_line
 from vdsr.files import atomic_write_bytes
 from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config, parameter_shapes
 
 
-def save_weights(path: Path, model: VDSR | SRCNN, scales: list[int]) -> None:
+def save_weights(path: Path, model: VDSR | SRCNN, scales: list[float]) -> None:
     metadata = {
         "architecture": architecture_of(model),
         "config": json.dumps(model_config(model)),
@@ -44,7 +45,7 @@ def declared_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, s
         raise ModelError(f"{path}: not a readable weights file ({error})") from error
 
 
-def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
+def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[float]]:
     """The model (fp32, CPU, eval mode) and the scales it was trained for. The file's own description (architecture,
     config) must match its tensors' names and shapes before any model is built, and every weight must be finite:
     a file from elsewhere cannot make this allocate more than it holds, or run with NaN weights."""
@@ -57,7 +58,7 @@ def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[int]]:
         if shapes != expected:
             wrong = sorted(set(shapes) ^ set(expected)) or [k for k in expected if shapes[k] != expected[k]]
             raise ValueError(f"tensors {', '.join(wrong[:3])} differ from what the config describes")
-        scales = [int(s) for s in json.loads(metadata.get("scales", "[]"))]
+        scales = trained_scales(metadata.get("scales", "[]"))
     except (ValueError, TypeError, KeyError) as error:  # unknown architecture, bad JSON, other tensors
         raise ModelError(f"{path}: weights do not match their metadata ({first_line(error)})") from error
     tensors, _ = read_safetensors(path, "weights file")

@@ -26,6 +26,7 @@ from vdsr.runtime.backends.selection import BackendChoice, PrecisionChoice, pars
 from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, plan_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
 from vdsr.runtime.ray_data import RayOptions, UpscalerSettings, upscale_folder_on_ray
+from vdsr.runtime.stores import is_uri
 from vdsr.runtime.upscale import check_scale
 from vdsr.runtime.upscaler import GIB, Upscaler
 
@@ -35,16 +36,22 @@ app = make_app(__doc__)
 @app.command(cls=Command)
 def main(
     source: Annotated[
-        Path, typer.Argument(help="An image file, or a folder of images.", show_default=False, metavar="INPUT")
+        str,
+        typer.Argument(
+            help="An image file, or a folder of images (with --ray, also a URI: s3://bucket/photos).",
+            show_default=False,
+            metavar="INPUT",
+        ),  # fmt: skip
     ],
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor, 1 < S <= 8 (e.g. 2, 2.5, 3, 4).")],
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output",
             "-o",
             show_default="<folder>_x<S>, or <name>_x<S>.<ext> beside a file",
-            help="Output folder; for a single input file, an image file name (out.png) names the result itself.",
+            help="Output folder; for a single input file, an image file name (out.png) names the result itself. "
+            "With --ray, also a URI.",
         ),
     ] = None,
     backend: Annotated[
@@ -126,9 +133,14 @@ def main(
     with exit_on_errors(err):
         scale = check_scale(scale)
         suffix = fmt.value if fmt else None
-        jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=suffix)
         budget = None if memory_budget is None else int(memory_budget * GIB)
-        if ray is not None:
+        if ray is None and (is_uri(source) or is_uri(output)):
+            raise UsageError(f"{source if is_uri(source) else output}: URIs are read and written on Ray runs; add "
+                             "--ray local (or a cluster's address), or give a local path")  # fmt: skip
+        if ray is None:
+            jobs = plan_jobs(Path(source), scale, None if output is None else Path(output), recursive=recursive,
+                             fmt=suffix)  # fmt: skip
+        else:
             if fail_fast:
                 raise UsageError("--fail-fast is for a plain run; --ray runs every file")
             start = time.perf_counter()
@@ -159,7 +171,9 @@ def main(
             progress.update(completed=max(done["images"], current), info=speed())
 
         report = upscaler.upscale_folder(
-            source, scale, output, recursive=recursive, skip_existing=skip_existing, fail_fast=fail_fast, fmt=suffix,
+            Path(source), scale, None if output is None else Path(output), recursive=recursive,
+            skip_existing=skip_existing,
+            fail_fast=fail_fast, fmt=suffix,
             max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
             on_band=on_band,
         )  # fmt: skip
@@ -167,7 +181,7 @@ def main(
 
 
 def _on_ray(
-    source: Path, scale: float, output: Path | None, *, address: str, actors: int, cpus: float, gpus: float | None,
+    source: str, scale: float, output: str | None, *, address: str, actors: int, cpus: float, gpus: float | None,
     settings: UpscalerSettings, recursive: bool, skip_existing: bool, fmt: str | None, max_pixels: int,
     max_output_pixels: int, err: Console,
 ) -> FolderReport:  # fmt: skip

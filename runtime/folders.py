@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +34,7 @@ from vdsr.runtime.images import (
 )
 from vdsr.runtime.upscale import check_output
 
+PathT = TypeVar("PathT", bound=PurePath)
 IN_FLIGHT = 2  # decoded images waiting for the backend, and results waiting to be written
 # 2**31 pixels: a 6 GiB RGB uint8 result; memory is about 3x the input as float32 plus the output (see the README)
 DEFAULT_MAX_OUTPUT_PIXELS = 2**31
@@ -46,12 +47,12 @@ def scale_label(scale: float) -> str:
 
 @dataclass(frozen=True)
 class FileFailure:
-    """A file that failed: the input it came from, the output it was for when that is what failed, and why. str()
-    is its one line."""
+    """A file that failed: the input it came from, the output it was for when that is what failed, and why (paths,
+    or URIs on a store: vdsr.runtime.stores). str() is its one line."""
 
-    path: Path
+    path: Path | str
     cause: str
-    output: Path | None = None
+    output: Path | str | None = None
 
     def __str__(self) -> str:
         return f"{self.path} -> {self.output}: {self.cause}" if self.output else f"{self.path}: {self.cause}"
@@ -59,8 +60,8 @@ class FileFailure:
 
 @dataclass
 class FolderReport:
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)  # outputs that existed (--skip-existing)
+    written: list[Path | str] = field(default_factory=list)  # paths, or URIs on a store
+    skipped: list[Path | str] = field(default_factory=list)  # outputs that existed (--skip-existing)
     failed: list[FileFailure] = field(default_factory=list)  # the file and the cause; str(): one line
     megapixels: float = 0.0  # output pixels written, in millions
     stopped: str | None = None  # the backend failure that stopped the run before every file was done
@@ -101,9 +102,6 @@ def plan_jobs(
     named = Path(os.path.abspath(source))  # "." and ".." get a name; a link keeps its own (results go beside it)
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
 
-    def result_name(target: Path) -> Path:  # --format's suffix; a GIF's result is a PNG
-        return target.with_suffix(suffix) if suffix else target if writable(target) else target.with_suffix(".png")
-
     if source.is_file():
         if output is not None and names_a_file(output):
             if suffix and output_format(output) != output_format(Path(f"x{suffix}")):
@@ -111,7 +109,7 @@ def plan_jobs(
             target = output
         else:
             target = result_name(
-                output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}")
+                output / source.name if output else named.with_name(f"{named.stem}_x{label}{named.suffix}"), suffix
             )
         if _same_file(target, source) or Path(os.path.abspath(target)) == named:
             raise UsageError(f"{target}: the output would replace the input; give another --output")
@@ -125,13 +123,18 @@ def plan_jobs(
         images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(source).parts)  # hidden files, folders
                   and (p.is_file() or p.is_symlink())]  # fmt: skip  # not FIFOs or folders; broken links: reported
-        jobs = [Job(p, result_name(root / p.relative_to(source))) for p in images]
+        jobs = [Job(p, result_name(root / p.relative_to(source), suffix)) for p in images]
     else:
         raise UsageError(f"{source}: no such file or folder")
     problem = unwritable_folder(root)
     if problem:
         raise UsageError(problem)
     return jobs
+
+
+def result_name(target: PathT, suffix: str | None) -> PathT:
+    """An output's name: with --format's `suffix` if given; a GIF's result is a PNG (a local path, or a store's)."""
+    return target.with_suffix(suffix) if suffix else target if writable(target) else target.with_suffix(".png")
 
 
 def names_a_file(output: Path) -> bool:
@@ -144,7 +147,7 @@ def names_a_file(output: Path) -> bool:
     return True
 
 
-def writable(path: Path) -> bool:
+def writable(path: PurePath) -> bool:
     """Whether results can be written in the format `path`'s suffix names (a GIF's result is written as PNG)."""
     try:
         output_format(path)

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -283,7 +283,7 @@ FORMAT_SUFFIXES = dict(zip([f.value for f in OutputFormat], ["PNG", "JPEG", "WEB
 assert set(FORMAT_SUFFIXES.values()) == set(OUTPUT_FORMATS), "every output format has its suffix"
 
 
-def output_format(path: Path) -> str:
+def output_format(path: PurePath) -> str:
     """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); UsageError for a suffix this tool does not write."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt not in OUTPUT_FORMATS:

@@ -5,8 +5,9 @@ formats, --skip-existing, stale temporaries removed), then Ray Data runs the job
 mapped over a pool of actors that each hold one Upscaler (one backend session, GPU actors when given GPUs); an actor
 decodes, upscales and writes each of its files exactly as a plain run does (vdsr.runtime.folders.run_jobs: atomic
 writes, one-line failures). Each job's outcome comes back as a row and fills the same FolderReport, so the summary,
-the failures and the exit code are a plain run's. Paths must be ones every worker sees (one machine, or a shared
-file system); object-store URIs are not read here.
+the failures and the exit code are a plain run's. Local paths must be ones every worker sees (one machine, or a
+shared file system); input and output may also be URIs (s3://, gs://, any pyarrow.fs or fsspec file system:
+vdsr.runtime.stores), which each worker reads and writes itself.
 
 `upscale_dataset(dataset, scale)` maps a Ray Dataset of images (a column of HxW or HxWxC arrays) to upscaled ones,
 for pipelines that already hold one.
@@ -30,6 +31,7 @@ from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.files import remove_stale_temporaries
 from vdsr.runtime.folders import FileFailure, FolderReport, Job, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS
+from vdsr.runtime.stores import as_uri, claim_store_outputs, is_uri, plan_store_jobs, run_store_jobs
 from vdsr.runtime.upscaler import Upscaler
 
 
@@ -71,25 +73,28 @@ class FileActor:
         self.scale, self.max_pixels, self.max_output_pixels = scale, max_pixels, max_output_pixels
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        jobs = [Job(Path(os.fsdecode(s)), Path(os.fsdecode(t))) for s, t in zip(batch["source"], batch["target"],
-                                                                                strict=True)]  # fmt: skip
-        report = FolderReport()
+        jobs = [(os.fsdecode(s), os.fsdecode(t)) for s, t in zip(batch["source"], batch["target"], strict=True)]
         pixels: dict[str, int] = {}
         upscale = partial(self.upscaler.upscale_file, scale=self.scale, max_output_pixels=self.max_output_pixels)
-        run_jobs(jobs, upscale, report, scale=self.scale, fail_fast=False, max_pixels=self.max_pixels,
-                 max_output_pixels=self.max_output_pixels,
-                 on_image=lambda path, count: pixels.__setitem__(str(path), count))  # fmt: skip
+        if is_uri(jobs[0][0]):  # a store's files: staged here, uploaded when written
+            report = run_store_jobs(jobs, upscale, scale=self.scale, max_pixels=self.max_pixels,
+                                    max_output_pixels=self.max_output_pixels,
+                                    on_image=lambda uri, count: pixels.__setitem__(uri, count))  # fmt: skip
+        else:
+            report = run_jobs([Job(Path(s), Path(t)) for s, t in jobs], upscale, FolderReport(), fail_fast=False,
+                              scale=self.scale, max_pixels=self.max_pixels, max_output_pixels=self.max_output_pixels,
+                              on_image=lambda path, count: pixels.__setitem__(str(path), count))  # fmt: skip
         if report.stopped:  # the backend failed: the run stops, as a plain run does
             raise BackendError(report.stopped)
         failed = {str(f.path): f for f in report.failed}
         written = {str(p) for p in report.written}
         return {
-            "source": [os.fsencode(j.source) for j in jobs],
-            "target": [os.fsencode(j.target) for j in jobs],
-            "outcome": ["written" if str(j.target) in written else "failed" for j in jobs],
-            "cause": [failed[str(j.source)].cause if str(j.source) in failed else "" for j in jobs],
-            "failed_output": [str(failed[str(j.source)].output or "") if str(j.source) in failed else "" for j in jobs],
-            "megapixels": [pixels.get(str(j.source), 0) / 1e6 for j in jobs],
+            "source": [os.fsencode(s) for s, _ in jobs],
+            "target": [os.fsencode(t) for _, t in jobs],
+            "outcome": ["written" if t in written else "failed" for _, t in jobs],
+            "cause": [failed[s].cause if s in failed else "" for s, _ in jobs],
+            "failed_output": [str(failed[s].output or "") if s in failed else "" for s, _ in jobs],
+            "megapixels": [pixels.get(s, 0) / 1e6 for s, _ in jobs],
         }
 
 
@@ -107,18 +112,28 @@ def connect(address: str) -> bool:
 
 
 def upscale_folder_on_ray(
-    source: Path, scale: float, output: Path | None, *, ray: RayOptions, settings: UpscalerSettings,
+    source: Path | str, scale: float, output: Path | str | None, *, ray: RayOptions, settings: UpscalerSettings,
     recursive: bool = False, skip_existing: bool = False, fmt: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS, max_output_pixels: int,
 ) -> FolderReport:  # fmt: skip
-    """A plain run's plan and report (see Upscaler.upscale_folder), its jobs run by Ray Data's actor pool."""
+    """A plain run's plan and report (see Upscaler.upscale_folder), its jobs run by Ray Data's actor pool. With a URI
+    for the input or the output, both are read and written through vdsr.runtime.stores (a local path as file://)."""
     import ray as ray_module
     from ray.data import ActorPoolStrategy, from_items
 
-    jobs = plan_jobs(source, scale, output, recursive=recursive, fmt=fmt)
-    remove_stale_temporaries(job.target for job in jobs)  # left by a run that was killed
     report = FolderReport()
-    todo = claim_outputs(jobs, report, skip_existing=skip_existing, on_image=lambda path, pixels: None)
+    if is_uri(source) or is_uri(output):
+        output_uri = None if output is None else as_uri(output)
+        planned = plan_store_jobs(as_uri(source), scale, output_uri, recursive=recursive, fmt=fmt)
+        named: list[tuple[Path | str, Path | str]] = list(claim_store_outputs(planned, report,
+                                                                             skip_existing=skip_existing))  # fmt: skip
+    else:
+        jobs = plan_jobs(Path(source), scale, None if output is None else Path(output), recursive=recursive, fmt=fmt)
+        remove_stale_temporaries(job.target for job in jobs)  # left by a run that was killed
+        named = [(j.source, j.target) for j in claim_outputs(jobs, report, skip_existing=skip_existing,
+                                                              on_image=lambda path, pixels: None)]  # fmt: skip
+    todo = [(os.fspath(s) if is_uri(s) else os.path.abspath(s), os.fspath(t) if is_uri(t) else os.path.abspath(t))
+            for s, t in named]  # fmt: skip  # local paths absolute: any worker's cwd
     if not todo:
         return report
     started = connect(ray.address)
@@ -144,8 +159,7 @@ def upscale_folder_on_ray(
     for logger in loggers:
         logger.setLevel(logging.WARNING)  # Ray Data's progress lines, too
     try:
-        rows = from_items([{"source": os.fsencode(os.path.abspath(j.source)),  # any file name; any worker's cwd
-                            "target": os.fsencode(os.path.abspath(j.target))} for j in todo])  # fmt: skip
+        rows = from_items([{"source": os.fsencode(s), "target": os.fsencode(t)} for s, t in todo])  # any file name
         threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
         results = rows.map_batches(
             FileActor, fn_constructor_args=(dataclasses.replace(settings, cpu_threads=threads), scale), batch_size=1,
@@ -161,14 +175,15 @@ def upscale_folder_on_ray(
         if started:
             ray_module.shutdown()
     by_source = {row["source"]: row for row in results}
-    for job in todo:  # in the plan's order, as a plain run reports
-        row = by_source[os.fsencode(os.path.abspath(job.source))]
+    for (source_name, _), (given_source, given_target) in zip(todo, named, strict=True):  # the plan's order
+        row = by_source[os.fsencode(source_name)]
         if row["outcome"] == "written":
-            report.written.append(job.target)
+            report.written.append(given_target)
             report.megapixels += float(row["megapixels"])
         else:
-            output_path = Path(row["failed_output"]) if row["failed_output"] else None
-            report.failed.append(FileFailure(job.source, row["cause"], output=output_path))
+            failed = row["failed_output"]  # the output it failed to write, if that is what failed
+            output_name = None if not failed else failed if is_uri(failed) else given_target
+            report.failed.append(FileFailure(given_source, row["cause"], output=output_name))
     return report
 
 

@@ -70,6 +70,22 @@ def test_a_ray_run_writes_what_a_plain_run_writes(cluster: None, tmp_path: Path)
     assert sorted(got) == sorted(expected) and all(np.array_equal(got[n], expected[n]) for n in expected)
 
 
+def test_a_ray_run_reads_and_writes_uris(cluster: None, tmp_path: Path) -> None:
+    """Input and output as URIs (file:// here; s3://, gs:// the same way through pyarrow.fs): a plain run's files."""
+    mixed_folder(tmp_path / "in")
+    plain = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "plain")])
+    source, target = (tmp_path / "in").as_uri(), (tmp_path / "stored").as_uri()
+    on_ray = CliRunner().invoke(app, [source, "-s", "2", "-o", target, "--ray", "local"])
+    assert on_ray.exit_code == EXIT_FAILED and "5 written, 0 skipped (existing), 2 failed" in on_ray.output
+    assert failures(on_ray.output) == [f"failed: {source}/{line.split('/')[-1]}" for line in failures(plain.output)]
+    expected, got = outputs(tmp_path / "plain"), outputs(tmp_path / "stored")
+    assert sorted(got) == sorted(expected) and all(np.array_equal(got[n], expected[n]) for n in expected)
+    (tmp_path / "stored" / "rgb.png").unlink()
+    resumed = CliRunner().invoke(app, [source, "-s", "2", "-o", target, "--ray", "local", "--skip-existing"])
+    assert resumed.exit_code == EXIT_FAILED and "1 written, 4 skipped (existing), 2 failed" in resumed.output
+    assert np.array_equal(outputs(tmp_path / "stored")["rgb.png"], expected["rgb.png"])
+
+
 def test_ray_usage_errors_come_before_any_work(cluster: None, tmp_path: Path) -> None:
     mixed_folder(tmp_path / "in")
     fail_fast = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--fail-fast"])

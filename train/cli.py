@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -14,14 +15,15 @@ from platformdirs import user_cache_dir
 from rich.console import Console
 
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
+from vdsr.bench.harness import CellResult
 from vdsr.bench.protocol import parse_scales
-from vdsr.catalogue import Architecture
+from vdsr.catalogue import MODELS, Architecture, model_files
 from vdsr.console import Command, WorkProgress, error_console, exit_on_errors, make_app, safe, version_option
-from vdsr.errors import EXIT_STOPPED_EARLY, UsageError, first_line
+from vdsr.errors import EXIT_STOPPED_EARLY, TrainingError, UsageError, first_line
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
 from vdsr.train.distributed import barrier, check_batch_size, process_group, rank_device, ranks_from_env
-from vdsr.train.loop import StepReport, train
+from vdsr.train.loop import StepReport, initial_state, train, weights_id
 
 app = make_app(__doc__)
 
@@ -70,8 +72,48 @@ def main(
         typer.Option(
             "--scale",
             "-s",
-            help="Training scales, mixed per batch.",
+            help="Training scales, mixed per batch: a list, or a range LOW-HIGH (every 0.25 in it).",
             show_default=",".join(map(str, TrainConfig().scales)),
+        ),  # fmt: skip
+    ] = None,
+    draws: Annotated[
+        int | None,
+        typer.Option(
+            "--draws-per-image",
+            help="Degradation mix: draws of a scale (and JPEG, noise) per image; 0: "
+            "every image at every scale, clean (the paper).",
+            show_default="0",
+        ),  # fmt: skip
+    ] = None,
+    jpeg_probability: Annotated[
+        float | None, typer.Option("--jpeg-probability", help="Of a draw being a JPEG.", show_default="0")
+    ] = None,
+    jpeg_quality: Annotated[
+        str | None, typer.Option("--jpeg-quality", help="JPEG quality range, LOW-HIGH.", show_default="30-95")
+    ] = None,
+    noise_probability: Annotated[
+        float | None, typer.Option("--noise-probability", help="Of a draw being noisy.", show_default="0")
+    ] = None,
+    noise_sigma: Annotated[
+        str | None, typer.Option("--noise-sigma", help="Noise sigma range in 8-bit levels.", show_default="0-8")
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Fine-tune: start from these weights (a shipped model's name or a .safetensors).",
+            show_default="none: random",
+        ),  # fmt: skip
+    ] = None,
+    validate_scale: Annotated[
+        list[str] | None, typer.Option("--validate-scale", help="Scales validated.", show_default="the training scales")
+    ] = None,
+    validate_degradation: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--validate-degradation",
+            help="Small images validated (as vdsr-bench --degradation).",
+            show_default="bicubic",
         ),  # fmt: skip
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --output.")] = False,
@@ -124,8 +166,19 @@ def main(
         torch_device = rank_device(pick_device(device), ranks)
         options = Options(model=model, recipe=recipe_name, scale=scale, epochs=epochs, batch_size=batch_size,
                           patch_size=patch_size, stride=stride, lr=lr, bf16=bf16, seed=seed,
-                          validate_every=validate_every, checkpoint_every=checkpoint_every)  # fmt: skip
+                          validate_every=validate_every, checkpoint_every=checkpoint_every, draws=draws,
+                          jpeg_probability=jpeg_probability, jpeg_quality=jpeg_quality,
+                          noise_probability=noise_probability, noise_sigma=noise_sigma, init=init,
+                          validate_scale=validate_scale, validate_degradation=validate_degradation)  # fmt: skip
+        init_path = init_weights(init)
         config = settle_config(output, options, resume=resume, max_steps=max_steps, device=torch_device)
+        if init_path is not None:
+            try:
+                initial_state(
+                    init_path, config
+                )  # before the patches are built: a file that does not fit is refused now
+            except TrainingError as error:
+                raise UsageError(f"--init: {error}") from error
         check_batch_size(config.batch_size, ranks)
         stack.enter_context(process_group(torch_device, ranks))
         if resume and config.bf16 and not bf16_supported(torch_device):
@@ -134,11 +187,15 @@ def main(
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
         cache = cache_dir or Path(user_cache_dir("vdsr"))
-        grid = f"{config.patch_size}px, stride {config.stride}, scales {list(config.scales)}"
+        grid = f"{config.patch_size}px, stride {config.stride}, scales {', '.join(f'{s:g}' for s in config.scales)}"
+        if config.draws_per_image:
+            grid += (f"; {config.draws_per_image} draws per image, JPEG {config.jpeg_probability:g} (q "
+                     f"{config.jpeg_quality[0]}-{config.jpeg_quality[1]}), noise {config.noise_probability:g} "
+                     f"(sigma {config.noise_sigma[0]:g}-{config.noise_sigma[1]:g})")  # fmt: skip
         out.print(f"patches: {grid} (cache {safe(cache)})")
         if ranks.local != 0:  # the first rank of each machine builds its patch cache, the others read it
             barrier(ranks)
-        patches = build_patches(train_sets, config.scales, config.patch_size, stride=config.stride, cache_dir=cache)
+        patches = build_patches(train_sets, config.mix(), config.patch_size, stride=config.stride, cache_dir=cache)
         if ranks.local == 0:
             barrier(ranks)
         where = f"{torch_device}" if ranks.world == 1 else f"{ranks.world} ranks ({torch_device.type})"
@@ -149,8 +206,8 @@ def main(
             def show(p: StepReport) -> None:
                 nonlocal last_val
                 if p.validation:
-                    last_val = " ".join(f"x{c.scale} {c.psnr:.2f}" for c in p.validation if c.dataset == "Set5")
-                    scores = ", ".join(f"{c.dataset} x{c.scale} {c.psnr:.2f}" for c in p.validation)
+                    last_val = " ".join(f"{cell_name(c)} {c.psnr:.2f}" for c in p.validation if c.dataset == "Set5")
+                    scores = ", ".join(f"{c.dataset} {cell_name(c)} {c.psnr:.2f}" for c in p.validation)
                     progress.print(f"step {p.step}: PSNR {scores}")
                 if not p.validation or p.lr:  # the final validation report carries no training figures
                     figures = f"loss {p.loss:.3e}, lr {p.lr:.2e}, {p.patches_per_second:.0f} patches/s, "
@@ -159,8 +216,8 @@ def main(
                     progress.update(completed=p.step, total=p.total_steps)
 
             result = train(config, patches, output, device=torch_device, train_sets=train_sets,
-                           validation_sets=validation_sets, final_sets=final, resume=resume, max_minutes=max_minutes,
-                           on_progress=show, ranks=ranks)  # fmt: skip
+                           validation_sets=validation_sets, final_sets=final, resume=resume, init=init_path,
+                           max_minutes=max_minutes, on_progress=show, ranks=ranks)  # fmt: skip
     out.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
         out.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
@@ -186,6 +243,52 @@ class Options:
     seed: int | None
     validate_every: int | None
     checkpoint_every: int | None
+    draws: int | None
+    jpeg_probability: float | None
+    jpeg_quality: str | None
+    noise_probability: float | None
+    noise_sigma: str | None
+    init: str | None
+    validate_scale: list[str] | None
+    validate_degradation: list[str] | None
+
+
+def cell_name(cell: CellResult) -> str:
+    """x2, or x2 jpeg:75 for a small image made otherwise than the paper's way."""
+    return f"x{cell.scale:g}" + ("" if cell.degradation == "bicubic" else f" {cell.degradation}")
+
+
+def parse_range(text: str, option: str, *, whole: bool) -> tuple[float, float]:
+    """'30-95' -> (30, 95); '5' -> (5, 5). UsageError naming the option otherwise."""
+    low, _, high = text.partition("-")
+    try:
+        pair = tuple(int(v) if whole else float(v) for v in (low, high or low))
+    except ValueError:
+        raise UsageError(f"{option}: expected a range LOW-HIGH, got {text!r}") from None
+    return pair  # type: ignore[return-value]
+
+
+def training_scales(values: list[str]) -> tuple[float, ...]:
+    """--scale: '2,3,4' as vdsr-bench takes it, or a range '1.5-4': every multiple of 0.25 in it."""
+    ranges = [v for v in values if "-" in v]
+    if not ranges:
+        return tuple(parse_scales(values))
+    if len(values) > 1:
+        raise UsageError(f"--scale: a range ({ranges[0]}) is the only scale given, not one of several")
+    low, high = parse_range(ranges[0], "--scale", whole=False)
+    grid = [str(q / 4) for q in range(math.ceil(low * 4), math.floor(high * 4) + 1)]
+    return tuple(parse_scales(grid or [ranges[0]]))
+
+
+def init_weights(init: str | None) -> Path | None:
+    """--init: a shipped model's weights, or a .safetensors file."""
+    if init is None:
+        return None
+    weights = model_files(init).weights if init in MODELS else Path(init)
+    if weights is None or weights.suffix != ".safetensors" or not weights.is_file():
+        raise UsageError(f"--init {init}: expected a shipped model with weights ({', '.join(MODELS)}) or an existing "
+                         ".safetensors file")  # fmt: skip
+    return weights
 
 
 def settle_config(
@@ -206,11 +309,20 @@ def settle_config(
              "stride": stride, "lr": options.lr}  # fmt: skip
     chosen = options.recipe or Recipe.fast
     bf16 = options.bf16 if options.bf16 is not None else (chosen is Recipe.fast and bf16_supported(device))
-    scales = tuple(parse_scales(options.scale or ["2,3,4"]))
+    scales = training_scales(options.scale or ["2,3,4"])
+    mix: dict[str, object] = {
+        "draws_per_image": options.draws, "jpeg_probability": options.jpeg_probability,
+        "noise_probability": options.noise_probability,
+        "jpeg_quality": options.jpeg_quality and parse_range(options.jpeg_quality, "--jpeg-quality", whole=True),
+        "noise_sigma": options.noise_sigma and parse_range(options.noise_sigma, "--noise-sigma", whole=False),
+        "init_from": options.init and weights_id(init_weights(options.init)),  # type: ignore[arg-type]
+        "validate_scales": options.validate_scale and training_scales(options.validate_scale),
+        "validate_degradations": options.validate_degradation and tuple(options.validate_degradation),
+    }  # fmt: skip
     try:
         return recipe(
             chosen.value, (options.model or Architecture.vdsr).value, scales=scales, seed=options.seed or 0,
-            bf16=bf16, max_steps=max_steps,
+            bf16=bf16, max_steps=max_steps, **{k: v for k, v in mix.items() if v is not None},
             **{k: v for k, v in (("validate_every", options.validate_every),
                                  ("checkpoint_every", options.checkpoint_every)) if v is not None},  # fmt: skip
             **{k: v for k, v in shape.items() if v is not None},

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import torch
 
+from vdsr.bench.protocol import Degradation, parse_degradation
 from vdsr.catalogue import Architecture
-from vdsr.errors import ModelError, TrainingError, first_line
+from vdsr.errors import ModelError, TrainingError, UsageError, first_line
 from vdsr.runtime.machine import BF16_FLAGS, cpu_features
 from vdsr.train.checkpoint import load_checkpoint
+from vdsr.train.data import Mix
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,16 @@ class TrainConfig:
     model: str = Architecture.vdsr.value  # a vdsr.catalogue.Architecture
     model_config: dict[str, object] = field(default_factory=dict)  # fields of VDSRConfig / SRCNNConfig
     recipe: str = "fast"
-    scales: tuple[int, ...] = (2, 3, 4)  # mixed in every batch: one model for all of them
+    scales: tuple[float, ...] = (2, 3, 4)  # mixed in every batch: one model for all of them
+    # the degradation mix (vdsr.train.data.Mix): 0 draws is the paper's clean set, every image at every scale
+    draws_per_image: int = 0  # n: n seeded draws per image, each of a scale from `scales` and of the degradations below
+    jpeg_probability: float = 0.0  # of a draw's small image being a JPEG (Pillow, 4:2:0) of a quality in jpeg_quality
+    jpeg_quality: tuple[int, int] = (30, 95)
+    noise_probability: float = 0.0  # of Gaussian noise (8-bit levels, sigma in noise_sigma) on it, before any JPEG
+    noise_sigma: tuple[float, float] = (0.0, 8.0)
+    init_from: str | None = None  # fine-tuning: "NAME.safetensors sha256:HEX", the weights the run started from
+    validate_scales: tuple[float, ...] = ()  # scales scored in validation; () is `scales`
+    validate_degradations: tuple[str, ...] = ("bicubic",)  # small images scored in validation (vdsr-bench's names)
     patch_size: int = 41
     stride: int = 41
     batch_size: int = 64
@@ -48,6 +59,16 @@ class TrainConfig:
         if problems:
             raise ValueError(f"training config: {'; '.join(problems)}")
 
+    def mix(self) -> Mix:
+        """How the patch set's small images are made."""
+        return Mix(scales=self.scales, draws=self.draws_per_image, jpeg_probability=self.jpeg_probability,
+                   jpeg_quality=self.jpeg_quality, noise_probability=self.noise_probability,
+                   noise_sigma=self.noise_sigma, seed=self.seed)  # fmt: skip
+
+    def validation_cells(self) -> tuple[tuple[float, ...], tuple[Degradation, ...]]:
+        """The scales and small images validation scores."""
+        return self.validate_scales or self.scales, tuple(map(parse_degradation, self.validate_degradations))
+
 
 _CHOICES = {
     "model": tuple(a.value for a in Architecture),
@@ -57,9 +78,11 @@ _CHOICES = {
     "loss": ("mse", "l1", "half_sse"),
 }
 _COUNTS = {"patch_size": 1, "stride": 1, "batch_size": 1, "max_steps": 0, "seed": 0, "log_every": 0,
-           "checkpoint_every": 0, "validate_every": 0}  # field -> smallest value  # fmt: skip
+           "checkpoint_every": 0, "validate_every": 0, "draws_per_image": 0}  # field -> smallest value  # fmt: skip
 _AMOUNTS = {"epochs": True, "lr": True, "lr_step_epochs": True, "clip_theta": True, "momentum": False,
-            "weight_decay": False, "warmup_epochs": False}  # field -> must be > 0 (else >= 0)  # fmt: skip
+            "weight_decay": False, "warmup_epochs": False, "jpeg_probability": False,
+            "noise_probability": False}  # field -> must be > 0 (else >= 0)  # fmt: skip
+_RANGES = {"jpeg_quality": (1, 95, True), "noise_sigma": (0, 64, False)}  # field -> lowest, highest, integers
 _FLAGS = ("zero_init_output", "bf16", "channels_last")
 
 
@@ -78,10 +101,24 @@ def _problems(config: TrainConfig) -> list[str]:
             problems.append(f"{name} is {value!r}, not a number {'>' if positive else '>='} 0")
     problems += [f"{name} is {getattr(config, name)!r}, not true or false"
                  for name in _FLAGS if not isinstance(getattr(config, name), bool)]  # fmt: skip
-    if not (
-        isinstance(config.scales, tuple) and config.scales and all(_is_int(s) and 2 <= s <= 8 for s in config.scales)
-    ):
-        problems.append(f"scales is {config.scales!r}, not integers from 2 to 8")
+    chances = ("jpeg_probability", "noise_probability")
+    problems += [
+        f"{n} is {getattr(config, n)!r}, not a probability" for n in chances if not 0 <= getattr(config, n) <= 1
+    ]
+    for name, (low, high, whole) in _RANGES.items():
+        pair = getattr(config, name)
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(_is_number(v, whole) for v in pair)
+                and low <= pair[0] <= pair[1] <= high):  # fmt: skip
+            problems.append(f"{name} is {pair!r}, not a range (low, high) within {low}..{high}")
+    for name in ("scales", "validate_scales"):
+        scales = getattr(config, name)
+        if not (isinstance(scales, tuple) and (scales or name != "scales") and all(map(_is_scale, scales))):
+            problems.append(f"{name} is {scales!r}, not scales 1 < s <= 8 in steps of 0.25")
+    names = config.validate_degradations
+    if not (isinstance(names, tuple) and names and all(isinstance(n, str) and _is_degradation(n) for n in names)):
+        problems.append(f"validate_degradations is {names!r}, not names as vdsr-bench's --degradation takes")
+    if not (config.init_from is None or isinstance(config.init_from, str)):
+        problems.append(f"init_from is {config.init_from!r}, not a weights file's name and hash")
     if not isinstance(config.model_config, dict):
         problems.append(f"model_config is {config.model_config!r}, not a JSON object")
     return problems
@@ -89,6 +126,22 @@ def _problems(config: TrainConfig) -> list[str]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object, whole: bool) -> bool:
+    return _is_int(value) or (not whole and isinstance(value, float) and math.isfinite(value))
+
+
+def _is_scale(value: object) -> bool:
+    return _is_number(value, whole=False) and 1 < value <= 8 and float(value * 4).is_integer()  # type: ignore[operator]
+
+
+def _is_degradation(name: str) -> bool:
+    try:
+        parse_degradation(name)
+    except UsageError:
+        return False
+    return True
 
 
 def recipe(name: str, model: str = Architecture.vdsr.value, **overrides: object) -> TrainConfig:

@@ -1,7 +1,8 @@
 """Training patches: HR luminance and its bicubic ILR, aligned, built once and cached as memory-mapped arrays.
 
 The degradation is the evaluation protocol's (vdsr.bench.protocol.degrade): BT.601 Y rounded like MATLAB, modcrop,
-MATLAB-exact bicubic down and up. Batches are a pure function of (seed, step), so a resumed run sees the same data.
+MATLAB-exact bicubic down and up; with a degradation `Mix`, seeded draws of scales and of real-world small images
+(noisy, JPEG) per image. Batches are a pure function of (seed, step), so a resumed run sees the same data.
 """
 
 from __future__ import annotations
@@ -10,31 +11,71 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
-from vdsr.bench.protocol import degrade
+from vdsr.bench.protocol import BICUBIC, Degradation, degrade
 from vdsr.files import atomic_write_text, sha256_file
 from vdsr.runtime.images import load_image
 
-CACHE_FORMAT = 2  # bump when the way patches are made changes, so old caches are not reused
+CACHE_FORMAT = 3  # bump when the way patches are made changes, so old caches are not reused
 
 
 @dataclass(frozen=True)
 class PatchSet:
     ilr: NDArray[np.float32]  # (N, P, P) bicubic input, 0..1
     hr: NDArray[np.float32]  # (N, P, P) ground truth, 0..1
-    scale: NDArray[np.int8]  # (N,) the scale each patch was made at
+    scale: NDArray[np.float32]  # (N,) the scale each patch was made at
     key: str  # hash of the images and settings that made it
 
 
-def patch_key(files: Sequence[Path], scales: Sequence[int], patch: int, *, stride: int) -> str:
+@dataclass(frozen=True)
+class Mix:
+    """How each image's small versions are made (vdsr.train.config.TrainConfig holds the same fields). `draws` 0: the
+    paper's set, every image at every scale, clean. `draws` n: n draws per image, each of a scale from `scales`, of
+    Gaussian noise (probability, sigma range in 8-bit levels) and of a JPEG (probability, quality range), seeded."""
+
+    scales: tuple[float, ...]
+    draws: int = 0
+    jpeg_probability: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 95)
+    noise_probability: float = 0.0
+    noise_sigma: tuple[float, float] = (0.0, 8.0)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Draw:
+    scale: float
+    degradations: tuple[Degradation, ...]  # applied in turn to the small image; none: the paper's
+    seed: int  # the noise's
+
+
+def image_draws(mix: Mix, index: int) -> list[Draw]:
+    """The small images made of the `index`-th training image: a pure function of the mix and the index."""
+    if mix.draws == 0 and not (mix.jpeg_probability or mix.noise_probability):
+        return [Draw(scale, (), 0) for scale in mix.scales]
+    rng = np.random.default_rng([mix.seed, index])
+    draws = []
+    for n in range(mix.draws or len(mix.scales)):  # every number drawn every time: one setting never shifts another
+        scale = mix.scales[int(rng.integers(len(mix.scales)))] if mix.draws else mix.scales[n]
+        noisy, sigma = rng.random() < mix.noise_probability, round(float(rng.uniform(*mix.noise_sigma)), 2)
+        jpeg, quality = (
+            rng.random() < mix.jpeg_probability,
+            int(rng.integers(mix.jpeg_quality[0], mix.jpeg_quality[1] + 1)),
+        )
+        steps = ((Degradation("noise", sigma),) if noisy else ()) + ((Degradation("jpeg", quality),) if jpeg else ())
+        draws.append(Draw(scale, steps, int(rng.integers(2**31))))
+    return draws
+
+
+def patch_key(files: Sequence[Path], mix: Mix, patch: int, *, stride: int) -> str:
     """A hash of every image's bytes and of the settings: equal keys mean identical patch sets."""
-    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, list(scales), patch, stride]).encode())
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, asdict(mix), patch, stride]).encode())
     for path in files:
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()[:20]
@@ -56,23 +97,21 @@ def image_patches(
     return pick(hr), pick(ilr)
 
 
-def build_patches(
-    datasets: Sequence[Dataset], scales: Sequence[int], patch: int, *, stride: int, cache_dir: Path
-) -> PatchSet:
+def build_patches(datasets: Sequence[Dataset], mix: Mix, patch: int, *, stride: int, cache_dir: Path) -> PatchSet:
     """Load the patch set for these images and settings from `cache_dir`, building and caching it if needed."""
     files = [f for d in datasets for f in d.files]
-    key = patch_key(files, scales, patch, stride=stride)
+    key = patch_key(files, mix, patch, stride=stride)
     folder = cache_dir / f"patches-{key}"
     if not (folder / "done.json").is_file():
         hr_parts, ilr_parts, scale_parts = [], [], []
-        for path in files:
+        for index, path in enumerate(files):
             color = load_image(path).color
-            for scale in scales:
-                degraded = degrade(color, scale)
+            for draw in image_draws(mix, index):
+                degraded = degrade(color, draw.scale, draw.degradations or BICUBIC, seed=draw.seed)
                 hr_p, ilr_p = image_patches(degraded.hr_y / 255.0, degraded.ilr(), patch, stride=stride)
                 hr_parts.append(hr_p)
                 ilr_parts.append(ilr_p)
-                scale_parts.append(np.full(len(hr_p), scale, np.int8))
+                scale_parts.append(np.full(len(hr_p), draw.scale, np.float32))
         folder.mkdir(parents=True, exist_ok=True)
         for name, parts in (("hr", hr_parts), ("ilr", ilr_parts), ("scale", scale_parts)):
             tmp = folder / f"{name}.{os.getpid()}.tmp.npy"  # per process: two builders never share a temp file
@@ -81,7 +120,7 @@ def build_patches(
                 f.flush()
                 os.fsync(f.fileno())  # on disk before done.json says the set is complete
             tmp.replace(folder / f"{name}.npy")
-        summary = {"images": len(files), "patches": int(sum(len(p) for p in hr_parts)), "scales": list(scales)}
+        summary = {"images": len(files), "patches": int(sum(len(p) for p in hr_parts)), "mix": asdict(mix)}
         atomic_write_text(folder / "done.json", json.dumps({**summary, "patch": patch, "stride": stride}))  # last
     ilr, hr, scale = (np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("ilr", "hr", "scale"))
     return PatchSet(ilr=ilr, hr=hr, scale=scale, key=key)

@@ -26,14 +26,14 @@ from vdsr.bench.datasets import Dataset
 from vdsr.bench.harness import CellResult
 from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError, first_line
 from vdsr.files import atomic_write_text, sha256_file
-from vdsr.networks import SRCNN, VDSR, build_model, model_config
+from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vdsr.train.config import TrainConfig, config_from_json
 from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
 from vdsr.train.distributed import SINGLE, Ranks, any_rank, share, wrap
 from vdsr.train.evaluate import validate
 from vdsr.train.schedule import clip_gradients, compute_loss, learning_rate, make_optimizer
-from vdsr.weights import count_parameters, save_weights
+from vdsr.weights import count_parameters, load_weights, save_weights
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,27 @@ def new_model(config: TrainConfig, device: torch.device) -> VDSR | SRCNN:
     return model
 
 
+def weights_id(path: Path) -> str:
+    """How a config records the weights a fine-tuning run started from: the file's name and SHA-256."""
+    return f"{path.name} sha256:{sha256_file(path)}"
+
+
+def initial_state(init: Path | None, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a fine-tuning config names (init_from), read from `init`: the same file, the same network as the
+    config's. TrainingError otherwise."""
+    if init is None or weights_id(init) != config.init_from:
+        raise TrainingError(f"This run starts from {config.init_from}; got {init and weights_id(init)}")
+    try:
+        start, _ = load_weights(init)
+    except ModelError as error:
+        raise TrainingError(str(error)) from error
+    wanted = model_config(build_model(config.model, config.model_config))
+    if architecture_of(start) != config.model or model_config(start) != wanted:
+        raise TrainingError(f"{init}: a {architecture_of(start)} {model_config(start)}, not the {config.model} "
+                            f"{wanted} this run trains")  # fmt: skip
+    return start.state_dict()
+
+
 def restore(
     checkpoint_path: Path, config: TrainConfig, patches: PatchSet, *, model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -154,14 +175,15 @@ def train(
     validation_sets: Sequence[Dataset] = (),
     final_sets: Sequence[Dataset] | None = None,
     resume: bool = False,
+    init: Path | None = None,
     max_minutes: float | None = None,
     on_progress: Callable[[StepReport], None] = lambda p: None,
     ranks: Ranks = SINGLE,
 ) -> TrainResult:
-    """Train `config.model` on `patches`; checkpoints in `out_dir`. Every validate_every steps the model is scored
-    on `validation_sets` (full images, the bench protocol), at the end on `final_sets` (default: the same); the model
-    card names `train_sets`. With several `ranks` (torchrun), see vdsr.train.distributed: rank 0 alone validates and
-    writes."""
+    """Train `config.model` on `patches`; checkpoints in `out_dir`. A fine-tuning config (init_from) starts from the
+    weights file `init`. Every validate_every steps the model is scored on `validation_sets` (full images, the bench
+    protocol), at the end on `final_sets` (default: the same); the model card names `train_sets`. With several
+    `ranks` (torchrun), see vdsr.train.distributed: rank 0 alone validates and writes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.safetensors"
     log_path = out_dir / "train_log.jsonl"
@@ -172,6 +194,9 @@ def train(
     total_steps = max(1, round(config.epochs * per_epoch))
     last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     model = new_model(config, device)
+    scales, degradations = config.validation_cells()
+    if config.init_from is not None and not (resume and checkpoint_path.is_file()):
+        model.load_state_dict(initial_state(init, config))
     optimizer = make_optimizer(config, model)
     step, wall_before = 0, 0.0
     if resume and checkpoint_path.is_file():
@@ -236,8 +261,8 @@ def train(
             validation = None
             if config.validate_every and step % config.validate_every == 0 and step < last_step and ranks.leader:
                 try:
-                    validation = validate(model, config.model, datasets=validation_sets, scales=config.scales,
-                                          device=device)  # fmt: skip
+                    validation = validate(model, config.model, datasets=validation_sets, scales=scales,
+                                          device=device, degradations=degradations)  # fmt: skip
                 except DatasetError as error:  # keep the steps done so far: the run can go on once the data is fixed
                     checkpoint()
                     raise TrainingError(f"validation at step {step} failed ({error}); checkpoint written") from error
@@ -263,7 +288,8 @@ def train(
         weights = weights_path if step == last_step else None
         return TrainResult(steps=step, stopped=stopped, weights=weights, checkpoint=checkpoint_path)
 
-    final = validate(model, config.model, datasets=final_sets or validation_sets, scales=config.scales, device=device)
+    final = validate(model, config.model, datasets=final_sets or validation_sets, scales=scales, device=device,
+                     degradations=degradations)  # fmt: skip
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
     log({"step": step, "validation": [asdict(c) for c in final]})
     save_weights(weights_path, model, list(config.scales))

@@ -9,7 +9,6 @@ manager: `with open_backend(...) as backend:` releases them (or call close()).
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr.catalogue import trained_scales
 from vdsr.errors import ModelError
 
 Shape = tuple[int, int, int]  # (batch, height, width) of an (N, 1, H, W) input
@@ -31,10 +31,10 @@ def check_batch(batch: Any) -> None:
         raise ValueError(f"Expected a (N, 1, H, W) batch, got shape {tuple(batch.shape)}")
 
 
-def model_facts(metadata: dict[str, str], source: object) -> tuple[int, list[int]]:
+def model_facts(metadata: dict[str, str], source: object) -> tuple[int, list[float]]:
     """(halo, trained scales) from a graph's metadata_props; ModelError naming `source` if they are missing."""
     try:
-        return int(metadata["halo"]), [int(s) for s in json.loads(metadata.get("scales", "[]"))]
+        return int(metadata["halo"]), trained_scales(metadata.get("scales", "[]"))
     except (KeyError, ValueError, TypeError) as error:
         raise ModelError(f"{source}: no valid 'halo' in the model's metadata; export it with vdsr-export") from error
 
@@ -48,7 +48,7 @@ class Backend(ABC):
     arrays: Literal["numpy", "torch"]  # what run() takes and returns: numpy arrays, or torch tensors on `device`
     architecture: str | None  # vdsr or srcnn, as the model records it (None: a graph that does not say)
     halo: int  # the model's receptive-field radius: tiles must overlap by this much
-    scales: list[int]  # the scales the model was trained for (empty: not recorded)
+    scales: list[float]  # the scales the model was trained for (empty: not recorded)
     min_input: Shape = ANY_SIZE
     max_input: Shape | None = None  # None: any size
     preferred_batch: int = CPU_BATCH

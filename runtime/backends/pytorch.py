@@ -28,7 +28,7 @@ class TorchBackend(Backend):
         weights: Path | VDSR | SRCNN,
         device: str = "cpu",
         *,
-        scales: tuple[int, ...] = (),
+        scales: tuple[float, ...] = (),
         precision: str = "auto",
     ) -> None:
         model, self.scales = load_weights(weights) if isinstance(weights, Path) else (weights, list(scales))

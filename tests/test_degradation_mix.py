@@ -1,0 +1,165 @@
+"""The trainer's degradation mix (scales between integers, JPEG and noise per draw) and fine-tuning from weights."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr.bench.datasets import Dataset
+from vdsr.bench.protocol import Degradation, degrade
+from vdsr.errors import TrainingError
+from vdsr.networks import VDSR, VDSRConfig
+from vdsr.train.cli import app as train_app
+from vdsr.train.config import config_from_json, recipe
+from vdsr.train.data import Mix, build_patches, image_draws
+from vdsr.train.loop import train, weights_id
+from vdsr.weights import load_weights, save_weights
+
+TINY = {"depth": 3, "channels": 8}
+QUARTERS = tuple(q / 4 for q in range(6, 17))  # 1.5 .. 4
+runner = CliRunner()
+
+
+def test_noise_then_jpeg_is_one_repeatable_small_image() -> None:
+    rng = np.random.default_rng(0)
+    color = (np.cumsum(rng.integers(-6, 7, (45, 50, 3)), axis=1) % 256 / 255).astype(np.float32)
+    chain = (Degradation("noise", 5), Degradation("jpeg", 60))
+    both = degrade(color, 2.5, chain, seed=3)
+    assert both.lr_y.shape == (18, 20) and both.hr_y.shape == (45, 50)  # cropped to a multiple of 5: LR is whole
+    assert np.array_equal(both.lr_y, degrade(color, 2.5, chain, seed=3).lr_y)
+    assert not np.array_equal(both.lr_y, degrade(color, 2.5, chain, seed=4).lr_y)
+    assert not np.array_equal(both.lr_y, degrade(color, 2.5, chain[1:], seed=3).lr_y)  # the noise was applied
+    assert not np.array_equal(both.lr_y, degrade(color, 2.5, chain[:1], seed=3).lr_y)  # and then the JPEG
+    # one step given as a chain is that step
+    assert np.array_equal(degrade(color, 2.5, chain[:1], seed=3).lr_y, degrade(color, 2.5, chain[0], seed=3).lr_y)
+
+
+def test_the_plain_mix_is_the_papers_set() -> None:
+    draws = image_draws(Mix(scales=(2, 3, 4)), 7)
+    assert [(d.scale, d.degradations) for d in draws] == [(2, ()), (3, ()), (4, ())]
+
+
+def test_draws_are_seeded_per_image_and_follow_the_probabilities() -> None:
+    mix = Mix(scales=QUARTERS, draws=4, jpeg_probability=0.5, jpeg_quality=(30, 95), noise_probability=0.25,
+              noise_sigma=(0.0, 8.0), seed=1)  # fmt: skip
+    assert image_draws(mix, 3) == image_draws(mix, 3) and image_draws(mix, 3) != image_draws(mix, 4)
+    assert image_draws(mix, 3) != image_draws(replace(mix, seed=2), 3)
+    draws = [d for i in range(500) for d in image_draws(mix, i)]
+    assert len(draws) == 2000 and {d.scale for d in draws} == set(QUARTERS)
+    kinds = Counter(step.kind for d in draws for step in d.degradations)
+    assert abs(kinds["jpeg"] / 2000 - 0.5) < 0.05 and abs(kinds["noise"] / 2000 - 0.25) < 0.05
+    for d in draws:
+        assert [s.kind for s in d.degradations] in ([], ["jpeg"], ["noise"], ["noise", "jpeg"])  # noise first
+        assert all(30 <= s.amount <= 95 for s in d.degradations if s.kind == "jpeg")
+        assert all(0 <= s.amount <= 8 for s in d.degradations if s.kind == "noise")
+    # one setting never shifts another's draws: the scales drawn do not depend on the JPEG probability
+    assert [d.scale for d in image_draws(replace(mix, jpeg_probability=0.9), 5)] == [
+        d.scale for d in image_draws(mix, 5)
+    ]
+
+
+def tiny_dataset(folder: Path) -> Dataset:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(3):
+        pixels = (np.cumsum(rng.integers(-9, 10, (60, 70, 3)), axis=0) % 256).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{n}.png")
+    return Dataset("tiny", tuple(sorted(folder.glob("*.png"))), verified=False)
+
+
+def test_a_cached_patch_set_is_reused_only_for_the_same_settings(tmp_path: Path) -> None:
+    data, cache = tiny_dataset(tmp_path / "tiny"), tmp_path / "cache"
+    mix = Mix(scales=QUARTERS, draws=2, jpeg_probability=0.5, noise_probability=0.5, seed=0)
+    first = build_patches([data], mix, 12, stride=12, cache_dir=cache)
+    assert len(first.hr) > 0 and set(np.unique(first.scale)) <= set(QUARTERS)
+    marker = cache / f"patches-{first.key}" / "done.json"
+    marker.write_text(marker.read_text().replace('"images": 3', '"images": 3, "seen": 1'))  # to tell a rebuild
+    again = build_patches([data], mix, 12, stride=12, cache_dir=cache)
+    assert again.key == first.key and np.array_equal(again.ilr, first.ilr) and '"seen"' in marker.read_text()
+    keys = {first.key}
+    for other in (replace(mix, jpeg_probability=0.6), replace(mix, noise_sigma=(0.0, 4.0)), replace(mix, seed=1),
+                  replace(mix, draws=3), replace(mix, jpeg_quality=(50, 95)), Mix(scales=(2, 3))):  # fmt: skip
+        built = build_patches([data], other, 12, stride=12, cache_dir=cache)
+        assert built.key not in keys
+        keys.add(built.key)
+    assert len(list(cache.glob("patches-*"))) == 7
+    # the same settings, another process: the same patches, bit for bit (no hidden global randomness)
+    fresh = build_patches([data], mix, 12, stride=12, cache_dir=tmp_path / "other")
+    assert fresh.key == first.key and np.array_equal(fresh.ilr, first.ilr) and np.array_equal(fresh.hr, first.hr)
+
+
+def test_mix_settings_are_checked_and_old_configs_read_as_the_paper_mix() -> None:
+    for field, value in [("jpeg_probability", 1.5), ("noise_probability", -0.1), ("jpeg_quality", (90, 30)),
+                         ("jpeg_quality", (0, 95)), ("noise_sigma", (0.0, 99.0)), ("draws_per_image", -1),
+                         ("scales", (1.3,)), ("scales", (1.0,)), ("validate_scales", (9,)),
+                         ("validate_degradations", ("blur:2",)), ("validate_degradations", ())]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"training config: {field} is"):
+            recipe("fast", **{field: value})
+    saved = {k: v for k, v in json.loads(json.dumps(recipe("fast").__dict__)).items()
+             if k not in ("draws_per_image", "jpeg_probability", "init_from", "validate_degradations")}  # fmt: skip
+    old = config_from_json(saved)
+    assert old.mix() == Mix(scales=(2, 3, 4)) and old.validation_cells()[1][0].kind == "bicubic"
+    assert old.init_from is None
+
+
+def tiny_weights(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    save_weights(path, VDSR(VDSRConfig(**TINY)), [2, 3, 4])
+    return path
+
+
+def test_fine_tuning_starts_from_the_weights_it_names(tmp_path: Path) -> None:
+    start = tiny_weights(tmp_path / "start.safetensors", seed=5)
+    patches = build_patches([tiny_dataset(tmp_path / "tiny")], Mix(scales=(2,)), 12, stride=12,
+                            cache_dir=tmp_path / "cache")  # fmt: skip
+    config = recipe("fast", model_config=TINY, batch_size=4, epochs=1, max_steps=1, lr=1e-12, bf16=False,
+                    validate_every=0, init_from=weights_id(start))  # fmt: skip
+    train(config, patches, tmp_path / "run", device=torch.device("cpu"), init=start)
+    tuned, _ = load_weights(tmp_path / "run" / "vdsr.safetensors")
+    reference, _ = load_weights(start)
+    for (name, a), b in zip(tuned.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name  # one step at lr 1e-12: still the weights it started from
+    card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
+    assert card["recipe"]["init_from"] == weights_id(start) and "sha256:" in card["recipe"]["init_from"]
+    other = tiny_weights(tmp_path / "other.safetensors", seed=6)
+    with pytest.raises(TrainingError, match="This run starts from start.safetensors sha256:"):
+        train(config, patches, tmp_path / "run2", device=torch.device("cpu"), init=other)
+    wide = tmp_path / "wide.safetensors"
+    save_weights(wide, VDSR(VDSRConfig(depth=3, channels=16)), [2])
+    with pytest.raises(TrainingError, match="not the vdsr"):
+        train(replace(config, init_from=weights_id(wide)), patches, tmp_path / "run3", device=torch.device("cpu"),
+              init=wide)  # fmt: skip
+
+
+def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_path: Path) -> None:
+    start = tiny_weights(tmp_path / "start.safetensors", seed=0)
+    base = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--device", "cpu"]
+    for extra, message in [(["--scale", "1.5-4", "--scale", "2"], "a range (1.5-4) is the only scale"),
+                           (["--jpeg-quality", "95-30"], "jpeg_quality is (95, 30)"),
+                           (["--jpeg-quality", "high"], "--jpeg-quality: expected a range"),
+                           (["--noise-probability", "2"], "noise_probability is 2.0"),
+                           (["--init", str(tmp_path / "missing.safetensors")], "--init"),
+                           (["--validate-degradation", "blur"], "validate_degradations")]:  # fmt: skip
+        result = runner.invoke(train_app, [*base, *extra])
+        assert result.exit_code == 2 and message in result.stderr, (extra, result.output)
+    args = [*base, "--cache-dir", str(tmp_path / "cache"), "--scale", "3.5-4", "--draws-per-image", "1",
+            "--jpeg-probability", "1", "--jpeg-quality", "40-50", "--init", str(start), "--patch-size", "96",
+            "--batch-size", "2", "--max-steps", "1", "--validate-scale", "3.5", "--validate-degradation", "jpeg:75",
+            "--final-validation", "Set5"]  # fmt: skip
+    result = runner.invoke(train_app, args)  # a tiny network's weights to start a full VDSR: refused before any work
+    assert result.exit_code == 2 and "--init: " in result.stderr and "not the vdsr" in result.stderr, result.output
+    assert not (tmp_path / "cache").exists()
+    card_args = [a for a in args if a not in ("--init", str(start))]
+    result = runner.invoke(train_app, [*card_args, "--output", str(tmp_path / "run4")])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "run4" / "vdsr.json").read_text())
+    assert card["scales"] == [3.5, 3.75, 4] and card["recipe"]["jpeg_quality"] == [40, 50]
+    assert [(c["scale"], c["degradation"]) for c in card["validation"]] == [(3.5, "jpeg:75")]

@@ -138,6 +138,8 @@ def parse_degradation(text: str) -> Degradation:
         amount = -1.0
     if kind == "bicubic" and not value:
         return BICUBIC
+    if not math.isfinite(amount):
+        amount = -1.0
     if kind == "jpeg" and amount == int(amount) and 1 <= amount <= 95:
         return Degradation("jpeg", amount)
     if kind == "noise" and 0 <= amount <= 64:

@@ -119,11 +119,7 @@ def plan_jobs(
         root = Path(os.path.abspath(output or named.with_name(f"{named.name}_x{label}")))
         if _same_file(root, source) or (recursive and root.resolve().is_relative_to(source.resolve())):
             raise UsageError(f"{root}: the output folder must not be the input folder or inside it")
-        found = sorted(list_folder(source, recursive=recursive))
-        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(source).parts)  # hidden files, folders
-                  and (p.is_file() or p.is_symlink())]  # fmt: skip  # not FIFOs or folders; broken links: reported
-        jobs = [Job(p, result_name(root / p.relative_to(source), suffix)) for p in images]
+        jobs = [Job(p, result_name(root / p.relative_to(source), suffix)) for p in folder_images(source, recursive)]
     else:
         raise UsageError(f"{source}: no such file or folder")
     problem = unwritable_folder(root)
@@ -135,6 +131,15 @@ def plan_jobs(
 def result_name(target: PathT, suffix: str | None) -> PathT:
     """An output's name: with --format's `suffix` if given; a GIF's result is a PNG (a local path, or a store's)."""
     return target.with_suffix(suffix) if suffix else target if writable(target) else target.with_suffix(".png")
+
+
+def folder_images(folder: Path, recursive: bool) -> list[Path]:
+    """The images a run of `folder` reads, sorted: image suffixes, no hidden files or folders, links to folders not
+    followed; not FIFOs or folders; broken links kept (they are reported)."""
+    found = sorted(list_folder(folder, recursive=recursive))
+    return [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            and (p.is_file() or p.is_symlink())]  # fmt: skip
 
 
 def names_a_file(output: Path) -> bool:

@@ -16,6 +16,7 @@ for pipelines that already hold one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -31,7 +32,16 @@ from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.files import remove_stale_temporaries
 from vdsr.runtime.folders import FileFailure, FolderReport, Job, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS
-from vdsr.runtime.stores import as_uri, claim_store_outputs, is_uri, plan_store_jobs, run_store_jobs
+from vdsr.runtime.stores import (
+    StoreFile,
+    StoreJob,
+    Stores,
+    as_uri,
+    claim_store_outputs,
+    is_uri,
+    plan_store_jobs,
+    run_store_jobs,
+)
 from vdsr.runtime.upscaler import Upscaler
 
 
@@ -69,32 +79,33 @@ class FileActor:
     """One Upscaler; each batch of (input, output) rows decoded, upscaled and written as a plain run does."""
 
     def __init__(self, settings: UpscalerSettings, scale: float, *, max_pixels: int, max_output_pixels: int) -> None:
-        self.upscaler = settings.build()
+        self.upscaler, self.stores = settings.build(), Stores()
         self.scale, self.max_pixels, self.max_output_pixels = scale, max_pixels, max_output_pixels
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        jobs = [(os.fsdecode(s), os.fsdecode(t)) for s, t in zip(batch["source"], batch["target"], strict=True)]
         pixels: dict[str, int] = {}
         upscale = partial(self.upscaler.upscale_file, scale=self.scale, max_output_pixels=self.max_output_pixels)
-        if is_uri(jobs[0][0]):  # a store's files: staged here, uploaded when written
-            report = run_store_jobs(jobs, upscale, scale=self.scale, max_pixels=self.max_pixels,
-                                    max_output_pixels=self.max_output_pixels,
-                                    on_image=lambda uri, count: pixels.__setitem__(uri, count))  # fmt: skip
+        limits = {"max_pixels": self.max_pixels, "max_output_pixels": self.max_output_pixels}
+        if batch["store"][0]:  # a store's files: staged here, uploaded when written
+            jobs = [StoreJob(StoreFile(a, b), StoreFile(c, d)) for a, b, c, d in map(json.loads, batch["store"])]
+            names = [(str(j.source), str(j.target)) for j in jobs]
+            report = run_store_jobs(jobs, upscale, stores=self.stores, scale=self.scale, **limits,
+                                    on_image=lambda name, count: pixels.__setitem__(name, count))  # fmt: skip
         else:
-            report = run_jobs([Job(Path(s), Path(t)) for s, t in jobs], upscale, FolderReport(), fail_fast=False,
-                              scale=self.scale, max_pixels=self.max_pixels, max_output_pixels=self.max_output_pixels,
+            names = [(os.fsdecode(s), os.fsdecode(t)) for s, t in zip(batch["source"], batch["target"], strict=True)]
+            report = run_jobs([Job(Path(s), Path(t)) for s, t in names], upscale, FolderReport(), fail_fast=False,
+                              scale=self.scale, **limits,
                               on_image=lambda path, count: pixels.__setitem__(str(path), count))  # fmt: skip
         if report.stopped:  # the backend failed: the run stops, as a plain run does
             raise BackendError(report.stopped)
         failed = {str(f.path): f for f in report.failed}
         written = {str(p) for p in report.written}
         return {
-            "source": [os.fsencode(s) for s, _ in jobs],
-            "target": [os.fsencode(t) for _, t in jobs],
-            "outcome": ["written" if t in written else "failed" for _, t in jobs],
-            "cause": [failed[s].cause if s in failed else "" for s, _ in jobs],
-            "failed_output": [str(failed[s].output or "") if s in failed else "" for s, _ in jobs],
-            "megapixels": [pixels.get(s, 0) / 1e6 for s, _ in jobs],
+            "source": list(batch["source"]),
+            "outcome": ["written" if t in written else "failed" for _, t in names],
+            "cause": [failed[s].cause if s in failed else "" for s, _ in names],
+            "failed_output": [str(failed[s].output or "") if s in failed else "" for s, _ in names],
+            "megapixels": [pixels.get(s, 0) / 1e6 for s, _ in names],
         }
 
 
@@ -123,17 +134,21 @@ def upscale_folder_on_ray(
 
     report = FolderReport()
     if is_uri(source) or is_uri(output):
+        stores = Stores()
         output_uri = None if output is None else as_uri(output)
-        planned = plan_store_jobs(as_uri(source), scale, output_uri, recursive=recursive, fmt=fmt)
-        named: list[tuple[Path | str, Path | str]] = list(claim_store_outputs(planned, report,
-                                                                             skip_existing=skip_existing))  # fmt: skip
+        planned = plan_store_jobs(as_uri(source), scale, output_uri, stores=stores, recursive=recursive, fmt=fmt)
+        claimed = claim_store_outputs(planned, report, skip_existing=skip_existing, stores=stores)
+        named: list[tuple[Path | str, Path | str]] = [(str(j.source), str(j.target)) for j in claimed]
+        todo = [{"source": os.fsencode(str(j.source)), "target": os.fsencode(str(j.target)),
+                 "store": json.dumps([j.source.base, j.source.path, j.target.base, j.target.path])}
+                for j in claimed]  # fmt: skip
     else:
         jobs = plan_jobs(Path(source), scale, None if output is None else Path(output), recursive=recursive, fmt=fmt)
         remove_stale_temporaries(job.target for job in jobs)  # left by a run that was killed
         named = [(j.source, j.target) for j in claim_outputs(jobs, report, skip_existing=skip_existing,
                                                               on_image=lambda path, pixels: None)]  # fmt: skip
-    todo = [(os.fspath(s) if is_uri(s) else os.path.abspath(s), os.fspath(t) if is_uri(t) else os.path.abspath(t))
-            for s, t in named]  # fmt: skip  # local paths absolute: any worker's cwd
+        todo = [{"source": os.fsencode(os.path.abspath(s)), "target": os.fsencode(os.path.abspath(t)), "store": ""}
+                for s, t in named]  # fmt: skip  # absolute: any worker's cwd; bytes: any file name
     if not todo:
         return report
     started = connect(ray.address)
@@ -159,7 +174,7 @@ def upscale_folder_on_ray(
     for logger in loggers:
         logger.setLevel(logging.WARNING)  # Ray Data's progress lines, too
     try:
-        rows = from_items([{"source": os.fsencode(s), "target": os.fsencode(t)} for s, t in todo])  # any file name
+        rows = from_items(todo)
         threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
         results = rows.map_batches(
             FileActor, fn_constructor_args=(dataclasses.replace(settings, cpu_threads=threads), scale), batch_size=1,
@@ -175,15 +190,15 @@ def upscale_folder_on_ray(
         if started:
             ray_module.shutdown()
     by_source = {row["source"]: row for row in results}
-    for (source_name, _), (given_source, given_target) in zip(todo, named, strict=True):  # the plan's order
-        row = by_source[os.fsencode(source_name)]
+    for sent, (given_source, given_target) in zip(todo, named, strict=True):  # in the plan's order
+        row = by_source[sent["source"]]
         if row["outcome"] == "written":
             report.written.append(given_target)
             report.megapixels += float(row["megapixels"])
-        else:
-            failed = row["failed_output"]  # the output it failed to write, if that is what failed
-            output_name = None if not failed else failed if is_uri(failed) else given_target
-            report.failed.append(FileFailure(given_source, row["cause"], output=output_name))
+        else:  # failed_output: the output it failed to write, if that is what failed
+            report.failed.append(
+                FileFailure(given_source, row["cause"], given_target if row["failed_output"] else None)
+            )
     return report
 
 

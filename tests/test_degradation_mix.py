@@ -100,11 +100,14 @@ def test_mix_settings_are_checked_and_old_configs_read_as_the_paper_mix() -> Non
     for field, value in [("jpeg_probability", 1.5), ("noise_probability", -0.1), ("jpeg_quality", (90, 30)),
                          ("jpeg_quality", (0, 95)), ("noise_sigma", (0.0, 99.0)), ("draws_per_image", -1),
                          ("scales", (1.3,)), ("scales", (1.0,)), ("validate_scales", (9,)),
-                         ("validate_degradations", ("blur:2",)), ("validate_degradations", ())]:  # fmt: skip
+                         ("validate_degradations", ("blur:2",)), ("validate_degradations", ()),
+                         ("validate_degradations", ("jpeg:inf",)), ("jpeg_probability", "half"),
+                         ("noise_probability", None)]:  # fmt: skip
         with pytest.raises(ValueError, match=f"training config: {field} is"):
             recipe("fast", **{field: value})
-    saved = {k: v for k, v in json.loads(json.dumps(recipe("fast").__dict__)).items()
-             if k not in ("draws_per_image", "jpeg_probability", "init_from", "validate_degradations")}  # fmt: skip
+    new_fields = ("draws_per_image", "jpeg_probability", "jpeg_quality", "noise_probability", "noise_sigma",
+                  "init_from", "validate_scales", "validate_degradations")  # fmt: skip
+    saved = {k: v for k, v in json.loads(json.dumps(recipe("fast").__dict__)).items() if k not in new_fields}
     old = config_from_json(saved)
     assert old.mix() == Mix(scales=(2, 3, 4)) and old.validation_cells()[1][0].kind == "bicubic"
     assert old.init_from is None

@@ -76,7 +76,7 @@ def main(
             show_default=",".join(map(str, TrainConfig().scales)),
         ),  # fmt: skip
     ] = None,
-    draws: Annotated[
+    draws_per_image: Annotated[
         int | None,
         typer.Option(
             "--draws-per-image",
@@ -166,8 +166,8 @@ def main(
         torch_device = rank_device(pick_device(device), ranks)
         options = Options(model=model, recipe=recipe_name, scale=scale, epochs=epochs, batch_size=batch_size,
                           patch_size=patch_size, stride=stride, lr=lr, bf16=bf16, seed=seed,
-                          validate_every=validate_every, checkpoint_every=checkpoint_every, draws=draws,
-                          jpeg_probability=jpeg_probability, jpeg_quality=jpeg_quality,
+                          validate_every=validate_every, checkpoint_every=checkpoint_every,
+                          draws_per_image=draws_per_image, jpeg_probability=jpeg_probability, jpeg_quality=jpeg_quality,
                           noise_probability=noise_probability, noise_sigma=noise_sigma, init=init,
                           validate_scale=validate_scale, validate_degradation=validate_degradation)  # fmt: skip
         init_path = init_weights(init)
@@ -243,7 +243,7 @@ class Options:
     seed: int | None
     validate_every: int | None
     checkpoint_every: int | None
-    draws: int | None
+    draws_per_image: int | None
     jpeg_probability: float | None
     jpeg_quality: str | None
     noise_probability: float | None
@@ -311,7 +311,7 @@ def settle_config(
     bf16 = options.bf16 if options.bf16 is not None else (chosen is Recipe.fast and bf16_supported(device))
     scales = training_scales(options.scale or ["2,3,4"])
     mix: dict[str, object] = {
-        "draws_per_image": options.draws, "jpeg_probability": options.jpeg_probability,
+        "draws_per_image": options.draws_per_image, "jpeg_probability": options.jpeg_probability,
         "noise_probability": options.noise_probability,
         "jpeg_quality": options.jpeg_quality and parse_range(options.jpeg_quality, "--jpeg-quality", whole=True),
         "noise_sigma": options.noise_sigma and parse_range(options.noise_sigma, "--noise-sigma", whole=False),

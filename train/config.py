@@ -102,9 +102,8 @@ def _problems(config: TrainConfig) -> list[str]:
     problems += [f"{name} is {getattr(config, name)!r}, not true or false"
                  for name in _FLAGS if not isinstance(getattr(config, name), bool)]  # fmt: skip
     chances = ("jpeg_probability", "noise_probability")
-    problems += [
-        f"{n} is {getattr(config, n)!r}, not a probability" for n in chances if not 0 <= getattr(config, n) <= 1
-    ]
+    problems += [f"{n} is {getattr(config, n)!r}, not a probability" for n in chances
+                 if not (_is_number(getattr(config, n), whole=False) and 0 <= getattr(config, n) <= 1)]  # fmt: skip
     for name, (low, high, whole) in _RANGES.items():
         pair = getattr(config, name)
         if not (isinstance(pair, tuple) and len(pair) == 2 and all(_is_number(v, whole) for v in pair)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL
 from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
@@ -75,7 +76,16 @@ def image_draws(mix: Mix, index: int) -> list[Draw]:
 
 def patch_key(files: Sequence[Path], mix: Mix, patch: int, *, stride: int) -> str:
     """A hash of every image's bytes and of the settings: equal keys mean identical patch sets."""
-    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, asdict(mix), patch, stride]).encode())
+    settings: dict[str, object] = asdict(mix)
+    if not mix.jpeg_probability:
+        del settings["jpeg_quality"]
+    else:  # libjpeg's output differs between versions: Pillow's wheel pins one
+        settings["pillow"] = PIL.__version__
+    if not mix.noise_probability:
+        del settings["noise_sigma"]
+    if not (mix.draws or mix.jpeg_probability or mix.noise_probability):
+        del settings["seed"]  # the paper's set: nothing is drawn
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, settings, patch, stride]).encode())
     for path in files:
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()[:20]

@@ -79,8 +79,6 @@ def patch_key(files: Sequence[Path], mix: Mix, patch: int, *, stride: int) -> st
     settings: dict[str, object] = asdict(mix)
     if not mix.jpeg_probability:
         del settings["jpeg_quality"]
-    else:  # libjpeg's output differs between versions: Pillow's wheel pins one
-        settings["pillow"] = PIL.__version__
     if not mix.noise_probability:
         del settings["noise_sigma"]
     if not (mix.draws or mix.jpeg_probability or mix.noise_probability):
@@ -130,7 +128,12 @@ def build_patches(datasets: Sequence[Dataset], mix: Mix, patch: int, *, stride: 
                 f.flush()
                 os.fsync(f.fileno())  # on disk before done.json says the set is complete
             tmp.replace(folder / f"{name}.npy")
-        summary = {"images": len(files), "patches": int(sum(len(p) for p in hr_parts)), "mix": asdict(mix)}
+        summary = {
+            "images": len(files),
+            "patches": int(sum(len(p) for p in hr_parts)),
+            "mix": asdict(mix),
+            "pillow": PIL.__version__,
+        }  # its libjpeg made the JPEG patches: another version, other bytes
         atomic_write_text(folder / "done.json", json.dumps({**summary, "patch": patch, "stride": stride}))  # last
     ilr, hr, scale = (np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("ilr", "hr", "scale"))
     return PatchSet(ilr=ilr, hr=hr, scale=scale, key=key)

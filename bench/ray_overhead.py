@@ -1,5 +1,7 @@
-"""What Ray costs on a small job (a results file, not a test): the same folder through `vdsr-run` plain and with
-`--ray local` (a Ray cluster started on this machine, N actors), wall time each, in fresh processes.
+"""What Ray costs on a small job (a results file, not a test): the same folder through `vdsr-run` plain, with
+`--ray local` (a Ray cluster started on this machine, N actors), and with `--ray local` on the folder given and
+written as file:// URIs (the store path: each file downloaded, run and uploaded by its actor), wall time each, in
+fresh processes.
 
     python -m vdsr.bench.ray_overhead --images 60 --json bench/results/ray_overhead_cpu.json
 """
@@ -48,10 +50,12 @@ def main(
         for i in range(images):
             Image.fromarray(sample_photo(width, height, seed=i)).save(folder / f"{i:03d}.png")
         plain = timed([*run, str(folder), "-s", "2", "-o", str(Path(tmp) / "plain")])
-        on_ray = timed([*run, str(folder), "-s", "2", "-o", str(Path(tmp) / "ray"), "--ray", "local",
-                        "--ray-actors", str(actors)])  # fmt: skip
+        ray = ["--ray", "local", "--ray-actors", str(actors)]
+        on_ray = timed([*run, str(folder), "-s", "2", "-o", str(Path(tmp) / "ray"), *ray])
+        stored = timed([*run, folder.as_uri(), "-s", "2", "-o", (Path(tmp) / "stored").as_uri(), *ray])
     rows = {"plain_seconds": plain, "ray_seconds": on_ray, "overhead_seconds": on_ray - plain,
-            "overhead_per_image_seconds": (on_ray - plain) / images, "ray_over_plain": on_ray / plain}  # fmt: skip
+            "overhead_per_image_seconds": (on_ray - plain) / images, "ray_over_plain": on_ray / plain,
+            "ray_uri_seconds": stored, "uri_over_paths_per_image_seconds": (stored - on_ray) / images}  # fmt: skip
     settings = {"images": images, "size": size, "scale": 2, "actors": actors, "cluster": "local (started by the run)"}
     command = shlex.join(["python", "-m", "vdsr.bench.ray_overhead", *sys.argv[1:]])
     atomic_write_text(json_path, json.dumps({"results": rows, "settings": settings,

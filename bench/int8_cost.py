@@ -1,7 +1,7 @@
 """The int8 cost table of several int8 graphs, read from what `vdsr-export --int8` measured and recorded in each
 graph's metadata (a results file, not a test):
 
-    python -m vdsr.bench.int8_cost NAME=GRAPH ... --output bench/results/int8_cost_cpu
+    python -m vdsr.bench.int8_cost NAME=GRAPH ... --output bench/results/int8_cost_cpu [--previous FILE.json]
 
 writes OUTPUT.json and OUTPUT.md: per graph, the recipe chosen (calibration method, convolutions kept in fp32), and
 PSNR(fp32) - PSNR(int8) per Set5/Set14 cell, clean and noisy, against the bar.
@@ -46,14 +46,28 @@ def recorded(graph: Path) -> dict[str, Any]:
 def main(
     graphs: Annotated[list[str], typer.Argument(help="NAME=GRAPH: a label and an int8 ONNX graph.")],
     output: Annotated[Path, typer.Option(help="Writes OUTPUT.json and OUTPUT.md.")],
+    previous: Annotated[
+        Path | None,
+        typer.Option(help="A results file of this tool: its columns come first, as recorded (their graphs may be gone)."),
+    ] = None,
 ) -> None:
     rows: dict[str, dict[str, Any]] = {}
+    earlier: dict[str, Any] = {}
+    if previous is not None:
+        try:
+            earlier = json.loads(previous.read_text(encoding="utf-8"))
+            rows |= {name: dict(row) for name, row in earlier["graphs"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise typer.BadParameter(f"{previous}: not a results file of vdsr.bench.int8_cost ({error})") from error
     for item in graphs:
         name, _, path = item.partition("=")
         rows[name] = recorded(Path(path))
-    command = shlex.join(["python", "-m", "vdsr.bench.int8_cost", *graphs, "--output", str(output)])
-    atomic_write_text(output.with_suffix(".json"), json.dumps({"graphs": rows, "environment": environment(command)},
-                                                              indent=1) + "\n")  # fmt: skip
+    command = shlex.join(["python", "-m", "vdsr.bench.int8_cost", *graphs, "--output", str(output)]
+                         + (["--previous", str(previous)] if previous else []))  # fmt: skip
+    results = {"graphs": rows, "environment": environment(command)}
+    if earlier:  # where the earlier columns were measured, and how
+        results["previous"] = [*earlier.get("previous", []), earlier.get("environment")]
+    atomic_write_text(output.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     cells = list(dict.fromkeys(cell for r in rows.values() for cell in r["cost_db"]))  # every model's, in order
     bars = next(iter(rows.values()))["bar_db"]
     lines = ["| cell | bar (dB) | " + " | ".join(rows) + " |", "|---|---|" + "---|" * len(rows)]
@@ -62,8 +76,9 @@ def main(
         lines.append(f"| {cell} | {bars[cell.rsplit(' ', 1)[1]]} | " + " | ".join(costs) + " |")
     for key in ("within_bar", "kept_fp32", "calibration", "selection", "size_mb"):
         lines.append(f"| {key} | | " + " | ".join(str(r[key]).replace("|", "/") for r in rows.values()) + " |")
+    commands = [e["command"] for e in results.get("previous", []) if e and "command" in e] + [command]
     text = "\n".join(["# int8 PSNR cost (PSNR fp32 - PSNR int8, dB; negative: int8 scored higher)", "", *lines, "",
-                      f"Command: `{command}`", ""])  # fmt: skip
+                      *(f"Command: `{c}`" for c in commands), ""])  # fmt: skip
     atomic_write_text(output.with_suffix(".md"), text)
     typer.echo(text)
 

@@ -270,6 +270,11 @@ def test_schedules() -> None:
     assert learning_rate(fast, warmup - 1, 1000, per_epoch=per_epoch) == pytest.approx(fast.lr)  # the peak, then cosine
     assert learning_rate(fast, warmup + 100, 1000, per_epoch=per_epoch) < fast.lr
     assert learning_rate(fast, 999, 1000, per_epoch=per_epoch) < fast.lr * 1e-4
+    # a short fine-tune (a fraction of an epoch) warms up over a tenth of its steps at most, then decays
+    short = recipe("fast", epochs=0.1)
+    assert learning_rate(short, 49, 500, per_epoch=5000) == pytest.approx(short.lr)
+    assert learning_rate(short, 0, 500, per_epoch=5000) == pytest.approx(short.lr / 50)
+    assert learning_rate(short, 499, 500, per_epoch=5000) < short.lr * 1e-4
 
 
 def test_a_backend_failure_while_validating_keeps_the_steps_done(

@@ -15,7 +15,7 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int, *, per_epoch
     if config.schedule == "step":
         return config.lr * 0.1 ** (step // max(1, round(config.lr_step_epochs * per_epoch)))
     if config.schedule == "cosine":
-        warmup = max(1, round(config.warmup_epochs * per_epoch))
+        warmup = max(1, min(round(config.warmup_epochs * per_epoch), total_steps // 10))  # a short fine-tune too
         if step < warmup:
             return config.lr * (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)

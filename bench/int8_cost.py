@@ -48,7 +48,7 @@ def main(
     output: Annotated[Path, typer.Option(help="Writes OUTPUT.json and OUTPUT.md.")],
     previous: Annotated[
         Path | None,
-        typer.Option(help="A results file of this tool: its columns come first, as recorded (their graphs may be gone)."),
+        typer.Option(help="A results file of this tool: its columns come first, as recorded (graphs may be gone)."),
     ] = None,
 ) -> None:
     rows: dict[str, dict[str, Any]] = {}

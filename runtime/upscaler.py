@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from vdsr.catalogue import models_trained_for
 from vdsr.errors import BackendError, ImageError, UsageError, first_line
 from vdsr.files import remove_stale_temporaries
 from vdsr.runtime.backends.base import Backend
@@ -111,8 +112,10 @@ class Upscaler:
         trained = self.backend.scales
         if trained and not min(trained) <= scale <= max(trained) and scale not in self._warned:
             self._warned.add(scale)
-            self.log(f"warning: x{scale:g} is outside the scales the model was trained for ({trained}); "
-                     "expect results closer to bicubic")  # fmt: skip
+            better = models_trained_for(scale)
+            self.log(f"warning: x{scale:g} is outside the scales the model was trained for ({trained}): it can do "
+                     "worse than bicubic there (vdsr at x1.5: 2.2 dB below bicubic on Set5)"
+                     + (f"; models trained for x{scale:g}: {', '.join(better)}" if better else ""))  # fmt: skip
         return scale
 
     def upscale_pixels(

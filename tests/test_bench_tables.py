@@ -13,7 +13,8 @@ from vdsr.catalogue import shipped
 
 def bench_file(path: Path, rows: list[tuple[str, str, float, str, float]]) -> Path:
     """A vdsr-bench --json file holding (dataset, degradation, scale, method, psnr) rows."""
-    results = [{"dataset": d, "degradation": g, "scale": s, "method": m, "psnr": p, "ssim": 0.9} for d, g, s, m, p in rows]
+    keys = ("dataset", "degradation", "scale", "method", "psnr")
+    results = [dict(zip(keys, row, strict=True), ssim=0.9) for row in rows]
     path.write_text(json.dumps({"results": results}))
     return path
 

@@ -30,7 +30,6 @@ class Method(str, Enum):
     bicubic = "bicubic"
     srcnn = "srcnn"
     vdsr = "vdsr"
-    vdsr_real = "vdsr_real"
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def main(
         try:
             earlier = json.loads(previous.read_text(encoding="utf-8"))
             rows |= {name: dict(row) for name, row in earlier["graphs"].items()}
+            earlier["environment"] = dict(earlier["environment"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise typer.BadParameter(f"{previous}: not a results file of vdsr.bench.int8_cost ({error})") from error
     for item in graphs:
@@ -64,9 +65,10 @@ def main(
         rows[name] = recorded(Path(path))
     command = shlex.join(["python", "-m", "vdsr.bench.int8_cost", *graphs, "--output", str(output)]
                          + (["--previous", str(previous)] if previous else []))  # fmt: skip
-    results = {"graphs": rows, "environment": environment(command)}
-    if earlier:  # where the earlier columns were measured, and how
-        results["previous"] = [*earlier.get("previous", []), earlier.get("environment")]
+    measured_before: list[dict[str, Any]] = [*earlier.get("previous", []), earlier["environment"]] if earlier else []
+    results: dict[str, Any] = {"graphs": rows, "environment": environment(command)}
+    if measured_before:  # where the earlier columns were measured, and how
+        results["previous"] = measured_before
     atomic_write_text(output.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     cells = list(dict.fromkeys(cell for r in rows.values() for cell in r["cost_db"]))  # every model's, in order
     bars = next(iter(rows.values()))["bar_db"]
@@ -76,7 +78,7 @@ def main(
         lines.append(f"| {cell} | {bars[cell.rsplit(' ', 1)[1]]} | " + " | ".join(costs) + " |")
     for key in ("within_bar", "kept_fp32", "calibration", "selection", "size_mb"):
         lines.append(f"| {key} | | " + " | ".join(str(r[key]).replace("|", "/") for r in rows.values()) + " |")
-    commands = [e["command"] for e in results.get("previous", []) if e and "command" in e] + [command]
+    commands = [e["command"] for e in measured_before if "command" in e] + [command]
     text = "\n".join(["# int8 PSNR cost (PSNR fp32 - PSNR int8, dB; negative: int8 scored higher)", "", *lines, "",
                       *(f"Command: `{c}`" for c in commands), ""])  # fmt: skip
     atomic_write_text(output.with_suffix(".md"), text)

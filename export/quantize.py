@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
 from vdsr.bench.protocol import BICUBIC, Degradation, degrade, shave
+from vdsr.catalogue import trained_scales
 from vdsr.errors import DatasetError, ModelError, first_line
 from vdsr.export.onnx import quiet_logger
 from vdsr.files import atomic_write_bytes
@@ -61,7 +62,7 @@ def conditions() -> tuple[Degradation, ...]:
 
 
 def calibration_batches(
-    data_dir: Path | None, scales: list[int], *, every: int = 3, batch: int = 8, seed: int = 0
+    data_dir: Path | None, scales: list[float], *, every: int = 3, batch: int = 8, seed: int = 0
 ) -> list[NDArray[np.float32]]:
     """ILR crops (CROP x CROP) of every `every`-th T91 image at every scale: of CANDIDATES random crops, the flattest
     and the most textured, each clean and noisy; stacked `batch` at a time as (N, 1, CROP, CROP)."""
@@ -93,10 +94,10 @@ class Probe:
     cell: str  # "x2 bicubic", "x3 noise:15"
     inputs: NDArray[np.float32]  # (N, 1, PROBE, PROBE) ILR
     truth: list[NDArray[np.float64]]
-    scale: int
+    scale: float
 
 
-def selection_probes(data_dir: Path | None, scales: list[int]) -> list[Probe]:
+def selection_probes(data_dir: Path | None, scales: list[float]) -> list[Probe]:
     """Centre crops of every SELECTION_EVERY-th BSD200 image, at every scale, clean and noisy."""
     colors = []
     for path in resolve_dataset(SELECTION_SET, data_dir).files[::SELECTION_EVERY]:
@@ -119,7 +120,7 @@ def probe_outputs(graph: Path, probes: list[Probe]) -> list[NDArray[np.float64]]
         return [np.clip(backend(p.inputs)[:, 0].astype(np.float64), 0.0, 1.0) * 255.0 for p in probes]
 
 
-def shaved_mse(a: NDArray[np.float64], b: NDArray[np.floating], scale: int) -> float:
+def shaved_mse(a: NDArray[np.float64], b: NDArray[np.floating], scale: float) -> float:
     """Mean squared difference of two (N, H, W) stacks without the protocol's border."""
     border, (rows, cols) = shave(scale), a.shape[-2:]
     inner = (..., slice(border, rows - border), slice(border, cols - border))
@@ -265,7 +266,7 @@ def quantize_int8(
     metadata = {p.key: p.value for p in fp32.metadata_props}
     if metadata.get("precision") != "fp32":
         raise ModelError(f"{fp32_graph}: quantise the fp32 graph, not a {metadata.get('precision')} one")
-    scales = [int(s) for s in json.loads(metadata["scales"])]
+    scales = trained_scales(metadata["scales"])  # 1.5 stays 1.5
     with tempfile.TemporaryDirectory() as tmp:
         quantise = Quantiser(fp32_graph, calibration_batches(data_dir, scales), Path(tmp))
         recipe = choose_recipe(selection_cost(quantise, selection_probes(data_dir, scales)), quantise.convs, log)

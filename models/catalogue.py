@@ -99,6 +99,14 @@ def family_architecture(family: str) -> str:
 
 
 def models_trained_for(scale: float) -> list[str]:
-    """The shipped models trained for scales spanning `scale`, as their model cards say."""
-    spans = {name: [float(s) for s in model_card(name).get("scales", [])] for name in MODELS}  # type: ignore[attr-defined]
-    return [name for name, scales in spans.items() if scales and min(scales) <= scale <= max(scales)]
+    """The shipped models trained for scales spanning `scale`, as their model cards say (a model whose card is
+    missing or unreadable is left out)."""
+    names = []
+    for name in MODELS:
+        try:
+            scales = trained_scales(json.dumps(model_card(name).get("scales")))
+        except (ModelError, ValueError):
+            continue
+        if scales and min(scales) <= scale <= max(scales):
+            names.append(name)
+    return names

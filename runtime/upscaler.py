@@ -113,8 +113,9 @@ class Upscaler:
         if trained and not min(trained) <= scale <= max(trained) and scale not in self._warned:
             self._warned.add(scale)
             better = models_trained_for(scale)
-            self.log(f"warning: x{scale:g} is outside the scales the model was trained for ({trained}): it can do "
-                     "worse than bicubic there (vdsr at x1.5: 2.2 dB below bicubic on Set5)"
+            risk = (": it can do worse than bicubic there (vdsr at x1.5: 2.2 dB below bicubic on Set5)"
+                    if scale < min(trained) else ": its results there are not measured")  # fmt: skip
+            self.log(f"warning: x{scale:g} is outside the scales the model was trained for ({trained}){risk}"
                      + (f"; models trained for x{scale:g}: {', '.join(better)}" if better else ""))  # fmt: skip
         return scale
 

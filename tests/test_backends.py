@@ -114,6 +114,8 @@ def test_upscaler_types_in_and_out(tiny_model: dict[str, Path]) -> None:
     upscaler.upscale(rgb, 1.5)
     warned = [line for line in lines if "outside the scales the model was trained for" in line]
     assert len(warned) == 1 and "worse than bicubic" in warned[0]
+    upscaler.upscale(rgb[:8, :8], 5)  # above them: nothing measured, and said so
+    assert "not measured" in lines[-1] and "x5 is outside" in lines[-1]
 
 
 def test_upscaler_output_matches_the_whole_image_network(tiny_model: dict[str, Path]) -> None:

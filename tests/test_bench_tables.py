@@ -50,10 +50,14 @@ def test_the_int8_cost_table_keeps_earlier_columns_whose_graphs_are_gone(tmp_pat
     assert second.exit_code == 0, second.output
     results = json.loads((tmp_path / "second.json").read_text())
     assert list(results["graphs"]) == ["one", "two"] and results["graphs"]["one"] == results["graphs"]["two"]
-    assert "first" in results["previous"][0]["command"]
+    assert "one=" in results["previous"][0]["command"]
     table = (tmp_path / "second.md").read_text()
     assert "| one | two |" in table and table.count("Command: `") == 2
-    (tmp_path / "bad.json").write_text("[]")
-    bad = runner.invoke(int8_cost.app, [f"two={graph}", "--output", str(tmp_path / "x"),
-                                        "--previous", str(tmp_path / "bad.json")])  # fmt: skip
-    assert bad.exit_code == 2 and not (tmp_path / "x.json").exists()  # a usage error; nothing written
+    assert "--previous" not in results["previous"][0]["command"]  # the first run's own environment
+    good = json.loads((tmp_path / "first.json").read_text())
+    for bad in ([], {"graphs": {"a": {}}, "environment": {}}, {**good, "previous": 5}, {**good, "previous": [1]},
+                {**good, "graphs": {"a": {**good["graphs"]["one"], "cost_db": [1]}}}):  # fmt: skip
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        refused = runner.invoke(int8_cost.app, [f"two={graph}", "--output", str(tmp_path / "x"),
+                                                "--previous", str(tmp_path / "bad.json")])  # fmt: skip
+        assert refused.exit_code == 2 and not list(tmp_path.glob("x.*")), bad  # a usage error; nothing written

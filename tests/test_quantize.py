@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from vdsr.catalogue import ModelFiles
-from vdsr.errors import EXIT_FAILED, BackendUnavailable
+from vdsr.errors import EXIT_FAILED, BackendUnavailable, DatasetError
 from vdsr.export import quantize
 from vdsr.export.cli import app
 from vdsr.runtime import machine
@@ -117,6 +117,28 @@ def test_over_the_bar_the_export_refuses_unless_forced(
     assert forced.exit_code == 0, forced.output
     assert metadata(target)["int8_within_bar"] == "false" and json.loads(metadata(target)["int8_cost_db"]) == measured
     assert CliRunner().invoke(app, ["--force", "--output", str(tmp_path / "x.onnx")]).exit_code == 2  # --int8 only
+
+
+def test_a_model_of_non_integer_scales_is_calibrated_and_selected_at_those_scales(
+    tiny_model: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = onnx.load(str(tiny_model["onnx"]))
+    for prop in graph.metadata_props:
+        if prop.key == "scales":
+            prop.value = "[1.5, 2.5, 4]"
+    onnx.save(graph, str(tmp_path / "tiny.onnx"))
+    seen: list[list[float]] = []
+
+    def probes(data_dir: Path | None, scales: list[float]) -> list[quantize.Probe]:
+        seen.append(scales)
+        raise DatasetError("stop after planning")
+
+    monkeypatch.setattr(quantize, "calibration_batches", lambda data_dir, scales: seen.append(scales) or [])
+    monkeypatch.setattr(quantize, "Quantiser", lambda *a: None)
+    monkeypatch.setattr(quantize, "selection_probes", probes)
+    with pytest.raises(DatasetError, match="stop after planning"):
+        quantize.quantize_int8(tmp_path / "tiny.onnx", tmp_path / "tiny_int8.onnx", data_dir)
+    assert seen == [[1.5, 2.5, 4], [1.5, 2.5, 4]] and not (tmp_path / "tiny_int8.onnx").exists()
 
 
 def flags(monkeypatch: pytest.MonkeyPatch, cpu_flags: str) -> None:

@@ -11,10 +11,12 @@ import onnx
 import pytest
 import torch
 
+from vdsr import catalogue
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import Method, backend_runner, method_runner, run_bench
 from vdsr.bench.protocol import parse_degradation
 from vdsr.catalogue import shipped
+from vdsr.errors import ModelError
 from vdsr.files import sha256_file
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 from vdsr.weights import load_weights
@@ -89,6 +91,20 @@ def test_set5_psnr_of_the_card_is_reproduced_and_meets_the_bar(name: str, data_d
 def test_the_bench_runs_every_shipped_model_at_its_scales() -> None:
     assert method_runner(Method.vdsr).scales == (2, 3, 4)
     assert method_runner(Method.srcnn).scales == (2, 3, 4)  # three SRCNNs, one per scale
+
+
+def test_the_shipped_models_trained_for_a_scale_are_those_whose_cards_span_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert catalogue.models_trained_for(2) == ["vdsr", "srcnn"] and catalogue.models_trained_for(3.5) == ["vdsr"]
+    assert catalogue.models_trained_for(1.5) == [] and catalogue.models_trained_for(4.5) == []
+    cards = {"vdsr": {"scales": None}, "srcnn": {}, "srcnn_x3": {"scales": [3]}}
+
+    def odd_card(name: str) -> dict[str, object]:  # broken, empty or missing cards are left out, never raised
+        if name not in cards:
+            raise ModelError(f"{name}.json: not a readable model card")
+        return cards[name]
+
+    monkeypatch.setattr(catalogue, "model_card", odd_card)
+    assert catalogue.models_trained_for(3) == ["srcnn_x3"]
 
 
 @pytest.mark.parametrize("name", [name for name, graphs in GRAPHS.items() if f"{name}_int8.onnx" in graphs])

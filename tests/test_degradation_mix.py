@@ -19,7 +19,7 @@ from vdsr.errors import TrainingError
 from vdsr.networks import VDSR, VDSRConfig
 from vdsr.train.cli import app as train_app
 from vdsr.train.config import config_from_json, recipe
-from vdsr.train.data import Mix, build_patches, image_draws
+from vdsr.train.data import Mix, build_patches, image_draws, patch_key
 from vdsr.train.loop import train, weights_id
 from vdsr.weights import load_weights, save_weights
 
@@ -64,6 +64,25 @@ def test_draws_are_seeded_per_image_and_follow_the_probabilities() -> None:
     assert [d.scale for d in image_draws(replace(mix, jpeg_probability=0.9), 5)] == [
         d.scale for d in image_draws(mix, 5)
     ]
+
+
+def test_scale_weights_tilt_the_draws_and_the_cache_key(tmp_path: Path) -> None:
+    mix = Mix(scales=(1.5, 2, 3), draws=4, seed=1)
+    heavy = replace(mix, scale_weights=(0.2, 1.0, 3.0))
+    counts = Counter(d.scale for i in range(1000) for d in image_draws(heavy, i))
+    for scale, share in ((1.5, 0.2 / 4.2), (2, 1 / 4.2), (3, 3 / 4.2)):
+        assert abs(counts[scale] / 4000 - share) < 0.03, (scale, counts)
+    assert abs(Counter(d.scale for i in range(1000) for d in image_draws(mix, i))[1.5] / 4000 - 1 / 3) < 0.03
+    files = [tmp_path / "a.png"]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(files[0])
+    keys = {patch_key(files, m, 41, stride=41) for m in (mix, heavy, replace(heavy, scale_weights=(1.0, 1.0, 2.0)))}
+    assert len(keys) == 3
+    for bad, message in [((1.0,), "one number > 0 for each"), ((0.0, 1.0, 1.0), "one number > 0 for each"),
+                         ((float("nan"), 1.0, 1.0), "one number > 0 for each")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            recipe("fast", scales=(1.5, 2, 3), draws_per_image=2, scale_weights=bad)
+    with pytest.raises(ValueError, match="need draws_per_image > 0"):
+        recipe("fast", scales=(1.5, 2, 3), scale_weights=(1.0, 2.0, 1.0))
 
 
 def tiny_dataset(folder: Path) -> Dataset:
@@ -150,13 +169,16 @@ def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_p
                            (["--jpeg-quality", "high"], "--jpeg-quality: expected a range"),
                            (["--noise-probability", "2"], "noise_probability is 2.0"),
                            (["--init", str(tmp_path / "missing.safetensors")], "--init"),
-                           (["--validate-degradation", "blur"], "validate_degradations")]:  # fmt: skip
+                           (["--validate-degradation", "blur"], "validate_degradations"),
+                           (["--scale-weight", "5=1"], "x5 is not one of the training scales"),
+                           (["--scale-weight", "2=heavy"], "expected SCALE=WEIGHT"),
+                           (["--draws-per-image", "2", "--scale-weight", "2=0"], "scale_weights is (0.0")]:  # fmt: skip
         result = runner.invoke(train_app, [*base, *extra])
         assert result.exit_code == 2 and message in result.stderr, (extra, result.output)
     args = [*base, "--cache-dir", str(tmp_path / "cache"), "--scale", "3.5-4", "--draws-per-image", "1",
             "--jpeg-probability", "1", "--jpeg-quality", "40-50", "--init", str(start), "--patch-size", "96",
             "--batch-size", "2", "--max-steps", "1", "--validate-scale", "3.5", "--validate-degradation", "jpeg:75",
-            "--final-validation", "Set5"]  # fmt: skip
+            "--final-validation", "Set5", "--scale-weight", "3.75=2"]  # fmt: skip
     result = runner.invoke(train_app, args)  # a tiny network's weights to start a full VDSR: refused before any work
     assert result.exit_code == 2 and "--init: " in result.stderr and "not the vdsr" in result.stderr, result.output
     assert not (tmp_path / "cache").exists()
@@ -165,4 +187,5 @@ def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_p
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run4" / "vdsr.json").read_text())
     assert card["scales"] == [3.5, 3.75, 4] and card["recipe"]["jpeg_quality"] == [40, 50]
+    assert card["recipe"]["scale_weights"] == [1, 2, 1]
     assert [(c["scale"], c["degradation"]) for c in card["validation"]] == [(3.5, "jpeg:75")]

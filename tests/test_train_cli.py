@@ -19,11 +19,12 @@ runner = CliRunner()
 def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     args = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
             "--scale", "4", "--patch-size", "96", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
-    args += ["--final-validation", "Set5", "--max-steps", "1"]
+    args += ["--final-validation", "Set5", "--max-steps", "1", "--loss", "l1"]
     result = runner.invoke(train_app, args)
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
     assert card["steps"] == 1 and not card["finished_schedule"] and card["scales"] == [4]
+    assert card["recipe"]["loss"] == "l1" and card["recipe"]["optimizer"] == "adamw"  # the fast recipe, loss replaced
     progress = [line for line in result.stderr.splitlines() if line.startswith("step: ")]  # not a terminal: plain
     assert progress and progress[-1].startswith("step: 1/") and "loss " in progress[-1] and "\x1b[" not in result.stderr
     assert set(card["training_data"]) == {"T91", "BSD200"} and card["training_data"]["T91"]["files"] == 91
@@ -43,9 +44,9 @@ def test_resume_errors_are_clear(data_dir: Path, tmp_path: Path) -> None:
     base = ["--output", str(run_dir), "--data-dir", str(data_dir), "--device", "cpu", "--resume"]
     corrupt = runner.invoke(train_app, base)
     assert corrupt.exit_code == 1 and "not a readable checkpoint" in corrupt.stderr
-    changed = runner.invoke(train_app, [*base, "--lr", "0.1", "--epochs", "2", "--scale", "2"])
+    changed = runner.invoke(train_app, [*base, "--lr", "0.1", "--epochs", "2", "--scale", "2", "--loss", "l1"])
     assert changed.exit_code == 2 and "keeps its settings" in changed.output
-    assert all(flag in changed.output for flag in ("--epochs", "--lr", "--scale"))
+    assert all(flag in changed.output for flag in ("--epochs", "--lr", "--scale", "--loss"))
 
 
 def test_resume_refusals_and_the_early_stop_exit_code(data_dir: Path, tmp_path: Path) -> None:

@@ -39,6 +39,11 @@ class Recipe(str, Enum):
     fast = "fast"
 
 
+class Loss(str, Enum):  # given, it replaces the recipe's (the paper's: half_sse)
+    mse = "mse"
+    l1 = "l1"
+
+
 class ValidationSet(str, Enum):  # checkpoints are chosen and tuned on these only, never on a set we report
     Set5 = "Set5"
     Set14 = "Set14"
@@ -84,6 +89,14 @@ def main(
             "every image at every scale, clean (the paper).",
             show_default="0",
         ),  # fmt: skip
+    ] = None,
+    scale_weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scale-weight",
+            help="SCALE=W: a draw's relative chance of that scale (repeatable; the others 1).",
+            show_default="all alike",
+        ),
     ] = None,
     jpeg_probability: Annotated[
         float | None, typer.Option("--jpeg-probability", help="Of a draw being a JPEG.", show_default="0")
@@ -136,6 +149,14 @@ def main(
     lr: Annotated[
         float | None, typer.Option("--lr", help="Peak learning rate.", show_default=recipe_default("lr"))
     ] = None,
+    loss: Annotated[
+        Loss | None,
+        typer.Option(
+            "--loss",
+            help="l1: a gradient of one size however large the error (clean inputs weigh as JPEG ones).",
+            show_default="fast mse, paper half_sse",
+        ),  # fmt: skip
+    ] = None,
     bf16: Annotated[
         bool | None, typer.Option("--bf16/--no-bf16", show_default="on for the fast recipe where bf16 is native")
     ] = None,
@@ -165,9 +186,10 @@ def main(
     with exit_on_errors(err), ExitStack() as stack:
         torch_device = rank_device(pick_device(device), ranks)
         options = Options(model=model, recipe=recipe_name, scale=scale, epochs=epochs, batch_size=batch_size,
-                          patch_size=patch_size, stride=stride, lr=lr, bf16=bf16, seed=seed,
+                          patch_size=patch_size, stride=stride, lr=lr, loss=loss, bf16=bf16, seed=seed,
                           validate_every=validate_every, checkpoint_every=checkpoint_every,
-                          draws_per_image=draws_per_image, jpeg_probability=jpeg_probability, jpeg_quality=jpeg_quality,
+                          draws_per_image=draws_per_image, scale_weight=scale_weight,
+                          jpeg_probability=jpeg_probability, jpeg_quality=jpeg_quality,
                           noise_probability=noise_probability, noise_sigma=noise_sigma, init=init,
                           validate_scale=validate_scale, validate_degradation=validate_degradation)  # fmt: skip
         init_path = init_weights(init)
@@ -187,7 +209,11 @@ def main(
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
         cache = cache_dir or Path(user_cache_dir("vdsr"))
-        grid = f"{config.patch_size}px, stride {config.stride}, scales {', '.join(f'{s:g}' for s in config.scales)}"
+        weights = config.scale_weights or (1,) * len(config.scales)
+        scales = ", ".join(
+            f"{s:g}" + (f" (weight {w:g})" if w != 1 else "") for s, w in zip(config.scales, weights, strict=True)
+        )
+        grid = f"{config.patch_size}px, stride {config.stride}, scales {scales}"
         if config.draws_per_image:
             grid += (f"; {config.draws_per_image} draws per image, JPEG {config.jpeg_probability:g} (q "
                      f"{config.jpeg_quality[0]}-{config.jpeg_quality[1]}), noise {config.noise_probability:g} "
@@ -239,11 +265,13 @@ class Options:
     patch_size: int | None
     stride: int | None
     lr: float | None
+    loss: Loss | None
     bf16: bool | None
     seed: int | None
     validate_every: int | None
     checkpoint_every: int | None
     draws_per_image: int | None
+    scale_weight: list[str] | None
     jpeg_probability: float | None
     jpeg_quality: str | None
     noise_probability: float | None
@@ -280,6 +308,21 @@ def training_scales(values: list[str]) -> tuple[float, ...]:
     return tuple(parse_scales(grid or [ranges[0]]))
 
 
+def scale_weights(values: list[str], scales: tuple[float, ...]) -> tuple[float, ...]:
+    """--scale-weight 1.5=0.5 ...: one weight for each training scale, 1 where none is given."""
+    given: dict[float, float] = {}
+    for value in values:
+        scale, _, weight = value.partition("=")
+        try:
+            given[parse_scales([scale])[0]] = float(weight)
+        except (UsageError, ValueError):
+            raise UsageError(f"--scale-weight: expected SCALE=WEIGHT (1.5=0.5), got {value!r}") from None
+    unknown = [f"{s:g}" for s in given if s not in scales]
+    if unknown:
+        raise UsageError(f"--scale-weight: x{', x'.join(unknown)} is not one of the training scales")
+    return tuple(given.get(s, 1.0) for s in scales)
+
+
 def init_weights(init: str | None) -> Path | None:
     """--init: a shipped model's weights, or a .safetensors file."""
     if init is None:
@@ -306,12 +349,13 @@ def settle_config(
         return resume_config(checkpoint_path, max_steps)
     stride = options.stride if options.stride is not None else options.patch_size  # default: patches do not overlap
     shape = {"epochs": options.epochs, "batch_size": options.batch_size, "patch_size": options.patch_size,
-             "stride": stride, "lr": options.lr}  # fmt: skip
+             "stride": stride, "lr": options.lr, "loss": options.loss and options.loss.value}  # fmt: skip
     chosen = options.recipe or Recipe.fast
     bf16 = options.bf16 if options.bf16 is not None else (chosen is Recipe.fast and bf16_supported(device))
     scales = training_scales(options.scale or ["2,3,4"])
     mix: dict[str, object] = {
         "draws_per_image": options.draws_per_image, "jpeg_probability": options.jpeg_probability,
+        "scale_weights": options.scale_weight and scale_weights(options.scale_weight, scales),
         "noise_probability": options.noise_probability,
         "jpeg_quality": options.jpeg_quality and parse_range(options.jpeg_quality, "--jpeg-quality", whole=True),
         "noise_sigma": options.noise_sigma and parse_range(options.noise_sigma, "--noise-sigma", whole=False),

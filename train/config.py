@@ -25,6 +25,7 @@ class TrainConfig:
     scales: tuple[float, ...] = (2, 3, 4)  # mixed in every batch: one model for all of them
     # the degradation mix (vdsr.train.data.Mix): 0 draws is the paper's clean set, every image at every scale
     draws_per_image: int = 0  # n: n seeded draws per image, each of a scale from `scales` and of the degradations below
+    scale_weights: tuple[float, ...] = ()  # a draw's relative chance of each of `scales`; (): all alike
     jpeg_probability: float = 0.0  # of a draw's small image being a JPEG (Pillow, 4:2:0) of a quality in jpeg_quality
     jpeg_quality: tuple[int, int] = (30, 95)
     noise_probability: float = 0.0  # of Gaussian noise (8-bit levels, sigma in noise_sigma) on it, before any JPEG
@@ -61,7 +62,8 @@ class TrainConfig:
 
     def mix(self) -> Mix:
         """How the patch set's small images are made."""
-        return Mix(scales=self.scales, draws=self.draws_per_image, jpeg_probability=self.jpeg_probability,
+        return Mix(scales=self.scales, draws=self.draws_per_image, scale_weights=self.scale_weights,
+                   jpeg_probability=self.jpeg_probability,
                    jpeg_quality=self.jpeg_quality, noise_probability=self.noise_probability,
                    noise_sigma=self.noise_sigma, seed=self.seed)  # fmt: skip
 
@@ -113,6 +115,12 @@ def _problems(config: TrainConfig) -> list[str]:
         scales = getattr(config, name)
         if not (isinstance(scales, tuple) and (scales or name != "scales") and all(map(_is_scale, scales))):
             problems.append(f"{name} is {scales!r}, not scales 1 < s <= 8 in steps of 0.25")
+    weights = config.scale_weights
+    if not (isinstance(weights, tuple) and all(_is_number(w, whole=False) and w > 0 for w in weights)
+            and len(weights) in (0, len(config.scales))):  # fmt: skip
+        problems.append(f"scale_weights is {weights!r}, not one number > 0 for each of the scales")
+    elif weights and not config.draws_per_image:
+        problems.append("scale_weights weigh the draws: they need draws_per_image > 0")
     names = config.validate_degradations
     if not (isinstance(names, tuple) and names and all(isinstance(n, str) and _is_degradation(n) for n in names)):
         problems.append(f"validate_degradations is {names!r}, not names as vdsr-bench's --degradation takes")

@@ -42,6 +42,7 @@ class Mix:
 
     scales: tuple[float, ...]
     draws: int = 0
+    scale_weights: tuple[float, ...] = ()  # a draw's relative chance of each scale; (): all alike
     jpeg_probability: float = 0.0
     jpeg_quality: tuple[int, int] = (30, 95)
     noise_probability: float = 0.0
@@ -63,7 +64,7 @@ def image_draws(mix: Mix, index: int) -> list[Draw]:
     rng = np.random.default_rng([mix.seed, index])
     draws = []
     for n in range(mix.draws or len(mix.scales)):  # every number drawn every time: one setting never shifts another
-        scale = mix.scales[int(rng.integers(len(mix.scales)))] if mix.draws else mix.scales[n]
+        scale = mix.scales[draw_scale(rng, mix)] if mix.draws else mix.scales[n]
         noisy, sigma = rng.random() < mix.noise_probability, round(float(rng.uniform(*mix.noise_sigma)), 2)
         jpeg, quality = (
             rng.random() < mix.jpeg_probability,
@@ -74,9 +75,19 @@ def image_draws(mix: Mix, index: int) -> list[Draw]:
     return draws
 
 
+def draw_scale(rng: np.random.Generator, mix: Mix) -> int:
+    """The index of a draw's scale in `mix.scales`, by its weight."""
+    if not mix.scale_weights:
+        return int(rng.integers(len(mix.scales)))  # as before weights existed: the same draws, the same cache keys
+    weights = np.asarray(mix.scale_weights, np.float64)
+    return int(rng.choice(len(mix.scales), p=weights / weights.sum()))
+
+
 def patch_key(files: Sequence[Path], mix: Mix, patch: int, *, stride: int) -> str:
     """A hash of every image's bytes and of the settings: equal keys mean identical patch sets."""
     settings: dict[str, object] = asdict(mix)
+    if not mix.scale_weights:
+        del settings["scale_weights"]  # the keys of sets built before weights existed stay valid
     if not mix.jpeg_probability:
         del settings["jpeg_quality"]
     if not mix.noise_probability:

@@ -18,6 +18,7 @@ from vdsr.bench.protocol import Degradation, degrade
 from vdsr.errors import TrainingError
 from vdsr.networks import VDSR, VDSRConfig
 from vdsr.train.cli import app as train_app
+from vdsr.train.cli import scale_weights
 from vdsr.train.config import config_from_json, recipe
 from vdsr.train.data import Mix, build_patches, image_draws, patch_key
 from vdsr.train.loop import train, weights_id
@@ -81,6 +82,7 @@ def test_scale_weights_tilt_the_draws_and_the_cache_key(tmp_path: Path) -> None:
                          ((float("nan"), 1.0, 1.0), "one number > 0 for each")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             recipe("fast", scales=(1.5, 2, 3), draws_per_image=2, scale_weights=bad)
+    assert scale_weights(["1.5=2", "2=2", "3=2"], (1.5, 2, 3)) == () and scale_weights(["2=2"], (2, 3)) == (2.0, 1.0)
     with pytest.raises(ValueError, match="need draws_per_image > 0"):
         recipe("fast", scales=(1.5, 2, 3), scale_weights=(1.0, 2.0, 1.0))
 

@@ -309,7 +309,7 @@ def training_scales(values: list[str]) -> tuple[float, ...]:
 
 
 def scale_weights(values: list[str], scales: tuple[float, ...]) -> tuple[float, ...]:
-    """--scale-weight 1.5=0.5 ...: one weight for each training scale, 1 where none is given."""
+    """--scale-weight 1.5=0.5 ...: one weight for each training scale, 1 where none is given; () if all alike."""
     given: dict[float, float] = {}
     for value in values:
         scale, _, weight = value.partition("=")
@@ -320,7 +320,8 @@ def scale_weights(values: list[str], scales: tuple[float, ...]) -> tuple[float, 
     unknown = [f"{s:g}" for s in given if s not in scales]
     if unknown:
         raise UsageError(f"--scale-weight: x{', x'.join(unknown)} is not one of the training scales")
-    return tuple(given.get(s, 1.0) for s in scales)
+    weights = tuple(given.get(s, 1.0) for s in scales)
+    return () if len(set(weights)) == 1 else weights  # all alike: the unweighted draws (and their cache)
 
 
 def init_weights(init: str | None) -> Path | None:

@@ -78,6 +78,9 @@ def test_scale_weights_tilt_the_draws_and_the_cache_key(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(files[0])
     keys = {patch_key(files, m, 41, stride=41) for m in (mix, heavy, replace(heavy, scale_weights=(1.0, 1.0, 2.0)))}
     assert len(keys) == 3
+    # an unweighted mix draws and keys its patch set as before weights existed (the values of commit ea2bbd0)
+    assert patch_key(files, mix, 41, stride=41) == "23d483b0e38ba8d11baa"
+    assert [d.scale for d in image_draws(mix, 3)] == [2, 3, 3, 2]
     for bad, message in [((1.0,), "one number > 0 for each"), ((0.0, 1.0, 1.0), "one number > 0 for each"),
                          ((float("nan"), 1.0, 1.0), "one number > 0 for each")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
@@ -174,7 +177,11 @@ def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_p
                            (["--validate-degradation", "blur"], "validate_degradations"),
                            (["--scale-weight", "5=1"], "x5 is not one of the training scales"),
                            (["--scale-weight", "2=heavy"], "expected SCALE=WEIGHT"),
-                           (["--draws-per-image", "2", "--scale-weight", "2=0"], "scale_weights is (0.0")]:  # fmt: skip
+                           (["--scale-weight", "1.5,2=0.4"], "expected SCALE=WEIGHT"),
+                           (["--scale-weight", "2=1", "--scale-weight", "2.0=3"], "one for each scale at most"),
+                           (["--scale-weight", "2=0", "--scale-weight", "3=0", "--scale-weight", "4=0"], "number > 0"),
+                           (["--scale-weight", "2=1e308", "--scale-weight", "3=1e308", "--draws-per-image", "2"],
+                            "scale_weights is (1e+308")]:  # fmt: skip
         result = runner.invoke(train_app, [*base, *extra])
         assert result.exit_code == 2 and message in result.stderr, (extra, result.output)
     args = [*base, "--cache-dir", str(tmp_path / "cache"), "--scale", "3.5-4", "--draws-per-image", "1",

@@ -314,9 +314,12 @@ def scale_weights(values: list[str], scales: tuple[float, ...]) -> tuple[float, 
     for value in values:
         scale, _, weight = value.partition("=")
         try:
-            given[parse_scales([scale])[0]] = float(weight)
-        except (UsageError, ValueError):
+            (number,), amount = parse_scales([scale]), float(weight)
+        except (UsageError, ValueError):  # also two scales in one value: 1.5,2=0.4
             raise UsageError(f"--scale-weight: expected SCALE=WEIGHT (1.5=0.5), got {value!r}") from None
+        if not (math.isfinite(amount) and amount > 0) or number in given:
+            raise UsageError(f"--scale-weight: {value!r}: a weight is a number > 0, one for each scale at most")
+        given[number] = amount
     unknown = [f"{s:g}" for s in given if s not in scales]
     if unknown:
         raise UsageError(f"--scale-weight: x{', x'.join(unknown)} is not one of the training scales")

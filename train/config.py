@@ -117,7 +117,7 @@ def _problems(config: TrainConfig) -> list[str]:
             problems.append(f"{name} is {scales!r}, not scales 1 < s <= 8 in steps of 0.25")
     weights = config.scale_weights
     if not (isinstance(weights, tuple) and all(_is_number(w, whole=False) and w > 0 for w in weights)
-            and len(weights) in (0, len(config.scales))):  # fmt: skip
+            and len(weights) in (0, len(config.scales)) and math.isfinite(sum(weights))):  # fmt: skip
         problems.append(f"scale_weights is {weights!r}, not one number > 0 for each of the scales")
     elif weights and not config.draws_per_image:
         problems.append("scale_weights weigh the draws: they need draws_per_image > 0")

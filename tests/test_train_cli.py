@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     args = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
             "--scale", "4", "--patch-size", "96", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
-    args += ["--final-validation", "Set5", "--max-steps", "1", "--loss", "l1"]
+    args += ["--final-validation", "Set5", "--max-steps", "1", "--loss", "l1", "--bf16"]
     result = runner.invoke(train_app, args)
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
@@ -32,9 +32,13 @@ def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     again = runner.invoke(train_app, args)  # the checkpoint is there: refuse to overwrite it
     assert again.exit_code == 1 and "pass --resume" in again.stderr
     keep = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
-    resumed = runner.invoke(train_app, [*keep, "--final-validation", "Set5", "--max-steps", "2", "--resume"])
-    assert resumed.exit_code == 0, resumed.output
-    assert json.loads((tmp_path / "run" / "vdsr.json").read_text())["steps"] == 2
+    keep += ["--final-validation", "Set5", "--max-steps", "2", "--resume", "--no-bf16"]
+    resumed = runner.invoke(train_app, keep)
+    assert resumed.exit_code == 0, resumed.output  # bf16 may change on resume: the arithmetic, not what is learnt
+    card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
+    assert card["steps"] == 2 and card["recipe"]["bf16"] is False and card["recipe"]["loss"] == "l1"
+    lines = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["bf16"]) for r in lines if "loss" in r] == [(1, True), (2, False)]  # the log says which
 
 
 def test_resume_errors_are_clear(data_dir: Path, tmp_path: Path) -> None:

@@ -204,7 +204,7 @@ def main(
         check_batch_size(config.batch_size, ranks)
         stack.enter_context(process_group(torch_device, ranks))
         if resume and config.bf16 and not bf16_supported(torch_device):
-            out.print(f"note: this run uses bf16, which is not native on {torch_device} here: it will be slow")
+            out.print(f"note: bf16 is slower than fp32 on {torch_device} here; --no-bf16 continues the run in fp32")
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
@@ -342,15 +342,15 @@ def settle_config(
     output: Path, options: Options, *, resume: bool, max_steps: int | None, device: torch.device
 ) -> TrainConfig:
     """The run's config: the recipe with the options given on top, or, with --resume, the checkpoint's own (only
-    --max-steps may change). UsageError for a resume that cannot be done as asked."""
+    --max-steps and --bf16/--no-bf16 may change). UsageError for a resume that cannot be done as asked."""
     checkpoint_path = output / "checkpoint.safetensors"
     if resume:  # the run continues with the settings it started with
         if not checkpoint_path.is_file():
             raise UsageError(f"--resume: no checkpoint to continue: {checkpoint_path} does not exist")
-        given = sorted(f"--{k.replace('_', '-')}" for k, v in asdict(options).items() if v is not None)
+        given = sorted(f"--{k.replace('_', '-')}" for k, v in asdict(options).items() if v is not None and k != "bf16")
         if given:
             raise UsageError(f"--resume: a resumed run keeps its settings; drop {', '.join(given)}")
-        return resume_config(checkpoint_path, max_steps)
+        return resume_config(checkpoint_path, max_steps, bf16=options.bf16)
     stride = options.stride if options.stride is not None else options.patch_size  # default: patches do not overlap
     shape = {"epochs": options.epochs, "batch_size": options.batch_size, "patch_size": options.patch_size,
              "stride": stride, "lr": options.lr, "loss": options.loss and options.loss.value}  # fmt: skip

@@ -48,7 +48,7 @@ class TrainConfig:
     warmup_epochs: float = 0.05  # of a (patch, variant) epoch: 339 steps of 64 on the 291 images at 41x41
     loss: str = "mse"  # "mse" (mean over pixels), "l1", or "half_sse": the paper's 1/2 sum over a patch, batch mean
     zero_init_output: bool = False  # last conv starts at zero, so the untrained model returns its input (the ILR)
-    bf16: bool = False  # bf16 autocast (CPUs with AMX/AVX-512-BF16, CUDA GPUs); the loss stays fp32
+    bf16: bool = False  # bf16 autocast (AMX CPUs, CUDA GPUs); the loss stays fp32
     channels_last: bool = True
     seed: int = 0
     log_every: int = 20  # 0: never (likewise below)
@@ -192,13 +192,16 @@ def config_from_json(saved: dict[str, object], **overrides: object) -> TrainConf
         raise TrainingError(f"The checkpoint's config is not valid: {first_line(error)}") from error
 
 
-def resume_config(checkpoint_path: Path, max_steps: int | None) -> TrainConfig:
-    """The config a checkpoint was trained with; only max_steps may change when resuming."""
+def resume_config(checkpoint_path: Path, max_steps: int | None, *, bf16: bool | None = None) -> TrainConfig:
+    """The config a checkpoint was trained with; only max_steps and bf16 (the arithmetic, not what is learnt) may
+    change when resuming."""
     try:
         info = load_checkpoint(checkpoint_path).info
     except ModelError as error:
         raise TrainingError(str(error)) from error
-    keep = {} if max_steps is None else {"max_steps": max_steps}  # a plain --resume keeps the run's own limit
+    keep: dict[str, object] = {} if max_steps is None else {"max_steps": max_steps}  # plain --resume: the run's limit
+    if bf16 is not None:
+        keep["bf16"] = bf16
     try:
         return config_from_json(info["config"], **keep)  # type: ignore[arg-type]
     except TrainingError as error:
@@ -206,7 +209,7 @@ def resume_config(checkpoint_path: Path, max_steps: int | None) -> TrainConfig:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 arithmetic is native here: CUDA GPUs that say so, CPUs with AVX-512-BF16 or AMX-BF16."""
+    """Whether bf16 training is faster than fp32 here: CUDA GPUs that support it, CPUs with AMX-BF16."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     return bool(cpu_features() & BF16_FLAGS)

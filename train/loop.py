@@ -129,7 +129,8 @@ def restore(
         saved = load_checkpoint(checkpoint_path)
     except ModelError as error:
         raise TrainingError(str(error)) from error
-    saved_config = config_from_json(saved.info["config"], max_steps=config.max_steps)  # type: ignore[arg-type]
+    may_change = {"max_steps": config.max_steps, "bf16": config.bf16}  # on resume
+    saved_config = config_from_json(saved.info["config"], **may_change)  # type: ignore[arg-type]
     if saved_config != config or saved.info["data"] != patches.key:
         raise TrainingError(f"{checkpoint_path} was written with another config or data; use another --output")
     model.load_state_dict(saved.model)
@@ -273,7 +274,7 @@ def train(
             if (config.log_every and step % config.log_every == 0) or validation is not None or step == last_step:
                 rate = window_steps * config.batch_size / max(1e-9, time.monotonic() - window_start)
                 report = StepReport(step, total_steps, float(np.mean(losses)), lr, rate, validation)
-                log({"step": step, "loss": report.loss, "lr": lr, "patches_per_second": rate})
+                log({"step": step, "loss": report.loss, "lr": lr, "patches_per_second": rate, "bf16": config.bf16})
                 on_progress(report)
                 losses, window_start, window_steps = [], time.monotonic(), 0
             if config.checkpoint_every and step % config.checkpoint_every == 0:

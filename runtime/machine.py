@@ -17,8 +17,6 @@ NOTABLE_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx51
                      "asimddp")  # fmt: skip
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})  # x86 VNNI/AMX, Arm dotprod
 INT8_AVX2_SPEEDUP = 1.6  # ONNX Runtime int8 over fp32 on AVX2-only CPUs (2-core EPYC: 1.62-1.70; Zen 3: 1.7)
-# CPUs where bf16 training beats fp32: with AMX 185 patches/s against 48; AVX-512-BF16 alone measured slower (20 vs 27)
-BF16_FLAGS = frozenset({"amx_bf16"})
 
 
 def _cpuinfo() -> str:
@@ -50,12 +48,25 @@ def int8_speedup_reason() -> str | None:
     return None
 
 
-def cpu_model() -> str:
+def _cpuinfo_field(name: str) -> str | None:
     for line in _cpuinfo().splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "model name":
+        if key.strip() == name:
             return value.strip()
-    return platform.processor() or platform.machine()  # not Linux: what platform knows
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()  # not Linux: what platform knows
+
+
+def bf16_training_faster() -> bool:
+    """Whether bf16 autocast trains faster than fp32 on this CPU (VDSR, 2 threads, python -m vdsr.bench.train_speed
+    and the training runs): AMX 185 patches/s against 48; an AMD EPYC with AVX-512-BF16 53 against 27; an Intel Xeon
+    with AVX-512-BF16 but no AMX 20 against 27 (slower); without either, bf16 is emulated (slower)."""
+    flags = cpu_features()
+    amd = _cpuinfo_field("vendor_id") == "AuthenticAMD"
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and amd)
 
 
 def physical_memory() -> int | None:

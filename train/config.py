@@ -12,7 +12,7 @@ import torch
 from vdsr.bench.protocol import Degradation, parse_degradation
 from vdsr.catalogue import Architecture
 from vdsr.errors import ModelError, TrainingError, UsageError, first_line
-from vdsr.runtime.machine import BF16_FLAGS, cpu_features
+from vdsr.runtime.machine import bf16_training_faster
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.data import Mix
 
@@ -48,7 +48,7 @@ class TrainConfig:
     warmup_epochs: float = 0.05  # of a (patch, variant) epoch: 339 steps of 64 on the 291 images at 41x41
     loss: str = "mse"  # "mse" (mean over pixels), "l1", or "half_sse": the paper's 1/2 sum over a patch, batch mean
     zero_init_output: bool = False  # last conv starts at zero, so the untrained model returns its input (the ILR)
-    bf16: bool = False  # bf16 autocast (AMX CPUs, CUDA GPUs); the loss stays fp32
+    bf16: bool = False  # bf16 autocast (CPUs where faster, CUDA GPUs); the loss stays fp32
     channels_last: bool = True
     seed: int = 0
     log_every: int = 20  # 0: never (likewise below)
@@ -209,7 +209,7 @@ def resume_config(checkpoint_path: Path, max_steps: int | None, *, bf16: bool | 
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 training is faster than fp32 here: CUDA GPUs that support it, CPUs with AMX-BF16."""
+    """Whether bf16 training is faster than fp32 here: CUDA GPUs that support it, CPUs as measured."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    return bool(cpu_features() & BF16_FLAGS)
+    return bf16_training_faster()

@@ -15,6 +15,7 @@ import torch
 from vdsr.errors import TrainingError
 from vdsr.networks import SRCNN, VDSR, SRCNNConfig, VDSRConfig
 from vdsr.runtime import machine
+from vdsr.train.average import averaged_steps, kept_checkpoint
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.config import TrainConfig, bf16_supported, recipe
 from vdsr.train.data import PatchSet, augment, batch_for_step, steps_per_epoch
@@ -193,6 +194,41 @@ def test_finished_run_writes_weights_and_card(tmp_path: Path) -> None:
 
     assert card["weights_sha256"] == sha256_file(tmp_path / "vdsr.safetensors")
     assert [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()][:2] == [1, 2]
+
+
+def test_tail_average_is_the_mean_of_the_kept_checkpoints_wherever_the_run_was_stopped(tmp_path: Path) -> None:
+    assert averaged_steps(55, 64, 3) == [57, 60, 63, 64] and averaged_steps(64, 64, 3) == [64]
+    for first, every in ((0, 3), (65, 3), (10, 0)):
+        with pytest.raises(TrainingError, match="average-from|checkpoint-every"):
+            averaged_steps(first, 64, every)
+    run(tiny_config(epochs=1), tmp_path / "a", average_from=55)
+    kept = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert kept == [f"step-{s:07d}.safetensors" for s in [*range(3, 64, 3), 64]]
+    card = json.loads((tmp_path / "a" / "vdsr.json").read_text())
+    assert card["averaged_steps"] == [57, 60, 63, 64] and card["steps"] == 64
+    averaged, _ = load_weights(tmp_path / "a" / "vdsr.safetensors")
+    models = [load_checkpoint(kept_checkpoint(tmp_path / "a", s)).model for s in card["averaged_steps"]]
+    for name, tensor in averaged.state_dict().items():
+        assert torch.allclose(tensor, sum(m[name] for m in models) / 4, rtol=0, atol=1e-7), name
+        assert not torch.equal(tensor, models[-1][name]), name  # not the last step's alone
+
+    def interrupt(progress: StepReport) -> None:
+        if progress.step == 58:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    run(tiny_config(epochs=1), tmp_path / "b", average_from=55, on_progress=interrupt)
+    assert not kept_checkpoint(tmp_path / "b", 58).is_file()  # a stop's checkpoint is not one of the schedule's
+    run(tiny_config(epochs=1), tmp_path / "b", average_from=55, resume=True)
+    resumed, _ = load_weights(tmp_path / "b" / "vdsr.safetensors")
+    for name, tensor in averaged.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[name], tensor, rtol=0, atol=1e-6), name
+
+
+def test_tail_average_without_the_kept_checkpoints_is_refused_before_training(tmp_path: Path) -> None:
+    run(tiny_config(epochs=1, max_steps=30), tmp_path)
+    with pytest.raises(TrainingError, match=r"steps \[21, 24, 27\] were not kept"):
+        run(tiny_config(epochs=1), tmp_path, average_from=20, resume=True)
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors").info["step"] == 30
 
 
 def test_existing_checkpoint_needs_resume_and_matching_config(tmp_path: Path) -> None:

@@ -134,6 +134,17 @@ def main(
     max_minutes: Annotated[
         float | None, typer.Option("--max-minutes", help="Checkpoint and stop after this.", show_default="no limit")
     ] = None,
+    keep_checkpoints: Annotated[
+        bool, typer.Option("--keep-checkpoints", help="Keep a copy of each periodic checkpoint in OUTPUT/checkpoints.")
+    ] = False,
+    average_from: Annotated[
+        int | None,
+        typer.Option(
+            "--average-from",
+            help="Weights: the mean of the kept checkpoints from this step to the end.",
+            show_default="the last step's alone",
+        ),
+    ] = None,
     epochs: Annotated[
         float | None, typer.Option("--epochs", help="Schedule length.", show_default=recipe_default("epochs"))
     ] = None,
@@ -243,7 +254,8 @@ def main(
 
             result = train(config, patches, output, device=torch_device, train_sets=train_sets,
                            validation_sets=validation_sets, final_sets=final, resume=resume, init=init_path,
-                           max_minutes=max_minutes, on_progress=show, ranks=ranks)  # fmt: skip
+                           max_minutes=max_minutes, keep_checkpoints=keep_checkpoints, average_from=average_from,
+                           on_progress=show, ranks=ranks)  # fmt: skip
     out.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
         out.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")

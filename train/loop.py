@@ -1,7 +1,8 @@
 """One training loop for both recipes (vdsr.train.config): checkpoints, validation, and the model card at the end.
 
 Outputs in the run folder: checkpoint.safetensors (resumable), <model>.safetensors (weights), <model>.json (model
-card) and train_log.jsonl. Every write is atomic; a resumed run continues exactly where the checkpoint left it.
+card) and train_log.jsonl; with keep_checkpoints, a copy of each periodic checkpoint in checkpoints/ (for the tail
+average, vdsr.train.average). Every write is atomic; a resumed run continues exactly where the checkpoint left it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from vdsr._version import __version__
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.harness import CellResult
 from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError, first_line
-from vdsr.files import atomic_write_text, sha256_file
+from vdsr.files import atomic_write_bytes, atomic_write_text, sha256_file
 from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config
+from vdsr.train.average import average_checkpoints, averaged_steps, kept_checkpoint
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vdsr.train.config import TrainConfig, config_from_json
 from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
@@ -178,13 +180,17 @@ def train(
     resume: bool = False,
     init: Path | None = None,
     max_minutes: float | None = None,
+    keep_checkpoints: bool = False,
+    average_from: int | None = None,
     on_progress: Callable[[StepReport], None] = lambda p: None,
     ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Train `config.model` on `patches`; checkpoints in `out_dir`. A fine-tuning config (init_from) starts from the
     weights file `init`. Every validate_every steps the model is scored on `validation_sets` (full images, the bench
     protocol), at the end on `final_sets` (default: the same); the model card names `train_sets`. With several
-    `ranks` (torchrun), see vdsr.train.distributed: rank 0 alone validates and writes."""
+    `ranks` (torchrun), see vdsr.train.distributed: rank 0 alone validates and writes. keep_checkpoints keeps a copy
+    of each periodic checkpoint; with average_from (which keeps them too), the weights written at the end are the mean
+    of the kept ones from that step on (vdsr.train.average), the card says which."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.safetensors"
     log_path = out_dir / "train_log.jsonl"
@@ -194,6 +200,7 @@ def train(
         raise TrainingError(str(error)) from error
     total_steps = max(1, round(config.epochs * per_epoch))
     last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+    averaged = None if average_from is None else averaged_steps(average_from, last_step, config.checkpoint_every)
     model = new_model(config, device)
     scales, degradations = config.validation_cells()
     if config.init_from is not None and not (resume and checkpoint_path.is_file()):
@@ -208,9 +215,15 @@ def train(
     elif checkpoint_path.is_file():
         raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --output")
 
+    if averaged is not None:  # fail now, not after the training, when kept checkpoints of steps done are missing
+        missing = [s for s in averaged if s <= step and s != last_step and not kept_checkpoint(out_dir, s).is_file()]
+        if missing:
+            raise TrainingError(f"--average-from: the checkpoints of steps {missing[:3]} were not kept "
+                                f"({kept_checkpoint(out_dir, missing[0]).parent} lacks them): it needs a run with "
+                                "--keep-checkpoints from the first of them on")  # fmt: skip
     start = time.monotonic()
 
-    def checkpoint() -> None:
+    def checkpoint(*, keep: bool = False) -> None:
         if not ranks.leader:
             return
         bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -222,6 +235,10 @@ def train(
                 "wall_seconds": wall_before + time.monotonic() - start, "device": str(device)}  # fmt: skip
         save_checkpoint(checkpoint_path, Checkpoint(model.state_dict(), optimizer.state_dict(),
                                                     torch.get_rng_state(), info))  # fmt: skip
+        if keep and (keep_checkpoints or averaged is not None):
+            kept = kept_checkpoint(out_dir, step)
+            kept.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(kept, checkpoint_path.read_bytes())
 
     def log(record: dict[str, object]) -> None:
         if not ranks.leader:
@@ -278,17 +295,19 @@ def train(
                 on_progress(report)
                 losses, window_start, window_steps = [], time.monotonic(), 0
             if config.checkpoint_every and step % config.checkpoint_every == 0:
-                checkpoint()
+                checkpoint(keep=True)
             out_of_time = max_minutes is not None and time.monotonic() - start > max_minutes * 60
             if any_rank(bool(received) or out_of_time, ranks, device):  # every rank stops after the same step
                 stopped = f"signal {received[0]}" if received else "time limit" if out_of_time else "another rank"
                 break
-        checkpoint()  # still under the signal guard: a SIGTERM now cannot cut it short
+        checkpoint(keep=step == last_step)  # still under the signal guard: a SIGTERM now cannot cut it short
     weights_path = out_dir / f"{config.model}.safetensors"
     if step < last_step or not ranks.leader:  # rank 0 scores and writes the model
         weights = weights_path if step == last_step else None
         return TrainResult(steps=step, stopped=stopped, weights=weights, checkpoint=checkpoint_path)
 
+    if averaged is not None:
+        model.load_state_dict(average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged], config, patches.key))
     final = validate(model, config.model, datasets=final_sets or validation_sets, scales=scales, device=device,
                      degradations=degradations)  # fmt: skip
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
@@ -297,6 +316,8 @@ def train(
     card = model_card(config, model, weights_path, steps=step, total_steps=total_steps, train_sets=train_sets,
                       patches=patches, validation=final, wall_seconds=wall_before + time.monotonic() - start,
                       device=device)  # fmt: skip
+    if averaged is not None:
+        card["averaged_steps"] = averaged
     atomic_write_text(out_dir / f"{config.model}.json", json.dumps(card, indent=1) + "\n")
     return TrainResult(steps=step, stopped=stopped, weights=weights_path, checkpoint=checkpoint_path)
 

@@ -1,0 +1,56 @@
+"""Tail averaging: the mean of a run's weights over the last stretch of its schedule (`vdsr-train --average-from`).
+
+Averaging the checkpoints a cosine schedule passes through near its end gives a flatter, slightly better model than
+its last step alone (Izmailov et al. 2018, "Averaging weights leads to wider optima"). With --keep-checkpoints the
+trainer keeps a copy of each periodic checkpoint in OUTPUT/checkpoints/step-NNNNNNN.safetensors; the average is over
+the periodic steps from --average-from on and the last step, all equally weighted. The steps depend only on the
+config, never on where a run was stopped and resumed, so the same command gives the same average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vdsr.errors import ModelError, TrainingError
+from vdsr.train.checkpoint import load_checkpoint
+from vdsr.train.config import TrainConfig, config_from_json
+
+KEPT_FOLDER = "checkpoints"
+
+
+def kept_checkpoint(out_dir: Path, step: int) -> Path:
+    """Where --keep-checkpoints keeps the checkpoint of `step`."""
+    return out_dir / KEPT_FOLDER / f"step-{step:07d}.safetensors"
+
+
+def averaged_steps(first: int, last_step: int, every: int) -> list[int]:
+    """The steps averaged: the multiples of `every` from `first` on, and `last_step`. TrainingError when there is
+    no such stretch."""
+    if every < 1:
+        raise TrainingError("--average-from needs periodic checkpoints (--checkpoint-every > 0)")
+    if not 0 < first <= last_step:
+        raise TrainingError(f"--average-from {first} is not a step of this run (1..{last_step})")
+    start = -(-first // every) * every
+    return sorted({*range(start, last_step, every), last_step})
+
+
+def average_checkpoints(paths: Sequence[Path], config: TrainConfig, data_key: str) -> dict[str, torch.Tensor]:
+    """The mean (in float64, returned as float32) of the model tensors of `paths`, each a checkpoint of this config
+    (max_steps and bf16 aside) and data. TrainingError naming a missing or foreign file."""
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        if not path.is_file():
+            raise TrainingError(f"{path}: missing, so the average cannot be made (train with --keep-checkpoints)")
+        try:
+            saved = load_checkpoint(path)
+        except ModelError as error:
+            raise TrainingError(str(error)) from error
+        same = {"max_steps": config.max_steps, "bf16": config.bf16}
+        if config_from_json(saved.info["config"], **same) != config or saved.info["data"] != data_key:  # type: ignore[arg-type]
+            raise TrainingError(f"{path}: a checkpoint of another config or data, not of this run")
+        for name, tensor in saved.model.items():
+            total[name] = total.get(name, torch.zeros_like(tensor, dtype=torch.float64)) + tensor.double()
+    return {name: (tensor / len(paths)).float() for name, tensor in total.items()}

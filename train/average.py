@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vdsr.errors import ModelError, TrainingError
+from vdsr.errors import ModelError, TrainingError, UsageError
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.config import TrainConfig, config_from_json
 
@@ -26,13 +26,21 @@ def kept_checkpoint(out_dir: Path, step: int) -> Path:
     return out_dir / KEPT_FOLDER / f"step-{step:07d}.safetensors"
 
 
-def averaged_steps(first: int, last_step: int, every: int) -> list[int]:
-    """The steps averaged: the multiples of `every` from `first` on, and `last_step`. TrainingError when there is
-    no such stretch."""
+def check_average_from(first: int, every: int) -> None:
+    """UsageError unless `first` can start an average of checkpoints kept every `every` steps: before the patches
+    are built, as the run's last step is not known yet."""
     if every < 1:
-        raise TrainingError("--average-from needs periodic checkpoints (--checkpoint-every > 0)")
-    if not 0 < first <= last_step:
-        raise TrainingError(f"--average-from {first} is not a step of this run (1..{last_step})")
+        raise UsageError("--average-from needs periodic checkpoints (--checkpoint-every > 0)")
+    if first < 1:
+        raise UsageError(f"--average-from {first} is not a step (1 or more)")
+
+
+def averaged_steps(first: int, last_step: int, every: int) -> list[int]:
+    """The steps averaged: the multiples of `every` from `first` on, and `last_step`. UsageError when there is no
+    such stretch."""
+    check_average_from(first, every)
+    if first > last_step:
+        raise UsageError(f"--average-from {first} is past the run's last step ({last_step})")
     start = -(-first // every) * every
     return sorted({*range(start, last_step, every), last_step})
 
@@ -43,13 +51,17 @@ def average_checkpoints(paths: Sequence[Path], config: TrainConfig, data_key: st
     total: dict[str, torch.Tensor] = {}
     for path in paths:
         if not path.is_file():
-            raise TrainingError(f"{path}: missing, so the average cannot be made (train with --keep-checkpoints)")
+            raise TrainingError(f"{path}: missing, so the average cannot be made (that step's checkpoint was not "
+                                "kept: train with --keep-checkpoints, or average from a later step)")  # fmt: skip
         try:
             saved = load_checkpoint(path)
         except ModelError as error:
             raise TrainingError(str(error)) from error
-        same = {"max_steps": config.max_steps, "bf16": config.bf16}
-        if config_from_json(saved.info["config"], **same) != config or saved.info["data"] != data_key:  # type: ignore[arg-type]
+        try:
+            same = config_from_json(saved.info["config"], max_steps=config.max_steps, bf16=config.bf16)  # type: ignore[arg-type]
+        except TrainingError as error:
+            raise TrainingError(f"{path}: {error}") from error
+        if same != config or saved.info["data"] != data_key:
             raise TrainingError(f"{path}: a checkpoint of another config or data, not of this run")
         for name, tensor in saved.model.items():
             total[name] = total.get(name, torch.zeros_like(tensor, dtype=torch.float64)) + tensor.double()

@@ -20,6 +20,7 @@ from vdsr.bench.protocol import parse_scales
 from vdsr.catalogue import MODELS, Architecture, model_files
 from vdsr.console import Command, WorkProgress, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import EXIT_STOPPED_EARLY, TrainingError, UsageError, first_line
+from vdsr.train.average import check_average_from
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
 from vdsr.train.distributed import barrier, check_batch_size, process_group, rank_device, ranks_from_env
@@ -213,6 +214,8 @@ def main(
             except TrainingError as error:
                 raise UsageError(f"--init: {error}") from error
         check_batch_size(config.batch_size, ranks)
+        if average_from is not None:
+            check_average_from(average_from, config.checkpoint_every)
         stack.enter_context(process_group(torch_device, ranks))
         if resume and config.bf16 and not bf16_supported(torch_device):
             out.print(f"note: bf16 is slower than fp32 on {torch_device} here; --no-bf16 continues the run in fp32")

@@ -215,15 +215,22 @@ def train(
     elif checkpoint_path.is_file():
         raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --output")
 
-    if averaged is not None:  # fail now, not after the training, when kept checkpoints of steps done are missing
-        missing = [s for s in averaged if s <= step and s != last_step and not kept_checkpoint(out_dir, s).is_file()]
-        if missing:
-            raise TrainingError(f"--average-from: the checkpoints of steps {missing[:3]} were not kept "
-                                f"({kept_checkpoint(out_dir, missing[0]).parent} lacks them): it needs a run with "
-                                "--keep-checkpoints from the first of them on")  # fmt: skip
+    keeping = keep_checkpoints or kept_checkpoint(out_dir, 0).parent.is_dir()  # once kept, kept on every resume
+
+    def keep_copy() -> None:  # of the checkpoint just written: the periodic steps' and the last, as asked
+        periodic = config.checkpoint_every and (step % config.checkpoint_every == 0 or step == last_step)
+        if ranks.leader and periodic and (keeping or (averaged is not None and step in averaged)):
+            kept = kept_checkpoint(out_dir, step)
+            kept.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(kept, checkpoint_path.read_bytes())
+
+    if averaged is not None and ranks.leader:  # the kept checkpoints of the steps done: checked now, not at the end
+        if step and not kept_checkpoint(out_dir, step).is_file():
+            keep_copy()  # the restored checkpoint is that step's (a crash or failure came between it and its copy)
+        average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged if s <= step], config, patches.key)
     start = time.monotonic()
 
-    def checkpoint(*, keep: bool = False) -> None:
+    def checkpoint() -> None:
         if not ranks.leader:
             return
         bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -235,10 +242,7 @@ def train(
                 "wall_seconds": wall_before + time.monotonic() - start, "device": str(device)}  # fmt: skip
         save_checkpoint(checkpoint_path, Checkpoint(model.state_dict(), optimizer.state_dict(),
                                                     torch.get_rng_state(), info))  # fmt: skip
-        if keep and (keep_checkpoints or averaged is not None):
-            kept = kept_checkpoint(out_dir, step)
-            kept.parent.mkdir(exist_ok=True)
-            atomic_write_bytes(kept, checkpoint_path.read_bytes())
+        keep_copy()
 
     def log(record: dict[str, object]) -> None:
         if not ranks.leader:
@@ -295,12 +299,12 @@ def train(
                 on_progress(report)
                 losses, window_start, window_steps = [], time.monotonic(), 0
             if config.checkpoint_every and step % config.checkpoint_every == 0:
-                checkpoint(keep=True)
+                checkpoint()
             out_of_time = max_minutes is not None and time.monotonic() - start > max_minutes * 60
             if any_rank(bool(received) or out_of_time, ranks, device):  # every rank stops after the same step
                 stopped = f"signal {received[0]}" if received else "time limit" if out_of_time else "another rank"
                 break
-        checkpoint(keep=step == last_step)  # still under the signal guard: a SIGTERM now cannot cut it short
+        checkpoint()  # still under the signal guard: a SIGTERM now cannot cut it short
     weights_path = out_dir / f"{config.model}.safetensors"
     if step < last_step or not ranks.leader:  # rank 0 scores and writes the model
         weights = weights_path if step == last_step else None

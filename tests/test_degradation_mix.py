@@ -17,6 +17,7 @@ from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import Degradation, degrade
 from vdsr.errors import TrainingError
 from vdsr.networks import VDSR, VDSRConfig
+from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.cli import app as train_app
 from vdsr.train.cli import scale_weights
 from vdsr.train.config import config_from_json, recipe
@@ -166,6 +167,27 @@ def test_fine_tuning_starts_from_the_weights_it_names(tmp_path: Path) -> None:
               init=wide)  # fmt: skip
 
 
+def test_blend_init_mixes_the_trained_weights_with_those_the_run_started_from(tmp_path: Path) -> None:
+    start = tiny_weights(tmp_path / "start.safetensors", seed=5)
+    patches = build_patches([tiny_dataset(tmp_path / "tiny")], Mix(scales=(2,)), 12, stride=12,
+                            cache_dir=tmp_path / "cache")  # fmt: skip
+    config = recipe("fast", model_config=TINY, batch_size=4, epochs=1, max_steps=3, lr=1e-2, bf16=False,
+                    validate_every=0, init_from=weights_id(start))  # fmt: skip
+    cpu, run = torch.device("cpu"), tmp_path / "run"
+    train(config, patches, run, device=cpu, init=start)
+    trained = load_checkpoint(run / "checkpoint.safetensors").model
+    with pytest.raises(TrainingError, match="This run starts from start.safetensors"):  # the weights to blend with
+        train(config, patches, run, device=cpu, resume=True, blend_init=0.25)
+    train(config, patches, run, device=cpu, init=start, resume=True, blend_init=0.25)  # the finished run, blended
+    blended, _ = load_weights(run / "vdsr.safetensors")
+    reference, _ = load_weights(start)
+    for name, value in blended.state_dict().items():
+        expected = 0.75 * reference.state_dict()[name] + 0.25 * trained[name]
+        assert torch.allclose(value, expected, rtol=1e-5, atol=1e-7), name
+        assert not torch.allclose(value, trained[name], rtol=1e-5, atol=1e-7), name
+    assert json.loads((run / "vdsr.json").read_text())["blended_with_init"] == 0.25
+
+
 def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_path: Path) -> None:
     start = tiny_weights(tmp_path / "start.safetensors", seed=0)
     base = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--device", "cpu"]
@@ -198,3 +220,8 @@ def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_p
     assert card["scales"] == [3.5, 3.75, 4] and card["recipe"]["jpeg_quality"] == [40, 50]
     assert card["recipe"]["scale_weights"] == [1, 2, 1]
     assert [(c["scale"], c["degradation"]) for c in card["validation"]] == [(3.5, "jpeg:75")]
+    for extra, message in [(["--resume", "--init", str(start)], "is not the weights this run started from"),
+                           (["--resume", "--blend-init", "0.5"], "--blend-init 0.5: a weight 0 < A <= 1 for a "
+                                                                 "fine-tuning run")]:  # fmt: skip
+        result = runner.invoke(train_app, [*base, "--output", str(tmp_path / "run4"), *extra])
+        assert result.exit_code == 2 and message in result.stderr, (extra, result.output)

@@ -138,6 +138,15 @@ def main(
     keep_checkpoints: Annotated[
         bool, typer.Option("--keep-checkpoints", help="Keep a copy of each periodic checkpoint in OUTPUT/checkpoints.")
     ] = False,
+    blend_init: Annotated[
+        float | None,
+        typer.Option(
+            "--blend-init",
+            metavar="A",
+            help="Fine-tuning: weights (1 - A) x the --init ones + A x trained.",
+            show_default="1: the trained ones",
+        ),
+    ] = None,
     average_from: Annotated[
         int | None,
         typer.Option(
@@ -216,6 +225,8 @@ def main(
         check_batch_size(config.batch_size, ranks)
         if average_from is not None:
             check_average_from(average_from, config.checkpoint_every)
+        if blend_init is not None and not (0 < blend_init <= 1 and init_path and config.init_from):
+            raise UsageError(f"--blend-init {blend_init}: a weight 0 < A <= 1 for a fine-tuning run, with its --init")
         stack.enter_context(process_group(torch_device, ranks))
         if resume and config.bf16 and not bf16_supported(torch_device):
             out.print(f"note: bf16 is slower than fp32 on {torch_device} here; --no-bf16 continues the run in fp32")
@@ -258,7 +269,7 @@ def main(
             result = train(config, patches, output, device=torch_device, train_sets=train_sets,
                            validation_sets=validation_sets, final_sets=final, resume=resume, init=init_path,
                            max_minutes=max_minutes, keep_checkpoints=keep_checkpoints, average_from=average_from,
-                           on_progress=show, ranks=ranks)  # fmt: skip
+                           blend_init=blend_init, on_progress=show, ranks=ranks)  # fmt: skip
     out.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
         out.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
@@ -357,15 +368,21 @@ def settle_config(
     output: Path, options: Options, *, resume: bool, max_steps: int | None, device: torch.device
 ) -> TrainConfig:
     """The run's config: the recipe with the options given on top, or, with --resume, the checkpoint's own (only
-    --max-steps and --bf16/--no-bf16 may change). UsageError for a resume that cannot be done as asked."""
+    --max-steps and --bf16/--no-bf16 may change; --init may name the weights it started from again, for
+    --blend-init). UsageError for a resume that cannot be done as asked."""
     checkpoint_path = output / "checkpoint.safetensors"
     if resume:  # the run continues with the settings it started with
         if not checkpoint_path.is_file():
             raise UsageError(f"--resume: no checkpoint to continue: {checkpoint_path} does not exist")
-        given = sorted(f"--{k.replace('_', '-')}" for k, v in asdict(options).items() if v is not None and k != "bf16")
+        given = sorted(f"--{k.replace('_', '-')}" for k, v in asdict(options).items()
+                       if v is not None and k not in ("bf16", "init"))  # fmt: skip
         if given:
             raise UsageError(f"--resume: a resumed run keeps its settings; drop {', '.join(given)}")
-        return resume_config(checkpoint_path, max_steps, bf16=options.bf16)
+        config = resume_config(checkpoint_path, max_steps, bf16=options.bf16)
+        if options.init is not None and weights_id(init_weights(options.init)) != config.init_from:  # type: ignore[arg-type]
+            raise UsageError(f"--resume: --init {options.init} is not the weights this run started from "
+                             f"({config.init_from})")  # fmt: skip
+        return config
     stride = options.stride if options.stride is not None else options.patch_size  # default: patches do not overlap
     shape = {"epochs": options.epochs, "batch_size": options.batch_size, "patch_size": options.patch_size,
              "stride": stride, "lr": options.lr, "loss": options.loss and options.loss.value}  # fmt: skip

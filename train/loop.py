@@ -182,6 +182,7 @@ def train(
     max_minutes: float | None = None,
     keep_checkpoints: bool = False,
     average_from: int | None = None,
+    blend_init: float | None = None,
     on_progress: Callable[[StepReport], None] = lambda p: None,
     ranks: Ranks = SINGLE,
 ) -> TrainResult:
@@ -190,7 +191,8 @@ def train(
     protocol), at the end on `final_sets` (default: the same); the model card names `train_sets`. With several
     `ranks` (torchrun), see vdsr.train.distributed: rank 0 alone validates and writes. keep_checkpoints keeps a copy
     of each periodic checkpoint; with average_from (which keeps them too), the weights written at the end are the mean
-    of the kept ones from that step on (vdsr.train.average), the card says which."""
+    of the kept ones from that step on (vdsr.train.average), the card says which. blend_init A (fine-tuning): those
+    weights become (1 - A) * the `init` weights + A * themselves (WiSE-FT, Wortsman et al. 2022)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.safetensors"
     log_path = out_dir / "train_log.jsonl"
@@ -202,6 +204,7 @@ def train(
     last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     averaged = None if average_from is None else averaged_steps(average_from, last_step, config.checkpoint_every)
     model = new_model(config, device)
+    blend_start = None if blend_init is None else initial_state(init, config)  # checked before any step is trained
     scales, degradations = config.validation_cells()
     if config.init_from is not None and not (resume and checkpoint_path.is_file()):
         model.load_state_dict(initial_state(init, config))
@@ -312,6 +315,9 @@ def train(
 
     if averaged is not None:
         model.load_state_dict(average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged], config, patches.key))
+    if blend_start is not None and blend_init is not None:
+        state = model.state_dict()
+        model.load_state_dict({k: torch.lerp(blend_start[k].to(v), v, blend_init) for k, v in state.items()})
     final = validate(model, config.model, datasets=final_sets or validation_sets, scales=scales, device=device,
                      degradations=degradations)  # fmt: skip
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
@@ -322,6 +328,8 @@ def train(
                       device=device)  # fmt: skip
     if averaged is not None:
         card["averaged_steps"] = averaged
+    if blend_init is not None:
+        card["blended_with_init"] = blend_init  # weights: (1 - this) * recipe.init_from + this * trained
     atomic_write_text(out_dir / f"{config.model}.json", json.dumps(card, indent=1) + "\n")
     return TrainResult(steps=step, stopped=stopped, weights=weights_path, checkpoint=checkpoint_path)
 

@@ -30,6 +30,7 @@ class Method(str, Enum):
     bicubic = "bicubic"
     srcnn = "srcnn"
     vdsr = "vdsr"
+    vdsr_real = "vdsr_real"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A shipped model is a set of files beside this module (package data): NAME.safetensors (weights), NAME.json (its model
 card: architecture, trained scales, halo, measured PSNR, ...) and ONNX graphs NAME.onnx (fp32), NAME_fp16.onnx and
-NAME_int8.onnx. SRCNN ships one model per scale, as in its paper: srcnn (x2), srcnn_x3, srcnn_x4.
+NAME_int8.onnx. vdsr is the paper's (clean small images, x2-x4); vdsr_real the same network fine-tuned for real
+small images (JPEG, noise) at any scale from x1.5 to x4. SRCNN ships one model per scale, as in its paper: srcnn
+(x2), srcnn_x3, srcnn_x4.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Architecture(str, Enum):
 
 
 # the shipped models by family: what vdsr-bench scores as one method (SRCNN: one model per scale, as in its paper)
-FAMILIES = {"vdsr": ("vdsr",), "srcnn": ("srcnn", "srcnn_x3", "srcnn_x4")}
+FAMILIES = {"vdsr": ("vdsr",), "vdsr_real": ("vdsr_real",), "srcnn": ("srcnn", "srcnn_x3", "srcnn_x4")}
 MODELS = tuple(name for family in FAMILIES.values() for name in family)  # in the order the commands list them
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX graphs a model can come as (vdsr-export)
 DEFAULT_OPSET = 18  # the ONNX opset vdsr-export writes (TensorRT 10 and ONNX Runtime >= 1.17 read it)

@@ -63,7 +63,7 @@ def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str,
     with pytest.raises(ValueError, match="expected an .onnx graph or .safetensors"):
         model_files(tmp_path / "model.pt")
     with pytest.raises(
-        ValueError, match=r"expected a shipped model \(vdsr, srcnn, srcnn_x3, srcnn_x4\) or an existing"
+        ValueError, match=r"expected a shipped model \(vdsr, vdsr_real, srcnn, srcnn_x3, srcnn_x4\) or an existing"
     ):
         model_files(tmp_path / "missing.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
@@ -114,6 +114,7 @@ def test_upscaler_types_in_and_out(tiny_model: dict[str, Path]) -> None:
     upscaler.upscale(rgb, 1.5)
     warned = [line for line in lines if "outside the scales the model was trained for" in line]
     assert len(warned) == 1 and "worse than bicubic" in warned[0]
+    assert warned[0].endswith("models trained for x1.5: vdsr_real")  # the shipped one that is
     upscaler.upscale(rgb[:8, :8], 5)  # above them: nothing measured, and said so
     assert "not measured" in lines[-1] and "x5 is outside" in lines[-1]
 

@@ -26,9 +26,11 @@ def kept_checkpoint(out_dir: Path, step: int) -> Path:
     return out_dir / KEPT_FOLDER / f"step-{step:07d}.safetensors"
 
 
-def check_average_from(first: int, every: int) -> None:
-    """UsageError unless `first` can start an average of checkpoints kept every `every` steps: before the patches
-    are built, as the run's last step is not known yet."""
+def check_average_from(first: int | None, every: int) -> None:
+    """UsageError unless `first` (None: no average) can start an average of checkpoints kept every `every` steps:
+    before the patches are built, as the run's last step is not known yet."""
+    if first is None:
+        return
     if every < 1:
         raise UsageError("--average-from needs periodic checkpoints (--checkpoint-every > 0)")
     if first < 1:

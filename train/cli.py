@@ -139,21 +139,10 @@ def main(
         bool, typer.Option("--keep-checkpoints", help="Keep a copy of each periodic checkpoint in OUTPUT/checkpoints.")
     ] = False,
     blend_init: Annotated[
-        float | None,
-        typer.Option(
-            "--blend-init",
-            metavar="A",
-            help="Fine-tuning: weights (1 - A) x the --init ones + A x trained.",
-            show_default="1: the trained ones",
-        ),
+        float | None, typer.Option("--blend-init", metavar="A", help="Fine-tuning: (1 - A) x --init + A x trained.")
     ] = None,
     average_from: Annotated[
-        int | None,
-        typer.Option(
-            "--average-from",
-            help="Weights: the mean of the kept checkpoints from this step to the end.",
-            show_default="the last step's alone",
-        ),
+        int | None, typer.Option("--average-from", help="Weights: the mean of the kept checkpoints from this step on.")
     ] = None,
     epochs: Annotated[
         float | None, typer.Option("--epochs", help="Schedule length.", show_default=recipe_default("epochs"))
@@ -216,15 +205,12 @@ def main(
         init_path = init_weights(init)
         config = settle_config(output, options, resume=resume, max_steps=max_steps, device=torch_device)
         if init_path is not None:
-            try:
-                initial_state(
-                    init_path, config
-                )  # before the patches are built: a file that does not fit is refused now
+            try:  # before the patches are built: a file that does not fit is refused now
+                initial_state(init_path, config)
             except TrainingError as error:
                 raise UsageError(f"--init: {error}") from error
         check_batch_size(config.batch_size, ranks)
-        if average_from is not None:
-            check_average_from(average_from, config.checkpoint_every)
+        check_average_from(average_from, config.checkpoint_every)
         if blend_init is not None and not (0 < blend_init <= 1 and init_path and config.init_from):
             raise UsageError(f"--blend-init {blend_init}: a weight 0 < A <= 1 for a fine-tuning run, with its --init")
         stack.enter_context(process_group(torch_device, ranks))

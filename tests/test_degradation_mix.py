@@ -20,8 +20,8 @@ from vdsr.networks import VDSR, VDSRConfig
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.cli import app as train_app
 from vdsr.train.cli import scale_weights
-from vdsr.train.config import config_from_json, recipe
-from vdsr.train.data import Mix, build_patches, image_draws, patch_key
+from vdsr.train.config import TrainConfig, config_from_json, recipe
+from vdsr.train.data import Mix, PatchSet, build_patches, image_draws, patch_key
 from vdsr.train.loop import train, weights_id
 from vdsr.weights import load_weights, save_weights
 
@@ -144,12 +144,18 @@ def tiny_weights(path: Path, seed: int) -> Path:
     return path
 
 
-def test_fine_tuning_starts_from_the_weights_it_names(tmp_path: Path) -> None:
+def fine_tuning(tmp_path: Path, *, max_steps: int, lr: float) -> tuple[Path, PatchSet, TrainConfig]:
+    """Tiny start weights, a patch set of tiny images, and a config that fine-tunes from those weights."""
     start = tiny_weights(tmp_path / "start.safetensors", seed=5)
     patches = build_patches([tiny_dataset(tmp_path / "tiny")], Mix(scales=(2,)), 12, stride=12,
                             cache_dir=tmp_path / "cache")  # fmt: skip
-    config = recipe("fast", model_config=TINY, batch_size=4, epochs=1, max_steps=1, lr=1e-12, bf16=False,
+    config = recipe("fast", model_config=TINY, batch_size=4, epochs=1, max_steps=max_steps, lr=lr, bf16=False,
                     validate_every=0, init_from=weights_id(start))  # fmt: skip
+    return start, patches, config
+
+
+def test_fine_tuning_starts_from_the_weights_it_names(tmp_path: Path) -> None:
+    start, patches, config = fine_tuning(tmp_path, max_steps=1, lr=1e-12)
     train(config, patches, tmp_path / "run", device=torch.device("cpu"), init=start)
     tuned, _ = load_weights(tmp_path / "run" / "vdsr.safetensors")
     reference, _ = load_weights(start)
@@ -168,11 +174,7 @@ def test_fine_tuning_starts_from_the_weights_it_names(tmp_path: Path) -> None:
 
 
 def test_blend_init_mixes_the_trained_weights_with_those_the_run_started_from(tmp_path: Path) -> None:
-    start = tiny_weights(tmp_path / "start.safetensors", seed=5)
-    patches = build_patches([tiny_dataset(tmp_path / "tiny")], Mix(scales=(2,)), 12, stride=12,
-                            cache_dir=tmp_path / "cache")  # fmt: skip
-    config = recipe("fast", model_config=TINY, batch_size=4, epochs=1, max_steps=3, lr=1e-2, bf16=False,
-                    validate_every=0, init_from=weights_id(start))  # fmt: skip
+    start, patches, config = fine_tuning(tmp_path, max_steps=3, lr=1e-2)
     cpu, run = torch.device("cpu"), tmp_path / "run"
     train(config, patches, run, device=cpu, init=start)
     trained = load_checkpoint(run / "checkpoint.safetensors").model

@@ -139,10 +139,10 @@ def main(
         bool, typer.Option("--keep-checkpoints", help="Keep a copy of each periodic checkpoint in OUTPUT/checkpoints.")
     ] = False,
     blend_init: Annotated[
-        float | None, typer.Option("--blend-init", metavar="A", help="Fine-tuning: (1 - A) x --init + A x trained.")
+        float | None, typer.Option("--blend-init", metavar="A", help="(1-A) x --init + A x trained.", show_default="1")
     ] = None,
     average_from: Annotated[
-        int | None, typer.Option("--average-from", help="Weights: the mean of the kept checkpoints from this step on.")
+        int | None, typer.Option("--average-from", help="Mean of kept checkpoints from this step.", show_default="no")
     ] = None,
     epochs: Annotated[
         float | None, typer.Option("--epochs", help="Schedule length.", show_default=recipe_default("epochs"))

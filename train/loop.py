@@ -204,13 +204,15 @@ def train(
     last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     averaged = None if average_from is None else averaged_steps(average_from, last_step, config.checkpoint_every)
     model = new_model(config, device)
-    blend_start = None if blend_init is None else initial_state(init, config)  # checked before any step is trained
+    resuming = resume and checkpoint_path.is_file()
+    needs_start = blend_init is not None or (config.init_from is not None and not resuming)
+    start_state = initial_state(init, config) if needs_start else None  # checked before any step is trained
     scales, degradations = config.validation_cells()
-    if config.init_from is not None and not (resume and checkpoint_path.is_file()):
-        model.load_state_dict(initial_state(init, config))
+    if start_state is not None and not resuming:
+        model.load_state_dict(start_state)
     optimizer = make_optimizer(config, model)
     step, wall_before = 0, 0.0
-    if resume and checkpoint_path.is_file():
+    if resuming:
         step, wall_before = restore(checkpoint_path, config, patches, model=model, optimizer=optimizer)
         if log_path.is_file() and ranks.leader:  # drop what was logged after the checkpoint: those steps run again
             kept = [line for line in log_path.read_text().splitlines() if logged_step(line) <= step]
@@ -315,9 +317,9 @@ def train(
 
     if averaged is not None:
         model.load_state_dict(average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged], config, patches.key))
-    if blend_start is not None and blend_init is not None:
+    if blend_init is not None and start_state is not None:
         state = model.state_dict()
-        model.load_state_dict({k: torch.lerp(blend_start[k].to(v), v, blend_init) for k, v in state.items()})
+        model.load_state_dict({k: torch.lerp(start_state[k].to(v), v, blend_init) for k, v in state.items()})
     final = validate(model, config.model, datasets=final_sets or validation_sets, scales=scales, device=device,
                      degradations=degradations)  # fmt: skip
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))

@@ -210,3 +210,21 @@ def test_auto_skips_an_int8_graph_not_within_its_bar(
         assert backend.precision == "fp32" and backend.why == "the int8 graph is not within its PSNR cost bar"
     with backends._open("onnxruntime-cpu", costly, "int8") as backend:
         assert backend.precision == "int8"  # asked for: given
+
+
+def test_channel_equalisation_changes_the_weights_not_the_function(tiny_model: dict[str, Path]) -> None:
+    """vdsr.bench.int8_equalise (an experiment): rescaling across each Conv-ReLU-Conv pair is exact in fp32."""
+    import onnxruntime as ort
+
+    from vdsr.bench.int8_equalise import equalised
+
+    model = onnx.load(str(tiny_model["onnx"]))
+    rng = np.random.default_rng(0)
+    batches = [rng.random((2, 1, 24, 24), dtype=np.float32) for _ in range(2)]
+    variant = equalised(model, batches, 0.5)
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in variant.graph.initializer}
+    assert all(not np.allclose(before[n], after[n]) for n in before if n.endswith("weight"))
+    name, x = model.graph.input[0].name, rng.random((1, 1, 40, 40), dtype=np.float32)
+    outputs = [ort.InferenceSession(m.SerializeToString()).run(None, {name: x})[0] for m in (model, variant)]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)

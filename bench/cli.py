@@ -25,7 +25,7 @@ from vdsr.bench.harness import (
     shipped_weights,
     weights_runner,
 )
-from vdsr.bench.protocol import BICUBIC, parse_degradation, parse_scales
+from vdsr.bench.protocol import BICUBIC, parse_degradation
 from vdsr.bench.report import (
     COMPARISON_HEADER,
     comparison_rows,
@@ -49,6 +49,7 @@ from vdsr.console import (
 )
 from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
 from vdsr.files import sha256_file, unwritable_folder
+from vdsr.scale import parse_scales
 
 app = make_app(__doc__)
 

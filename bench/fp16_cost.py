@@ -17,12 +17,13 @@ import typer
 
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
-from vdsr.bench.protocol import parse_scales
 from vdsr.bench.report import environment
 from vdsr.console import error_console, exit_on_errors
 from vdsr.errors import VdsrError
 from vdsr.files import atomic_write_text
+from vdsr.model import Model
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.scale import parse_scales
 
 BAR_DB = 0.005
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -46,12 +47,14 @@ def main(
     except VdsrError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
-    for precision, path in (("fp32", fp32), ("fp16", fp16)):
-        found = backends[precision].metadata.get("precision")
-        if found != precision:
-            typer.echo(f"error: {path} is not an {precision} graph of this package (its precision: {found})", err=True)
+    graphs = {precision: next(iter(Model.load(path).graphs.values())) for precision, path in (("fp32", fp32),
+                                                                                              ("fp16", fp16))}
+    for precision, graph in graphs.items():
+        if graph.precision != precision:
+            typer.echo(f"error: {graph.path} is not an {precision} graph of this package (its precision: "
+                       f"{graph.precision})", err=True)  # fmt: skip
             raise typer.Exit(1)
-    if backends["fp32"].metadata.get("weights_sha256") != backends["fp16"].metadata.get("weights_sha256"):
+    if graphs["fp32"].weights_sha256 != graphs["fp16"].weights_sha256:
         typer.echo(f"error: {fp32} and {fp16} were exported from different weights", err=True)
         raise typer.Exit(1)
     run = run_bench(datasets, scales, [backend_runner(b, name) for name, b in backends.items()])

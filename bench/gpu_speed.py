@@ -109,7 +109,7 @@ def variants(model: VDSR | SRCNN, device: torch.device, onnx_fp16: Path | None) 
     def onnxruntime_cuda_fp16() -> Net:
         if onnx_fp16 is None or device.type != "cuda":
             raise RuntimeError("needs CUDA and --onnx-fp16")
-        backend = OnnxRuntimeBackend(onnx_fp16, cuda_providers())
+        backend = OnnxRuntimeBackend(onnx_fp16, providers=cuda_providers())
         if backend.name != "onnxruntime-cuda":
             raise RuntimeError("onnxruntime has no working CUDA provider")
         return lambda x: torch.from_numpy(backend(x.cpu().numpy())).to(device)  # host I/O included

@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr.architectures import Architecture
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import BICUBIC, Degradation, degrade, scorable, score
-from vdsr.catalogue import FAMILIES, Architecture, family_architecture, model_files, shipped
+from vdsr.catalogue import FAMILIES, family_architecture, shipped
 from vdsr.errors import ImageError, ModelError
+from vdsr.model import Model
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
-from vdsr.runtime.backends.selection import open_backend
+from vdsr.runtime.backends.opening import open_chosen
+from vdsr.runtime.backends.specs import Request
 from vdsr.runtime.images import load_image
 from vdsr.runtime.resize import imresize
 
@@ -75,8 +78,8 @@ def shipped_weights(method: Method) -> list[Path]:
     """The shipped models of a learnt method: each one's ONNX graph where shipped, else its safetensors."""
     paths = []
     for name in FAMILIES[method.value]:  # SRCNN comes as one model per scale, as in its paper
-        files = model_files(name)
-        path = files.graphs.get("fp32") or files.weights  # model_files refuses a model with neither
+        model = Model.load(name)
+        path = model.graphs["fp32"].path if "fp32" in model.graphs else model.weights  # Model refuses neither
         if path is not None:
             paths.append(path)
     if not paths:
@@ -90,11 +93,12 @@ def weights_runner(path: Path) -> MethodRunner:
     Runtime (no PyTorch), or .safetensors on PyTorch (CPU, fp32)."""
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file")
+    model = Model.load(path)
     if path.suffix == ".onnx":
-        backend: Backend = OnnxRuntimeBackend(path, require_halo=False)  # whole images: no tiles, no halo needed
+        backend: Backend = OnnxRuntimeBackend(model)  # whole images: no tiles, no halo needed
     else:
-        backend = open_backend("torch-cpu", path)  # PyTorch only where a learnt model's weights are asked for
-    architecture = backend.architecture
+        backend = open_chosen(model, Request("torch-cpu"))  # PyTorch only where a learnt model's weights are asked for
+    architecture = model.architecture
     if architecture is None or architecture not in tuple(a.value for a in Architecture):
         raise ModelError(f"{path}: the model does not say it holds vdsr or srcnn weights (architecture metadata)")
     return backend_runner(backend, architecture)

@@ -14,11 +14,11 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
-import onnx
 import typer
 
 from vdsr.bench.report import environment
 from vdsr.files import atomic_write_text
+from vdsr.model import Model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -27,20 +27,21 @@ ROW_KEYS = {"cost_db", "bar_db", "within_bar", "kept_fp32", "calibration", "sele
 
 
 def recorded(graph: Path) -> dict[str, Any]:
-    meta = {p.key: p.value for p in onnx.load(str(graph)).metadata_props}
-    if meta.get("precision") != "int8" or "int8_bar_db" not in meta:
+    model = Model.load(graph)
+    facts = next(iter(model.graphs.values()))
+    if facts.int8 is None:
         raise typer.BadParameter(f"{graph}: not an int8 graph with a measured cost (vdsr-export --int8)")
     return {
         "graph": str(graph),
-        "architecture": meta["architecture"],
-        "scales": json.loads(meta["scales"]),
-        "weights_sha256": meta["weights_sha256"],
-        "calibration": meta["calibration"],
-        "kept_fp32": json.loads(meta["int8_kept_fp32"]),
-        "selection": meta["int8_selection"],
-        "cost_db": json.loads(meta["int8_cost_db"]),
-        "bar_db": json.loads(meta["int8_bar_db"]),
-        "within_bar": meta["int8_within_bar"] == "true",
+        "architecture": model.architecture,
+        "scales": list(model.scales),
+        "weights_sha256": facts.weights_sha256,
+        "calibration": facts.int8.calibration,
+        "kept_fp32": facts.int8.kept_fp32,
+        "selection": facts.int8.selection,
+        "cost_db": facts.int8.cost_db,
+        "bar_db": facts.int8.bar_db,
+        "within_bar": facts.int8.within_bar,
         "size_mb": round(graph.stat().st_size / 1e6, 2),
     }
 

@@ -27,9 +27,9 @@ from numpy.typing import NDArray
 from onnx import numpy_helper
 
 from vdsr.bench.report import environment
-from vdsr.catalogue import trained_scales
 from vdsr.export.quantize import METHODS, Quantiser, calibration_batches, selection_cost, selection_probes
 from vdsr.files import atomic_write_text
+from vdsr.model import Model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -82,7 +82,7 @@ def main(
     if unknown := set(method) - set(METHODS):
         raise typer.BadParameter(f"{sorted(unknown)}: calibration methods are {', '.join(METHODS)}")
     model = onnx.load(str(graph))
-    scales = trained_scales({p.key: p.value for p in model.metadata_props}["scales"])
+    scales = list(Model.load(graph).scales)
     batches = calibration_batches(data_dir, scales)
     probes = selection_probes(data_dir, scales)
     results: dict[str, dict[str, dict[str, float]]] = {}

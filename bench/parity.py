@@ -20,8 +20,9 @@ import torch
 import typer
 
 from vdsr.bench.report import environment
-from vdsr.catalogue import MODELS, model_files
+from vdsr.catalogue import MODELS
 from vdsr.files import atomic_write_text, sha256_file
+from vdsr.model import Model
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 from vdsr.weights import load_weights
 
@@ -40,13 +41,14 @@ def main(
     rows = []
     hashes: dict[str, str] = {}  # the shipped graphs measured
     for name in MODELS:
-        files = model_files(name)
-        if files.weights is None:
+        shipped = Model.load(name)
+        if shipped.weights is None:
             typer.echo(f"{name}: not shipped, skipped", err=True)
             continue
-        model, _ = load_weights(files.weights)
-        for precision, graph in files.graphs.items():
-            backend = OnnxRuntimeBackend(graph)
+        model, _ = load_weights(shipped.weights)
+        for precision, file in shipped.graphs.items():
+            graph = file.path
+            backend = OnnxRuntimeBackend(shipped, precision)
             hashes[graph.name] = sha256_file(graph)
             for x in inputs:
                 with torch.inference_mode():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -28,28 +28,6 @@ from vdsr.bench.metrics import SSIM_WINDOW, psnr, ssim
 from vdsr.errors import UsageError
 from vdsr.runtime.color import rgb_to_y
 from vdsr.runtime.resize import imresize, modcrop
-
-MAX_SCALE = 8  # as the runtime
-
-
-def parse_scales(values: Iterable[str]) -> list[float]:
-    """'2,3,4' or repeated --scale values -> [2, 3, 4]. Integers are the paper's protocol; a scale between them must
-    be a multiple of 1/4 (1.5, 2.5, 3.25: exact in binary, so every size it gives is exact) in 1 < s <= 8. Integer
-    values stay ints (2, not 2.0) in results."""
-    scales: list[float] = []
-    for value in values:
-        for part in value.split(","):
-            try:
-                number = float(part.strip())
-            except ValueError:
-                number = 0.0
-            if not (1 < number <= MAX_SCALE and (number * 4).is_integer()):
-                raise UsageError(f"--scale: a scale is a number in 1 < s <= {MAX_SCALE}, an integer (the paper's "
-                                 f"protocol) or a multiple of 0.25 (1.5, 2.5), got {part.strip()!r}")  # fmt: skip
-            scale = int(number) if number.is_integer() else number
-            if scale not in scales:
-                scales.append(scale)
-    return scales
 
 
 def crop_multiple(scale: float) -> int:

@@ -31,9 +31,9 @@ from PIL import Image
 from vdsr.bench.report import environment
 from vdsr.errors import UsageError, VdsrError
 from vdsr.files import atomic_write_text
+from vdsr.runtime.batching import tiled
 from vdsr.runtime.color import rgb_to_y
 from vdsr.runtime.resize import imresize
-from vdsr.runtime.tiling import tiled
 from vdsr.runtime.upscaler import GIB, Upscaler
 
 app = typer.Typer(add_completion=False, help=__doc__)

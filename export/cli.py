@@ -15,9 +15,31 @@ from vdsr.console import Command, error_console, exit_on_errors, make_app, safe,
 from vdsr.errors import UsageError
 from vdsr.export.triton import engine_model, onnx_model, write_model
 from vdsr.files import sha256_file, unwritable_folder
-from vdsr.runtime.backends.tensorrt import DEFAULT_PROFILE, Profile, TensorRTUnavailable, parse_shape, require_tensorrt
+from vdsr.model import Model
+from vdsr.runtime.backends.specs import DEFAULT_TILE, GPU_BATCH, Profile, Shape, profile_for
+from vdsr.runtime.backends.tensorrt import TensorRTUnavailable, build_engine, parse_shape, require_tensorrt
 
 app = make_app(__doc__)
+RUNTIME_PROFILE = f"the runtime's windows: batch {GPU_BATCH} of {DEFAULT_TILE} + 2 x halo a side"
+
+
+def given_shapes(texts: tuple[str | None, str | None, str | None]) -> tuple[Shape | None, ...]:
+    """--min/--opt/--max as given (None: not given); UsageError for a shape that is not NxHxW."""
+    try:
+        return tuple(parse_shape(text) if text else None for text in texts)
+    except UsageError as error:
+        raise UsageError(f"--min/--opt/--max: {error}") from error
+
+
+def engine_profile(halo: int, given: tuple[Shape | None, ...]) -> Profile:
+    """The engine's profile: the windows vdsr-run sends with its default tile and batch (profile_for), each of
+    --min/--opt/--max given replacing its shape. UsageError for shapes out of order."""
+    runtime = profile_for(DEFAULT_TILE, GPU_BATCH, halo)
+    shapes = [shape or default for shape, default in zip(given, (runtime.min, runtime.opt, runtime.max), strict=True)]
+    try:
+        return Profile(*shapes)
+    except UsageError as error:
+        raise UsageError(f"--min/--opt/--max: {error}") from error
 
 
 def default_output(weights: Path, precision: str) -> Path:
@@ -65,31 +87,28 @@ def main(
             "--engine", help="Also build a TensorRT engine here (needs TensorRT and a GPU).", show_default="no engine"
         ),
     ] = None,
-    profile_min: Annotated[str, typer.Option("--min", help="Engine profile min, NxHxW.")] = "x".join(
-        map(str, DEFAULT_PROFILE.min)
-    ),
-    profile_opt: Annotated[str, typer.Option("--opt", help="Engine profile opt (tile shape), NxHxW.")] = "x".join(
-        map(str, DEFAULT_PROFILE.opt)
-    ),
-    profile_max: Annotated[str, typer.Option("--max", help="Engine profile max, NxHxW.")] = "x".join(
-        map(str, DEFAULT_PROFILE.max)
-    ),
+    profile_min: Annotated[
+        str | None, typer.Option("--min", help="Engine profile min, NxHxW.", show_default=RUNTIME_PROFILE)
+    ] = None,
+    profile_opt: Annotated[
+        str | None, typer.Option("--opt", help="Engine profile opt (tile shape), NxHxW.", show_default=RUNTIME_PROFILE)
+    ] = None,
+    profile_max: Annotated[
+        str | None, typer.Option("--max", help="Engine profile max, NxHxW.", show_default=RUNTIME_PROFILE)
+    ] = None,
     version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Export VDSR or SRCNN weights to ONNX, checked with onnx.checker (full check). Everything that can be checked
     is checked before the export starts: the options, the data --int8 needs, the GPU and TensorRT --engine needs."""
     err = error_console()
     with exit_on_errors(err):
-        try:
-            profile = Profile(parse_shape(profile_min), parse_shape(profile_opt), parse_shape(profile_max))
-        except UsageError as error:
-            raise UsageError(f"--min/--opt/--max: {error}") from error
+        shapes = given_shapes((profile_min, profile_opt, profile_max))
+        if triton_repo is not None and engine is not None and shapes[0] is not None and shapes[0][0] != 1:
+            raise UsageError("--triton-repo --engine: Triton sends batches of 1 and up: --min's batch must be 1")
         if fp16 and int8:
             raise UsageError("choose one of --fp16 and --int8")
         if force and not int8:
             raise UsageError("--force is for --int8 (a graph over the int8 cost bar)")
-        if triton_repo is not None and engine is not None and profile.min[0] != 1:
-            raise UsageError("--triton-repo --engine: Triton sends batches of 1 and up: --min's batch must be 1")
         if int8 and engine is not None:  # TensorRT wants symmetric int8 Q/DQ; this graph's activations are uint8
             raise UsageError("the int8 graph is for ONNX Runtime on CPUs; build engines from fp32 or --fp16")
         if engine is not None:
@@ -106,6 +125,7 @@ def main(
         source = weights or shipped(f"{model or 'vdsr'}.safetensors")
         if not source.is_file():
             raise UsageError(f"--{'weights' if weights else 'model'}: {source} is not a file")
+        profile = engine_profile(Model.load(source).halo or 0, shapes)
         if int8:  # the calibration and validation images, verified, before any work
             from vdsr.export.quantize import CALIBRATION_SET, SELECTION_SET, VALIDATION_SETS  # imports onnx
 
@@ -142,7 +162,7 @@ def _export(
         warnings.simplefilter("ignore")
         import onnx
 
-        from vdsr.export.onnx import export_onnx, onnx_metadata, save_onnx
+        from vdsr.export.onnx import export_onnx, save_onnx
         from vdsr.export.quantize import quantize_int8
         from vdsr.weights import load_weights
 
@@ -155,9 +175,9 @@ def _export(
             proto = onnx.load(str(target))
         else:
             save_onnx(proto, target)
-    meta = onnx_metadata(proto)
+    made = Model.load(target)
     size = target.stat().st_size / 1e6
-    summary = f"{meta['architecture']} {meta['precision']}, scales {meta['scales']}, halo {meta['halo']}"
+    summary = f"{made.architecture} {precision}, scales {list(made.scales)}, halo {made.halo}"
     names = {"input_name": proto.graph.input[0].name, "output_name": proto.graph.output[0].name}
     if triton_repo is None:
         err.print(f"wrote {safe(target)}: {summary}, opset {proto.opset_import[0].version}, {size:.2f} MB")
@@ -165,9 +185,7 @@ def _export(
         folder = write_model(triton_repo, onnx_model(target.stem, precision, **names), target)
         err.print(f"wrote Triton model {safe(folder)}: {summary}, {size:.2f} MB")
     if engine is not None:  # the graph is written whatever happens to the engine (exit 1 if it fails)
-        from vdsr.runtime.backends.tensorrt import build_engine
-
-        built = build_engine(target, profile, destination=engine)
+        built = build_engine(target, profile, precision=precision, destination=engine)
         err.print(f"wrote {safe(built)} (TensorRT engine, profile {profile})")
         if triton_repo is not None:
             served = engine_model(target.stem, precision, max_batch=profile.max[0], **names)

@@ -1,13 +1,13 @@
 """VDSR/SRCNN to ONNX: one self-contained file, input (N, 1, H, W) with N, H and W dynamic, fp32 or fp16 arithmetic.
 
 The fp16 graph keeps weights, arithmetic and I/O in fp16 (no Cast nodes: TensorRT 11's strongly typed builder and
-ONNX Runtime CUDA run it as is; callers hand in fp16 arrays). metadata_props describe what the runtime needs:
-architecture, trained scales, colour convention, halo (receptive-field radius) and the source weights' SHA-256.
+ONNX Runtime CUDA run it as is; callers hand in fp16 arrays). metadata_props describe what the runtime needs
+(vdsr.metadata.graph_metadata): architecture, trained scales, colour convention, halo (receptive-field radius) and
+the source weights' SHA-256.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -20,11 +20,11 @@ import torch
 from vdsr._version import __version__
 from vdsr.catalogue import DEFAULT_OPSET
 from vdsr.files import atomic_write_bytes
-from vdsr.networks import SRCNN, VDSR, architecture_of, model_config
+from vdsr.metadata import COLOR_CONVENTION, graph_metadata
+from vdsr.networks import SRCNN, VDSR, architecture_of
 
 INPUT_NAME = "ilr"
 OUTPUT_NAME = "sr"
-COLOR_CONVENTION = "Y of BT.601 studio-range YCbCr, in [0, 1]; input is the MATLAB-bicubic upscaled image (ILR)"
 
 
 @contextmanager
@@ -58,19 +58,9 @@ def export_onnx(
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
     architecture = architecture_of(model)
-    metadata = {
-        "architecture": architecture,
-        "config": json.dumps(model_config(model)),
-        "scales": json.dumps(scales),
-        "color": COLOR_CONVENTION,
-        "halo": str(model.halo),
-        "precision": "fp16" if fp16 else "fp32",
-        "weights_sha256": weights_sha256,
-        "producer": f"vdsr {__version__}, torch {torch.__version__}",
-    }
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
+    metadata = graph_metadata(model.config, scales, precision="fp16" if fp16 else "fp32", weights_sha256=weights_sha256,
+                              producer=f"vdsr {__version__}, torch {torch.__version__}")  # fmt: skip
+    set_metadata(proto, metadata)
     proto.doc_string = f"{architecture.upper()} super-resolution: {COLOR_CONVENTION}"
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -80,5 +70,8 @@ def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
     atomic_write_bytes(path, proto.SerializeToString())
 
 
-def onnx_metadata(proto: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
+def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """The graph's metadata_props become `metadata` (vdsr.metadata writes what they hold)."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)

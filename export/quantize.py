@@ -37,10 +37,12 @@ from numpy.typing import NDArray
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
 from vdsr.bench.protocol import BICUBIC, Degradation, degrade, shave
-from vdsr.catalogue import trained_scales
 from vdsr.errors import DatasetError, ModelError, first_line
-from vdsr.export.onnx import quiet_logger
+from vdsr.export.onnx import quiet_logger, set_metadata
 from vdsr.files import atomic_write_bytes
+from vdsr.metadata import int8_metadata
+from vdsr.model import Model
+from vdsr.onnx_file import read_onnx
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 from vdsr.runtime.images import load_image
 
@@ -262,11 +264,11 @@ def quantize_int8(
 ) -> dict[str, str]:
     """Write the int8 graph of `fp32_graph` to `output`; returns what was recorded in its metadata. A graph whose cost
     on Set5/Set14 exceeds BAR_DB in any cell is not written (ModelError) unless `force`."""
-    fp32 = onnx.load(str(fp32_graph))
-    metadata = {p.key: p.value for p in fp32.metadata_props}
-    if metadata.get("precision") != "fp32":
-        raise ModelError(f"{fp32_graph}: quantise the fp32 graph, not a {metadata.get('precision')} one")
-    scales = trained_scales(metadata["scales"])  # 1.5 stays 1.5
+    given = Model.load(fp32_graph)
+    precision = next(iter(given.graphs))
+    if precision != "fp32":
+        raise ModelError(f"{fp32_graph}: quantise the fp32 graph, not a {precision} one")
+    scales = list(given.scales)  # 1.5 stays 1.5
     with tempfile.TemporaryDirectory() as tmp:
         quantise = Quantiser(fp32_graph, calibration_batches(data_dir, scales), Path(tmp))
         recipe = choose_recipe(selection_cost(quantise, selection_probes(data_dir, scales)), quantise.convs, log)
@@ -274,27 +276,23 @@ def quantize_int8(
         cost = measure_cost(fp32_graph, quantized, data_dir)
         model = onnx.load(str(quantized))
     within = over_bar(cost) <= 1
-    recorded = {
-        "precision": "int8",
-        "calibration": f"{recipe.method} on {CALIBRATION_SET} ILR crops ({CROP}x{CROP}, every 3rd image, flattest "
+    recorded = int8_metadata(
+        calibration=f"{recipe.method} on {CALIBRATION_SET} ILR crops ({CROP}x{CROP}, every 3rd image, flattest "
         f"and most textured of {CANDIDATES}, clean and {NOISY}, scales {scales}); 7-bit per-channel weights",
-        "int8_kept_fp32": json.dumps(recipe.kept),
-        "int8_selection": f"{recipe.trials} graphs measured on {SELECTION_SET} crops; cost there "
+        kept=recipe.kept,
+        selection=f"{recipe.trials} graphs measured on {SELECTION_SET} crops; cost there "
         + json.dumps(recipe.selection_cost),
-        "int8_cost_db": json.dumps(cost),
-        "int8_max_cost_db": f"{max(cost.values()):.4f}",
-        "int8_bar_db": json.dumps(BAR_DB),
-        "int8_within_bar": "true" if within else "false",
-    }
+        cost=cost,
+        bar=BAR_DB,
+        within=within,
+    )
     for line in cost_table(cost):
         log(line)
     if not within and not force:
         worst = max(cost, key=lambda cell: cost[cell] / bar_for(cell))
         raise ModelError(f"{output}: not written: the int8 graph costs {cost[worst]:.4f} dB in {worst} (bar "
                          f"{bar_for(worst)} dB); --force writes it anyway")  # fmt: skip
-    del model.metadata_props[:]
-    for key, value in (metadata | recorded).items():
-        model.metadata_props.add(key=key, value=value)
+    set_metadata(model, read_onnx(fp32_graph).metadata | recorded)  # the fp32 graph's, with the int8 facts
     onnx.checker.check_model(model, full_check=True)
     atomic_write_bytes(output, model.SerializeToString())
     return recorded

@@ -35,9 +35,9 @@ class UsageError(VdsrError, ValueError):
 
 
 class ImageError(VdsrError, ValueError):
-    """An image that cannot be used; the message names the file and the cause on one line."""
+    """An image that cannot be used; the message names the file (a path, or a URI) and the cause on one line."""
 
-    def __init__(self, path: Path, cause: str) -> None:
+    def __init__(self, path: Path | str, cause: str) -> None:
         super().__init__(f"{path}: {cause}")
         self.path = path
         self.cause = cause

@@ -1,5 +1,6 @@
 """Files on disk: atomic writes (a reader, or a crash, never sees a half-written file) and the clean-up of what a
-killed writer left, checking a folder can be written before a long run, and SHA-256 digests (weights, graphs and data
+killed writer left, checking a folder can be written before a long run (and whether its names ignore case), and
+SHA-256 digests (weights, graphs and data
 sets are named by them)."""
 
 from __future__ import annotations
@@ -28,6 +29,24 @@ def unwritable_folder(folder: Path) -> str | None:
     except OSError as error:  # e.g. a name too long for the file system
         return f"cannot write in {folder}: {error.strerror or error}"
     return f"cannot write in {folder}: {ancestor} is not a writable folder"
+
+
+def case_insensitive(folder: Path) -> bool:
+    """Whether file names in `folder` (or, before it exists, its nearest existing parent) ignore case: a probe file
+    is created and looked up with its case swapped. True when the probe cannot be made (the safe answer)."""
+    existing = folder
+    while not existing.is_dir() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=".vdsr-Case-Probe-", suffix=".tmp", dir=existing)
+    except OSError:
+        return True
+    os.close(fd)
+    probe = Path(name)
+    try:
+        return (probe.parent / probe.name.swapcase()).exists()
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:

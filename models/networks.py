@@ -4,25 +4,20 @@ Importing this module imports torch: the inference runtime loads it only for the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-from vdsr.catalogue import Architecture
+from vdsr.architectures import (
+    NetworkConfig,
+    SRCNNConfig,
+    VDSRConfig,
+    architecture_name,
+    config_fields,
+    halo,
+    network_config,
+)
 
-
-@dataclass(frozen=True)
-class VDSRConfig:
-    depth: int = 20  # conv layers: 1 -> channels, (depth - 2) x channels -> channels, channels -> 1
-    channels: int = 64
-    bias: bool = True
-
-
-@dataclass(frozen=True)
-class SRCNNConfig:
-    kernels: tuple[int, int, int] = (9, 5, 5)  # "9-5-5", the better variant of Dong et al. (TPAMI 2015)
-    channels: tuple[int, int] = (64, 32)
+__all__ = ["SRCNN", "VDSR", "SRCNNConfig", "VDSRConfig", "architecture_of", "build_model", "model_config"]
 
 
 def he_init(module: nn.Module) -> None:
@@ -37,8 +32,9 @@ def he_init(module: nn.Module) -> None:
 class VDSR(nn.Module):
     """Kim, Lee & Lee (CVPR 2016): 3x3 conv + ReLU stack with a global residual, output = ILR + net(ILR)."""
 
-    def __init__(self, config: VDSRConfig = VDSRConfig()) -> None:
+    def __init__(self, config: VDSRConfig | None = None) -> None:
         super().__init__()
+        config = config or VDSRConfig()
         if config.depth < 2 or config.channels < 1:
             raise ValueError(f"Expected depth >= 2 and channels >= 1, got {config}")
         self.config = config
@@ -53,7 +49,7 @@ class VDSR(nn.Module):
     @property
     def halo(self) -> int:
         """Receptive-field radius: each 3x3 layer reaches one pixel further (20 for the paper's depth)."""
-        return self.config.depth
+        return halo(self.config)
 
     def forward(self, ilr: torch.Tensor) -> torch.Tensor:
         residual: torch.Tensor = self.body(ilr)
@@ -63,8 +59,9 @@ class VDSR(nn.Module):
 class SRCNN(nn.Module):
     """Dong, Loy, He & Tang (ECCV 2014 / TPAMI 2015), zero-padded so output size = input size; no residual."""
 
-    def __init__(self, config: SRCNNConfig = SRCNNConfig()) -> None:
+    def __init__(self, config: SRCNNConfig | None = None) -> None:
         super().__init__()
+        config = config or SRCNNConfig()
         if any(k < 1 or k % 2 == 0 for k in config.kernels):
             raise ValueError(f"Expected odd kernel sizes, got {config.kernels}")
         self.config = config
@@ -80,7 +77,7 @@ class SRCNN(nn.Module):
 
     @property
     def halo(self) -> int:
-        return sum(k // 2 for k in self.config.kernels)
+        return halo(self.config)
 
     def forward(self, ilr: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.body(ilr)
@@ -89,49 +86,18 @@ class SRCNN(nn.Module):
 
 def build_model(architecture: str, config: dict[str, object] | None = None) -> VDSR | SRCNN:
     """A model from its name and config fields, as stored in checkpoints and model cards."""
-    config = config or {}
-    if architecture == Architecture.vdsr:
-        return VDSR(VDSRConfig(**config))  # type: ignore[arg-type]
-    if architecture == Architecture.srcnn:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}  # JSON turns tuples into lists
-        return SRCNN(SRCNNConfig(**fields))  # type: ignore[arg-type]
-    expected = " or ".join(repr(a.value) for a in Architecture)
-    raise ValueError(f"Unknown architecture {architecture!r}; expected {expected}")
+    return network(network_config(architecture, config))
 
 
-def parameter_shapes(
-    architecture: str, config: dict[str, object] | None = None, *, max_layers: int | None = None
-) -> dict[str, tuple[int, ...]]:
-    """The state_dict's tensor names and shapes of build_model(architecture, config), worked out without building
-    the model: weights from elsewhere are checked against them before anything is allocated. ValueError for a
-    config of more than `max_layers` layers (a file's header cannot describe more tensors than it holds)."""
-    config = config or {}
-    if architecture == Architecture.vdsr:
-        vdsr = VDSRConfig(**config)  # type: ignore[arg-type]
-        depth, channels = vdsr.depth, vdsr.channels
-        if not (isinstance(depth, int) and isinstance(channels, int) and depth >= 2 and channels >= 1):
-            raise ValueError(f"Expected integers depth >= 2 and channels >= 1, got {vdsr}")
-        if max_layers is not None and depth > max_layers:
-            raise ValueError(f"the config declares {depth} layers, more than the {max_layers} tensors present")
-        sizes = [1] + [channels] * (depth - 1) + [1]  # channels in and out of each 3x3 conv
-        layers = [(f"body.{2 * i}", (sizes[i + 1], sizes[i], 3, 3)) for i in range(depth)]
-        bias = bool(vdsr.bias)
-    elif architecture == Architecture.srcnn:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-        srcnn = SRCNNConfig(**fields)  # type: ignore[arg-type]
-        (k1, k2, k3), (c1, c2) = srcnn.kernels, srcnn.channels
-        layers = [("body.0", (c1, 1, k1, k1)), ("body.2", (c2, c1, k2, k2)), ("body.4", (1, c2, k3, k3))]
-        bias = True
-    else:
-        raise ValueError(f"Unknown architecture {architecture!r}")
-    shapes = {f"{name}.weight": shape for name, shape in layers}
-    return shapes | ({f"{name}.bias": shape[:1] for name, shape in layers} if bias else {})
+def network(config: NetworkConfig) -> VDSR | SRCNN:
+    """The torch module of a network config."""
+    return VDSR(config) if isinstance(config, VDSRConfig) else SRCNN(config)
 
 
 def architecture_of(model: VDSR | SRCNN) -> str:
     """The name build_model takes for this model, as recorded in weights, graphs and model cards."""
-    return Architecture.vdsr.value if isinstance(model, VDSR) else Architecture.srcnn.value
+    return architecture_name(model.config)
 
 
 def model_config(model: VDSR | SRCNN) -> dict[str, object]:
-    return asdict(model.config)
+    return config_fields(model.config)

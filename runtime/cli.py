@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vdsr.catalogue import MODELS, model_files
+from vdsr.catalogue import MODELS
 from vdsr.console import (
     Command,
     WorkProgress,
@@ -22,13 +22,15 @@ from vdsr.console import (
     version_option,
 )
 from vdsr.errors import EXIT_BACKEND, EXIT_FAILED, UsageError
-from vdsr.runtime.backends.selection import BackendChoice, PrecisionChoice, parse_device
-from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, plan_jobs
+from vdsr.model import Model
+from vdsr.runtime.backends.specs import BackendChoice, PrecisionChoice, Request
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
-from vdsr.runtime.ray_data import RayOptions, UpscalerSettings, upscale_folder_on_ray
-from vdsr.runtime.stores import is_uri
-from vdsr.runtime.upscale import check_scale
+from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS
+from vdsr.runtime.places import is_uri, local
+from vdsr.runtime.planning import FolderReport, nothing_found, plan
+from vdsr.runtime.ray_data import RayOptions, upscale_folder_on_ray
 from vdsr.runtime.upscaler import GIB, Upscaler
+from vdsr.scale import check_scale
 
 app = make_app(__doc__)
 
@@ -137,22 +139,23 @@ def main(
         if ray is None and (is_uri(source) or is_uri(output)):
             raise UsageError(f"{source if is_uri(source) else output}: URIs are read and written on Ray runs; add "
                              "--ray local (or a cluster's address), or give a local path")  # fmt: skip
+        args: dict[str, object] = {"model": model, "backend": backend.value, "tile": tile, "batch": batch,
+                                   "precision": precision.value, "device": device, "memory_budget": budget}  # fmt: skip
         if ray is None:
-            jobs = plan_jobs(Path(source), scale, None if output is None else Path(output), recursive=recursive,
-                             fmt=suffix)  # fmt: skip
+            jobs = plan(local(source), scale, None if output is None else local(output), recursive=recursive,
+                        fmt=suffix)  # fmt: skip
         else:
             if fail_fast:
                 raise UsageError("--fail-fast is for a plain run; --ray runs every file")
             start = time.perf_counter()
-            settings = UpscalerSettings(model, backend.value, precision.value, device, tile, batch, budget)
             report = _on_ray(source, scale, output, address=ray, actors=ray_actors, cpus=ray_cpus, gpus=ray_gpus,
-                             settings=settings,
-                             recursive=recursive, skip_existing=skip_existing, fmt=suffix, max_pixels=max_pixels,
-                             max_output_pixels=max_output_pixels, err=err)  # fmt: skip
+                             args=args, recursive=recursive, skip_existing=skip_existing, fmt=suffix,
+                             max_pixels=max_pixels, max_output_pixels=max_output_pixels, err=err)  # fmt: skip
             _finish(err, report, time.perf_counter() - start)
             return
-        upscaler = Upscaler(model, backend.value, tile=tile, batch=batch, log=lambda line: err.print(safe(line)),
-                            precision=precision.value, device=device, memory_budget=budget)  # fmt: skip
+        upscaler = Upscaler(**args, log=lambda line: err.print(safe(line)))  # type: ignore[arg-type]
+        if not jobs:
+            err.print(safe(nothing_found(source, recursive=recursive)))
     start = time.perf_counter()
     with exit_on_errors(err), upscaler, WorkProgress(err, "upscaling", total=len(jobs), unit="images") as progress:
         done = {"images": 0, "upscaled": 0, "pixels": 0}  # finished (written, skipped, failed); through the network
@@ -160,7 +163,7 @@ def main(
         def speed() -> str:
             return f"{done['pixels'] / 1e6 / max(time.perf_counter() - start, 1e-9):.2f} MP/s"
 
-        def on_image(path: Path, pixels: int) -> None:  # called once the image is written, a little later
+        def on_image(path: Path | str, pixels: int) -> None:  # called once the image is written, a little later
             done["images"] += 1
             done["pixels"] += pixels
             progress.update(completed=max(done["images"], done["upscaled"]), info=speed())
@@ -170,31 +173,27 @@ def main(
             current = done["upscaled"] + (fraction if fraction < 1.0 else 0.0)
             progress.update(completed=max(done["images"], current), info=speed())
 
-        report = upscaler.upscale_folder(
-            Path(source), scale, None if output is None else Path(output), recursive=recursive,
-            skip_existing=skip_existing,
-            fail_fast=fail_fast, fmt=suffix,
-            max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
-            on_band=on_band,
-        )  # fmt: skip
+        report = upscaler.upscale_jobs(jobs, scale, skip_existing=skip_existing, fail_fast=fail_fast,
+                                       max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
+                                       on_band=on_band)  # fmt: skip
     _finish(err, report, time.perf_counter() - start)
 
 
 def _on_ray(
     source: str, scale: float, output: str | None, *, address: str, actors: int, cpus: float, gpus: float | None,
-    settings: UpscalerSettings, recursive: bool, skip_existing: bool, fmt: str | None, max_pixels: int,
+    args: dict[str, object], recursive: bool, skip_existing: bool, fmt: str | None, max_pixels: int,
     max_output_pixels: int, err: Console,
 ) -> FolderReport:  # fmt: skip
     """The run on Ray Data (vdsr.runtime.ray_data), once what the driver can check is checked."""
     if importlib.util.find_spec("ray") is None:
         raise UsageError("--ray needs Ray: pip install 'vdsr[ray]'")
-    model_files(settings.model)  # a model that is not there: refused here, not in every actor
-    parse_device(settings.device)
+    Request(str(args["backend"]), str(args["precision"]), str(args["device"]))  # a request that cannot exist
+    Model.load(args["model"])  # type: ignore[arg-type]  # a model that is not there: refused here, not in every actor
     if address == "local":  # the actors run on this machine: what they open can be checked, and said, here
-        settings.build(log=lambda line: err.print(safe(line))).close()
+        Upscaler(**args, log=lambda line: err.print(safe(line))).close()  # type: ignore[arg-type]
     gpu = "a GPU each if the cluster has GPUs" if gpus is None else f"{gpus:g} GPU each"
     err.print(f"Ray Data at {safe(address)}: {actors} actors, {cpus:g} CPU each, {gpu}")
-    return upscale_folder_on_ray(source, scale, output, ray=RayOptions(address, actors, cpus, gpus), settings=settings,
+    return upscale_folder_on_ray(source, scale, output, ray=RayOptions(address, actors, cpus, gpus), upscaler=args,
                                  recursive=recursive, skip_existing=skip_existing, fmt=fmt, max_pixels=max_pixels,
                                  max_output_pixels=max_output_pixels)  # fmt: skip
 

@@ -65,7 +65,7 @@ _MODES = {
 
 @dataclass(frozen=True)
 class LoadedImage:
-    path: Path
+    path: Path | str  # a local path, or the URI it was downloaded from
     pixels: NDArray[np.float32]  # (H, W, C) in [0, 1]; C = 1 or 3 colour channels, plus alpha last if has_alpha
     bit_depth: int  # 8 or 16: the precision the file held (and kept)
     has_alpha: bool
@@ -88,7 +88,7 @@ class LoadedImage:
         return c.shape[-1] == 1 or bool(np.array_equal(c[..., 0], c[..., 1]) and np.array_equal(c[..., 1], c[..., 2]))
 
 
-def pixels_of(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int]:
+def pixels_of(image: Image.Image, path: Path | str) -> tuple[NDArray[np.float32], int]:
     if image.mode not in _MODES:
         raise ImageError(path, f"unsupported pixel format {image.mode!r}")
     target, depth = _MODES[image.mode]
@@ -147,7 +147,7 @@ _ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
-def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
+def _read_png16(path: Path | str, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
     """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF."""
     try:
         array, icc, exif_bytes = png16.read_png16(data)
@@ -161,7 +161,7 @@ def _read_png16(path: Path, data: bytes) -> tuple[NDArray[np.float32], int, byte
 
 
 def _read_wide(
-    path: Path, image: ImageFile.ImageFile, data: bytes
+    path: Path | str, image: ImageFile.ImageFile, data: bytes
 ) -> tuple[NDArray[np.float32], int, bytes | None, None]:
     """A 16-bit colour TIFF or PPM through vdsr.runtime.sixteen_bit, oriented by its EXIF."""
     try:
@@ -176,7 +176,7 @@ def _upright(pixels: NDArray[np.float32], orientation: object) -> NDArray[np.flo
     return np.ascontiguousarray(_ORIENT[orientation](pixels) if orientation in _ORIENT else pixels)
 
 
-def _checked_jpeg(path: Path, data: bytes) -> Image.Image:
+def _checked_jpeg(path: Path | str, data: bytes) -> Image.Image:
     """A JPEG opened for decoding after vdsr.runtime.jpeg's checks: its size against its bytes, its structure, and
     bytes arranged so that a scan cut short is reported as truncated."""
     try:
@@ -187,7 +187,7 @@ def _checked_jpeg(path: Path, data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(jpeg.decodable(data, layout)), formats=["JPEG"])
 
 
-def _decode(image: Image.Image, path: Path) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
+def _decode(image: Image.Image, path: Path | str) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
     """An opened PIL image decoded: pixels (oriented by EXIF), bit depth, ICC profile, EXIF."""
     image.load()
     ImageOps.exif_transpose(image, in_place=True)
@@ -213,7 +213,24 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     naming the file and the cause."""
     path = Path(path)
     try:
-        with open_regular(path) as f, Image.open(f, formats=READ_FORMATS) as image:
+        with open_regular(path) as f:
+            return _decode_file(f, path, max_pixels)
+    except FileNotFoundError as error:
+        raise ImageError(path, "file not found") from error
+    except PermissionError as error:
+        raise ImageError(path, "permission denied") from error
+    except IsADirectoryError as error:
+        raise ImageError(path, "is a directory, not an image file") from error
+
+
+def decode_image(data: bytes, name: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """An image file's bytes (downloaded, say) decoded as load_image decodes a file; ImageError naming `name`."""
+    return _decode_file(io.BytesIO(data), name, max_pixels)
+
+
+def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
+    try:
+        with Image.open(f, formats=READ_FORMATS) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format != "MPO":  # MPO: a camera JPEG with previews; frame 0 is the photo
                 raise ImageError(path, f"animated or multi-page image ({frames} frames) is not supported")
@@ -242,12 +259,8 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
         raise ImageError(path, f"image too large to decode safely ({error})") from error
     except UnidentifiedImageError as error:
         raise ImageError(path, f"not an image file in a supported format ({', '.join(READ_FORMATS)})") from error
-    except FileNotFoundError as error:
-        raise ImageError(path, "file not found") from error
-    except PermissionError as error:
-        raise ImageError(path, "permission denied") from error
-    except IsADirectoryError as error:
-        raise ImageError(path, "is a directory, not an image file") from error
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # load_image says these in its own words
     except (OSError, SyntaxError, ValueError) as error:
         # PIL reports truncated or corrupt data as OSError (and some plugins as SyntaxError/ValueError).
         raise ImageError(path, f"corrupt or truncated image ({error})") from error

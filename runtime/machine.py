@@ -1,15 +1,18 @@
-"""What this machine has: CPU model and instruction-set flags, NVIDIA driver and GPUs. Found without importing torch
-(the CPU path must not load it). Backends choose by these facts, the trainer picks bf16 by them, and benchmark
-results record them."""
+"""What this machine has: CPU model and instruction-set flags, NVIDIA driver and GPUs, the inference libraries.
+Found without importing torch where there is no NVIDIA driver (the CPU path must not load it). Backends are chosen
+by these facts (`Machine`, vdsr.runtime.backends.choice), the trainer picks bf16 by them, and benchmark results
+record them."""
 
 from __future__ import annotations
 
 import ctypes.util
+import importlib.util
 import os
 import platform
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 # Instruction-set flags that decide what runs fast (Linux /proc/cpuinfo names), recorded with benchmark results
@@ -37,10 +40,11 @@ def cpu_features() -> frozenset[str]:
     return frozenset(flags)
 
 
-def int8_speedup_reason() -> str | None:
-    """Why ONNX Runtime's int8 kernels beat its fp32 ones on this CPU, or None where that is not known: int8 dot
-    products (x86 VNNI/AMX, Arm dotprod), or x86 AVX2 (u8 x s8 pairs summed in 16 bits, then 32)."""
-    flags = cpu_features()
+def int8_speedup_reason(flags: frozenset[str] | None = None) -> str | None:
+    """Why ONNX Runtime's int8 kernels beat its fp32 ones on a CPU with these flags (default: this one), or None
+    where that is not known: int8 dot products (x86 VNNI/AMX, Arm dotprod), or x86 AVX2 (u8 x s8 pairs summed in 16
+    bits, then 32)."""
+    flags = cpu_features() if flags is None else flags
     if flags & INT8_DOT_PRODUCT_FLAGS:
         return f"int8 dot products ({', '.join(sorted(flags & INT8_DOT_PRODUCT_FLAGS))})"
     if "avx2" in flags:
@@ -102,3 +106,33 @@ def gpu_names() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []  # a broken driver install: report no GPU rather than fail the benchmark
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The facts a backend is chosen by: no probing happens while choosing, so the choice can be tested on a table of
+    machines (vdsr.runtime.backends.choice)."""
+
+    cpu_flags: frozenset[str] = frozenset()
+    nvidia_driver: bool = False
+    installed: frozenset[str] = frozenset()  # of onnxruntime, torch, tensorrt: the ones importable here
+    ort_providers: tuple[str, ...] = ("CPUExecutionProvider",)  # compiled into this onnxruntime (not all may work)
+    torch_cuda: str | None = None  # why torch's CUDA cannot run ("": it can); None: not asked (no driver)
+
+
+def probe_machine() -> Machine:
+    """This machine's facts. torch, onnxruntime's providers and tensorrt are looked at only where an NVIDIA driver
+    is installed: a CPU machine loads none of them here."""
+    installed = frozenset(m for m in ("onnxruntime", "torch", "tensorrt") if importlib.util.find_spec(m) is not None)
+    driver = nvidia_driver_present()
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    torch_cuda = None
+    if driver and "onnxruntime" in installed:
+        import onnxruntime  # the `gpu` extra lists CUDAExecutionProvider (compiled in; whether it loads is seen later)
+
+        providers = tuple(onnxruntime.get_available_providers())
+    if driver and "torch" in installed:
+        import torch  # heavy: only where a GPU backend could run
+
+        torch_cuda = "" if torch.cuda.is_available() else f"PyTorch {torch.__version__} sees no CUDA GPU"
+    return Machine(cpu_features(), driver, installed, providers, torch_cuda)

@@ -1,13 +1,13 @@
 """Batch upscaling on a Ray cluster with Ray Data (the `ray` extra; never imported without it).
 
-`vdsr-run INPUT -s S --ray ADDRESS` plans the run as a plain one does (vdsr.runtime.folders: the same files, names,
-formats, --skip-existing, stale temporaries removed), then Ray Data runs the jobs: a dataset of (input, output) rows,
+`vdsr-run INPUT -s S --ray ADDRESS` plans and claims the run as a plain one does (vdsr.runtime.planning: the same
+files, names, formats, --skip-existing, stale temporaries removed), then Ray Data runs the jobs: a dataset of jobs,
 mapped over a pool of actors that each hold one Upscaler (one backend session, GPU actors when given GPUs); an actor
-decodes, upscales and writes each of its files exactly as a plain run does (vdsr.runtime.folders.run_jobs: atomic
-writes, one-line failures). Each job's outcome comes back as a row and fills the same FolderReport, so the summary,
-the failures and the exit code are a plain run's. Local paths must be ones every worker sees (one machine, or a
-shared file system); input and output may also be URIs (s3://, gs://, any pyarrow.fs or fsspec file system:
-vdsr.runtime.stores), which each worker reads and writes itself.
+runs its jobs through the one pipeline (vdsr.runtime.pipeline.run_jobs: decode, upscale, atomic writes, one-line
+failures). Each job's outcome comes back as a row and fills the same FolderReport, so the summary, the failures and
+the exit code are a plain run's. Local paths must be ones every worker sees (one machine, or a shared file system);
+input and output may also be URIs (s3://, gs://, any pyarrow.fs or fsspec file system: vdsr.runtime.places), which
+each worker reads and writes itself.
 
 `upscale_dataset(dataset, scale)` maps a Ray Dataset of images (a column of HxW or HxWxC arrays) to upscaled ones,
 for pipelines that already hold one.
@@ -15,34 +15,25 @@ for pipelines that already hold one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from vdsr.errors import BackendError, UsageError, first_line
-from vdsr.files import remove_stale_temporaries
-from vdsr.runtime.folders import FileFailure, FolderReport, Job, claim_outputs, plan_jobs, run_jobs
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS
-from vdsr.runtime.stores import (
-    StoreFile,
-    StoreJob,
-    Stores,
-    as_uri,
-    claim_store_outputs,
-    is_uri,
-    plan_store_jobs,
-    run_store_jobs,
-)
+from vdsr.runtime.pipeline import run_jobs
+from vdsr.runtime.places import Place, StoreFiles, Stores, as_uri, is_uri, local, place_of
+from vdsr.runtime.planning import FileFailure, FolderReport, Job, claim, plan
 from vdsr.runtime.upscaler import Upscaler
+
+UpscalerArgs = dict[str, Any]  # what each actor builds its Upscaler from: Upscaler(**args)
 
 
 @dataclass(frozen=True)
@@ -56,52 +47,47 @@ class RayOptions:
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
 
 
-@dataclass(frozen=True)
-class UpscalerSettings:
-    """What each actor builds its Upscaler from (the arguments of vdsr.runtime.upscaler.Upscaler)."""
+def _row(job: Job) -> str:
+    """A job as a row of the dataset: each place as (the URI its file system opens from, or "" for a local path;
+    its path, absolute, so any worker's working folder will do)."""
 
-    model: str | None = None
-    backend: str = "auto"
-    precision: str = "auto"
-    device: str | None = None
-    tile: int | None = None
-    batch: int | None = None
-    memory_budget: int | None = None
-    cpu_threads: int = 0  # ONNX Runtime's threads on CPUs: an actor's CPUs (0: every physical core)
+    def where(place: Place) -> list[str]:
+        files = place.files
+        return [files.uri, str(place.path)] if isinstance(files, StoreFiles) else ["", os.path.abspath(place.path)]
 
-    def build(self, log: Callable[[str], None] = lambda line: None) -> Upscaler:
-        return Upscaler(self.model, self.backend, tile=self.tile, batch=self.batch, precision=self.precision,
-                        device=self.device, memory_budget=self.memory_budget, cpu_threads=self.cpu_threads,
-                        log=log)  # fmt: skip
+    return json.dumps([*where(job.source), *where(job.target)])
+
+
+def _job(row: str, stores: Stores) -> Job:
+    base, path, target_base, target_path = json.loads(row)
+
+    def place(uri: str, path: str) -> Place:
+        return stores.place(uri).at(PurePosixPath(path)) if uri else local(path)
+
+    return Job(place(base, path), place(target_base, target_path))
 
 
 class FileActor:
-    """One Upscaler; each batch of (input, output) rows decoded, upscaled and written as a plain run does."""
+    """One Upscaler; each batch of jobs run through the pipeline as a plain run runs them."""
 
-    def __init__(self, settings: UpscalerSettings, scale: float, *, max_pixels: int, max_output_pixels: int) -> None:
-        self.upscaler, self.stores = settings.build(), Stores()
+    def __init__(self, args: UpscalerArgs, scale: float, *, max_pixels: int, max_output_pixels: int) -> None:
+        self.upscaler, self.stores = Upscaler(**args), Stores()
         self.scale, self.max_pixels, self.max_output_pixels = scale, max_pixels, max_output_pixels
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        jobs = [_job(row, self.stores) for row in batch["job"]]
         pixels: dict[str, int] = {}
-        upscale = partial(self.upscaler.upscale_file, scale=self.scale, max_output_pixels=self.max_output_pixels)
-        limits = {"max_pixels": self.max_pixels, "max_output_pixels": self.max_output_pixels}
-        if batch["store"][0]:  # a store's files: staged here, uploaded when written
-            jobs = [StoreJob(StoreFile(a, b), StoreFile(c, d)) for a, b, c, d in map(json.loads, batch["store"])]
-            names = [(str(j.source), str(j.target)) for j in jobs]
-            report = run_store_jobs(jobs, upscale, stores=self.stores, scale=self.scale, **limits,
-                                    on_image=lambda name, count: pixels.__setitem__(name, count))  # fmt: skip
-        else:
-            names = [(os.fsdecode(s), os.fsdecode(t)) for s, t in zip(batch["source"], batch["target"], strict=True)]
-            report = run_jobs([Job(Path(s), Path(t)) for s, t in names], upscale, FolderReport(), fail_fast=False,
-                              scale=self.scale, **limits,
-                              on_image=lambda path, count: pixels.__setitem__(str(path), count))  # fmt: skip
+        upscale = partial(self.upscaler.upscale_group, scale=self.scale, max_output_pixels=self.max_output_pixels)
+        report = run_jobs(jobs, upscale, FolderReport(), scale=self.scale, fail_fast=False, max_pixels=self.max_pixels,
+                          max_output_pixels=self.max_output_pixels, group=self.upscaler.batch,
+                          on_image=lambda name, count: pixels.__setitem__(str(name), count))  # fmt: skip
         if report.stopped:  # the backend failed: the run stops, as a plain run does
             raise BackendError(report.stopped)
         failed = {str(f.path): f for f in report.failed}
         written = {str(p) for p in report.written}
+        names = [(str(job.source), str(job.target)) for job in jobs]
         return {
-            "source": list(batch["source"]),
+            "job": list(batch["job"]),
             "outcome": ["written" if t in written else "failed" for _, t in names],
             "cause": [failed[s].cause if s in failed else "" for s, _ in names],
             "failed_output": [str(failed[s].output or "") if s in failed else "" for s, _ in names],
@@ -123,34 +109,36 @@ def connect(address: str) -> bool:
 
 
 def upscale_folder_on_ray(
-    source: Path | str, scale: float, output: Path | str | None, *, ray: RayOptions, settings: UpscalerSettings,
+    source: Path | str, scale: float, output: Path | str | None, *, ray: RayOptions, upscaler: UpscalerArgs,
     recursive: bool = False, skip_existing: bool = False, fmt: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS, max_output_pixels: int,
 ) -> FolderReport:  # fmt: skip
     """A plain run's plan and report (see Upscaler.upscale_folder), its jobs run by Ray Data's actor pool. With a URI
-    for the input or the output, both are read and written through vdsr.runtime.stores (a local path as file://)."""
-    import ray as ray_module
-    from ray.data import ActorPoolStrategy, from_items
-
+    for the input or the output, both are read and written as URIs (a local path as file://)."""
+    stores = Stores()
+    uris = is_uri(source) or is_uri(output)
+    source_place = place_of(as_uri(source) if uris else source, stores)
+    output_place = None if output is None else place_of(as_uri(output) if uris else output, stores)
+    jobs = plan(source_place, scale, output_place, recursive=recursive, fmt=fmt)
+    if jobs:
+        jobs[0].target.files.remove_stale([job.target.path for job in jobs])  # left by a run that was killed
     report = FolderReport()
-    if is_uri(source) or is_uri(output):
-        stores = Stores()
-        output_uri = None if output is None else as_uri(output)
-        planned = plan_store_jobs(as_uri(source), scale, output_uri, stores=stores, recursive=recursive, fmt=fmt)
-        claimed = claim_store_outputs(planned, report, skip_existing=skip_existing, stores=stores)
-        named: list[tuple[Path | str, Path | str]] = [(str(j.source), str(j.target)) for j in claimed]
-        todo = [{"source": os.fsencode(str(j.source)), "target": os.fsencode(str(j.target)),
-                 "store": json.dumps([j.source.base, j.source.path, j.target.base, j.target.path])}
-                for j in claimed]  # fmt: skip
-    else:
-        jobs = plan_jobs(Path(source), scale, None if output is None else Path(output), recursive=recursive, fmt=fmt)
-        remove_stale_temporaries(job.target for job in jobs)  # left by a run that was killed
-        named = [(j.source, j.target) for j in claim_outputs(jobs, report, skip_existing=skip_existing,
-                                                              on_image=lambda path, pixels: None)]  # fmt: skip
-        todo = [{"source": os.fsencode(os.path.abspath(s)), "target": os.fsencode(os.path.abspath(t)), "store": ""}
-                for s, t in named]  # fmt: skip  # absolute: any worker's cwd; bytes: any file name
-    if not todo:
-        return report
+    todo = claim(jobs, report, skip_existing=skip_existing, on_image=lambda path, pixels: None)
+    if todo:
+        _run(todo, report, scale=scale, ray=ray, upscaler=upscaler, max_pixels=max_pixels,
+             max_output_pixels=max_output_pixels)  # fmt: skip
+    return report
+
+
+def _run(
+    todo: list[Job], report: FolderReport, *, scale: float, ray: RayOptions, upscaler: UpscalerArgs,
+    max_pixels: int, max_output_pixels: int,
+) -> None:  # fmt: skip
+    """The claimed jobs on Ray Data's actor pool; each outcome into `report`, in the plan's order."""
+    import ray as ray_module
+    from ray.data import ActorPoolStrategy, DataContext, from_items
+    from ray.data.exceptions import ExecutionTimeoutError
+
     started = connect(ray.address)
     resources: dict[str, float] = ray_module.cluster_resources()  # type: ignore[no-untyped-call]
     gpus = ray.gpus_per_actor
@@ -164,20 +152,16 @@ def upscale_folder_on_ray(
             raise UsageError(f"--ray: {actors} actors x {each:g} {name} is more than the cluster's "
                              f"{resources.get(name, 0):g} {name}")  # fmt: skip
     env: dict[str, Any] = {} if gpus else {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}  # no GPU
-    from ray.data import DataContext
-    from ray.data.exceptions import ExecutionTimeoutError
-
     context = DataContext.get_current()
     progress_bars, context.enable_progress_bars = context.enable_progress_bars, False  # the summary says what happened
     loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)  # Ray Data's progress lines, too
+    threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
     try:
-        rows = from_items(todo)
-        threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
-        results = rows.map_batches(
-            FileActor, fn_constructor_args=(dataclasses.replace(settings, cpu_threads=threads), scale), batch_size=1,
+        results = from_items([{"job": _row(job)} for job in todo]).map_batches(
+            FileActor, fn_constructor_args=(upscaler | {"cpu_threads": threads}, scale), batch_size=1,
             fn_constructor_kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
             compute=ActorPoolStrategy(size=actors), num_cpus=ray.cpus_per_actor, num_gpus=gpus or None, **env,
         ).take_all()  # fmt: skip
@@ -189,38 +173,37 @@ def upscale_folder_on_ray(
             logger.setLevel(level)
         if started:
             ray_module.shutdown()
-    by_source = {row["source"]: row for row in results}
-    for sent, (given_source, given_target) in zip(todo, named, strict=True):  # in the plan's order
-        row = by_source[sent["source"]]
+    by_job = {row["job"]: row for row in results}
+    for job in todo:
+        row = by_job[_row(job)]
         if row["outcome"] == "written":
-            report.written.append(given_target)
+            report.written.append(job.target.shown)
             report.megapixels += float(row["megapixels"])
         else:  # failed_output: the output it failed to write, if that is what failed
-            report.failed.append(
-                FileFailure(given_source, row["cause"], given_target if row["failed_output"] else None)
-            )
-    return report
+            output = job.target.shown if row["failed_output"] else None
+            report.failed.append(FileFailure(job.source.shown, row["cause"], output))
 
 
 class ArrayActor:
     """One Upscaler; each row's image (an array) upscaled."""
 
-    def __init__(self, settings: UpscalerSettings, scale: float, column: str) -> None:
-        self.upscaler, self.scale, self.column = settings.build(), scale, column
+    def __init__(self, args: UpscalerArgs, scale: float, column: str) -> None:
+        self.upscaler, self.scale, self.column = Upscaler(**args), scale, column
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         return row | {self.column: self.upscaler.upscale(np.asarray(row[self.column]), self.scale)}
 
 
 def upscale_dataset(
-    dataset: Any, scale: float, *, column: str = "image", settings: UpscalerSettings | None = None,
+    dataset: Any, scale: float, *, column: str = "image", upscaler: UpscalerArgs | None = None,
     actors: int = 2, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0,
 ) -> Any:  # fmt: skip
     """A Ray Dataset whose `column` (uint8/uint16 or float HxW or HxWxC images, e.g. from ray.data.read_images)
-    holds the images upscaled by `scale`; lazy, like every Ray Data transform. One actor holds one backend."""
+    holds the images upscaled by `scale`; lazy, like every Ray Data transform. One actor holds one backend, built as
+    Upscaler(**upscaler)."""
     from ray.data import ActorPoolStrategy
 
     return dataset.map(
-        ArrayActor, fn_constructor_args=(settings or UpscalerSettings(), scale, column),
+        ArrayActor, fn_constructor_args=(upscaler or {}, scale, column),
         compute=ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
     )  # fmt: skip

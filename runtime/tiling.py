@@ -1,10 +1,12 @@
-"""Seamless tiling: run a network tile by tile and paste back only each tile's core.
+"""Seamless tiling: cut an image into windows, run the network on them, paste back only each window's core.
 
 Every tile's input window reaches `halo` pixels beyond its core, or to the image edge, where it meets the same zero
 padding the whole image would. So with halo >= the network's receptive-field radius (20 for VDSR, from the ONNX
 metadata), the tiled result equals the whole-image result: no seams. All windows have one shape (shifted inward at
 the edges, never padded) so they batch. Tiles run band by band (a row of tiles): the input and output can be produced
-and consumed a band at a time.
+and consumed a band at a time. The two steps are public: `cut_windows` and `paste_results`; `tile_steps` walks an
+image through them as a generator that yields windows and is sent results, so a driver (vdsr.runtime.batching) can
+run the windows of several images in one network call.
 
 One loop serves numpy arrays and torch tensors: it only slices, assigns and calls, and gets its buffers from `empty`
 (numpy by default; the device pipeline passes torch.empty on its device).
@@ -16,9 +18,9 @@ image that is then reported as written.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +29,8 @@ from vdsr.errors import BackendError, ImageError
 
 Network = Callable[[Any], Any]  # (N, 1, h, w) float32 -> the same shape, numpy arrays or torch tensors
 Empty = Callable[[tuple[int, ...]], Any]  # a float32 buffer of that shape, in the network's arrays
+T = TypeVar("T")
+Steps = Generator[Any, Any, T]  # yields (N, 1, h, w) windows, is sent their results, returns its outcome
 
 
 def numpy_empty(shape: tuple[int, ...]) -> NDArray[np.float32]:
@@ -73,62 +77,63 @@ def tile_for_memory(shape: tuple[int, int], *, budget: int, bytes_per_pixel: int
     return max(low, 2 * halo, 1)
 
 
-def tiled_rows(
-    network: Network,
+def cut_windows(band: Any, columns: list[tuple[int, int, int, int]], *, empty: Empty = numpy_empty) -> Any:
+    """The first tiling step: a band of input rows (h, W) cut into its windows, one per column span of
+    tile_windows, stacked as the network takes them: (len(columns), 1, h, w)."""
+    windows = empty((len(columns), 1, band.shape[0], columns[0][1] - columns[0][0]))
+    for i, (c0, c1, _, _) in enumerate(columns):
+        windows[i, 0] = band[:, c0:c1]
+    return windows
+
+
+def paste_results(
+    out: Any, results: Any, columns: list[tuple[int, int, int, int]], *, rows: tuple[int, int, int]
+) -> int:
+    """The second tiling step: each window's core pasted into `out` (the band's core rows, (core1 - core0, W)),
+    `rows` = (window start row, core start row, core end row). A window whose result is not finite is pasted as
+    zeros; returns how many there were (the caller refuses the image)."""
+    r0, core0, core1 = rows
+    bad = 0
+    for (c0, _, k0, k1), result in zip(columns, results, strict=True):
+        with np.errstate(invalid="ignore"):  # x - x: 0 for finite x, NaN for NaN and inf (no warning)
+            finite = bool(((result - result) == 0).all())
+        bad += not finite
+        out[:, k0:k1] = result[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0] if finite else 0
+    return bad
+
+
+def tile_steps(
     rows: Callable[[int, int], Any],
     shape: tuple[int, int],
     *,
     tile: int,
     halo: int,
-    batch: int = 4,
+    on_rows: Callable[[int, int, Any], None],
     empty: Empty = numpy_empty,
     name: Path = Path("<image>"),
-) -> Iterator[tuple[int, int, Any]]:
-    """Run `network` over an (H, W) image given as `rows(start, stop)`, one band of tiles at a time, top to bottom.
-
-    Yields (core start row, core end row, the output rows in between): only a band of input and output is held, so a
-    caller can produce the input and consume the output band by band (huge images, bounded memory). After the last
-    band: ImageError (naming `name`) if some tiles came back NaN or inf, BackendError if every one did (the model
-    or the backend is broken: every image would fail).
-    """
-    if batch < 1:
-        raise ValueError(f"Expected batch >= 1, got {batch}")
+) -> Steps[None]:
+    """An (H, W) image given as `rows(start, stop)` through the network, one band of tiles at a time, top to bottom:
+    yields each band's windows (cut_windows) and is sent the network's results for them (the driver,
+    vdsr.runtime.batching, may run them with other images' windows); their cores go to `on_rows(core start row, core
+    end row, output rows)`. Only a band of input and output is held, so a caller can produce the input and consume
+    the output band by band (huge images, bounded memory). After the last band: ImageError (naming `name`) if some
+    tiles came back NaN or inf, BackendError if every one did (the model or the backend is broken: every image would
+    fail)."""
     columns = tile_windows(shape[1], tile, halo)
     tiles = non_finite = 0
     for r0, r1, core0, core1 in tile_windows(shape[0], tile, halo):
         band = rows(r0, r1)
         if tuple(band.shape) != (r1 - r0, shape[1]):
             raise ValueError(f"Expected input rows of shape {(r1 - r0, shape[1])}, got {tuple(band.shape)}")
+        windows = cut_windows(band, columns, empty=empty)
+        results = yield windows
+        if tuple(results.shape) != tuple(windows.shape):
+            raise ValueError(f"Backend returned shape {tuple(results.shape)} for input {tuple(windows.shape)}")
         out = empty((core1 - core0, shape[1]))
-        for first in range(0, len(columns), batch):
-            chunk = columns[first : first + batch]
-            windows = empty((len(chunk), 1, r1 - r0, chunk[0][1] - chunk[0][0]))
-            for i, (c0, c1, _, _) in enumerate(chunk):
-                windows[i, 0] = band[:, c0:c1]
-            results = network(windows)
-            if tuple(results.shape) != tuple(windows.shape):
-                raise ValueError(f"Backend returned shape {tuple(results.shape)} for input {tuple(windows.shape)}")
-            for (c0, _, k0, k1), result in zip(chunk, results, strict=True):
-                with np.errstate(invalid="ignore"):  # x - x: 0 for finite x, NaN for NaN and inf (no warning)
-                    finite = bool(((result - result) == 0).all())
-                tiles, non_finite = tiles + 1, non_finite + (not finite)
-                out[:, k0:k1] = result[0, core0 - r0 : core1 - r0, k0 - c0 : k1 - c0] if finite else 0  # refused below
-        yield core0, core1, out
+        tiles, non_finite = tiles + len(columns), non_finite + paste_results(out, results, columns,
+                                                                              rows=(r0, core0, core1))  # fmt: skip
+        on_rows(core0, core1, out)
     if non_finite == tiles:
         raise BackendError(f"{name}: the network's output is NaN or inf everywhere (broken weights or backend?)")
     if non_finite:
         raise ImageError(name, f"the network's output is NaN or inf in {non_finite} of {tiles} tiles")
-
-
-def tiled(
-    network: Network, image: NDArray[np.floating], *, tile: int, halo: int, batch: int = 4
-) -> NDArray[np.float32]:
-    """Apply `network` to a whole (H, W) numpy image through tiles of `tile` x `tile` output pixels overlapping by
-    `halo`."""
-    if image.ndim != 2:
-        raise ValueError(f"Expected an (H, W) image, got shape {image.shape}")
-    out = np.empty(image.shape, dtype=np.float32)
-    bands = tiled_rows(network, lambda a, b: image[a:b], image.shape, tile=tile, halo=halo, batch=batch)
-    for core0, core1, rows in bands:
-        out[core0:core1] = rows
-    return out

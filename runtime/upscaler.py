@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -16,17 +15,22 @@ from PIL import Image
 
 from vdsr.catalogue import models_trained_for
 from vdsr.errors import BackendError, ImageError, UsageError, first_line
-from vdsr.files import remove_stale_temporaries
+from vdsr.model import Model
 from vdsr.runtime.backends.base import Backend
-from vdsr.runtime.backends.selection import open_backend
-from vdsr.runtime.folders import DEFAULT_MAX_OUTPUT_PIXELS, FolderReport, claim_outputs, plan_jobs, run_jobs
+from vdsr.runtime.backends.opening import open_chosen
+from vdsr.runtime.backends.specs import Request
+from vdsr.runtime.batching import Failed, drive
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
 from vdsr.runtime.machine import physical_memory
-from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Network, tile_for_memory, window_shape
-from vdsr.runtime.upscale import check_output, check_scale, upscale_pixels
+from vdsr.runtime.picture import check_output, picture_steps
+from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, GROUP_PIXELS, run_jobs
+from vdsr.runtime.places import local
+from vdsr.runtime.planning import FolderReport, Job, claim, nothing_found, plan
+from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Steps, tile_for_memory, window_shape
+from vdsr.scale import check_scale
 
-LIST_GROUP_PIXELS = 16_000_000  # output pixels of a list's images batched together (their windows are held)
 GIB = 1 << 30
+Finish = Callable[[NDArray[Any]], Any]  # a result's pixels -> what the caller gets back (a PIL image, an array)
 
 
 def default_memory_budget() -> int:
@@ -43,21 +47,21 @@ class Upscaler:
             big = upscaler.upscale(Image.open("a.png"), 2)
             report = upscaler.upscale_folder("photos/", 2)  # -> photos_x2/, same tree, same formats
 
-    model: 'vdsr' (default) or another shipped model (vdsr.catalogue.MODELS), or the path of an .onnx graph or
-    .safetensors weights. backend: 'auto' (the fastest available; `log` says which and why not the others) or one of
-    vdsr.runtime.backends.selection.BACKENDS. tile: output pixels per tile side (default, on ONNX Runtime on CPUs: the
-    whole image, or the largest tiles whose working memory fits `memory_budget` bytes (default: a quarter of the
-    memory this process may use, 256 MiB to 4 GiB); elsewhere the backend's preferred tile, 512); batch: tiles per
-    backend call (default: the backend's preferred ones; 1 on CPUs, where larger batches only cost memory, and 4 on
-    GPUs). precision: which of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on GPUs; on CPUs
-    where int8 is faster, AVX2 or int8 dot products, the int8 graph if its measured cost is within the bar; else
-    fp32). device: auto, cpu, cuda or cuda:N (the GPU to run on; backends of another device are not tried).
-    cpu_threads: ONNX Runtime's threads on CPUs (0: one per physical core).
+    model: 'vdsr' (default) or another shipped model (vdsr.catalogue.MODELS), the path of an .onnx graph or
+    .safetensors weights, or a vdsr.Model. backend: 'auto' (the fastest available; `log` says which and why not the
+    others) or one of vdsr.runtime.backends.specs.BACKENDS. tile: output pixels per tile side (default, on ONNX
+    Runtime on CPUs: the whole image, or the largest tiles whose working memory fits `memory_budget` bytes (default:
+    a quarter of the memory this process may use, 256 MiB to 4 GiB); elsewhere the backend's preferred tile, 512);
+    batch: tiles per backend call (default: the backend's preferred ones; 1 on CPUs, where larger batches only cost
+    memory, and 4 on GPUs). precision: which of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on
+    GPUs; on CPUs where int8 is faster, AVX2 or int8 dot products, the int8 graph if its measured cost is within the
+    bar; else fp32). device: auto, cpu, cuda or cuda:N (the GPU to run on; backends of another device are not
+    tried). cpu_threads: ONNX Runtime's threads on CPUs (0: one per physical core).
     """
 
     def __init__(
         self,
-        model: str | Path | None = None,
+        model: str | Path | Model | None = None,
         backend: str = "auto",
         *,
         tile: int | None = None,
@@ -68,13 +72,16 @@ class Upscaler:
         memory_budget: int | None = None,
         cpu_threads: int = 0,
     ) -> None:
-        if (tile is not None and tile < 1) or (batch is not None and batch < 1):
-            raise UsageError(f"Expected tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
+        request = Request(backend, precision, device, cpu_threads, tile, batch)
         if memory_budget is not None and memory_budget < 1 << 20:
             raise UsageError(f"Expected a memory budget of at least 1 MiB, got {memory_budget} bytes")
         self.log = log
-        self.backend: Backend = open_backend(backend, model, log, precision=precision, device=device,
-                                             cpu_threads=cpu_threads)  # fmt: skip
+        self.model = Model.load(model)
+        if self.model.halo is None:  # a graph from elsewhere that does not say how far its output pixels see
+            where = next(iter(self.model.graphs.values())).path
+            raise UsageError(f"{where}: no valid 'halo' in the model's metadata, so it cannot be tiled; export it "
+                             "with vdsr-export")  # fmt: skip
+        self.backend: Backend = open_chosen(self.model, request, log)
         self.memory_budget = memory_budget or default_memory_budget()
         self.fitted = tile is None and self.backend.window_bytes_per_pixel is not None  # tiles sized per image
         tile, batch = tile or self.backend.preferred_tile, batch or self.backend.preferred_batch
@@ -92,13 +99,6 @@ class Upscaler:
     def close(self) -> None:
         self.backend.close()
 
-    def tile_for(self, shape: tuple[int, int]) -> int:
-        """The tile side for a result of `shape`: the one given, or sized to the memory budget (see the class)."""
-        if not self.fitted or self.backend.window_bytes_per_pixel is None:
-            return self.tile
-        return tile_for_memory(shape, budget=self.memory_budget, bytes_per_pixel=self.backend.window_bytes_per_pixel,
-                               halo=self.backend.halo, batch=self.batch)  # fmt: skip
-
     def __enter__(self) -> Upscaler:
         return self
 
@@ -107,7 +107,15 @@ class Upscaler:
     ) -> None:
         self.close()
 
-    def _check(self, scale: float) -> float:
+    def tile_for(self, shape: tuple[int, int]) -> int:
+        """The tile side for a result of `shape`: the one given, or sized to the memory budget (see the class)."""
+        if not self.fitted or self.backend.window_bytes_per_pixel is None:
+            return self.tile
+        return tile_for_memory(shape, budget=self.memory_budget, bytes_per_pixel=self.backend.window_bytes_per_pixel,
+                               halo=self.backend.halo, batch=self.batch)  # fmt: skip
+
+    def check_scale(self, scale: object) -> float:
+        """The API's scale check (vdsr.scale), with a warning, once per scale, where the model was not trained."""
         scale = check_scale(scale)
         trained = self.backend.scales
         if trained and not min(trained) <= scale <= max(trained) and scale not in self._warned:
@@ -119,23 +127,13 @@ class Upscaler:
                      + (f"; models trained for x{scale:g}: {', '.join(better)}" if better else ""))  # fmt: skip
         return scale
 
-    def upscale_pixels(
-        self,
-        pixels: NDArray[np.floating],
-        scale: float,
-        dtype: Any = np.float32,
-        *,
-        name: Path = Path("<image>"),
-        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
-        on_band: Callable[[float], None] | None = None,
-        network: Network | None = None,
-    ) -> NDArray[Any]:
-        """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
-        Backends on torch tensors run the whole colour pipeline on their device; the others get numpy's. Refused
-        before any work, with an ImageError naming `name`: values outside [0, 1] or not finite, a result over
-        `max_output_pixels`, or smaller than the backend's smallest input. `network`: what the tiles run through
-        instead of the backend (numpy backends; the list batching passes its recorder and replayer)."""
-        scale = self._check(scale)
+    def steps(
+        self, pixels: NDArray[np.floating], scale: float, dtype: Any = np.float32, *, name: Path | str = "<image>",
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, on_band: Callable[[float], None] | None = None,
+    ) -> Steps[NDArray[Any]]:  # fmt: skip
+        """One picture's steps on this backend (vdsr.runtime.picture; on the device for backends on torch tensors),
+        `scale` already checked. Refused, with an ImageError naming `name`: values outside [0, 1] or not finite, a
+        result over `max_output_pixels`, or smaller than the backend's smallest input."""
         backend = self.backend
         shape = check_output(pixels.shape, scale, max_output_pixels=max_output_pixels, name=name)
         check_values(pixels, name)
@@ -145,115 +143,97 @@ class Upscaler:
             low = f"{backend.min_input[2]}x{backend.min_input[1]}"
             raise ImageError(name, f"the result is smaller than {backend.name}'s smallest input ({low}); use another "
                                    "--backend")  # fmt: skip
+        options = {"halo": backend.halo, "tile": tile, "dtype": dtype, "name": name, "on_band": on_band}
         if backend.arrays == "torch":
-            from vdsr.runtime.upscale_torch import upscale_pixels_torch  # imports torch, which this backend has loaded
+            from vdsr.runtime.picture_torch import picture_steps_torch  # imports torch, which this backend has loaded
 
-            try:
-                return upscale_pixels_torch(pixels, scale, backend.run, halo=backend.halo, device=backend.device,
-                                            tile=tile, batch=self.batch, dtype=dtype, name=name,
-                                            on_band=on_band)  # fmt: skip
-            except BackendError:
-                raise
-            except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
-                cause = first_line(error)
-                raise BackendError(f"{backend.name} on {backend.device}: {cause}") from error
-        return upscale_pixels(pixels, scale, network or backend.run, halo=backend.halo, tile=tile,
-                              batch=self.batch, dtype=dtype, name=name, on_band=on_band)  # fmt: skip
+            return (yield from picture_steps_torch(pixels, scale, device=backend.device, **options))
+        return (yield from picture_steps(pixels, scale, **options))
+
+    def upscale_group(
+        self, images: list[LoadedImage], scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_band: Callable[[float], None] | None = None,
+    ) -> list[NDArray[Any] | ImageError]:  # fmt: skip
+        """The pipeline's upscaling step (vdsr.runtime.pipeline): decoded images, their tiles batched across them; for
+        each its result (uint16 for 16-bit sources, else uint8) or the ImageError it failed with. BackendError when
+        the backend fails (every later image would too)."""
+        steps = [self.steps(loaded.pixels, scale, np.uint16 if loaded.bit_depth == 16 else np.uint8, name=loaded.path,
+                            max_output_pixels=max_output_pixels, on_band=on_band) for loaded in images]  # fmt: skip
+        return [o.error if isinstance(o, Failed) else o for o in self._drive(steps)]
+
+    def _drive(self, steps: list[Steps[NDArray[Any]]]) -> list[NDArray[Any] | Failed]:
+        backend = self.backend
+        if backend.arrays == "numpy":
+            return drive(steps, backend.run, batch=self.batch)
+        import torch  # a backend on torch tensors: torch is loaded
+
+        try:
+            return drive(steps, backend.run, batch=self.batch, concat=torch.cat)
+        except BackendError:
+            raise
+        except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
+            raise BackendError(f"{backend.name} on {backend.device}: {first_line(error)}") from error
+
+    def upscale_pixels(
+        self, pixels: NDArray[np.floating], scale: float, dtype: Any = np.float32, *, name: Path | str = "<image>",
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, on_band: Callable[[float], None] | None = None,
+    ) -> NDArray[Any]:  # fmt: skip
+        """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
+        Refused before any work as `steps` says."""
+        scale = self.check_scale(scale)
+        (outcome,) = self._drive([self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels,
+                                             on_band=on_band)])  # fmt: skip
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return outcome
 
     def upscale(
         self, image: Image.Image | NDArray[Any] | list[Any], scale: float, *,
-        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, name: Path = Path("<image>"),
-        network: Network | None = None,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, name: Path | str = "<image>",
     ) -> Any:  # fmt: skip
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
         array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32); or a list of
         them (a list back, in order, with tiles batched across the images: many small frames fill the backend's
         batches as one large image would). ValueError (ImageError or UsageError) for pixels it cannot take, or a
         result over `max_output_pixels`."""
-        limit = max_output_pixels
-        if isinstance(image, list) and image and all(isinstance(i, Image.Image | np.ndarray) for i in image):
-            return self._upscale_list(image, scale, max_output_pixels=limit)
-        if isinstance(image, list) and not image:
-            return []
-        if isinstance(image, Image.Image):
-            loaded = load_image_object(image)
-            loaded = dataclasses.replace(loaded, path=name)
-            result = to_pil_image(self.upscale_file(loaded, scale, max_output_pixels=limit, network=network))
-            if loaded.icc_profile:
-                result.info["icc_profile"] = loaded.icc_profile
-            return result
-        array = np.asarray(image)
-        if array.ndim == 2:
-            return self.upscale(array[..., None], scale, max_output_pixels=limit, name=name, network=network)[..., 0]
-        if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-            raise UsageError(f"{name}: expected an (H, W) or (H, W, C) image with C in 1..4, got shape "
-                             f"{np.shape(image)}")  # fmt: skip
-        if array.dtype in (np.uint8, np.uint16):
-            # the limit before a float copy of the input is made
-            check_output(array.shape, check_scale(scale), max_output_pixels=limit, name=name)
-            peak = np.iinfo(array.dtype).max
-            pixels = array.astype(np.float32) / np.float32(peak)
-            return self.upscale_pixels(pixels, scale, array.dtype, max_output_pixels=limit, name=name,
-                                       network=network)  # fmt: skip
-        if not np.issubdtype(array.dtype, np.floating):
-            raise UsageError(f"{name}: expected uint8, uint16 or float pixels, got {array.dtype}")
-        return self.upscale_pixels(array, scale, max_output_pixels=limit, name=name, network=network)
+        scale = self.check_scale(scale)
+        if isinstance(image, list) and all(isinstance(i, Image.Image | np.ndarray) for i in image):
+            return list(self._upscale_list(image, scale, max_output_pixels=max_output_pixels))
+        pixels, dtype, finish = _prepare(image, scale, name=name, max_output_pixels=max_output_pixels)  # type: ignore[arg-type]  # a list of lists: an array
+        steps = self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels)
+        (outcome,) = self._drive([steps])
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return finish(outcome)
 
-    def _upscale_list(self, images: list[Any], scale: float, *, max_output_pixels: int) -> list[Any]:
-        """Tiles batched across images, in groups of up to LIST_GROUP_PIXELS output pixels: a first pass over a group
-        records every tile window (its network returns zeros), the backend runs the windows in batches of the same
-        shape, and a second pass pastes the results. The colour work runs twice; the network once. Backends on torch
-        tensors (whose pipeline runs on the device) take the images one by one."""
-        if self.backend.arrays == "torch" or len(images) < 2:
-            return [self.upscale(one, scale, max_output_pixels=max_output_pixels) for one in images]
-        budget = LIST_GROUP_PIXELS / check_scale(scale) ** 2
-        results: list[Any] = []
-        group: list[Any] = []
-        size = 0  # input pixels in the group
-        for image in images:
-            if group and size + _pixels(image) > budget:
-                results += self._upscale_group(group, scale, max_output_pixels=max_output_pixels)
-                group, size = [], 0
-            group.append(image)
-            size += _pixels(image)
-        return results + self._upscale_group(group, scale, max_output_pixels=max_output_pixels)
-
-    def _upscale_group(self, images: list[Any], scale: float, *, max_output_pixels: int) -> list[Any]:
-        names = [Path(f"<image {i}>") for i in range(len(images))]  # errors say which list item
-        if len(images) == 1:  # nothing to batch across: no windows held
-            return [self.upscale(images[0], scale, max_output_pixels=max_output_pixels, name=names[0])]
-        windows: list[NDArray[np.float32]] = []
-
-        def record(batch: NDArray[np.float32]) -> NDArray[np.float32]:
-            windows.extend(np.array(batch))
-            return np.zeros_like(batch)
-
-        for image, name in zip(images, names, strict=True):
-            self.upscale(image, scale, max_output_pixels=max_output_pixels, name=name, network=record)
-        outputs: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(windows)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, window in enumerate(windows):
-            by_shape.setdefault(window.shape, []).append(i)
-        for indices in by_shape.values():
-            for first in range(0, len(indices), self.batch):
-                part = indices[first : first + self.batch]
-                for i, out in zip(part, self.backend.run(np.stack([windows[i] for i in part])), strict=True):
-                    outputs[i] = out
-        replay = iter(outputs)
-
-        def play(batch: NDArray[np.float32]) -> NDArray[np.float32]:
-            return np.stack([next(replay) for _ in range(len(batch))])
-
-        return [self.upscale(image, scale, max_output_pixels=max_output_pixels, name=name, network=play)
-                for image, name in zip(images, names, strict=True)]  # fmt: skip
+    def _upscale_list(self, images: list[Any], scale: float, *, max_output_pixels: int) -> Iterator[Any]:
+        """Images in groups of up to GROUP_PIXELS output pixels, each group's tiles batched across its images; the
+        first image that cannot be taken is raised."""
+        group: list[tuple[Steps[NDArray[Any]], Finish]] = []
+        size = 0.0
+        for index, image in enumerate(images):
+            name = f"<image {index}>"  # errors say which list item
+            pixels, dtype, finish = _prepare(image, scale, name=name, max_output_pixels=max_output_pixels)
+            group.append((self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels), finish))
+            size += pixels.shape[0] * pixels.shape[1] * scale**2
+            if size >= GROUP_PIXELS or index == len(images) - 1:
+                outcomes = self._drive([steps for steps, _ in group])
+                for outcome, (_, finish) in zip(outcomes, group, strict=True):
+                    if isinstance(outcome, Failed):
+                        raise outcome.error
+                    yield finish(outcome)
+                group, size = [], 0.0
 
     def upscale_file(
         self, loaded: LoadedImage, scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
-        on_band: Callable[[float], None] | None = None, network: Network | None = None,
+        on_band: Callable[[float], None] | None = None,
     ) -> NDArray[Any]:  # fmt: skip
-        dtype = np.uint16 if loaded.bit_depth == 16 else np.uint8
-        return self.upscale_pixels(loaded.pixels, scale, dtype, name=loaded.path, max_output_pixels=max_output_pixels,
-                                   on_band=on_band, network=network)  # fmt: skip
+        """A decoded file's pixels upscaled: uint16 for 16-bit sources, else uint8."""
+        scale = self.check_scale(scale)
+        (outcome,) = self.upscale_group([loaded], scale, max_output_pixels=max_output_pixels, on_band=on_band)
+        if isinstance(outcome, ImageError):
+            raise outcome
+        return outcome
 
     def upscale_folder(
         self,
@@ -267,43 +247,78 @@ class Upscaler:
         fmt: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
-        on_image: Callable[[Path, int], None] = lambda path, pixels: None,
+        on_image: Callable[[Path | str, int], None] = lambda path, pixels: None,
         on_band: Callable[[float], None] | None = None,
     ) -> FolderReport:
-        """Upscale a file or every image in a folder (see vdsr.runtime.folders.plan_jobs for where results go). Each
-        file that cannot be read, upscaled or written is reported with its cause and the others still run (all stop
-        at the first failure with fail_fast). A backend failure stops the run: report.stopped says why, and what was
-        written before it is complete. `on_image(path, output pixels)` is called as each file finishes (0 when
-        skipped or failed), `on_band(fraction of the current image done)` as its bands of tiles finish."""
-        scale = self._check(scale)
+        """Upscale a file or every image in a folder (see vdsr.runtime.planning for where results go). Each file that
+        cannot be read, upscaled or written is reported with its cause and the others still run (all stop at the
+        first failure with fail_fast). A backend failure stops the run: report.stopped says why, and what was written
+        before it is complete. `on_image(path, output pixels)` is called as each file finishes (0 when skipped or
+        failed), `on_band(fraction of the current image done)` as its bands of tiles finish."""
+        scale = self.check_scale(scale)
         if fmt:
             output_format(Path(f"x.{fmt.lstrip('.')}"))  # an unknown format is bad usage: fail before any work
-        jobs = plan_jobs(Path(source), scale, Path(output) if output else None, recursive=recursive, fmt=fmt)
+        jobs = plan(local(source), scale, None if output is None else local(output), recursive=recursive, fmt=fmt)
         if not jobs:
-            self.log(f"warning: no images in {source}" + ("" if recursive else " (--recursive includes subfolders)"))
-        removed = remove_stale_temporaries(job.target for job in jobs)  # left by a run that was killed
-        if removed:
+            self.log(nothing_found(source, recursive=recursive))
+        return self.upscale_jobs(jobs, scale, skip_existing=skip_existing, fail_fast=fail_fast, max_pixels=max_pixels,
+                                 max_output_pixels=max_output_pixels, on_image=on_image, on_band=on_band)  # fmt: skip
+
+    def upscale_jobs(
+        self,
+        jobs: list[Job],
+        scale: float,
+        *,
+        skip_existing: bool = False,
+        fail_fast: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_image: Callable[[Path | str, int], None] = lambda path, pixels: None,
+        on_band: Callable[[float], None] | None = None,
+    ) -> FolderReport:
+        """Planned jobs (vdsr.runtime.planning.plan) run through the pipeline, `scale` already checked: the temporary
+        files a killed run left removed, the jobs claimed (vdsr.runtime.planning.claim), then vdsr.runtime.pipeline."""
+        removed = jobs[0].target.files.remove_stale([job.target.path for job in jobs]) if jobs else []
+        if removed:  # left by a run that was killed
             self.log(f"removed {len(removed)} temporary files a killed run left in the output folder")
         report = FolderReport()
-        todo = claim_outputs(jobs, report, skip_existing=skip_existing, on_image=on_image)
+        todo = claim(jobs, report, skip_existing=skip_existing, on_image=on_image)
         if fail_fast and report.failed:
             return report
-        upscale = partial(self.upscale_file, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
-        return run_jobs(
-            todo, upscale, report, scale=scale, fail_fast=fail_fast, max_pixels=max_pixels,
-            max_output_pixels=max_output_pixels, on_image=on_image,
-        )  # fmt: skip
+        upscale = partial(self.upscale_group, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
+        return run_jobs(todo, upscale, report, scale=scale, fail_fast=fail_fast, max_pixels=max_pixels,
+                        max_output_pixels=max_output_pixels, on_image=on_image, group=self.batch)  # fmt: skip
 
 
-def _pixels(image: Any) -> int:
-    """Input pixels of a PIL image or an array."""
+def _prepare(
+    image: Image.Image | NDArray[Any], scale: float, *, name: Path | str, max_output_pixels: int
+) -> tuple[NDArray[np.floating], Any, Finish]:
+    """What the API takes -> (pixels in [0, 1], the result's dtype, what turns the result into what it gives back)."""
     if isinstance(image, Image.Image):
-        return image.width * image.height
-    shape = np.shape(image)
-    return int(shape[0] * shape[1]) if len(shape) >= 2 else 0
+        loaded = load_image_object(image)
+
+        def as_pil(pixels: NDArray[Any]) -> Image.Image:
+            result = to_pil_image(pixels)
+            if loaded.icc_profile:
+                result.info["icc_profile"] = loaded.icc_profile
+            return result
+
+        return loaded.pixels, np.uint16 if loaded.bit_depth == 16 else np.uint8, as_pil
+    array = np.asarray(image)
+    if array.ndim == 2:
+        pixels, dtype, finish = _prepare(array[..., None], scale, name=name, max_output_pixels=max_output_pixels)
+        return pixels, dtype, lambda out: finish(out)[..., 0]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise UsageError(f"{name}: expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
+    if array.dtype in (np.uint8, np.uint16):
+        check_output(array.shape, scale, max_output_pixels=max_output_pixels, name=name)  # before a float copy
+        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max), array.dtype, lambda out: out
+    if not np.issubdtype(array.dtype, np.floating):
+        raise UsageError(f"{name}: expected uint8, uint16 or float pixels, got {array.dtype}")
+    return array, np.float32, lambda out: out
 
 
-def check_values(pixels: NDArray[np.floating], name: Path) -> None:
+def check_values(pixels: NDArray[np.floating], name: Path | str) -> None:
     """ImageError unless every value is finite and in [0, 1] (a float image on 0..255 would come out white). min and
     max carry NaN and inf along, so no temporary as large as the image is made."""
     if pixels.size == 0:
@@ -314,3 +329,4 @@ def check_values(pixels: NDArray[np.floating], name: Path) -> None:
     if low < 0 or high > 1:
         raise ImageError(name, f"float pixel values must lie in [0, 1], got {low:g} to {high:g} (pass 8-bit images "
                                "as uint8, or divide by 255)")  # fmt: skip
+

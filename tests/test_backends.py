@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,6 @@ import pytest
 from PIL import Image
 
 from vdsr import Upscaler
-from vdsr.catalogue import model_files
 from vdsr.errors import (
     EXIT_BACKEND,
     EXIT_FAILED,
@@ -23,11 +23,27 @@ from vdsr.errors import (
     UsageError,
     exit_code,
 )
-from vdsr.runtime.backends import selection
+from vdsr.model import Model
+from vdsr.runtime import machine
+from vdsr.runtime.backends import opening
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.backends.opening import open_chosen
 from vdsr.runtime.backends.pytorch import TorchBackend
-from vdsr.runtime.backends.selection import open_backend
+from vdsr.runtime.backends.specs import OrtCuda, Request, parse_device
 from vdsr.runtime.resize import output_shape_for
+
+CPU_MACHINE = machine.Machine(frozenset({"avx2", "fma"}), installed=frozenset({"onnxruntime", "torch"}))
+GPU_MACHINE = machine.Machine(
+    frozenset({"avx2", "fma"}), nvidia_driver=True, installed=frozenset({"onnxruntime", "torch"}),
+    ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"), torch_cuda="",
+)  # fmt: skip
+
+
+def open_backend(
+    choice: str, model: str | Path, log: object = lambda line: None, *, machine: machine.Machine | None = None
+) -> object:
+    """What the runtime opens for `choice` (the old test helper's signature, over the new API)."""
+    return open_chosen(Model.load(model), Request(choice), log, machine=machine)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 17, 33), (3, 1, 64, 48), (1, 1, 1, 1)])
@@ -39,16 +55,13 @@ def test_onnx_runtime_and_torch_agree(tiny_model: dict[str, Path], shape: tuple[
     assert ort_backend.scales == torch_backend.scales == [2, 3, 4]
 
 
-def test_auto_without_a_gpu_picks_onnx_runtime_and_says_why(
-    tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(selection, "nvidia_driver_present", lambda: False)  # as on CI; a GPU machine picks CUDA
+def test_auto_without_a_gpu_picks_onnx_runtime_and_says_why(tiny_model: dict[str, Path]) -> None:
     lines: list[str] = []
-    backend = open_backend("auto", tiny_model["onnx"], lines.append)
-    assert backend.name == "onnxruntime-cpu" and len(lines) == 1
+    backend = open_backend("auto", tiny_model["onnx"], lines.append, machine=CPU_MACHINE)  # as on CI
+    assert backend.name == "onnxruntime-cpu" and len(lines) == 1  # type: ignore[attr-defined]
     assert "skipped: tensorrt: no NVIDIA GPU driver found" in lines[0] and "torch-cuda" in lines[0]
     lines.clear()  # weights only: ONNX Runtime cannot run them, PyTorch can
-    assert open_backend("auto", tiny_model["weights"], lines.append).name == "torch-cpu"
+    assert open_backend("auto", tiny_model["weights"], lines.append, machine=CPU_MACHINE).name == "torch-cpu"  # type: ignore[attr-defined]
     assert "onnxruntime-cpu: needs an ONNX graph" in lines[0]
 
 
@@ -61,21 +74,21 @@ def test_backend_choices_that_cannot_work_are_clear_errors(tiny_model: dict[str,
         open_backend("cuda", tiny_model["onnx"])
     (tmp_path / "model.pt").write_bytes(b"pickle")
     with pytest.raises(ValueError, match="expected an .onnx graph or .safetensors"):
-        model_files(tmp_path / "model.pt")
+        Model.load(tmp_path / "model.pt")
     with pytest.raises(
         ValueError, match=r"expected a shipped model \(vdsr, vdsr_real, srcnn, srcnn_x3, srcnn_x4\) or an existing"
     ):
-        model_files(tmp_path / "missing.onnx")
+        Model.load(tmp_path / "missing.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
-    with pytest.raises(ValueError, match="broken.onnx: not a well-formed ONNX file"):
-        open_backend("onnxruntime-cpu", tmp_path / "broken.onnx")
+    with pytest.raises(ModelError, match="broken.onnx: not a well-formed ONNX file"):  # refused as it is loaded
+        Model.load(tmp_path / "broken.onnx")
 
 
 def test_default_cpu_path_imports_no_torch(tiny_model: dict[str, Path]) -> None:
     code = (
         "import sys, numpy as np\n"
-        "import vdsr.runtime.backends.selection as b\n"
-        "b.nvidia_driver_present = lambda: False  # a CPU machine, even where a driver is installed\n"
+        "import vdsr.runtime.machine as m\n"
+        "m.nvidia_driver_present = lambda: False  # a CPU machine, even where a driver is installed\n"
         "from vdsr import Upscaler\n"
         "import vdsr.runtime.cli\n"
         f"u = Upscaler({str(tiny_model['onnx'])!r})\n"
@@ -133,12 +146,12 @@ def test_upscaler_output_matches_the_whole_image_network(tiny_model: dict[str, P
 def test_device_pipeline_equals_the_numpy_pipeline(
     tiny_model: dict[str, Path], channels: int, column_chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Torch backends run colour, bicubic ILR, tiles and rounding on their device (vdsr.runtime.upscale_torch); on
+    """Torch backends run colour, bicubic ILR, tiles and rounding on their device (vdsr.runtime.picture_torch); on
     the CPU that path must give what ONNX Runtime with the numpy path gives (one product for all output columns, or
     many: a wide image's)."""
-    from vdsr.runtime import upscale_torch
+    from vdsr.runtime import picture_torch
 
-    monkeypatch.setattr(upscale_torch, "COLUMN_CHUNK", column_chunk)
+    monkeypatch.setattr(picture_torch, "COLUMN_CHUNK", column_chunk)
     pixels = np.random.default_rng(channels).random((27, 21, channels)).astype(np.float32)
     on_device = Upscaler(tiny_model["weights"], "torch-cpu", tile=24, batch=3)
     numpy_path = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", tile=24, batch=3)
@@ -170,18 +183,18 @@ def test_backends_say_what_callers_need_and_release_it(tiny_model: dict[str, Pat
 def test_auto_selection_skips_unavailable_backends_only(
     tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = selection._open
+    real_open = opening.open_backend
 
-    def bug_in_gpu_backend(choice: str, files: object, precision: str, **options: int) -> object:
-        if choice == "onnxruntime-cuda":
+    def bug_in_gpu_backend(spec: object) -> object:
+        if isinstance(spec, OrtCuda):
             raise TypeError("a bug, not an unavailable backend")
-        if choice in selection.GPU_BACKENDS:
+        if spec.name != "onnxruntime-cpu":  # type: ignore[attr-defined]
             raise BackendUnavailable("no GPU here")
-        return real_open(choice, files, precision, **options)  # type: ignore[arg-type]
+        return real_open(spec)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(selection, "_open", bug_in_gpu_backend)
+    monkeypatch.setattr(opening, "open_backend", bug_in_gpu_backend)
     with pytest.raises(TypeError, match="a bug"):  # never read as "skipped"
-        open_backend("auto", tiny_model["onnx"])
+        open_backend("auto", tiny_model["onnx"], machine=GPU_MACHINE)
 
 
 def test_errors_map_to_exit_codes_in_one_table() -> None:
@@ -214,33 +227,32 @@ def test_a_backend_that_cannot_start_is_skipped_with_its_reason(monkeypatch: pyt
     def cuda_fails(self: object, *args: object, **kwargs: object) -> None:
         raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")
 
-    monkeypatch.setattr(selection, "nvidia_driver_present", lambda: True)  # as on a GPU machine
-    monkeypatch.setattr(selection, "_torch_cuda", lambda: None)
     monkeypatch.setattr(pytorch.TorchBackend, "__init__", cuda_fails)
     lines: list[str] = []
-    with open_backend("auto", "srcnn", lines.append) as backend:  # shipped: a graph and weights
-        assert backend.name == "onnxruntime-cpu"
+    without_cuda_provider = dataclasses.replace(GPU_MACHINE, ort_providers=("CPUExecutionProvider",))
+    with open_backend("auto", "srcnn", lines.append, machine=without_cuda_provider) as backend:  # type: ignore[attr-defined]
+        assert backend.name == "onnxruntime-cpu"  # shipped: a graph and weights
     assert "torch-cuda: PyTorch could not start (CUDA error: out of memory)" in lines[0]
     with pytest.raises(UsageError, match="Backend torch-cpu is not available: PyTorch could not start"):
-        open_backend("torch-cpu", "srcnn")
+        open_backend("torch-cpu", "srcnn", machine=CPU_MACHINE)
 
 
-def test_a_model_file_no_backend_can_load_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_model_file_that_is_not_one_is_refused_before_any_backend(tmp_path: Path) -> None:
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
-    with pytest.raises(UsageError, match=r"No backend can run here: .*broken.onnx: not a well-formed ONNX file"):
-        open_backend("auto", tmp_path / "broken.onnx")
+    with pytest.raises(ModelError, match=r"broken.onnx: not a well-formed ONNX file"):
+        Upscaler(tmp_path / "broken.onnx")
 
 
 def test_device_pipeline_failures_stop_the_run(
     tiny_model: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """torch allocates around the network too (the upload, the ILR): out of memory there is the backend's failure."""
-    from vdsr.runtime import upscale_torch
+    from vdsr.runtime import picture_torch
 
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(upscale_torch, "upscale_pixels_torch", out_of_memory)
+    monkeypatch.setattr(picture_torch, "picture_steps_torch", out_of_memory)
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
     with Upscaler(tiny_model["weights"], "torch-cpu") as upscaler:
@@ -277,11 +289,11 @@ def test_device_limits_the_backends_and_names_the_gpu(tiny_model: dict[str, Path
         Upscaler(tiny_model["onnx"], "onnxruntime-cpu", device="cuda:1")
     with pytest.raises(UsageError, match="Unknown device 'gpu'"):
         Upscaler(tiny_model["onnx"], device="gpu")
-    if not selection.nvidia_driver_present():
+    if not machine.nvidia_driver_present():
         with pytest.raises(UsageError, match="No backend can run here: tensorrt: no NVIDIA GPU driver"):
             Upscaler(tiny_model["onnx"], device="cuda:1")
     assert cuda_providers(1)[0] == ("CUDAExecutionProvider", {"device_id": 1})
-    assert selection.parse_device("cuda:3") == ("cuda", 3) and selection.parse_device(None) == (None, 0)
+    assert parse_device("cuda:3") == ("cuda", 3) and parse_device(None) == (None, 0)
 
 
 def test_a_list_of_images_comes_back_as_a_list_with_tiles_batched_across_them(
@@ -328,11 +340,9 @@ def test_cpu_tiles_are_sized_to_the_memory_budget() -> None:
 
 
 def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Path]) -> None:
-    from vdsr.runtime.backends.onnx_runtime import cpu_bytes_per_pixel
-
-    per_pixel = cpu_bytes_per_pixel({"config": '{"depth": 4, "channels": 8}'})
-    assert per_pixel == 64 + 14 * 8 and cpu_bytes_per_pixel({"config": '{"channels": [64, 32]}'}) == 960
-    assert cpu_bytes_per_pixel({}) == 960  # no config recorded: as wide as the shipped models
+    per_pixel = Model.load(tiny_model["onnx"]).window_bytes_per_pixel
+    assert per_pixel == 64 + 14 * 8 and Model.load("srcnn").window_bytes_per_pixel == 960  # SRCNN: 64 and 32
+    assert Model("given", None, None, (), 4).window_bytes_per_pixel == 960  # no config: as wide as the shipped
     lines: list[str] = []
     rgb = np.random.default_rng(4).random((60, 45, 3)).astype(np.float32)
     whole = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", memory_budget=8 << 20, log=lines.append)

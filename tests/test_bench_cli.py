@@ -246,7 +246,8 @@ def test_a_real_world_degradation_is_recorded_and_never_compared_with_the_paper(
 def test_scales_between_the_integers(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
     """x2.5: HR cropped to a multiple of 5, LR at 2/5 of it, shave 3; a model trained on several scales (VDSR) is
     scored there, a model of one scale (SRCNN x2) is not."""
-    from vdsr.bench.protocol import crop_multiple, degrade, parse_scales, scorable, shave
+    from vdsr.bench.protocol import crop_multiple, degrade, scorable, shave
+    from vdsr.scale import parse_scales
 
     assert parse_scales(["1.5,2", "2.5", "3.25"]) == [1.5, 2, 2.5, 3.25] and isinstance(parse_scales(["3"])[0], int)
     assert (crop_multiple(2.5), crop_multiple(1.5), crop_multiple(3.25), crop_multiple(4)) == (5, 3, 13, 4)

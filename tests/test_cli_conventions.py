@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from vdsr._version import __version__
 from vdsr.bench.cli import app as bench_app
 from vdsr.export.cli import app as export_app
-from vdsr.runtime.backends.selection import BACKENDS
+from vdsr.runtime.backends.specs import BACKENDS
 from vdsr.runtime.cli import app as run_app
 from vdsr.runtime.images import FORMAT_SUFFIXES
 from vdsr.train.cli import app as train_app
@@ -197,7 +197,7 @@ def test_list_items_are_named_in_errors_and_nested_lists_stay_one_image(tiny_mod
 
 
 def test_single_file_output_names_and_choices(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
-    from vdsr.runtime.backends.selection import parse_device
+    from vdsr.runtime.backends.specs import parse_device
 
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "g.png")
     model = ["--model", str(tiny_model["onnx"])]

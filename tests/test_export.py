@@ -13,8 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from vdsr.export.cli import app
-from vdsr.export.onnx import COLOR_CONVENTION, export_onnx, onnx_metadata, save_onnx
+from vdsr.export.onnx import export_onnx, save_onnx
 from vdsr.files import sha256_file
+from vdsr.metadata import COLOR_CONVENTION
 from vdsr.networks import SRCNN, VDSR, SRCNNConfig, VDSRConfig
 from vdsr.weights import save_weights
 
@@ -65,7 +66,7 @@ def test_graph_is_dynamic_self_contained_and_lean(exported: list[tuple[VDSR | SR
         convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
         expected = ["Conv", "Relu"] * (convs - 1) + ["Conv"] + (["Add"] if isinstance(model, VDSR) else [])
         assert ops == expected  # nothing but the network: constants folded, no casts, no reshapes
-        meta = onnx_metadata(proto)
+        meta = {p.key: p.value for p in proto.metadata_props}
         assert meta["halo"] == str(model.halo) and meta["precision"] == "fp32" and meta["color"] == COLOR_CONVENTION
         assert json.loads(meta["scales"]) == [2, 3, 4] and meta["weights_sha256"] == "f" * 64
         assert meta["architecture"] == type(model).__name__.lower()
@@ -96,7 +97,7 @@ def test_cli_exports_beside_the_weights(tmp_path: Path) -> None:
     fp16 = runner.invoke(app, ["--weights", str(weights), "--fp16"])
     assert fp16.exit_code == 0, fp16.output
     for name, precision in (("tiny.onnx", "fp32"), ("tiny_fp16.onnx", "fp16")):
-        meta = onnx_metadata(onnx.load(str(tmp_path / name)))
+        meta = {p.key: p.value for p in onnx.load(str(tmp_path / name)).metadata_props}
         assert meta["precision"] == precision and meta["weights_sha256"] == sha256_file(weights)
         assert json.loads(meta["scales"]) == [2, 3]
 

@@ -1,5 +1,5 @@
 """ONNX files that refer to external data are refused before ONNX Runtime (or TensorRT) sees them; the shipped,
-self-contained graphs pass; malformed bytes get one clear error (vdsr.runtime.onnx_file)."""
+self-contained graphs pass; malformed bytes get one clear error (vdsr.onnx_file)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vdsr.catalogue import MODELS, model_files
+from vdsr.catalogue import MODELS
 from vdsr.errors import ModelError
-from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
-from vdsr.runtime.onnx_file import read_self_contained
+from vdsr.model import Model
+from vdsr.onnx_file import read_self_contained
 
 
 def test_the_shipped_graphs_are_self_contained() -> None:
-    graphs = [path for name in MODELS for path in model_files(name).graphs.values()]
+    graphs = [graph.path for name in MODELS for graph in Model.load(name).graphs.values()]
     assert len(graphs) >= 3
     for path in graphs:
         assert read_self_contained(path) == path.read_bytes()
@@ -65,7 +65,7 @@ def test_external_data_is_refused_before_onnx_runtime_reads_it(tmp_path: Path, n
         with pytest.raises(ModelError, match="external.onnx: refers to external data files"):
             read_self_contained(path)
         with pytest.raises(ModelError, match="external.onnx: refers to external data files"):
-            OnnxRuntimeBackend(path, require_halo=False)
+            Model.load(path)
         del tensor.external_data[:]
 
 
@@ -87,7 +87,7 @@ def test_malformed_files_get_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_nesting_is_bounded() -> None:
-    from vdsr.runtime import onnx_file
+    from vdsr import onnx_file
 
     message = b""
     for field in [1, 6, 5] * 30:  # inside out: graph.node (1), attribute.g (6), node.attribute (5): a node, 90 deep
@@ -110,7 +110,7 @@ def test_the_walk_covers_every_field_that_can_lead_to_a_tensor() -> None:
     review: FunctionProto.attribute_proto, a function's default attributes, was not)."""
     from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-    from vdsr.runtime import onnx_file
+    from vdsr import onnx_file
 
     names = {"ModelProto": "model", "GraphProto": "graph", "TrainingInfoProto": "training",
              "FunctionProto": "function", "NodeProto": "node", "AttributeProto": "attribute",

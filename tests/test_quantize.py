@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from vdsr.catalogue import ModelFiles
-from vdsr.errors import EXIT_FAILED, BackendUnavailable, DatasetError
+from vdsr.errors import EXIT_FAILED, DatasetError
 from vdsr.export import quantize
 from vdsr.export.cli import app
+from vdsr.model import Model
 from vdsr.runtime import machine
-from vdsr.runtime.backends import selection as backends
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.backends.opening import open_chosen
+from vdsr.runtime.backends.specs import Request
 
 
 @pytest.fixture(scope="module")
@@ -141,63 +143,36 @@ def test_a_model_of_non_integer_scales_is_calibrated_and_selected_at_those_scale
     assert seen == [[1.5, 2.5, 4], [1.5, 2.5, 4]] and not (tmp_path / "tiny_int8.onnx").exists()
 
 
-def flags(monkeypatch: pytest.MonkeyPatch, cpu_flags: str) -> None:
-    monkeypatch.setattr(machine, "_cpuinfo", lambda: f"model name\t: test\nflags\t\t: {cpu_flags}\n")
+def tiny_pair(fp32: Path, int8: Path) -> Model:
+    """The tiny model as a shipped one: its fp32 graph and an int8 graph, facts read from their files."""
+    graphs = {"fp32": Model.load(fp32).graphs["fp32"], "int8": Model.load(int8).graphs["int8"]}
+    return dataclasses.replace(Model.load(fp32), name="tiny", graphs=graphs, given=False)
 
 
-@pytest.mark.parametrize(
-    ("cpu_flags", "fast"),
-    [
-        ("sse4_2 avx avx2 fma", True),  # Zen 2/3, Haswell..Comet Lake: AVX2, no VNNI
-        ("avx2 fma avx512f avx512_vnni", True),  # Cascade Lake, Ice Lake, Zen 4/5
-        ("avx2 fma avx_vnni", True),  # Alder Lake
-        ("fp asimd asimddp", True),  # Arm with dotprod (Graviton 2+, Apple M)
-        ("sse4_2 avx", False),  # Sandy/Ivy Bridge: no AVX2
-        ("fp asimd", False),  # Arm without dotprod (Cortex-A72: Raspberry Pi 4, Graviton 1)
-        ("", False),  # not Linux: nothing known
-    ],
-)
+@pytest.mark.parametrize(("cpu_flags", "fast"), [("avx2 fma", True), ("fp asimd asimddp", True), ("sse4_2 avx", False)])
 def test_auto_runs_int8_where_the_cpu_makes_it_faster(
-    cpu_flags: str, fast: bool, int8_graph: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    cpu_flags: str, fast: bool, int8_graph: Path, tiny_model: dict[str, Path]
 ) -> None:
-    flags(monkeypatch, cpu_flags)
-    files = ModelFiles("tiny", {"fp32": tiny_model["onnx"], "int8": int8_graph}, None)
+    """The graph chosen is opened and runs (the choice itself: tests/test_backend_choice.py's table)."""
+    cpu = machine.Machine(frozenset(cpu_flags.split()), installed=frozenset({"onnxruntime"}))
     lines: list[str] = []
-    monkeypatch.setattr(backends, "model_files", lambda model: files)
-    with backends.open_backend("auto", "tiny", lines.append, device="cpu") as backend:
+    with open_chosen(tiny_pair(tiny_model["onnx"], int8_graph), Request(device="cpu"), lines.append,
+                     machine=cpu) as backend:  # fmt: skip
         assert backend.precision == ("int8" if fast else "fp32")
-    reason = "int8 dot products" if "vnni" in cpu_flags or "asimddp" in cpu_flags else "AVX2"
+        assert backend(np.full((1, 1, 9, 9), 0.5, np.float32)).shape == (1, 1, 9, 9)
+    reason = "int8 dot products" if "asimddp" in cpu_flags else "AVX2"
     expected = f"(int8: {reason}" if fast else "(fp32: int8 not known to be faster on this CPU"
     assert len(lines) == 1 and expected in lines[0]
-    with backends.open_backend("onnxruntime-cpu", "tiny", lines.append, precision="fp32") as backend:
+    with open_chosen(tiny_pair(tiny_model["onnx"], int8_graph), Request("onnxruntime-cpu", precision="fp32"),
+                     lines.append, machine=cpu) as backend:  # fmt: skip
         assert backend.precision == "fp32" and lines[-1] == "backend onnxruntime-cpu (fp32) for tiny"  # asked for
-
-
-def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    files = ModelFiles("vdsr", {"fp32": Path("a.onnx"), "fp16": Path("b.onnx"), "int8": Path("c.onnx")}, None)
-    flags(monkeypatch, "avx2 fma")
-    assert backends._graph(files, "onnxruntime-cpu", "auto") == Path("c.onnx")
-    assert backends._graph(files, "onnxruntime-cpu", "fp32") == Path("a.onnx")
-    assert backends._graph(files, "onnxruntime-cuda", "auto") == Path("b.onnx")
-    assert backends._graph(files, "tensorrt", "auto") == Path("b.onnx")
-    with pytest.raises(BackendUnavailable, match="int8 graph runs on onnxruntime-cpu only"):
-        backends._graph(files, "onnxruntime-cuda", "int8")
-    flags(monkeypatch, "sse4_2 avx")  # no AVX2 nor dot products: int8 not known to be faster
-    assert backends._graph(files, "onnxruntime-cpu", "auto") == Path("a.onnx")
-    with pytest.warns(UserWarning, match="neither AVX2 nor int8 dot-product"):
-        assert backends._graph(files, "onnxruntime-cpu", "int8") == Path("c.onnx")  # asked for: given, with a warning
-    with pytest.raises(BackendUnavailable, match="no fp16 ONNX graph"):
-        backends._graph(ModelFiles("vdsr", {"fp32": Path("a.onnx")}, None), "onnxruntime-cuda", "fp16")
-    with pytest.raises(BackendUnavailable, match="runs as it is"):
-        backends._graph(ModelFiles("x", {"given": Path("x.onnx")}, None), "onnxruntime-cpu", "int8")
 
 
 @pytest.mark.parametrize("within", ["false", None])
 def test_auto_skips_an_int8_graph_not_within_its_bar(
-    within: str | None, int8_graph: Path, tiny_model: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    within: str | None, int8_graph: Path, tiny_model: dict[str, Path], tmp_path: Path
 ) -> None:
     """A graph written with --force (within_bar false), or by an exporter before the bar (no such key): fp32."""
-    flags(monkeypatch, "avx2 fma avx512f avx512_vnni")
     model = onnx.load(str(int8_graph))
     props = [p for p in model.metadata_props if p.key != "int8_within_bar"]
     del model.metadata_props[:]
@@ -205,10 +180,13 @@ def test_auto_skips_an_int8_graph_not_within_its_bar(
     if within is not None:
         model.metadata_props.add(key="int8_within_bar", value=within)
     onnx.save(model, str(tmp_path / "costly_int8.onnx"))
-    costly = ModelFiles("t", {"fp32": tiny_model["onnx"], "int8": tmp_path / "costly_int8.onnx"}, None)
-    with backends._open("onnxruntime-cpu", costly, "auto") as backend:
-        assert backend.precision == "fp32" and backend.why == "the int8 graph is not within its PSNR cost bar"
-    with backends._open("onnxruntime-cpu", costly, "int8") as backend:
+    costly = tiny_pair(tiny_model["onnx"], tmp_path / "costly_int8.onnx")
+    vnni = machine.Machine(frozenset({"avx2", "avx512_vnni"}), installed=frozenset({"onnxruntime"}))
+    lines: list[str] = []
+    with open_chosen(costly, Request("onnxruntime-cpu"), lines.append, machine=vnni) as backend:
+        assert backend.precision == "fp32"
+    assert lines == ["backend onnxruntime-cpu (fp32: the int8 graph is not within its PSNR cost bar) for tiny"]
+    with open_chosen(costly, Request("onnxruntime-cpu", precision="int8"), machine=vnni) as backend:
         assert backend.precision == "int8"  # asked for: given
 
 

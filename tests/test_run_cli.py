@@ -402,18 +402,19 @@ def test_names_differing_only_in_case_collide_only_where_the_file_system_ignores
     tmp_path: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """photo.png and photo.PNG were refused as a collision on a case-sensitive file system: decided by a probe."""
-    from vdsr.runtime import folders
+    from vdsr import files
+    from vdsr.runtime.places import LocalFiles
 
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(noise((8, 8, 3), 1)).save(folder / "photo.png")
     Image.fromarray(noise((8, 8, 3), 2)).save(folder / "photo.PNG", "PNG")
-    assert not folders.case_insensitive(tmp_path)  # Linux tmp: case-sensitive, as CI's
-    assert not folders.case_insensitive(tmp_path / "not" / "made" / "yet")  # probed in the nearest existing parent
+    assert not files.case_insensitive(tmp_path)  # Linux tmp: case-sensitive, as CI's
+    assert not files.case_insensitive(tmp_path / "not" / "made" / "yet")  # probed in the nearest existing parent
     code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "-o", tmp_path / "out")
     assert code == 0 and "2 written" in output, output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.PNG", "photo.png"]
-    monkeypatch.setattr(folders, "case_insensitive", lambda folder: True)  # as on macOS or Windows disks
+    monkeypatch.setattr(LocalFiles, "ignores_case", lambda self, folder: True)  # as on macOS or Windows disks
     code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "-o", tmp_path / "out2")
     assert code == 1 and "is also" in output and "1 written" in output, output
 

@@ -125,8 +125,10 @@ def test_shipped_int8_graphs_are_within_their_bar_and_run_by_default_where_int8_
 ) -> None:
     """Every shipped int8 graph was measured within the bar (vdsr-export --int8 refuses otherwise), so `auto` runs it
     on CPUs with AVX2 or int8 dot products, and fp32 elsewhere."""
+    from vdsr.model import Model
     from vdsr.runtime import machine
-    from vdsr.runtime.backends.selection import open_backend
+    from vdsr.runtime.backends.opening import open_chosen
+    from vdsr.runtime.backends.specs import Request
 
     int8 = f"{name}_int8.onnx"
     meta = {p.key: p.value for p in onnx.load(str(shipped(int8))).metadata_props}
@@ -135,5 +137,5 @@ def test_shipped_int8_graphs_are_within_their_bar_and_run_by_default_where_int8_
     assert len(cost) == 2 * 2 * len(card(name)["scales"])  # type: ignore[arg-type]  # Set5/Set14 x scales x clean/noisy
     for flags, precision in (("avx2 fma", "int8"), ("fp asimd asimddp", "int8"), ("sse4_2 avx", "fp32")):
         monkeypatch.setattr(machine, "_cpuinfo", lambda flags=flags: f"flags\t: {flags}\n")
-        with open_backend("onnxruntime-cpu", name) as backend:
+        with open_chosen(Model.load(name), Request("onnxruntime-cpu")) as backend:
             assert backend.precision == precision, flags

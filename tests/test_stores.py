@@ -1,5 +1,5 @@
-"""Folders named by URI (vdsr.runtime.stores), through file:// on pyarrow.fs: the plain run's plan, staged runs that
-name the URIs in their failures, whole uploads. The Ray run over URIs is in test_ray.py."""
+"""Folders named by URI (vdsr.runtime.places), through file:// on pyarrow.fs: the plain run's plan (one planner), runs
+that name the URIs in their failures, whole uploads. The Ray run over URIs is in test_ray.py."""
 
 from __future__ import annotations
 
@@ -12,24 +12,20 @@ from typer.testing import CliRunner
 
 from vdsr.errors import UsageError
 from vdsr.runtime.cli import app
-from vdsr.runtime.folders import FolderReport, plan_jobs
 from vdsr.runtime.images import LoadedImage
-from vdsr.runtime.stores import (
-    StoreJob,
-    Stores,
-    as_uri,
-    claim_store_outputs,
-    is_uri,
-    plan_store_jobs,
-    run_store_jobs,
-)
+from vdsr.runtime.pipeline import run_jobs
+from vdsr.runtime.places import Stores, as_uri, is_uri, local, place_of
+from vdsr.runtime.planning import FolderReport, Job, claim
+from vdsr.runtime.planning import plan as plan_jobs
 
 pytest.importorskip("pyarrow", reason="pyarrow comes with the optional `ray` extra: pip install '.[ray]'")
 
 
 def plan(source: str, scale: float, output: str | None = None, **options: object) -> list[tuple[str, str]]:
     """The plan as (input, output) names."""
-    jobs = plan_store_jobs(source, scale, output, stores=Stores(), **options)  # type: ignore[arg-type]
+    stores = Stores()
+    output_place = None if output is None else place_of(output, stores)
+    jobs = plan_jobs(place_of(source, stores), scale, output_place, **options)  # type: ignore[arg-type]
     return [(str(j.source), str(j.target)) for j in jobs]
 
 
@@ -56,7 +52,7 @@ def test_uris_are_told_from_paths() -> None:
 @pytest.mark.parametrize("fmt", [None, "webp"])
 def test_a_store_is_planned_as_a_plain_run_plans_a_folder(tmp_path: Path, recursive: bool, fmt: str | None) -> None:
     tree(tmp_path / "in")
-    plain = plan_jobs(tmp_path / "in", 2, tmp_path / "out", recursive=recursive, fmt=fmt)
+    plain = plan_jobs(local(tmp_path / "in"), 2, local(tmp_path / "out"), recursive=recursive, fmt=fmt)
     source, out = (tmp_path / "in").as_uri(), (tmp_path / "out").as_uri()
     stored = plan(source, 2, out, recursive=recursive, fmt=fmt)  # names with spaces, '#', '%', accents: as they are
     assert stored == [(f"file://{j.source}", f"file://{j.target}") for j in plain] and len(stored) == 5 + 2 * recursive
@@ -87,9 +83,14 @@ def test_single_files_and_refusals(tmp_path: Path) -> None:
             plan(source, 2, output)
 
 
-def doubled(loaded: LoadedImage) -> np.ndarray:
-    """A stand-in for the network: each pixel twice each way, as 8-bit levels."""
-    return np.clip(np.rint(np.repeat(np.repeat(loaded.pixels, 2, 0), 2, 1) * 255), 0, 255).astype(np.uint8)
+def doubled(group: list[LoadedImage]) -> list[np.ndarray]:
+    """A stand-in for the upscaling step: each pixel twice each way, as 8-bit levels."""
+    return [np.clip(np.rint(np.repeat(np.repeat(loaded.pixels, 2, 0), 2, 1) * 255), 0, 255).astype(np.uint8)
+            for loaded in group]  # fmt: skip
+
+
+def stored(source: Path, output: Path, stores: Stores) -> list[Job]:
+    return plan_jobs(place_of(source.as_uri(), stores), 2, place_of(output.as_uri(), stores))
 
 
 def test_staged_runs_name_the_uris_and_leave_nothing_partial(tmp_path: Path) -> None:
@@ -98,12 +99,12 @@ def test_staged_runs_name_the_uris_and_leave_nothing_partial(tmp_path: Path) -> 
     (tmp_path / "out" / "blocked.png").mkdir(parents=True)  # its upload cannot replace a folder
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "in" / "blocked.png")
     stores = Stores()
-    jobs = plan_store_jobs((tmp_path / "in").as_uri(), 2, (tmp_path / "out").as_uri(), stores=stores)
-    gone = plan_store_jobs((tmp_path / "in" / "a.png").as_uri(), 2, (tmp_path / "out").as_uri(), stores=stores)[0]
+    jobs = stored(tmp_path / "in", tmp_path / "out", stores)
+    gone = stored(tmp_path / "in" / "a.png", tmp_path / "out", stores)[0]
     (tmp_path / "in" / "a.png").rename(tmp_path / "in" / "gone.png")  # vanished after the plan
-    seen: list[str] = []
-    report = run_store_jobs([*jobs, gone], doubled, stores=stores, scale=2, max_pixels=1000, max_output_pixels=10**6,
-                            on_image=lambda name, pixels: seen.append(name))  # fmt: skip
+    seen: list[Path | str] = []
+    report = run_jobs([*jobs, gone], doubled, FolderReport(), scale=2, fail_fast=False, max_pixels=1000,
+                      max_output_pixels=10**6, on_image=lambda name, pixels: pixels and seen.append(name))  # fmt: skip
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["a-c.png", "b.jpg", "blocked.png", "d.png"]  # the folder stays; no temporaries left
     assert sorted(Path(str(w)).name for w in report.written) == ["a-c.png", "b.jpg", "d.png"] and len(seen) == 3
@@ -113,23 +114,22 @@ def test_staged_runs_name_the_uris_and_leave_nothing_partial(tmp_path: Path) -> 
     assert all(str(f.path).startswith(f"file://{tmp_path}/in/") for f in report.failed)
     assert "over the limit of 1000 pixels" in causes["big.png"].cause and causes["a.png"].cause == "file not found"
     assert causes["blocked.png"].cause.startswith("cannot write it") and causes["blocked.png"].output
-    assert "vdsr-store-" not in str(report)  # every line names the URIs, not the staging folder
     # the same plan again: outputs that exist are skipped; an output that is an input, or another's, is refused
     again = FolderReport()
-    assert len(claim_store_outputs(jobs, again, skip_existing=True, stores=stores)) == len(jobs) - 3
+    assert len(claim(jobs, again, skip_existing=True, on_image=lambda path, pixels: None)) == len(jobs) - 3
     assert len(again.skipped) == 3
     clash = FolderReport()
-    twisted = [jobs[0], StoreJob(jobs[2].source, jobs[1].source), StoreJob(jobs[1].source, jobs[0].target)]
-    assert claim_store_outputs(twisted, clash, skip_existing=False, stores=stores) == [jobs[0]]
+    twisted = [jobs[0], Job(jobs[2].source, jobs[1].source), Job(jobs[1].source, jobs[0].target)]
+    assert claim(twisted, clash, skip_existing=False, on_image=lambda path, pixels: None) == [jobs[0]]
     assert "is an input" in str(clash.failed[0]) and "is also" in str(clash.failed[1])
 
 
 def test_a_large_object_is_refused_before_it_is_read(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "huge.png").write_bytes(b"\x89PNG" + bytes(20_000))
-    stores = Stores()
-    jobs = plan_store_jobs((tmp_path / "in").as_uri(), 2, (tmp_path / "out").as_uri(), stores=stores)
-    report = run_store_jobs(jobs, doubled, stores=stores, scale=2, max_pixels=100, max_output_pixels=10**6)
+    jobs = stored(tmp_path / "in", tmp_path / "out", Stores())
+    report = run_jobs(jobs, doubled, FolderReport(), scale=2, fail_fast=False, max_pixels=100, max_output_pixels=10**6,
+                      on_image=lambda path, pixels: None)  # fmt: skip
     assert "bytes is more than an image of the allowed size holds" in report.failed[0].cause
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

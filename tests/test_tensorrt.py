@@ -11,10 +11,9 @@ from typer.testing import CliRunner
 
 from vdsr.export.cli import app
 from vdsr.networks import VDSR, VDSRConfig
+from vdsr.runtime.backends.specs import Profile, profile_for
 from vdsr.runtime.backends.tensorrt import (
-    DEFAULT_PROFILE,
     Gpu,
-    Profile,
     TensorRTUnavailable,
     build_engine,
     engine_key,
@@ -38,10 +37,10 @@ def test_profile_shapes() -> None:
             parse_shape(bad)
     with pytest.raises(ValueError, match="min <= opt <= max"):
         Profile(min=(1, 64, 64), opt=(1, 32, 32), max=(1, 128, 128))
-    assert DEFAULT_PROFILE.max[1] == DEFAULT_PROFILE.max[2]  # square: portrait and landscape tiles fit alike
 
 
 def test_engine_key_changes_with_every_input() -> None:
+    DEFAULT_PROFILE = profile_for(512, 4, 20)  # noqa: N806
     gpu, other_gpu = Gpu("NVIDIA H100 80GB HBM3", "9.0"), Gpu("NVIDIA H200", "9.0")
     base = engine_key(gpu, "10.13.0", "a" * 64, profile=DEFAULT_PROFILE)
     assert base == engine_key(gpu, "10.13.0", "a" * 64, profile=DEFAULT_PROFILE)
@@ -60,7 +59,7 @@ def test_without_a_gpu_the_builder_refuses_before_touching_tensorrt(tmp_path: Pa
     onnx_path = tmp_path / "model.onnx"
     onnx_path.write_bytes(b"never read: the GPU check comes first")
     with pytest.raises(TensorRTUnavailable, match="No CUDA GPU is visible"):
-        build_engine(onnx_path, cache_dir=tmp_path / "cache")
+        build_engine(onnx_path, profile_for(512, 4, 4), precision="fp32", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 

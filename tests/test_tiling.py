@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdsr.networks import VDSR, VDSRConfig
-from vdsr.runtime.tiling import tile_windows, tiled
+from vdsr.runtime.batching import tiled
+from vdsr.runtime.tiling import tile_windows
 
 torch.manual_seed(0)
 MODEL = VDSR(VDSRConfig(depth=5, channels=8)).eval()  # receptive-field radius 5; outputs within about [-1.3, 1.4]

@@ -351,11 +351,12 @@ def test_a_backend_failure_while_validating_keeps_the_steps_done(
 
 
 def test_parameter_shapes_are_the_models_own() -> None:
-    from vdsr.networks import build_model, model_config, parameter_shapes
+    from vdsr.architectures import parameter_shapes
+    from vdsr.networks import build_model, model_config
 
     for model in (VDSR(), VDSR(VDSRConfig(depth=3, channels=8, bias=False)), SRCNN(), SRCNN(SRCNNConfig((9, 1, 5)))):
         name = "vdsr" if isinstance(model, VDSR) else "srcnn"
-        assert parameter_shapes(name, model_config(model)) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert parameter_shapes(model.config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
         assert build_model(name, model_config(model)).config == model.config
 
 
@@ -369,8 +370,8 @@ def test_weights_from_elsewhere_are_checked_before_anything_is_built(
     from vdsr.errors import ModelError
 
     built: list[object] = []
-    real_build = weights.build_model
-    monkeypatch.setattr(weights, "build_model", lambda *args: built.append(args) or real_build(*args))
+    real_build = weights.network
+    monkeypatch.setattr(weights, "network", lambda *args: built.append(args) or real_build(*args))
     claim = {"architecture": "vdsr", "config": json.dumps({"depth": 3000, "channels": 64}), "scales": "[2]"}
     save_file({"body.0.weight": torch.zeros(64, 1, 3, 3)}, str(tmp_path / "claims.safetensors"), metadata=claim)
     with pytest.raises(ModelError, match="claims.safetensors: weights do not match their metadata .*3000 layers"):

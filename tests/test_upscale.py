@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vdsr.runtime.picture import upscale_picture as upscale_pixels
 from vdsr.runtime.resize import imresize, output_shape_for
-from vdsr.runtime.upscale import upscale_pixels
+from vdsr.scale import check_scale
 
 
 def identity(batch: np.ndarray) -> np.ndarray:  # a network that returns its ILR: the result must be plain bicubic
@@ -56,15 +57,18 @@ def test_output_is_clipped() -> None:
     assert upscale_pixels(white, 2, brighten, halo=1).max() == 1.0
 
 
-@pytest.mark.parametrize("scale", [1, 0, -1, float("nan"), float("inf"), 8.5, 100])
+@pytest.mark.parametrize("scale", [1, 0, -1, float("nan"), float("inf"), 8.5, 100, True, "2"])
 def test_bad_scales(scale: float) -> None:
+    """Checked once where a scale comes in (vdsr.scale), then trusted."""
     with pytest.raises(ValueError, match="1 < scale <= 8"):
-        upscale_pixels(np.zeros((4, 4, 3), np.float32), scale, identity, halo=1)
+        check_scale(scale)
 
 
 def test_numpy_scalars_are_scales() -> None:
-    assert upscale_pixels(np.zeros((4, 4, 1), np.float32), np.int64(2), identity, halo=1).shape == (8, 8, 1)  # type: ignore[arg-type]
-    assert upscale_pixels(np.zeros((4, 4, 1), np.float32), np.float32(1.5), identity, halo=1).shape == (6, 6, 1)
+    scales = check_scale(np.int64(2)), check_scale(np.float32(1.5))
+    assert scales == (2.0, 1.5) and all(type(s) is float for s in scales)
+    assert upscale_pixels(np.zeros((4, 4, 1), np.float32), scales[0], identity, halo=1).shape == (8, 8, 1)
+    assert upscale_pixels(np.zeros((4, 4, 1), np.float32), scales[1], identity, halo=1).shape == (6, 6, 1)
 
 
 def test_bad_channel_count() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
+from vdsr.architectures import network_config, parameter_shapes
 from vdsr.errors import ModelError, first_line
 from vdsr.files import atomic_write_bytes
-from vdsr.networks import parameter_shapes
 from vdsr.weights import read_safetensors
 
 
@@ -103,6 +103,7 @@ def _check_info(info: object, model: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"'data' is {data!r}, not a data key")
     if not isinstance(config, dict) or not isinstance(config.get("model_config", {}), dict):
         raise ValueError(f"'config' is {config!r:.60}, not a training config")
-    expected = parameter_shapes(str(config.get("model")), config.get("model_config"), max_layers=len(model))
+    expected = parameter_shapes(network_config(str(config.get("model")), config.get("model_config")),
+                                max_layers=len(model))  # fmt: skip
     if {k: tuple(v.shape) for k, v in model.items()} != expected:
         raise ValueError("its model tensors differ from what its config describes")

@@ -14,12 +14,14 @@ import typer
 from platformdirs import user_cache_dir
 from rich.console import Console
 
+from vdsr.architectures import Architecture
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.bench.harness import CellResult
-from vdsr.bench.protocol import parse_scales
-from vdsr.catalogue import MODELS, Architecture, model_files
+from vdsr.catalogue import MODELS
 from vdsr.console import Command, WorkProgress, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import EXIT_STOPPED_EARLY, TrainingError, UsageError, first_line
+from vdsr.model import Model
+from vdsr.scale import parse_scales
 from vdsr.train.average import check_average_from
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
@@ -343,7 +345,7 @@ def init_weights(init: str | None) -> Path | None:
     """--init: a shipped model's weights, or a .safetensors file."""
     if init is None:
         return None
-    weights = model_files(init).weights if init in MODELS else Path(init)
+    weights = Model.load(init).weights if init in MODELS else Path(init)
     if weights is None or weights.suffix != ".safetensors" or not weights.is_file():
         raise UsageError(f"--init {init}: expected a shipped model with weights ({', '.join(MODELS)}) or an existing "
                          ".safetensors file")  # fmt: skip

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from vdsr.architectures import Architecture
 from vdsr.bench.protocol import Degradation, parse_degradation
-from vdsr.catalogue import Architecture
 from vdsr.errors import ModelError, TrainingError, UsageError, first_line
 from vdsr.runtime.machine import bf16_training_faster
+from vdsr.scale import is_quarter_scale
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.data import Mix
 
@@ -113,7 +114,7 @@ def _problems(config: TrainConfig) -> list[str]:
             problems.append(f"{name} is {pair!r}, not a range (low, high) within {low}..{high}")
     for name in ("scales", "validate_scales"):
         scales = getattr(config, name)
-        if not (isinstance(scales, tuple) and (scales or name != "scales") and all(map(_is_scale, scales))):
+        if not (isinstance(scales, tuple) and (scales or name != "scales") and all(map(is_quarter_scale, scales))):
             problems.append(f"{name} is {scales!r}, not scales 1 < s <= 8 in steps of 0.25")
     weights = config.scale_weights
     if not (isinstance(weights, tuple) and all(_is_number(w, whole=False) and w > 0 for w in weights)
@@ -137,10 +138,6 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object, whole: bool) -> bool:
     return _is_int(value) or (not whole and isinstance(value, float) and math.isfinite(value))
-
-
-def _is_scale(value: object) -> bool:
-    return _is_number(value, whole=False) and 1 < value <= 8 and float(value * 4).is_integer()  # type: ignore[operator]
 
 
 def _is_degradation(name: str) -> bool:

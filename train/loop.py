@@ -27,6 +27,7 @@ from vdsr.bench.datasets import Dataset
 from vdsr.bench.harness import CellResult
 from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError, first_line
 from vdsr.files import atomic_write_bytes, atomic_write_text, sha256_file
+from vdsr.metadata import card_facts
 from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config
 from vdsr.train.average import average_checkpoints, averaged_steps, kept_checkpoint
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -35,7 +36,7 @@ from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
 from vdsr.train.distributed import SINGLE, Ranks, any_rank, share, wrap
 from vdsr.train.evaluate import validate
 from vdsr.train.schedule import clip_gradients, compute_loss, learning_rate, make_optimizer
-from vdsr.weights import count_parameters, load_weights, save_weights
+from vdsr.weights import load_weights, save_weights
 
 
 @dataclass(frozen=True)
@@ -342,14 +343,7 @@ def model_card(
     device: torch.device,
 ) -> dict[str, object]:  # fmt: skip
     """What travels with the weights (NAME.json): architecture, recipe, data hashes, steps, time, measured PSNR."""
-    return {
-        "architecture": config.model,
-        "config": model_config(model),
-        "parameters": count_parameters(model),
-        "halo": model.halo,
-        "scales": list(config.scales),
-        "input": "ILR luminance: BT.601 studio-range Y in [0, 1], MATLAB-bicubic upscaled; output the same",
-        "weights": weights_path.name,
+    return card_facts(model.config, list(config.scales), weights=weights_path.name) | {
         "recipe": asdict(config),
         "steps": steps,
         "finished_schedule": steps == total_steps,

@@ -4,7 +4,8 @@ A backend runs one model on (N, 1, H, W) ILR luminance in [0, 1] and returns the
 shape, float32. It says what callers need to drive it: its name, precision and device; whether it takes numpy arrays
 or torch tensors on its device (`arrays`); the model's halo and trained scales; the smallest and largest input it
 accepts (N x H x W); its preferred batch and tile. It holds sessions, engines or device memory, so it is a context
-manager: `with open_backend(...) as backend:` releases them (or call close()).
+manager: `with open_backend(spec) as backend:` releases them (or call close()). Its facts come from the model it
+runs (vdsr.model.Model) and the spec it was opened from (vdsr.runtime.backends.specs).
 """
 
 from __future__ import annotations
@@ -16,27 +17,14 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr.catalogue import trained_scales
-from vdsr.errors import ModelError
+from vdsr.runtime.backends.specs import CPU_BATCH, DEFAULT_TILE, Shape
 
-Shape = tuple[int, int, int]  # (batch, height, width) of an (N, 1, H, W) input
 ANY_SIZE: Shape = (1, 1, 1)
-DEFAULT_TILE = 512  # output pixels per tile side: 16% recomputed halo for VDSR; memory stays small
-CPU_BATCH = 1  # on CPUs larger batches only cost memory
-GPU_BATCH = 4  # on GPUs a few tiles per call fill the device
 
 
 def check_batch(batch: Any) -> None:
     if batch.ndim != 4 or batch.shape[1] != 1:
         raise ValueError(f"Expected a (N, 1, H, W) batch, got shape {tuple(batch.shape)}")
-
-
-def model_facts(metadata: dict[str, str], source: object) -> tuple[int, list[float]]:
-    """(halo, trained scales) from a graph's metadata_props; ModelError naming `source` if they are missing."""
-    try:
-        return int(metadata["halo"]), trained_scales(metadata.get("scales", "[]"))
-    except (KeyError, ValueError, TypeError) as error:
-        raise ModelError(f"{source}: no valid 'halo' in the model's metadata; export it with vdsr-export") from error
 
 
 class Backend(ABC):
@@ -54,7 +42,6 @@ class Backend(ABC):
     preferred_batch: int = CPU_BATCH
     preferred_tile: int = DEFAULT_TILE
     window_bytes_per_pixel: int | None = None  # working memory per window pixel where measured: sizes CPU tiles
-    why: str = ""  # why this backend runs this precision, when it was chosen for the caller (open_backend's log line)
 
     @abstractmethod
     def run(self, batch: Any) -> Any:

@@ -10,7 +10,8 @@ import torch
 
 from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.networks import SRCNN, VDSR, architecture_of
-from vdsr.runtime.backends.base import CPU_BATCH, GPU_BATCH, Backend, check_batch
+from vdsr.runtime.backends.base import Backend, check_batch
+from vdsr.runtime.backends.specs import CPU_BATCH, GPU_BATCH
 from vdsr.weights import load_weights
 
 

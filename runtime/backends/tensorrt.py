@@ -6,8 +6,8 @@ from NVIDIA's index). CI type-checks this module against tensorrt-stubs; nothing
 
 - TensorRT 10: the fp32 graph with BuilderFlag.FP16 (TensorRT picks fp16 kernels), or the fp16 graph strongly typed.
 - TensorRT 11 is strongly typed only (no FP16 flag): the fp16 graph (vdsr-export --fp16) is required.
-- One optimisation profile; its max is square by default, so portrait and landscape tiles fit alike. TensorRT tunes
-  kernels for the opt shape: give the runtime's tile shape there.
+- One optimisation profile, the windows the runtime will send (vdsr.runtime.backends.specs.profile_for: square, so
+  portrait and landscape images fit alike; TensorRT tunes its kernels for exactly that shape).
 - Engines are cached under the user cache dir, keyed by GPU name, compute capability, TensorRT version, ONNX SHA-256
   and profile, written atomically with a JSON sidecar; a timing cache per GPU and TensorRT version speeds up rebuilds.
 """
@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import onnx
 from platformdirs import user_cache_dir
 
 from vdsr._version import __version__
 from vdsr.errors import BackendError, UsageError, VdsrError
 from vdsr.files import atomic_write, atomic_write_bytes, atomic_write_text
-from vdsr.runtime.backends.base import GPU_BATCH, Backend, Shape, check_batch, model_facts
-from vdsr.runtime.onnx_file import read_self_contained
+from vdsr.onnx_file import read_self_contained
+from vdsr.runtime.backends.base import Backend, check_batch
+from vdsr.runtime.backends.specs import GPU_BATCH, Profile, Shape, TensorRT
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +41,6 @@ class TensorRTUnavailable(VdsrError, RuntimeError):
 
 class EngineBuildError(VdsrError, RuntimeError):
     """TensorRT's parser or builder failed on a graph; the message holds every parser error."""
-
-
-@dataclass(frozen=True)
-class Profile:
-    min: Shape
-    opt: Shape
-    max: Shape
-
-    def __post_init__(self) -> None:
-        if not all(1 <= lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
-            raise UsageError(f"Expected 1 <= min <= opt <= max in every dimension, got {self}")
-
-
-# Square max: a profile sized for landscape frames fails on portrait images (a common TensorRT complaint).
-DEFAULT_PROFILE = Profile(min=(1, 32, 32), opt=(4, 512, 512), max=(8, 1024, 1024))
 
 
 def parse_shape(text: str) -> Shape:
@@ -104,13 +89,15 @@ def default_cache_dir() -> Path:
 
 def build_engine(
     onnx_path: Path,
-    profile: Profile = DEFAULT_PROFILE,
+    profile: Profile,
     *,
+    precision: str,
     destination: Path | None = None,
     cache_dir: Path | None = None,
     workspace_gib: int = 4,
 ) -> Path:
-    """Build (or reuse from the cache) a TensorRT engine for `onnx_path`; copy it to `destination` if given.
+    """Build (or reuse from the cache) a TensorRT engine for `onnx_path`, a graph of `precision` (its model says
+    which); copy it to `destination` if given.
 
     Returns the engine's path. Raises TensorRTUnavailable without TensorRT or a GPU, EngineBuildError when parsing
     or building fails (every parser error is logged and included in the message).
@@ -120,7 +107,6 @@ def build_engine(
 
     onnx_bytes = read_self_contained(onnx_path)
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
-    precision = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}.get("precision", "fp32")
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
     if precision != "fp16" and not has_fp16_flag:
         raise EngineBuildError(f"TensorRT {trt.__version__} is strongly typed only: build from the fp16 graph "
@@ -194,15 +180,14 @@ class TensorRTBackend(Backend):
 
     arrays: Literal["numpy", "torch"] = "torch"
 
-    def __init__(self, onnx_path: Path, profile: Profile = DEFAULT_PROFILE) -> None:
-        engine_path = build_engine(onnx_path, profile)  # checks the GPU, then TensorRT
-        import tensorrt as trt  # build_engine has made sure TensorRT and a GPU are there
+    def __init__(self, spec: TensorRT) -> None:
+        profile, model = spec.profile, spec.model
+        engine_path = build_engine(model.graphs[spec.precision].path, profile, precision=spec.precision)
+        import tensorrt as trt  # build_engine has checked the GPU, then TensorRT
         import torch
 
-        metadata = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-        self.halo, self.scales = model_facts(metadata, onnx_path)
-        self.precision = metadata.get("precision", "fp32")
-        self.architecture = metadata.get("architecture")
+        self.halo, self.scales = model.halo or 0, list(model.scales)
+        self.precision, self.architecture = spec.precision, model.architecture
         self.name, self.device = "tensorrt", "cuda"
         self.min_input, self.max_input = profile.min, profile.max  # callers keep to them (a shape outside: refused)
         self.preferred_batch = min(GPU_BATCH, profile.max[0])

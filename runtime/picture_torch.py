@@ -1,9 +1,9 @@
-"""vdsr.runtime.upscale's colour pipeline on a torch device, for the torch and TensorRT backends.
+"""vdsr.runtime.picture's colour pipeline on a torch device, for the torch and TensorRT backends.
 
 The LR image is uploaded once. The BT.601 conversion, the bicubic ILR (matrix products per band of tiles, over only
 the input rows and columns each band reads; the weights of vdsr.runtime.resize), the network on the tiles, the
 conversion back to RGB and the rounding all run on the device; only each finished band of the result comes back.
-The tiles run through vdsr.runtime.tiling's loop on torch tensors, so the result equals the numpy path's to float
+The tiles run through vdsr.runtime.tiling's steps on torch tensors, so the result equals the numpy path's to float
 rounding (a test checks it on the CPU). Importing this module imports torch: the upscaler loads it only for backends
 that run on torch tensors.
 """
@@ -18,22 +18,35 @@ import numpy as np
 import torch
 from numpy.typing import DTypeLike, NDArray
 
+from vdsr.errors import ImageError
 from vdsr.runtime.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
+from vdsr.runtime.picture import Y_OFFSET, Y_RANGE, output_type
 from vdsr.runtime.resize import contributions, output_shape_for
 from vdsr.runtime.resize_torch import resize_rows
-from vdsr.runtime.tiling import Network, tiled_rows
-from vdsr.runtime.upscale import Y_OFFSET, Y_RANGE, check_pixels
+from vdsr.runtime.tiling import Steps, tile_steps
 
 COLUMN_CHUNK = 2048  # output columns per column-resize product: bounds its matrix, whatever the image's width
 
 
-def upscale_pixels_torch(
-    pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, device: str,
-    tile: int = 512, batch: int = 4, dtype: DTypeLike = np.float32, name: Path = Path("<image>"),
-    on_band: Callable[[float], None] | None = None,
-) -> NDArray[Any]:  # fmt: skip
-    """As vdsr.runtime.upscale.upscale_pixels, with every step on `device`."""
-    scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
+def picture_steps_torch(
+    pixels: NDArray[np.floating], scale: float, *, halo: int, device: str, tile: int = 512,
+    dtype: DTypeLike = np.float32, name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
+) -> Steps[NDArray[Any]]:  # fmt: skip
+    """As vdsr.runtime.picture.picture_steps, with every step on `device` (windows and results: torch tensors on
+    it). The host running out of memory is this picture's ImageError; torch failing on the device is a
+    RuntimeError, the backend's failure (the caller stops the run)."""
+    try:
+        return (yield from _steps(pixels, scale, halo=halo, device=device, tile=tile, dtype=dtype, name=name,
+                                  on_band=on_band))  # fmt: skip
+    except MemoryError:
+        raise ImageError(name, "not enough memory to upscale it") from None
+
+
+def _steps(
+    pixels: NDArray[np.floating], scale: float, *, halo: int, device: str, tile: int, dtype: DTypeLike, name: Path,
+    on_band: Callable[[float], None] | None,
+) -> Steps[NDArray[Any]]:  # fmt: skip
+    out_dtype, peak = output_type(pixels, dtype)
     gray = pixels.shape[-1] in (1, 2)
     n = 1 if gray else 3
     matrix = torch.tensor(RGB_TO_YCBCR, dtype=torch.float32, device=device)
@@ -69,8 +82,7 @@ def upscale_pixels_torch(
     def ilr(start: int, stop: int) -> torch.Tensor:
         return resize(planes[:1], start, stop)[0]
 
-    bands = tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch, empty=empty, name=name)
-    for core0, core1, y in bands:
+    def finish(core0: int, core1: int, y: torch.Tensor) -> None:  # a band's luminance back to colour, to the host
         rest = resize(planes[1:], core0, core1)  # Cb, Cr and alpha of the core rows: bicubic, as the ILR
         if gray:
             color = ((y - Y_OFFSET) / Y_RANGE)[None]
@@ -83,4 +95,6 @@ def upscale_pixels_torch(
         out[core0:core1] = result_band.cpu().numpy()
         if on_band is not None:
             on_band(core1 / height)
+
+    yield from tile_steps(ilr, (height, width), tile=tile, halo=halo, on_rows=finish, empty=empty, name=name)
     return out

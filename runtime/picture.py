@@ -1,14 +1,16 @@
-"""Upscaling a whole picture: colour handling around the luminance network.
+"""One picture through the luminance network: colour handling around it, as steps a driver runs.
 
 RGB -> BT.601 YCbCr; Y -> MATLAB-bicubic ILR -> the network, tile by tile -> Y'; Cb and Cr (and alpha) -> bicubic;
 back to RGB, clipped to [0, 1]. Gray images go through the same BT.601 mapping as R = G = B, so the network sees the
 luminance range it was trained on, and the result is gray again.
+
+`picture_steps` is a generator (vdsr.runtime.tiling.tile_steps): it yields windows and is sent the network's
+results, so vdsr.runtime.batching can run several pictures' windows together; `upscale_picture` runs one. The scale
+is trusted here: it was checked where it came in (vdsr.scale).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,26 +18,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from vdsr.errors import ImageError, UsageError
+from vdsr.errors import ImageError
+from vdsr.runtime.batching import run_steps
 from vdsr.runtime.color import rgb_to_ycbcr, ycbcr_to_rgb
 from vdsr.runtime.resize import imresize_rows, output_shape_for
-from vdsr.runtime.tiling import Network, tiled_rows
+from vdsr.runtime.tiling import Network, Steps, tile_steps
 
-MAX_SCALE = 8.0
 Y_OFFSET, Y_RANGE = 16 / 255, 219 / 255  # BT.601 studio range: Y = 16/255 + 219/255 * gray for R = G = B = gray
 
 
-def check_scale(scale: float) -> float:
-    if (
-        isinstance(scale, bool)
-        or not isinstance(scale, numbers.Real)
-        or not (math.isfinite(scale) and 1 < scale <= MAX_SCALE)
-    ):
-        raise UsageError(f"Expected a scale with 1 < scale <= {MAX_SCALE:g}, got {scale}")
-    return float(scale)
-
-
-def check_output(shape: tuple[int, ...], scale: float, *, max_output_pixels: int, name: Path) -> tuple[int, int]:
+def check_output(
+    shape: tuple[int, ...], scale: float, *, max_output_pixels: int, name: Path | str
+) -> tuple[int, int]:
     """The (height, width) of the result; ImageError naming `name` if it has more than `max_output_pixels`."""
     height, width = output_shape_for((shape[0], shape[1]), scale)
     if height * width > max_output_pixels:
@@ -43,30 +37,39 @@ def check_output(shape: tuple[int, ...], scale: float, *, max_output_pixels: int
     return height, width
 
 
-def check_pixels(pixels: NDArray[np.floating], scale: float, dtype: DTypeLike) -> tuple[float, np.dtype[Any], float]:
-    """(scale, output dtype, the output's full-scale value) once pixels, scale and dtype are known to be usable."""
-    scale = check_scale(scale)
+def output_type(pixels: NDArray[np.floating], dtype: DTypeLike) -> tuple[np.dtype[Any], float]:
+    """(output dtype, the output's full-scale value) once pixels and dtype are known to be usable."""
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(f"Expected (H, W, C) pixels with C in 1..4, got shape {pixels.shape}")
     out_dtype = np.dtype(dtype)
     if out_dtype.kind not in "fu":
         raise ValueError(f"Expected a float or unsigned integer output dtype, got {out_dtype}")
-    return scale, out_dtype, float(np.iinfo(out_dtype).max) if out_dtype.kind == "u" else 1.0
+    return out_dtype, float(np.iinfo(out_dtype).max) if out_dtype.kind == "u" else 1.0
 
 
-def upscale_pixels(
-    pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, tile: int = 512, batch: int = 4,
-    dtype: DTypeLike = np.float32, name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
-) -> NDArray[Any]:  # fmt: skip
+def picture_steps(
+    pixels: NDArray[np.floating], scale: float, *, halo: int, tile: int = 512, dtype: DTypeLike = np.float32,
+    name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
+) -> Steps[NDArray[Any]]:  # fmt: skip
     """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in `dtype`:
     float in [0, 1], or an unsigned integer type scaled to its full range (uint8: 0..255) and rounded.
 
     Works band by band (a row of tiles): besides the input and the output, memory holds the input's YCbCr planes and
     one band of tiles, as tall as a tile however large the image (the Upscaler sizes tiles to its memory budget).
-    Non-finite network output: see vdsr.runtime.tiling.tiled_rows (errors name `name`). `on_band(fraction of the
-    output rows done)` follows the work, band by band.
+    Non-finite network output: see vdsr.runtime.tiling.tile_steps (errors name `name`); running out of memory is
+    this picture's ImageError too. `on_band(fraction of the output rows done)` follows the work, band by band.
     """
-    scale, out_dtype, peak = check_pixels(pixels, scale, dtype)
+    try:
+        return (yield from _steps(pixels, scale, halo=halo, tile=tile, dtype=dtype, name=name, on_band=on_band))
+    except MemoryError:
+        raise ImageError(name, "not enough memory to upscale it") from None
+
+
+def _steps(
+    pixels: NDArray[np.floating], scale: float, *, halo: int, tile: int, dtype: DTypeLike, name: Path,
+    on_band: Callable[[float], None] | None,
+) -> Steps[NDArray[Any]]:  # fmt: skip
+    out_dtype, peak = output_type(pixels, dtype)
     gray = pixels.shape[-1] in (1, 2)
     n = 1 if gray else 3  # colour channels; alpha, if any, follows
     # The planes the resize reads, float32 like the training data: Y, then Cb and Cr, then alpha. Converted in
@@ -82,8 +85,7 @@ def upscale_pixels(
     def ilr(start: int, stop: int) -> NDArray[np.floating]:  # rows of the network's input, made as they are needed
         return imresize_rows(planes[..., 0], scale, start=start, stop=stop)
 
-    bands = tiled_rows(network, ilr, (height, width), tile=tile, halo=halo, batch=batch, name=name)
-    for row0, row1, y in bands:
+    def finish(row0: int, row1: int, y: NDArray[np.float32]) -> None:  # a band's luminance back to colour
         rest = imresize_rows(planes[..., 1:], scale, start=row0, stop=row1) if pixels.shape[-1] > 1 else None
         for r0 in range(0, row1 - row0, 64):  # back to RGB a few rows at a time: small float64 temporaries
             r1 = min(r0 + 64, row1 - row0)
@@ -93,4 +95,15 @@ def upscale_pixels(
             out[row0 + r0 : row0 + r1] = np.rint(rows * peak) if out_dtype.kind == "u" else rows
         if on_band is not None:
             on_band(row1 / height)
+
+    yield from tile_steps(ilr, (height, width), tile=tile, halo=halo, on_rows=finish, name=name)
     return out
+
+
+def upscale_picture(
+    pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, tile: int = 512, batch: int = 4,
+    dtype: DTypeLike = np.float32, name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
+) -> NDArray[Any]:  # fmt: skip
+    """One picture through `network`, `batch` windows a call (see picture_steps)."""
+    steps = picture_steps(pixels, scale, halo=halo, tile=tile, dtype=dtype, name=name, on_band=on_band)
+    return run_steps(steps, network, batch=batch)

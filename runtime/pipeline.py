@@ -1,0 +1,161 @@
+"""The one pipeline every run of files goes through: jobs planned by vdsr.runtime.planning, their inputs decoded from
+where they are (vdsr.runtime.places: local files, URIs), upscaled in groups (tiles batched across the images of a
+group, vdsr.runtime.batching), encoded and written whole where they go. Plain runs, store runs and Ray actors run
+their jobs through `run_jobs`; the API's lists of images and arrays go through the same upscaling step
+(vdsr.runtime.upscaler.Upscaler.upscale_group).
+
+Files are decoded and encoded on worker threads while the backend computes, with at most a few images in flight, so
+the backend never waits on the disk and memory stays bounded. A file that cannot be read, upscaled or written is one
+failure line and the others still run; a backend failure stops the run (every later file would fail the same way),
+after the results already computed are written.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.errors import BackendError, ImageError
+from vdsr.runtime.images import OUTPUT_FORMATS, LoadedImage, output_format
+from vdsr.runtime.picture import check_output
+from vdsr.runtime.places import Place
+from vdsr.runtime.planning import FileFailure, FolderReport, Job
+
+IN_FLIGHT = 2  # decoded images waiting for the backend, and results waiting to be written
+GROUP_PIXELS = 16_000_000  # output pixels of the images upscaled together at most (their windows are held)
+# 2**31 pixels: a 6 GiB RGB uint8 result; memory is about 3x the input as float32 plus the output (see the README)
+DEFAULT_MAX_OUTPUT_PIXELS = 2**31
+
+# The upscaling step: a group of decoded images -> for each, its result's pixels or the ImageError it failed with
+UpscaleGroup = Callable[[list[LoadedImage]], list[Any]]
+
+
+def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_pixels: int) -> LoadedImage:
+    """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
+    and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP/PPM; any other is an
+    ImageError naming `target`, transparency would be lost)."""
+    fmt = output_format(target.path)
+    height, width = check_output(loaded.pixels.shape, scale, max_output_pixels=max_output_pixels, name=target.shown)
+    limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
+    if limit is not None and max(height, width) > limit:
+        raise ImageError(target.shown, f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; use "
+                                       "--format png")  # fmt: skip
+    if not OUTPUT_FORMATS[fmt][0] and loaded.has_alpha:
+        if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
+            raise ImageError(target.shown, f"{fmt} cannot hold its transparency; use --format png (or webp, tif)")
+        loaded = replace(loaded, pixels=loaded.color, has_alpha=False)
+    return loaded
+
+
+def run_jobs(
+    jobs: list[Job],
+    upscale: UpscaleGroup,
+    report: FolderReport,
+    *,
+    scale: float,
+    fail_fast: bool,
+    max_pixels: int,
+    max_output_pixels: int,
+    on_image: Callable[[Path | str, int], None],
+    group: int = 1,
+) -> FolderReport:
+    """Decode, upscale and write every job: decoding and encoding on worker threads, `upscale` here, on groups of up
+    to `group` images (and GROUP_PIXELS output pixels). Failures go into `report` one line each; a BackendError stops
+    the run (report.stopped) once the results already made are written."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(max(2, min(4, (os.cpu_count() or 2) // 2)), "vdsr-io") as io:
+        writes: deque[tuple[Job, Future[int]]] = deque()
+
+        def finish(job: Job, pixels: int = 0, error: FileFailure | None = None) -> None:
+            if error is not None:
+                report.failed.append(error)
+                if fail_fast:
+                    stop.set()
+            else:
+                report.written.append(job.target.shown)
+                report.megapixels += pixels / 1e6
+            on_image(job.source.shown, pixels)
+
+        def failed(job: Job, error: ImageError) -> None:  # unreadable, or its result cannot be written as asked
+            output = None if error.path == job.source.shown else error.path
+            finish(job, error=FileFailure(job.source.shown, error.cause, output=output))
+
+        def finish_write(job: Job, write: Future[int]) -> None:
+            try:
+                finish(job, write.result())
+            except ImageError as error:  # the save names the output
+                failed(job, error)
+
+        def run(batch: list[tuple[Job, LoadedImage]]) -> None:
+            try:
+                outcomes = upscale([loaded for _, loaded in batch])
+            except BackendError as error:
+                report.stopped = f"{batch[0][0].source}: {error}"
+                stop.set()
+                return
+            for (job, loaded), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, ImageError):
+                    failed(job, outcome)
+                    continue
+                encode = partial(_write, job.target, outcome, icc_profile=loaded.icc_profile, exif=loaded.exif)
+                writes.append((job, io.submit(encode)))
+            batch.clear()  # the decoded pixels are not needed while the results are encoded
+            while len(writes) > IN_FLIGHT or (writes and writes[0][1].done()):
+                finish_write(*writes.popleft())
+
+        waiting: list[tuple[Job, LoadedImage]] = []
+        size = 0
+        for job, decoded in _prefetch(io, jobs, max_pixels=max_pixels, stop=stop, ahead=max(IN_FLIGHT, group)):
+            try:
+                loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels=max_output_pixels)
+            except ImageError as error:
+                failed(job, error)
+                continue
+            except MemoryError:
+                finish(job, error=FileFailure(job.source.shown, "not enough memory to upscale it"))
+                continue
+            del decoded
+            waiting.append((job, loaded))
+            size += loaded.pixels.shape[0] * loaded.pixels.shape[1] * scale**2
+            if len(waiting) >= group or size >= GROUP_PIXELS:
+                run(waiting)
+                size = 0
+        if waiting and not stop.is_set():
+            run(waiting)
+        while writes:
+            finish_write(*writes.popleft())
+    return report
+
+
+def _prefetch(
+    io: ThreadPoolExecutor, jobs: list[Job], *, max_pixels: int, stop: threading.Event, ahead: int
+) -> Iterator[tuple[Job, Future[LoadedImage]]]:
+    """Jobs in order with their decoding already under way, at most `ahead` ahead of the consumer."""
+    pending: deque[tuple[Job, Future[LoadedImage]]] = deque()
+    queue = iter(jobs)
+    try:
+        while not stop.is_set():
+            while len(pending) < ahead and (job := next(queue, None)) is not None:
+                load = partial(job.source.files.load, job.source.path, max_pixels=max_pixels, shown=job.source.shown)
+                pending.append((job, io.submit(load)))
+            if not pending:
+                return
+            yield pending.popleft()
+    finally:  # stopped, or the consumer left the loop: decodes not yet started are not needed
+        for _, future in pending:
+            future.cancel()
+
+
+def _write(target: Place, pixels: NDArray[Any], *, icc_profile: bytes | None, exif: bytes | None) -> int:
+    target.files.save(target.path, pixels, shown=target.shown, icc_profile=icc_profile, exif=exif)
+    return int(pixels.shape[0] * pixels.shape[1])

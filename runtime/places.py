@@ -1,0 +1,329 @@
+"""Where images are read from and results written: one file-system layer for local paths and URIs.
+
+`Place` is a file or folder on a file system (`Files`): local paths (`LocalFiles`: os and pathlib, links and FIFOs
+handled as a plain run always has), or a URI (`StoreFiles`: s3://bucket/photos, gs://, hdfs://, file:///, any file
+system pyarrow.fs opens, or fsspec's where pyarrow has none; pyarrow, Ray Data's own dependency, is imported only
+when a URI is used). The planner (vdsr.runtime.planning) and the pipeline (vdsr.runtime.pipeline) ask a Place what
+they need, the same questions for both: its kind, its images, whether it can be written, the image it holds, and a
+result written whole (a temporary name beside it, then renamed or moved over it: no reader sees half a file).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.errors import ImageError, UsageError, first_line
+from vdsr.files import case_insensitive, remove_stale_temporaries, unwritable_folder
+from vdsr.runtime.images import IMAGE_SUFFIXES, LoadedImage, decode_image, encode_image, load_image, output_format
+from vdsr.runtime.images import save_image as save_local
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+BYTES_PER_PIXEL = 16  # the most an image file of the allowed pixels may hold (32-bit float RGBA, uncompressed)
+OBJECT_STORES = ("S3FileSystem", "GcsFileSystem", "AzureFileSystem")  # folders are name prefixes: none to create
+
+
+def is_uri(text: str | os.PathLike[str] | None) -> bool:
+    """Whether `text` names a location by URI (scheme://...), not a local path."""
+    return text is not None and bool(_SCHEME.match(os.fspath(text)))
+
+
+def as_uri(text: str | os.PathLike[str]) -> str:
+    """A URI stays as it is; a local path becomes an absolute file:// URI (every worker of one machine sees it)."""
+    return os.fspath(text) if is_uri(text) else Path(os.path.abspath(text)).as_uri()
+
+
+class Files(ABC):
+    """A file system, as the planner and the pipeline use it. Paths are PurePaths of its own flavour."""
+
+    system: str  # which kind of file system: two places name one file only on the same kind
+
+    @abstractmethod
+    def kind(self, path: PurePath) -> str:
+        """'file', 'folder', 'missing' or 'other'; UsageError if it cannot be asked."""
+
+    @abstractmethod
+    def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
+        """The images a run of `folder` reads, relative to it, sorted: image suffixes, no hidden files or folders."""
+
+    @abstractmethod
+    def identity(self, path: PurePath) -> Hashable | None:
+        """What tells two names of one file apart from two files (None: nothing there)."""
+
+    def ignores_case(self, folder: PurePath) -> bool:
+        """Whether names in `folder` ignore case (Photo.png is photo.png there)."""
+        return False
+
+    @abstractmethod
+    def check_writable(self, folder: PurePath) -> None:
+        """UsageError, before any work, for a folder results cannot be written in."""
+
+    @abstractmethod
+    def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
+        """The image at `path`; ImageError naming `shown` when it cannot be read."""
+
+    @abstractmethod
+    def save(self, path: PurePath, pixels: NDArray[Any], *, shown: Path | str, **metadata: bytes | None) -> None:
+        """Write the result whole; ImageError naming `shown` when it cannot be."""
+
+    def remove_stale(self, targets: list[PurePath]) -> list[PurePath]:
+        """Temporary files a killed run left beside `targets`, removed (local file systems)."""
+        return []
+
+
+@dataclass(frozen=True)
+class Place:
+    """A file or folder on a file system; str() is how messages and reports name it (a path, or scheme://path)."""
+
+    files: Files
+    path: PurePath
+    scheme: str = ""  # a URI's ("s3", "file"); "" for a local path
+
+    @property
+    def shown(self) -> Path | str:
+        """The name reports use: the local Path, or the URI."""
+        return Path(self.path) if not self.scheme else f"{self.scheme}://{self.path}"
+
+    def __str__(self) -> str:
+        return str(self.shown)
+
+    def at(self, path: PurePath) -> Place:
+        """Another place on the same file system."""
+        return Place(self.files, path, self.scheme)
+
+
+def local(path: str | os.PathLike[str]) -> Place:
+    return Place(LOCAL, Path(path))
+
+
+class LocalFiles(Files):
+    """Local paths: links to folders not followed while listing, broken links kept (they are reported), FIFOs and
+    devices refused before any read (vdsr.runtime.images)."""
+
+    system = "local"
+
+    def kind(self, path: PurePath) -> str:
+        path = Path(path)
+        return "file" if path.is_file() else "folder" if path.is_dir() else "missing"
+
+    def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
+        folder = Path(folder)
+        found = sorted(_list_folder(folder, recursive=recursive))
+        return [p.relative_to(folder) for p in found if p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                and (p.is_file() or p.is_symlink())]  # fmt: skip
+
+    def identity(self, path: PurePath) -> Hashable | None:
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino)
+
+    def ignores_case(self, folder: PurePath) -> bool:
+        return case_insensitive(Path(folder))
+
+    def check_writable(self, folder: PurePath) -> None:
+        problem = unwritable_folder(Path(folder))
+        if problem:
+            raise UsageError(problem)
+
+    def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
+        return load_image(Path(path), max_pixels)
+
+    def save(self, path: PurePath, pixels: NDArray[Any], *, shown: Path | str, **metadata: bytes | None) -> None:
+        save_local(Path(path), pixels, **metadata)
+
+    def remove_stale(self, targets: list[PurePath]) -> list[PurePath]:
+        return list(remove_stale_temporaries(Path(t) for t in targets))
+
+
+LOCAL = LocalFiles()
+
+
+def _list_folder(folder: Path, *, recursive: bool) -> list[Path]:
+    """The entries of `folder` (and of its subfolders, not following links to folders, when `recursive`). UsageError
+    naming the folder that cannot be listed: a silently skipped subfolder would look like a complete run."""
+    if not recursive:
+        try:
+            return list(folder.iterdir())
+        except OSError as error:
+            raise UsageError(f"{folder}: cannot list this folder ({error.strerror or error})") from error
+    found: list[Path] = []
+
+    def refuse(error: OSError) -> None:
+        raise UsageError(f"{error.filename}: cannot list this folder ({error.strerror or error})") from error
+
+    for parent, folders, names in os.walk(folder, onerror=refuse):
+        found += [Path(parent, name) for name in [*folders, *names]]
+    return found
+
+
+def _pafs() -> Any:
+    """pyarrow.fs, imported when a URI is used: vdsr-run imports this module without the `ray` extra too."""
+    from pyarrow import fs
+
+    return fs
+
+
+class StoreFiles(Files):
+    """A file system opened from a URI. Credentials come from the environment, as pyarrow.fs reads them."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, path = _open(uri)
+        self.root = PurePosixPath(path.rstrip("/") or "/")
+        self.system = type(self.fs).__name__
+
+    def info(self, path: PurePath) -> Any:
+        try:
+            return self.fs.get_file_info(str(path))
+        except Exception as error:  # noqa: BLE001  (pyarrow's, and an fsspec file system's own, for any cause)
+            raise UsageError(f"{self._shown(path)}: cannot read it ({first_line(error)})") from error
+
+    def _shown(self, path: PurePath) -> str:
+        return f"{self.uri.split('://', 1)[0]}://{path}"
+
+    def kind(self, path: PurePath) -> str:
+        found = self.info(path).type
+        types = _pafs().FileType
+        return {types.File: "file", types.Directory: "folder", types.NotFound: "missing"}.get(found, "other")
+
+    def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
+        if type(self.fs).__name__ == "LocalFileSystem":  # the plain listing: links, broken links as a plain run
+            return LOCAL.images(folder, recursive=recursive)
+        try:
+            found = self.fs.get_file_info(_pafs().FileSelector(str(folder), recursive=recursive))
+        except Exception as error:  # noqa: BLE001
+            raise UsageError(f"{self._shown(folder)}: cannot list this folder ({first_line(error)})") from error
+        images: list[PurePath] = []
+        for info in found:
+            relative = PurePosixPath(info.path).relative_to(folder)
+            hidden = any(part.startswith(".") for part in relative.parts)
+            if info.type == _pafs().FileType.File and relative.suffix.lower() in IMAGE_SUFFIXES and not hidden:
+                images.append(relative)
+        return sorted(images, key=lambda p: p.parts)
+
+    def identity(self, path: PurePath) -> Hashable | None:
+        return (type(self.fs).__name__, str(path)) if self.kind(path) != "missing" else None
+
+    def check_writable(self, folder: PurePath) -> None:
+        """A local folder probed as a plain run probes it; an object store's bucket must exist; other file systems
+        make the folder."""
+        name = type(self.fs).__name__
+        if name == "LocalFileSystem":
+            LOCAL.check_writable(folder)
+        elif name in OBJECT_STORES:
+            bucket = PurePosixPath(str(folder).split("/", 1)[0])
+            if self.kind(bucket) != "folder":
+                raise UsageError(f"{self._shown(bucket)}: no such bucket, or no access to it")
+        else:
+            try:
+                self.fs.create_dir(str(folder), recursive=True)
+            except Exception as error:  # noqa: BLE001
+                raise UsageError(f"{self._shown(folder)}: cannot make this folder ({first_line(error)})") from error
+
+    def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
+        """Downloaded whole (refused past the most an image of `max_pixels` can hold), then decoded from memory."""
+        limit = max_pixels * BYTES_PER_PIXEL
+        try:
+            kind = self.kind(path)
+        except UsageError as error:
+            raise ImageError(shown, str(error).removeprefix(f"{shown}: ")) from error
+        if kind == "missing":
+            raise ImageError(shown, "file not found")
+        if kind != "file":
+            raise ImageError(shown, "not a file")
+        size = self.info(path).size
+        if size is not None and size > limit:
+            raise ImageError(shown, f"{size} bytes is more than an image of the allowed size holds")
+        data = bytearray()
+        try:
+            with self.fs.open_input_stream(str(path)) as stream:
+                while chunk := stream.read(1 << 20):
+                    data += chunk
+                    if len(data) > limit:  # a size the store misreported, or a file still growing
+                        raise ImageError(shown, f"more than {limit} bytes, more than an image of the allowed size "
+                                                "holds")  # fmt: skip
+        except ImageError:
+            raise
+        except Exception as error:  # noqa: BLE001  (any store's failure is this file's; the others go on)
+            raise ImageError(shown, f"cannot read it ({first_line(error)})") from error
+        return decode_image(bytes(data), shown, max_pixels)
+
+    def save(self, path: PurePath, pixels: NDArray[Any], *, shown: Path | str, **metadata: bytes | None) -> None:
+        """Encoded in memory, uploaded under a temporary name beside the target (the plain run's pattern, so a killed
+        run's leftovers are found), its size checked, then moved over it; the temporary removed on any failure."""
+        buffer = io.BytesIO()
+        try:
+            encode_image(np.asarray(pixels), output_format(path), buffer, **metadata)
+        except ValueError as error:
+            raise ImageError(shown, f"cannot encode as {output_format(path)} ({error})") from error
+        parent, name = str(path.parent), path.name
+        staging = f"{parent.rstrip('/')}/.{name[:32]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        data = buffer.getvalue()
+        try:
+            if type(self.fs).__name__ not in OBJECT_STORES:
+                self.fs.create_dir(parent, recursive=True)
+            with self.fs.open_output_stream(staging) as stream:
+                stream.write(data)
+            held = self.fs.get_file_info(staging).size
+            if held != len(data):
+                raise OSError(f"the store holds {held} of its {len(data)} bytes")
+            self.fs.move(staging, str(path))
+        except Exception as error:  # noqa: BLE001
+            try:
+                self.fs.delete_file(staging)
+            except Exception:  # noqa: BLE001, S110  (the upload's own error is the one to report)
+                pass
+            raise ImageError(shown, f"cannot write it ({first_line(error)})") from error
+
+    def remove_stale(self, targets: list[PurePath]) -> list[PurePath]:
+        if type(self.fs).__name__ != "LocalFileSystem":
+            return []
+        return LOCAL.remove_stale(targets)
+
+
+def _open(uri: str) -> tuple[Any, str]:
+    pafs = _pafs()
+    try:
+        return pafs.FileSystem.from_uri(uri)  # type: ignore[no-any-return]
+    except Exception as error:  # noqa: BLE001  (ArrowInvalid for a URI it cannot parse or a scheme it lacks, ...)
+        if "nrecognized filesystem" not in str(error):
+            raise UsageError(f"{uri}: cannot open it ({first_line(error)})") from error
+    try:  # a scheme pyarrow does not know: fsspec's file systems (memory, http, ...), if installed
+        from fsspec.core import url_to_fs
+
+        store, path = url_to_fs(uri)
+    except Exception as error:  # noqa: BLE001  (ImportError, ValueError for an unknown protocol, a driver's own)
+        raise UsageError(f"{uri}: no file system for this scheme ({first_line(error)})") from error
+    return pafs.PyFileSystem(pafs.FSSpecHandler(store)), str(path)
+
+
+class Stores:
+    """File systems opened from URIs, each once (an S3 one asks for its bucket's region when made)."""
+
+    def __init__(self) -> None:
+        self._opened: dict[str, StoreFiles] = {}
+
+    def place(self, uri: str) -> Place:
+        """The place a URI names."""
+        if uri not in self._opened:
+            self._opened[uri] = StoreFiles(uri)
+        files = self._opened[uri]
+        return Place(files, files.root, uri.split("://", 1)[0])
+
+
+def place_of(text: str | os.PathLike[str], stores: Stores) -> Place:
+    """A local path or a URI as a Place."""
+    return stores.place(os.fspath(text)) if is_uri(text) else local(text)

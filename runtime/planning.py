@@ -1,0 +1,176 @@
+"""Which files a run reads and where each result goes (one planner, for local paths and URIs alike), which of those
+jobs run (one claim rule), and the one report every way of running fills.
+
+A folder's images mirror its tree under the output folder (default <folder>_x<S> beside it). A file goes to the
+output itself when that names an image file (an image suffix, not an existing folder: Real-ESRGAN's convention),
+else into it; by default to <stem>_x<S><suffix> beside it. Results take --format's suffix if given; a GIF's result
+is a PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TypeVar
+
+from vdsr.errors import UsageError
+from vdsr.runtime.images import IMAGE_SUFFIXES, output_format
+from vdsr.runtime.places import LocalFiles, Place
+from vdsr.scale import scale_label
+
+PathT = TypeVar("PathT", bound=PurePath)
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Place
+    target: Place
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that failed: the input it came from, the output it was for when that is what failed, and why (paths,
+    or URIs). str() is its one line."""
+
+    path: Path | str
+    cause: str
+    output: Path | str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path} -> {self.output}: {self.cause}" if self.output else f"{self.path}: {self.cause}"
+
+
+@dataclass
+class FolderReport:
+    written: list[Path | str] = field(default_factory=list)  # paths, or URIs
+    skipped: list[Path | str] = field(default_factory=list)  # outputs that existed (--skip-existing)
+    failed: list[FileFailure] = field(default_factory=list)  # the file and the cause; str(): one line
+    megapixels: float = 0.0  # output pixels written, in millions
+    stopped: str | None = None  # the backend failure that stopped the run before every file was done
+
+    def summary(self) -> str:
+        """One line: what was written, skipped and failed, and whether a backend failure stopped the run."""
+        line = (f"{len(self.written)} written ({self.megapixels:.1f} MP), {len(self.skipped)} skipped (existing), "
+                f"{len(self.failed)} failed")  # fmt: skip
+        return line + (f"; stopped: {self.stopped}" if self.stopped else "")
+
+    def __str__(self) -> str:
+        return "\n".join([self.summary(), *(f"failed: {failure}" for failure in self.failed)])
+
+
+def _absolute(place: Place) -> PurePath:
+    """A local path made absolute ("." and ".." get a name; a link keeps its own: results go beside it)."""
+    return Path(os.path.abspath(place.path)) if isinstance(place.files, LocalFiles) else place.path
+
+
+def _same(a: Place, b: Place) -> bool:
+    """Whether two places name one file or folder (links and case-insensitive file systems included), or would."""
+    identity = a.files.identity(a.path)
+    same_file = identity is not None and identity == b.files.identity(b.path)
+    return same_file or (a.files.system == b.files.system and _absolute(a) == _absolute(b))
+
+
+def _resolved(place: Place) -> PurePath:
+    return Path(place.path).resolve() if isinstance(place.files, LocalFiles) else place.path
+
+
+def result_name(target: PathT, suffix: str | None) -> PathT:
+    """An output's name: with --format's `suffix` if given; a GIF's result is a PNG."""
+    return target.with_suffix(suffix) if suffix else target if writable(target) else target.with_suffix(".png")
+
+
+def writable(path: PurePath) -> bool:
+    """Whether results can be written in the format `path`'s suffix names (a GIF's result is written as PNG)."""
+    try:
+        output_format(path)
+    except UsageError:
+        return False
+    return True
+
+
+def names_a_file(output: Place) -> bool:
+    """Whether `output`, given for a single input file, names the result file itself: an image suffix, and not an
+    existing folder (`out.png/` made by an earlier version stays a folder). UsageError for an image suffix results
+    are not written in (`out.gif`), rather than a folder of that name."""
+    if output.path.suffix.lower() not in IMAGE_SUFFIXES or output.files.kind(output.path) == "folder":
+        return False
+    output_format(output.path)
+    return True
+
+
+def plan(
+    source: Place, scale: float, output: Place | None = None, *, recursive: bool = False, fmt: str | None = None
+) -> list[Job]:
+    """Input file(s) -> output places (see the module docstring). UsageError for a missing input, an output folder
+    inside the input folder, one that cannot be written, or an output file whose suffix contradicts `fmt`."""
+    label = scale_label(scale)
+    named = source.at(_absolute(source))
+    suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
+    kind = source.files.kind(source.path)
+    if kind == "file":
+        if output is not None and names_a_file(output):
+            if suffix and output_format(output.path) != output_format(PurePosixPath(f"x{suffix}")):
+                raise UsageError(f"{output}: the output file's suffix says another format than --format {fmt}")
+            target = output
+        elif output is not None:
+            target = output.at(result_name(output.path / source.path.name, suffix))
+        else:
+            beside = named.path.with_name(f"{named.path.stem}_x{label}{named.path.suffix}")
+            target = named.at(result_name(beside, suffix))
+        if _same(target, source):
+            raise UsageError(f"{target}: the output would replace the input; give another --output")
+        root = target.at(target.path.parent)
+        jobs = [Job(source, target)]
+    elif kind == "folder":
+        root = output.at(_absolute(output)) if output is not None else named.at(named.path.with_name(
+            f"{named.path.name}_x{label}"))  # fmt: skip
+        if _same(root, source) or (recursive and _resolved(root).is_relative_to(_resolved(source))):
+            raise UsageError(f"{root}: the output folder must not be the input folder or inside it")
+        images = source.files.images(source.path, recursive=recursive)
+        jobs = [Job(source.at(source.path / rel), root.at(result_name(root.path / rel, suffix))) for rel in images]
+    else:
+        raise UsageError(f"{source}: no such file or folder")
+    for folder in dict.fromkeys([root.path, *(job.target.path.parent for job in jobs)]):
+        root.files.check_writable(folder)
+    return jobs
+
+
+def nothing_found(source: object, *, recursive: bool) -> str:
+    """The warning for a run that found no images."""
+    return f"warning: no images in {source}" + ("" if recursive else " (--recursive includes subfolders)")
+
+
+def claim(
+    jobs: list[Job], report: FolderReport, *, skip_existing: bool, on_image: Callable[[Path | str, int], None]
+) -> list[Job]:
+    """The jobs to run: those whose output file exists are skipped (with skip_existing); one whose output is an input of
+    the run, or another job's output, is a failure. Inputs are compared by file identity; outputs by name, case-folded
+    where the file system ignores case (Photo.png is photo.png there), which is probed, not guessed."""
+    todo = []
+    claimed: dict[str, Path | str] = {}  # output (case-folded where case is ignored) -> its input
+    ignores_case: dict[PurePath, bool] = {}
+    inputs = {i for i in (job.source.files.identity(job.source.path) for job in jobs) if i is not None}
+    inputs |= {str(job.source) for job in jobs}  # by name too: an input gone since the plan is still one
+    for job in jobs:
+        target = job.target.files.identity(job.target.path)
+        folder = job.target.path.parent
+        if folder not in ignores_case:
+            ignores_case[folder] = job.target.files.ignores_case(folder)
+        key = str(job.target).casefold() if ignores_case[folder] else str(job.target)
+        if skip_existing and target is not None and job.target.files.kind(job.target.path) == "file":
+            report.skipped.append(job.target.shown)
+        elif (target is not None and target in inputs) or str(job.target) in inputs:  # this or another input
+            report.failed.append(FileFailure(job.source.shown, f"its output {job.target} is an input; give another "
+                                                               "--output"))  # fmt: skip
+        elif key in claimed:  # photo.jpg and photo.png with --format png
+            report.failed.append(FileFailure(job.source.shown, f"its output {job.target} is also {claimed[key]}'s "
+                                                               "output"))  # fmt: skip
+        else:
+            claimed[key] = job.source.shown
+            todo.append(job)
+            continue
+        on_image(job.source.shown, 0)
+    return todo
+

@@ -37,7 +37,9 @@ from vdsr.bench.report import (
 )
 from vdsr.bench.resume import append_jsonl, open_jsonl, read_jsonl
 from vdsr.catalogue import family_architecture
-from vdsr.console import (
+from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
+from vdsr.files import sha256_file, unwritable_folder
+from vdsr.runtime.console import (
     Command,
     WorkProgress,
     error_console,
@@ -47,8 +49,6 @@ from vdsr.console import (
     safe,
     version_option,
 )
-from vdsr.errors import EXIT_FAILED, UsageError, VdsrError
-from vdsr.files import sha256_file, unwritable_folder
 from vdsr.scale import parse_scales
 
 app = make_app(__doc__)

@@ -11,13 +11,13 @@ import typer
 
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.catalogue import DEFAULT_OPSET, MODELS, graph_name, shipped
-from vdsr.console import Command, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import UsageError
 from vdsr.export.triton import engine_model, onnx_model, write_model
 from vdsr.files import sha256_file, unwritable_folder
 from vdsr.model import Model
 from vdsr.runtime.backends.specs import DEFAULT_TILE, GPU_BATCH, Profile, Shape, profile_for
 from vdsr.runtime.backends.tensorrt import TensorRTUnavailable, build_engine, parse_shape, require_tensorrt
+from vdsr.runtime.console import Command, error_console, exit_on_errors, make_app, safe, version_option
 
 app = make_app(__doc__)
 RUNTIME_PROFILE = f"the runtime's windows: batch {GPU_BATCH} of {DEFAULT_TILE} + 2 x halo a side"

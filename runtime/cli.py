@@ -11,7 +11,10 @@ import typer
 from rich.console import Console
 
 from vdsr.catalogue import MODELS
-from vdsr.console import (
+from vdsr.errors import EXIT_BACKEND, EXIT_FAILED, UsageError
+from vdsr.model import Model
+from vdsr.runtime.backends.specs import BackendChoice, PrecisionChoice, Request
+from vdsr.runtime.console import (
     Command,
     WorkProgress,
     error_console,
@@ -21,9 +24,6 @@ from vdsr.console import (
     safe,
     version_option,
 )
-from vdsr.errors import EXIT_BACKEND, EXIT_FAILED, UsageError
-from vdsr.model import Model
-from vdsr.runtime.backends.specs import BackendChoice, PrecisionChoice, Request
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
 from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS
 from vdsr.runtime.places import is_uri, local

@@ -65,9 +65,10 @@ def cpu_model() -> str:
 
 
 def bf16_training_faster() -> bool:
-    """Whether bf16 autocast trains faster than fp32 on this CPU (VDSR, 2 threads, python -m vdsr.bench.train_speed
-    and the training runs): AMX 185 patches/s against 48; an AMD EPYC with AVX-512-BF16 53 against 27; an Intel Xeon
-    with AVX-512-BF16 but no AMX 20 against 27 (slower); without either, bf16 is emulated (slower)."""
+    """Whether bf16 autocast trains faster than fp32 on this CPU (VDSR, 2 threads, python -m
+    vdsr.bench.scripts.train_speed and the training runs): AMX 185 patches/s against 48; an AMD EPYC with
+    AVX-512-BF16 53 against 27; an Intel Xeon with AVX-512-BF16 but no AMX 20 against 27 (slower); without
+    either, bf16 is emulated (slower)."""
     flags = cpu_features()
     amd = _cpuinfo_field("vendor_id") == "AuthenticAMD"
     return "amx_bf16" in flags or ("avx512_bf16" in flags and amd)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vdsr.bench import int8_cost, real_inputs
+from vdsr.bench.scripts import int8_cost, real_inputs
 from vdsr.catalogue import shipped
 
 

@@ -141,7 +141,7 @@ def test_progress_never_goes_backwards(
 ) -> None:
     """Found by review: an image counted as done only once written (after the next one was upscaled), so the next
     image's bands were added to one image too few: 1/3 then 0.3/3."""
-    from vdsr import console
+    from vdsr.runtime import console
 
     monkeypatch.setattr(console, "PLAIN_PROGRESS_SECONDS", 0.0)  # a line at every update
     for i in range(3):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vdsr.bench.gpu_speed import app
+from vdsr.bench.scripts.gpu_speed import app
 
 
 def test_dry_run_writes_every_table(tmp_path: Path, data_dir: Path) -> None:

@@ -1,11 +1,12 @@
 """The package's layering, read from the installed source: imports point one way, no cycles, small files, one name
 per class.
 
-Layers, bottom up: the root `vdsr` (networks, catalogue, weights, errors, files) <- `vdsr.runtime` <- `vdsr.bench`
-<- `vdsr.train` and `vdsr.export` (siblings: neither imports the other). Exempt as importers, since they sit on top:
-the commands (`cli.py` modules), benchmark scripts (modules that run as programs: an `if __name__ == "__main__":`
-guard) and the root package's front door (`vdsr/__init__.py`, whose lazy `vdsr.Upscaler` is the public API). No
-library module may import one of those. Function-local imports count: they are only allowed where the module imported
+Layers, bottom up: the root `vdsr` (model, metadata, networks, catalogue, weights, errors, files) <- `vdsr.runtime`
+<- `vdsr.bench` <- `vdsr.train` and `vdsr.export` (siblings: neither imports the other). A module that nothing in
+the package imports sits on top and may import anything: the commands (`cli.py`, `__main__.py`), the measurement
+scripts (vdsr.bench.scripts: every module that runs as a program lives there, or is a command) and the root
+package's front door (`vdsr/__init__.py`, whose lazy `vdsr.Upscaler` is the public API). Every other module imports
+only down. Function-local imports count: they are only allowed where the module imported
 loads a heavy optional library (torch, tensorrt, onnx, onnxruntime), never to dodge a cycle.
 """
 
@@ -86,9 +87,17 @@ def is_script(name: str) -> bool:
     )
 
 
+def is_command_or_script(name: str) -> bool:
+    return name.endswith((".cli", ".__main__")) or name.startswith("vdsr.bench.scripts.")
+
+
+# what some library module imports (`python -m vdsr.train`, a command, starts the vdsr-train command)
+IMPORTED = {i.target for i in OURS if i.source != i.target and not is_command_or_script(i.source)}
+
+
 def exempt(name: str) -> bool:
-    """Commands, benchmark scripts and the root's front door sit on top of every layer."""
-    return name == "vdsr" or name.endswith(".cli") or is_script(name)
+    """A module nothing imports (a command, a script) and the root's front door sit on top of every layer."""
+    return name == "vdsr" or name not in IMPORTED
 
 
 def group(name: str) -> str:
@@ -99,8 +108,19 @@ def test_the_scan_sees_the_whole_package() -> None:
     for expected in ("vdsr.errors", "vdsr.catalogue", "vdsr.runtime.backends.choice", "vdsr.bench.harness",
                      "vdsr.train.loop", "vdsr.export.quantize"):  # fmt: skip
         assert expected in SOURCES
-    assert exempt("vdsr.runtime.cli") and exempt("vdsr.bench.parity") and not exempt("vdsr.bench.harness")
+    assert exempt("vdsr.runtime.cli") and exempt("vdsr.bench.scripts.parity") and not exempt("vdsr.bench.harness")
     assert len(OURS) > 100 and any(i.local for i in OURS)  # function-local imports are seen too
+
+
+def test_commands_and_scripts_are_imported_by_nothing_and_programs_live_there() -> None:
+    """Commands and scripts sit on top: no module imports one (scripts included); a module that runs as a program is
+    a command or lives in vdsr.bench.scripts, apart from the library."""
+    imported = sorted(name for name in SOURCES if is_command_or_script(name) and name in IMPORTED)
+    assert not imported, imported
+    programs = sorted(name for name in SOURCES if is_script(name) and not is_command_or_script(name))
+    assert programs == ["vdsr.train.gpu_train"], programs  # the second trainer: becomes an option of the one loop
+    scripts = [name for name in SOURCES if name.startswith("vdsr.bench.scripts.")]
+    assert len(scripts) >= 10
 
 
 def test_imports_point_down_the_layers() -> None:

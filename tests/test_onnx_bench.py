@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vdsr.bench import fp16_cost
 from vdsr.bench.cli import app as bench_app
+from vdsr.bench.scripts import fp16_cost
 from vdsr.export.onnx import export_onnx, save_onnx
 from vdsr.files import sha256_file
 from vdsr.networks import SRCNN, VDSR, VDSRConfig

@@ -191,10 +191,10 @@ def test_auto_skips_an_int8_graph_not_within_its_bar(
 
 
 def test_channel_equalisation_changes_the_weights_not_the_function(tiny_model: dict[str, Path]) -> None:
-    """vdsr.bench.int8_equalise (an experiment): rescaling across each Conv-ReLU-Conv pair is exact in fp32."""
+    """vdsr.bench.scripts.int8_equalise (an experiment): rescaling across each Conv-ReLU-Conv pair is exact in fp32."""
     import onnxruntime as ort
 
-    from vdsr.bench.int8_equalise import equalised
+    from vdsr.bench.scripts.int8_equalise import equalised
 
     model = onnx.load(str(tiny_model["onnx"]))
     rng = np.random.default_rng(0)

@@ -253,8 +253,8 @@ def test_bad_usage(photos: Path, tiny_model: dict[str, Path]) -> None:
 
 
 def test_sample_images_are_the_ones_this_project_draws() -> None:
-    """The README's sample inputs are drawn by vdsr.bench.sample_images (our licence), not taken from anywhere."""
-    from vdsr.bench.sample_images import samples
+    """The README's sample inputs are drawn by vdsr.bench.drawn (our licence), not taken from anywhere."""
+    from vdsr.bench.drawn import samples
 
     folder = Path(__file__).resolve().parents[1] / "bench" / "samples"
     drawn = samples()

@@ -18,9 +18,9 @@ from vdsr.architectures import Architecture
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.bench.harness import CellResult
 from vdsr.catalogue import MODELS
-from vdsr.console import Command, WorkProgress, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.errors import EXIT_STOPPED_EARLY, TrainingError, UsageError, first_line
 from vdsr.model import Model
+from vdsr.runtime.console import Command, WorkProgress, error_console, exit_on_errors, make_app, safe, version_option
 from vdsr.scale import parse_scales
 from vdsr.train.average import check_average_from
 from vdsr.train.config import TrainConfig, bf16_supported, recipe, resume_config

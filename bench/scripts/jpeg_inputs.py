@@ -6,7 +6,7 @@ scale; the small image is its MATLAB-bicubic reduction in RGB, rounded to 8 bits
 quality Q by Pillow (4:2:0) and decoded. Both are upscaled by bicubic and by `vdsr.Upscaler` (the runtime's colour
 pipeline: Y through the network); PSNR on BT.601 Y against the HR, `scale` pixels shaved.
 
-    python -m vdsr.bench.jpeg_inputs --json bench/results/jpeg_inputs.json
+    python -m vdsr.bench.scripts.jpeg_inputs --json bench/results/jpeg_inputs.json
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
         print(f"{r['photo']}, {r['size']}: {r['clean_bicubic']} / {r['clean_vdsr']} ({gains[0]:+.2f}); "
               f"{r[f'{jpeg_key}_bicubic']} / {r[f'{jpeg_key}_vdsr']} ({gains[1]:+.2f})")  # fmt: skip
     if args.json:
-        env = environment(shlex.join(["python", "-m", "vdsr.bench.jpeg_inputs", *sys.argv[1:]]))
+        env = environment(shlex.join(["python", "-m", "vdsr.bench.scripts.jpeg_inputs", *sys.argv[1:]]))
         document = {"scale": args.scale, "quality": args.quality, "rows": rows, "environment": env}
         atomic_write_text(args.json, json.dumps(document, indent=1) + "\n")
 

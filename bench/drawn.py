@@ -1,22 +1,15 @@
-"""The sample images the README's first command upscales: drawn here, so their licence is this project's own.
-
-    python -m vdsr.bench.sample_images bench/samples
-
-A page of text (document pipelines) and a drawn scene with edges, curves and fine stripes (photo-like content), each
-drawn at twice the size and reduced with the MATLAB bicubic, as low-resolution images are made for the benchmark.
-Deterministic: a test checks the committed files are what this script draws.
+"""Images this project draws, so their licence is its own: the README's sample images (a page of text and a scene
+with edges, curves and fine stripes, each drawn at twice the size and reduced with the MATLAB bicubic, as
+low-resolution images are made for the benchmark), and a photo-like test image for speed measurements (the cost
+does not depend on the content). Deterministic: a test checks the committed samples are what this draws.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import typer
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
-from vdsr.runtime.images import save_image
 from vdsr.runtime.resize import imresize
 
 TEXT = (
@@ -70,11 +63,11 @@ def samples() -> dict[str, NDArray[np.uint8]]:
     return {"document.png": reduced(document()), "scene.png": reduced(scene())}
 
 
-def main(folder: Path) -> None:
-    for name, pixels in samples().items():
-        save_image(folder / name, pixels)
-        typer.echo(f"wrote {folder / name} ({pixels.shape[1]}x{pixels.shape[0]})")
-
-
-if __name__ == "__main__":
-    typer.run(main)
+def sample_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic photo-like RGB image: smooth gradients, edges and fine texture (the cost does not depend on
+    content; the encoder's does a little)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    base = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x / 37.0) * np.cos(y / 23.0)], axis=-1)
+    texture = rng.normal(0, 0.04, (height, width, 3))
+    return np.clip(np.rint((0.8 * base + 0.1 + texture) * 255), 0, 255).astype(np.uint8)

@@ -1,6 +1,6 @@
 """Training throughput (patches/s) of VDSR and SRCNN: fp32 vs bf16 autocast, contiguous vs channels_last.
 
-Run: python -m vdsr.bench.train_speed --json bench/results/train_speed_<machine>.json
+Run: python -m vdsr.bench.scripts.train_speed --json bench/results/train_speed_<machine>.json
 Each setting: a few warm-up steps, then timed AdamW steps on random 41x41 patches (the data does not change the cost).
 """
 
@@ -63,7 +63,7 @@ def main(
                 )
                 typer.echo(f"{model_name:6} bf16={bf16!s:5} channels_last={channels_last!s:5} {rate:8.1f} patches/s")
     env = environment(
-        f"python -m vdsr.bench.train_speed --json {json_path} --batch {batch} --patch {patch} --steps {steps}"
+        f"python -m vdsr.bench.scripts.train_speed --json {json_path} --batch {batch} --patch {patch} --steps {steps}"
     )
     settings = {
         "batch": batch,

@@ -1,7 +1,7 @@
 """The int8 cost table of several int8 graphs, read from what `vdsr-export --int8` measured and recorded in each
 graph's metadata (a results file, not a test):
 
-    python -m vdsr.bench.int8_cost NAME=GRAPH ... --output bench/results/int8_cost_cpu [--previous FILE.json]
+    python -m vdsr.bench.scripts.int8_cost NAME=GRAPH ... --output bench/results/int8_cost_cpu [--previous FILE.json]
 
 writes OUTPUT.json and OUTPUT.md: per graph, the recipe chosen (calibration method, convolutions kept in fp32), and
 PSNR(fp32) - PSNR(int8) per Set5/Set14 cell, clean and noisy, against the bar.
@@ -62,7 +62,7 @@ def main(
     for item in graphs:
         name, _, path = item.partition("=")
         rows[name] = recorded(Path(path))
-    command = shlex.join(["python", "-m", "vdsr.bench.int8_cost", *graphs, "--output", str(output)]
+    command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_cost", *graphs, "--output", str(output)]
                          + (["--previous", str(previous)] if previous else []))  # fmt: skip
     results: dict[str, Any] = {"graphs": rows, "environment": environment(command)}
     if measured_before:
@@ -85,7 +85,7 @@ def read_previous(path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str,
             raise ValueError(f"each graph needs {', '.join(sorted(ROW_KEYS))}")
         return {name: dict(row) for name, row in rows.items()}, before
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise typer.BadParameter(f"{path}: not a results file of vdsr.bench.int8_cost ({error})") from error
+        raise typer.BadParameter(f"{path}: not a results file of vdsr.bench.scripts.int8_cost ({error})") from error
 
 
 def sound_row(row: object) -> bool:

@@ -1,7 +1,8 @@
 """Runtime speed and memory on this machine (a benchmark that writes a results file, not a test).
 
-    python -m vdsr.bench.runtime_speed speed --json bench/results/runtime_speed_cpu.json
-    python -m vdsr.bench.runtime_speed memory --size 4000x4000 --scale 2 --json bench/results/runtime_memory_cpu.json
+    python -m vdsr.bench.scripts.runtime_speed speed --json bench/results/runtime_speed_cpu.json
+    python -m vdsr.bench.scripts.runtime_speed memory --size 4000x4000 --scale 2 \
+        --json bench/results/runtime_memory_cpu.json
 
 speed: megapixels of output per second on a 1024x768 RGB image at x2, for the default path (what vdsr-run picks on
 this machine: backend, graph, tiles), ONNX Runtime CPU fp32 and int8, and PyTorch eager fp32:
@@ -28,6 +29,7 @@ import numpy as np
 import typer
 from PIL import Image
 
+from vdsr.bench.drawn import sample_photo
 from vdsr.bench.report import environment
 from vdsr.errors import UsageError, VdsrError
 from vdsr.files import atomic_write_text
@@ -37,16 +39,6 @@ from vdsr.runtime.resize import imresize
 from vdsr.runtime.upscaler import GIB, Upscaler
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-def sample_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A deterministic photo-like RGB image: smooth gradients, edges and fine texture (the cost does not depend on
-    content; the encoder's does a little)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    rng = np.random.default_rng(seed)
-    base = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x / 37.0) * np.cos(y / 23.0)], axis=-1)
-    texture = rng.normal(0, 0.04, (height, width, 3))
-    return np.clip(np.rint((0.8 * base + 0.1 + texture) * 255), 0, 255).astype(np.uint8)
 
 
 def best_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -186,7 +178,7 @@ def _env(command: str) -> dict[str, object]:
 def shlex_command() -> str:
     import shlex
 
-    return shlex.join(["python", "-m", "vdsr.bench.runtime_speed", *sys.argv[1:]])
+    return shlex.join(["python", "-m", "vdsr.bench.scripts.runtime_speed", *sys.argv[1:]])
 
 
 @app.command()
@@ -204,8 +196,8 @@ def memory(
         width, height = (int(v) for v in spec.lower().split("x"))
         with tempfile.TemporaryDirectory() as tmp:  # the input is made here, so making it is not measured there
             Image.fromarray(sample_photo(width, height)).save(Path(tmp) / "big.png", compress_level=1)
-            args = [sys.executable, "-m", "vdsr.bench.runtime_speed", "memory-one", tmp, str(scale), model or "vdsr",
-                    str(tile), str(batch)]  # fmt: skip
+            args = [sys.executable, "-m", "vdsr.bench.scripts.runtime_speed", "memory-one", tmp, str(scale),
+                    model or "vdsr", str(tile), str(batch)]  # fmt: skip
             result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"memory run for {spec} failed:\n{result.stderr}")

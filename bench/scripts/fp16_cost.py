@@ -1,8 +1,8 @@
 """The PSNR/SSIM cost of fp16 arithmetic: the same network as an fp32 and an fp16 ONNX graph, Set5 and Set14 x 3
 scales through the bench protocol, side by side (bar: at most 0.005 dB per cell).
 
-Run: python -m vdsr.bench.fp16_cost --fp32 models/vdsr.onnx --fp16 models/vdsr_fp16.onnx --data-dir ../shared/datasets
-     --json bench/results/fp16_cost_cpu.json --markdown bench/results/fp16_cost_cpu.md
+Run: python -m vdsr.bench.scripts.fp16_cost --fp32 models/vdsr.onnx --fp16 models/vdsr_fp16.onnx \
+     --data-dir ../shared/datasets --json bench/results/fp16_cost_cpu.json --markdown bench/results/fp16_cost_cpu.md
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import typer
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
 from vdsr.bench.report import environment
-from vdsr.console import error_console, exit_on_errors
 from vdsr.errors import VdsrError
 from vdsr.files import atomic_write_text
 from vdsr.model import Model
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.console import error_console, exit_on_errors
 from vdsr.scale import parse_scales
 
 BAR_DB = 0.005
@@ -78,7 +78,7 @@ def main(
               f"{r['ssim_fp32']:.5f} | {r['ssim_fp16']:.5f} |" for r in rows]  # fmt: skip
     for line in lines:
         typer.echo(line)
-    env = environment(shlex.join(["python", "-m", "vdsr.bench.fp16_cost", *sys.argv[1:]]))
+    env = environment(shlex.join(["python", "-m", "vdsr.bench.scripts.fp16_cost", *sys.argv[1:]]))
     if json_path:
         atomic_write_text(
             json_path, json.dumps({"results": rows, "bar_db": BAR_DB, "environment": env}, indent=1) + "\n"

@@ -1,6 +1,6 @@
 """Would channel equalisation make a VDSR easier to quantise? An experiment, not part of the export (a results file):
 
-    python -m vdsr.bench.int8_equalise models/vdsr_real.onnx --json bench/results/int8_equalise_cpu.json
+    python -m vdsr.bench.scripts.int8_equalise models/vdsr_real.onnx --json bench/results/int8_equalise_cpu.json
 
 Across each Conv-ReLU-Conv pair, output channel c of the first convolution is divided by s_c and input channel c of
 the second multiplied by it (exact in fp32: ReLU(x / s) = ReLU(x) / s for s > 0), with s_c = a_c^alpha / w_c^(1 -
@@ -99,7 +99,7 @@ def main(
             results[name] = {m: cost(m, []) for m in method}
             for m, cells in results[name].items():
                 typer.echo(f"{name:24} {m:11} every convolution int8: {max(cells.values()):.4f} dB (largest cell)")
-    command = shlex.join(["python", "-m", "vdsr.bench.int8_equalise", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_equalise", *sys.argv[1:]])
     atomic_write_text(json_path, json.dumps({"graph": str(graph), "fp32_max_difference": difference,
                                              "selection_cost_db": results, "environment": environment(command)},
                                             indent=1) + "\n")  # fmt: skip

@@ -5,7 +5,7 @@ held against its bar. Set5 and Set14 are where the model was tuned; B100 is repo
     for d in "bicubic -s 1.5,2,2.5,3,3.5,4" "jpeg:75 -s 2,3,4" "noise:5 -s 2"; do set -- $d
       vdsr-bench -d Set5 -d Set14 -d B100 --degradation $1 $2 $3 -m bicubic -m vdsr -m vdsr_real \\
         --json bench/results/real_inputs_${1/:/}.json; done
-    python -m vdsr.bench.real_inputs bench/results/real_inputs_*.json --markdown bench/results/real_inputs.md
+    python -m vdsr.bench.scripts.real_inputs bench/results/real_inputs_*.json --markdown bench/results/real_inputs.md
 """
 
 from __future__ import annotations

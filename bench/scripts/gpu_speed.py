@@ -1,8 +1,8 @@
 """GPU speed of VDSR in one run: backends against the measured matrix peak, the paper's timing table, 8K memory, the
 fp16 PSNR cost. Writes bench/results/<gpu>-<date>.json and .md.
 
-    python -m vdsr.bench.gpu_speed --data-dir ../shared/datasets --output-dir bench/results  # shipped weights
-    python -m vdsr.bench.gpu_speed --dry-run --output-dir /tmp/dry    # CPU, tiny shapes: checks the script runs
+    python -m vdsr.bench.scripts.gpu_speed --data-dir ../shared/datasets --output-dir bench/results  # shipped weights
+    python -m vdsr.bench.scripts.gpu_speed --dry-run --output-dir /tmp/dry    # CPU, tiny shapes: checks the script runs
 
 Measured, for 1-channel inputs: torch eager fp32; torch fp16 channels_last with cudnn.benchmark; the same replayed as a
 CUDA graph; torch.compile (max-autotune); ONNX Runtime CUDA on the fp16 graph when onnxruntime-gpu and --onnx-fp16 are
@@ -33,11 +33,11 @@ from vdsr.bench.datasets import DATA_DIR_ENV, resolve_data_dir, resolve_dataset
 from vdsr.bench.protocol import degrade, score
 from vdsr.bench.report import environment
 from vdsr.catalogue import shipped
-from vdsr.console import Command, error_console, exit_on_errors, make_app
 from vdsr.files import atomic_write_text
 from vdsr.networks import SRCNN, VDSR, VDSRConfig
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend, cuda_providers
 from vdsr.runtime.backends.pytorch import TorchBackend
+from vdsr.runtime.console import Command, error_console, exit_on_errors, make_app
 from vdsr.runtime.images import load_image
 from vdsr.runtime.machine import gpu_names
 from vdsr.runtime.resize_torch import imresize_torch
@@ -279,8 +279,8 @@ def main(
         shapes = [(1, *frame), *[(b, window, window) for b in batches]]
         limit = 1 if dry_run else None
         crop = 48 if dry_run else None
-        urban = Path(__file__).with_name("manifests") / "Urban100.sizes.tsv"
-        env = environment("python -m vdsr.bench.gpu_speed " + shlex.join(sys.argv[1:]))
+        urban = Path(__file__).parents[1] / "manifests" / "Urban100.sizes.tsv"  # vdsr.bench's
+        env = environment("python -m vdsr.bench.scripts.gpu_speed " + shlex.join(sys.argv[1:]))
         cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
         random = "random (He init): speed does not depend on the weights"
         env |= {"torch": torch.__version__, "cudnn": cudnn, "gpu": ", ".join(gpu_names()) or None,

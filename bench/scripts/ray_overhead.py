@@ -3,7 +3,7 @@
 written as file:// URIs (the store path: each file downloaded, run and uploaded by its actor), wall time each, in
 fresh processes.
 
-    python -m vdsr.bench.ray_overhead --images 60 --json bench/results/ray_overhead_cpu.json
+    python -m vdsr.bench.scripts.ray_overhead --images 60 --json bench/results/ray_overhead_cpu.json
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Annotated
 import typer
 from PIL import Image
 
+from vdsr.bench.drawn import sample_photo
 from vdsr.bench.report import environment
-from vdsr.bench.runtime_speed import sample_photo
 from vdsr.files import atomic_write_text
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -57,7 +57,7 @@ def main(
             "overhead_per_image_seconds": (on_ray - plain) / images, "ray_over_plain": on_ray / plain,
             "ray_uri_seconds": stored, "uri_over_paths_per_image_seconds": (stored - on_ray) / images}  # fmt: skip
     settings = {"images": images, "size": size, "scale": 2, "actors": actors, "cluster": "local (started by the run)"}
-    command = shlex.join(["python", "-m", "vdsr.bench.ray_overhead", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "vdsr.bench.scripts.ray_overhead", *sys.argv[1:]])
     atomic_write_text(json_path, json.dumps({"results": rows, "settings": settings,
                                              "environment": environment(command)}, indent=1) + "\n")  # fmt: skip
     typer.echo(json.dumps(rows, indent=1))

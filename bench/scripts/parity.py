@@ -1,6 +1,6 @@
 """How far the shipped ONNX graphs are from their PyTorch weights: max |ONNX Runtime CPU - PyTorch fp32| per shape.
 
-Run: python -m vdsr.bench.parity --json bench/results/parity_cpu.json
+Run: python -m vdsr.bench.scripts.parity --json bench/results/parity_cpu.json
 Inputs are uniform random luminance in [0, 1], in the shapes of the export issue (odd, portrait, landscape, batch > 1,
 one pixel). Every graph of a model is compared with the fp32 PyTorch model: fp32 should be at float rounding
 (<= 1e-5), fp16 and int8 show their precision's error (their PSNR cost is measured on images by fp16_cost and the
@@ -60,7 +60,7 @@ def main(
                 )
                 typer.echo(f"{graph.name:16} {shape:12} max |ORT - torch fp32| = {diff:.2e}")
     document = {"results": rows, "settings": {"seed": seed, "graphs_sha256": hashes}}
-    document["environment"] = environment(shlex.join(["python", "-m", "vdsr.bench.parity", *sys.argv[1:]]))
+    document["environment"] = environment(shlex.join(["python", "-m", "vdsr.bench.scripts.parity", *sys.argv[1:]]))
     atomic_write_text(json_path, json.dumps(document, indent=1) + "\n")
     typer.echo(f"wrote {json_path}")
 

@@ -24,7 +24,7 @@ from vdsr.weights import load_weights
 # each shipped model (its card NAME.json, weights NAME.safetensors) and its graphs; SRCNN comes as one model per scale
 GRAPHS = {
     "vdsr": ["vdsr.onnx", "vdsr_fp16.onnx", "vdsr_int8.onnx"],
-    "vdsr_real": ["vdsr_real.onnx", "vdsr_real_fp16.onnx", "vdsr_real_int8.onnx"],
+    "vdsr_real": ["vdsr_real.onnx", "vdsr_real_fp16.onnx"],  # its int8 graph ran no faster than fp32: not shipped
     "srcnn": ["srcnn.onnx"],
     "srcnn_x3": ["srcnn_x3.onnx"],
     "srcnn_x4": ["srcnn_x4.onnx"],

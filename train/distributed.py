@@ -72,8 +72,11 @@ def process_group(device: torch.device, ranks: Ranks) -> Iterator[None]:
     torch.distributed.init_process_group(backend, timeout=datetime.timedelta(hours=2))
     try:
         yield
-    finally:
+    except BaseException:  # a rank that failed leaves: the others wait until torchrun stops them
         torch.distributed.destroy_process_group()
+        raise
+    torch.distributed.barrier()  # every rank done (rank 0 writes last) before any tears the group down
+    torch.distributed.destroy_process_group()
 
 
 def check_batch_size(batch_size: int, ranks: Ranks) -> None:

@@ -17,12 +17,13 @@ from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import Degradation, degrade
 from vdsr.errors import TrainingError
 from vdsr.networks import VDSR, VDSRConfig
+from vdsr.train.card import weights_id
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.cli import app as train_app
 from vdsr.train.cli import scale_weights
 from vdsr.train.config import TrainConfig, config_from_json, recipe
 from vdsr.train.data import Mix, PatchSet, build_patches, image_draws, patch_key
-from vdsr.train.loop import train, weights_id
+from vdsr.train.loop import train
 from vdsr.weights import load_weights, save_weights
 
 TINY = {"depth": 3, "channels": 8}
@@ -149,7 +150,7 @@ def fine_tuning(tmp_path: Path, *, max_steps: int, lr: float) -> tuple[Path, Pat
     start = tiny_weights(tmp_path / "start.safetensors", seed=5)
     patches = build_patches([tiny_dataset(tmp_path / "tiny")], Mix(scales=(2,)), 12, stride=12,
                             cache_dir=tmp_path / "cache")  # fmt: skip
-    config = recipe("fast", model_config=TINY, batch_size=4, epochs=1, max_steps=max_steps, lr=lr, bf16=False,
+    config = recipe("fast", network=TINY, batch_size=4, epochs=1, max_steps=max_steps, lr=lr, bf16=False,
                     validate_every=0, init_from=weights_id(start))  # fmt: skip
     return start, patches, config
 

@@ -36,7 +36,7 @@ def synthetic_patches(count: int = 64, size: int = 12, seed: int = 0) -> PatchSe
 
 
 def tiny_config(**overrides: object) -> TrainConfig:
-    base = recipe("fast", "vdsr", model_config=TINY, batch_size=8, epochs=4, warmup_epochs=0.5, bf16=False,
+    base = recipe("fast", "vdsr", network=TINY, batch_size=8, epochs=4, warmup_epochs=0.5, bf16=False,
                   channels_last=False, log_every=1, checkpoint_every=3, validate_every=10_000)  # fmt: skip
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -429,7 +429,7 @@ def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> N
         "string_step": ({"info": {"step": "3"}}, "'step' is '3', not a count"),
         "batch_0": ({"info": {"config": saved.info["config"] | {"batch_size": 0}}}, "batch_size is 0, not an integer"),
         "deep": (
-            {"info": {"config": saved.info["config"] | {"model_config": {"depth": 3000, "channels": 8}}}},
+            {"info": {"config": saved.info["config"] | {"network": {"depth": 3000, "channels": 8}}}},
             "declares 3000 layers",
         ),  # fmt: skip
         "betas": ({"optimizer": {"param_groups": [groups[0] | {"betas": [0.5, "x"]}]}}, "settings betas differ"),

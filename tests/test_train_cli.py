@@ -66,7 +66,7 @@ def test_resume_refusals_and_the_early_stop_exit_code(data_dir: Path, tmp_path: 
     assert stopped.exit_code == 3, stopped.output
     assert "continue with vdsr-train" in stopped.stderr and not (tmp_path / "run" / "vdsr.safetensors").exists()
     changed = runner.invoke(train_app, [*base, "--resume", "--model", "srcnn", "--seed", "1"])
-    assert changed.exit_code == 2 and "--model" in changed.output and "--seed" in changed.output
+    assert changed.exit_code == 2 and "--architecture" in changed.output and "--seed" in changed.output  # --model too
     for bad in (["--average-from", "0"], ["--average-from", "5", "--checkpoint-every", "0"]):
         refused = runner.invoke(train_app, [*base, "--output", str(tmp_path / "other"), *bad])  # before any patches
         assert refused.exit_code == 2 and "--average-from" in refused.output and not (tmp_path / "other").exists()

@@ -29,6 +29,7 @@ class Checkpoint:
     optimizer: dict[str, object]  # torch optimizer state_dict
     rng: torch.Tensor
     info: dict[str, object]  # step, config, data key, wall time, ...
+    ema: dict[str, torch.Tensor] | None = None  # the moving average of the weights (config.ema > 0)
 
 
 def _optimizer_tensors(state: dict[str, object]) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
@@ -47,6 +48,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in checkpoint.model.items()}
     tensors |= {k: v.detach().contiguous() for k, v in optimizer_tensors.items()}
     tensors["rng.torch"] = checkpoint.rng
+    tensors |= {f"ema.{k}": v.detach().contiguous() for k, v in (checkpoint.ema or {}).items()}
     metadata = {"info": json.dumps(checkpoint.info), "optimizer": json.dumps(optimizer_rest),
                 "tensors_sha256": tensors_digest(tensors)}  # fmt: skip
     atomic_write_bytes(path, save(tensors, metadata=metadata))
@@ -73,6 +75,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if metadata["tensors_sha256"] != tensors_digest(tensors):
         raise ModelError(f"{path}: the checkpoint's tensors do not match their checksum (a damaged or edited file)")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    ema = {k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")} or None
+    if ema is not None and {k: v.shape for k, v in ema.items()} != {k: v.shape for k, v in model.items()}:
+        raise ModelError(f"{path}: not a sound vdsr training checkpoint (its moving average is not the model's shape)")
     state: dict[int, dict[str, torch.Tensor]] = {}
     try:
         for key, value in tensors.items():
@@ -87,7 +92,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     bad = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
         raise ModelError(f"{path}: checkpoint tensors {', '.join(bad[:3])} hold NaN or inf")
-    return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=info)
+    return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=info, ema=ema)
 
 
 def _check_info(info: object, model: dict[str, torch.Tensor]) -> None:
@@ -101,9 +106,12 @@ def _check_info(info: object, model: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"'wall_seconds' is {wall!r}, not a duration")
     if not isinstance(data, str):
         raise ValueError(f"'data' is {data!r}, not a data key")
-    if not isinstance(config, dict) or not isinstance(config.get("model_config", {}), dict):
+    if not isinstance(config, dict):
         raise ValueError(f"'config' is {config!r:.60}, not a training config")
-    expected = parameter_shapes(network_config(str(config.get("model")), config.get("model_config")),
-                                max_layers=len(model))  # fmt: skip
+    architecture = config.get("architecture", config.get("model"))  # its name before issue 36: model
+    network = config.get("network", config.get("model_config", {}))
+    if not isinstance(network, dict):
+        raise ValueError(f"'config' is {config!r:.60}, not a training config")
+    expected = parameter_shapes(network_config(str(architecture), network), max_layers=len(model))
     if {k: tuple(v.shape) for k, v in model.items()} != expected:
         raise ValueError("its model tensors differ from what its config describes")

@@ -1,177 +1,184 @@
-"""Training settings: one config dataclass, the two named recipes (the paper's and a fast one), and the config a
-checkpoint was trained with."""
+"""Training settings, each declared once: its default (a TrainConfig field), its help, the rule its value keeps and
+its option on vdsr-train (the field's Setting, vdsr.train.settings). The validation, the command line
+(vdsr.train.cli) and the model card (the config as recorded) are derived from these declarations. Also the named
+recipes (the paper's, a fast one for CPUs, one for a GPU on a time budget) and the config a checkpoint was trained
+with."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
 from vdsr.architectures import Architecture
 from vdsr.bench.protocol import Degradation, parse_degradation
-from vdsr.errors import ModelError, TrainingError, UsageError, first_line
+from vdsr.errors import ModelError, TrainingError, first_line
 from vdsr.runtime.machine import bf16_training_faster
-from vdsr.scale import is_quarter_scale
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.data import Mix
+from vdsr.train.settings import (
+    Setting,
+    amount,
+    count,
+    degradation_names,
+    flag,
+    is_number,
+    mapping,
+    optional_text,
+    parse_range,
+    probability,
+    scale_list,
+    setting,
+    within,
+)
+
+LOSSES = ("mse", "l1", "half_sse", "l1_mse")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = Architecture.vdsr.value  # a vdsr.catalogue.Architecture
-    model_config: dict[str, object] = field(default_factory=dict)  # fields of VDSRConfig / SRCNNConfig
-    recipe: str = "fast"
-    scales: tuple[float, ...] = (2, 3, 4)  # mixed in every batch: one model for all of them
+    architecture: str = setting("vdsr", "Network.", tuple(a.value for a in Architecture), "--architecture")
+    network: dict[str, object] = setting(dict, "Fields of VDSRConfig / SRCNNConfig.", mapping)
+    recipe: str = setting("fast", "paper: SGD as Kim et al.; fast: AdamW; gpu: AdamW within --budget-minutes.",
+                          ("paper", "fast", "gpu"), "--recipe")  # fmt: skip
+    scales: tuple[float, ...] = setting(
+        (2, 3, 4), "Training scales, mixed per batch: a list, or a range LOW-HIGH (every 0.25 in it).",
+        scale_list(empty=False), "--scale", repeatable=True,
+    )  # fmt: skip
     # the degradation mix (vdsr.train.data.Mix): 0 draws is the paper's clean set, every image at every scale
-    draws_per_image: int = 0  # n: n seeded draws per image, each of a scale from `scales` and of the degradations below
-    scale_weights: tuple[float, ...] = ()  # a draw's relative chance of each of `scales`; (): all alike
-    jpeg_probability: float = 0.0  # of a draw's small image being a JPEG (Pillow, 4:2:0) of a quality in jpeg_quality
-    jpeg_quality: tuple[int, int] = (30, 95)
-    noise_probability: float = 0.0  # of Gaussian noise (8-bit levels, sigma in noise_sigma) on it, before any JPEG
-    noise_sigma: tuple[float, float] = (0.0, 8.0)
-    init_from: str | None = None  # fine-tuning: "NAME.safetensors sha256:HEX", the weights the run started from
-    validate_scales: tuple[float, ...] = ()  # scales scored in validation; () is `scales`
-    validate_degradations: tuple[str, ...] = ("bicubic",)  # small images scored in validation (vdsr-bench's names)
-    patch_size: int = 41
-    stride: int = 41
-    batch_size: int = 64
-    epochs: float = 3.0  # passes over all (patch, rotation/flip) pairs; the schedule is laid out over this length
-    max_steps: int | None = None  # stop earlier (the schedule is unchanged): short runs, tests
-    optimizer: str = "adamw"  # "sgd" or "adamw"
-    lr: float = 2e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    clip_theta: float | None = None  # adjustable gradient clipping: every gradient element to +-theta / lr
-    schedule: str = "cosine"  # "step": lr / 10 every lr_step_epochs; "cosine": linear warm-up, cosine to zero
-    lr_step_epochs: float = 20.0
-    warmup_epochs: float = 0.05  # of a (patch, variant) epoch: 339 steps of 64 on the 291 images at 41x41
-    loss: str = "mse"  # "mse" (mean over pixels), "l1", or "half_sse": the paper's 1/2 sum over a patch, batch mean
-    zero_init_output: bool = False  # last conv starts at zero, so the untrained model returns its input (the ILR)
-    bf16: bool = False  # bf16 autocast (CPUs where faster, CUDA GPUs); the loss stays fp32
-    channels_last: bool = True
-    seed: int = 0
-    log_every: int = 20  # 0: never (likewise below)
-    checkpoint_every: int = 500
-    validate_every: int = 2000
+    draws_per_image: int = setting(0, "Degradation mix: draws of a scale (and JPEG, noise) per image; 0: every image "
+                                   "at every scale, clean (the paper).", count(0), "--draws-per-image")  # fmt: skip
+    scale_weights: tuple[float, ...] = setting(
+        (), "SCALE=W: a draw's relative chance of that scale (repeatable; the others 1).",
+        lambda v: None, "--scale-weight", repeatable=True,
+    )  # fmt: skip  # checked with the scales, in problems()
+    jpeg_probability: float = setting(0.0, "Of a draw being a JPEG.", probability, "--jpeg-probability")
+    jpeg_quality: tuple[int, int] = setting(
+        (30, 95), "JPEG quality range, LOW-HIGH.", within(1, 95, whole=True), "--jpeg-quality",
+        parse=lambda text: parse_range(text, "--jpeg-quality", whole=True),
+    )  # fmt: skip
+    noise_probability: float = setting(0.0, "Of a draw being noisy.", probability, "--noise-probability")
+    noise_sigma: tuple[float, float] = setting(
+        (0.0, 8.0), "Noise sigma range in 8-bit levels.", within(0, 64, whole=False), "--noise-sigma",
+        parse=lambda text: parse_range(text, "--noise-sigma", whole=False),
+    )  # fmt: skip
+    init_from: str | None = setting(None, "Fine-tuning: the weights the run started from (name and SHA-256).",
+                                    optional_text)  # fmt: skip
+    validate_scales: tuple[float, ...] = setting((), "Scales validated.", scale_list(empty=True), "--validate-scale",
+                                                 repeatable=True)  # fmt: skip
+    validate_degradations: tuple[str, ...] = setting(
+        ("bicubic",), "Small images validated (as vdsr-bench --degradation).", degradation_names,
+        "--validate-degradation", repeatable=True,
+    )  # fmt: skip
+    patch_size: int = setting(41, "Patch side (training input, HR pixels).", count(1), "--patch-size")
+    stride: int = setting(41, "Patch grid step.", count(1), "--stride")
+    batch_size: int = setting(64, "Patches per step.", count(1), "--batch-size")
+    epochs: float = setting(3.0, "Schedule length in passes over every (patch, rotation/flip) pair.",
+                            amount(positive=True), "--epochs")  # fmt: skip
+    max_steps: int | None = setting(None, "Stop at this step; schedule unchanged.", count(0, optional=True),
+                                    "--max-steps", resumable=True)  # fmt: skip
+    optimizer: str = setting("adamw", "sgd or adamw.", ("sgd", "adamw"))
+    lr: float = setting(2e-4, "Peak learning rate.", amount(positive=True), "--lr")
+    momentum: float = setting(0.9, "SGD's momentum.", amount(positive=False))
+    beta2: float = setting(0.999, "AdamW's second-moment decay.", amount(positive=True, below=1))
+    weight_decay: float = setting(0.0, "Weight decay.", amount(positive=False))
+    clip_theta: float | None = setting(None, "Adjustable gradient clipping: every element to +-theta / lr.",
+                                       amount(positive=True, optional=True))  # fmt: skip
+    clip_norm: float | None = setting(None, "Clip the gradients' global norm to this.",
+                                      amount(positive=True, optional=True))  # fmt: skip
+    schedule: str = setting("cosine", "step: lr / 10 every lr_step_epochs; cosine: linear warm-up, cosine to zero.",
+                            ("cosine", "step"))  # fmt: skip
+    lr_step_epochs: float = setting(20.0, "Epochs between the step schedule's divisions.", amount(positive=True))
+    warmup_epochs: float = setting(0.05, "Warm-up, in epochs (at most a tenth of the run).", amount(positive=False))
+    loss: str = setting("mse", "mse (mean over pixels); l1: a gradient of one size however large the error (clean "
+                        "inputs weigh as JPEG ones); l1_mse: l1, then mse for the last fifth; half_sse: the paper's.",
+                        LOSSES, "--loss")  # fmt: skip
+    ema: float = setting(0.0, "Decay of an exponential moving average of the weights, validated and saved (0: off).",
+                         amount(positive=False, below=1), "--ema")  # fmt: skip
+    zero_init_output: bool = setting(False, "The last layer starts at zero: the untrained VDSR returns its input.",
+                                     flag)  # fmt: skip
+    bf16: bool = setting(False, "bf16 autocast (CPUs where faster, CUDA GPUs); the loss stays fp32.", flag,
+                         "--bf16/--no-bf16", resumable=True)  # fmt: skip
+    channels_last: bool = setting(True, "channels_last memory format.", flag)
+    data: str = setting("patches", "patches: the cached patch set, exact resume (CPUs); device: random crops made on "
+                        "the device each step (GPUs).", ("patches", "device"), "--data")  # fmt: skip
+    budget_minutes: float | None = setting(None, "Lay the cosine over this wall-clock time (measured after the "
+                                           "warm-up) instead of --epochs.", amount(positive=True, optional=True),
+                                           "--budget-minutes")  # fmt: skip
+    seed: int = setting(0, "Seed of the batches, draws and initialisation.", count(0), "--seed")
+    log_every: int = setting(20, "Steps between log lines (0: never).", count(0))
+    checkpoint_every: int = setting(500, "Steps between checkpoints (0: at the end only).", count(0),
+                                    "--checkpoint-every")  # fmt: skip
+    validate_every: int = setting(2000, "Steps between Set5 checks (0: at the end only).", count(0),
+                                  "--validate-every")  # fmt: skip
 
     def __post_init__(self) -> None:
-        problems = _problems(self)
-        if problems:
-            raise ValueError(f"training config: {'; '.join(problems)}")
+        found = problems(self)
+        if found:
+            raise ValueError(f"training config: {'; '.join(found)}")
 
     def mix(self) -> Mix:
         """How the patch set's small images are made."""
         return Mix(scales=self.scales, draws=self.draws_per_image, scale_weights=self.scale_weights,
-                   jpeg_probability=self.jpeg_probability,
-                   jpeg_quality=self.jpeg_quality, noise_probability=self.noise_probability,
-                   noise_sigma=self.noise_sigma, seed=self.seed)  # fmt: skip
+                   jpeg_probability=self.jpeg_probability, jpeg_quality=self.jpeg_quality,
+                   noise_probability=self.noise_probability, noise_sigma=self.noise_sigma, seed=self.seed)  # fmt: skip
 
     def validation_cells(self) -> tuple[tuple[float, ...], tuple[Degradation, ...]]:
         """The scales and small images validation scores."""
         return self.validate_scales or self.scales, tuple(map(parse_degradation, self.validate_degradations))
 
 
-_CHOICES = {
-    "model": tuple(a.value for a in Architecture),
-    "recipe": ("paper", "fast"),
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("cosine", "step"),
-    "loss": ("mse", "l1", "half_sse"),
-}
-_COUNTS = {"patch_size": 1, "stride": 1, "batch_size": 1, "max_steps": 0, "seed": 0, "log_every": 0,
-           "checkpoint_every": 0, "validate_every": 0, "draws_per_image": 0}  # field -> smallest value  # fmt: skip
-_AMOUNTS = {"epochs": True, "lr": True, "lr_step_epochs": True, "clip_theta": True, "momentum": False,
-            "weight_decay": False, "warmup_epochs": False, "jpeg_probability": False,
-            "noise_probability": False}  # field -> must be > 0 (else >= 0)  # fmt: skip
-_RANGES = {"jpeg_quality": (1, 95, True), "noise_sigma": (0, 64, False)}  # field -> lowest, highest, integers
-_FLAGS = ("zero_init_output", "bf16", "channels_last")
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(TrainConfig)}
 
 
-def _problems(config: TrainConfig) -> list[str]:
-    """What is wrong with each field (type, range, choice): a config from a checkpoint or a command line."""
-    problems = [f"{k} is {getattr(config, k)!r}, not one of {', '.join(v)}"
-                for k, v in _CHOICES.items() if getattr(config, k) not in v]  # fmt: skip
-    for name, least in _COUNTS.items():
-        value = getattr(config, name)
-        if not (value is None and name == "max_steps") and not (_is_int(value) and value >= least):
-            problems.append(f"{name} is {value!r}, not an integer >= {least}")
-    for name, positive in _AMOUNTS.items():
-        value = getattr(config, name)
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not (value is None and name == "clip_theta") and not (number and (value > 0 if positive else value >= 0)):
-            problems.append(f"{name} is {value!r}, not a number {'>' if positive else '>='} 0")
-    problems += [f"{name} is {getattr(config, name)!r}, not true or false"
-                 for name in _FLAGS if not isinstance(getattr(config, name), bool)]  # fmt: skip
-    chances = ("jpeg_probability", "noise_probability")
-    problems += [f"{n} is {getattr(config, n)!r}, not a probability" for n in chances
-                 if not (_is_number(getattr(config, n), whole=False) and 0 <= getattr(config, n) <= 1)]  # fmt: skip
-    for name, (low, high, whole) in _RANGES.items():
-        pair = getattr(config, name)
-        if not (isinstance(pair, tuple) and len(pair) == 2 and all(_is_number(v, whole) for v in pair)
-                and low <= pair[0] <= pair[1] <= high):  # fmt: skip
-            problems.append(f"{name} is {pair!r}, not a range (low, high) within {low}..{high}")
-    for name in ("scales", "validate_scales"):
-        scales = getattr(config, name)
-        if not (isinstance(scales, tuple) and (scales or name != "scales") and all(map(is_quarter_scale, scales))):
-            problems.append(f"{name} is {scales!r}, not scales 1 < s <= 8 in steps of 0.25")
+def problems(config: TrainConfig) -> list[str]:
+    """What is wrong with each field (type, range, choice), by its declaration: a config from a checkpoint or a
+    command line."""
+    found = [f"{name} is {getattr(config, name)!r:.80}, {why}" for name, declared in SETTINGS.items()
+             if (why := declared.rule(getattr(config, name)))]  # fmt: skip
     weights = config.scale_weights
-    if not (isinstance(weights, tuple) and all(_is_number(w, whole=False) and w > 0 for w in weights)
+    if not (isinstance(weights, tuple) and all(is_number(w, whole=False) and w > 0 for w in weights)
             and len(weights) in (0, len(config.scales)) and math.isfinite(sum(weights))):  # fmt: skip
-        problems.append(f"scale_weights is {weights!r}, not one number > 0 for each of the scales")
+        found.append(f"scale_weights is {weights!r}, not one number > 0 for each of the scales")
     elif weights and not config.draws_per_image:
-        problems.append("scale_weights weigh the draws: they need draws_per_image > 0")
-    names = config.validate_degradations
-    if not (isinstance(names, tuple) and names and all(isinstance(n, str) and _is_degradation(n) for n in names)):
-        problems.append(f"validate_degradations is {names!r}, not names as vdsr-bench's --degradation takes")
-    if not (config.init_from is None or isinstance(config.init_from, str)):
-        problems.append(f"init_from is {config.init_from!r}, not a weights file's name and hash")
-    if not isinstance(config.model_config, dict):
-        problems.append(f"model_config is {config.model_config!r}, not a JSON object")
-    return problems
+        found.append("scale_weights weigh the draws: they need draws_per_image > 0")
+    return found
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object, whole: bool) -> bool:
-    return _is_int(value) or (not whole and isinstance(value, float) and math.isfinite(value))
-
-
-def _is_degradation(name: str) -> bool:
-    try:
-        parse_degradation(name)
-    except UsageError:
-        return False
-    return True
-
-
-def recipe(name: str, model: str = Architecture.vdsr.value, **overrides: object) -> TrainConfig:
-    """The named recipe's defaults for `model`, with `overrides` on top."""
+def recipe(name: str, architecture: str = Architecture.vdsr.value, **overrides: object) -> TrainConfig:
+    """The named recipe's defaults for `architecture`, with `overrides` on top."""
     if name == "paper":
         # Kim et al. 2016, section 4.1, with their loss 1/2 ||y - f(x)||^2 per patch (MatConvNet's convention; a mean
         # over pixels would make gradients ~840x smaller and lr 0.1 meaningless). theta is not given in the paper:
         # 0.01 lets one gradient term move a weight by at most lr * theta / lr = 0.01 (momentum can add up to 10x over
         # steps), a sixth of the He-init std of a 64-channel 3x3 layer (sqrt(2 / 576) = 0.059): loose enough not to
         # slow the start at lr 0.1, tight enough to stop the blow-ups lr 0.1 causes without clipping.
-        base = TrainConfig(model=model, recipe="paper", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
-                           clip_theta=0.01, schedule="step", lr_step_epochs=20, epochs=80, batch_size=64,
-                           patch_size=41, stride=41, loss="half_sse")  # fmt: skip
-    elif name == "fast":
+        base = TrainConfig(architecture=architecture, recipe="paper", optimizer="sgd", lr=0.1, momentum=0.9,
+                           weight_decay=1e-4, clip_theta=0.01, schedule="step", lr_step_epochs=20, epochs=80,
+                           batch_size=64, patch_size=41, stride=41, loss="half_sse")  # fmt: skip
+    elif name in ("fast", "gpu"):
         # a zero last layer makes the untrained VDSR return its input (the ILR); SRCNN has no residual, so for it a
         # zero last layer would only output zeros and hold back the layers below: He init throughout
-        base = TrainConfig(model=model, recipe="fast", bf16=True, zero_init_output=model == Architecture.vdsr,
-                           lr=3e-4)  # fmt: skip
+        base = TrainConfig(architecture=architecture, recipe="fast", bf16=True, lr=3e-4,
+                           zero_init_output=architecture == Architecture.vdsr)  # fmt: skip
+        if name == "gpu":  # large random crops made on the device, a cosine timed to a wall-clock budget, an EMA
+            base = replace(base, recipe="gpu", data="device", patch_size=96, stride=96, batch_size=192, lr=1e-3,
+                           beta2=0.99, clip_norm=1.0, ema=0.999, loss="l1_mse", budget_minutes=8.5,
+                           warmup_epochs=0.05)  # fmt: skip
     else:
-        raise ValueError(f"Unknown recipe {name!r}; expected 'paper' or 'fast'")
+        raise ValueError(f"Unknown recipe {name!r}; expected 'paper', 'fast' or 'gpu'")
     return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+RENAMED = {"model": "architecture", "model_config": "network"}  # the fields' names in checkpoints before issue 36
 
 
 def config_from_json(saved: dict[str, object], **overrides: object) -> TrainConfig:
     """A TrainConfig from its JSON form (checkpoints, cards); fields added since then take their defaults."""
-    unknown = set(saved) - set(TrainConfig.__dataclass_fields__)
+    saved = {RENAMED.get(k, k): v for k, v in saved.items()}
+    unknown = set(saved) - set(SETTINGS)
     if unknown:
         raise TrainingError(f"The checkpoint's config has fields this version does not know: {sorted(unknown)}")
 
@@ -182,16 +189,16 @@ def config_from_json(saved: dict[str, object], **overrides: object) -> TrainConf
             return {k: tuples(v) for k, v in value.items()}
         return value
 
-    fields = {k: tuples(v) for k, v in saved.items()}
+    values = {k: tuples(v) for k, v in saved.items()}
     try:
-        return replace(TrainConfig(**fields), **overrides)  # type: ignore[arg-type]
+        return replace(TrainConfig(**values), **overrides)  # type: ignore[arg-type]
     except (ValueError, TypeError) as error:
         raise TrainingError(f"The checkpoint's config is not valid: {first_line(error)}") from error
 
 
 def resume_config(checkpoint_path: Path, max_steps: int | None, *, bf16: bool | None = None) -> TrainConfig:
-    """The config a checkpoint was trained with; only max_steps and bf16 (the arithmetic, not what is learnt) may
-    change when resuming."""
+    """The config a checkpoint was trained with; only the resumable settings (max_steps, bf16: the arithmetic and
+    where it stops, not what is learnt) may change when resuming."""
     try:
         info = load_checkpoint(checkpoint_path).info
     except ModelError as error:

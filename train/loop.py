@@ -7,7 +7,7 @@ average, vdsr.train.average). Every write is atomic; a resumed run continues exa
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
 import math
 import signal
@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,17 +27,20 @@ from vdsr._version import __version__
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.harness import CellResult
 from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError, first_line
-from vdsr.files import atomic_write_bytes, atomic_write_text, sha256_file
-from vdsr.metadata import card_facts
-from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config
+from vdsr.files import atomic_write_bytes, atomic_write_text
 from vdsr.train.average import average_checkpoints, averaged_steps, kept_checkpoint
+from vdsr.train.card import initial_state, model_card, new_model
 from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vdsr.train.config import TrainConfig, config_from_json
 from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
+from vdsr.train.device_data import DeviceBatches
 from vdsr.train.distributed import SINGLE, Ranks, any_rank, share, wrap
 from vdsr.train.evaluate import validate
-from vdsr.train.schedule import clip_gradients, compute_loss, learning_rate, make_optimizer
-from vdsr.weights import load_weights, save_weights
+from vdsr.train.schedule import clip, compute_loss, learning_rate, make_optimizer
+from vdsr.weights import save_weights
+
+Data = PatchSet | DeviceBatches  # where batches come from: the cached patch set, or crops made on the device
+UNMEASURED = 10**12  # a budgeted schedule's length before the warm-up has timed the steps
 
 
 @dataclass(frozen=True)
@@ -84,57 +88,19 @@ def logged_step(line: str) -> float:
         return math.inf
 
 
-def dataset_digest(dataset: Dataset) -> str:
-    """One hash over the files' names and SHA-256s: the exact images a model was trained on."""
-    hashes = sorted((path.name, sha256_file(path)) for path in dataset.files)
-    return hashlib.sha256(json.dumps(hashes).encode()).hexdigest()
-
-
-def new_model(config: TrainConfig, device: torch.device) -> VDSR | SRCNN:
-    """The untrained model of `config`, seeded, on `device` in the recipe's memory format."""
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, config.model_config).to(device)
-    if config.zero_init_output:
-        last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-        torch.nn.init.zeros_(last.weight)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
-    return model
-
-
-def weights_id(path: Path) -> str:
-    """How a config records the weights a fine-tuning run started from: the file's name and SHA-256."""
-    return f"{path.name} sha256:{sha256_file(path)}"
-
-
-def initial_state(init: Path | None, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The weights a fine-tuning config names (init_from), read from `init`: the same file, the same network as the
-    config's. TrainingError otherwise."""
-    if init is None or weights_id(init) != config.init_from:
-        raise TrainingError(f"This run starts from {config.init_from}; got {init and weights_id(init)}")
-    try:
-        start, _ = load_weights(init)
-    except ModelError as error:
-        raise TrainingError(str(error)) from error
-    wanted = model_config(build_model(config.model, config.model_config))
-    if architecture_of(start) != config.model or model_config(start) != wanted:
-        raise TrainingError(f"{init}: a {architecture_of(start)} {model_config(start)}, not the {config.model} "
-                            f"{wanted} this run trains")  # fmt: skip
-    return start.state_dict()
-
-
 def restore(
-    checkpoint_path: Path, config: TrainConfig, patches: PatchSet, *, model: torch.nn.Module,
+    checkpoint_path: Path, config: TrainConfig, data: Data, *, model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-) -> tuple[int, float]:  # fmt: skip
-    """Load a checkpoint of this config and data into model and optimizer: (step, wall seconds so far)."""
+) -> Checkpoint:  # fmt: skip
+    """Load a checkpoint of this config and data into model and optimizer (and the torch RNG); the checkpoint, for its
+    step, wall time, moving average and budgeted length."""
     try:
         saved = load_checkpoint(checkpoint_path)
     except ModelError as error:
         raise TrainingError(str(error)) from error
     may_change = {"max_steps": config.max_steps, "bf16": config.bf16}  # on resume
     saved_config = config_from_json(saved.info["config"], **may_change)  # type: ignore[arg-type]
-    if saved_config != config or saved.info["data"] != patches.key:
+    if saved_config != config or saved.info["data"] != data.key:
         raise TrainingError(f"{checkpoint_path} was written with another config or data; use another --output")
     model.load_state_dict(saved.model)
     expected_groups = optimizer.state_dict()["param_groups"]
@@ -149,9 +115,7 @@ def restore(
         torch.set_rng_state(saved.rng)
     except (ValueError, TypeError, KeyError, RuntimeError) as error:
         raise TrainingError(f"{checkpoint_path}: its optimizer state does not fit ({first_line(error)})") from error
-    step, wall = saved.info["step"], saved.info["wall_seconds"]
-    assert isinstance(step, int) and isinstance(wall, (int, float))  # checked by load_checkpoint
-    return step, float(wall)
+    return saved
 
 
 def _check_optimizer(optimizer: torch.optim.Optimizer, expected_groups: list[dict[str, object]]) -> None:
@@ -169,9 +133,25 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, expected_groups: list[dic
                 raise ValueError(f"state {name!r} is not a tensor of shape {shape}")
 
 
+def fetcher(data: Data, config: TrainConfig, *, device: torch.device, ranks: Ranks) -> Callable[[int], Any]:
+    """step -> this rank's (ILR, HR) batch of the step, on the device in the recipe's memory format: every rank makes
+    the whole batch (a pure function of the seed and the step) and takes its rows."""
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+
+    def fetch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(data, DeviceBatches):
+            made = data.batch(step, config.batch_size)
+            return tuple(t[ranks.rank :: ranks.world].contiguous(memory_format=memory_format) for t in made)  # type: ignore[return-value]
+        ilr, hr = (share(b, ranks) for b in batch_for_step(data, step, config.batch_size, seed=config.seed))
+        return (torch.from_numpy(ilr)[:, None].to(device, memory_format=memory_format),
+                torch.from_numpy(hr)[:, None].to(device, memory_format=memory_format))  # fmt: skip
+
+    return fetch
+
+
 def train(
     config: TrainConfig,
-    patches: PatchSet,
+    patches: Data,
     out_dir: Path,
     *,
     device: torch.device,
@@ -187,23 +167,25 @@ def train(
     on_progress: Callable[[StepReport], None] = lambda p: None,
     ranks: Ranks = SINGLE,
 ) -> TrainResult:
-    """Train `config.model` on `patches`; checkpoints in `out_dir`. A fine-tuning config (init_from) starts from the
-    weights file `init`. Every validate_every steps the model is scored on `validation_sets` (full images, the bench
-    protocol), at the end on `final_sets` (default: the same); the model card names `train_sets`. With several
-    `ranks` (torchrun), see vdsr.train.distributed: rank 0 alone validates and writes. keep_checkpoints keeps a copy
-    of each periodic checkpoint; with average_from (which keeps them too), the weights written at the end are the mean
-    of the kept ones from that step on (vdsr.train.average), the card says which. blend_init A (fine-tuning): those
-    weights become (1 - A) * the `init` weights + A * themselves (WiSE-FT, Wortsman et al. 2022)."""
+    """Train `config.architecture` on `patches` (the cached patch set, or batches made on the device); checkpoints in
+    `out_dir`. A fine-tuning config (init_from) starts from the weights file `init`. Every validate_every steps the
+    model (its moving average, with config.ema) is scored on `validation_sets` (full images, the bench protocol), at
+    the end on `final_sets` (default: the same); the model card names `train_sets`. With config.budget_minutes the
+    cosine's length is set once the warm-up has timed the steps (kept in the checkpoint). With several `ranks`
+    (torchrun), see vdsr.train.distributed: rank 0 alone validates and writes. keep_checkpoints keeps a copy of each
+    periodic checkpoint; with average_from (which keeps them too), the weights written at the end are the mean of the
+    kept ones from that step on (vdsr.train.average), the card says which. blend_init A (fine-tuning): those weights
+    become (1 - A) * the `init` weights + A * themselves (WiSE-FT, Wortsman et al. 2022)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.safetensors"
     log_path = out_dir / "train_log.jsonl"
     try:
-        per_epoch = steps_per_epoch(patches, config.batch_size)
+        per_epoch = patches.steps_per_epoch(config.batch_size) if isinstance(patches, DeviceBatches) else (
+            steps_per_epoch(patches, config.batch_size))  # fmt: skip
     except ValueError as error:
         raise TrainingError(str(error)) from error
-    total_steps = max(1, round(config.epochs * per_epoch))
-    last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
-    averaged = None if average_from is None else averaged_steps(average_from, last_step, config.checkpoint_every)
+    budget = None if config.budget_minutes is None else config.budget_minutes * 60
+    total_steps = UNMEASURED if budget is not None else max(1, round(config.epochs * per_epoch))
     model = new_model(config, device)
     resuming = resume and checkpoint_path.is_file()
     needs_start = blend_init is not None or (config.init_from is not None and not resuming)
@@ -213,14 +195,22 @@ def train(
         model.load_state_dict(start_state)
     optimizer = make_optimizer(config, model)
     step, wall_before = 0, 0.0
+    ema = copy.deepcopy(model) if config.ema else None  # the moving average: what is validated and saved
     if resuming:
-        step, wall_before = restore(checkpoint_path, config, patches, model=model, optimizer=optimizer)
+        saved = restore(checkpoint_path, config, patches, model=model, optimizer=optimizer)
+        found_step, found_wall = saved.info["step"], saved.info["wall_seconds"]
+        found_total = saved.info.get("total_steps", total_steps)  # a budgeted schedule's measured length
+        assert isinstance(found_step, int) and isinstance(found_wall, int | float) and isinstance(found_total, int)
+        step, wall_before, total_steps = found_step, float(found_wall), found_total  # checked by load_checkpoint
+        if ema is not None:
+            ema.load_state_dict(saved.ema or model.state_dict())
         if log_path.is_file() and ranks.leader:  # drop what was logged after the checkpoint: those steps run again
             kept = [line for line in log_path.read_text().splitlines() if logged_step(line) <= step]
             atomic_write_text(log_path, "".join(f"{line}\n" for line in kept))
     elif checkpoint_path.is_file():
         raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --output")
-
+    last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+    averaged = None if average_from is None else averaged_steps(average_from, last_step, config.checkpoint_every)
     keeping = keep_checkpoints or kept_checkpoint(out_dir, 0).parent.is_dir()  # once kept, kept on every resume
 
     def keep_copy() -> None:  # of the checkpoint just written: the periodic steps' and the last, as asked
@@ -234,7 +224,7 @@ def train(
         if step and not kept_checkpoint(out_dir, step).is_file():
             keep_copy()  # the restored checkpoint is that step's (a crash or failure came between it and its copy)
         average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged if s <= step], config, patches.key)
-    start = time.monotonic()
+    start, first_step = time.monotonic(), step
 
     def checkpoint() -> None:
         if not ranks.leader:
@@ -246,8 +236,10 @@ def train(
         versions = {"vdsr": __version__, "torch": torch.__version__, "numpy": np.__version__}
         info = {"step": step, "config": asdict(config), "data": patches.key, "versions": versions,
                 "wall_seconds": wall_before + time.monotonic() - start, "device": str(device)}  # fmt: skip
-        save_checkpoint(checkpoint_path, Checkpoint(model.state_dict(), optimizer.state_dict(),
-                                                    torch.get_rng_state(), info))  # fmt: skip
+        if budget is not None and total_steps != UNMEASURED:
+            info["total_steps"] = total_steps
+        save_checkpoint(checkpoint_path, Checkpoint(model.state_dict(), optimizer.state_dict(), torch.get_rng_state(),
+                                                    info, None if ema is None else ema.state_dict()))  # fmt: skip
         keep_copy()
 
     def log(record: dict[str, object]) -> None:
@@ -256,23 +248,28 @@ def train(
         with log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     losses: list[float] = []
     window_start, window_steps = time.monotonic(), 0
-    stopped = "finished" if last_step == total_steps else "max steps"
+    stopped = "finished" if config.max_steps is None or config.max_steps >= total_steps else "max steps"
     network = wrap(model, device, ranks)  # DDP with several ranks: their gradients averaged
+    fetch = fetcher(patches, config, device=device, ranks=ranks)
+    warmup = max(1, round(config.warmup_epochs * per_epoch))
     model.train()
     with stop_on_signals() as received:
         while step < last_step:
-            ilr, hr = (share(b, ranks) for b in batch_for_step(patches, step, config.batch_size, seed=config.seed))
-            x = torch.from_numpy(ilr)[:, None].to(device, memory_format=memory_format)
-            y = torch.from_numpy(hr)[:, None].to(device, memory_format=memory_format)
+            if budget is not None and total_steps == UNMEASURED and step - first_step == min(warmup, 50):
+                per_step = (time.monotonic() - start) / (step - first_step)  # the warm-up's steps, timed
+                left = budget - (wall_before + time.monotonic() - start)
+                total_steps = step + max(1, int(left / per_step * 0.95))  # the cosine ends as the budget does
+                last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+                log({"step": step, "total_steps": total_steps, "seconds_per_step": per_step})
+            x, y = fetch(step)
             lr = learning_rate(config, step, total_steps, per_epoch=per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 out = network(x)
-            loss = compute_loss(config, out.float(), y)
+            loss = compute_loss(config, out.float(), y, progress=step / total_steps)
             if not torch.isfinite(loss):
                 last_good = checkpoint_path if checkpoint_path.is_file() else "none (none written yet)"
                 raise TrainingError(
@@ -280,16 +277,18 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            if config.clip_theta is not None:
-                clip_gradients(model.parameters(), config.clip_theta, lr)
+            clip(config, model, lr)
             optimizer.step()
+            if ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - config.ema)
             step += 1
             losses.append(loss.item())
             window_steps += 1
             validation = None
             if config.validate_every and step % config.validate_every == 0 and step < last_step and ranks.leader:
                 try:
-                    validation = validate(model, config.model, datasets=validation_sets, scales=scales,
+                    validation = validate(ema or model, config.architecture, datasets=validation_sets, scales=scales,
                                           device=device, degradations=degradations)  # fmt: skip
                 except DatasetError as error:  # keep the steps done so far: the run can go on once the data is fixed
                     checkpoint()
@@ -311,47 +310,29 @@ def train(
                 stopped = f"signal {received[0]}" if received else "time limit" if out_of_time else "another rank"
                 break
         checkpoint()  # still under the signal guard: a SIGTERM now cannot cut it short
-    weights_path = out_dir / f"{config.model}.safetensors"
+    weights_path = out_dir / f"{config.architecture}.safetensors"
     if step < last_step or not ranks.leader:  # rank 0 scores and writes the model
         weights = weights_path if step == last_step else None
         return TrainResult(steps=step, stopped=stopped, weights=weights, checkpoint=checkpoint_path)
-
+    final_model = ema or model
     if averaged is not None:
-        model.load_state_dict(average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged], config, patches.key))
+        final_model.load_state_dict(average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged], config,
+                                                        patches.key))  # fmt: skip
     if blend_init is not None and start_state is not None:
-        state = model.state_dict()
-        model.load_state_dict({k: torch.lerp(start_state[k].to(v), v, blend_init) for k, v in state.items()})
-    final = validate(model, config.model, datasets=final_sets or validation_sets, scales=scales, device=device,
-                     degradations=degradations)  # fmt: skip
+        state = final_model.state_dict()
+        final_model.load_state_dict({k: torch.lerp(start_state[k].to(v), v, blend_init) for k, v in state.items()})
+    final = validate(final_model, config.architecture, datasets=final_sets or validation_sets, scales=scales,
+                     device=device, degradations=degradations)  # fmt: skip
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
     log({"step": step, "validation": [asdict(c) for c in final]})
-    save_weights(weights_path, model, list(config.scales))
-    card = model_card(config, model, weights_path, steps=step, total_steps=total_steps, train_sets=train_sets,
-                      patches=patches, validation=final, wall_seconds=wall_before + time.monotonic() - start,
+    save_weights(weights_path, final_model, list(config.scales))
+    count = patches.crops if isinstance(patches, DeviceBatches) else len(patches.hr)
+    card = model_card(config, final_model, weights_path, steps=step, total_steps=total_steps, train_sets=train_sets,
+                      data=(patches.key, count), validation=final, wall_seconds=wall_before + time.monotonic() - start,
                       device=device)  # fmt: skip
     if averaged is not None:
         card["averaged_steps"] = averaged
     if blend_init is not None:
         card["blended_with_init"] = blend_init  # weights: (1 - this) * recipe.init_from + this * trained
-    atomic_write_text(out_dir / f"{config.model}.json", json.dumps(card, indent=1) + "\n")
+    atomic_write_text(out_dir / f"{config.architecture}.json", json.dumps(card, indent=1) + "\n")
     return TrainResult(steps=step, stopped=stopped, weights=weights_path, checkpoint=checkpoint_path)
-
-
-def model_card(
-    config: TrainConfig, model: VDSR | SRCNN, weights_path: Path, *, steps: int, total_steps: int,
-    train_sets: Sequence[Dataset], patches: PatchSet, validation: list[CellResult], wall_seconds: float,
-    device: torch.device,
-) -> dict[str, object]:  # fmt: skip
-    """What travels with the weights (NAME.json): architecture, recipe, data hashes, steps, time, measured PSNR."""
-    return card_facts(model.config, list(config.scales), weights=weights_path.name) | {
-        "recipe": asdict(config),
-        "steps": steps,
-        "finished_schedule": steps == total_steps,
-        "wall_seconds": round(wall_seconds, 1),
-        "device": str(device),
-        "torch": torch.__version__,
-        "weights_sha256": sha256_file(weights_path),
-        "training_data": {d.name: {"files": len(d.files), "sha256": dataset_digest(d)} for d in train_sets},
-        "patches": {"key": patches.key, "count": len(patches.hr)},
-        "validation": [asdict(c) for c in validation],
-    }

@@ -31,14 +31,26 @@ def clip_gradients(parameters: Iterator[torch.nn.Parameter], theta: float, lr: f
             p.grad.clamp_(-bound, bound)
 
 
-def compute_loss(config: TrainConfig, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if config.loss == "mse":
+def clip(config: TrainConfig, model: torch.nn.Module, lr: float) -> None:
+    """The recipe's clipping of the step's gradients: element-wise (the paper's), and/or by their global norm."""
+    if config.clip_theta is not None:
+        clip_gradients(model.parameters(), config.clip_theta, lr)
+    if config.clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+
+
+def compute_loss(
+    config: TrainConfig, out: torch.Tensor, target: torch.Tensor, *, progress: float = 0.0
+) -> torch.Tensor:
+    """The recipe's loss; `progress` (the fraction of the schedule done) decides l1_mse's: L1, then MSE for the last
+    fifth."""
+    if config.loss == "mse" or (config.loss == "l1_mse" and progress > 0.8):
         return torch.nn.functional.mse_loss(out, target)
-    if config.loss == "l1":
+    if config.loss in ("l1", "l1_mse"):
         return torch.nn.functional.l1_loss(out, target)
     if config.loss == "half_sse":
         return 0.5 * (out - target).square().sum(dim=(1, 2, 3)).mean()
-    raise ValueError(f"Unknown loss {config.loss!r}; expected 'mse', 'l1' or 'half_sse'")
+    raise ValueError(f"Unknown loss {config.loss!r}; expected 'mse', 'l1', 'l1_mse' or 'half_sse'")
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -46,5 +58,6 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)  # fmt: skip
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                 betas=(0.9, config.beta2))  # fmt: skip
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; expected 'sgd' or 'adamw'")

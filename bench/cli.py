@@ -86,7 +86,7 @@ def main(
         Path | None,
         typer.Option(
             "--data-dir", help="Folder holding the known sets, one subfolder each.", show_default=f"${DATA_DIR_ENV}"
-        ),  # fmt: skip
+        ),
     ] = None,
     json_path: Annotated[
         Path | None,
@@ -117,7 +117,7 @@ def main(
             "JPEG of quality Q) or noise:SIGMA (Gaussian noise, 8-bit levels); not bicubic: no paper "
             "column.",
             metavar="KIND",
-        ),  # fmt: skip
+        ),
     ] = "bicubic",
     jsonl: Annotated[
         Path | None,
@@ -126,7 +126,7 @@ def main(
             help="Append each image's scores here as they come (JSON lines): an interrupted "
             "run keeps them, and --resume continues it.",
             show_default="not written",
-        ),  # fmt: skip
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run whose --jsonl file is given: scored images are kept.")
@@ -137,7 +137,7 @@ def main(
             "--plot",
             help="Draw PSNR against seconds per image, a panel per data set (PNG; needs the plot extra: matplotlib).",
             show_default="not drawn",
-        ),  # fmt: skip
+        ),
     ] = None,
     save_images: Annotated[
         Path | None,
@@ -146,7 +146,7 @@ def main(
             help="Write each method's output and an HR | bicubic | SRCNN | VDSR crop of "
             "each image's most detailed region here.",
             show_default="not written",
-        ),  # fmt: skip
+        ),
     ] = None,
     version: Annotated[bool, version_option()] = False,
 ) -> None:
@@ -158,8 +158,13 @@ def main(
     with exit_on_errors(err):  # everything that can be wrong with the request, before any scoring
         scales = parse_scales(scale)
         degradation = parse_degradation(degradation_text)
-        for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown"),
-                             (jsonl, "--jsonl"), (plot_path, "--plot")):  # fmt: skip
+        for path, option in (
+            (json_path, "--json"),
+            (csv_path, "--csv"),
+            (markdown_path, "--markdown"),
+            (jsonl, "--jsonl"),
+            (plot_path, "--plot"),
+        ):
             check_writable(path, option)
         if plot_path is not None:
             require_matplotlib()
@@ -177,8 +182,13 @@ def main(
     env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
     env["weights"] = sources
     env["degradation"] = str(degradation)
-    plan = {"datasets": [d.name for d in datasets], "scales": scales, "methods": [m.value for m in methods],
-            "weights": sources, "degradation": str(degradation)}  # fmt: skip
+    plan = {
+        "datasets": [d.name for d in datasets],
+        "scales": scales,
+        "methods": [m.value for m in methods],
+        "weights": sources,
+        "degradation": str(degradation),
+    }
     with exit_on_errors(err):
         done = read_jsonl(jsonl, plan) if resume and jsonl is not None and jsonl.exists() else {}
     if done:
@@ -197,11 +207,15 @@ def main(
     total = sum(len(d.files) for d in datasets) * len(scales) * len(runners)
     with exit_on_errors(err), WorkProgress(err, "scoring", total=total, unit="scores") as progress:  # backend: 4
         run = run_bench(
-            datasets, scales, runners, on_progress=lambda steps: progress.update(advance=steps), done=done,
+            datasets,
+            scales,
+            runners,
+            on_progress=lambda steps: progress.update(advance=steps),
+            done=done,
             on_image=lambda result: append_jsonl(log, result),
             on_outputs=None if save_images is None else lambda outputs: save_or_say(outputs, save_images),
             degradation=degradation,
-        )  # fmt: skip
+        )
     if log is not None:
         log.close()
     if not run.cells and plot_path is not None:
@@ -271,11 +285,15 @@ def settle_runners(
         if m is Method.bicubic:
             runners.append(method_runner(m))
             continue
-        mine = [(p, r) for p, r in given if r.name == networks[m]] if weights else [
-            (p, weights_runner(p)) for p in shipped_weights(m)]  # fmt: skip
+        mine = (
+            [(p, r) for p, r in given if r.name == networks[m]]
+            if weights
+            else [(p, weights_runner(p)) for p in shipped_weights(m)]
+        )
         if not mine:
-            raise UsageError(f"no --weights for {m.value}: give weights for every learnt method, or none for the "
-                             "shipped ones")  # fmt: skip
+            raise UsageError(
+                f"no --weights for {m.value}: give weights for every learnt method, or none for the shipped ones"
+            )
         runners.append(per_scale(m, mine))
         sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
     return runners, sources

@@ -33,8 +33,10 @@ def resolve_data_dir(option: Path | None) -> Path:
     if option is None:
         env = os.environ.get(DATA_DIR_ENV)
         if not env:
-            raise UsageError(f"No data directory: the known sets ({', '.join(KNOWN_SETS)}) are read from "
-                             f"<data dir>/<name>/; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR")  # fmt: skip
+            raise UsageError(
+                f"No data directory: the known sets ({', '.join(KNOWN_SETS)}) are read from "
+                f"<data dir>/<name>/; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR"
+            )
         option = Path(env)
     if not option.is_dir():
         raise UsageError(f"Data directory {option} does not exist or is not a folder (--data-dir, {DATA_DIR_ENV})")

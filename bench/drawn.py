@@ -38,8 +38,9 @@ def scene() -> Image.Image:
     image = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     draw.ellipse((330, 30, 410, 110), fill=(250, 220, 90))
-    draw.polygon([(0, 230), (90, 120), (170, 200), (260, 100), (380, 220), (480, 150), (480, 320), (0, 320)],
-                 fill=(70, 110, 70))  # fmt: skip
+    draw.polygon(
+        [(0, 230), (90, 120), (170, 200), (260, 100), (380, 220), (480, 150), (480, 320), (0, 320)], fill=(70, 110, 70)
+    )
     for row in range(8):  # a brick wall
         for col in range(-1, 12):
             left = 20 + col * 40 + (20 if row % 2 else 0)

@@ -50,10 +50,20 @@ def plot(cells: Sequence[CellResult], path: Path) -> None:
     colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(c.method for c in cells))}
     for ax, name in zip(axes[0], datasets, strict=True):
         for cell in (c for c in cells if shown_name(c) == name):
-            ax.scatter(cell.seconds_per_image, cell.psnr, color=colours[cell.method],
-                       marker=_MARKERS.get(cell.scale, "D"), s=40)  # fmt: skip
-            ax.annotate(f"{cell.method} x{cell.scale}", (cell.seconds_per_image, cell.psnr), fontsize=7,
-                        xytext=(4, 2), textcoords="offset points")  # fmt: skip
+            ax.scatter(
+                cell.seconds_per_image,
+                cell.psnr,
+                color=colours[cell.method],
+                marker=_MARKERS.get(cell.scale, "D"),
+                s=40,
+            )
+            ax.annotate(
+                f"{cell.method} x{cell.scale}",
+                (cell.seconds_per_image, cell.psnr),
+                fontsize=7,
+                xytext=(4, 2),
+                textcoords="offset points",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("seconds per image")
         ax.set_ylabel("PSNR (dB)")
@@ -101,7 +111,8 @@ def comparison(outputs: Outputs) -> NDArray[np.uint8]:
     for name, image in panels.items():
         crop = image[top : top + CROP, left : left + CROP]
         tile = Image.fromarray(np.rint(crop * 255).astype(np.uint8)).resize(
-            (crop.shape[1] * ZOOM, crop.shape[0] * ZOOM), Image.Resampling.NEAREST)  # fmt: skip
+            (crop.shape[1] * ZOOM, crop.shape[0] * ZOOM), Image.Resampling.NEAREST
+        )
         ImageDraw.Draw(tile).text((4, 4), name if name == "HR" else f"{name} x{outputs.scale}", fill=(255, 255, 0))
         crops.append(np.asarray(tile))
     gap = np.full((crops[0].shape[0], 4, 3), 255, np.uint8)

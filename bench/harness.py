@@ -258,9 +258,18 @@ def run_bench(
                     seconds = time.perf_counter() - start
                     result = score(sr_y, gt_y, scale)
                     images.append(
-                        ImageResult(dataset.name, runner.name, scale, path.name, gt_y.shape[0], gt_y.shape[1],
-                                    result.psnr, result.ssim, seconds)
-                    )  # fmt: skip
+                        ImageResult(
+                            dataset.name,
+                            runner.name,
+                            scale,
+                            path.name,
+                            gt_y.shape[0],
+                            gt_y.shape[1],
+                            result.psnr,
+                            result.ssim,
+                            seconds,
+                        )
+                    )
                     outputs[runner.name] = sr_y
                     on_image(images[-1])
                     on_progress(1)
@@ -269,8 +278,10 @@ def run_bench(
                     on_outputs(Outputs(dataset.name, path, scale, hr, outputs))
     left_out = [
         f"{m.name}: no x{s:g} cells (the model was trained for {', '.join(f'x{t}' for t in m.scales or ())})"
-        for m in methods for s in scales if not m.runs_at(s)
-    ]  # fmt: skip
+        for m in methods
+        for s in scales
+        if not m.runs_at(s)
+    ]
     verified = {d.name: d.verified for d in datasets}
     cells = [
         dataclasses.replace(c, degradation=str(degradation)) for c in summarize(images, methods, verified=verified)

@@ -20,9 +20,20 @@ from vdsr.files import atomic_write_text
 from vdsr.runtime.machine import NOTABLE_CPU_FLAGS, cpu_features, cpu_model, gpu_names
 
 COMPARISON_HEADER = (
-    "dataset", "scale", "method", "images", "PSNR", "vs bicubic", "paper", "Δ dB", "SSIM", "paper", "Δ", "s/image",
+    "dataset",
+    "scale",
+    "method",
+    "images",
+    "PSNR",
+    "vs bicubic",
+    "paper",
+    "Δ dB",
+    "SSIM",
+    "paper",
+    "Δ",
+    "s/image",
     "backend",
-)  # fmt: skip
+)
 
 
 def environment(command: str) -> dict[str, object]:
@@ -78,23 +89,56 @@ def to_csv(run: BenchRun) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     gains = gain_over_bicubic(run.cells)
-    writer.writerow(["dataset", "verified", "degradation", "scale", "method", "images", "psnr", "gain_over_bicubic",
-                     "paper_psnr", "ssim", "paper_ssim", "seconds_per_image", "backend", "precision"])  # fmt: skip
+    writer.writerow(
+        [
+            "dataset",
+            "verified",
+            "degradation",
+            "scale",
+            "method",
+            "images",
+            "psnr",
+            "gain_over_bicubic",
+            "paper_psnr",
+            "ssim",
+            "paper_ssim",
+            "seconds_per_image",
+            "backend",
+            "precision",
+        ]
+    )
     for cell in run.cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
         gain = gains.get(cell)
-        writer.writerow([cell.dataset, cell.verified, cell.degradation, cell.scale, cell.method, cell.images,
-                         f"{cell.psnr:.4f}", "" if gain is None else f"{gain:.4f}", paper_psnr, f"{cell.ssim:.5f}",
-                         paper_ssim, f"{cell.seconds_per_image:.6f}", cell.backend, cell.precision])  # fmt: skip
+        writer.writerow(
+            [
+                cell.dataset,
+                cell.verified,
+                cell.degradation,
+                cell.scale,
+                cell.method,
+                cell.images,
+                f"{cell.psnr:.4f}",
+                "" if gain is None else f"{gain:.4f}",
+                paper_psnr,
+                f"{cell.ssim:.5f}",
+                paper_ssim,
+                f"{cell.seconds_per_image:.6f}",
+                cell.backend,
+                cell.precision,
+            ]
+        )
     return out.getvalue()
 
 
 def gain_over_bicubic(cells: list[CellResult]) -> dict[CellResult, float]:
     """PSNR gain of each learnt method's cell over bicubic on the same images (where bicubic was scored too)."""
     bicubic = {(c.dataset, c.scale): c for c in cells if c.method == "bicubic"}
-    return {c: c.psnr - bicubic[c.dataset, c.scale].psnr for c in cells
-            if c.method != "bicubic" and (c.dataset, c.scale) in bicubic
-            and bicubic[c.dataset, c.scale].images == c.images}  # fmt: skip
+    return {
+        c: c.psnr - bicubic[c.dataset, c.scale].psnr
+        for c in cells
+        if c.method != "bicubic" and (c.dataset, c.scale) in bicubic and bicubic[c.dataset, c.scale].images == c.images
+    }
 
 
 def comparison_rows(cells: list[CellResult]) -> list[tuple[str, ...]]:
@@ -105,15 +149,23 @@ def comparison_rows(cells: list[CellResult]) -> list[tuple[str, ...]]:
     for cell in cells:
         paper_psnr, paper_ssim = _paper_columns(cell)
         gain = gains.get(cell)
-        rows.append((
-            shown_name(cell), f"x{cell.scale}", cell.method, str(cell.images),
-            f"{cell.psnr:.3f}", "" if gain is None else f"{gain:+.2f}",
-            "" if paper_psnr is None else f"{paper_psnr:.2f}",
-            "" if paper_psnr is None else f"{cell.psnr - paper_psnr:+.3f}",
-            f"{cell.ssim:.4f}", "" if paper_ssim is None else f"{paper_ssim:.4f}",
-            "" if paper_ssim is None else f"{cell.ssim - paper_ssim:+.4f}",
-            f"{cell.seconds_per_image:.4f}", f"{cell.backend} {cell.precision}",
-        ))  # fmt: skip
+        rows.append(
+            (
+                shown_name(cell),
+                f"x{cell.scale}",
+                cell.method,
+                str(cell.images),
+                f"{cell.psnr:.3f}",
+                "" if gain is None else f"{gain:+.2f}",
+                "" if paper_psnr is None else f"{paper_psnr:.2f}",
+                "" if paper_psnr is None else f"{cell.psnr - paper_psnr:+.3f}",
+                f"{cell.ssim:.4f}",
+                "" if paper_ssim is None else f"{paper_ssim:.4f}",
+                "" if paper_ssim is None else f"{cell.ssim - paper_ssim:+.4f}",
+                f"{cell.seconds_per_image:.4f}",
+                f"{cell.backend} {cell.precision}",
+            )
+        )
     return rows
 
 
@@ -128,11 +180,16 @@ def to_markdown(run: BenchRun, env: dict[str, object]) -> str:
         "Paper: Kim, Lee & Lee, CVPR 2016, Table 3. Seconds per image: the method alone (LR luminance in, SR out), "
         "after a warm-up, without file decoding or scoring.",
     ]
-    lines.append(f"Environment: vdsr {env['vdsr']}, Python {env['python']}, numpy {env['numpy']}, {env['cpu']} "
-                 f"({env['cpu_count']} cores){', GPU ' + ', '.join(env['gpu']) if env['gpu'] else ''}.")  # type: ignore[arg-type]  # fmt: skip
+    lines.append(
+        f"Environment: vdsr {env['vdsr']}, Python {env['python']}, numpy {env['numpy']}, {env['cpu']} "
+        f"({env['cpu_count']} cores){', GPU ' + ', '.join(env['gpu']) if env['gpu'] else ''}."  # type: ignore[arg-type]
+    )
     if env.get("degradation", "bicubic") != "bicubic":
-        lines += ["", f"Small images: {env['degradation']} (vdsr.bench.protocol.Degradation), not the paper's "
-                      "protocol: no paper values."]  # fmt: skip
+        lines += [
+            "",
+            f"Small images: {env['degradation']} (vdsr.bench.protocol.Degradation), not the paper's "
+            "protocol: no paper values.",
+        ]
     if run.left_out:
         lines += ["", "Left out:", *(f"- {note}" for note in run.left_out)]
     if run.failures:

@@ -53,8 +53,10 @@ def read_jsonl(path: Path, plan: dict[str, object]) -> dict[ImageKey, ImageResul
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict) or header.get("plan") != json.loads(json.dumps(plan)):
-        raise UsageError(f"--resume: {path} records another bench (data sets, scales, methods or weights differ), "
-                         "or is not a vdsr-bench --jsonl file")  # fmt: skip
+        raise UsageError(
+            f"--resume: {path} records another bench (data sets, scales, methods or weights differ), "
+            "or is not a vdsr-bench --jsonl file"
+        )
     done: dict[ImageKey, ImageResult] = {}
     last = len(lines) - 1
     for number, line in enumerate(lines[1:], start=2):

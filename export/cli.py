@@ -139,22 +139,48 @@ def main(
             problem = unwritable_folder(target.parent)
             if problem:
                 raise UsageError(f"--output: {problem}")
-            _export(source, target, precision=precision, opset=opset, engine=engine, profile=profile,
-                    data_dir=data_dir, force=force, triton_repo=None)  # fmt: skip
+            _export(
+                source,
+                target,
+                precision=precision,
+                opset=opset,
+                engine=engine,
+                profile=profile,
+                data_dir=data_dir,
+                force=force,
+                triton_repo=None,
+            )
             return
         name = Path(graph_name(source.stem, precision)).stem
         problem = next(filter(None, (unwritable_folder(triton_repo / f) for f in (name, f"{name}_trt"))), None)
         if problem:
             raise UsageError(f"--triton-repo: {problem}")
         with tempfile.TemporaryDirectory() as staging:  # the graph is made here, then copied into the repository
-            _export(source, Path(staging, f"{name}.onnx"), precision=precision, opset=opset, engine=engine,
-                    profile=profile, data_dir=data_dir, force=force, triton_repo=triton_repo)  # fmt: skip
+            _export(
+                source,
+                Path(staging, f"{name}.onnx"),
+                precision=precision,
+                opset=opset,
+                engine=engine,
+                profile=profile,
+                data_dir=data_dir,
+                force=force,
+                triton_repo=triton_repo,
+            )
 
 
 def _export(
-    source: Path, target: Path, *, precision: str, opset: int, engine: Path | None, profile: Profile,
-    data_dir: Path | None, force: bool, triton_repo: Path | None,
-) -> None:  # fmt: skip
+    source: Path,
+    target: Path,
+    *,
+    precision: str,
+    opset: int,
+    engine: Path | None,
+    profile: Profile,
+    data_dir: Path | None,
+    force: bool,
+    triton_repo: Path | None,
+) -> None:
     """The export once the options are known to be usable: the graph to `target` (then, with a Triton repository,
     into it as a model), and the engine (into the repository too)."""
     err = error_console()

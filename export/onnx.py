@@ -51,15 +51,28 @@ def export_onnx(
     with warnings.catch_warnings(), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not for our users
         program = torch.onnx.export(
-            module, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes={"ilr": dims}, external_data=False, opset_version=opset, optimize=True, verbose=False,
-        )  # fmt: skip
+            module,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"ilr": dims},
+            external_data=False,
+            opset_version=opset,
+            optimize=True,
+            verbose=False,
+        )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
     architecture = architecture_of(model)
-    metadata = graph_metadata(model.config, scales, precision="fp16" if fp16 else "fp32", weights_sha256=weights_sha256,
-                              producer=f"vdsr {__version__}, torch {torch.__version__}")  # fmt: skip
+    metadata = graph_metadata(
+        model.config,
+        scales,
+        precision="fp16" if fp16 else "fp32",
+        weights_sha256=weights_sha256,
+        producer=f"vdsr {__version__}, torch {torch.__version__}",
+    )
     set_metadata(proto, metadata)
     proto.doc_string = f"{architecture.upper()} super-resolution: {COLOR_CONVENTION}"
     onnx.checker.check_model(proto, full_check=True)

@@ -189,12 +189,19 @@ class Quantiser:
         output = self.workdir / "int8.onnx"  # each call replaces the last
         with quiet_logger(), contextlib.redirect_stdout(io.StringIO()), as_model_error(self.fp32_graph):
             quantize_static(
-                str(self.fp32_graph), str(output), self._reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod[method], nodes_to_exclude=sorted({*kept, *self.adds}),
+                str(self.fp32_graph),
+                str(output),
+                self._reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod[method],
+                nodes_to_exclude=sorted({*kept, *self.adds}),
                 extra_options={"CalibStridedMinMax": 1, "CalibTensorRangeSymmetric": False},
                 calibration_cache_path=self.workdir / f"ranges_{method}.json",
-            )  # fmt: skip
+            )
         return output
 
 
@@ -222,8 +229,10 @@ def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> I
 
     by_method = {method: measured(method, []) for method in METHODS}
     method = min(METHODS, key=lambda m: over_bar(by_method[m]))
-    log("selection cost, every convolution int8: " + ", ".join(f"{m} {max(c.values()):.4f} dB"
-                                                                 for m, c in by_method.items()))  # fmt: skip
+    log(
+        "selection cost, every convolution int8: "
+        + ", ".join(f"{m} {max(c.values()):.4f} dB" for m, c in by_method.items())
+    )
     kept: list[str] = []
     current = by_method[method]
     if over_bar(current, share=0.5) > 1:
@@ -290,8 +299,10 @@ def quantize_int8(
         log(line)
     if not within and not force:
         worst = max(cost, key=lambda cell: cost[cell] / bar_for(cell))
-        raise ModelError(f"{output}: not written: the int8 graph costs {cost[worst]:.4f} dB in {worst} (bar "
-                         f"{bar_for(worst)} dB); --force writes it anyway")  # fmt: skip
+        raise ModelError(
+            f"{output}: not written: the int8 graph costs {cost[worst]:.4f} dB in {worst} (bar "
+            f"{bar_for(worst)} dB); --force writes it anyway"
+        )
     set_metadata(model, read_onnx(fp32_graph).metadata | recorded)  # the fp32 graph's, with the int8 facts
     onnx.checker.check_model(model, full_check=True)
     atomic_write_bytes(output, model.SerializeToString())

@@ -42,17 +42,19 @@ class TritonModel:
 def model_config(model: TritonModel) -> str:
     """config.pbtxt: dims exclude the batch, which Triton adds (max_batch_size > 0); -1 is a dynamic size."""
     tensor = '{{ name: "{}" data_type: {} dims: [ 1, -1, -1 ] }}'
-    return "\n".join([
-        f'name: "{model.name}"',
-        f'backend: "{model.backend}"',
-        f"max_batch_size: {model.max_batch}",
-        f"input [ {tensor.format(model.input_name, model.data_type)} ]",
-        f"output [ {tensor.format(model.output_name, model.data_type)} ]",
-        f"instance_group [ {{ count: 1 kind: {model.kind} }} ]",
-        "dynamic_batching { }",
-        f"version_policy {{ specific {{ versions: [ {VERSION} ] }} }}",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f'name: "{model.name}"',
+            f'backend: "{model.backend}"',
+            f"max_batch_size: {model.max_batch}",
+            f"input [ {tensor.format(model.input_name, model.data_type)} ]",
+            f"output [ {tensor.format(model.output_name, model.data_type)} ]",
+            f"instance_group [ {{ count: 1 kind: {model.kind} }} ]",
+            "dynamic_batching { }",
+            f"version_policy {{ specific {{ versions: [ {VERSION} ] }} }}",
+            "",
+        ]
+    )
 
 
 def write_model(repository: Path, model: TritonModel, artifact: Path) -> Path:
@@ -71,8 +73,15 @@ def write_model(repository: Path, model: TritonModel, artifact: Path) -> Path:
 def onnx_model(name: str, precision: str, *, input_name: str, output_name: str) -> TritonModel:
     """The ONNX Runtime model for a graph of `precision`: fp16 graphs on GPUs, fp32 and int8 graphs on CPUs."""
     gpu = precision == "fp16"
-    return TritonModel(name, "onnxruntime", "TYPE_FP16" if gpu else "TYPE_FP32", "KIND_GPU" if gpu else "KIND_CPU",
-                       MAX_BATCH, input_name, output_name)  # fmt: skip
+    return TritonModel(
+        name,
+        "onnxruntime",
+        "TYPE_FP16" if gpu else "TYPE_FP32",
+        "KIND_GPU" if gpu else "KIND_CPU",
+        MAX_BATCH,
+        input_name,
+        output_name,
+    )
 
 
 def engine_model(name: str, precision: str, *, max_batch: int, input_name: str, output_name: str) -> TritonModel:

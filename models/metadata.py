@@ -194,8 +194,9 @@ def read_graph_metadata(metadata: dict[str, str], source: object) -> GraphFacts:
         raise ModelError(f"{source}: the graph's metadata is not valid ({first_line(error)})") from error
     precision = metadata.get("precision", "fp32")
     if precision not in GRAPH_PRECISIONS:
-        raise ModelError(f"{source}: the graph's metadata says precision {precision!r}, not one of "
-                         f"{', '.join(GRAPH_PRECISIONS)}")  # fmt: skip
+        raise ModelError(
+            f"{source}: the graph's metadata says precision {precision!r}, not one of {', '.join(GRAPH_PRECISIONS)}"
+        )
     return GraphFacts(Facts(architecture, config, scales, radius), precision, metadata.get("weights_sha256"), int8)
 
 
@@ -204,8 +205,15 @@ def _int8(metadata: dict[str, str]) -> Int8Facts:
     bar = {str(k): float(v) for k, v in json.loads(metadata.get("int8_bar_db", "{}")).items()}
     kept = [str(name) for name in json.loads(metadata.get("int8_kept_fp32", "[]"))]
     max_cost = float(metadata.get("int8_max_cost_db", "nan"))
-    return Int8Facts(metadata["int8_within_bar"] == "true", max_cost, cost, bar, kept,
-                     metadata.get("calibration", ""), metadata.get("int8_selection", ""))  # fmt: skip
+    return Int8Facts(
+        metadata["int8_within_bar"] == "true",
+        max_cost,
+        cost,
+        bar,
+        kept,
+        metadata.get("calibration", ""),
+        metadata.get("int8_selection", ""),
+    )
 
 
 def read_graph(path: Path) -> tuple[OnnxFile, GraphFacts]:

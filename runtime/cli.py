@@ -43,7 +43,7 @@ def main(
             help="An image file, or a folder of images (with --ray, also a URI: s3://bucket/photos).",
             show_default=False,
             metavar="INPUT",
-        ),  # fmt: skip
+        ),
     ],
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor, 1 < S <= 8 (e.g. 2, 2.5, 3, 4).")],
     output: Annotated[
@@ -87,7 +87,7 @@ def main(
             help="GiB of working memory for the network on CPUs: whole images when they fit.",
             min=0.001,
             show_default="a quarter of memory, 0.25 to 4 GiB",
-        ),  # fmt: skip
+        ),
     ] = None,
     batch: Annotated[
         int | None, typer.Option(help="Tiles per call.", min=1, show_default="the backend's: 1 on CPUs, 4 on GPUs")
@@ -107,7 +107,7 @@ def main(
             help="Refuse inputs with more pixels than this (decompression bombs; Pillow refuses over twice "
             "its own limit whatever this says).",
             min=1,
-        ),  # fmt: skip
+        ),
     ] = DEFAULT_MAX_PIXELS,
     max_output_pixels: Annotated[
         int, typer.Option(help="Refuse results with more pixels than this, before computing them.", min=1)
@@ -119,7 +119,7 @@ def main(
             help="Run on Ray Data: local (a cluster here), auto (this machine's), ray://host:port.",
             show_default="no Ray",
             metavar="ADDRESS",
-        ),  # fmt: skip
+        ),
     ] = None,
     ray_actors: Annotated[int, typer.Option("--ray-actors", help="--ray: actors, one backend each.", min=1)] = 2,
     ray_cpus: Annotated[float, typer.Option("--ray-cpus", help="--ray: CPUs per actor.", min=0.0)] = 1.0,
@@ -137,20 +137,43 @@ def main(
         suffix = fmt.value if fmt else None
         budget = None if memory_budget is None else int(memory_budget * GIB)
         if ray is None and (is_uri(source) or is_uri(output)):
-            raise UsageError(f"{source if is_uri(source) else output}: URIs are read and written on Ray runs; add "
-                             "--ray local (or a cluster's address), or give a local path")  # fmt: skip
-        args: dict[str, object] = {"model": model, "backend": backend.value, "tile": tile, "batch": batch,
-                                   "precision": precision.value, "device": device, "memory_budget": budget}  # fmt: skip
+            raise UsageError(
+                f"{source if is_uri(source) else output}: URIs are read and written on Ray runs; add "
+                "--ray local (or a cluster's address), or give a local path"
+            )
+        args: dict[str, object] = {
+            "model": model,
+            "backend": backend.value,
+            "tile": tile,
+            "batch": batch,
+            "precision": precision.value,
+            "device": device,
+            "memory_budget": budget,
+        }
         if ray is None:
-            jobs = plan(local(source), scale, None if output is None else local(output), recursive=recursive,
-                        fmt=suffix)  # fmt: skip
+            jobs = plan(
+                local(source), scale, None if output is None else local(output), recursive=recursive, fmt=suffix
+            )
         else:
             if fail_fast:
                 raise UsageError("--fail-fast is for a plain run; --ray runs every file")
             start = time.perf_counter()
-            report = _on_ray(source, scale, output, address=ray, actors=ray_actors, cpus=ray_cpus, gpus=ray_gpus,
-                             args=args, recursive=recursive, skip_existing=skip_existing, fmt=suffix,
-                             max_pixels=max_pixels, max_output_pixels=max_output_pixels, err=err)  # fmt: skip
+            report = _on_ray(
+                source,
+                scale,
+                output,
+                address=ray,
+                actors=ray_actors,
+                cpus=ray_cpus,
+                gpus=ray_gpus,
+                args=args,
+                recursive=recursive,
+                skip_existing=skip_existing,
+                fmt=suffix,
+                max_pixels=max_pixels,
+                max_output_pixels=max_output_pixels,
+                err=err,
+            )
             _finish(err, report, time.perf_counter() - start)
             return
         upscaler = Upscaler(**args, log=lambda line: err.print(safe(line)))  # type: ignore[arg-type]
@@ -173,17 +196,36 @@ def main(
             current = done["upscaled"] + (fraction if fraction < 1.0 else 0.0)
             progress.update(completed=max(done["images"], current), info=speed())
 
-        report = upscaler.upscale_jobs(jobs, scale, skip_existing=skip_existing, fail_fast=fail_fast,
-                                       max_pixels=max_pixels, max_output_pixels=max_output_pixels, on_image=on_image,
-                                       on_band=on_band)  # fmt: skip
+        report = upscaler.upscale_jobs(
+            jobs,
+            scale,
+            skip_existing=skip_existing,
+            fail_fast=fail_fast,
+            max_pixels=max_pixels,
+            max_output_pixels=max_output_pixels,
+            on_image=on_image,
+            on_band=on_band,
+        )
     _finish(err, report, time.perf_counter() - start)
 
 
 def _on_ray(
-    source: str, scale: float, output: str | None, *, address: str, actors: int, cpus: float, gpus: float | None,
-    args: dict[str, object], recursive: bool, skip_existing: bool, fmt: str | None, max_pixels: int,
-    max_output_pixels: int, err: Console,
-) -> FolderReport:  # fmt: skip
+    source: str,
+    scale: float,
+    output: str | None,
+    *,
+    address: str,
+    actors: int,
+    cpus: float,
+    gpus: float | None,
+    args: dict[str, object],
+    recursive: bool,
+    skip_existing: bool,
+    fmt: str | None,
+    max_pixels: int,
+    max_output_pixels: int,
+    err: Console,
+) -> FolderReport:
     """The run on Ray Data (vdsr.runtime.ray_data), once what the driver can check is checked."""
     if importlib.util.find_spec("ray") is None:
         raise UsageError("--ray needs Ray: pip install 'vdsr[ray]'")
@@ -193,9 +235,18 @@ def _on_ray(
         Upscaler(**args, log=lambda line: err.print(safe(line))).close()  # type: ignore[arg-type]
     gpu = "a GPU each if the cluster has GPUs" if gpus is None else f"{gpus:g} GPU each"
     err.print(f"Ray Data at {safe(address)}: {actors} actors, {cpus:g} CPU each, {gpu}")
-    return upscale_folder_on_ray(source, scale, output, ray=RayOptions(address, actors, cpus, gpus), upscaler=args,
-                                 recursive=recursive, skip_existing=skip_existing, fmt=fmt, max_pixels=max_pixels,
-                                 max_output_pixels=max_output_pixels)  # fmt: skip
+    return upscale_folder_on_ray(
+        source,
+        scale,
+        output,
+        ray=RayOptions(address, actors, cpus, gpus),
+        upscaler=args,
+        recursive=recursive,
+        skip_existing=skip_existing,
+        fmt=fmt,
+        max_pixels=max_pixels,
+        max_output_pixels=max_output_pixels,
+    )
 
 
 def _finish(err: Console, report: FolderReport, seconds: float) -> None:

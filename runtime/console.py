@@ -56,8 +56,13 @@ def exit_on_errors(console: Console) -> Iterator[None]:
 def make_app(doc: str | None) -> typer.Typer:
     """The app of one command. Help is plain text (typer's rich mode reads "[default: ...]" in help strings as
     markup and drops it) with every default shown; completion scripts install with --install-completion."""
-    return typer.Typer(help=doc, rich_markup_mode=None, add_completion=True, pretty_exceptions_enable=False,
-                       context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})  # fmt: skip
+    return typer.Typer(
+        help=doc,
+        rich_markup_mode=None,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
+    )
 
 
 class Command(TyperCommand):
@@ -65,9 +70,14 @@ class Command(TyperCommand):
     one `error:` line and exit 2, as every other error of the toolkit does, instead of click's usage box."""
 
     def main(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, prog_name: str | None = None, *, complete_var: str | None = None,
-        standalone_mode: bool = True, **extra: Any,
-    ) -> Any:  # fmt: skip
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        *,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         try:
@@ -112,9 +122,16 @@ class WorkProgress:
 
     def __enter__(self) -> WorkProgress:
         if self.console.is_terminal:
-            self._bar = Progress(TextColumn(self.label), BarColumn(), TextColumn("{task.fields[done]}"),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=self.console, transient=True)  # fmt: skip
+            self._bar = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                TextColumn("{task.fields[done]}"),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._bar.__enter__()
             self._task = self._bar.add_task(self.label, total=self.total, info="", done=self._done())
         else:

@@ -269,14 +269,22 @@ def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
     except Exception as error:  # noqa: BLE001  (plugins also raise struct.error, EOFError, KeyError on bad data)
         raise ImageError(path, f"cannot decode it ({type(error).__name__}: {error})") from error
     has_alpha = pixels.shape[-1] in (2, 4)
-    return LoadedImage(path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha, icc_profile=icc or None,
-                       exif=exif or None)  # fmt: skip
+    return LoadedImage(
+        path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha, icc_profile=icc or None, exif=exif or None
+    )
 
 
 # The formats results are written in, and what each holds: an alpha channel; 16 bits per sample (gray only for
 # TIFF and PPM, whose PIL writers have no 16-bit colour). Others (GIF: 256 colours) would lose the upscale's detail.
-OUTPUT_FORMATS = {"PNG": (True, True), "TIFF": (True, True), "WEBP": (True, False), "TGA": (True, False),
-                  "JPEG": (False, False), "BMP": (False, False), "PPM": (False, True)}  # fmt: skip
+OUTPUT_FORMATS = {
+    "PNG": (True, True),
+    "TIFF": (True, True),
+    "WEBP": (True, False),
+    "TGA": (True, False),
+    "JPEG": (False, False),
+    "BMP": (False, False),
+    "PPM": (False, True),
+}
 
 
 class OutputFormat(str, Enum):
@@ -291,8 +299,9 @@ class OutputFormat(str, Enum):
     ppm = "ppm"
 
 
-FORMAT_SUFFIXES = dict(zip([f.value for f in OutputFormat], ["PNG", "JPEG", "WEBP", "TIFF", "TGA", "BMP", "PPM"],
-                           strict=True))  # fmt: skip
+FORMAT_SUFFIXES = dict(
+    zip([f.value for f in OutputFormat], ["PNG", "JPEG", "WEBP", "TIFF", "TGA", "BMP", "PPM"], strict=True)
+)
 assert set(FORMAT_SUFFIXES.values()) == set(OUTPUT_FORMATS), "every output format has its suffix"
 
 
@@ -300,15 +309,21 @@ def output_format(path: PurePath) -> str:
     """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); UsageError for a suffix this tool does not write."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt not in OUTPUT_FORMATS:
-        raise UsageError(f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images "
-                         f"(results are written as {', '.join(FORMAT_SUFFIXES)})")  # fmt: skip
+        raise UsageError(
+            f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images "
+            f"(results are written as {', '.join(FORMAT_SUFFIXES)})"
+        )
     return fmt
 
 
 def encode_image(
-    pixels: NDArray[np.uint8] | NDArray[np.uint16], fmt: str, out: BinaryIO, *, icc_profile: bytes | None = None,
+    pixels: NDArray[np.uint8] | NDArray[np.uint16],
+    fmt: str,
+    out: BinaryIO,
+    *,
+    icc_profile: bytes | None = None,
     exif: bytes | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """(H, W, C) uint8 or uint16, C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> one file in format `fmt`, into `out`.
 
     uint16 stays 16-bit in PNG (and TIFF, PPM for gray); other formats get 8 bits (rounded). A format without alpha
@@ -338,9 +353,12 @@ def to_pil_image(pixels: NDArray[np.uint8] | NDArray[np.uint16], sixteen_bit: bo
 
 
 def save_image(
-    path: Path, pixels: NDArray[np.uint8] | NDArray[np.uint16], *, icc_profile: bytes | None = None,
+    path: Path,
+    pixels: NDArray[np.uint8] | NDArray[np.uint16],
+    *,
+    icc_profile: bytes | None = None,
     exif: bytes | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Encode in the format the suffix names, then write atomically. ImageError naming the file on failure."""
     fmt = output_format(path)
     try:

@@ -109,16 +109,19 @@ def inspect(data: bytes) -> JpegLayout:
         raise ValueError("JPEG has no scan")
     if any(al != 0 for coefficients in unrefined.values() for al in coefficients):
         raise ValueError("progressive JPEG cut short (its scans stop before the image is complete)")
-    return JpegLayout(width=frame.width, height=frame.height, coding=frame.coding, scans=scans, scan_end=scan_end,
-                      end=pos)  # fmt: skip
+    return JpegLayout(
+        width=frame.width, height=frame.height, coding=frame.coding, scans=scans, scan_end=scan_end, end=pos
+    )
 
 
 def check_size(layout: JpegLayout, size: int) -> None:
     """ValueError when a file of `size` bytes claims more pixels than a Huffman-coded JPEG can hold (arithmetic coding
     can spend less than a bit on a block: those are bounded by the pixel limit only)."""
     if layout.coding not in _ARITHMETIC and layout.width * layout.height > MAX_PIXELS_PER_BYTE * size:
-        raise ValueError(f"claims {layout.width}x{layout.height} pixels in {size} bytes, more than a JPEG can hold "
-                         f"({MAX_PIXELS_PER_BYTE} pixels a byte): cut short or forged")  # fmt: skip
+        raise ValueError(
+            f"claims {layout.width}x{layout.height} pixels in {size} bytes, more than a JPEG can hold "
+            f"({MAX_PIXELS_PER_BYTE} pixels a byte): cut short or forged"
+        )
 
 
 def decodable(data: bytes, layout: JpegLayout) -> bytes:
@@ -171,8 +174,10 @@ def _check_restarts(frame: _Frame, scan: bytes, entropy: tuple[bytes, int, int],
     expected = _ceil(units, interval) - 1
     numbers = [match[0][1] - 0xD0 for match in _RESTART.finditer(data, start, stop)]
     if len(numbers) != expected or numbers != [i % 8 for i in range(len(numbers))]:  # RST0..RST7, RST0, ...
-        raise ValueError(f"JPEG scan cut short or malformed ({len(numbers)} restart markers where {expected} belong, "
-                         "numbered 0 to 7 in turn)")  # fmt: skip
+        raise ValueError(
+            f"JPEG scan cut short or malformed ({len(numbers)} restart markers where {expected} belong, "
+            "numbered 0 to 7 in turn)"
+        )
 
 
 def _record_scan(body: bytes, unrefined: dict[int, list[int | None]]) -> None:

@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Instruction-set flags that decide what runs fast (Linux /proc/cpuinfo names), recorded with benchmark results
-NOTABLE_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
-                     "asimddp")  # fmt: skip
+NOTABLE_CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "asimddp",
+)
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})  # x86 VNNI/AMX, Arm dotprod
 INT8_AVX2_SPEEDUP = 1.6  # ONNX Runtime int8 over fp32 on AVX2-only CPUs (2-core EPYC: 1.62-1.70; Zen 3: 1.7)
 

@@ -27,9 +27,7 @@ from vdsr.runtime.tiling import Network, Steps, tile_steps
 Y_OFFSET, Y_RANGE = 16 / 255, 219 / 255  # BT.601 studio range: Y = 16/255 + 219/255 * gray for R = G = B = gray
 
 
-def check_output(
-    shape: tuple[int, ...], scale: float, *, max_output_pixels: int, name: Path | str
-) -> tuple[int, int]:
+def check_output(shape: tuple[int, ...], scale: float, *, max_output_pixels: int, name: Path | str) -> tuple[int, int]:
     """The (height, width) of the result; ImageError naming `name` if it has more than `max_output_pixels`."""
     height, width = output_shape_for((shape[0], shape[1]), scale)
     if height * width > max_output_pixels:
@@ -48,9 +46,15 @@ def output_type(pixels: NDArray[np.floating], dtype: DTypeLike) -> tuple[np.dtyp
 
 
 def picture_steps(
-    pixels: NDArray[np.floating], scale: float, *, halo: int, tile: int = 512, dtype: DTypeLike = np.float32,
-    name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
-) -> Steps[NDArray[Any]]:  # fmt: skip
+    pixels: NDArray[np.floating],
+    scale: float,
+    *,
+    halo: int,
+    tile: int = 512,
+    dtype: DTypeLike = np.float32,
+    name: Path = Path("<image>"),
+    on_band: Callable[[float], None] | None = None,
+) -> Steps[NDArray[Any]]:
     """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in `dtype`:
     float in [0, 1], or an unsigned integer type scaled to its full range (uint8: 0..255) and rounded.
 
@@ -66,9 +70,15 @@ def picture_steps(
 
 
 def _steps(
-    pixels: NDArray[np.floating], scale: float, *, halo: int, tile: int, dtype: DTypeLike, name: Path,
+    pixels: NDArray[np.floating],
+    scale: float,
+    *,
+    halo: int,
+    tile: int,
+    dtype: DTypeLike,
+    name: Path,
     on_band: Callable[[float], None] | None,
-) -> Steps[NDArray[Any]]:  # fmt: skip
+) -> Steps[NDArray[Any]]:
     out_dtype, peak = output_type(pixels, dtype)
     gray = pixels.shape[-1] in (1, 2)
     n = 1 if gray else 3  # colour channels; alpha, if any, follows
@@ -101,9 +111,17 @@ def _steps(
 
 
 def upscale_picture(
-    pixels: NDArray[np.floating], scale: float, network: Network, *, halo: int, tile: int = 512, batch: int = 4,
-    dtype: DTypeLike = np.float32, name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
-) -> NDArray[Any]:  # fmt: skip
+    pixels: NDArray[np.floating],
+    scale: float,
+    network: Network,
+    *,
+    halo: int,
+    tile: int = 512,
+    batch: int = 4,
+    dtype: DTypeLike = np.float32,
+    name: Path = Path("<image>"),
+    on_band: Callable[[float], None] | None = None,
+) -> NDArray[Any]:
     """One picture through `network`, `batch` windows a call (see picture_steps)."""
     steps = picture_steps(pixels, scale, halo=halo, tile=tile, dtype=dtype, name=name, on_band=on_band)
     return run_steps(steps, network, batch=batch)

@@ -29,23 +29,40 @@ COLUMN_CHUNK = 2048  # output columns per column-resize product: bounds its matr
 
 
 def picture_steps_torch(
-    pixels: NDArray[np.floating], scale: float, *, halo: int, device: str, tile: int = 512,
-    dtype: DTypeLike = np.float32, name: Path = Path("<image>"), on_band: Callable[[float], None] | None = None,
-) -> Steps[NDArray[Any]]:  # fmt: skip
+    pixels: NDArray[np.floating],
+    scale: float,
+    *,
+    halo: int,
+    device: str,
+    tile: int = 512,
+    dtype: DTypeLike = np.float32,
+    name: Path = Path("<image>"),
+    on_band: Callable[[float], None] | None = None,
+) -> Steps[NDArray[Any]]:
     """As vdsr.runtime.picture.picture_steps, with every step on `device` (windows and results: torch tensors on
     it). The host running out of memory is this picture's ImageError; torch failing on the device is a
     RuntimeError, the backend's failure (the caller stops the run)."""
     try:
-        return (yield from _steps(pixels, scale, halo=halo, device=device, tile=tile, dtype=dtype, name=name,
-                                  on_band=on_band))  # fmt: skip
+        return (
+            yield from _steps(
+                pixels, scale, halo=halo, device=device, tile=tile, dtype=dtype, name=name, on_band=on_band
+            )
+        )
     except MemoryError:
         raise ImageError(name, "not enough memory to upscale it") from None
 
 
 def _steps(
-    pixels: NDArray[np.floating], scale: float, *, halo: int, device: str, tile: int, dtype: DTypeLike, name: Path,
+    pixels: NDArray[np.floating],
+    scale: float,
+    *,
+    halo: int,
+    device: str,
+    tile: int,
+    dtype: DTypeLike,
+    name: Path,
     on_band: Callable[[float], None] | None,
-) -> Steps[NDArray[Any]]:  # fmt: skip
+) -> Steps[NDArray[Any]]:
     out_dtype, peak = output_type(pixels, dtype)
     gray = pixels.shape[-1] in (1, 2)
     n = 1 if gray else 3

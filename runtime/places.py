@@ -119,9 +119,13 @@ class LocalFiles(Files):
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
         folder = Path(folder)
         found = sorted(_list_folder(folder, recursive=recursive))
-        return [p.relative_to(folder) for p in found if p.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                and (p.is_file() or p.is_symlink())]  # fmt: skip
+        return [
+            p.relative_to(folder)
+            for p in found
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            and (p.is_file() or p.is_symlink())
+        ]
 
     def identity(self, path: PurePath) -> Hashable | None:
         try:
@@ -253,8 +257,9 @@ class StoreFiles(Files):
                 while chunk := stream.read(1 << 20):
                     data += chunk
                     if len(data) > limit:  # a size the store misreported, or a file still growing
-                        raise ImageError(shown, f"more than {limit} bytes, more than an image of the allowed size "
-                                                "holds")  # fmt: skip
+                        raise ImageError(
+                            shown, f"more than {limit} bytes, more than an image of the allowed size holds"
+                        )
         except ImageError:
             raise
         except Exception as error:  # noqa: BLE001  (any store's failure is this file's; the others go on)

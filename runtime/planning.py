@@ -52,8 +52,10 @@ class FolderReport:
 
     def summary(self) -> str:
         """One line: what was written, skipped and failed, and whether a backend failure stopped the run."""
-        line = (f"{len(self.written)} written ({self.megapixels:.1f} MP), {len(self.skipped)} skipped (existing), "
-                f"{len(self.failed)} failed")  # fmt: skip
+        line = (
+            f"{len(self.written)} written ({self.megapixels:.1f} MP), {len(self.skipped)} skipped (existing), "
+            f"{len(self.failed)} failed"
+        )
         return line + (f"; stopped: {self.stopped}" if self.stopped else "")
 
     def __str__(self) -> str:
@@ -124,8 +126,11 @@ def plan(
         root = target.at(target.path.parent)
         jobs = [Job(source, target)]
     elif kind == "folder":
-        root = output.at(_absolute(output)) if output is not None else named.at(named.path.with_name(
-            f"{named.path.name}_x{label}"))  # fmt: skip
+        root = (
+            output.at(_absolute(output))
+            if output is not None
+            else named.at(named.path.with_name(f"{named.path.name}_x{label}"))
+        )
         if _same(root, source) or (recursive and _resolved(root).is_relative_to(_resolved(source))):
             raise UsageError(f"{root}: the output folder must not be the input folder or inside it")
         images = source.files.images(source.path, recursive=recursive)
@@ -162,15 +167,16 @@ def claim(
         if skip_existing and target is not None and job.target.files.kind(job.target.path) == "file":
             report.skipped.append(job.target.shown)
         elif (target is not None and target in inputs) or str(job.target) in inputs:  # this or another input
-            report.failed.append(FileFailure(job.source.shown, f"its output {job.target} is an input; give another "
-                                                               "--output"))  # fmt: skip
+            report.failed.append(
+                FileFailure(job.source.shown, f"its output {job.target} is an input; give another --output")
+            )
         elif key in claimed:  # photo.jpg and photo.png with --format png
-            report.failed.append(FileFailure(job.source.shown, f"its output {job.target} is also {claimed[key]}'s "
-                                                               "output"))  # fmt: skip
+            report.failed.append(
+                FileFailure(job.source.shown, f"its output {job.target} is also {claimed[key]}'s output")
+            )
         else:
             claimed[key] = job.source.shown
             todo.append(job)
             continue
         on_image(job.source.shown, 0)
     return todo
-

@@ -78,9 +78,17 @@ class FileActor:
         jobs = [_job(row, self.stores) for row in batch["job"]]
         pixels: dict[str, int] = {}
         upscale = partial(self.upscaler.upscale_group, scale=self.scale, max_output_pixels=self.max_output_pixels)
-        report = run_jobs(jobs, upscale, FolderReport(), scale=self.scale, fail_fast=False, max_pixels=self.max_pixels,
-                          max_output_pixels=self.max_output_pixels, group=self.upscaler.batch,
-                          on_image=lambda name, count: pixels.__setitem__(str(name), count))  # fmt: skip
+        report = run_jobs(
+            jobs,
+            upscale,
+            FolderReport(),
+            scale=self.scale,
+            fail_fast=False,
+            max_pixels=self.max_pixels,
+            max_output_pixels=self.max_output_pixels,
+            group=self.upscaler.batch,
+            on_image=lambda name, count: pixels.__setitem__(str(name), count),
+        )
         if report.stopped:  # the backend failed: the run stops, as a plain run does
             raise BackendError(report.stopped)
         failed = {str(f.path): f for f in report.failed}
@@ -109,10 +117,18 @@ def connect(address: str) -> bool:
 
 
 def upscale_folder_on_ray(
-    source: Path | str, scale: float, output: Path | str | None, *, ray: RayOptions, upscaler: UpscalerArgs,
-    recursive: bool = False, skip_existing: bool = False, fmt: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS, max_output_pixels: int,
-) -> FolderReport:  # fmt: skip
+    source: Path | str,
+    scale: float,
+    output: Path | str | None,
+    *,
+    ray: RayOptions,
+    upscaler: UpscalerArgs,
+    recursive: bool = False,
+    skip_existing: bool = False,
+    fmt: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int,
+) -> FolderReport:
     """A plain run's plan and report (see Upscaler.upscale_folder), its jobs run by Ray Data's actor pool. With a URI
     for the input or the output, both are read and written as URIs (a local path as file://)."""
     stores = Stores()
@@ -125,15 +141,28 @@ def upscale_folder_on_ray(
     report = FolderReport()
     todo = claim(jobs, report, skip_existing=skip_existing, on_image=lambda path, pixels: None)
     if todo:
-        _run(todo, report, scale=scale, ray=ray, upscaler=upscaler, max_pixels=max_pixels,
-             max_output_pixels=max_output_pixels)  # fmt: skip
+        _run(
+            todo,
+            report,
+            scale=scale,
+            ray=ray,
+            upscaler=upscaler,
+            max_pixels=max_pixels,
+            max_output_pixels=max_output_pixels,
+        )
     return report
 
 
 def _run(
-    todo: list[Job], report: FolderReport, *, scale: float, ray: RayOptions, upscaler: UpscalerArgs,
-    max_pixels: int, max_output_pixels: int,
-) -> None:  # fmt: skip
+    todo: list[Job],
+    report: FolderReport,
+    *,
+    scale: float,
+    ray: RayOptions,
+    upscaler: UpscalerArgs,
+    max_pixels: int,
+    max_output_pixels: int,
+) -> None:
     """The claimed jobs on Ray Data's actor pool; each outcome into `report`, in the plan's order."""
     import ray as ray_module
     from ray.data import ActorPoolStrategy, DataContext, from_items
@@ -149,8 +178,9 @@ def _run(
         if actors * each > resources.get(name, 0):
             if started:
                 ray_module.shutdown()
-            raise UsageError(f"--ray: {actors} actors x {each:g} {name} is more than the cluster's "
-                             f"{resources.get(name, 0):g} {name}")  # fmt: skip
+            raise UsageError(
+                f"--ray: {actors} actors x {each:g} {name} is more than the cluster's {resources.get(name, 0):g} {name}"
+            )
     env: dict[str, Any] = {} if gpus else {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}  # no GPU
     context = DataContext.get_current()
     progress_bars, context.enable_progress_bars = context.enable_progress_bars, False  # the summary says what happened
@@ -160,11 +190,20 @@ def _run(
         logger.setLevel(logging.WARNING)  # Ray Data's progress lines, too
     threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
     try:
-        results = from_items([{"job": _row(job)} for job in todo]).map_batches(
-            FileActor, fn_constructor_args=(upscaler | {"cpu_threads": threads}, scale), batch_size=1,
-            fn_constructor_kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
-            compute=ActorPoolStrategy(size=actors), num_cpus=ray.cpus_per_actor, num_gpus=gpus or None, **env,
-        ).take_all()  # fmt: skip
+        results = (
+            from_items([{"job": _row(job)} for job in todo])
+            .map_batches(
+                FileActor,
+                fn_constructor_args=(upscaler | {"cpu_threads": threads}, scale),
+                batch_size=1,
+                fn_constructor_kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
+                compute=ActorPoolStrategy(size=actors),
+                num_cpus=ray.cpus_per_actor,
+                num_gpus=gpus or None,
+                **env,
+            )
+            .take_all()
+        )
     except (ray_module.exceptions.RayError, ExecutionTimeoutError) as error:  # an actor could not start or died
         raise BackendError(f"Ray: {first_line(error)}") from error
     finally:
@@ -195,15 +234,24 @@ class ArrayActor:
 
 
 def upscale_dataset(
-    dataset: Any, scale: float, *, column: str = "image", upscaler: UpscalerArgs | None = None,
-    actors: int = 2, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0,
-) -> Any:  # fmt: skip
+    dataset: Any,
+    scale: float,
+    *,
+    column: str = "image",
+    upscaler: UpscalerArgs | None = None,
+    actors: int = 2,
+    cpus_per_actor: float = 1.0,
+    gpus_per_actor: float = 0.0,
+) -> Any:
     """A Ray Dataset whose `column` (uint8/uint16 or float HxW or HxWxC images, e.g. from ray.data.read_images)
     holds the images upscaled by `scale`; lazy, like every Ray Data transform. One actor holds one backend, built as
     Upscaler(**upscaler)."""
     from ray.data import ActorPoolStrategy
 
     return dataset.map(
-        ArrayActor, fn_constructor_args=(upscaler or {}, scale, column),
-        compute=ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-    )  # fmt: skip
+        ArrayActor,
+        fn_constructor_args=(upscaler or {}, scale, column),
+        compute=ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor or None,
+    )

@@ -22,8 +22,9 @@ def resize_rows(
     taps = source[start:stop]
     first, last = int(taps.min()), int(taps.max())
     matrix = np.zeros((stop - start, last - first + 1))
-    np.add.at(matrix, (np.repeat(np.arange(stop - start), taps.shape[1]), (taps - first).ravel()),
-              weights[start:stop].ravel())  # fmt: skip  # mirrored taps summed
+    np.add.at(
+        matrix, (np.repeat(np.arange(stop - start), taps.shape[1]), (taps - first).ravel()), weights[start:stop].ravel()
+    )  # mirrored taps summed
     return matrix, first
 
 

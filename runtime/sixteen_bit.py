@@ -43,8 +43,10 @@ def wide_colour(image: ImageFile.ImageFile, data: bytes) -> NDArray[np.float32]:
         return _ppm(image, data)
     contiguous = image.tag_v2.get(284, 1) == 1  # PlanarConfiguration
     if not (contiguous and image.tile and all(_raw_mode(tile.args)[:-1] in _BYTE_PICKERS for tile in image.tile)):
-        raise ValueError(f"a colour TIFF of {image.tag_v2.get(258)} bits, planar or with premultiplied alpha, is not "
-                         "read exactly here; save it as contiguous RGB or RGBA")  # fmt: skip
+        raise ValueError(
+            f"a colour TIFF of {image.tag_v2.get(258)} bits, planar or with premultiplied alpha, is not "
+            "read exactly here; save it as contiguous RGB or RGBA"
+        )
     planes = []
     for other_byte in (False, True):
         with Image.open(io.BytesIO(data), formats=["TIFF"]) as again:

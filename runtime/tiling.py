@@ -130,8 +130,10 @@ def tile_steps(
         if tuple(results.shape) != tuple(windows.shape):
             raise ValueError(f"Backend returned shape {tuple(results.shape)} for input {tuple(windows.shape)}")
         out = empty((core1 - core0, shape[1]))
-        tiles, non_finite = tiles + len(columns), non_finite + paste_results(out, results, columns,
-                                                                              rows=(r0, core0, core1))  # fmt: skip
+        tiles, non_finite = (
+            tiles + len(columns),
+            non_finite + paste_results(out, results, columns, rows=(r0, core0, core1)),
+        )
         on_rows(core0, core1, out)
     if non_finite == tiles:
         raise BackendError(f"{name}: the network's output is NaN or inf everywhere (broken weights or backend?)")

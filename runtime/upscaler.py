@@ -79,16 +79,19 @@ class Upscaler:
         self.model = Model.load(model)
         if self.model.halo is None:  # a graph from elsewhere that does not say how far its output pixels see
             where = next(iter(self.model.graphs.values())).path
-            raise UsageError(f"{where}: no valid 'halo' in the model's metadata, so it cannot be tiled; export it "
-                             "with vdsr-export")  # fmt: skip
+            raise UsageError(
+                f"{where}: no valid 'halo' in the model's metadata, so it cannot be tiled; export it with vdsr-export"
+            )
         self.backend: Backend = open_chosen(self.model, request, log)
         self.memory_budget = memory_budget or default_memory_budget()
         self.fitted = tile is None and self.backend.window_bytes_per_pixel is not None  # tiles sized per image
         tile, batch = tile or self.backend.preferred_tile, batch or self.backend.preferred_batch
         if self.fitted:
             mp = self.memory_budget / ((self.backend.window_bytes_per_pixel or 1) + BAND_BYTES_PER_PIXEL) / 1e6
-            log(f"tiles: whole images up to {mp:.2g} MP of network input, larger ones in the largest tiles that fit "
-                f"{self.memory_budget / GIB:.2g} GiB of working memory")  # fmt: skip
+            log(
+                f"tiles: whole images up to {mp:.2g} MP of network input, larger ones in the largest tiles that fit "
+                f"{self.memory_budget / GIB:.2g} GiB of working memory"
+            )
         limit = self.backend.max_input
         if limit is not None:  # an engine's profile bounds the windows: tile + 2 * halo and the batch must fit
             tile = min(tile, min(limit[1:]) - 2 * self.backend.halo)
@@ -111,8 +114,13 @@ class Upscaler:
         """The tile side for a result of `shape`: the one given, or sized to the memory budget (see the class)."""
         if not self.fitted or self.backend.window_bytes_per_pixel is None:
             return self.tile
-        return tile_for_memory(shape, budget=self.memory_budget, bytes_per_pixel=self.backend.window_bytes_per_pixel,
-                               halo=self.backend.halo, batch=self.batch)  # fmt: skip
+        return tile_for_memory(
+            shape,
+            budget=self.memory_budget,
+            bytes_per_pixel=self.backend.window_bytes_per_pixel,
+            halo=self.backend.halo,
+            batch=self.batch,
+        )
 
     def check_scale(self, scale: object) -> float:
         """The API's scale check (vdsr.scale), with a warning, once per scale, where the model was not trained."""
@@ -121,16 +129,27 @@ class Upscaler:
         if trained and not min(trained) <= scale <= max(trained) and scale not in self._warned:
             self._warned.add(scale)
             better = models_trained_for(scale)
-            risk = (": it can do worse than bicubic there (vdsr at x1.5: 2.2 dB below bicubic on Set5)"
-                    if scale < min(trained) else ": its results there are not measured")  # fmt: skip
-            self.log(f"warning: x{scale:g} is outside the scales the model was trained for ({trained}){risk}"
-                     + (f"; models trained for x{scale:g}: {', '.join(better)}" if better else ""))  # fmt: skip
+            risk = (
+                ": it can do worse than bicubic there (vdsr at x1.5: 2.2 dB below bicubic on Set5)"
+                if scale < min(trained)
+                else ": its results there are not measured"
+            )
+            self.log(
+                f"warning: x{scale:g} is outside the scales the model was trained for ({trained}){risk}"
+                + (f"; models trained for x{scale:g}: {', '.join(better)}" if better else "")
+            )
         return scale
 
     def steps(
-        self, pixels: NDArray[np.floating], scale: float, dtype: Any = np.float32, *, name: Path | str = "<image>",
-        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, on_band: Callable[[float], None] | None = None,
-    ) -> Steps[NDArray[Any]]:  # fmt: skip
+        self,
+        pixels: NDArray[np.floating],
+        scale: float,
+        dtype: Any = np.float32,
+        *,
+        name: Path | str = "<image>",
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_band: Callable[[float], None] | None = None,
+    ) -> Steps[NDArray[Any]]:
         """One picture's steps on this backend (vdsr.runtime.picture; on the device for backends on torch tensors),
         `scale` already checked. Refused, with an ImageError naming `name`: values outside [0, 1] or not finite, a
         result over `max_output_pixels`, or smaller than the backend's smallest input."""
@@ -141,8 +160,9 @@ class Upscaler:
         window = window_shape(shape, tile, backend.halo)
         if window[0] < backend.min_input[1] or window[1] < backend.min_input[2]:
             low = f"{backend.min_input[2]}x{backend.min_input[1]}"
-            raise ImageError(name, f"the result is smaller than {backend.name}'s smallest input ({low}); use another "
-                                   "--backend")  # fmt: skip
+            raise ImageError(
+                name, f"the result is smaller than {backend.name}'s smallest input ({low}); use another --backend"
+            )
         options = {"halo": backend.halo, "tile": tile, "dtype": dtype, "name": name, "on_band": on_band}
         if backend.arrays == "torch":
             from vdsr.runtime.picture_torch import picture_steps_torch  # imports torch, which this backend has loaded
@@ -151,14 +171,27 @@ class Upscaler:
         return (yield from picture_steps(pixels, scale, **options))
 
     def upscale_group(
-        self, images: list[LoadedImage], scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        self,
+        images: list[LoadedImage],
+        scale: float,
+        *,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_band: Callable[[float], None] | None = None,
-    ) -> list[NDArray[Any] | ImageError]:  # fmt: skip
+    ) -> list[NDArray[Any] | ImageError]:
         """The pipeline's upscaling step (vdsr.runtime.pipeline): decoded images, their tiles batched across them; for
         each its result (uint16 for 16-bit sources, else uint8) or the ImageError it failed with. BackendError when
         the backend fails (every later image would too)."""
-        steps = [self.steps(loaded.pixels, scale, np.uint16 if loaded.bit_depth == 16 else np.uint8, name=loaded.path,
-                            max_output_pixels=max_output_pixels, on_band=on_band) for loaded in images]  # fmt: skip
+        steps = [
+            self.steps(
+                loaded.pixels,
+                scale,
+                np.uint16 if loaded.bit_depth == 16 else np.uint8,
+                name=loaded.path,
+                max_output_pixels=max_output_pixels,
+                on_band=on_band,
+            )
+            for loaded in images
+        ]
         return [o.error if isinstance(o, Failed) else o for o in self._drive(steps)]
 
     def _drive(self, steps: list[Steps[NDArray[Any]]]) -> list[NDArray[Any] | Failed]:
@@ -175,22 +208,33 @@ class Upscaler:
             raise BackendError(f"{backend.name} on {backend.device}: {first_line(error)}") from error
 
     def upscale_pixels(
-        self, pixels: NDArray[np.floating], scale: float, dtype: Any = np.float32, *, name: Path | str = "<image>",
-        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, on_band: Callable[[float], None] | None = None,
-    ) -> NDArray[Any]:  # fmt: skip
+        self,
+        pixels: NDArray[np.floating],
+        scale: float,
+        dtype: Any = np.float32,
+        *,
+        name: Path | str = "<image>",
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_band: Callable[[float], None] | None = None,
+    ) -> NDArray[Any]:
         """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
         Refused before any work as `steps` says."""
         scale = self.check_scale(scale)
-        (outcome,) = self._drive([self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels,
-                                             on_band=on_band)])  # fmt: skip
+        (outcome,) = self._drive(
+            [self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels, on_band=on_band)]
+        )
         if isinstance(outcome, Failed):
             raise outcome.error
         return outcome
 
     def upscale(
-        self, image: Image.Image | NDArray[Any] | list[Any], scale: float, *,
-        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, name: Path | str = "<image>",
-    ) -> Any:  # fmt: skip
+        self,
+        image: Image.Image | NDArray[Any] | list[Any],
+        scale: float,
+        *,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        name: Path | str = "<image>",
+    ) -> Any:
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
         array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32); or a list of
         them (a list back, in order, with tiles batched across the images: many small frames fill the backend's
@@ -225,9 +269,13 @@ class Upscaler:
                 group, size = [], 0.0
 
     def upscale_file(
-        self, loaded: LoadedImage, scale: float, *, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        self,
+        loaded: LoadedImage,
+        scale: float,
+        *,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_band: Callable[[float], None] | None = None,
-    ) -> NDArray[Any]:  # fmt: skip
+    ) -> NDArray[Any]:
         """A decoded file's pixels upscaled: uint16 for 16-bit sources, else uint8."""
         scale = self.check_scale(scale)
         (outcome,) = self.upscale_group([loaded], scale, max_output_pixels=max_output_pixels, on_band=on_band)
@@ -261,8 +309,16 @@ class Upscaler:
         jobs = plan(local(source), scale, None if output is None else local(output), recursive=recursive, fmt=fmt)
         if not jobs:
             self.log(nothing_found(source, recursive=recursive))
-        return self.upscale_jobs(jobs, scale, skip_existing=skip_existing, fail_fast=fail_fast, max_pixels=max_pixels,
-                                 max_output_pixels=max_output_pixels, on_image=on_image, on_band=on_band)  # fmt: skip
+        return self.upscale_jobs(
+            jobs,
+            scale,
+            skip_existing=skip_existing,
+            fail_fast=fail_fast,
+            max_pixels=max_pixels,
+            max_output_pixels=max_output_pixels,
+            on_image=on_image,
+            on_band=on_band,
+        )
 
     def upscale_jobs(
         self,
@@ -286,8 +342,17 @@ class Upscaler:
         if fail_fast and report.failed:
             return report
         upscale = partial(self.upscale_group, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
-        return run_jobs(todo, upscale, report, scale=scale, fail_fast=fail_fast, max_pixels=max_pixels,
-                        max_output_pixels=max_output_pixels, on_image=on_image, group=self.batch)  # fmt: skip
+        return run_jobs(
+            todo,
+            upscale,
+            report,
+            scale=scale,
+            fail_fast=fail_fast,
+            max_pixels=max_pixels,
+            max_output_pixels=max_output_pixels,
+            on_image=on_image,
+            group=self.batch,
+        )
 
 
 def _prepare(
@@ -327,6 +392,8 @@ def check_values(pixels: NDArray[np.floating], name: Path | str) -> None:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ImageError(name, "pixel values are NaN or inf")
     if low < 0 or high > 1:
-        raise ImageError(name, f"float pixel values must lie in [0, 1], got {low:g} to {high:g} (pass 8-bit images "
-                               "as uint8, or divide by 255)")  # fmt: skip
-
+        raise ImageError(
+            name,
+            f"float pixel values must lie in [0, 1], got {low:g} to {high:g} (pass 8-bit images "
+            "as uint8, or divide by 255)",
+        )

@@ -38,5 +38,7 @@ def test_a_name_at_the_file_system_limit_still_fits(tmp_path: Path) -> None:
 def test_unwritable_folder_names_the_blocker(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     assert unwritable_folder(tmp_path / "new" / "deeper") is None  # can be created
-    assert unwritable_folder(tmp_path / "file" / "out") == f"cannot write in {tmp_path / 'file' / 'out'}: " \
-        f"{tmp_path / 'file'} is not a writable folder"  # fmt: skip
+    assert (
+        unwritable_folder(tmp_path / "file" / "out") == f"cannot write in {tmp_path / 'file' / 'out'}: "
+        f"{tmp_path / 'file'} is not a writable folder"
+    )

@@ -21,8 +21,11 @@ OVER = Int8Facts(False, 0.03, {"Set5 x2 bicubic": 0.03}, {"bicubic": 0.02}, [], 
 
 def shipped_like(int8: Int8Facts | None = WITHIN, *, weights: bool = True) -> Model:
     """A model as a shipped one is: weights and fp32, fp16 and int8 graphs (files never opened here)."""
-    graphs = {"fp32": Graph(Path("m.onnx"), "fp32"), "fp16": Graph(Path("m_fp16.onnx"), "fp16"),
-              "int8": Graph(Path("m_int8.onnx"), "int8", int8=int8)}  # fmt: skip
+    graphs = {
+        "fp32": Graph(Path("m.onnx"), "fp32"),
+        "fp16": Graph(Path("m_fp16.onnx"), "fp16"),
+        "int8": Graph(Path("m_int8.onnx"), "int8", int8=int8),
+    }
     return Model("m", "vdsr", VDSRConfig(), (2, 3, 4), 20, Path("m.safetensors") if weights else None, graphs)
 
 
@@ -37,10 +40,15 @@ MACHINES = {
     "Arm with dotprod": Machine(frozenset({"fp", "asimd", "asimddp"}), installed=frozenset({"onnxruntime"})),
     "VNNI server with torch": Machine(frozenset({"avx2", "avx512_vnni"}), installed=ALL - {"tensorrt"}),
     "GPU, everything": Machine(AVX2, nvidia_driver=True, installed=ALL, ort_providers=CUDA, torch_cuda=""),
-    "GPU, no TensorRT": Machine(AVX2, nvidia_driver=True, installed=ALL - {"tensorrt"}, ort_providers=CUDA,
-                                torch_cuda=""),  # fmt: skip
-    "GPU driver, CPU torch": Machine(AVX2, nvidia_driver=True, installed=frozenset({"onnxruntime", "torch"}),
-                                     torch_cuda="PyTorch 2.13.0+cpu sees no CUDA GPU"),  # fmt: skip
+    "GPU, no TensorRT": Machine(
+        AVX2, nvidia_driver=True, installed=ALL - {"tensorrt"}, ort_providers=CUDA, torch_cuda=""
+    ),
+    "GPU driver, CPU torch": Machine(
+        AVX2,
+        nvidia_driver=True,
+        installed=frozenset({"onnxruntime", "torch"}),
+        torch_cuda="PyTorch 2.13.0+cpu sees no CUDA GPU",
+    ),
     "torch only": Machine(AVX2, installed=frozenset({"torch"})),
 }
 
@@ -51,21 +59,45 @@ MACHINES = {
         ("AVX2 laptop, base install", Request(), shipped_like(), OrtCpu(shipped_like(), "int8"), "AVX2, where int8"),
         ("old CPU, no AVX2", Request(), shipped_like(), OrtCpu(shipped_like(), "fp32"), "int8 not known to be faster"),
         ("Arm with dotprod", Request(), shipped_like(), OrtCpu(shipped_like(), "int8"), "int8 dot products (asimddp)"),
-        ("VNNI server with torch", Request(), shipped_like(OVER), OrtCpu(shipped_like(OVER), "fp32"),
-         "the int8 graph is not within its PSNR cost bar"),
-        ("VNNI server with torch", Request(), shipped_like(None), OrtCpu(shipped_like(None), "fp32"),
-         "not within its PSNR cost bar"),  # an int8 graph written before the bar: never by default
-        ("VNNI server with torch", Request(precision="int8"), shipped_like(OVER), OrtCpu(shipped_like(OVER), "int8"),
-         ""),  # asked for: given
+        (
+            "VNNI server with torch",
+            Request(),
+            shipped_like(OVER),
+            OrtCpu(shipped_like(OVER), "fp32"),
+            "the int8 graph is not within its PSNR cost bar",
+        ),
+        (
+            "VNNI server with torch",
+            Request(),
+            shipped_like(None),
+            OrtCpu(shipped_like(None), "fp32"),
+            "not within its PSNR cost bar",
+        ),  # an int8 graph written before the bar: never by default
+        (
+            "VNNI server with torch",
+            Request(precision="int8"),
+            shipped_like(OVER),
+            OrtCpu(shipped_like(OVER), "int8"),
+            "",
+        ),  # asked for: given
         ("VNNI server with torch", Request("torch-cpu"), shipped_like(), TorchCpu(shipped_like()), ""),
-        ("GPU, everything", Request(), shipped_like(),
-         TensorRT(shipped_like(), "fp16", profile_for(512, 4, 20)), ""),
-        ("GPU, everything", Request(tile=256, batch=2), shipped_like(),
-         TensorRT(shipped_like(), "fp16", Profile((1, 32, 32), (2, 296, 296), (2, 296, 296))), ""),
+        ("GPU, everything", Request(), shipped_like(), TensorRT(shipped_like(), "fp16", profile_for(512, 4, 20)), ""),
+        (
+            "GPU, everything",
+            Request(tile=256, batch=2),
+            shipped_like(),
+            TensorRT(shipped_like(), "fp16", Profile((1, 32, 32), (2, 296, 296), (2, 296, 296))),
+            "",
+        ),
         ("GPU, no TensorRT", Request(), shipped_like(), OrtCuda(shipped_like(), "fp16"), ""),
         ("GPU, no TensorRT", Request(device="cuda:1"), shipped_like(), OrtCuda(shipped_like(), "fp16", 1), ""),
-        ("GPU, no TensorRT", Request("torch-cuda", device="cuda:1"), shipped_like(),
-         TorchCuda(shipped_like(), device=1), ""),
+        (
+            "GPU, no TensorRT",
+            Request("torch-cuda", device="cuda:1"),
+            shipped_like(),
+            TorchCuda(shipped_like(), device=1),
+            "",
+        ),
         ("GPU, no TensorRT", Request(device="cpu"), shipped_like(), OrtCpu(shipped_like(), "int8"), "AVX2"),
         ("GPU driver, CPU torch", Request(), shipped_like(), OrtCpu(shipped_like(), "int8"), "AVX2"),
         ("torch only", Request(), shipped_like(), TorchCpu(shipped_like()), ""),
@@ -104,11 +136,17 @@ def test_precisions_a_backend_cannot_run_are_reasons() -> None:
         (Request("onnxruntime-cuda", precision="int8"), shipped_like(), "the int8 graph runs on onnxruntime-cpu only"),
         (Request("torch-cpu", precision="fp16"), shipped_like(), "runs fp32 only, not fp16"),
         (Request("torch-cuda", precision="fp32"), shipped_like(), "runs fp16 only, not fp32"),
-        (Request("onnxruntime-cpu", precision="int8"), GIVEN,
-         "--precision int8 picks among shipped graphs; g.onnx runs as it is"),
+        (
+            Request("onnxruntime-cpu", precision="int8"),
+            GIVEN,
+            "--precision int8 picks among shipped graphs; g.onnx runs as it is",
+        ),
         (Request("onnxruntime-cpu"), weights_only, "needs an ONNX graph of w; the model given is safetensors only"),
-        (Request("tensorrt", device="cuda:1"), shipped_like(),
-         "runs on the first visible GPU only: pick another with CUDA_VISIBLE_DEVICES"),
+        (
+            Request("tensorrt", device="cuda:1"),
+            shipped_like(),
+            "runs on the first visible GPU only: pick another with CUDA_VISIBLE_DEVICES",
+        ),
     ]
     for request, model, reason in cases:
         assert choose_backend(model, avx2, request) == (None, f"{request.backend}: {reason}")

@@ -34,9 +34,12 @@ from vdsr.runtime.resize import output_shape_for
 
 CPU_MACHINE = machine.Machine(frozenset({"avx2", "fma"}), installed=frozenset({"onnxruntime", "torch"}))
 GPU_MACHINE = machine.Machine(
-    frozenset({"avx2", "fma"}), nvidia_driver=True, installed=frozenset({"onnxruntime", "torch"}),
-    ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"), torch_cuda="",
-)  # fmt: skip
+    frozenset({"avx2", "fma"}),
+    nvidia_driver=True,
+    installed=frozenset({"onnxruntime", "torch"}),
+    ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+    torch_cuda="",
+)
 
 
 def open_backend(
@@ -299,9 +302,12 @@ def test_device_limits_the_backends_and_names_the_gpu(tiny_model: dict[str, Path
 def test_a_list_of_images_comes_back_as_a_list_with_tiles_batched_across_them(
     tiny_model: dict[str, Path], rng: np.random.Generator
 ) -> None:
-    images = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), np.full((4, 4), 0.5, np.float32),
-              rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), Image.fromarray(rng.integers(0, 256, (6, 5, 3),
-              dtype=np.uint8))]  # fmt: skip
+    images = [
+        rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+        np.full((4, 4), 0.5, np.float32),
+        rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+        Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)),
+    ]
     with Upscaler(tiny_model["onnx"], batch=4) as upscaler:
         one_by_one = [upscaler.upscale(image, 2) for image in images]
         batches: list[int] = []
@@ -362,8 +368,9 @@ def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Pat
         Upscaler(tiny_model["onnx"], memory_budget=1000)
 
 
-@pytest.mark.parametrize(("memory", "budget"), [(None, 1 << 30), (512 << 20, 256 << 20), (8 << 30, 2 << 30),
-                                                (64 << 30, 4 << 30)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("memory", "budget"), [(None, 1 << 30), (512 << 20, 256 << 20), (8 << 30, 2 << 30), (64 << 30, 4 << 30)]
+)
 def test_the_default_budget_is_a_quarter_of_memory_within_bounds(
     memory: int | None, budget: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,8 +18,24 @@ runner = CliRunner()
 
 def test_bench_set5_writes_json_csv_markdown(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ["--data-dir", str(data_dir), "--dataset", "Set5", "--scale", "2,4", "--scale", "4", "--method", "bicubic",
-            "--json", str(out / "r.json"), "--csv", str(out / "r.csv"), "--markdown", str(out / "r.md")]  # fmt: skip
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "--dataset",
+        "Set5",
+        "--scale",
+        "2,4",
+        "--scale",
+        "4",
+        "--method",
+        "bicubic",
+        "--json",
+        str(out / "r.json"),
+        "--csv",
+        str(out / "r.csv"),
+        "--markdown",
+        str(out / "r.md"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "33.66" in result.stdout and "Set5" in result.stdout  # the paper's value is shown next to ours
@@ -157,7 +173,8 @@ def test_a_folder_named_like_a_known_set_is_never_compared_with_the_paper(tmp_pa
     """`--dataset path/to/Urban100` was scored against the paper's Urban100 column without any hash check."""
     (tmp_path / "Urban100").mkdir()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
-        tmp_path / "Urban100" / "img.png")  # fmt: skip
+        tmp_path / "Urban100" / "img.png"
+    )
     files = {kind: tmp_path / f"r.{kind}" for kind in ("json", "csv", "markdown")}
     args = ["-d", str(tmp_path / "Urban100"), "-s", "2", *(a for k, p in files.items() for a in (f"--{k}", str(p)))]
     result = runner.invoke(app, args)
@@ -214,8 +231,24 @@ def test_picture_paths_are_checked_first_and_a_run_with_nothing_to_plot_says_so(
 
 def test_pictures_of_a_run_on_set5(data_dir: Path, tmp_path: Path) -> None:
     """The paper's Fig. 1 kind of chart, and each method's output with an HR | bicubic | SRCNN | VDSR crop."""
-    args = ["-d", "Set5", "--data-dir", str(data_dir), "-s", "2", "-m", "bicubic", "-m", "srcnn", "-m", "vdsr",
-            "--plot", str(tmp_path / "fig.png"), "--save-images", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "-d",
+        "Set5",
+        "--data-dir",
+        str(data_dir),
+        "-s",
+        "2",
+        "-m",
+        "bicubic",
+        "-m",
+        "srcnn",
+        "-m",
+        "vdsr",
+        "--plot",
+        str(tmp_path / "fig.png"),
+        "--save-images",
+        str(tmp_path / "out"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "vs bicubic" in result.stdout
@@ -223,14 +256,28 @@ def test_pictures_of_a_run_on_set5(data_dir: Path, tmp_path: Path) -> None:
         assert figure.format == "PNG" and figure.size[0] > 300
     written = sorted(p.name for p in (tmp_path / "out" / "Set5" / "x2").iterdir())
     assert len(written) == 5 * 4 and "baby_png_vdsr.png" in written and "baby_png_compare.png" in written
-    with Image.open(tmp_path / "out" / "Set5" / "x2" / "baby_png_compare.png") as compare, Image.open(
-        tmp_path / "out" / "Set5" / "x2" / "baby_png_vdsr.png") as output:  # fmt: skip
+    with (
+        Image.open(tmp_path / "out" / "Set5" / "x2" / "baby_png_compare.png") as compare,
+        Image.open(tmp_path / "out" / "Set5" / "x2" / "baby_png_vdsr.png") as output,
+    ):
         assert compare.size == (4 * 64 * 3 + 3 * 4, 64 * 3) and output.mode == "RGB"
 
 
 def test_a_real_world_degradation_is_recorded_and_never_compared_with_the_paper(data_dir: Path, tmp_path: Path) -> None:
-    args = ["-d", "Set5", "--data-dir", str(data_dir), "-s", "2", "--degradation", "jpeg:75",
-            "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]  # fmt: skip
+    args = [
+        "-d",
+        "Set5",
+        "--data-dir",
+        str(data_dir),
+        "-s",
+        "2",
+        "--degradation",
+        "jpeg:75",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--markdown",
+        str(tmp_path / "r.md"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "r.json").read_text())
@@ -258,8 +305,20 @@ def test_scales_between_the_integers(tmp_path: Path, tiny_model: dict[str, Path]
     assert scorable((48, 52), 2.5) and not scorable((16, 16), 2.5)
     (tmp_path / "photos").mkdir()
     Image.fromarray((color * 255).astype(np.uint8)).save(tmp_path / "photos" / "a.png")
-    args = ["-d", str(tmp_path / "photos"), "-s", "2.5", "-m", "bicubic", "-m", "vdsr", "--weights",
-            str(tiny_model["onnx"]), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    args = [
+        "-d",
+        str(tmp_path / "photos"),
+        "-s",
+        "2.5",
+        "-m",
+        "bicubic",
+        "-m",
+        "vdsr",
+        "--weights",
+        str(tiny_model["onnx"]),
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     cells = {c["method"]: c for c in json.loads((tmp_path / "r.json").read_text())["results"]}

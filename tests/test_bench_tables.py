@@ -21,14 +21,18 @@ def bench_file(path: Path, rows: list[tuple[str, str, float, str, float]]) -> Pa
 
 def test_the_real_input_table_holds_each_cell_against_its_bar_on_the_sets_tuned_on(tmp_path: Path) -> None:
     rows = [
-        ("Set5", "jpeg:75", 2, "bicubic", 31.0), ("Set5", "jpeg:75", 2, "vdsr", 31.5),
+        ("Set5", "jpeg:75", 2, "bicubic", 31.0),
+        ("Set5", "jpeg:75", 2, "vdsr", 31.5),
         ("Set5", "jpeg:75", 2, "vdsr_real", 31.8),  # +0.8 over bicubic and +0.3 over vdsr: met, just
-        ("Set5", "bicubic", 3, "bicubic", 30.0), ("Set5", "bicubic", 3, "vdsr", 33.0),
+        ("Set5", "bicubic", 3, "bicubic", 30.0),
+        ("Set5", "bicubic", 3, "vdsr", 33.0),
         ("Set5", "bicubic", 3, "vdsr_real", 32.95),  # within 0.10 of vdsr
-        ("B100", "noise:5", 2, "bicubic", 29.0), ("B100", "noise:5", 2, "vdsr", 29.5),
+        ("B100", "noise:5", 2, "bicubic", 29.0),
+        ("B100", "noise:5", 2, "vdsr", 29.5),
         ("B100", "noise:5", 2, "vdsr_real", 29.2),  # under its bar, but B100 is only reported
-        ("Set14", "bicubic", 2.5, "bicubic", 28.0), ("Set14", "bicubic", 2.5, "vdsr", 30.0),  # no vdsr_real: no row
-    ]  # fmt: skip
+        ("Set14", "bicubic", 2.5, "bicubic", 28.0),
+        ("Set14", "bicubic", 2.5, "vdsr", 30.0),  # no vdsr_real: no row
+    ]
     path = bench_file(tmp_path / "a.json", rows)
     text, all_met = real_inputs.table(real_inputs.read_cells([path]))
     assert all_met and text.count("| yes |") == 2 and "**no** (reported)" in text and "Set14" not in text
@@ -45,8 +49,10 @@ def test_the_int8_cost_table_keeps_earlier_columns_whose_graphs_are_gone(tmp_pat
     runner = CliRunner()
     first = runner.invoke(int8_cost.app, [f"one={graph}", "--output", str(tmp_path / "first")])
     assert first.exit_code == 0, first.output
-    second = runner.invoke(int8_cost.app, [f"two={graph}", "--output", str(tmp_path / "second"),
-                                           "--previous", str(tmp_path / "first.json")])  # fmt: skip
+    second = runner.invoke(
+        int8_cost.app,
+        [f"two={graph}", "--output", str(tmp_path / "second"), "--previous", str(tmp_path / "first.json")],
+    )
     assert second.exit_code == 0, second.output
     results = json.loads((tmp_path / "second.json").read_text())
     assert list(results["graphs"]) == ["one", "two"] and results["graphs"]["one"] == results["graphs"]["two"]
@@ -55,9 +61,15 @@ def test_the_int8_cost_table_keeps_earlier_columns_whose_graphs_are_gone(tmp_pat
     assert "| one | two |" in table and table.count("Command: `") == 2
     assert "--previous" not in results["previous"][0]["command"]  # the first run's own environment
     good = json.loads((tmp_path / "first.json").read_text())
-    for bad in ([], {"graphs": {"a": {}}, "environment": {}}, {**good, "previous": 5}, {**good, "previous": [1]},
-                {**good, "graphs": {"a": {**good["graphs"]["one"], "cost_db": [1]}}}):  # fmt: skip
+    for bad in (
+        [],
+        {"graphs": {"a": {}}, "environment": {}},
+        {**good, "previous": 5},
+        {**good, "previous": [1]},
+        {**good, "graphs": {"a": {**good["graphs"]["one"], "cost_db": [1]}}},
+    ):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
-        refused = runner.invoke(int8_cost.app, [f"two={graph}", "--output", str(tmp_path / "x"),
-                                                "--previous", str(tmp_path / "bad.json")])  # fmt: skip
+        refused = runner.invoke(
+            int8_cost.app, [f"two={graph}", "--output", str(tmp_path / "x"), "--previous", str(tmp_path / "bad.json")]
+        )
         assert refused.exit_code == 2 and not list(tmp_path.glob("x.*")), bad  # a usage error; nothing written

@@ -51,8 +51,15 @@ def test_the_plain_mix_is_the_papers_set() -> None:
 
 
 def test_draws_are_seeded_per_image_and_follow_the_probabilities() -> None:
-    mix = Mix(scales=QUARTERS, draws=4, jpeg_probability=0.5, jpeg_quality=(30, 95), noise_probability=0.25,
-              noise_sigma=(0.0, 8.0), seed=1)  # fmt: skip
+    mix = Mix(
+        scales=QUARTERS,
+        draws=4,
+        jpeg_probability=0.5,
+        jpeg_quality=(30, 95),
+        noise_probability=0.25,
+        noise_sigma=(0.0, 8.0),
+        seed=1,
+    )
     assert image_draws(mix, 3) == image_draws(mix, 3) and image_draws(mix, 3) != image_draws(mix, 4)
     assert image_draws(mix, 3) != image_draws(replace(mix, seed=2), 3)
     draws = [d for i in range(500) for d in image_draws(mix, i)]
@@ -83,8 +90,11 @@ def test_scale_weights_tilt_the_draws_and_the_cache_key(tmp_path: Path) -> None:
     # an unweighted mix draws and keys its patch set as before weights existed (the values of commit ea2bbd0)
     assert patch_key(files, mix, 41, stride=41) == "23d483b0e38ba8d11baa"
     assert [d.scale for d in image_draws(mix, 3)] == [2, 3, 3, 2]
-    for bad, message in [((1.0,), "one number > 0 for each"), ((0.0, 1.0, 1.0), "one number > 0 for each"),
-                         ((float("nan"), 1.0, 1.0), "one number > 0 for each")]:  # fmt: skip
+    for bad, message in [
+        ((1.0,), "one number > 0 for each"),
+        ((0.0, 1.0, 1.0), "one number > 0 for each"),
+        ((float("nan"), 1.0, 1.0), "one number > 0 for each"),
+    ]:
         with pytest.raises(ValueError, match=message):
             recipe("fast", scales=(1.5, 2, 3), draws_per_image=2, scale_weights=bad)
     assert scale_weights(["1.5=2", "2=2", "3=2"], (1.5, 2, 3)) == () and scale_weights(["2=2"], (2, 3)) == (2.0, 1.0)
@@ -111,8 +121,14 @@ def test_a_cached_patch_set_is_reused_only_for_the_same_settings(tmp_path: Path)
     again = build_patches([data], mix, 12, stride=12, cache_dir=cache)
     assert again.key == first.key and np.array_equal(again.ilr, first.ilr) and '"seen"' in marker.read_text()
     keys = {first.key}
-    for other in (replace(mix, jpeg_probability=0.6), replace(mix, noise_sigma=(0.0, 4.0)), replace(mix, seed=1),
-                  replace(mix, draws=3), replace(mix, jpeg_quality=(50, 95)), Mix(scales=(2, 3))):  # fmt: skip
+    for other in (
+        replace(mix, jpeg_probability=0.6),
+        replace(mix, noise_sigma=(0.0, 4.0)),
+        replace(mix, seed=1),
+        replace(mix, draws=3),
+        replace(mix, jpeg_quality=(50, 95)),
+        Mix(scales=(2, 3)),
+    ):
         built = build_patches([data], other, 12, stride=12, cache_dir=cache)
         assert built.key not in keys
         keys.add(built.key)
@@ -123,16 +139,34 @@ def test_a_cached_patch_set_is_reused_only_for_the_same_settings(tmp_path: Path)
 
 
 def test_mix_settings_are_checked_and_old_configs_read_as_the_paper_mix() -> None:
-    for field, value in [("jpeg_probability", 1.5), ("noise_probability", -0.1), ("jpeg_quality", (90, 30)),
-                         ("jpeg_quality", (0, 95)), ("noise_sigma", (0.0, 99.0)), ("draws_per_image", -1),
-                         ("scales", (1.3,)), ("scales", (1.0,)), ("validate_scales", (9,)),
-                         ("validate_degradations", ("blur:2",)), ("validate_degradations", ()),
-                         ("validate_degradations", ("jpeg:inf",)), ("jpeg_probability", "half"),
-                         ("noise_probability", None)]:  # fmt: skip
+    for field, value in [
+        ("jpeg_probability", 1.5),
+        ("noise_probability", -0.1),
+        ("jpeg_quality", (90, 30)),
+        ("jpeg_quality", (0, 95)),
+        ("noise_sigma", (0.0, 99.0)),
+        ("draws_per_image", -1),
+        ("scales", (1.3,)),
+        ("scales", (1.0,)),
+        ("validate_scales", (9,)),
+        ("validate_degradations", ("blur:2",)),
+        ("validate_degradations", ()),
+        ("validate_degradations", ("jpeg:inf",)),
+        ("jpeg_probability", "half"),
+        ("noise_probability", None),
+    ]:
         with pytest.raises(ValueError, match=f"training config: {field} is"):
             recipe("fast", **{field: value})
-    new_fields = ("draws_per_image", "jpeg_probability", "jpeg_quality", "noise_probability", "noise_sigma",
-                  "init_from", "validate_scales", "validate_degradations")  # fmt: skip
+    new_fields = (
+        "draws_per_image",
+        "jpeg_probability",
+        "jpeg_quality",
+        "noise_probability",
+        "noise_sigma",
+        "init_from",
+        "validate_scales",
+        "validate_degradations",
+    )
     saved = {k: v for k, v in json.loads(json.dumps(recipe("fast").__dict__)).items() if k not in new_fields}
     old = config_from_json(saved)
     assert old.mix() == Mix(scales=(2, 3, 4)) and old.validation_cells()[1][0].kind == "bicubic"
@@ -148,10 +182,20 @@ def tiny_weights(path: Path, seed: int) -> Path:
 def fine_tuning(tmp_path: Path, *, max_steps: int, lr: float) -> tuple[Path, PatchSet, TrainConfig]:
     """Tiny start weights, a patch set of tiny images, and a config that fine-tunes from those weights."""
     start = tiny_weights(tmp_path / "start.safetensors", seed=5)
-    patches = build_patches([tiny_dataset(tmp_path / "tiny")], Mix(scales=(2,)), 12, stride=12,
-                            cache_dir=tmp_path / "cache")  # fmt: skip
-    config = recipe("fast", network=TINY, batch_size=4, epochs=1, max_steps=max_steps, lr=lr, bf16=False,
-                    validate_every=0, init_from=weights_id(start))  # fmt: skip
+    patches = build_patches(
+        [tiny_dataset(tmp_path / "tiny")], Mix(scales=(2,)), 12, stride=12, cache_dir=tmp_path / "cache"
+    )
+    config = recipe(
+        "fast",
+        network=TINY,
+        batch_size=4,
+        epochs=1,
+        max_steps=max_steps,
+        lr=lr,
+        bf16=False,
+        validate_every=0,
+        init_from=weights_id(start),
+    )
     return start, patches, config
 
 
@@ -170,8 +214,13 @@ def test_fine_tuning_starts_from_the_weights_it_names(tmp_path: Path) -> None:
     wide = tmp_path / "wide.safetensors"
     save_weights(wide, VDSR(VDSRConfig(depth=3, channels=16)), [2])
     with pytest.raises(TrainingError, match="not the vdsr"):
-        train(replace(config, init_from=weights_id(wide)), patches, tmp_path / "run3", device=torch.device("cpu"),
-              init=wide)  # fmt: skip
+        train(
+            replace(config, init_from=weights_id(wide)),
+            patches,
+            tmp_path / "run3",
+            device=torch.device("cpu"),
+            init=wide,
+        )
 
 
 def test_blend_init_mixes_the_trained_weights_with_those_the_run_started_from(tmp_path: Path) -> None:
@@ -194,25 +243,54 @@ def test_blend_init_mixes_the_trained_weights_with_those_the_run_started_from(tm
 def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_path: Path) -> None:
     start = tiny_weights(tmp_path / "start.safetensors", seed=0)
     base = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--device", "cpu"]
-    for extra, message in [(["--scale", "1.5-4", "--scale", "2"], "a range (1.5-4) is the only scale"),
-                           (["--jpeg-quality", "95-30"], "jpeg_quality is (95, 30)"),
-                           (["--jpeg-quality", "high"], "--jpeg-quality: expected a range"),
-                           (["--noise-probability", "2"], "noise_probability is 2.0"),
-                           (["--init", str(tmp_path / "missing.safetensors")], "--init"),
-                           (["--validate-degradation", "blur"], "validate_degradations"),
-                           (["--scale-weight", "5=1"], "x5 is not one of the training scales"),
-                           (["--scale-weight", "2=heavy"], "expected SCALE=WEIGHT"),
-                           (["--scale-weight", "1.5,2=0.4"], "expected SCALE=WEIGHT"),
-                           (["--scale-weight", "2=1", "--scale-weight", "2.0=3"], "one for each scale at most"),
-                           (["--scale-weight", "2=0", "--scale-weight", "3=0", "--scale-weight", "4=0"], "number > 0"),
-                           (["--scale-weight", "2=1e308", "--scale-weight", "3=1e308", "--draws-per-image", "2"],
-                            "scale_weights is (1e+308")]:  # fmt: skip
+    for extra, message in [
+        (["--scale", "1.5-4", "--scale", "2"], "a range (1.5-4) is the only scale"),
+        (["--jpeg-quality", "95-30"], "jpeg_quality is (95, 30)"),
+        (["--jpeg-quality", "high"], "--jpeg-quality: expected a range"),
+        (["--noise-probability", "2"], "noise_probability is 2.0"),
+        (["--init", str(tmp_path / "missing.safetensors")], "--init"),
+        (["--validate-degradation", "blur"], "validate_degradations"),
+        (["--scale-weight", "5=1"], "x5 is not one of the training scales"),
+        (["--scale-weight", "2=heavy"], "expected SCALE=WEIGHT"),
+        (["--scale-weight", "1.5,2=0.4"], "expected SCALE=WEIGHT"),
+        (["--scale-weight", "2=1", "--scale-weight", "2.0=3"], "one for each scale at most"),
+        (["--scale-weight", "2=0", "--scale-weight", "3=0", "--scale-weight", "4=0"], "number > 0"),
+        (
+            ["--scale-weight", "2=1e308", "--scale-weight", "3=1e308", "--draws-per-image", "2"],
+            "scale_weights is (1e+308",
+        ),
+    ]:
         result = runner.invoke(train_app, [*base, *extra])
         assert result.exit_code == 2 and message in result.stderr, (extra, result.output)
-    args = [*base, "--cache-dir", str(tmp_path / "cache"), "--scale", "3.5-4", "--draws-per-image", "1",
-            "--jpeg-probability", "1", "--jpeg-quality", "40-50", "--init", str(start), "--patch-size", "96",
-            "--batch-size", "2", "--max-steps", "1", "--validate-scale", "3.5", "--validate-degradation", "jpeg:75",
-            "--final-validation", "Set5", "--scale-weight", "3.75=2"]  # fmt: skip
+    args = [
+        *base,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--scale",
+        "3.5-4",
+        "--draws-per-image",
+        "1",
+        "--jpeg-probability",
+        "1",
+        "--jpeg-quality",
+        "40-50",
+        "--init",
+        str(start),
+        "--patch-size",
+        "96",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+        "--validate-scale",
+        "3.5",
+        "--validate-degradation",
+        "jpeg:75",
+        "--final-validation",
+        "Set5",
+        "--scale-weight",
+        "3.75=2",
+    ]
     result = runner.invoke(train_app, args)  # a tiny network's weights to start a full VDSR: refused before any work
     assert result.exit_code == 2 and "--init: " in result.stderr and "not the vdsr" in result.stderr, result.output
     assert not (tmp_path / "cache").exists()
@@ -223,8 +301,9 @@ def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_p
     assert card["scales"] == [3.5, 3.75, 4] and card["recipe"]["jpeg_quality"] == [40, 50]
     assert card["recipe"]["scale_weights"] == [1, 2, 1]
     assert [(c["scale"], c["degradation"]) for c in card["validation"]] == [(3.5, "jpeg:75")]
-    for extra, message in [(["--resume", "--init", str(start)], "is not the weights this run started from"),
-                           (["--resume", "--blend-init", "0.5"], "--blend-init 0.5: a weight 0 < A <= 1 for a "
-                                                                 "fine-tuning run")]:  # fmt: skip
+    for extra, message in [
+        (["--resume", "--init", str(start)], "is not the weights this run started from"),
+        (["--resume", "--blend-init", "0.5"], "--blend-init 0.5: a weight 0 < A <= 1 for a fine-tuning run"),
+    ]:
         result = runner.invoke(train_app, [*base, "--output", str(tmp_path / "run4"), *extra])
         assert result.exit_code == 2 and message in result.stderr, (extra, result.output)

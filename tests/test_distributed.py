@@ -22,14 +22,43 @@ from vdsr.train.checkpoint import load_checkpoint
 
 def settings(data_dir: Path, cache: Path) -> list[str]:
     """SRCNN x4 with the paper recipe (SGD: a gradient off by a factor would show, as AdamW's updates would not)."""
-    return ["--data-dir", str(data_dir), "--cache-dir", str(cache), "--model", "srcnn", "--recipe", "paper",
-            "--scale", "4", "--patch-size", "96", "--no-bf16", "--validate-every", "0", "--checkpoint-every", "0",
-            "--final-validation", "Set5", "--device", "cpu"]  # fmt: skip
+    return [
+        "--data-dir",
+        str(data_dir),
+        "--cache-dir",
+        str(cache),
+        "--model",
+        "srcnn",
+        "--recipe",
+        "paper",
+        "--scale",
+        "4",
+        "--patch-size",
+        "96",
+        "--no-bf16",
+        "--validate-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--final-validation",
+        "Set5",
+        "--device",
+        "cpu",
+    ]
 
 
 def torchrun(processes: int, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-            "-m", "vdsr.train", *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(processes),
+        "-m",
+        "vdsr.train",
+        *args,
+    ]
 
 
 def vdsr_train(args: list[str]) -> list[str]:
@@ -71,8 +100,13 @@ def test_two_processes_train_as_one_with_the_same_global_batch_and_resume_in_one
 def test_a_signal_to_one_rank_stops_both_with_a_checkpoint(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["--output", str(out), *settings(data_dir, tmp_path / "cache"), "--batch-size", "4"]
-    agent = subprocess.Popen(torchrun(2, [*args, "--max-steps", "100000"]), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    agent = subprocess.Popen(
+        torchrun(2, [*args, "--max-steps", "100000"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (out / "train_log.jsonl").is_file():  # rank 0 logs every 20 steps
@@ -92,8 +126,20 @@ def test_a_signal_to_one_rank_stops_both_with_a_checkpoint(data_dir: Path, tmp_p
     assert f"stopped at step {checkpoint['step']} (another rank)" in stderr, stderr[-2000:]  # rank 0, for both
     assert checkpoint["step"] >= 20 and not (out / "srcnn.safetensors").exists()
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    run(vdsr_train(["--output", str(out), "--data-dir", str(data_dir), *cache, "--resume", "--max-steps",
-                    str(checkpoint["step"] + 1)]))  # fmt: skip
+    run(
+        vdsr_train(
+            [
+                "--output",
+                str(out),
+                "--data-dir",
+                str(data_dir),
+                *cache,
+                "--resume",
+                "--max-steps",
+                str(checkpoint["step"] + 1),
+            ]
+        )
+    )
     assert json.loads((out / "srcnn.json").read_text())["steps"] == checkpoint["step"] + 1
 
 

@@ -133,8 +133,9 @@ def test_the_seeds_decode_exactly(tmp_path: Path) -> None:
 def test_mutated_files_decode_or_fail_with_one_line(tmp_path: Path) -> None:
     outcomes = {"decoded": 0, "refused": 0}
 
-    @settings(max_examples=CASES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=CASES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(mutated())
     def case(sample: tuple[str, bytes]) -> None:
         name, data = sample

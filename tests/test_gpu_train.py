@@ -46,9 +46,27 @@ def test_batches_are_the_protocols_degradation_of_random_crops(few: Dataset) -> 
 
 
 def test_the_gpu_recipe_trains_on_device_batches_and_saves_its_moving_average(data_dir: Path, tmp_path: Path) -> None:
-    args = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--recipe", "gpu", "--device", "cpu",
-            "--patch-size", "24", "--batch-size", "6", "--max-steps", "3", "--no-bf16", "--final-validation", "Set5",
-            "--scale", "2,3"]  # fmt: skip
+    args = [
+        "--output",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(data_dir),
+        "--recipe",
+        "gpu",
+        "--device",
+        "cpu",
+        "--patch-size",
+        "24",
+        "--batch-size",
+        "6",
+        "--max-steps",
+        "3",
+        "--no-bf16",
+        "--final-validation",
+        "Set5",
+        "--scale",
+        "2,3",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
@@ -62,9 +80,31 @@ def test_the_gpu_recipe_trains_on_device_batches_and_saves_its_moving_average(da
 def test_a_budget_lays_the_schedule_over_the_time_measured(data_dir: Path, tmp_path: Path) -> None:
     """--budget-minutes: the warm-up's steps are timed, and the cosine ends when the budget would (kept in the log
     and the checkpoint, so a resumed run keeps the same schedule)."""
-    args = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--recipe", "gpu", "--device", "cpu",
-            "--patch-size", "12", "--batch-size", "2", "--budget-minutes", "0.05", "--no-bf16", "--validate-every",
-            "0", "--final-validation", "Set5", "--scale", "2", "--architecture", "srcnn"]  # fmt: skip
+    args = [
+        "--output",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(data_dir),
+        "--recipe",
+        "gpu",
+        "--device",
+        "cpu",
+        "--patch-size",
+        "12",
+        "--batch-size",
+        "2",
+        "--budget-minutes",
+        "0.05",
+        "--no-bf16",
+        "--validate-every",
+        "0",
+        "--final-validation",
+        "Set5",
+        "--scale",
+        "2",
+        "--architecture",
+        "srcnn",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

@@ -195,7 +195,10 @@ def test_camera_jpeg_with_preview_colour_keys_and_cmyk_profiles(tmp_path: Path, 
     photo, preview = Image.fromarray(rng.integers(0, 256, (8, 6, 3), dtype=np.uint8)), Image.new("RGB", (3, 4))
     photo.save(tmp_path / "camera.jpg", "MPO", save_all=True, append_images=[preview])  # a JPEG with an MPF preview
     assert Image.open(tmp_path / "camera.jpg").format == "MPO" and load_image(tmp_path / "camera.jpg").pixels.shape == (
-        8, 6, 3)  # fmt: skip
+        8,
+        6,
+        3,
+    )
     Image.fromarray(np.array([[0, 10], [20, 30]], np.uint8)).save(tmp_path / "key_l.png", transparency=10)
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "key_rgb.png", transparency=(0, 0, 0))
     gray_key, rgb_key = load_image(tmp_path / "key_l.png"), load_image(tmp_path / "key_rgb.png")

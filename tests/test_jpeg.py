@@ -34,10 +34,17 @@ def test_complete_files_decode_exactly_as_pillow_decodes_them(tmp_path: Path) ->
     rng = np.random.default_rng(5)
     for case in range(120):
         height, width = (int(v) for v in rng.integers(1, 90, 2))
-        content = [photo(rng, height, width), rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-                   np.full((height, width, 3), int(rng.integers(0, 256)), np.uint8)][case % 3]  # fmt: skip
-        options = {"quality": int(rng.integers(5, 101)), "subsampling": int(rng.integers(0, 3)),
-                   "optimize": bool(case % 2), "progressive": case % 5 == 0}  # fmt: skip
+        content = [
+            photo(rng, height, width),
+            rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+            np.full((height, width, 3), int(rng.integers(0, 256)), np.uint8),
+        ][case % 3]
+        options = {
+            "quality": int(rng.integers(5, 101)),
+            "subsampling": int(rng.integers(0, 3)),
+            "optimize": bool(case % 2),
+            "progressive": case % 5 == 0,
+        }
         if case % 7 == 0:
             options["restart_marker_blocks"] = int(rng.integers(1, 5))
         pixels = content if case % 4 else content[..., 0]  # gray or colour
@@ -57,8 +64,13 @@ def test_a_scan_cut_short_is_an_error_with_or_without_an_end_marker(tmp_path: Pa
     cuts = range(len(data) // 3, len(data) - 200, 97)  # all but the last few blocks (the module docstring)
     for cut in cuts:  # an end marker; none; a comment or a restart marker (RST0, or the next in turn) to hide the cut
         turn = sum(data.count(bytes((0xFF, 0xD0 + k)), 0, cut) for k in range(8)) % 8
-        for ending in (b"\xff\xd9", b"", b"\xff\xfe\x00\x02\xff\xd9", b"\xff\xd0\xff\xd9",
-                       bytes((0xFF, 0xD0 + turn)) + b"\xff\xd9"):  # fmt: skip
+        for ending in (
+            b"\xff\xd9",
+            b"",
+            b"\xff\xfe\x00\x02\xff\xd9",
+            b"\xff\xd0\xff\xd9",
+            bytes((0xFF, 0xD0 + turn)) + b"\xff\xd9",
+        ):
             path = tmp_path / "cut.jpg"
             path.write_bytes(data[:cut] + ending)
             with pytest.raises(ImageError, match="cut.jpg: .*(truncated|cut short)") as error:

@@ -105,8 +105,14 @@ def group(name: str) -> str:
 
 
 def test_the_scan_sees_the_whole_package() -> None:
-    for expected in ("vdsr.errors", "vdsr.catalogue", "vdsr.runtime.backends.choice", "vdsr.bench.harness",
-                     "vdsr.train.loop", "vdsr.export.quantize"):  # fmt: skip
+    for expected in (
+        "vdsr.errors",
+        "vdsr.catalogue",
+        "vdsr.runtime.backends.choice",
+        "vdsr.bench.harness",
+        "vdsr.train.loop",
+        "vdsr.export.quantize",
+    ):
         assert expected in SOURCES
     assert exempt("vdsr.runtime.cli") and exempt("vdsr.bench.scripts.parity") and not exempt("vdsr.bench.harness")
     assert len(OURS) > 100 and any(i.local for i in OURS)  # function-local imports are seen too
@@ -192,8 +198,15 @@ def test_function_local_imports_of_our_modules_only_defer_heavy_libraries() -> N
 
 
 def test_the_cpu_path_and_the_benchmark_load_no_heavy_library_at_import() -> None:
-    for light in ("vdsr.runtime.upscaler", "vdsr.runtime.backends.opening", "vdsr.bench.harness", "vdsr.runtime.cli",
-                  "vdsr.bench.cli", "vdsr.catalogue", "vdsr.errors"):  # fmt: skip
+    for light in (
+        "vdsr.runtime.upscaler",
+        "vdsr.runtime.backends.opening",
+        "vdsr.bench.harness",
+        "vdsr.runtime.cli",
+        "vdsr.bench.cli",
+        "vdsr.catalogue",
+        "vdsr.errors",
+    ):
         assert not loads_heavy_library(light), light
 
 

@@ -38,8 +38,22 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_bench_runs_onnx_graphs_on_onnx_runtime(data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path) -> None:
-    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2", "-m", "bicubic", "-m", "vdsr",
-            "--weights", str(graphs[0]), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "-d",
+        "Set5",
+        "-s",
+        "2",
+        "-m",
+        "bicubic",
+        "-m",
+        "vdsr",
+        "--weights",
+        str(graphs[0]),
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     result = runner.invoke(bench_app, args)
     assert result.exit_code == 0, result.output
     cells = {r["method"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
@@ -54,8 +68,24 @@ def test_scales_a_model_was_not_trained_for_are_left_out(data_dir: Path, tmp_pat
         save_onnx(export_onnx(zero_residual_vdsr(), [2], "1" * 64), weights)
     else:
         save_weights(weights, zero_residual_vdsr(), [2])
-    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2,3", "-m", "bicubic", "-m", "vdsr", "--weights",
-            str(weights), "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]  # fmt: skip
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "-d",
+        "Set5",
+        "-s",
+        "2,3",
+        "-m",
+        "bicubic",
+        "-m",
+        "vdsr",
+        "--weights",
+        str(weights),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--markdown",
+        str(tmp_path / "r.md"),
+    ]
     result = runner.invoke(bench_app, args)
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "r.json").read_text())
@@ -70,8 +100,22 @@ def test_one_model_per_scale_serves_its_scales(data_dir: Path, tmp_path: Path) -
     x2, x3 = tmp_path / "s2.safetensors", tmp_path / "s3.onnx"
     save_weights(x2, SRCNN(), [2])
     save_onnx(export_onnx(SRCNN(), [3], "1" * 64), x3)
-    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2,3,4", "-m", "srcnn", "--weights", str(x3),
-            "--weights", str(x2), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "-d",
+        "Set5",
+        "-s",
+        "2,3,4",
+        "-m",
+        "srcnn",
+        "--weights",
+        str(x3),
+        "--weights",
+        str(x2),
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     result = runner.invoke(bench_app, args)
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "r.json").read_text())
@@ -117,8 +161,22 @@ def test_wrong_architecture_graph_is_refused(graphs: tuple[Path, Path], data_dir
 
 
 def test_fp16_cost_table(data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path) -> None:
-    args = ["--fp32", str(graphs[0]), "--fp16", str(graphs[1]), "--data-dir", str(data_dir), "-d", "Set5", "-s", "2",
-            "--json", str(tmp_path / "c.json"), "--markdown", str(tmp_path / "c.md")]  # fmt: skip
+    args = [
+        "--fp32",
+        str(graphs[0]),
+        "--fp16",
+        str(graphs[1]),
+        "--data-dir",
+        str(data_dir),
+        "-d",
+        "Set5",
+        "-s",
+        "2",
+        "--json",
+        str(tmp_path / "c.json"),
+        "--markdown",
+        str(tmp_path / "c.md"),
+    ]
     result = runner.invoke(fp16_cost.app, args)
     assert result.exit_code == 0, result.output
     (row,) = json.loads((tmp_path / "c.json").read_text())["results"]
@@ -130,14 +188,17 @@ def test_fp16_cost_table(data_dir: Path, graphs: tuple[Path, Path], tmp_path: Pa
 def test_fp16_cost_refuses_a_wrong_graph_and_an_empty_table(
     data_dir: Path, graphs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    swapped = runner.invoke(fp16_cost.app, ["--fp32", str(graphs[0]), "--fp16", str(graphs[0]), "-d", "Set5",
-                                            "--data-dir", str(data_dir)])  # fmt: skip
+    swapped = runner.invoke(
+        fp16_cost.app, ["--fp32", str(graphs[0]), "--fp16", str(graphs[0]), "-d", "Set5", "--data-dir", str(data_dir)]
+    )
     assert swapped.exit_code == 1 and "is not an fp16 graph" in swapped.stderr
     x2 = tmp_path / "x2.onnx", tmp_path / "x2_fp16.onnx"
     save_onnx(export_onnx(zero_residual_vdsr(), [2], "3" * 64), x2[0])
     save_onnx(export_onnx(zero_residual_vdsr(), [2], "3" * 64, fp16=True), x2[1])
-    untrained = runner.invoke(fp16_cost.app, ["--fp32", str(x2[0]), "--fp16", str(x2[1]), "-d", "Set5", "-s", "3",
-                                              "--data-dir", str(data_dir)])  # fmt: skip
+    untrained = runner.invoke(
+        fp16_cost.app,
+        ["--fp32", str(x2[0]), "--fp16", str(x2[1]), "-d", "Set5", "-s", "3", "--data-dir", str(data_dir)],
+    )
     assert untrained.exit_code == 1 and "no cell was scored" in untrained.stderr
 
 

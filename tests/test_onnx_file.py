@@ -34,8 +34,10 @@ def add_model(weights: np.ndarray, *, nested: bool = False) -> onnx.ModelProto:
     branch_out = helper.make_tensor_value_info("c", TensorProto.FLOAT, [4])
     branch = helper.make_graph([helper.make_node("Constant", [], ["c"], value=w)], "branch", [], [branch_out])
     cond = numpy_helper.from_array(np.array(True), "cond")
-    nodes = [helper.make_node("If", ["cond"], ["w"], then_branch=branch, else_branch=branch),
-             helper.make_node("Add", ["x", "w"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("If", ["cond"], ["w"], then_branch=branch, else_branch=branch),
+        helper.make_node("Add", ["x", "w"], ["y"]),
+    ]
     graph = helper.make_graph(nodes, "g", [x], [y], initializer=[cond])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -112,15 +114,26 @@ def test_the_walk_covers_every_field_that_can_lead_to_a_tensor() -> None:
 
     from vdsr import onnx_file
 
-    names = {"ModelProto": "model", "GraphProto": "graph", "TrainingInfoProto": "training",
-             "FunctionProto": "function", "NodeProto": "node", "AttributeProto": "attribute",
-             "SparseTensorProto": "sparse", "TensorProto": "tensor"}  # fmt: skip
+    names = {
+        "ModelProto": "model",
+        "GraphProto": "graph",
+        "TrainingInfoProto": "training",
+        "FunctionProto": "function",
+        "NodeProto": "node",
+        "AttributeProto": "attribute",
+        "SparseTensorProto": "sparse",
+        "TensorProto": "tensor",
+    }
 
     def reaches_tensor(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
         if descriptor.name == "TensorProto":
             return True
-        return any(f.message_type is not None and f.message_type.name not in seen
-                   and reaches_tensor(f.message_type, seen | {descriptor.name}) for f in descriptor.fields)  # fmt: skip
+        return any(
+            f.message_type is not None
+            and f.message_type.name not in seen
+            and reaches_tensor(f.message_type, seen | {descriptor.name})
+            for f in descriptor.fields
+        )
 
     expected: dict[str, dict[int, str]] = {}
     stack, done = [onnx.ModelProto.DESCRIPTOR], set()
@@ -148,8 +161,9 @@ def test_a_functions_default_attribute_with_external_data_is_refused(tmp_path: P
     function.attribute_proto.append(default)
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
     graph = helper.make_graph([helper.make_node("F", [], ["y"], domain="local")], "g", [], [y])
-    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17),
-                                                                          helper.make_opsetid("local", 1)])  # fmt: skip
+    model = helper.make_model(
+        graph, functions=[function], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    )
     onnx.save(model, tmp_path / "function.onnx")
     with pytest.raises(ModelError, match="function.onnx: refers to external data files"):
         read_self_contained(tmp_path / "function.onnx")

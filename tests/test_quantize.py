@@ -42,8 +42,9 @@ def test_int8_graph_records_its_recipe_and_its_cost_against_the_bar(int8_graph: 
     assert meta["precision"] == "int8" and meta["halo"] == "4" and "T91" in meta["calibration"]
     assert meta["calibration"].split()[0] in quantize.METHODS and "7-bit" in meta["calibration"]
     cost = json.loads(meta["int8_cost_db"])
-    assert sorted(cost) == sorted(f"{d} x{s} {k}" for d in ("Set5", "Set14") for s in (2, 3, 4)
-                                  for k in ("bicubic", "noise:15"))  # fmt: skip
+    assert sorted(cost) == sorted(
+        f"{d} x{s} {k}" for d in ("Set5", "Set14") for s in (2, 3, 4) for k in ("bicubic", "noise:15")
+    )
     assert float(meta["int8_max_cost_db"]) == pytest.approx(max(cost.values()), abs=1e-4)
     assert json.loads(meta["int8_bar_db"]) == {"bicubic": 0.02, "noise:15": 0.05}
     within = all(v <= quantize.BAR_DB[cell.split()[-1]] for cell, v in cost.items())
@@ -113,8 +114,10 @@ def test_over_the_bar_the_export_refuses_unless_forced(
     assert "Set5 x2 bicubic          +0.0310  (bar 0.02)  OVER" in refused.output
     assert "Set5 x2 noise:15         +0.0120  (bar 0.05)\n" in refused.output
     error = [line for line in refused.output.splitlines() if line.startswith("error:")]
-    assert error == [f"error: {target}: not written: the int8 graph costs 0.0310 dB in Set5 x2 bicubic (bar 0.02 "
-                     "dB); --force writes it anyway"]  # fmt: skip
+    assert error == [
+        f"error: {target}: not written: the int8 graph costs 0.0310 dB in Set5 x2 bicubic (bar 0.02 "
+        "dB); --force writes it anyway"
+    ]
     forced = CliRunner().invoke(app, [*args, "--force"])
     assert forced.exit_code == 0, forced.output
     assert metadata(target)["int8_within_bar"] == "false" and json.loads(metadata(target)["int8_cost_db"]) == measured
@@ -156,15 +159,20 @@ def test_auto_runs_int8_where_the_cpu_makes_it_faster(
     """The graph chosen is opened and runs (the choice itself: tests/test_backend_choice.py's table)."""
     cpu = machine.Machine(frozenset(cpu_flags.split()), installed=frozenset({"onnxruntime"}))
     lines: list[str] = []
-    with open_chosen(tiny_pair(tiny_model["onnx"], int8_graph), Request(device="cpu"), lines.append,
-                     machine=cpu) as backend:  # fmt: skip
+    with open_chosen(
+        tiny_pair(tiny_model["onnx"], int8_graph), Request(device="cpu"), lines.append, machine=cpu
+    ) as backend:
         assert backend.precision == ("int8" if fast else "fp32")
         assert backend(np.full((1, 1, 9, 9), 0.5, np.float32)).shape == (1, 1, 9, 9)
     reason = "int8 dot products" if "asimddp" in cpu_flags else "AVX2"
     expected = f"(int8: {reason}" if fast else "(fp32: int8 not known to be faster on this CPU"
     assert len(lines) == 1 and expected in lines[0]
-    with open_chosen(tiny_pair(tiny_model["onnx"], int8_graph), Request("onnxruntime-cpu", precision="fp32"),
-                     lines.append, machine=cpu) as backend:  # fmt: skip
+    with open_chosen(
+        tiny_pair(tiny_model["onnx"], int8_graph),
+        Request("onnxruntime-cpu", precision="fp32"),
+        lines.append,
+        machine=cpu,
+    ) as backend:
         assert backend.precision == "fp32" and lines[-1] == "backend onnxruntime-cpu (fp32) for tiny"  # asked for
 
 

@@ -63,8 +63,9 @@ def test_a_ray_run_writes_what_a_plain_run_writes(cluster: None, tmp_path: Path)
     for name in ("rgb.png", "deep.png"):  # an interrupted run: two results missing, a killed write's temporary left
         (tmp_path / "ray" / name).unlink()
     (tmp_path / "ray" / ".rgb.png.999999.abc123.tmp").write_bytes(b"half")
-    resumed = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "ray"), "--ray", "local",
-                                       "--skip-existing"])  # fmt: skip
+    resumed = CliRunner().invoke(
+        app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "ray"), "--ray", "local", "--skip-existing"]
+    )
     assert resumed.exit_code == EXIT_FAILED and "2 written, 3 skipped (existing), 2 failed" in resumed.output
     got = outputs(tmp_path / "ray")
     assert sorted(got) == sorted(expected) and all(np.array_equal(got[n], expected[n]) for n in expected)
@@ -93,8 +94,9 @@ def test_ray_usage_errors_come_before_any_work(cluster: None, tmp_path: Path) ->
     missing = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--model", "x.onnx"])
     assert missing.exit_code == 2 and "x.onnx" in missing.output
     # a local cluster's actors open what the driver can open: checked before any work
-    wrong = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--backend", "torch-cuda",
-                                     "--device", "cpu"])  # fmt: skip
+    wrong = CliRunner().invoke(
+        app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--backend", "torch-cuda", "--device", "cpu"]
+    )
     assert wrong.exit_code == 2 and "does not run on device cpu" in wrong.output
     too_wide = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--ray-actors", "3"])
     assert too_wide.exit_code == 2 and "3 actors x 1 CPU is more than the cluster's 2 CPU" in too_wide.output

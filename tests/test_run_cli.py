@@ -45,8 +45,10 @@ def test_folder_mirrors_tree_formats_and_sizes(photos: Path, tiny_model: dict[st
     assert code == 0, output
     out = photos.with_name("photos_x2")
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "photo.jpg", "rgb.png", "sub/gray.png"
-    ]  # fmt: skip
+        "photo.jpg",
+        "rgb.png",
+        "sub/gray.png",
+    ]
     assert "3 written, 0 skipped (existing), 0 failed" in output and "backend onnxruntime-cpu" in output
     with Image.open(out / "rgb.png") as rgb, Image.open(out / "sub" / "gray.png") as gray:
         assert rgb.size == (32, 40) and rgb.mode == "RGB" and gray.mode == "L" and gray.size == (20, 20)
@@ -62,8 +64,9 @@ def test_not_recursive_skip_existing_format_and_single_file(photos: Path, tiny_m
     assert code == 0, output
     assert sorted(p.name for p in out.iterdir()) == ["photo.png", "rgb.png"]  # no subfolder without --recursive
     before = (out / "rgb.png").stat().st_mtime_ns
-    code, output = run(photos, "-s", "3", "--model", tiny_model["onnx"], "-o", out, "--format", "png",
-                       "--skip-existing")  # fmt: skip
+    code, output = run(
+        photos, "-s", "3", "--model", tiny_model["onnx"], "-o", out, "--format", "png", "--skip-existing"
+    )
     assert code == 0 and "0 written, 2 skipped" in output and (out / "rgb.png").stat().st_mtime_ns == before
     (photos / "rgb.jpg").write_bytes((photos / "photo.jpg").read_bytes())
     code, output = run(photos, "-s", "3", "--model", tiny_model["onnx"], "-o", photos.parent / "o2", "--format", "png")
@@ -443,8 +446,11 @@ def test_sixteen_bit_colour_tiff_and_ppm_keep_16_bits(tmp_path: Path, kind: str)
 def test_broken_16_bit_ppm_is_one_clear_error(tmp_path: Path) -> None:
     from vdsr.errors import ImageError
 
-    cases = {"short.ppm": b"P6\n7 9\n65535\n" + bytes(20), "over.ppm": b"P6\n1 1\n1000\n" + b"\xff\xff" * 3,
-             "words.ppm": b"P3\n2 1\n65535\n1 2 3 4 5 x"}  # fmt: skip
+    cases = {
+        "short.ppm": b"P6\n7 9\n65535\n" + bytes(20),
+        "over.ppm": b"P6\n1 1\n1000\n" + b"\xff\xff" * 3,
+        "words.ppm": b"P3\n2 1\n65535\n1 2 3 4 5 x",
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ImageError, match=f"{name}: ") as error:
@@ -460,8 +466,14 @@ def test_16_bit_tiff_layouts_not_read_exactly_are_refused(tmp_path: Path) -> Non
     from vdsr.errors import ImageError
 
     pixels = noise((9, 7, 4), 5, np.uint16)
-    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(pixels, 2, 0), photometric="rgb", planarconfig="separate",
-                     compression="zlib", extrasamples=["unassalpha"])  # fmt: skip
+    tifffile.imwrite(
+        tmp_path / "planar.tif",
+        np.moveaxis(pixels, 2, 0),
+        photometric="rgb",
+        planarconfig="separate",
+        compression="zlib",
+        extrasamples=["unassalpha"],
+    )
     tifffile.imwrite(tmp_path / "premultiplied.tif", pixels, photometric="rgb", extrasamples=["assocalpha"])
     for name in ("planar.tif", "premultiplied.tif"):
         with pytest.raises(ImageError, match=f"{name}: cannot read this 16-bit TIFF .*save it as contiguous RGB"):

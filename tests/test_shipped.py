@@ -36,8 +36,14 @@ GRAPHS = {
 # (bench/results/real_inputs_*_base.json): clean within 0.10 dB of vdsr; JPEG q75 0.5 dB over bicubic, 0.3 over vdsr.
 # Not met at x2: the shipped vdsr_real is 0.118 dB under vdsr there (README), so its floor here is 0.12 under
 BICUBIC_SET5 = {2: 33.677, 3: 30.399, 4: 28.426}
-VDSR_SET5 = {(2, "bicubic"): 37.012, (3, "bicubic"): 33.155, (4, "bicubic"): 30.858,
-             (2, "jpeg:75"): 32.142, (3, "jpeg:75"): 29.609, (4, "jpeg:75"): 27.851}  # fmt: skip
+VDSR_SET5 = {
+    (2, "bicubic"): 37.012,
+    (3, "bicubic"): 33.155,
+    (4, "bicubic"): 30.858,
+    (2, "jpeg:75"): 32.142,
+    (3, "jpeg:75"): 29.609,
+    (4, "jpeg:75"): 27.851,
+}
 BICUBIC_JPEG75_SET5 = {2: 31.880, 3: 29.173, 4: 27.468}
 INTERIM_BAR_SET5 = {
     "vdsr": {(2, "bicubic"): 37.0, (3, "bicubic"): 33.0, (4, "bicubic"): 30.7},
@@ -83,14 +89,21 @@ def test_shipped_graph_equals_shipped_weights(name: str, rng: np.random.Generato
 @pytest.mark.parametrize("name", GRAPHS)
 def test_set5_psnr_of_the_card_is_reproduced_and_meets_the_bar(name: str, data_dir: Path) -> None:
     facts = card(name)
-    claimed = {(c["scale"], c.get("degradation", "bicubic")): c["psnr"]  # type: ignore[attr-defined]
-               for c in facts["validation"] if c["dataset"] == "Set5"}  # type: ignore[attr-defined]  # fmt: skip
+    claimed = {
+        (c["scale"], c.get("degradation", "bicubic")): c["psnr"]  # type: ignore[attr-defined]
+        for c in facts["validation"]
+        if c["dataset"] == "Set5"
+    }  # type: ignore[attr-defined]
     assert claimed.keys() == INTERIM_BAR_SET5[name].keys()
     backend = OnnxRuntimeBackend(shipped(f"{name}.onnx"))
     for degradation in sorted({d for _, d in claimed}):
         scales = sorted(s for s, d in claimed if d == degradation)
-        run = run_bench([resolve_dataset("Set5", data_dir)], scales, [backend_runner(backend, name.split("_")[0])],
-                        degradation=parse_degradation(degradation))  # fmt: skip
+        run = run_bench(
+            [resolve_dataset("Set5", data_dir)],
+            scales,
+            [backend_runner(backend, name.split("_")[0])],
+            degradation=parse_degradation(degradation),
+        )
         measured = {(c.scale, degradation): c.psnr for c in run.cells}
         assert not run.failures and len(measured) == len(scales)
         for cell, psnr in measured.items():

@@ -33,9 +33,16 @@ def tree(folder: Path) -> None:
     rng = np.random.default_rng(1)
     (folder / "sub").mkdir(parents=True)
     (folder / ".hidden").mkdir()
-    for name, shape in (("a.png", (9, 7, 3)), ("b.jpg", (8, 8, 3)), ("sub/c.png", (6, 5)), ("d.gif", (5, 5)),
-                        (".hidden/e.png", (4, 4)), (".f.png", (4, 4)), ("sub/été #1 100%.png", (5, 6)),
-                        ("a-c.png", (4, 5))):  # fmt: skip
+    for name, shape in (
+        ("a.png", (9, 7, 3)),
+        ("b.jpg", (8, 8, 3)),
+        ("sub/c.png", (6, 5)),
+        ("d.gif", (5, 5)),
+        (".hidden/e.png", (4, 4)),
+        (".f.png", (4, 4)),
+        ("sub/été #1 100%.png", (5, 6)),
+        ("a-c.png", (4, 5)),
+    ):
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
     (folder / "bad.png").write_bytes(b"not a png")
@@ -70,10 +77,13 @@ def test_single_files_and_refusals(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file where a folder would go")
     with pytest.raises(UsageError, match="cannot write"):  # checked before any work, as a plain run checks it
         plan(folder, 2, f"{(tmp_path / 'file').as_uri()}/out")
-    for source, output, message in [(f"{folder}/missing", None, "no such file or folder"),
-                                    (folder, f"{folder}/sub/out", None), (folder, folder, "must not be the input"),
-                                    (f"{folder}/a.png", f"{folder}/a.png", "would replace the input"),
-                                    ("nosuchscheme://x/y", None, "no file system for this scheme")]:  # fmt: skip
+    for source, output, message in [
+        (f"{folder}/missing", None, "no such file or folder"),
+        (folder, f"{folder}/sub/out", None),
+        (folder, folder, "must not be the input"),
+        (f"{folder}/a.png", f"{folder}/a.png", "would replace the input"),
+        ("nosuchscheme://x/y", None, "no file system for this scheme"),
+    ]:
         if message is None:  # inside the input folder: only refused when the run reads subfolders
             assert plan(source, 2, output, recursive=False)
             with pytest.raises(UsageError, match="must not be the input folder or inside it"):
@@ -85,8 +95,10 @@ def test_single_files_and_refusals(tmp_path: Path) -> None:
 
 def doubled(group: list[LoadedImage]) -> list[np.ndarray]:
     """A stand-in for the upscaling step: each pixel twice each way, as 8-bit levels."""
-    return [np.clip(np.rint(np.repeat(np.repeat(loaded.pixels, 2, 0), 2, 1) * 255), 0, 255).astype(np.uint8)
-            for loaded in group]  # fmt: skip
+    return [
+        np.clip(np.rint(np.repeat(np.repeat(loaded.pixels, 2, 0), 2, 1) * 255), 0, 255).astype(np.uint8)
+        for loaded in group
+    ]
 
 
 def stored(source: Path, output: Path, stores: Stores) -> list[Job]:
@@ -103,8 +115,16 @@ def test_staged_runs_name_the_uris_and_leave_nothing_partial(tmp_path: Path) -> 
     gone = stored(tmp_path / "in" / "a.png", tmp_path / "out", stores)[0]
     (tmp_path / "in" / "a.png").rename(tmp_path / "in" / "gone.png")  # vanished after the plan
     seen: list[Path | str] = []
-    report = run_jobs([*jobs, gone], doubled, FolderReport(), scale=2, fail_fast=False, max_pixels=1000,
-                      max_output_pixels=10**6, on_image=lambda name, pixels: pixels and seen.append(name))  # fmt: skip
+    report = run_jobs(
+        [*jobs, gone],
+        doubled,
+        FolderReport(),
+        scale=2,
+        fail_fast=False,
+        max_pixels=1000,
+        max_output_pixels=10**6,
+        on_image=lambda name, pixels: pixels and seen.append(name),
+    )
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["a-c.png", "b.jpg", "blocked.png", "d.png"]  # the folder stays; no temporaries left
     assert sorted(Path(str(w)).name for w in report.written) == ["a-c.png", "b.jpg", "d.png"] and len(seen) == 3
@@ -128,8 +148,16 @@ def test_a_large_object_is_refused_before_it_is_read(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "huge.png").write_bytes(b"\x89PNG" + bytes(20_000))
     jobs = stored(tmp_path / "in", tmp_path / "out", Stores())
-    report = run_jobs(jobs, doubled, FolderReport(), scale=2, fail_fast=False, max_pixels=100, max_output_pixels=10**6,
-                      on_image=lambda path, pixels: None)  # fmt: skip
+    report = run_jobs(
+        jobs,
+        doubled,
+        FolderReport(),
+        scale=2,
+        fail_fast=False,
+        max_pixels=100,
+        max_output_pixels=10**6,
+        on_image=lambda path, pixels: None,
+    )
     assert "bytes is more than an image of the allowed size holds" in report.failed[0].cause
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

@@ -36,8 +36,19 @@ def synthetic_patches(count: int = 64, size: int = 12, seed: int = 0) -> PatchSe
 
 
 def tiny_config(**overrides: object) -> TrainConfig:
-    base = recipe("fast", "vdsr", network=TINY, batch_size=8, epochs=4, warmup_epochs=0.5, bf16=False,
-                  channels_last=False, log_every=1, checkpoint_every=3, validate_every=10_000)  # fmt: skip
+    base = recipe(
+        "fast",
+        "vdsr",
+        network=TINY,
+        batch_size=8,
+        epochs=4,
+        warmup_epochs=0.5,
+        bf16=False,
+        channels_last=False,
+        log_every=1,
+        checkpoint_every=3,
+        validate_every=10_000,
+    )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -138,7 +149,7 @@ def test_epoch_visits_every_patch_variant_once() -> None:
             loss="half_sse",
             channels_last=True,
             zero_init_output=False,
-        ),  # the paper's pieces  # fmt: skip
+        ),  # the paper's pieces
     ],
     ids=["fast", "paper"],
 )
@@ -304,8 +315,15 @@ def test_paper_loss_is_half_sum_per_patch_and_makes_clipping_bite() -> None:
 
 def test_non_finite_weights_never_reach_a_checkpoint(tmp_path: Path) -> None:
     # lr * gradient overflows float32 in the first step, while that step's loss was still finite
-    config = tiny_config(optimizer="sgd", lr=3e38, momentum=0.0, schedule="step", zero_init_output=False,
-                         loss="half_sse", checkpoint_every=1)  # fmt: skip
+    config = tiny_config(
+        optimizer="sgd",
+        lr=3e38,
+        momentum=0.0,
+        schedule="step",
+        zero_init_output=False,
+        loss="half_sse",
+        checkpoint_every=1,
+    )
     with pytest.raises(TrainingError, match="Non-finite weights .* at step 1; the last good checkpoint: none"):
         run(config, tmp_path)
     assert not (tmp_path / "checkpoint.safetensors").exists()
@@ -395,9 +413,12 @@ def test_a_plain_resume_keeps_the_runs_own_step_limit(tmp_path: Path) -> None:
 
 
 def rewrite_checkpoint(
-    path: Path, *, info: dict[str, object] | None = None, optimizer: dict[str, object] | None = None,
+    path: Path,
+    *,
+    info: dict[str, object] | None = None,
+    optimizer: dict[str, object] | None = None,
     tensors: dict[str, torch.Tensor] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """The checkpoint at `path` with fields or tensors replaced, its checksum made to match (a crafted file)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -431,7 +452,7 @@ def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> N
         "deep": (
             {"info": {"config": saved.info["config"] | {"network": {"depth": 3000, "channels": 8}}}},
             "declares 3000 layers",
-        ),  # fmt: skip
+        ),
         "betas": ({"optimizer": {"param_groups": [groups[0] | {"betas": [0.5, "x"]}]}}, "settings betas differ"),
         "state": ({"tensors": {"optimizer.0.exp_avg": torch.zeros(3)}}, "state 'exp_avg' is not a tensor of shape"),
         "index": ({"tensors": {"optimizer.99.exp_avg": torch.zeros(3)}}, "state for parameters \\[99\\] the model"),
@@ -454,16 +475,27 @@ def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> N
     from safetensors.torch import load_file, save_file
 
     unchecked = tmp_path / "unchecked.safetensors"  # as written before checkpoints carried a checksum
-    metadata = {k: v for k, v in json.loads(good[8 : 8 + int.from_bytes(good[:8], "little")])["__metadata__"].items()
-                if k != "tensors_sha256"}  # fmt: skip
+    metadata = {
+        k: v
+        for k, v in json.loads(good[8 : 8 + int.from_bytes(good[:8], "little")])["__metadata__"].items()
+        if k != "tensors_sha256"
+    }
     save_file(load_file(str(tmp_path / "good" / "checkpoint.safetensors")), str(unchecked), metadata=metadata)
     with pytest.raises(TrainingError, match="unchecked.safetensors: the checkpoint has no checksum of its tensors"):
         resume_config(unchecked, None)
 
 
 def test_a_config_out_of_range_is_refused_wherever_it_comes_from() -> None:
-    for field, value in [("batch_size", 0), ("lr", -1.0), ("scales", ()), ("optimizer", "adam"), ("bf16", "yes"),
-                         ("epochs", float("nan")), ("max_steps", -1), ("scales", (2, True))]:  # fmt: skip
+    for field, value in [
+        ("batch_size", 0),
+        ("lr", -1.0),
+        ("scales", ()),
+        ("optimizer", "adam"),
+        ("bf16", "yes"),
+        ("epochs", float("nan")),
+        ("max_steps", -1),
+        ("scales", (2, True)),
+    ]:
         with pytest.raises(ValueError, match=f"training config: {field} is"):
             tiny_config(**{field: value})
 
@@ -471,8 +503,12 @@ def test_a_config_out_of_range_is_refused_wherever_it_comes_from() -> None:
 def test_bf16_is_the_default_only_where_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
     """Measured: AMX and AMD's AVX-512-BF16 train bf16 2-4x faster than fp32; Intel's AVX-512-BF16 alone slower."""
     cpu = torch.device("cpu")
-    cases = [("GenuineIntel", "amx_bf16 avx512_bf16", True), ("AuthenticAMD", "avx512_bf16 avx512f", True),
-             ("GenuineIntel", "avx512_bf16 avx512f", False), ("AuthenticAMD", "avx2", False)]  # fmt: skip
+    cases = [
+        ("GenuineIntel", "amx_bf16 avx512_bf16", True),
+        ("AuthenticAMD", "avx512_bf16 avx512f", True),
+        ("GenuineIntel", "avx512_bf16 avx512f", False),
+        ("AuthenticAMD", "avx2", False),
+    ]
     for vendor, flags, expected in cases:
         info = f"vendor_id\t: {vendor}\nflags\t\t: {flags}\n"
         monkeypatch.setattr(machine, "_cpuinfo", lambda info=info: info)

@@ -17,8 +17,22 @@ runner = CliRunner()
 
 
 def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
-    args = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
-            "--scale", "4", "--patch-size", "96", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
+    args = [
+        "--output",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(data_dir),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--scale",
+        "4",
+        "--patch-size",
+        "96",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     args += ["--final-validation", "Set5", "--max-steps", "1", "--loss", "l1", "--bf16"]
     result = runner.invoke(train_app, args)
     assert result.exit_code == 0, result.output
@@ -60,8 +74,21 @@ def test_resume_refusals_and_the_early_stop_exit_code(data_dir: Path, tmp_path: 
     assert not (tmp_path / "run").exists()
     test_set = runner.invoke(train_app, [*base, "--final-validation", "B100"])  # never score a reported set
     assert test_set.exit_code == 2 and "B100" in test_set.output
-    args = [*base, "--cache-dir", str(tmp_path / "cache"), "--scale", "4", "--patch-size", "96", "--batch-size", "2",
-            "--final-validation", "Set5", "--max-minutes", "0"]  # fmt: skip
+    args = [
+        *base,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--scale",
+        "4",
+        "--patch-size",
+        "96",
+        "--batch-size",
+        "2",
+        "--final-validation",
+        "Set5",
+        "--max-minutes",
+        "0",
+    ]
     stopped = runner.invoke(train_app, args)  # stops on time after one step: a checkpoint, no weights
     assert stopped.exit_code == 3, stopped.output
     assert "continue with vdsr-train" in stopped.stderr and not (tmp_path / "run" / "vdsr.safetensors").exists()
@@ -86,9 +113,26 @@ def test_bench_learnt_methods_with_given_weights(data_dir: Path, tmp_path: Path)
         torch.nn.init.zeros_(p)
     save_weights(tmp_path / "v.safetensors", vdsr, [2])
     save_weights(tmp_path / "s.safetensors", SRCNN(SRCNNConfig(kernels=(3, 1, 3), channels=(4, 4))), [2])
-    args = ["--data-dir", str(data_dir), "-d", "Set5", "-s", "2", "-m", "bicubic", "-m", "vdsr", "-m", "srcnn",
-            "--weights", str(tmp_path / "v.safetensors"), "--weights", str(tmp_path / "s.safetensors"),
-            "--json", str(tmp_path / "r.json")]  # fmt: skip
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "-d",
+        "Set5",
+        "-s",
+        "2",
+        "-m",
+        "bicubic",
+        "-m",
+        "vdsr",
+        "-m",
+        "srcnn",
+        "--weights",
+        str(tmp_path / "v.safetensors"),
+        "--weights",
+        str(tmp_path / "s.safetensors"),
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     result = runner.invoke(bench_app, args)
     assert result.exit_code == 0, result.output
     cells = {r["method"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}

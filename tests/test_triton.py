@@ -30,10 +30,13 @@ def parse(text: str) -> Any:
     return text_format.Parse(text, triton_config().ModelConfig())
 
 
-@pytest.mark.parametrize(("option", "name", "data_type", "kind"), [
-    ([], "tiny", "TYPE_FP32", "KIND_CPU"),
-    (["--fp16"], "tiny_fp16", "TYPE_FP16", "KIND_GPU"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("option", "name", "data_type", "kind"),
+    [
+        ([], "tiny", "TYPE_FP32", "KIND_CPU"),
+        (["--fp16"], "tiny_fp16", "TYPE_FP16", "KIND_GPU"),
+    ],
+)
 def test_a_triton_model_parses_as_triton_config_and_runs_under_its_names(
     option: list[str], name: str, data_type: str, kind: str, tiny_model: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -42,7 +45,9 @@ def test_a_triton_model_parses_as_triton_config_and_runs_under_its_names(
     assert result.exit_code == 0, result.output
     assert f"wrote Triton model {repo / name}" in result.output
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()) == [
-        f"{name}/1/model.onnx", f"{name}/config.pbtxt"]  # fmt: skip
+        f"{name}/1/model.onnx",
+        f"{name}/config.pbtxt",
+    ]
     pb2 = triton_config()
     config = parse((repo / name / "config.pbtxt").read_text())
     dtype = pb2.DataType.Name
@@ -72,11 +77,19 @@ def test_the_engine_model_is_bounded_by_its_profile() -> None:
     pb2 = triton_config()
     plan = engine_model("vdsr_fp16", "fp16", max_batch=8, input_name="ilr", output_name="sr")
     config = parse(model_config(plan))
-    assert (config.name, config.backend, config.max_batch_size, plan.file) == ("vdsr_fp16_trt", "tensorrt", 8,
-                                                                               "model.plan")  # fmt: skip
+    assert (config.name, config.backend, config.max_batch_size, plan.file) == (
+        "vdsr_fp16_trt",
+        "tensorrt",
+        8,
+        "model.plan",
+    )
     assert pb2.DataType.Name(config.input[0].data_type) == "TYPE_FP16"  # the fp16 graph's own I/O
-    assert pb2.DataType.Name(parse(model_config(onnx_model("v", "int8", input_name="i", output_name="o")))
-                             .input[0].data_type) == "TYPE_FP32"  # int8 graphs take and give fp32  # fmt: skip
+    assert (
+        pb2.DataType.Name(
+            parse(model_config(onnx_model("v", "int8", input_name="i", output_name="o"))).input[0].data_type
+        )
+        == "TYPE_FP32"
+    )  # int8 graphs take and give fp32
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")

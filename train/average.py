@@ -53,8 +53,10 @@ def average_checkpoints(paths: Sequence[Path], config: TrainConfig, data_key: st
     total: dict[str, torch.Tensor] = {}
     for path in paths:
         if not path.is_file():
-            raise TrainingError(f"{path}: missing, so the average cannot be made (that step's checkpoint was not "
-                                "kept: train with --keep-checkpoints, or average from a later step)")  # fmt: skip
+            raise TrainingError(
+                f"{path}: missing, so the average cannot be made (that step's checkpoint was not "
+                "kept: train with --keep-checkpoints, or average from a later step)"
+            )
         try:
             saved = load_checkpoint(path)
         except ModelError as error:

@@ -49,8 +49,10 @@ def initial_state(init: Path | None, config: TrainConfig) -> dict[str, torch.Ten
         raise TrainingError(str(error)) from error
     wanted = model_config(build_model(config.architecture, config.network))
     if architecture_of(start) != config.architecture or model_config(start) != wanted:
-        raise TrainingError(f"{init}: a {architecture_of(start)} {model_config(start)}, not the {config.architecture} "
-                            f"{wanted} this run trains")  # fmt: skip
+        raise TrainingError(
+            f"{init}: a {architecture_of(start)} {model_config(start)}, not the {config.architecture} "
+            f"{wanted} this run trains"
+        )
     return start.state_dict()
 
 
@@ -61,10 +63,18 @@ def dataset_digest(dataset: Dataset) -> str:
 
 
 def model_card(
-    config: TrainConfig, model: VDSR | SRCNN, weights_path: Path, *, steps: int, total_steps: int,
-    train_sets: Sequence[Dataset], data: tuple[str, int], validation: list[CellResult], wall_seconds: float,
+    config: TrainConfig,
+    model: VDSR | SRCNN,
+    weights_path: Path,
+    *,
+    steps: int,
+    total_steps: int,
+    train_sets: Sequence[Dataset],
+    data: tuple[str, int],
+    validation: list[CellResult],
+    wall_seconds: float,
     device: torch.device,
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     """What travels with the weights (NAME.json): the network's facts (vdsr.metadata), the recipe as declared
     (every setting), data hashes, steps, time and measured PSNR. `data`: the patch set's key and size."""
     return card_facts(model.config, list(config.scales), weights=weights_path.name) | {

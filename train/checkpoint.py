@@ -49,8 +49,11 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     tensors |= {k: v.detach().contiguous() for k, v in optimizer_tensors.items()}
     tensors["rng.torch"] = checkpoint.rng
     tensors |= {f"ema.{k}": v.detach().contiguous() for k, v in (checkpoint.ema or {}).items()}
-    metadata = {"info": json.dumps(checkpoint.info), "optimizer": json.dumps(optimizer_rest),
-                "tensors_sha256": tensors_digest(tensors)}  # fmt: skip
+    metadata = {
+        "info": json.dumps(checkpoint.info),
+        "optimizer": json.dumps(optimizer_rest),
+        "tensors_sha256": tensors_digest(tensors),
+    }
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
@@ -70,8 +73,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if "info" not in metadata or "optimizer" not in metadata or "rng.torch" not in tensors:
         raise ModelError(f"{path}: not a vdsr training checkpoint (metadata keys {sorted(metadata)})")
     if "tensors_sha256" not in metadata:
-        raise ModelError(f"{path}: the checkpoint has no checksum of its tensors (written by vdsr before checkpoints "
-                         "carried one, or edited): it cannot be checked, so it is not resumed")  # fmt: skip
+        raise ModelError(
+            f"{path}: the checkpoint has no checksum of its tensors (written by vdsr before checkpoints "
+            "carried one, or edited): it cannot be checked, so it is not resumed"
+        )
     if metadata["tensors_sha256"] != tensors_digest(tensors):
         raise ModelError(f"{path}: the checkpoint's tensors do not match their checksum (a damaged or edited file)")
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

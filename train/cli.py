@@ -81,8 +81,9 @@ def _option(name: str) -> inspect.Parameter:
     names = [declared.option or ""] + {"architecture": ["--model"], "scales": ["-s"]}.get(name, [])  # --model: old
     shown = SHOWN.get(name) or recipe_default(name)
     option = typer.Option(*names, help=declared.help, show_default=shown, case_sensitive=False)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[kind | None, option])  # fmt: skip
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
 
 
 class ValidationSet(str, Enum):  # checkpoints are chosen and tuned on these only, never on a set we report
@@ -99,8 +100,11 @@ def run(
     ] = None,
     init: Annotated[
         str | None,
-        typer.Option("--init", help="Fine-tune: start from these weights (a shipped model's name or a .safetensors).",
-                     show_default="none: random"),  # fmt: skip
+        typer.Option(
+            "--init",
+            help="Fine-tune: start from these weights (a shipped model's name or a .safetensors).",
+            show_default="none: random",
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --output.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")] = "auto",
@@ -150,16 +154,30 @@ def run(
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
-        data = training_data(config, train_sets, cache_dir or Path(user_cache_dir("vdsr")), device=torch_device,
-                             out=out, ranks=ranks)  # fmt: skip
+        data = training_data(
+            config, train_sets, cache_dir or Path(user_cache_dir("vdsr")), device=torch_device, out=out, ranks=ranks
+        )
         where = f"{torch_device}" if ranks.world == 1 else f"{ranks.world} ranks ({torch_device.type})"
         count = data.crops if isinstance(data, DeviceBatches) else len(data.hr)
         out.print(f"{count} patches; {config.recipe} recipe on {where}, bf16 {config.bf16}")
         with WorkProgress(out, "step", total=None, unit="steps") as progress:
-            result = train(config, data, output, device=torch_device, train_sets=train_sets,
-                           validation_sets=validation_sets, final_sets=final, resume=resume, init=init_path,
-                           max_minutes=max_minutes, keep_checkpoints=keep_checkpoints, average_from=average_from,
-                           blend_init=blend_init, on_progress=shower(progress), ranks=ranks)  # fmt: skip
+            result = train(
+                config,
+                data,
+                output,
+                device=torch_device,
+                train_sets=train_sets,
+                validation_sets=validation_sets,
+                final_sets=final,
+                resume=resume,
+                init=init_path,
+                max_minutes=max_minutes,
+                keep_checkpoints=keep_checkpoints,
+                average_from=average_from,
+                blend_init=blend_init,
+                on_progress=shower(progress),
+                ranks=ranks,
+            )
     out.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
         out.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
@@ -190,13 +208,16 @@ def training_data(
         out.print(f"patches: {config.patch_size}px random crops made on {device}, scales {config.scales}")
         return DeviceBatches(train_sets, config.scales, patch=config.patch_size, device=device, seed=config.seed)
     weights = config.scale_weights or (1,) * len(config.scales)
-    scales = ", ".join(f"{s:g}" + (f" (weight {w:g})" if w != 1 else "")
-                       for s, w in zip(config.scales, weights, strict=True))  # fmt: skip
+    scales = ", ".join(
+        f"{s:g}" + (f" (weight {w:g})" if w != 1 else "") for s, w in zip(config.scales, weights, strict=True)
+    )
     grid = f"{config.patch_size}px, stride {config.stride}, scales {scales}"
     if config.draws_per_image:
-        grid += (f"; {config.draws_per_image} draws per image, JPEG {config.jpeg_probability:g} (q "
-                 f"{config.jpeg_quality[0]}-{config.jpeg_quality[1]}), noise {config.noise_probability:g} "
-                 f"(sigma {config.noise_sigma[0]:g}-{config.noise_sigma[1]:g})")  # fmt: skip
+        grid += (
+            f"; {config.draws_per_image} draws per image, JPEG {config.jpeg_probability:g} (q "
+            f"{config.jpeg_quality[0]}-{config.jpeg_quality[1]}), noise {config.noise_probability:g} "
+            f"(sigma {config.noise_sigma[0]:g}-{config.noise_sigma[1]:g})"
+        )
     out.print(f"patches: {grid} (cache {safe(cache)})")
     if ranks.local != 0:  # the first rank of each machine builds its patch cache, the others read it
         barrier(ranks)
@@ -277,8 +298,10 @@ def init_weights(init: str | None) -> Path | None:
         return None
     weights = Model.load(init).weights if init in MODELS else Path(init)
     if weights is None or weights.suffix != ".safetensors" or not weights.is_file():
-        raise UsageError(f"--init {init}: expected a shipped model with weights ({', '.join(MODELS)}) or an existing "
-                         ".safetensors file")  # fmt: skip
+        raise UsageError(
+            f"--init {init}: expected a shipped model with weights ({', '.join(MODELS)}) or an existing "
+            ".safetensors file"
+        )
     return weights
 
 

@@ -41,78 +41,130 @@ LOSSES = ("mse", "l1", "half_sse", "l1_mse")
 class TrainConfig:
     architecture: str = setting("vdsr", "Network.", tuple(a.value for a in Architecture), "--architecture")
     network: dict[str, object] = setting(dict, "Fields of VDSRConfig / SRCNNConfig.", mapping)
-    recipe: str = setting("fast", "paper: SGD as Kim et al.; fast: AdamW; gpu: AdamW within --budget-minutes.",
-                          ("paper", "fast", "gpu"), "--recipe")  # fmt: skip
+    recipe: str = setting(
+        "fast",
+        "paper: SGD as Kim et al.; fast: AdamW; gpu: AdamW within --budget-minutes.",
+        ("paper", "fast", "gpu"),
+        "--recipe",
+    )
     scales: tuple[float, ...] = setting(
-        (2, 3, 4), "Training scales, mixed per batch: a list, or a range LOW-HIGH (every 0.25 in it).",
-        scale_list(empty=False), "--scale", repeatable=True,
-    )  # fmt: skip
+        (2, 3, 4),
+        "Training scales, mixed per batch: a list, or a range LOW-HIGH (every 0.25 in it).",
+        scale_list(empty=False),
+        "--scale",
+        repeatable=True,
+    )
     # the degradation mix (vdsr.train.data.Mix): 0 draws is the paper's clean set, every image at every scale
-    draws_per_image: int = setting(0, "Degradation mix: draws of a scale (and JPEG, noise) per image; 0: every image "
-                                   "at every scale, clean (the paper).", count(0), "--draws-per-image")  # fmt: skip
+    draws_per_image: int = setting(
+        0,
+        "Degradation mix: draws of a scale (and JPEG, noise) per image; 0: every image "
+        "at every scale, clean (the paper).",
+        count(0),
+        "--draws-per-image",
+    )
     scale_weights: tuple[float, ...] = setting(
-        (), "SCALE=W: a draw's relative chance of that scale (repeatable; the others 1).",
-        lambda v: None, "--scale-weight", repeatable=True,
-    )  # fmt: skip  # checked with the scales, in problems()
+        (),
+        "SCALE=W: a draw's relative chance of that scale (repeatable; the others 1).",
+        lambda v: None,
+        "--scale-weight",
+        repeatable=True,
+    )  # checked with the scales, in problems()
     jpeg_probability: float = setting(0.0, "Of a draw being a JPEG.", probability, "--jpeg-probability")
     jpeg_quality: tuple[int, int] = setting(
-        (30, 95), "JPEG quality range, LOW-HIGH.", within(1, 95, whole=True), "--jpeg-quality",
+        (30, 95),
+        "JPEG quality range, LOW-HIGH.",
+        within(1, 95, whole=True),
+        "--jpeg-quality",
         parse=lambda text: parse_range(text, "--jpeg-quality", whole=True),
-    )  # fmt: skip
+    )
     noise_probability: float = setting(0.0, "Of a draw being noisy.", probability, "--noise-probability")
     noise_sigma: tuple[float, float] = setting(
-        (0.0, 8.0), "Noise sigma range in 8-bit levels.", within(0, 64, whole=False), "--noise-sigma",
+        (0.0, 8.0),
+        "Noise sigma range in 8-bit levels.",
+        within(0, 64, whole=False),
+        "--noise-sigma",
         parse=lambda text: parse_range(text, "--noise-sigma", whole=False),
-    )  # fmt: skip
-    init_from: str | None = setting(None, "Fine-tuning: the weights the run started from (name and SHA-256).",
-                                    optional_text)  # fmt: skip
-    validate_scales: tuple[float, ...] = setting((), "Scales validated.", scale_list(empty=True), "--validate-scale",
-                                                 repeatable=True)  # fmt: skip
+    )
+    init_from: str | None = setting(
+        None, "Fine-tuning: the weights the run started from (name and SHA-256).", optional_text
+    )
+    validate_scales: tuple[float, ...] = setting(
+        (), "Scales validated.", scale_list(empty=True), "--validate-scale", repeatable=True
+    )
     validate_degradations: tuple[str, ...] = setting(
-        ("bicubic",), "Small images validated (as vdsr-bench --degradation).", degradation_names,
-        "--validate-degradation", repeatable=True,
-    )  # fmt: skip
+        ("bicubic",),
+        "Small images validated (as vdsr-bench --degradation).",
+        degradation_names,
+        "--validate-degradation",
+        repeatable=True,
+    )
     patch_size: int = setting(41, "Patch side (training input, HR pixels).", count(1), "--patch-size")
     stride: int = setting(41, "Patch grid step.", count(1), "--stride")
     batch_size: int = setting(64, "Patches per step.", count(1), "--batch-size")
-    epochs: float = setting(3.0, "Schedule length in passes over every (patch, rotation/flip) pair.",
-                            amount(positive=True), "--epochs")  # fmt: skip
-    max_steps: int | None = setting(None, "Stop at this step; schedule unchanged.", count(0, optional=True),
-                                    "--max-steps", resumable=True)  # fmt: skip
+    epochs: float = setting(
+        3.0, "Schedule length in passes over every (patch, rotation/flip) pair.", amount(positive=True), "--epochs"
+    )
+    max_steps: int | None = setting(
+        None, "Stop at this step; schedule unchanged.", count(0, optional=True), "--max-steps", resumable=True
+    )
     optimizer: str = setting("adamw", "sgd or adamw.", ("sgd", "adamw"))
     lr: float = setting(2e-4, "Peak learning rate.", amount(positive=True), "--lr")
     momentum: float = setting(0.9, "SGD's momentum.", amount(positive=False))
     beta2: float = setting(0.999, "AdamW's second-moment decay.", amount(positive=True, below=1))
     weight_decay: float = setting(0.0, "Weight decay.", amount(positive=False))
-    clip_theta: float | None = setting(None, "Adjustable gradient clipping: every element to +-theta / lr.",
-                                       amount(positive=True, optional=True))  # fmt: skip
-    clip_norm: float | None = setting(None, "Clip the gradients' global norm to this.",
-                                      amount(positive=True, optional=True))  # fmt: skip
-    schedule: str = setting("cosine", "step: lr / 10 every lr_step_epochs; cosine: linear warm-up, cosine to zero.",
-                            ("cosine", "step"))  # fmt: skip
+    clip_theta: float | None = setting(
+        None, "Adjustable gradient clipping: every element to +-theta / lr.", amount(positive=True, optional=True)
+    )
+    clip_norm: float | None = setting(
+        None, "Clip the gradients' global norm to this.", amount(positive=True, optional=True)
+    )
+    schedule: str = setting(
+        "cosine", "step: lr / 10 every lr_step_epochs; cosine: linear warm-up, cosine to zero.", ("cosine", "step")
+    )
     lr_step_epochs: float = setting(20.0, "Epochs between the step schedule's divisions.", amount(positive=True))
     warmup_epochs: float = setting(0.05, "Warm-up, in epochs (at most a tenth of the run).", amount(positive=False))
-    loss: str = setting("mse", "mse (mean over pixels); l1: a gradient of one size however large the error (clean "
-                        "inputs weigh as JPEG ones); l1_mse: l1, then mse for the last fifth; half_sse: the paper's.",
-                        LOSSES, "--loss")  # fmt: skip
-    ema: float = setting(0.0, "Decay of an exponential moving average of the weights, validated and saved (0: off).",
-                         amount(positive=False, below=1), "--ema")  # fmt: skip
-    zero_init_output: bool = setting(False, "The last layer starts at zero: the untrained VDSR returns its input.",
-                                     flag)  # fmt: skip
-    bf16: bool = setting(False, "bf16 autocast (CPUs where faster, CUDA GPUs); the loss stays fp32.", flag,
-                         "--bf16/--no-bf16", resumable=True)  # fmt: skip
+    loss: str = setting(
+        "mse",
+        "mse (mean over pixels); l1: a gradient of one size however large the error (clean "
+        "inputs weigh as JPEG ones); l1_mse: l1, then mse for the last fifth; half_sse: the paper's.",
+        LOSSES,
+        "--loss",
+    )
+    ema: float = setting(
+        0.0,
+        "Decay of an exponential moving average of the weights, validated and saved (0: off).",
+        amount(positive=False, below=1),
+        "--ema",
+    )
+    zero_init_output: bool = setting(
+        False, "The last layer starts at zero: the untrained VDSR returns its input.", flag
+    )
+    bf16: bool = setting(
+        False,
+        "bf16 autocast (CPUs where faster, CUDA GPUs); the loss stays fp32.",
+        flag,
+        "--bf16/--no-bf16",
+        resumable=True,
+    )
     channels_last: bool = setting(True, "channels_last memory format.", flag)
-    data: str = setting("patches", "patches: the cached patch set, exact resume (CPUs); device: random crops made on "
-                        "the device each step (GPUs).", ("patches", "device"), "--data")  # fmt: skip
-    budget_minutes: float | None = setting(None, "Lay the cosine over this wall-clock time (measured after the "
-                                           "warm-up) instead of --epochs.", amount(positive=True, optional=True),
-                                           "--budget-minutes")  # fmt: skip
+    data: str = setting(
+        "patches",
+        "patches: the cached patch set, exact resume (CPUs); device: random crops made on the device each step (GPUs).",
+        ("patches", "device"),
+        "--data",
+    )
+    budget_minutes: float | None = setting(
+        None,
+        "Lay the cosine over this wall-clock time (measured after the warm-up) instead of --epochs.",
+        amount(positive=True, optional=True),
+        "--budget-minutes",
+    )
     seed: int = setting(0, "Seed of the batches, draws and initialisation.", count(0), "--seed")
     log_every: int = setting(20, "Steps between log lines (0: never).", count(0))
-    checkpoint_every: int = setting(500, "Steps between checkpoints (0: at the end only).", count(0),
-                                    "--checkpoint-every")  # fmt: skip
-    validate_every: int = setting(2000, "Steps between Set5 checks (0: at the end only).", count(0),
-                                  "--validate-every")  # fmt: skip
+    checkpoint_every: int = setting(
+        500, "Steps between checkpoints (0: at the end only).", count(0), "--checkpoint-every"
+    )
+    validate_every: int = setting(2000, "Steps between Set5 checks (0: at the end only).", count(0), "--validate-every")
 
     def __post_init__(self) -> None:
         found = problems(self)
@@ -121,9 +173,16 @@ class TrainConfig:
 
     def mix(self) -> Mix:
         """How the patch set's small images are made."""
-        return Mix(scales=self.scales, draws=self.draws_per_image, scale_weights=self.scale_weights,
-                   jpeg_probability=self.jpeg_probability, jpeg_quality=self.jpeg_quality,
-                   noise_probability=self.noise_probability, noise_sigma=self.noise_sigma, seed=self.seed)  # fmt: skip
+        return Mix(
+            scales=self.scales,
+            draws=self.draws_per_image,
+            scale_weights=self.scale_weights,
+            jpeg_probability=self.jpeg_probability,
+            jpeg_quality=self.jpeg_quality,
+            noise_probability=self.noise_probability,
+            noise_sigma=self.noise_sigma,
+            seed=self.seed,
+        )
 
     def validation_cells(self) -> tuple[tuple[float, ...], tuple[Degradation, ...]]:
         """The scales and small images validation scores."""
@@ -136,11 +195,18 @@ SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(Tr
 def problems(config: TrainConfig) -> list[str]:
     """What is wrong with each field (type, range, choice), by its declaration: a config from a checkpoint or a
     command line."""
-    found = [f"{name} is {getattr(config, name)!r:.80}, {why}" for name, declared in SETTINGS.items()
-             if (why := declared.rule(getattr(config, name)))]  # fmt: skip
+    found = [
+        f"{name} is {getattr(config, name)!r:.80}, {why}"
+        for name, declared in SETTINGS.items()
+        if (why := declared.rule(getattr(config, name)))
+    ]
     weights = config.scale_weights
-    if not (isinstance(weights, tuple) and all(is_number(w, whole=False) and w > 0 for w in weights)
-            and len(weights) in (0, len(config.scales)) and math.isfinite(sum(weights))):  # fmt: skip
+    if not (
+        isinstance(weights, tuple)
+        and all(is_number(w, whole=False) and w > 0 for w in weights)
+        and len(weights) in (0, len(config.scales))
+        and math.isfinite(sum(weights))
+    ):
         found.append(f"scale_weights is {weights!r}, not one number > 0 for each of the scales")
     elif weights and not config.draws_per_image:
         found.append("scale_weights weigh the draws: they need draws_per_image > 0")
@@ -155,18 +221,48 @@ def recipe(name: str, architecture: str = Architecture.vdsr.value, **overrides: 
         # 0.01 lets one gradient term move a weight by at most lr * theta / lr = 0.01 (momentum can add up to 10x over
         # steps), a sixth of the He-init std of a 64-channel 3x3 layer (sqrt(2 / 576) = 0.059): loose enough not to
         # slow the start at lr 0.1, tight enough to stop the blow-ups lr 0.1 causes without clipping.
-        base = TrainConfig(architecture=architecture, recipe="paper", optimizer="sgd", lr=0.1, momentum=0.9,
-                           weight_decay=1e-4, clip_theta=0.01, schedule="step", lr_step_epochs=20, epochs=80,
-                           batch_size=64, patch_size=41, stride=41, loss="half_sse")  # fmt: skip
+        base = TrainConfig(
+            architecture=architecture,
+            recipe="paper",
+            optimizer="sgd",
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=1e-4,
+            clip_theta=0.01,
+            schedule="step",
+            lr_step_epochs=20,
+            epochs=80,
+            batch_size=64,
+            patch_size=41,
+            stride=41,
+            loss="half_sse",
+        )
     elif name in ("fast", "gpu"):
         # a zero last layer makes the untrained VDSR return its input (the ILR); SRCNN has no residual, so for it a
         # zero last layer would only output zeros and hold back the layers below: He init throughout
-        base = TrainConfig(architecture=architecture, recipe="fast", bf16=True, lr=3e-4,
-                           zero_init_output=architecture == Architecture.vdsr)  # fmt: skip
+        base = TrainConfig(
+            architecture=architecture,
+            recipe="fast",
+            bf16=True,
+            lr=3e-4,
+            zero_init_output=architecture == Architecture.vdsr,
+        )
         if name == "gpu":  # large random crops made on the device, a cosine timed to a wall-clock budget, an EMA
-            base = replace(base, recipe="gpu", data="device", patch_size=96, stride=96, batch_size=192, lr=1e-3,
-                           beta2=0.99, clip_norm=1.0, ema=0.999, loss="l1_mse", budget_minutes=8.5,
-                           warmup_epochs=0.05)  # fmt: skip
+            base = replace(
+                base,
+                recipe="gpu",
+                data="device",
+                patch_size=96,
+                stride=96,
+                batch_size=192,
+                lr=1e-3,
+                beta2=0.99,
+                clip_norm=1.0,
+                ema=0.999,
+                loss="l1_mse",
+                budget_minutes=8.5,
+                warmup_epochs=0.05,
+            )
     else:
         raise ValueError(f"Unknown recipe {name!r}; expected 'paper', 'fast' or 'gpu'")
     return replace(base, **overrides)  # type: ignore[arg-type]

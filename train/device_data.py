@@ -38,8 +38,10 @@ class DeviceBatches:
         self, datasets: Sequence[Dataset], scales: tuple[float, ...], *, patch: int, device: torch.device, seed: int
     ) -> None:
         if any(not float(s).is_integer() or patch % int(s) for s in scales):
-            raise UsageError(f"--data device: every scale must be an integer dividing the patch size ({patch}), got "
-                             f"{', '.join(f'{s:g}' for s in scales)}")  # fmt: skip
+            raise UsageError(
+                f"--data device: every scale must be an integer dividing the patch size ({patch}), got "
+                f"{', '.join(f'{s:g}' for s in scales)}"
+            )
         files = [f for d in datasets for f in d.files]
         planes = [ground_truth_y(load_image(path).color, 1).astype(np.uint8) for path in files]
         shapes = np.array([p.shape for p in planes], dtype=np.int64).reshape(-1, 2)
@@ -55,9 +57,13 @@ class DeviceBatches:
         self.weights = area.double() / area.sum()
         self.crops = int((shapes[:, 0] // patch * (shapes[:, 1] // patch)).sum())  # an epoch: every crop's place
         self.grid = torch.arange(patch, device=device)
-        self.matrices = {s: (torch.from_numpy(resize_matrix(patch, patch // s, 1 / s)).float().to(device),
-                             torch.from_numpy(resize_matrix(patch // s, patch, s)).float().to(device))
-                         for s in self.scales}  # fmt: skip
+        self.matrices = {
+            s: (
+                torch.from_numpy(resize_matrix(patch, patch // s, 1 / s)).float().to(device),
+                torch.from_numpy(resize_matrix(patch // s, patch, s)).float().to(device),
+            )
+            for s in self.scales
+        }
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """An epoch as the patch set's: as many (crop, variant) pairs as the images hold non-overlapping crops."""
@@ -70,10 +76,18 @@ class DeviceBatches:
         offset, height, width = rows[:, 0], rows[:, 1], rows[:, 2]
         top = (torch.rand(size, generator=generator, device=self.device) * (height - self.patch + 1)).long()
         left = (torch.rand(size, generator=generator, device=self.device) * (width - self.patch + 1)).long()
-        where = (offset[:, None, None] + (top[:, None, None] + self.grid[None, :, None]) * width[:, None, None]
-                 + left[:, None, None] + self.grid[None, None, :])  # fmt: skip
+        where = (
+            offset[:, None, None]
+            + (top[:, None, None] + self.grid[None, :, None]) * width[:, None, None]
+            + left[:, None, None]
+            + self.grid[None, None, :]
+        )
         hr = dihedral(self.flat[where].float() / 255, generator)
         parts = hr.chunk(len(self.scales))
-        ilr = torch.cat([up @ (down @ part @ down.T) @ up.T
-                         for part, (down, up) in zip(parts, (self.matrices[s] for s in self.scales), strict=False)])
+        ilr = torch.cat(
+            [
+                up @ (down @ part @ down.T) @ up.T
+                for part, (down, up) in zip(parts, (self.matrices[s] for s in self.scales), strict=False)
+            ]
+        )
         return ilr[:, None], hr[:, None]

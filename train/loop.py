@@ -89,9 +89,13 @@ def logged_step(line: str) -> float:
 
 
 def restore(
-    checkpoint_path: Path, config: TrainConfig, data: Data, *, model: torch.nn.Module,
+    checkpoint_path: Path,
+    config: TrainConfig,
+    data: Data,
+    *,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-) -> Checkpoint:  # fmt: skip
+) -> Checkpoint:
     """Load a checkpoint of this config and data into model and optimizer (and the torch RNG); the checkpoint, for its
     step, wall time, moving average and budgeted length."""
     try:
@@ -106,8 +110,11 @@ def restore(
     expected_groups = optimizer.state_dict()["param_groups"]
     try:
         state = saved.optimizer["state"]
-        unknown = sorted(set(state) - {i for group in expected_groups for i in group["params"]}) if isinstance(
-            state, dict) else ["(not a mapping)"]  # fmt: skip
+        unknown = (
+            sorted(set(state) - {i for group in expected_groups for i in group["params"]})
+            if isinstance(state, dict)
+            else ["(not a mapping)"]
+        )
         if unknown:
             raise ValueError(f"state for parameters {unknown[:3]} the model does not have")
         optimizer.load_state_dict(saved.optimizer)
@@ -143,8 +150,10 @@ def fetcher(data: Data, config: TrainConfig, *, device: torch.device, ranks: Ran
             made = data.batch(step, config.batch_size)
             return tuple(t[ranks.rank :: ranks.world].contiguous(memory_format=memory_format) for t in made)  # type: ignore[return-value]
         ilr, hr = (share(b, ranks) for b in batch_for_step(data, step, config.batch_size, seed=config.seed))
-        return (torch.from_numpy(ilr)[:, None].to(device, memory_format=memory_format),
-                torch.from_numpy(hr)[:, None].to(device, memory_format=memory_format))  # fmt: skip
+        return (
+            torch.from_numpy(ilr)[:, None].to(device, memory_format=memory_format),
+            torch.from_numpy(hr)[:, None].to(device, memory_format=memory_format),
+        )
 
     return fetch
 
@@ -180,8 +189,11 @@ def train(
     checkpoint_path = out_dir / "checkpoint.safetensors"
     log_path = out_dir / "train_log.jsonl"
     try:
-        per_epoch = patches.steps_per_epoch(config.batch_size) if isinstance(patches, DeviceBatches) else (
-            steps_per_epoch(patches, config.batch_size))  # fmt: skip
+        per_epoch = (
+            patches.steps_per_epoch(config.batch_size)
+            if isinstance(patches, DeviceBatches)
+            else (steps_per_epoch(patches, config.batch_size))
+        )
     except ValueError as error:
         raise TrainingError(str(error)) from error
     budget = None if config.budget_minutes is None else config.budget_minutes * 60
@@ -231,15 +243,31 @@ def train(
             return
         bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
         if bad:  # never overwrite the last good checkpoint with a broken model
-            raise TrainingError(f"Non-finite weights in {bad[:3]} at step {step}; the last good checkpoint: "
-                                f"{checkpoint_path if checkpoint_path.is_file() else 'none'}")  # fmt: skip
+            raise TrainingError(
+                f"Non-finite weights in {bad[:3]} at step {step}; the last good checkpoint: "
+                f"{checkpoint_path if checkpoint_path.is_file() else 'none'}"
+            )
         versions = {"vdsr": __version__, "torch": torch.__version__, "numpy": np.__version__}
-        info = {"step": step, "config": asdict(config), "data": patches.key, "versions": versions,
-                "wall_seconds": wall_before + time.monotonic() - start, "device": str(device)}  # fmt: skip
+        info = {
+            "step": step,
+            "config": asdict(config),
+            "data": patches.key,
+            "versions": versions,
+            "wall_seconds": wall_before + time.monotonic() - start,
+            "device": str(device),
+        }
         if budget is not None and total_steps != UNMEASURED:
             info["total_steps"] = total_steps
-        save_checkpoint(checkpoint_path, Checkpoint(model.state_dict(), optimizer.state_dict(), torch.get_rng_state(),
-                                                    info, None if ema is None else ema.state_dict()))  # fmt: skip
+        save_checkpoint(
+            checkpoint_path,
+            Checkpoint(
+                model.state_dict(),
+                optimizer.state_dict(),
+                torch.get_rng_state(),
+                info,
+                None if ema is None else ema.state_dict(),
+            ),
+        )
         keep_copy()
 
     def log(record: dict[str, object]) -> None:
@@ -288,8 +316,14 @@ def train(
             validation = None
             if config.validate_every and step % config.validate_every == 0 and step < last_step and ranks.leader:
                 try:
-                    validation = validate(ema or model, config.architecture, datasets=validation_sets, scales=scales,
-                                          device=device, degradations=degradations)  # fmt: skip
+                    validation = validate(
+                        ema or model,
+                        config.architecture,
+                        datasets=validation_sets,
+                        scales=scales,
+                        device=device,
+                        degradations=degradations,
+                    )
                 except DatasetError as error:  # keep the steps done so far: the run can go on once the data is fixed
                     checkpoint()
                     raise TrainingError(f"validation at step {step} failed ({error}); checkpoint written") from error
@@ -316,20 +350,36 @@ def train(
         return TrainResult(steps=step, stopped=stopped, weights=weights, checkpoint=checkpoint_path)
     final_model = ema or model
     if averaged is not None:
-        final_model.load_state_dict(average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged], config,
-                                                        patches.key))  # fmt: skip
+        final_model.load_state_dict(
+            average_checkpoints([kept_checkpoint(out_dir, s) for s in averaged], config, patches.key)
+        )
     if blend_init is not None and start_state is not None:
         state = final_model.state_dict()
         final_model.load_state_dict({k: torch.lerp(start_state[k].to(v), v, blend_init) for k, v in state.items()})
-    final = validate(final_model, config.architecture, datasets=final_sets or validation_sets, scales=scales,
-                     device=device, degradations=degradations)  # fmt: skip
+    final = validate(
+        final_model,
+        config.architecture,
+        datasets=final_sets or validation_sets,
+        scales=scales,
+        device=device,
+        degradations=degradations,
+    )
     on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
     log({"step": step, "validation": [asdict(c) for c in final]})
     save_weights(weights_path, final_model, list(config.scales))
     count = patches.crops if isinstance(patches, DeviceBatches) else len(patches.hr)
-    card = model_card(config, final_model, weights_path, steps=step, total_steps=total_steps, train_sets=train_sets,
-                      data=(patches.key, count), validation=final, wall_seconds=wall_before + time.monotonic() - start,
-                      device=device)  # fmt: skip
+    card = model_card(
+        config,
+        final_model,
+        weights_path,
+        steps=step,
+        total_steps=total_steps,
+        train_sets=train_sets,
+        data=(patches.key, count),
+        validation=final,
+        wall_seconds=wall_before + time.monotonic() - start,
+        device=device,
+    )
     if averaged is not None:
         card["averaged_steps"] = averaged
     if blend_init is not None:

@@ -47,12 +47,15 @@ def main(
     except VdsrError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
-    graphs = {precision: next(iter(Model.load(path).graphs.values())) for precision, path in (("fp32", fp32),
-                                                                                              ("fp16", fp16))}
+    graphs = {
+        precision: next(iter(Model.load(path).graphs.values())) for precision, path in (("fp32", fp32), ("fp16", fp16))
+    }
     for precision, graph in graphs.items():
         if graph.precision != precision:
-            typer.echo(f"error: {graph.path} is not an {precision} graph of this package (its precision: "
-                       f"{graph.precision})", err=True)  # fmt: skip
+            typer.echo(
+                f"error: {graph.path} is not an {precision} graph of this package (its precision: {graph.precision})",
+                err=True,
+            )
             raise typer.Exit(1)
     if graphs["fp32"].weights_sha256 != graphs["fp16"].weights_sha256:
         typer.echo(f"error: {fp32} and {fp16} were exported from different weights", err=True)
@@ -67,15 +70,27 @@ def main(
             if (d.name, s, "fp32") not in cells:
                 continue
             full, half = cells[(d.name, s, "fp32")], cells[(d.name, s, "fp16")]
-            rows.append({"dataset": d.name, "scale": s, "psnr_fp32": full.psnr, "psnr_fp16": half.psnr,
-                         "cost_db": full.psnr - half.psnr, "ssim_fp32": full.ssim, "ssim_fp16": half.ssim,
-                         "within_bar": abs(full.psnr - half.psnr) <= BAR_DB})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": d.name,
+                    "scale": s,
+                    "psnr_fp32": full.psnr,
+                    "psnr_fp16": half.psnr,
+                    "cost_db": full.psnr - half.psnr,
+                    "ssim_fp32": full.ssim,
+                    "ssim_fp16": half.ssim,
+                    "within_bar": abs(full.psnr - half.psnr) <= BAR_DB,
+                }
+            )
     lines = [
         "| set | scale | PSNR fp32 | PSNR fp16 | cost dB | SSIM fp32 | SSIM fp16 |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['dataset']} | x{r['scale']} | {r['psnr_fp32']:.4f} | {r['psnr_fp16']:.4f} | {r['cost_db']:+.4f} | "
-              f"{r['ssim_fp32']:.5f} | {r['ssim_fp16']:.5f} |" for r in rows]  # fmt: skip
+    lines += [
+        f"| {r['dataset']} | x{r['scale']} | {r['psnr_fp32']:.4f} | {r['psnr_fp16']:.4f} | {r['cost_db']:+.4f} | "
+        f"{r['ssim_fp32']:.5f} | {r['ssim_fp16']:.5f} |"
+        for r in rows
+    ]
     for line in lines:
         typer.echo(line)
     env = environment(shlex.join(["python", "-m", "vdsr.bench.scripts.fp16_cost", *sys.argv[1:]]))

@@ -114,15 +114,24 @@ def variants(model: VDSR | SRCNN, device: torch.device, onnx_fp16: Path | None) 
             raise RuntimeError("onnxruntime has no working CUDA provider")
         return lambda x: torch.from_numpy(backend(x.cpu().numpy())).to(device)  # host I/O included
 
-    return {"torch eager fp32": eager_fp32, "torch fp16 channels_last": fp16_channels_last,
-            "torch fp16 CUDA graph": fp16_cuda_graph, "torch.compile max-autotune fp16": compiled,
-            "onnxruntime-cuda fp16": onnxruntime_cuda_fp16}  # fmt: skip
+    return {
+        "torch eager fp32": eager_fp32,
+        "torch fp16 channels_last": fp16_channels_last,
+        "torch fp16 CUDA graph": fp16_cuda_graph,
+        "torch.compile max-autotune fp16": compiled,
+        "onnxruntime-cuda fp16": onnxruntime_cuda_fp16,
+    }
 
 
 def backend_table(
-    model: VDSR | SRCNN, device: torch.device, *, shapes: list[tuple[int, int, int]], peak: float,
-    onnx_fp16: Path | None, min_seconds: float,
-) -> list[dict[str, Any]]:  # fmt: skip
+    model: VDSR | SRCNN,
+    device: torch.device,
+    *,
+    shapes: list[tuple[int, int, int]],
+    peak: float,
+    onnx_fp16: Path | None,
+    min_seconds: float,
+) -> list[dict[str, Any]]:
     flops = flops_per_pixel(model)
     inputs = {shape: torch.rand(shape[0], 1, shape[1], shape[2], device=device) for shape in shapes}
     reference = copy.deepcopy(model).float().to(device).eval()
@@ -142,16 +151,32 @@ def backend_table(
                 rows.append({"backend": name, "shape": list(shape), "error": f"{type(failure).__name__}: {failure}"})
                 continue
             mp_per_s = shape[0] * shape[1] * shape[2] / seconds / 1e6
-            rows.append({"backend": name, "shape": list(shape), "seconds": seconds, "mp_per_s": mp_per_s,
-                         "tflops": mp_per_s * flops / 1e6, "fraction_of_peak": mp_per_s * flops / 1e6 / peak,
-                         "max_abs_error_vs_fp32": max_error})  # fmt: skip
+            rows.append(
+                {
+                    "backend": name,
+                    "shape": list(shape),
+                    "seconds": seconds,
+                    "mp_per_s": mp_per_s,
+                    "tflops": mp_per_s * flops / 1e6,
+                    "fraction_of_peak": mp_per_s * flops / 1e6 / peak,
+                    "max_abs_error_vs_fp32": max_error,
+                }
+            )
     return rows
 
 
 def paper_table(
-    model: VDSR | SRCNN, device: torch.device, *, data_dir: Path | None, sets: list[str], scales: list[int],
-    urban_sizes: Path | None, limit: int | None, min_seconds: float, crop: int | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+    model: VDSR | SRCNN,
+    device: torch.device,
+    *,
+    data_dir: Path | None,
+    sets: list[str],
+    scales: list[int],
+    urban_sizes: Path | None,
+    limit: int | None,
+    min_seconds: float,
+    crop: int | None = None,
+) -> list[dict[str, Any]]:
     """Seconds per image, LR luminance in -> SR luminance out on the device (fp16 channels_last), per set and scale.
     Urban100 is not provided: random images of its files' sizes (the time does not depend on the content)."""
     net = variants(model, device, None)["torch fp16 channels_last"]()
@@ -180,9 +205,15 @@ def paper_table(
                 seconds.append(seconds_per_call(run, device, min_seconds / max(1, len(images)), warmup=1))
                 if name != "Urban100":
                     psnr.append(score(run().double().numpy(), gt, scale).psnr)
-            rows.append({"dataset": name, "scale": scale, "images": len(images),
-                         "seconds_per_image": float(np.mean(seconds)),
-                         "psnr_fp16": float(np.mean(psnr)) if psnr else None})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": name,
+                    "scale": scale,
+                    "images": len(images),
+                    "seconds_per_image": float(np.mean(seconds)),
+                    "psnr_fp16": float(np.mean(psnr)) if psnr else None,
+                }
+            )
     return rows
 
 
@@ -200,14 +231,25 @@ def memory_8k(model_path: Path | None, device: torch.device, out_size: tuple[int
     upscaler.upscale(rgb, 2)
     tiled_seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device)
-    return {"output": f"{width}x{height}", "tiled_end_to_end_seconds": tiled_seconds,
-            "tiled_end_to_end_mp_per_s": width * height / tiled_seconds / 1e6,
-            "peak_gpu_memory_gib": peak / 2**30,
-            "note": "upload, colour, bicubic ILR, tiles, rounding on the GPU; result copied back"}  # fmt: skip
+    return {
+        "output": f"{width}x{height}",
+        "tiled_end_to_end_seconds": tiled_seconds,
+        "tiled_end_to_end_mp_per_s": width * height / tiled_seconds / 1e6,
+        "peak_gpu_memory_gib": peak / 2**30,
+        "note": "upload, colour, bicubic ILR, tiles, rounding on the GPU; result copied back",
+    }
 
 
-def fp16_cost(model: VDSR | SRCNN, device: torch.device, *, data_dir: Path | None, sets: list[str],
-              scales: list[int], limit: int | None, crop: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def fp16_cost(
+    model: VDSR | SRCNN,
+    device: torch.device,
+    *,
+    data_dir: Path | None,
+    sets: list[str],
+    scales: list[int],
+    limit: int | None,
+    crop: int | None = None,
+) -> list[dict[str, Any]]:
     """PSNR fp32 - PSNR fp16 on the device, per set and scale (bench protocol)."""
     nets = {name: variants(model, device, None)[name]() for name in ("torch eager fp32", "torch fp16 channels_last")}
     rows = []
@@ -228,25 +270,38 @@ def fp16_cost(model: VDSR | SRCNN, device: torch.device, *, data_dir: Path | Non
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    lines = [f"# VDSR GPU speed: {result['environment'].get('gpu') or result['device']}", "",
-             f"Matrix-product peak (measured): {result['peak_tflops']:.1f} TFLOP/s", "",
-             "| backend | N x H x W | MP/s | TFLOP/s | of peak | max err vs fp32 |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# VDSR GPU speed: {result['environment'].get('gpu') or result['device']}",
+        "",
+        f"Matrix-product peak (measured): {result['peak_tflops']:.1f} TFLOP/s",
+        "",
+        "| backend | N x H x W | MP/s | TFLOP/s | of peak | max err vs fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["backends"]:
         if "error" in r:
             lines.append(f"| {r['backend']} | {'x'.join(map(str, r.get('shape', [])))} | {r['error']} | | | |")
         else:
             shape = "x".join(map(str, r["shape"]))
-            lines.append(f"| {r['backend']} | {shape} | {r['mp_per_s']:.1f} | {r['tflops']:.1f} | "
-                         f"{r['fraction_of_peak']:.1%} | {r['max_abs_error_vs_fp32']:.2e} |")  # fmt: skip
+            lines.append(
+                f"| {r['backend']} | {shape} | {r['mp_per_s']:.1f} | {r['tflops']:.1f} | "
+                f"{r['fraction_of_peak']:.1%} | {r['max_abs_error_vs_fp32']:.2e} |"
+            )
     lines += ["", "| set | scale | images | s/image (ours) | PSNR fp16 |", "|---|---|---|---|---|"]
     for r in result["paper_table"]:
         psnr = f"{r['psnr_fp16']:.3f}" if r["psnr_fp16"] is not None else "–"
         lines.append(f"| {r['dataset']} | x{r['scale']} | {r['images']} | {r['seconds_per_image']:.4f} | {psnr} |")
-    lines += ["", f"8K memory: `{json.dumps(result['memory_8k'])}`", "",
-              "| set | scale | PSNR fp32 | PSNR fp16 | cost dB |", "|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {r['dataset']} | x{r['scale']} | {r['psnr_fp32']:.4f} | {r['psnr_fp16']:.4f} | {r['cost_db']:+.4f} |"
-              for r in result["fp16_cost"]]  # fmt: skip
+    lines += [
+        "",
+        f"8K memory: `{json.dumps(result['memory_8k'])}`",
+        "",
+        "| set | scale | PSNR fp32 | PSNR fp16 | cost dB |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['dataset']} | x{r['scale']} | {r['psnr_fp32']:.4f} | {r['psnr_fp16']:.4f} | {r['cost_db']:+.4f} |"
+        for r in result["fp16_cost"]
+    ]
     lines += ["", f"Command: `{result['environment']['command']}`", ""]
     return "\n".join(lines)
 
@@ -283,22 +338,43 @@ def main(
         env = environment("python -m vdsr.bench.scripts.gpu_speed " + shlex.join(sys.argv[1:]))
         cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
         random = "random (He init): speed does not depend on the weights"
-        env |= {"torch": torch.__version__, "cudnn": cudnn, "gpu": ", ".join(gpu_names()) or None,
-                "weights": str(source) if source else random}  # fmt: skip
+        env |= {
+            "torch": torch.__version__,
+            "cudnn": cudnn,
+            "gpu": ", ".join(gpu_names()) or None,
+            "weights": str(source) if source else random,
+        }
         peak = matmul_peak_tflops(device, 256 if dry_run else 8192, min_seconds)
         typer.echo(f"matrix peak {peak:.1f} TFLOP/s on {device}")
         result = {
-            "device": str(device), "peak_tflops": peak,
-            "backends": backend_table(model, device, shapes=shapes, peak=peak, onnx_fp16=onnx_fp16,
-                                      min_seconds=min_seconds),
-            "paper_table": paper_table(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100", "Urban100"],
-                                       scales=[2, 3, 4], urban_sizes=urban, limit=limit, min_seconds=min_seconds,
-                                       crop=crop),
+            "device": str(device),
+            "peak_tflops": peak,
+            "backends": backend_table(
+                model, device, shapes=shapes, peak=peak, onnx_fp16=onnx_fp16, min_seconds=min_seconds
+            ),
+            "paper_table": paper_table(
+                model,
+                device,
+                data_dir=data_dir,
+                sets=["Set5", "Set14", "B100", "Urban100"],
+                scales=[2, 3, 4],
+                urban_sizes=urban,
+                limit=limit,
+                min_seconds=min_seconds,
+                crop=crop,
+            ),
             "memory_8k": memory_8k(source, device, (7680, 4320)),
-            "fp16_cost": fp16_cost(model, device, data_dir=data_dir, sets=["Set5", "Set14", "B100"], scales=[2, 3, 4],
-                                   limit=limit, crop=crop),
+            "fp16_cost": fp16_cost(
+                model,
+                device,
+                data_dir=data_dir,
+                sets=["Set5", "Set14", "B100"],
+                scales=[2, 3, 4],
+                limit=limit,
+                crop=crop,
+            ),
             "environment": env,
-        }  # fmt: skip
+        }
         name = (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu-dry-run").replace(" ", "_")
         stem = output_dir / f"{name}-{datetime.date.today().isoformat()}"
         atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=1, default=str) + "\n")

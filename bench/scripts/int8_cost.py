@@ -62,14 +62,24 @@ def main(
     for item in graphs:
         name, _, path = item.partition("=")
         rows[name] = recorded(Path(path))
-    command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_cost", *graphs, "--output", str(output)]
-                         + (["--previous", str(previous)] if previous else []))  # fmt: skip
+    command = shlex.join(
+        ["python", "-m", "vdsr.bench.scripts.int8_cost", *graphs, "--output", str(output)]
+        + (["--previous", str(previous)] if previous else [])
+    )
     results: dict[str, Any] = {"graphs": rows, "environment": environment(command)}
     if measured_before:
         results["previous"] = measured_before
     commands = [str(e["command"]) for e in measured_before if "command" in e] + [command]
-    text = "\n".join(["# int8 PSNR cost (PSNR fp32 - PSNR int8, dB; negative: int8 scored higher)", "",
-                      *table(rows), "", *(f"Command: `{c}`" for c in commands), ""])  # fmt: skip
+    text = "\n".join(
+        [
+            "# int8 PSNR cost (PSNR fp32 - PSNR int8, dB; negative: int8 scored higher)",
+            "",
+            *table(rows),
+            "",
+            *(f"Command: `{c}`" for c in commands),
+            "",
+        ]
+    )
     atomic_write_text(output.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     atomic_write_text(output.with_suffix(".md"), text)
     typer.echo(text)

@@ -90,9 +90,12 @@ def main(
         variant = Path(tmp) / "equalised.onnx"
         onnx.save(equalised(model, batches, alpha), str(variant))
         ilr = batches[0]
-        difference = float(np.abs(ort.InferenceSession(str(graph)).run(None, {model.graph.input[0].name: ilr})[0]
-                                  - ort.InferenceSession(str(variant)).run(None, {model.graph.input[0].name: ilr})[0]
-                                  ).max())  # fmt: skip
+        difference = float(
+            np.abs(
+                ort.InferenceSession(str(graph)).run(None, {model.graph.input[0].name: ilr})[0]
+                - ort.InferenceSession(str(variant)).run(None, {model.graph.input[0].name: ilr})[0]
+            ).max()
+        )
         for name, fp32 in (("plain", graph), (f"equalised alpha {alpha:g}", variant)):
             (Path(tmp) / name).mkdir()
             cost = selection_cost(Quantiser(fp32, batches, Path(tmp) / name), probes)
@@ -100,9 +103,19 @@ def main(
             for m, cells in results[name].items():
                 typer.echo(f"{name:24} {m:11} every convolution int8: {max(cells.values()):.4f} dB (largest cell)")
     command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_equalise", *sys.argv[1:]])
-    atomic_write_text(json_path, json.dumps({"graph": str(graph), "fp32_max_difference": difference,
-                                             "selection_cost_db": results, "environment": environment(command)},
-                                            indent=1) + "\n")  # fmt: skip
+    atomic_write_text(
+        json_path,
+        json.dumps(
+            {
+                "graph": str(graph),
+                "fp32_max_difference": difference,
+                "selection_cost_db": results,
+                "environment": environment(command),
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     typer.echo(f"fp32 outputs, plain against equalised: largest difference {difference:.2e}")
 
 

@@ -33,8 +33,9 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immu
 
 
 def y_psnr(result: NDArray[np.uint8], hr: NDArray[np.uint8], scale: int) -> float:
-    return psnr(rgb_to_y(result.astype(np.float64), peak=255.0), rgb_to_y(hr.astype(np.float64), peak=255.0),
-                border=scale)  # fmt: skip
+    return psnr(
+        rgb_to_y(result.astype(np.float64), peak=255.0), rgb_to_y(hr.astype(np.float64), peak=255.0), border=scale
+    )
 
 
 def jpeg(pixels: NDArray[np.uint8], quality: int) -> NDArray[np.uint8]:
@@ -74,8 +75,10 @@ def main() -> None:
     print(f"photo, size: clean bicubic / vdsr (gain); JPEG q{args.quality} bicubic / vdsr (gain), PSNR dB on Y")
     for r in rows:
         gains = [float(r[f"{k}_vdsr"]) - float(r[f"{k}_bicubic"]) for k in ("clean", jpeg_key)]  # type: ignore[arg-type]
-        print(f"{r['photo']}, {r['size']}: {r['clean_bicubic']} / {r['clean_vdsr']} ({gains[0]:+.2f}); "
-              f"{r[f'{jpeg_key}_bicubic']} / {r[f'{jpeg_key}_vdsr']} ({gains[1]:+.2f})")  # fmt: skip
+        print(
+            f"{r['photo']}, {r['size']}: {r['clean_bicubic']} / {r['clean_vdsr']} ({gains[0]:+.2f}); "
+            f"{r[f'{jpeg_key}_bicubic']} / {r[f'{jpeg_key}_vdsr']} ({gains[1]:+.2f})"
+        )
     if args.json:
         env = environment(shlex.join(["python", "-m", "vdsr.bench.scripts.jpeg_inputs", *sys.argv[1:]]))
         document = {"scale": args.scale, "quality": args.quality, "rows": rows, "environment": env}

@@ -53,13 +53,21 @@ def main(
         ray = ["--ray", "local", "--ray-actors", str(actors)]
         on_ray = timed([*run, str(folder), "-s", "2", "-o", str(Path(tmp) / "ray"), *ray])
         stored = timed([*run, folder.as_uri(), "-s", "2", "-o", (Path(tmp) / "stored").as_uri(), *ray])
-    rows = {"plain_seconds": plain, "ray_seconds": on_ray, "overhead_seconds": on_ray - plain,
-            "overhead_per_image_seconds": (on_ray - plain) / images, "ray_over_plain": on_ray / plain,
-            "ray_uri_seconds": stored, "uri_over_paths_per_image_seconds": (stored - on_ray) / images}  # fmt: skip
+    rows = {
+        "plain_seconds": plain,
+        "ray_seconds": on_ray,
+        "overhead_seconds": on_ray - plain,
+        "overhead_per_image_seconds": (on_ray - plain) / images,
+        "ray_over_plain": on_ray / plain,
+        "ray_uri_seconds": stored,
+        "uri_over_paths_per_image_seconds": (stored - on_ray) / images,
+    }
     settings = {"images": images, "size": size, "scale": 2, "actors": actors, "cluster": "local (started by the run)"}
     command = shlex.join(["python", "-m", "vdsr.bench.scripts.ray_overhead", *sys.argv[1:]])
-    atomic_write_text(json_path, json.dumps({"results": rows, "settings": settings,
-                                             "environment": environment(command)}, indent=1) + "\n")  # fmt: skip
+    atomic_write_text(
+        json_path,
+        json.dumps({"results": rows, "settings": settings, "environment": environment(command)}, indent=1) + "\n",
+    )
     typer.echo(json.dumps(rows, indent=1))
 
 

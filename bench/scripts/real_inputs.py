@@ -35,8 +35,10 @@ class Bar:
         )
 
     def __str__(self) -> str:
-        parts = [f"bicubic {self.over_bicubic:+.2f}" if self.over_bicubic is not None else "",
-                 f"vdsr {self.over_vdsr:+.2f}" if self.over_vdsr is not None else ""]  # fmt: skip
+        parts = [
+            f"bicubic {self.over_bicubic:+.2f}" if self.over_bicubic is not None else "",
+            f"vdsr {self.over_vdsr:+.2f}" if self.over_vdsr is not None else "",
+        ]
         return " and ".join(p for p in parts if p)
 
 
@@ -65,12 +67,15 @@ def read_cells(paths: list[Path]) -> dict[tuple[str, str, float], dict[str, tupl
 
 def table(cells: dict[tuple[str, str, float], dict[str, tuple[float, float]]]) -> tuple[str, bool]:
     """The Markdown table, and whether every bar of the sets tuned on is met."""
-    lines = ["| set | small image | scale | bicubic | vdsr | vdsr_real | bar (vdsr_real at least) | met |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| set | small image | scale | bicubic | vdsr | vdsr_real | bar (vdsr_real at least) | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     all_met = True
     order = {name: n for n, name in enumerate((*TUNED_ON, "B100"))}
-    for (dataset, degradation, scale), methods in sorted(cells.items(), key=lambda kv: (
-            order.get(kv[0][0], 9), kv[0][0], kv[0][1] != "bicubic", kv[0][1], kv[0][2])):  # fmt: skip
+    for (dataset, degradation, scale), methods in sorted(
+        cells.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][0], kv[0][1] != "bicubic", kv[0][1], kv[0][2])
+    ):
         if not {"bicubic", "vdsr", "vdsr_real"} <= set(methods):
             continue
         bar = bar_for(degradation, scale)

@@ -79,8 +79,16 @@ def speed(
     for backend, precision, suffix in VARIANTS:
         try:
             chosen, chosen_precision = _model_and_precision(model, precision, suffix)
-            upscaler = Upscaler(chosen, backend, tile=tile, batch=batch, log=typer.echo, precision=chosen_precision,
-                                memory_budget=budget, device="cpu")  # fmt: skip
+            upscaler = Upscaler(
+                chosen,
+                backend,
+                tile=tile,
+                batch=batch,
+                log=typer.echo,
+                precision=chosen_precision,
+                memory_budget=budget,
+                device="cpu",
+            )
         except VdsrError as error:
             typer.echo(f"skipped {backend} {precision}: {error}")
             continue
@@ -91,15 +99,28 @@ def speed(
     if "torch-cpu fp32" not in by_variant:
         raise typer.BadParameter("PyTorch eager is the baseline: install torch (pip install 'vdsr[train]')")
     torch_rate = by_variant["torch-cpu fp32"]
-    summary = {f"{r['variant']} over torch-cpu fp32": {
-        "backend_only": r["backend_only_mp_per_s"] / torch_rate["backend_only_mp_per_s"],
-        "end_to_end": r["end_to_end_mp_per_s"] / torch_rate["end_to_end_mp_per_s"]} for r in rows}  # fmt: skip
-    settings = {"input": size, "scale": scale, "tile": tile or "each backend's default", "batch": batch,
-                "memory_budget_gib": memory_budget or "vdsr-run's default", "repeats": repeats,
-                "timing": "best of"}  # fmt: skip
+    summary = {
+        f"{r['variant']} over torch-cpu fp32": {
+            "backend_only": r["backend_only_mp_per_s"] / torch_rate["backend_only_mp_per_s"],
+            "end_to_end": r["end_to_end_mp_per_s"] / torch_rate["end_to_end_mp_per_s"],
+        }
+        for r in rows
+    }
+    settings = {
+        "input": size,
+        "scale": scale,
+        "tile": tile or "each backend's default",
+        "batch": batch,
+        "memory_budget_gib": memory_budget or "vdsr-run's default",
+        "repeats": repeats,
+        "timing": "best of",
+    }
     command = shlex_command()
-    atomic_write_text(json_path, json.dumps({"results": rows, "summary": summary, "settings": settings,
-                                             "environment": _env(command)}, indent=1) + "\n")  # fmt: skip
+    atomic_write_text(
+        json_path,
+        json.dumps({"results": rows, "summary": summary, "settings": settings, "environment": _env(command)}, indent=1)
+        + "\n",
+    )
     typer.echo(f"{'variant':40} {'backend-only MP/s':>18} {'end-to-end MP/s':>16} {'folder MP/s':>12} {'vs torch':>9}")
     for r in rows:
         folder = f"{r['folder_mp_per_s']:.4f}" if "folder_mp_per_s" in r else "-"
@@ -133,8 +154,12 @@ def _measure(
 
 
 # (backend, precision, file suffix for a --model stem): the default path, ONNX Runtime fp32 and int8, PyTorch eager fp32
-VARIANTS = (("auto", "auto", ".onnx"), ("onnxruntime-cpu", "fp32", ".onnx"), ("onnxruntime-cpu", "int8", "_int8.onnx"),
-            ("torch-cpu", "fp32", ".safetensors"))  # fmt: skip
+VARIANTS = (
+    ("auto", "auto", ".onnx"),
+    ("onnxruntime-cpu", "fp32", ".onnx"),
+    ("onnxruntime-cpu", "int8", "_int8.onnx"),
+    ("torch-cpu", "fp32", ".safetensors"),
+)
 
 
 def _model_and_precision(model: str | None, precision: str, suffix: str) -> tuple[str | None, str]:
@@ -196,8 +221,17 @@ def memory(
         width, height = (int(v) for v in spec.lower().split("x"))
         with tempfile.TemporaryDirectory() as tmp:  # the input is made here, so making it is not measured there
             Image.fromarray(sample_photo(width, height)).save(Path(tmp) / "big.png", compress_level=1)
-            args = [sys.executable, "-m", "vdsr.bench.scripts.runtime_speed", "memory-one", tmp, str(scale),
-                    model or "vdsr", str(tile), str(batch)]  # fmt: skip
+            args = [
+                sys.executable,
+                "-m",
+                "vdsr.bench.scripts.runtime_speed",
+                "memory-one",
+                tmp,
+                str(scale),
+                model or "vdsr",
+                str(tile),
+                str(batch),
+            ]
             result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"memory run for {spec} failed:\n{result.stderr}")
@@ -205,8 +239,10 @@ def memory(
         rows.append(row)
         typer.echo(json.dumps(row))
     settings = {"scale": scale, "tile": tile, "batch": batch, "model": model or "vdsr"}
-    atomic_write_text(json_path, json.dumps({"results": rows, "settings": settings,
-                                             "environment": _env(shlex_command())}, indent=1) + "\n")  # fmt: skip
+    atomic_write_text(
+        json_path,
+        json.dumps({"results": rows, "settings": settings, "environment": _env(shlex_command())}, indent=1) + "\n",
+    )
 
 
 def _memory_mib(field: str) -> float:
@@ -233,11 +269,25 @@ def memory_one(folder: Path, scale: float, model: str, tile: int, batch: int) ->
         raise RuntimeError(str(report.failed))
     with Image.open(report.written[0]) as out:
         out_width, out_height = out.size
-    buffers = {"input_uint8": width * height * 3, "input_float32": width * height * 12,
-               "planes_float32": width * height * 12, "output_uint8": out_width * out_height * 3}  # fmt: skip
-    print(json.dumps({"input": f"{width}x{height}", "output": f"{out_width}x{out_height}", "seconds": seconds,
-                      "rss_before_mib": before, "peak_rss_mib": peak, "growth_mib": peak - before,
-                      "buffers_mib": {k: v / 2**20 for k, v in buffers.items()}}))  # fmt: skip
+    buffers = {
+        "input_uint8": width * height * 3,
+        "input_float32": width * height * 12,
+        "planes_float32": width * height * 12,
+        "output_uint8": out_width * out_height * 3,
+    }
+    print(
+        json.dumps(
+            {
+                "input": f"{width}x{height}",
+                "output": f"{out_width}x{out_height}",
+                "seconds": seconds,
+                "rss_before_mib": before,
+                "peak_rss_mib": peak,
+                "growth_mib": peak - before,
+                "buffers_mib": {k: v / 2**20 for k, v in buffers.items()},
+            }
+        )
+    )
 
 
 @app.command()

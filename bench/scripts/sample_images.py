@@ -1,6 +1,6 @@
 """Writes the sample images the README's first command upscales (vdsr.bench.drawn):
 
-    python -m vdsr.bench.scripts.sample_images bench/samples
+python -m vdsr.bench.scripts.sample_images bench/samples
 """
 
 from __future__ import annotations

@@ -148,4 +148,3 @@ def _ort_cpu(model: Model, precision: str, *, request: Request, flags: frozenset
     if reason is None:
         return spec, "int8 not known to be faster on this CPU (no AVX2, VNNI or dotprod)"
     return spec, ""
-

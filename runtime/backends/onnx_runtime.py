@@ -59,9 +59,17 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads  # 0: one per physical core
         # ORT's own exception types derive from Exception directly; these are the ones loading a model raises
-        load_errors = (OSError, ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.NoSuchFile,
-                       ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NotImplemented,
-                       ort_errors.RuntimeException, getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
+        load_errors = (
+            OSError,
+            ort_errors.Fail,
+            ort_errors.InvalidArgument,
+            ort_errors.NoSuchFile,
+            ort_errors.InvalidGraph,
+            ort_errors.InvalidProtobuf,
+            ort_errors.NotImplemented,
+            ort_errors.RuntimeException,
+            getattr(ort_errors, "EPFail", ort_errors.Fail),
+        )
         data = read_self_contained(graph)  # refuses external data, whatever this ONNX Runtime would allow
         try:
             self.session: Any = ort.InferenceSession(data, options, providers=list(providers))
@@ -80,8 +88,12 @@ class OnnxRuntimeBackend(Backend):
         self.halo, self.scales = model.halo or 0, list(model.scales)
         if self.device == "cpu":
             self.window_bytes_per_pixel = model.window_bytes_per_pixel
-        self._errors = (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument,
-                        getattr(ort_errors, "EPFail", ort_errors.Fail))  # fmt: skip
+        self._errors = (
+            ort_errors.Fail,
+            ort_errors.RuntimeException,
+            ort_errors.InvalidArgument,
+            getattr(ort_errors, "EPFail", ort_errors.Fail),
+        )
 
     def run(self, batch: NDArray[np.floating]) -> NDArray[np.float32]:
         check_batch(batch)

@@ -36,8 +36,10 @@ def open_backend(spec: BackendSpec) -> Backend:
 def _open_onnxruntime(spec: OrtCpu | OrtCuda) -> Backend:
     if isinstance(spec, OrtCpu):
         if spec.precision == "int8" and int8_speedup_reason() is None:
-            warnings.warn("this CPU has neither AVX2 nor int8 dot-product instructions: the int8 graph may be slower "
-                          "than fp32", stacklevel=3)  # fmt: skip
+            warnings.warn(
+                "this CPU has neither AVX2 nor int8 dot-product instructions: the int8 graph may be slower than fp32",
+                stacklevel=3,
+            )
         return OnnxRuntimeBackend(spec.model, spec.precision, threads=spec.threads)
     backend = OnnxRuntimeBackend(spec.model, spec.precision, providers=cuda_providers(spec.device))
     if backend.name != "onnxruntime-cuda":  # get_available_providers() lists what was compiled in, not what works

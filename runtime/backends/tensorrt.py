@@ -109,16 +109,32 @@ def build_engine(
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
     if precision != "fp16" and not has_fp16_flag:
-        raise EngineBuildError(f"TensorRT {trt.__version__} is strongly typed only: build from the fp16 graph "
-                               f"(vdsr-export --fp16), not {onnx_path}")  # fmt: skip
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} is strongly typed only: build from the fp16 graph "
+            f"(vdsr-export --fp16), not {onnx_path}"
+        )
     cache = cache_dir or default_cache_dir()
     key = engine_key(gpu, trt.__version__, onnx_sha256, profile=profile)
     engine_path = cache / "engines" / f"{key}.engine"
-    sidecar = {"gpu": asdict(gpu), "tensorrt": trt.__version__, "onnx": str(onnx_path), "onnx_sha256": onnx_sha256,
-               "precision": precision, "profile": asdict(profile), "vdsr": __version__}  # fmt: skip
+    sidecar = {
+        "gpu": asdict(gpu),
+        "tensorrt": trt.__version__,
+        "onnx": str(onnx_path),
+        "onnx_sha256": onnx_sha256,
+        "precision": precision,
+        "profile": asdict(profile),
+        "vdsr": __version__,
+    }
     if not engine_path.is_file():
-        built = _build(onnx_bytes, onnx_path, precision=precision, profile=profile, cache=cache, gpu=gpu,
-                       workspace_gib=workspace_gib)  # fmt: skip
+        built = _build(
+            onnx_bytes,
+            onnx_path,
+            precision=precision,
+            profile=profile,
+            cache=cache,
+            gpu=gpu,
+            workspace_gib=workspace_gib,
+        )
         atomic_write_bytes(engine_path, built)
         atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=1) + "\n")
     if destination is None:
@@ -149,8 +165,9 @@ def _build(
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         for message in errors:
             log.error("TensorRT ONNX parser: %s: %s", onnx_path, message)
-        raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed with {len(errors)} errors: "
-                               + " | ".join(errors))  # fmt: skip
+        raise EngineBuildError(
+            f"{onnx_path}: TensorRT's ONNX parser failed with {len(errors)} errors: " + " | ".join(errors)
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
     if precision != "fp16":
@@ -219,9 +236,11 @@ class TensorRTBackend(Backend):
         with torch.cuda.stream(self.stream):
             x = batch.to(self.dtype).contiguous()
             out = torch.empty_like(x)
-            ready = (self.context.set_input_shape(self.input_name, tuple(x.shape))
-                     and self.context.set_tensor_address(self.input_name, x.data_ptr())
-                     and self.context.set_tensor_address(self.output_name, out.data_ptr()))  # fmt: skip
+            ready = (
+                self.context.set_input_shape(self.input_name, tuple(x.shape))
+                and self.context.set_tensor_address(self.input_name, x.data_ptr())
+                and self.context.set_tensor_address(self.output_name, out.data_ptr())
+            )
             if not ready:  # a shape outside the profile, or a stale address, would read or write past these buffers
                 raise BackendError(f"TensorRT refused the shape or buffers of a batch of shape {tuple(x.shape)}")
             if not self.context.execute_async_v3(self.stream.cuda_stream):

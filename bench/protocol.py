@@ -36,15 +36,15 @@ def crop_multiple(scale: float) -> int:
     return Fraction(scale).limit_denominator(4).numerator
 
 
-def shave(scale: float) -> int:
-    """Pixels shaved from every border before scoring: the scale, rounded up (2.5: 3)."""
+def border(scale: float) -> int:
+    """The border shaved before scoring (vdsr.bench.metrics.shave), in pixels: the scale, rounded up (2.5: 3)."""
     return math.ceil(scale)
 
 
 def scorable(shape: tuple[int, ...], scale: float) -> bool:
     """Whether an (H, W, ...) image can be scored at `scale`: after the crop and shaving, an SSIM window must fit."""
     multiple = crop_multiple(scale)
-    return min(n - n % multiple for n in shape[:2]) - 2 * shave(scale) >= SSIM_WINDOW
+    return min(n - n % multiple for n in shape[:2]) - 2 * border(scale) >= SSIM_WINDOW
 
 
 def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -166,8 +166,8 @@ class Score:
 
 def score(sr_y: NDArray[np.floating], gt_y: NDArray[np.float64], scale: float) -> Score:
     """sr_y is the method's output on 0..1; it is clipped and scaled to 0..255 (not rounded) before scoring, with
-    shave(scale) pixels shaved from every border."""
+    border(scale) pixels shaved from every border."""
     if sr_y.shape != gt_y.shape:
         raise ValueError(f"Method output shape {sr_y.shape} differs from ground truth {gt_y.shape}")
     sr = np.clip(sr_y.astype(np.float64), 0.0, 1.0) * 255.0
-    return Score(psnr=psnr(sr, gt_y, border=shave(scale)), ssim=ssim(sr, gt_y, border=shave(scale)))
+    return Score(psnr=psnr(sr, gt_y, border=border(scale)), ssim=ssim(sr, gt_y, border=border(scale)))

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
-from vdsr.bench.protocol import BICUBIC, Degradation, degrade, shave
+from vdsr.bench.protocol import BICUBIC, Degradation, border, degrade
 from vdsr.errors import DatasetError, ModelError, first_line
 from vdsr.export.onnx import quiet_logger, set_metadata
 from vdsr.files import atomic_write_bytes
@@ -124,8 +124,8 @@ def probe_outputs(graph: Path, probes: list[Probe]) -> list[NDArray[np.float64]]
 
 def shaved_mse(a: NDArray[np.float64], b: NDArray[np.floating], scale: float) -> float:
     """Mean squared difference of two (N, H, W) stacks without the protocol's border."""
-    border, (rows, cols) = shave(scale), a.shape[-2:]
-    inner = (..., slice(border, rows - border), slice(border, cols - border))
+    edge, (rows, cols) = border(scale), a.shape[-2:]
+    inner = (..., slice(edge, rows - edge), slice(edge, cols - edge))
     return float(np.mean((a[inner] - b[inner]) ** 2))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vdsr.errors import ModelError, UsageError
-from vdsr.metadata import GRAPH_PRECISIONS, card_scales, read_card
+from vdsr.metadata import GRAPH_PRECISIONS, card_architecture, card_scales, read_card
 
 # the shipped models by family: what vdsr-bench scores as one method (SRCNN: one model per scale, as in its paper)
 FAMILIES = {"vdsr": ("vdsr",), "vdsr_real": ("vdsr_real",), "srcnn": ("srcnn", "srcnn_x3", "srcnn_x4")}
@@ -42,7 +42,7 @@ def model_card(name: str) -> dict[str, object]:
 
 def family_architecture(family: str) -> str:
     """The network a family's models are (vdsr_real: vdsr), as their model cards say."""
-    return str(model_card(FAMILIES[family][0]).get("architecture"))
+    return card_architecture(model_card(FAMILIES[family][0]))
 
 
 def models_trained_for(scale: float) -> list[str]:

@@ -253,3 +253,8 @@ def read_card(path: Path) -> dict[str, object]:
 def card_scales(card: dict[str, object]) -> tuple[float, ...]:
     """The trained scales a card records; ValueError if it records none that are valid."""
     return trained_scales(json.dumps(card.get("scales")))
+
+
+def card_architecture(card: dict[str, object]) -> str:
+    """The network a card says its model is (vdsr_real: vdsr)."""
+    return str(card.get("architecture"))

@@ -293,12 +293,12 @@ def test_a_real_world_degradation_is_recorded_and_never_compared_with_the_paper(
 def test_scales_between_the_integers(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
     """x2.5: HR cropped to a multiple of 5, LR at 2/5 of it, shave 3; a model trained on several scales (VDSR) is
     scored there, a model of one scale (SRCNN x2) is not."""
-    from vdsr.bench.protocol import crop_multiple, degrade, scorable, shave
+    from vdsr.bench.protocol import border, crop_multiple, degrade, scorable
     from vdsr.scale import parse_scales
 
     assert parse_scales(["1.5,2", "2.5", "3.25"]) == [1.5, 2, 2.5, 3.25] and isinstance(parse_scales(["3"])[0], int)
     assert (crop_multiple(2.5), crop_multiple(1.5), crop_multiple(3.25), crop_multiple(4)) == (5, 3, 13, 4)
-    assert (shave(2.5), shave(2), shave(1.5)) == (3, 2, 2)
+    assert (border(2.5), border(2), border(1.5)) == (3, 2, 2)
     color = np.random.default_rng(5).random((48, 52, 3)).astype(np.float32)
     degraded = degrade(color, 2.5)
     assert degraded.hr_y.shape == (45, 50) and degraded.lr_y.shape == (18, 20) and degraded.ilr().shape == (45, 50)

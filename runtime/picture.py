@@ -22,7 +22,7 @@ from vdsr.errors import ImageError
 from vdsr.runtime.batching import run_steps
 from vdsr.runtime.color import rgb_to_ycbcr, ycbcr_to_rgb
 from vdsr.runtime.resize import imresize_rows, output_shape_for
-from vdsr.runtime.tiling import Network, Steps, tile_steps
+from vdsr.runtime.tiling import Network, Steps, T, tile_steps
 
 Y_OFFSET, Y_RANGE = 16 / 255, 219 / 255  # BT.601 studio range: Y = 16/255 + 219/255 * gray for R = G = B = gray
 
@@ -52,7 +52,7 @@ def picture_steps(
     halo: int,
     tile: int = 512,
     dtype: DTypeLike = np.float32,
-    name: Path = Path("<image>"),
+    name: Path | str = "<image>",
     on_band: Callable[[float], None] | None = None,
 ) -> Steps[NDArray[Any]]:
     """(H, W, C) in [0, 1], C = 1 gray, 2 gray + alpha, 3 RGB or 4 RGBA -> (ceil(sH), ceil(sW), C) in `dtype`:
@@ -63,8 +63,13 @@ def picture_steps(
     Non-finite network output: see vdsr.runtime.tiling.tile_steps (errors name `name`); running out of memory is
     this picture's ImageError too. `on_band(fraction of the output rows done)` follows the work, band by band.
     """
+    return host_memory(_steps(pixels, scale, halo=halo, tile=tile, dtype=dtype, name=name, on_band=on_band), name)
+
+
+def host_memory(steps: Steps[T], name: Path | str) -> Steps[T]:
+    """`steps`, with the host running out of memory reported as this picture's ImageError (the others go on)."""
     try:
-        return (yield from _steps(pixels, scale, halo=halo, tile=tile, dtype=dtype, name=name, on_band=on_band))
+        return (yield from steps)
     except MemoryError:
         raise ImageError(name, "not enough memory to upscale it") from None
 
@@ -76,7 +81,7 @@ def _steps(
     halo: int,
     tile: int,
     dtype: DTypeLike,
-    name: Path,
+    name: Path | str,
     on_band: Callable[[float], None] | None,
 ) -> Steps[NDArray[Any]]:
     out_dtype, peak = output_type(pixels, dtype)
@@ -119,7 +124,7 @@ def upscale_picture(
     tile: int = 512,
     batch: int = 4,
     dtype: DTypeLike = np.float32,
-    name: Path = Path("<image>"),
+    name: Path | str = "<image>",
     on_band: Callable[[float], None] | None = None,
 ) -> NDArray[Any]:
     """One picture through `network`, `batch` windows a call (see picture_steps)."""

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from numpy.typing import DTypeLike, NDArray
 
-from vdsr.errors import ImageError
 from vdsr.runtime.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
-from vdsr.runtime.picture import Y_OFFSET, Y_RANGE, output_type
+from vdsr.runtime.picture import Y_OFFSET, Y_RANGE, host_memory, output_type
 from vdsr.runtime.resize import contributions, output_shape_for
 from vdsr.runtime.resize_torch import resize_rows
 from vdsr.runtime.tiling import Steps, tile_steps
@@ -36,20 +35,14 @@ def picture_steps_torch(
     device: str,
     tile: int = 512,
     dtype: DTypeLike = np.float32,
-    name: Path = Path("<image>"),
+    name: Path | str = "<image>",
     on_band: Callable[[float], None] | None = None,
 ) -> Steps[NDArray[Any]]:
     """As vdsr.runtime.picture.picture_steps, with every step on `device` (windows and results: torch tensors on
     it). The host running out of memory is this picture's ImageError; torch failing on the device is a
     RuntimeError, the backend's failure (the caller stops the run)."""
-    try:
-        return (
-            yield from _steps(
-                pixels, scale, halo=halo, device=device, tile=tile, dtype=dtype, name=name, on_band=on_band
-            )
-        )
-    except MemoryError:
-        raise ImageError(name, "not enough memory to upscale it") from None
+    steps = _steps(pixels, scale, halo=halo, device=device, tile=tile, dtype=dtype, name=name, on_band=on_band)
+    return host_memory(steps, name)
 
 
 def _steps(
@@ -60,7 +53,7 @@ def _steps(
     device: str,
     tile: int,
     dtype: DTypeLike,
-    name: Path,
+    name: Path | str,
     on_band: Callable[[float], None] | None,
 ) -> Steps[NDArray[Any]]:
     out_dtype, peak = output_type(pixels, dtype)

@@ -110,7 +110,7 @@ def tile_steps(
     halo: int,
     on_rows: Callable[[int, int, Any], None],
     empty: Empty = numpy_empty,
-    name: Path = Path("<image>"),
+    name: Path | str = "<image>",
 ) -> Steps[None]:
     """An (H, W) image given as `rows(start, stop)` through the network, one band of tiles at a time, top to bottom:
     yields each band's windows (cut_windows) and is sent the network's results for them (the driver,

@@ -23,6 +23,7 @@ from vdsr.architectures import (
 )
 from vdsr.errors import ModelError, first_line
 from vdsr.onnx_file import OnnxFile, read_onnx
+from vdsr.scale import MAX_SCALE
 
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX graphs a model can come as (vdsr-export)
 COLOR_CONVENTION = "Y of BT.601 studio-range YCbCr, in [0, 1]; input is the MATLAB-bicubic upscaled image (ILR)"
@@ -69,7 +70,7 @@ def trained_scales(text: str) -> tuple[float, ...]:
     """The scales a file records (JSON list): integers stay ints (2, not 2.0). ValueError if they are not."""
     values = json.loads(text)
     if not isinstance(values, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 1 < v <= 8 for v in values
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 1 < v <= MAX_SCALE for v in values
     ):
         raise ValueError(f"scales {text[:60]!r} are not a list of numbers in 1 < s <= 8")
     return tuple(int(v) if float(v).is_integer() else float(v) for v in values)
@@ -96,7 +97,8 @@ def weights_metadata(config: NetworkConfig, scales: list[float]) -> dict[str, st
 
 def weights_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """The tensor names and shapes a safetensors file declares in its header, and its metadata, read without torch
-    and without reading a tensor. ModelError naming the file if the header is not one."""
+    and without reading a tensor. ModelError naming the file if the header is not one (a shape must be a list of
+    integers >= 0; a header nested too deep or with numbers out of range is refused as malformed)."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
@@ -107,15 +109,21 @@ def weights_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, st
             header = json.loads(f.read(length).decode("utf-8"))
     except OSError as error:
         raise ModelError(f"{path}: not a readable weights file ({error.strerror or error})") from error
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ModelError(f"{path}: not a readable weights file (not safetensors: {first_line(error)})") from error
     try:
         raw = header.pop("__metadata__", None) or {}
         metadata = {str(k): str(v) for k, v in raw.items()}
-        shapes = {name: tuple(int(n) for n in tensor["shape"]) for name, tensor in header.items()}
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        shapes = {name: _shape(tensor["shape"]) for name, tensor in header.items()}
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as error:
         raise ModelError(f"{path}: not a readable weights file (a malformed header)") from error
     return shapes, metadata
+
+
+def _shape(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value):
+        raise ValueError(f"a shape {value!r:.40} is not a list of integers >= 0")
+    return tuple(value)
 
 
 def read_weights_metadata(metadata: dict[str, str], source: object) -> Facts:

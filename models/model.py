@@ -71,10 +71,6 @@ class Model:
             return _model(path.stem, read_weights(path), weights=path)
         raise UsageError(f"--model {path}: expected an .onnx graph or .safetensors weights")
 
-    def trained_for(self, scale: float) -> bool | None:
-        """Whether `scale` lies within the trained scales (None: the model does not say)."""
-        return min(self.scales) <= scale <= max(self.scales) if self.scales else None
-
     @property
     def window_bytes_per_pixel(self) -> int:
         """ONNX Runtime's working memory on CPUs per window pixel: 64 + 14 x the widest layer's channels bytes, 960

@@ -223,9 +223,10 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
         raise ImageError(path, "is a directory, not an image file") from error
 
 
-def decode_image(data: bytes, name: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """An image file's bytes (downloaded, say) decoded as load_image decodes a file; ImageError naming `name`."""
-    return _decode_file(io.BytesIO(data), name, max_pixels)
+def decode_image(data: bytes | BinaryIO, name: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """An image file's bytes, or an open file of them (downloaded, say), decoded as load_image decodes a file;
+    ImageError naming `name`."""
+    return _decode_file(io.BytesIO(data) if isinstance(data, bytes) else data, name, max_pixels)
 
 
 def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:

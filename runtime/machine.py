@@ -130,11 +130,11 @@ class Machine:
     torch_cuda: str | None = None  # why torch's CUDA cannot run ("": it can); None: not asked (no driver)
 
 
-def probe_machine() -> Machine:
-    """This machine's facts. torch, onnxruntime's providers and tensorrt are looked at only where an NVIDIA driver
-    is installed: a CPU machine loads none of them here."""
+def probe_machine(*, gpu: bool = True) -> Machine:
+    """This machine's facts. torch and onnxruntime's providers are looked at only where an NVIDIA driver is installed
+    and `gpu` backends may run: a CPU machine, or a request for the CPU, loads neither here."""
     installed = frozenset(m for m in ("onnxruntime", "torch", "tensorrt") if importlib.util.find_spec(m) is not None)
-    driver = nvidia_driver_present()
+    driver = gpu and nvidia_driver_present()
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     torch_cuda = None
     if driver and "onnxruntime" in installed:

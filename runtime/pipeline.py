@@ -104,6 +104,8 @@ def run_jobs(
                 report.stopped = f"{batch[0][0].source}: {error}"
                 stop.set()
                 return
+            except MemoryError:  # while the group's windows were joined: each of its images fails, the run goes on
+                outcomes = [ImageError(job.source.shown, "not enough memory to upscale it") for job, _ in batch]
             for (job, loaded), outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, ImageError):
                     failed(job, outcome)

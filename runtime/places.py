@@ -14,6 +14,7 @@ import io
 import os
 import re
 import secrets
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -219,7 +220,8 @@ class StoreFiles(Files):
         return sorted(images, key=lambda p: p.parts)
 
     def identity(self, path: PurePath) -> Hashable | None:
-        return (type(self.fs).__name__, str(path)) if self.kind(path) != "missing" else None
+        """A store's file is its path: nothing to ask it (links and case folding are the local file system's)."""
+        return (self.system, str(path))
 
     def check_writable(self, folder: PurePath) -> None:
         """A local folder probed as a plain run probes it; an object store's bucket must exist; other file systems
@@ -238,33 +240,35 @@ class StoreFiles(Files):
                 raise UsageError(f"{self._shown(folder)}: cannot make this folder ({first_line(error)})") from error
 
     def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
-        """Downloaded whole (refused past the most an image of `max_pixels` can hold), then decoded from memory."""
+        """Downloaded into an anonymous temporary file (refused past the most an image of `max_pixels` can hold),
+        then decoded from it as a local file is; any failure is this file's ImageError."""
         limit = max_pixels * BYTES_PER_PIXEL
         try:
-            kind = self.kind(path)
-        except UsageError as error:
-            raise ImageError(shown, str(error).removeprefix(f"{shown}: ")) from error
-        if kind == "missing":
-            raise ImageError(shown, "file not found")
-        if kind != "file":
-            raise ImageError(shown, "not a file")
-        size = self.info(path).size
-        if size is not None and size > limit:
-            raise ImageError(shown, f"{size} bytes is more than an image of the allowed size holds")
-        data = bytearray()
-        try:
-            with self.fs.open_input_stream(str(path)) as stream:
-                while chunk := stream.read(1 << 20):
-                    data += chunk
-                    if len(data) > limit:  # a size the store misreported, or a file still growing
-                        raise ImageError(
-                            shown, f"more than {limit} bytes, more than an image of the allowed size holds"
-                        )
-        except ImageError:
-            raise
-        except Exception as error:  # noqa: BLE001  (any store's failure is this file's; the others go on)
+            info = self.fs.get_file_info(str(path))
+        except Exception as error:  # noqa: BLE001  (pyarrow's, and an fsspec file system's own, for any cause)
             raise ImageError(shown, f"cannot read it ({first_line(error)})") from error
-        return decode_image(bytes(data), shown, max_pixels)
+        types = _pafs().FileType
+        if info.type == types.NotFound:
+            raise ImageError(shown, "file not found")
+        if info.type != types.File:
+            raise ImageError(shown, "not a file")
+        if info.size is not None and info.size > limit:
+            raise ImageError(shown, f"{info.size} bytes is more than an image of the allowed size holds")
+        with tempfile.TemporaryFile() as spool:
+            try:
+                with self.fs.open_input_stream(str(path)) as stream:
+                    while chunk := stream.read(1 << 20):
+                        spool.write(chunk)
+                        if spool.tell() > limit:  # a size the store misreported, or a file still growing
+                            raise ImageError(
+                                shown, f"more than {limit} bytes, more than an image of the allowed size holds"
+                            )
+            except ImageError:
+                raise
+            except Exception as error:  # noqa: BLE001  (any store's failure is this file's; the others go on)
+                raise ImageError(shown, f"cannot read it ({first_line(error)})") from error
+            spool.seek(0)
+            return decode_image(spool, shown, max_pixels)
 
     def save(self, path: PurePath, pixels: NDArray[Any], *, shown: Path | str, **metadata: bytes | None) -> None:
         """Encoded in memory, uploaded under a temporary name beside the target (the plain run's pattern, so a killed
@@ -274,6 +278,8 @@ class StoreFiles(Files):
             encode_image(np.asarray(pixels), output_format(path), buffer, **metadata)
         except ValueError as error:
             raise ImageError(shown, f"cannot encode as {output_format(path)} ({error})") from error
+        except Exception as error:  # noqa: BLE001  (an encoder's own failure on metadata copied from the input)
+            raise ImageError(shown, f"cannot write ({type(error).__name__}: {error})") from error
         parent, name = str(path.parent), path.name
         staging = f"{parent.rstrip('/')}/.{name[:32]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         data = buffer.getvalue()

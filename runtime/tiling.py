@@ -51,7 +51,7 @@ def tile_windows(length: int, tile: int, halo: int) -> list[tuple[int, int, int,
 
 
 def window_shape(shape: tuple[int, int], tile: int, halo: int) -> tuple[int, int]:
-    """The (height, width) of every window tiled_rows gives the network for an image of `shape`."""
+    """The (height, width) of every window tile_steps gives the network for an image of `shape`."""
     return (min(shape[0], tile + 2 * halo), min(shape[1], tile + 2 * halo))
 
 

@@ -48,7 +48,8 @@ def averaged_steps(first: int, last_step: int, every: int) -> list[int]:
 
 
 def average_checkpoints(paths: Sequence[Path], config: TrainConfig, data_key: str) -> dict[str, torch.Tensor]:
-    """The mean (in float64, returned as float32) of the model tensors of `paths`, each a checkpoint of this config
+    """The mean (in float64, returned as float32) of the model tensors (the moving average's, with config.ema) of
+    `paths`, each a checkpoint of this config
     (max_steps and bf16 aside) and data. TrainingError naming a missing or foreign file."""
     total: dict[str, torch.Tensor] = {}
     for path in paths:
@@ -67,6 +68,6 @@ def average_checkpoints(paths: Sequence[Path], config: TrainConfig, data_key: st
             raise TrainingError(f"{path}: {error}") from error
         if same != config or saved.info["data"] != data_key:
             raise TrainingError(f"{path}: a checkpoint of another config or data, not of this run")
-        for name, tensor in saved.model.items():
+        for name, tensor in (saved.ema or saved.model).items():  # the moving average, where the run keeps one
             total[name] = total.get(name, torch.zeros_like(tensor, dtype=torch.float64)) + tensor.double()
     return {name: (tensor / len(paths)).float() for name, tensor in total.items()}

@@ -111,6 +111,9 @@ def _check_info(info: object, model: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"'wall_seconds' is {wall!r}, not a duration")
     if not isinstance(data, str):
         raise ValueError(f"'data' is {data!r}, not a data key")
+    total = info.get("total_steps", 1)  # a budgeted schedule's measured length
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        raise ValueError(f"'total_steps' is {total!r}, not a count of steps")
     if not isinstance(config, dict):
         raise ValueError(f"'config' is {config!r:.60}, not a training config")
     architecture = config.get("architecture", config.get("model"))  # its name before issue 36: model

@@ -146,6 +146,8 @@ def run(
                 raise UsageError(f"--init: {error}") from error
         check_batch_size(config.batch_size, ranks)
         check_average_from(average_from, config.checkpoint_every)
+        if average_from is not None and config.budget_minutes is not None:
+            raise UsageError("--average-from averages a schedule of known length (--epochs), not --budget-minutes")
         if blend_init is not None and not (0 < blend_init <= 1 and init_path and config.init_from):
             raise UsageError(f"--blend-init {blend_init}: a weight 0 < A <= 1 for a fine-tuning run, with its --init")
         stack.enter_context(process_group(torch_device, ranks))

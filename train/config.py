@@ -261,7 +261,7 @@ def recipe(name: str, architecture: str = Architecture.vdsr.value, **overrides: 
                 ema=0.999,
                 loss="l1_mse",
                 budget_minutes=8.5,
-                warmup_epochs=0.05,
+                warmup_epochs=2.0,  # about 300 steps of 192 crops of 96 px on the 291 images
             )
     else:
         raise ValueError(f"Unknown recipe {name!r}; expected 'paper', 'fast' or 'gpu'")

@@ -106,6 +106,15 @@ def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def largest(value: float, ranks: Ranks, device: torch.device) -> float:
+    """The largest `value` of any rank (every rank calls this at the same point of the same step): so that all agree."""
+    if ranks.world == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def barrier(ranks: Ranks) -> None:
     if ranks.world > 1:
         torch.distributed.barrier()

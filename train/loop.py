@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import signal
 import threading
 import time
@@ -26,21 +25,23 @@ import torch
 from vdsr._version import __version__
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.harness import CellResult
-from vdsr.errors import BackendError, DatasetError, ModelError, TrainingError, first_line
+from vdsr.errors import BackendError, DatasetError, TrainingError
 from vdsr.files import atomic_write_bytes, atomic_write_text
 from vdsr.train.average import average_checkpoints, averaged_steps, kept_checkpoint
 from vdsr.train.card import initial_state, model_card, new_model
-from vdsr.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vdsr.train.config import TrainConfig, config_from_json
+from vdsr.train.checkpoint import Checkpoint, save_checkpoint
+from vdsr.train.config import TrainConfig
 from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
 from vdsr.train.device_data import DeviceBatches
-from vdsr.train.distributed import SINGLE, Ranks, any_rank, share, wrap
+from vdsr.train.distributed import SINGLE, Ranks, any_rank, largest, share, wrap
 from vdsr.train.evaluate import validate
+from vdsr.train.resume import logged_step, restore
 from vdsr.train.schedule import clip, compute_loss, learning_rate, make_optimizer
 from vdsr.weights import save_weights
 
 Data = PatchSet | DeviceBatches  # where batches come from: the cached patch set, or crops made on the device
-UNMEASURED = 10**12  # a budgeted schedule's length before the warm-up has timed the steps
+UNMEASURED = 10**12  # a budgeted schedule's length before its steps are timed
+TIMED = (10, 60)  # a budgeted schedule times steps 10 to 60 of a process (the first ones start kernels, caches)
 
 
 @dataclass(frozen=True)
@@ -78,66 +79,6 @@ def stop_on_signals() -> Iterator[list[str]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def logged_step(line: str) -> float:
-    """The step of a train_log.jsonl line; a line cut short by a crash counts as after every checkpoint."""
-    try:
-        return float(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
-def restore(
-    checkpoint_path: Path,
-    config: TrainConfig,
-    data: Data,
-    *,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-) -> Checkpoint:
-    """Load a checkpoint of this config and data into model and optimizer (and the torch RNG); the checkpoint, for its
-    step, wall time, moving average and budgeted length."""
-    try:
-        saved = load_checkpoint(checkpoint_path)
-    except ModelError as error:
-        raise TrainingError(str(error)) from error
-    may_change = {"max_steps": config.max_steps, "bf16": config.bf16}  # on resume
-    saved_config = config_from_json(saved.info["config"], **may_change)  # type: ignore[arg-type]
-    if saved_config != config or saved.info["data"] != data.key:
-        raise TrainingError(f"{checkpoint_path} was written with another config or data; use another --output")
-    model.load_state_dict(saved.model)
-    expected_groups = optimizer.state_dict()["param_groups"]
-    try:
-        state = saved.optimizer["state"]
-        unknown = (
-            sorted(set(state) - {i for group in expected_groups for i in group["params"]})
-            if isinstance(state, dict)
-            else ["(not a mapping)"]
-        )
-        if unknown:
-            raise ValueError(f"state for parameters {unknown[:3]} the model does not have")
-        optimizer.load_state_dict(saved.optimizer)
-        _check_optimizer(optimizer, expected_groups)
-        torch.set_rng_state(saved.rng)
-    except (ValueError, TypeError, KeyError, RuntimeError) as error:
-        raise TrainingError(f"{checkpoint_path}: its optimizer state does not fit ({first_line(error)})") from error
-    return saved
-
-
-def _check_optimizer(optimizer: torch.optim.Optimizer, expected_groups: list[dict[str, object]]) -> None:
-    """After loading: the hyperparameters are the config's (lr aside: it is set every step) and every state tensor
-    has its parameter's shape (a scalar step count aside)."""
-    loaded = json.loads(json.dumps(optimizer.state_dict()["param_groups"]))  # tuples as lists, as the file has them
-    for want, got in zip(json.loads(json.dumps(expected_groups)), loaded, strict=True):
-        differ = sorted(k for k in want.keys() | got.keys() if k != "lr" and want.get(k) != got.get(k))
-        if differ:
-            raise ValueError(f"settings {', '.join(differ)} differ from the config")
-    for param, state in optimizer.state.items():
-        for name, value in state.items():
-            shape = () if name == "step" else tuple(param.shape)
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-                raise ValueError(f"state {name!r} is not a tensor of shape {shape}")
 
 
 def fetcher(data: Data, config: TrainConfig, *, device: torch.device, ranks: Ranks) -> Callable[[int], Any]:
@@ -197,6 +138,9 @@ def train(
     except ValueError as error:
         raise TrainingError(str(error)) from error
     budget = None if config.budget_minutes is None else config.budget_minutes * 60
+    if budget is not None and average_from is not None:
+        raise TrainingError("--average-from averages steps of a schedule of known length (--epochs), not one laid "
+                            "over --budget-minutes")  # fmt: skip
     total_steps = UNMEASURED if budget is not None else max(1, round(config.epochs * per_epoch))
     model = new_model(config, device)
     resuming = resume and checkpoint_path.is_file()
@@ -278,19 +222,24 @@ def train(
 
     losses: list[float] = []
     window_start, window_steps = time.monotonic(), 0
-    stopped = "finished" if config.max_steps is None or config.max_steps >= total_steps else "max steps"
+    stopped = ""
     network = wrap(model, device, ranks)  # DDP with several ranks: their gradients averaged
     fetch = fetcher(patches, config, device=device, ranks=ranks)
-    warmup = max(1, round(config.warmup_epochs * per_epoch))
+    timed_from = start
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one batch shape throughout: the fastest kernels, chosen once
     model.train()
     with stop_on_signals() as received:
         while step < last_step:
-            if budget is not None and total_steps == UNMEASURED and step - first_step == min(warmup, 50):
-                per_step = (time.monotonic() - start) / (step - first_step)  # the warm-up's steps, timed
-                left = budget - (wall_before + time.monotonic() - start)
-                total_steps = step + max(1, int(left / per_step * 0.95))  # the cosine ends as the budget does
-                last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
-                log({"step": step, "total_steps": total_steps, "seconds_per_step": per_step})
+            if budget is not None and total_steps == UNMEASURED and step - first_step in TIMED:
+                if step - first_step == TIMED[0]:
+                    timed_from = time.monotonic()
+                else:  # every rank the slowest one's time, so that all lay out the same schedule
+                    per_step = largest((time.monotonic() - timed_from) / (TIMED[1] - TIMED[0]), ranks, device)
+                    left = budget - (wall_before + time.monotonic() - start)
+                    total_steps = step + max(1, int(left / per_step * 0.95))  # the cosine ends as the budget does
+                    last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+                    log({"step": step, "total_steps": total_steps, "seconds_per_step": per_step})
             x, y = fetch(step)
             lr = learning_rate(config, step, total_steps, per_epoch=per_epoch)
             for group in optimizer.param_groups:
@@ -340,10 +289,14 @@ def train(
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint()
             out_of_time = max_minutes is not None and time.monotonic() - start > max_minutes * 60
+            spent = budget is not None and wall_before + time.monotonic() - start > budget
+            if budget is not None and any_rank(spent, ranks, device):  # the budget ends the schedule where it is
+                total_steps = last_step = step
             if any_rank(bool(received) or out_of_time, ranks, device):  # every rank stops after the same step
                 stopped = f"signal {received[0]}" if received else "time limit" if out_of_time else "another rank"
                 break
         checkpoint()  # still under the signal guard: a SIGTERM now cannot cut it short
+    stopped = stopped or ("finished" if last_step == total_steps else "max steps")
     weights_path = out_dir / f"{config.architecture}.safetensors"
     if step < last_step or not ranks.leader:  # rank 0 scores and writes the model
         weights = weights_path if step == last_step else None

@@ -15,7 +15,16 @@ from vdsr.model import Model
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.choice import plan_backends
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend, cuda_providers
-from vdsr.runtime.backends.specs import BackendSpec, OrtCpu, OrtCuda, Request, TensorRT, TorchCpu, TorchCuda
+from vdsr.runtime.backends.specs import (
+    GPU_BACKENDS,
+    BackendSpec,
+    OrtCpu,
+    OrtCuda,
+    Request,
+    TensorRT,
+    TorchCpu,
+    TorchCuda,
+)
 from vdsr.runtime.backends.tensorrt import TensorRTBackend  # tensorrt and torch are imported when it is opened
 from vdsr.runtime.machine import Machine, int8_speedup_reason, probe_machine
 
@@ -77,7 +86,8 @@ def open_chosen(
     saying what runs and why that precision, and (auto) why the backends before it were skipped. UsageError when the
     request cannot be served: the backend asked for, or with auto every one, unavailable here."""
     skipped: list[str] = []
-    for option in plan_backends(model, machine or probe_machine(), request):
+    gpu = any(request.allows(name) for name in GPU_BACKENDS)
+    for option in plan_backends(model, machine or probe_machine(gpu=gpu), request):
         reason = option.reason
         if option.spec is not None:
             try:

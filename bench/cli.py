@@ -13,7 +13,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from vdsr.bench.datasets import DATA_DIR_ENV, Dataset, resolve_dataset
+from vdsr.bench.datasets import (
+    DATA_DIR_ENV,
+    KNOWN_SETS,
+    Dataset,
+    data_places,
+    download_dir,
+    known_set_name,
+    locate_set,
+    resolve_dataset,
+)
+from vdsr.bench.download import download_set, set_manifest, source_for
 from vdsr.bench.figures import plot, require_matplotlib, save_outputs
 from vdsr.bench.harness import (
     Method,
@@ -52,6 +62,7 @@ from vdsr.runtime.console import (
 from vdsr.scale import parse_scales
 
 app = make_app(__doc__)
+DEFAULT_METHODS = (Method.bicubic, Method.srcnn, Method.vdsr)  # the paper's Table 3 columns, by the shipped models
 
 
 def check_writable(path: Path | None, option: str) -> None:
@@ -81,13 +92,32 @@ def main(
     scale: Annotated[list[str], typer.Option("--scale", "-s", help="Repeatable or comma list.", metavar="SCALES")] = [
         "2,3,4"
     ],
-    method: Annotated[list[Method], typer.Option("--method", "-m", help="Repeatable.")] = [Method.bicubic],
+    method: Annotated[
+        list[Method] | None,
+        typer.Option(
+            "--method",
+            "-m",
+            help="Repeatable.",
+            show_default="bicubic, srcnn, vdsr; with --weights: bicubic and the methods the weights hold",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            "--data-dir", help="Folder holding the known sets, one subfolder each.", show_default=f"${DATA_DIR_ENV}"
+            "--data-dir",
+            help="Folder holding the known sets, one subfolder each; a set not there is looked for in the per-user"
+            " data folder.",
+            show_default=f"${DATA_DIR_ENV}, then the per-user data folder",
         ),
     ] = None,
+    download: Annotated[
+        bool,
+        typer.Option(
+            "--download",
+            help="Fetch each known --dataset found nowhere from its public copy into --data-dir (or the per-user"
+            " data folder), every file checked against the manifest.",
+        ),
+    ] = False,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Write results, per-image scores, environment.", show_default="not written"),
@@ -176,9 +206,10 @@ def main(
                 raise UsageError(f"--save-images: {problem}")
         if jsonl is not None and jsonl.exists() and jsonl.stat().st_size and not resume:
             raise UsageError(f"--jsonl: {jsonl} exists: pass --resume to continue that run, or give another file")
+        methods, runners, sources = settle_runners(method, weights)
+        if download:
+            fetch_missing(dataset, data_dir, err)
         datasets = settle_datasets(dataset, data_dir)
-        methods = list(dict.fromkeys(method))
-        runners, sources = settle_runners(methods, weights)
     env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
     env["weights"] = sources
     env["degradation"] = str(degradation)
@@ -265,16 +296,52 @@ def settle_datasets(specs: list[str], data_dir: Path | None) -> list[Dataset]:
     return datasets
 
 
+def fetch_missing(specs: list[str], data_dir: Path | None, err: Console) -> None:
+    """--download: each known set of `specs` that no data place holds, fetched from its public copy and verified."""
+    names = [known_set_name(spec) or "" for spec in specs]
+    for spec, name in zip(specs, names, strict=True):
+        if not name:
+            raise UsageError(f"--download fetches a known set ({', '.join(KNOWN_SETS)}); {spec!r} is not one")
+    if data_dir is not None:  # the folder the user named for the download may be new
+        problem = unwritable_folder(data_dir)
+        if problem:
+            raise UsageError(f"--data-dir: {problem}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+    places = data_places(data_dir)
+    for name in dict.fromkeys(names):
+        folder = locate_set(name, places)
+        if folder is not None:
+            err.print(f"{name}: already in {safe(folder)}, not downloaded")
+            continue
+        source, target = source_for(name), download_dir(data_dir)
+        err.print(f"{name}: downloading {safe(source.url)} into {safe(target)}")
+        with WorkProgress(err, f"downloading {name}", total=None, unit="MB") as progress:
+            folder = download_set(
+                set_manifest(name), target, source, on_bytes=lambda count: progress.update(advance=count / 1e6)
+            )
+        err.print(f"{name}: installed in {safe(folder)}, every file verified")
+
+
 def settle_runners(
-    methods: list[Method], weights: list[Path] | None
-) -> tuple[list[MethodRunner], dict[str, list[dict[str, str]]]]:
-    """A runner per method (each given weights file serves the method whose architecture it holds; none given: the
-    shipped models), and which files each learnt method runs, for the results."""
-    networks = {m: family_architecture(m.value) for m in methods if m is not Method.bicubic}
-    shared = [m.value for m in networks if list(networks.values()).count(networks[m]) > 1]
-    if weights and shared:  # a file says which network it holds, not which of these methods it is
-        raise UsageError(f"--weights: {' and '.join(shared)} are the same network; score given weights one at a time")
+    methods: list[Method] | None, weights: list[Path] | None
+) -> tuple[list[Method], list[MethodRunner], dict[str, list[dict[str, str]]]]:
+    """The methods (none asked for: bicubic and the methods the given weights hold, or without weights the paper's
+    columns: bicubic, SRCNN and VDSR from the shipped models), a runner per method (each given weights file serves the
+    method whose architecture it holds; none given: the shipped models), and which files each learnt method runs,
+    for the results."""
+    if methods is not None:
+        methods = list(dict.fromkeys(methods))
+        networks = {m: family_architecture(m.value) for m in methods if m is not Method.bicubic}
+        shared = [m.value for m in networks if list(networks.values()).count(networks[m]) > 1]
+        if weights and shared:  # a file says which network it holds, not which of these methods it is
+            raise UsageError(
+                f"--weights: {' and '.join(shared)} are the same network; score given weights one at a time"
+            )
     given = [(path, weights_runner(path)) for path in weights or []]
+    if methods is None:
+        held = [Method(runner.name) for _, runner in given]  # a runner is named by its architecture: vdsr or srcnn
+        methods = list(dict.fromkeys([Method.bicubic, *held])) if given else list(DEFAULT_METHODS)
+    networks = {m: family_architecture(m.value) for m in methods if m is not Method.bicubic}
     for path, runner in given:
         if runner.name not in networks.values():
             wanted = " or ".join(sorted(set(networks.values()))) or "a learnt method"
@@ -296,4 +363,4 @@ def settle_runners(
             )
         runners.append(per_scale(m, mine))
         sources[m.value] = [{"file": str(p), "sha256": sha256_file(p)} for p, _ in mine]
-    return runners, sources
+    return methods, runners, sources

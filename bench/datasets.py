@@ -1,8 +1,11 @@
 """Benchmark and training image sets: where they are, and proof that they are the right files.
 
 A known set (Set5, Set14, B100, Urban100, T91, BSD200) is read from `<data dir>/<name>/` and every file is checked
-against the SHA-256 list shipped in vdsr/bench/manifests (hashes only: the images are research data and never ship).
-Any other `--dataset` value is taken as a plain folder of images, unverified, named after the folder.
+against the SHA-256 list shipped in vdsr/bench/manifests (hashes and image sizes only: the images are research data
+and never ship). Where the data directories are is one rule, `data_places`, for every command (vdsr-bench, vdsr-train,
+vdsr-export): --data-dir (or, without it, $VDSR_DATA_DIR), then the per-user data folder, where `--download` puts a
+set (vdsr.bench.download). Any other `--dataset` value is taken as a plain folder of images, unverified, named after
+the folder.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+
+from platformdirs import user_data_dir
 
 from vdsr.errors import DatasetError, UsageError
 from vdsr.files import sha256_file
@@ -27,20 +32,67 @@ class Dataset:
     verified: bool  # True when every file matched the shipped SHA-256 manifest
 
 
-def resolve_data_dir(option: Path | None) -> Path:
-    """The data directory: the option if given, else $VDSR_DATA_DIR; it must exist (UsageError, saying where the
-    sets are expected and how to point to them)."""
-    if option is None:
-        env = os.environ.get(DATA_DIR_ENV)
-        if not env:
-            raise UsageError(
-                f"No data directory: the known sets ({', '.join(KNOWN_SETS)}) are read from "
-                f"<data dir>/<name>/; pass --data-dir DIR or set {DATA_DIR_ENV}=DIR"
-            )
-        option = Path(env)
-    if not option.is_dir():
-        raise UsageError(f"Data directory {option} does not exist or is not a folder (--data-dir, {DATA_DIR_ENV})")
-    return option
+@dataclass(frozen=True)
+class DataPlace:
+    """A folder the known sets are looked for in, and what named it (for messages)."""
+
+    path: Path
+    named_by: str  # "--data-dir", "$VDSR_DATA_DIR" or "the per-user data folder"
+
+
+def user_datasets_dir() -> Path:
+    """The per-user data folder (~/.local/share/vdsr/datasets on Linux): where `--download` puts a set by default."""
+    return Path(user_data_dir("vdsr")) / "datasets"
+
+
+def data_places(option: Path | None) -> list[DataPlace]:
+    """Where the known sets are looked for, in order: the data directory the user gave (--data-dir, or without it
+    $VDSR_DATA_DIR), then the per-user data folder. A data directory that was given must exist (UsageError); the
+    per-user folder need not."""
+    places = []
+    env = os.environ.get(DATA_DIR_ENV)
+    given = None
+    if option is not None:
+        given = DataPlace(option, "--data-dir")
+    elif env:
+        given = DataPlace(Path(env), f"${DATA_DIR_ENV}")
+    if given is not None:
+        if not given.path.is_dir():
+            raise UsageError(f"Data directory {given.path} does not exist or is not a folder ({given.named_by})")
+        places.append(given)
+    user = user_datasets_dir()
+    if given is None or given.path.resolve() != user.resolve():
+        places.append(DataPlace(user, "the per-user data folder"))
+    return places
+
+
+def download_dir(option: Path | None) -> Path:
+    """Where `--download` puts a set: --data-dir if given, else the per-user data folder (data_places looks in both)."""
+    return option if option is not None else user_datasets_dir()
+
+
+def locate_set(name: str, places: list[DataPlace]) -> Path | None:
+    """`<place>/<name>` in the first of `places` that has it, or None."""
+    return next((place.path / name for place in places if (place.path / name).is_dir()), None)
+
+
+def find_set(name: str, option: Path | None) -> Path:
+    """The folder of known set `name` (see data_places). Not found: a UsageError when no data directory exists at
+    all, else a DatasetError; both name each place tried and how to fetch the set."""
+    places = data_places(option)
+    folder = locate_set(name, places)
+    if folder is not None:
+        return folder
+    tried = ", ".join(f"{place.path / name} ({place.named_by})" for place in places)
+    hint = (
+        f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder that holds {name}/, "
+        f"or fetch it: vdsr-bench --dataset {name} --download"
+    )
+    if not any(place.path.is_dir() for place in places):
+        raise UsageError(
+            f"No data directory: the known sets are read from <data dir>/<name>/; looked for {tried}; {hint}"
+        )
+    raise DatasetError(f"{name}: folder not found; looked for {tried}; {hint}")
 
 
 def read_manifest(name: str) -> dict[str, str]:
@@ -52,6 +104,25 @@ def read_manifest(name: str) -> dict[str, str]:
             digest, filename = line.split(maxsplit=1)
             manifest[filename.lstrip("*")] = digest
     return manifest
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    width: int
+    height: int
+    mode: str  # PIL's: RGB, L, ...
+
+
+def read_sizes(name: str) -> dict[str, ImageSize]:
+    """File name -> image size of a known set, from the `<name>.sizes.tsv` shipped with the package (columns file,
+    width, height, mode, with a header line)."""
+    text = files("vdsr.bench").joinpath("manifests", f"{name}.sizes.tsv").read_text(encoding="utf-8")
+    sizes = {}
+    for line in text.splitlines()[1:]:
+        if line.strip():
+            filename, width, height, mode = line.split("\t")
+            sizes[filename] = ImageSize(int(width), int(height), mode)
+    return sizes
 
 
 def verify_folder(folder: Path, manifest: dict[str, str]) -> list[str]:
@@ -89,9 +160,7 @@ def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
     """A known set by name (verified, from the data directory) or a plain folder of images (unverified)."""
     name = known_set_name(spec)
     if name is not None:
-        folder = resolve_data_dir(data_dir) / name
-        if not folder.is_dir():
-            raise DatasetError(f"{name}: folder {folder} not found in the data directory")
+        folder = find_set(name, data_dir)
         manifest = read_manifest(name)
         problems = verify_folder(folder, manifest)
         if problems:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr.architectures import Architecture
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import BICUBIC, Degradation, degrade, scorable, score
 from vdsr.catalogue import FAMILIES, family_architecture, shipped
@@ -98,10 +97,7 @@ def weights_runner(path: Path) -> MethodRunner:
         backend: Backend = OnnxRuntimeBackend(model)  # whole images: no tiles, no halo needed
     else:
         backend = open_chosen(model, Request("torch-cpu"))  # PyTorch only where a learnt model's weights are asked for
-    architecture = model.architecture
-    if architecture is None or architecture not in tuple(a.value for a in Architecture):
-        raise ModelError(f"{path}: the model does not say it holds vdsr or srcnn weights (architecture metadata)")
-    return backend_runner(backend, architecture)
+    return backend_runner(backend, model.architecture)
 
 
 def per_scale(method: Method, models: Sequence[tuple[Path, MethodRunner]]) -> MethodRunner:

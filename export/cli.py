@@ -12,12 +12,12 @@ import typer
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.catalogue import DEFAULT_OPSET, MODELS, graph_name, shipped
 from vdsr.errors import UsageError
-from vdsr.export.triton import engine_model, onnx_model, write_model
+from vdsr.export.triton import check_name, engine_model, model_folder, onnx_model, write_model
 from vdsr.files import sha256_file, unwritable_folder
 from vdsr.model import Model
 from vdsr.runtime.backends.specs import DEFAULT_TILE, GPU_BATCH, Profile, Shape, profile_for
 from vdsr.runtime.backends.tensorrt import TensorRTUnavailable, build_engine, parse_shape, require_tensorrt
-from vdsr.runtime.console import Command, error_console, exit_on_errors, make_app, safe, version_option
+from vdsr.runtime.console import Command, error_console, exit_on_errors, make_app, require_modules, safe, version_option
 
 app = make_app(__doc__)
 RUNTIME_PROFILE = f"the runtime's windows: batch {GPU_BATCH} of {DEFAULT_TILE} + 2 x halo a side"
@@ -42,8 +42,12 @@ def engine_profile(halo: int, given: tuple[Shape | None, ...]) -> Profile:
         raise UsageError(f"--min/--opt/--max: {error}") from error
 
 
-def default_output(weights: Path, precision: str) -> Path:
-    """models/vdsr.safetensors -> models/vdsr.onnx, models/vdsr_fp16.onnx (--fp16) or models/vdsr_int8.onnx (--int8)."""
+def default_output(weights: Path | None, model: str, precision: str) -> Path:
+    """Where the graph goes without --output: beside --weights (runs/vdsr.safetensors -> runs/vdsr.onnx,
+    runs/vdsr_fp16.onnx with --fp16, runs/vdsr_int8.onnx with --int8); for a shipped model (no --weights) into the
+    current folder (vdsr_fp16.onnx), never into the installed package beside its weights."""
+    if weights is None:
+        return Path(graph_name(model, precision))
     return weights.with_name(graph_name(weights.stem, precision))
 
 
@@ -73,12 +77,25 @@ def main(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", show_default="beside the weights: <name>.onnx, <name>_fp16.onnx, <name>_int8.onnx"
+            "--output",
+            "-o",
+            help="The graph's file.",
+            show_default="beside --weights: <name>.onnx, <name>_fp16.onnx, <name>_int8.onnx; for a shipped "
+            "model in the current folder, never the package's",
         ),
     ] = None,
     triton_repo: Annotated[
         Path | None,
         typer.Option("--triton-repo", help="Write the graph (and --engine) as Triton models here.", show_default="no"),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="--triton-repo: the model's name (its folder; the engine's is <name>_trt). Letters, digits, "
+            "'_', '.', '-', not starting with '.' or '-', at most 100 characters.",
+            show_default="the weights' name: vdsr, vdsr_fp16, vdsr_int8",
+        ),
     ] = None,
     opset: Annotated[int, typer.Option("--opset", min=17)] = DEFAULT_OPSET,
     engine: Annotated[
@@ -102,6 +119,9 @@ def main(
     is checked before the export starts: the options, the data --int8 needs, the GPU and TensorRT --engine needs."""
     err = error_console()
     with exit_on_errors(err):
+        require_modules(("torch", "onnx", "onnxscript"), needs="vdsr-export", extra="train")
+        if int8:
+            require_modules(("onnxruntime",), needs="vdsr-export --int8", extra="cpu")
         shapes = given_shapes((profile_min, profile_opt, profile_max))
         if triton_repo is not None and engine is not None and shapes[0] is not None and shapes[0][0] != 1:
             raise UsageError("--triton-repo --engine: Triton sends batches of 1 and up: --min's batch must be 1")
@@ -122,6 +142,8 @@ def main(
             raise UsageError(f"--model: expected one of {', '.join(MODELS)}, got {model!r}")
         if triton_repo is not None and output is not None:
             raise UsageError("choose one of --output and --triton-repo")
+        if name is not None and triton_repo is None:
+            raise UsageError("--name names a Triton model: it is for --triton-repo")
         source = weights or shipped(f"{model or 'vdsr'}.safetensors")
         if not source.is_file():
             raise UsageError(f"--{'weights' if weights else 'model'}: {source} is not a file")
@@ -129,11 +151,11 @@ def main(
         if int8:  # the calibration and validation images, verified, before any work
             from vdsr.export.quantize import CALIBRATION_SET, SELECTION_SET, VALIDATION_SETS  # imports onnx
 
-            for name in (CALIBRATION_SET, SELECTION_SET, *VALIDATION_SETS):
-                resolve_dataset(name, data_dir)
+            for dataset in (CALIBRATION_SET, SELECTION_SET, *VALIDATION_SETS):
+                resolve_dataset(dataset, data_dir)
         precision = "fp16" if fp16 else "int8" if int8 else "fp32"
         if triton_repo is None:
-            target = output or default_output(source, precision)
+            target = output or default_output(weights, model or "vdsr", precision)
             if target.is_dir():
                 raise UsageError(f"--output: {target} is a folder; give the graph's file name")
             problem = unwritable_folder(target.parent)
@@ -151,14 +173,24 @@ def main(
                 triton_repo=None,
             )
             return
-        name = Path(graph_name(source.stem, precision)).stem
-        problem = next(filter(None, (unwritable_folder(triton_repo / f) for f in (name, f"{name}_trt"))), None)
+        served = name or Path(graph_name(source.stem, precision)).stem
+        folders = (served, f"{served}_trt") if engine is not None else (served,)
+        try:
+            for folder in folders:
+                check_name(folder)
+        except UsageError as error:
+            given = "--name" if name else f"--triton-repo (the name {source.name} gives; choose one with --name)"
+            raise UsageError(f"{given}: {error}") from error
+        try:
+            problem = next(filter(None, (unwritable_folder(model_folder(triton_repo, f)) for f in folders)), None)
+        except UsageError as error:
+            raise UsageError(f"--triton-repo: {error}") from error
         if problem:
             raise UsageError(f"--triton-repo: {problem}")
         with tempfile.TemporaryDirectory() as staging:  # the graph is made here, then copied into the repository
             _export(
                 source,
-                Path(staging, f"{name}.onnx"),
+                Path(staging, f"{served}.onnx"),
                 precision=precision,
                 opset=opset,
                 engine=engine,

@@ -202,6 +202,9 @@ class Quantiser:
                 extra_options={"CalibStridedMinMax": 1, "CalibTensorRangeSymmetric": False},
                 calibration_cache_path=self.workdir / f"ranges_{method}.json",
             )
+        model = onnx.load(str(output))  # it keeps the fp32 graph's metadata: say what it now is
+        set_metadata(model, {p.key: p.value for p in model.metadata_props} | {"precision": "int8"})
+        onnx.save(model, str(output))
         return output
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,18 +18,50 @@ UMASK = os.umask(0o022)  # the process's umask, read once at import (reading it 
 os.umask(UMASK)
 
 
-def unwritable_folder(folder: Path) -> str | None:
-    """Why files could not be created in `folder` (checked before a long run, not after it); None when the folder
-    exists or can be created, and is writable."""
+def file_type(mode: int) -> str:
+    """What a file of this st_mode is, in the words messages use: "a FIFO", "a character device", ..."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _what_is(path: Path) -> str:
+    """What stands at `path`, links followed: a broken link (or a loop of links) is "a broken link"."""
     try:
-        ancestor = folder
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK):
-            return None
+        return file_type(os.stat(path).st_mode)
+    except OSError:
+        return "a broken link"
+
+
+def unwritable_folder(folder: Path) -> str | None:
+    """Why files could not be created in `folder`, found by trying before a long run (not after it): a probe file is
+    created and removed in the folder or, before it exists, in its nearest existing parent, where it would be made.
+    Permission bits alone miss read-only and pseudo file systems (/proc, /sys) and a broken link where the folder
+    should be. None when results can be written there."""
+    existing = folder
+    try:
+        while not existing.is_dir():
+            if os.path.lexists(existing):  # a file, a broken link, a FIFO where a folder must go
+                return f"cannot write in {folder}: {existing} is not a writable folder ({_what_is(existing)})"
+            if existing.parent == existing:  # a working folder that was removed
+                return f"cannot write in {folder}: no folder above it exists"
+            existing = existing.parent
     except OSError as error:  # e.g. a name too long for the file system
         return f"cannot write in {folder}: {error.strerror or error}"
-    return f"cannot write in {folder}: {ancestor} is not a writable folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vdsr-probe-", suffix=".tmp", dir=existing)
+    except OSError as error:
+        return f"cannot write in {folder}: cannot create a file in {existing} ({error.strerror or error})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def case_insensitive(folder: Path) -> bool:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vdsr.architectures import (
     NetworkConfig,
+    VDSRConfig,
     architecture_name,
     config_fields,
     halo,
@@ -23,6 +24,7 @@ from vdsr.architectures import (
 )
 from vdsr.errors import ModelError, first_line
 from vdsr.onnx_file import OnnxFile, read_onnx
+from vdsr.onnx_network import Network
 from vdsr.scale import MAX_SCALE
 
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX graphs a model can come as (vdsr-export)
@@ -33,13 +35,13 @@ MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is refus
 
 @dataclass(frozen=True)
 class Facts:
-    """What one file says of the network it holds. A graph from elsewhere may not say its architecture or config
-    (None), and a graph without a halo cannot be tiled (None)."""
+    """What one file holds: its network (a graph's as its nodes are, checked against what its metadata says) and the
+    scales it was trained for."""
 
-    architecture: str | None
-    config: NetworkConfig | None
+    architecture: str
+    config: NetworkConfig
     scales: tuple[float, ...]  # the scales it was trained for; (): not recorded
-    halo: int | None
+    halo: int
 
 
 @dataclass(frozen=True)
@@ -186,26 +188,39 @@ def int8_metadata(
     }
 
 
-def read_graph_metadata(metadata: dict[str, str], source: object) -> GraphFacts:
-    """The facts of a graph's metadata_props; a graph that does not say its architecture, config or halo is taken as
-    it is (None). ModelError naming `source` for values that are there but not valid."""
+def read_graph_metadata(metadata: dict[str, str], network: Network, source: object) -> GraphFacts:
+    """The facts of a graph whose nodes hold `network` (vdsr.onnx_network), with its metadata_props: what they say
+    of the network (architecture, config, halo, precision) must be what the nodes hold, or be left unsaid.
+    ModelError naming `source` for values that are not valid or say otherwise."""
+    config = network.config
+    said_config = _said_config(metadata)
+    if isinstance(config, VDSRConfig) and isinstance(said_config, VDSRConfig) and said_config.bias:
+        config = replace(config, bias=True)  # biases that are all zero are dropped by the exporter
+    found = {
+        "architecture": architecture_name(config),
+        "config": config,
+        "halo": halo(config),
+        "precision": network.precision,
+    }
     try:
-        architecture = metadata.get("architecture")
-        config = _network(architecture, metadata.get("config")) if architecture else None
+        said: dict[str, object] = {
+            key: metadata[key] for key in ("architecture", "halo", "precision") if key in metadata
+        }
+        if "architecture" in metadata:
+            said["config"] = _network(metadata["architecture"], metadata.get("config"))
+        if "halo" in said:
+            said["halo"] = int(metadata["halo"])
         scales = trained_scales(metadata.get("scales", "[]"))
-        halo_text = metadata.get("halo")
-        radius = None if halo_text is None else int(halo_text)
-        if radius is not None and not 0 <= radius <= 1000:
-            raise ValueError(f"halo {radius} is not a radius in 0..1000")
         int8 = _int8(metadata) if "int8_within_bar" in metadata else None
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise ModelError(f"{source}: the graph's metadata is not valid ({first_line(error)})") from error
-    precision = metadata.get("precision", "fp32")
-    if precision not in GRAPH_PRECISIONS:
-        raise ModelError(
-            f"{source}: the graph's metadata says precision {precision!r}, not one of {', '.join(GRAPH_PRECISIONS)}"
-        )
-    return GraphFacts(Facts(architecture, config, scales, radius), precision, metadata.get("weights_sha256"), int8)
+    for key, value in said.items():
+        if value != found[key]:
+            raise ModelError(
+                f"{source}: the graph's metadata says {key} {value!r:.80}, its nodes hold {found[key]!r:.80}"
+            )
+    facts = Facts(architecture_name(config), config, scales, halo(config))
+    return GraphFacts(facts, network.precision, metadata.get("weights_sha256"), int8)
 
 
 def _int8(metadata: dict[str, str]) -> Int8Facts:
@@ -224,10 +239,17 @@ def _int8(metadata: dict[str, str]) -> Int8Facts:
     )
 
 
+def _said_config(metadata: dict[str, str]) -> NetworkConfig | None:
+    try:
+        return _network(metadata["architecture"], metadata.get("config")) if "architecture" in metadata else None
+    except (ValueError, TypeError):
+        return None  # read_graph_metadata reports it
+
+
 def read_graph(path: Path) -> tuple[OnnxFile, GraphFacts]:
-    """An ONNX graph checked to be self-contained (vdsr.onnx_file) and the facts of its metadata."""
+    """An ONNX graph checked to be self-contained and a network this package knows (vdsr.onnx_file), and its facts."""
     graph = read_onnx(path)
-    return graph, read_graph_metadata(graph.metadata, path)
+    return graph, read_graph_metadata(graph.metadata, graph.network, path)
 
 
 # --- model cards --------------------------------------------------------------------------------------------------

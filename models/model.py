@@ -1,7 +1,7 @@
 """`vdsr.Model`: everything known about one model, read once from its files; every consumer asks it.
 
     model = Model.load("vdsr")                   # a shipped model: weights, graphs by precision, card
-    model = Model.load("my.onnx")                 # a graph given by path: it runs as it is
+    model = Model.load("my.onnx")                 # a graph given by path: known by its nodes, run as it is
     model = Model.load("runs/x/vdsr.safetensors")  # weights: the PyTorch backends run them
 
 It carries the network (architecture, config), the scales it was trained for, its halo, its files (weights, and
@@ -39,10 +39,10 @@ class Graph:
 @dataclass(frozen=True)
 class Model:
     name: str  # a shipped model's name, or a file's stem
-    architecture: str | None  # vdsr or srcnn; None: a graph given by path that does not say
-    config: NetworkConfig | None
+    architecture: str  # vdsr or srcnn
+    config: NetworkConfig
     scales: tuple[float, ...]  # trained for; (): not recorded
-    halo: int | None  # receptive-field radius; None: a graph that does not say (it cannot be tiled)
+    halo: int  # receptive-field radius: how far an output pixel sees
     weights: Path | None = None
     graphs: Mapping[str, Graph] = field(default_factory=dict)  # by precision
     card: Mapping[str, object] | None = None  # a shipped model's NAME.json
@@ -76,8 +76,8 @@ class Model:
         """ONNX Runtime's working memory on CPUs per window pixel: 64 + 14 x the widest layer's channels bytes, 960
         for the shipped models (peak resident growth measured on ONNX Runtime 1.32, arena included, fp32 and int8,
         windows of 0.25-4 MP: VDSR-64 534-811, SRCNN 469-497, an 8-channel VDSR 106-174, so about 15% to spare;
-        bench/results/window_memory_cpu.md). 64 channels when the model does not say."""
-        return 64 + 14 * (widest_channels(self.config) if self.config is not None else 64)
+        bench/results/window_memory_cpu.md)."""
+        return 64 + 14 * widest_channels(self.config)
 
 
 def _graph(path: Path, facts: GraphFacts) -> Graph:

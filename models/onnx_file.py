@@ -9,14 +9,20 @@ node attributes, subgraphs, functions and their default attributes, training gra
 `onnx` package, which the base install lacks.
 The bytes checked are the bytes the runtime is given: nothing can change the file in between. The same walk reads
 the graph's metadata_props (what vdsr.metadata reads a model's facts from), so no ONNX library is needed for them.
+
+A second reading takes the nodes, stored tensors, inputs and outputs of the main graph, and vdsr.onnx_network
+accepts the graph only when they are a network this package knows: any other graph is refused before a session
+could fold its constants or run its loops.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from vdsr.errors import ModelError
+from vdsr.onnx_network import GraphView, Network, Node, Stored, Value, recognise
 
 # message -> {field number: message type of that field} for the fields that can lead to a TensorProto (onnx.proto3)
 # (tests/test_onnx_file.py checks this against the onnx package's own descriptors)
@@ -37,15 +43,17 @@ _MAX_DEPTH = 64  # nested subgraphs (If/Loop bodies) deeper than this are refuse
 
 @dataclass(frozen=True)
 class OnnxFile:
-    """An ONNX file as read and checked: its bytes (what a runtime is given) and its metadata_props."""
+    """An ONNX file as read and checked: its bytes (what a runtime is given), its metadata_props and the network
+    its nodes were found to be."""
 
     data: bytes
     metadata: dict[str, str]
+    network: Network
 
 
 def read_onnx(path: Path) -> OnnxFile:
-    """The ONNX file at `path` with its metadata_props; ModelError naming the file if it is not a well-formed
-    protobuf or any tensor in it refers to external data."""
+    """The ONNX file at `path` with its metadata_props and network; ModelError naming the file if it is not a
+    well-formed protobuf, any tensor in it refers to external data, or it is not a network this package knows."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -53,9 +61,14 @@ def read_onnx(path: Path) -> OnnxFile:
     metadata: dict[str, str] = {}
     try:
         _check(memoryview(data), "model", depth=0, metadata=metadata)
+        view = _view(memoryview(data))
     except ValueError as error:
         raise ModelError(f"{path}: {error}") from None
-    return OnnxFile(data, metadata)
+    try:
+        network = recognise(view)
+    except ValueError as error:
+        raise ModelError(f"{path}: not a VDSR or SRCNN graph as vdsr-export writes them: {error}") from None
+    return OnnxFile(data, metadata, network)
 
 
 def read_self_contained(path: Path) -> bytes:
@@ -112,6 +125,173 @@ def _entry(message: memoryview) -> tuple[str, str]:
             raise ValueError("not a well-formed ONNX file (metadata that is not UTF-8)") from None
         pos += length
     return found[1], found[2]
+
+
+# --- the second reading: what vdsr.onnx_network needs of the main graph ------------------------------------------
+
+Fields = dict[int, list[int | memoryview]]
+_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # by data_type
+_TYPED_DATA = {4: 4, 10: 8}  # float_data, double_data: packed fixed-size values (bytes each)
+_VARINT_DATA = (5, 7, 11)  # int32_data, int64_data, uint64_data: packed varints
+_ATTRIBUTE_GRAPHS = {5, 6, 10, 11, 14, 15, 21, 22, 23}  # tensors, graphs, types, function references: refused
+
+
+def _fields(message: memoryview) -> Fields:
+    """A message's fields by number, in order (repeated fields and repeats of a singular one all kept)."""
+    found: Fields = defaultdict(list)
+    pos = 0
+    while pos < len(message):
+        key, pos = _varint(message, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(message, pos)
+            found[number].append(value)
+            continue
+        if wire == 2:
+            length, pos = _varint(message, pos)
+        elif wire in (1, 5):
+            length = 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"not a well-formed ONNX file (protobuf wire type {wire})")
+        if pos + length > len(message):
+            raise ValueError("not a well-formed ONNX file (a field runs past its end)")
+        found[number].append(message[pos : pos + length])
+        pos += length
+    return found
+
+
+def _single(fields: Fields, number: int, what: str) -> int | memoryview | None:
+    """A singular field; a repeat (which protobuf would merge or override) is refused."""
+    values = fields.get(number, [])
+    if len(values) > 1:
+        raise ValueError(f"not a well-formed ONNX file ({what} given {len(values)} times)")
+    return values[0] if values else None
+
+
+def _text(value: int | memoryview | None) -> str:
+    return "" if value is None else _bytes(value).decode("utf-8")
+
+
+def _bytes(value: int | memoryview | None) -> bytes:
+    if not isinstance(value, memoryview):
+        raise ValueError("not a well-formed ONNX file (a number where bytes belong)")
+    return bytes(value)
+
+
+def _texts(fields: Fields, number: int) -> tuple[str, ...]:
+    return tuple(_text(value) for value in fields.get(number, []))
+
+
+def _number(value: int | memoryview | None) -> int:
+    if isinstance(value, memoryview):
+        raise ValueError("not a well-formed ONNX file (a string where a number belongs)")
+    value = value or 0
+    return value - (1 << 64) if value >= 1 << 63 else value  # int64 as a varint
+
+
+def _numbers(fields: Fields, number: int) -> tuple[int, ...]:
+    """A repeated int64 field, packed or not."""
+    values: list[int] = []
+    for value in fields.get(number, []):
+        if isinstance(value, int):
+            values.append(_number(value))
+            continue
+        pos = 0
+        while pos < len(value):
+            item, pos = _varint(value, pos)
+            values.append(_number(item))
+    return tuple(values)
+
+
+def _message(value: int | memoryview | None) -> Fields:
+    if isinstance(value, int):
+        raise ValueError("not a well-formed ONNX file (a number where a message belongs)")
+    return _fields(value) if value is not None else defaultdict(list)
+
+
+def _view(data: memoryview) -> GraphView:
+    """The main graph's nodes, stored tensors, inputs and outputs, and the model's operator sets."""
+    model = _fields(data)
+    if model.get(20) or model.get(25):
+        raise ValueError("it holds training graphs or functions (no VDSR or SRCNN network has them)")
+    graph = _message(_single(model, 7, "the graph"))
+    if graph.get(15):
+        raise ValueError("it holds sparse tensors (no VDSR or SRCNN network has them)")
+    stored = dict(_stored(_message(value)) for value in graph.get(5, []))
+    if len(stored) != len(graph.get(5, [])):
+        raise ValueError("two stored tensors of one name")
+    return GraphView(
+        domains=tuple(_text(_single(_message(value), 1, "a domain")) for value in model.get(8, [])),
+        nodes=tuple(_node(_message(value)) for value in graph.get(1, [])),
+        stored=stored,
+        inputs=tuple(_value(_message(value)) for value in graph.get(11, [])),
+        outputs=tuple(_value(_message(value)) for value in graph.get(12, [])),
+    )
+
+
+def _node(fields: Fields) -> Node:
+    attributes: dict[str, int | tuple[int, ...] | bytes | float] = {}
+    for value in fields.get(5, []):
+        attribute = _message(value)
+        name = _text(_single(attribute, 1, "an attribute's name"))
+        if _ATTRIBUTE_GRAPHS & attribute.keys() or name in attributes:
+            raise ValueError(f"a node attribute {name!r:.40} holding a tensor, graph or type, or given twice")
+        if attribute.get(8) or _number(_single(attribute, 20, "a type")) == 7:  # INTS
+            attributes[name] = _numbers(attribute, 8)
+        elif attribute.get(4):
+            attributes[name] = _bytes(_single(attribute, 4, "an attribute's value"))
+        elif attribute.get(2) or attribute.get(7) or attribute.get(9):
+            attributes[name] = float("nan")  # floats and strings: no VDSR node takes one, so nothing may equal it
+        else:
+            attributes[name] = _number(_single(attribute, 3, "an attribute's value"))
+    return Node(
+        op=_text(_single(fields, 4, "an op type")),
+        domain=_text(_single(fields, 7, "a node's domain")),
+        inputs=_texts(fields, 1),
+        outputs=_texts(fields, 2),
+        attributes=attributes,
+    )
+
+
+def _stored(fields: Fields) -> tuple[str, Stored]:
+    """An initializer's name and type and shape, checked to hold exactly as many values as its shape says."""
+    name = _text(_single(fields, 8, "a tensor's name"))
+    dims = _numbers(fields, 1)
+    data_type = _number(_single(fields, 2, "a tensor's type"))
+    if data_type not in _ITEM_BYTES or any(d < 0 for d in dims) or fields.get(3) or fields.get(6):
+        raise ValueError(f"stored tensor {name!r:.60} of type {data_type}, shape {list(dims)}: not a numeric tensor")
+    raw = _single(fields, 9, "a tensor's data")
+    if raw is not None:
+        held = len(_bytes(raw)) / _ITEM_BYTES[data_type]
+    else:  # packed or not, each fixed-size value is `size` bytes
+        held = sum(len(_bytes(v)) / size for number, size in _TYPED_DATA.items() for v in fields.get(number, []))
+        held += sum(len(_numbers(fields, number)) for number in _VARINT_DATA)
+    expected = 1
+    for d in dims:
+        expected *= d
+    if held != expected:
+        raise ValueError(f"stored tensor {name!r:.60} of shape {list(dims)} holds {held:g} values, not {expected}")
+    return name, Stored(data_type, dims)
+
+
+def _value(fields: Fields) -> Value:
+    """A graph input or output: its name, element type and shape."""
+    name = _text(_single(fields, 1, "a value's name"))
+    kind = _message(_single(fields, 2, "a value's type"))
+    if set(kind) - {1, 6}:  # tensor_type and denotation only
+        raise ValueError(f"input or output {name!r:.40} is not a tensor")
+    tensor = _message(_single(kind, 1, "a tensor type"))
+    shape = _single(tensor, 2, "a shape")
+    dims = None
+    if shape is not None:
+        dims = tuple(_dimension(_message(d)) for d in _message(shape).get(1, []))
+    return Value(name, _number(_single(tensor, 1, "an element type")), dims)
+
+
+def _dimension(fields: Fields) -> int | str | None:
+    if fields.get(1):
+        return _number(_single(fields, 1, "a dimension"))
+    return _text(_single(fields, 2, "a dimension")) if fields.get(2) else None
 
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from vdsr.catalogue import MODELS
-from vdsr.errors import EXIT_BACKEND, EXIT_FAILED, UsageError
+from vdsr.errors import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, UsageError
 from vdsr.model import Model
 from vdsr.runtime.backends.specs import BackendChoice, PrecisionChoice, Request
 from vdsr.runtime.console import (
@@ -19,20 +19,24 @@ from vdsr.runtime.console import (
     WorkProgress,
     error_console,
     exit_on_errors,
+    figure,
     make_app,
     print_error,
+    printable,
+    require_modules,
     safe,
     version_option,
 )
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
-from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS
-from vdsr.runtime.places import is_uri, local
-from vdsr.runtime.planning import FolderReport, nothing_found, plan
+from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, Interrupted
+from vdsr.runtime.places import MAX_DEPTH, is_uri, local
+from vdsr.runtime.planning import FolderReport, Job, nothing_found, plan
 from vdsr.runtime.ray_data import RayOptions, upscale_folder_on_ray
 from vdsr.runtime.upscaler import GIB, Upscaler
 from vdsr.scale import check_scale
 
 app = make_app(__doc__)
+MEASURED_SECONDS = 0.5  # a speed is shown once the run has taken this long (before, it would be mostly noise)
 
 
 @app.command(cls=Command)
@@ -92,7 +96,15 @@ def main(
     batch: Annotated[
         int | None, typer.Option(help="Tiles per call.", min=1, show_default="the backend's: 1 on CPUs, 4 on GPUs")
     ] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include subfolders (mirrored).")] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive",
+            "-r",
+            help=f"Include subfolders (mirrored), {MAX_DEPTH} levels deep at most (a deeper folder is refused, "
+            "nothing done); links to folders are not followed.",
+        ),
+    ] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
     fmt: Annotated[
@@ -180,33 +192,66 @@ def main(
         if not jobs:
             err.print(safe(nothing_found(source, recursive=recursive)))
     start = time.perf_counter()
-    with exit_on_errors(err), upscaler, WorkProgress(err, "upscaling", total=len(jobs), unit="images") as progress:
-        done = {"images": 0, "upscaled": 0, "pixels": 0}  # finished (written, skipped, failed); through the network
-
-        def speed() -> str:
-            return f"{done['pixels'] / 1e6 / max(time.perf_counter() - start, 1e-9):.2f} MP/s"
-
-        def on_image(path: Path | str, pixels: int) -> None:  # called once the image is written, a little later
-            done["images"] += 1
-            done["pixels"] += pixels
-            progress.update(completed=max(done["images"], done["upscaled"]), info=speed())
-
-        def on_band(fraction: float) -> None:  # the image being upscaled now
-            done["upscaled"] += fraction >= 1.0
-            current = done["upscaled"] + (fraction if fraction < 1.0 else 0.0)
-            progress.update(completed=max(done["images"], current), info=speed())
-
-        report = upscaler.upscale_jobs(
-            jobs,
-            scale,
-            skip_existing=skip_existing,
-            fail_fast=fail_fast,
-            max_pixels=max_pixels,
-            max_output_pixels=max_output_pixels,
-            on_image=on_image,
-            on_band=on_band,
+    try:
+        with (
+            exit_on_errors(err),
+            upscaler,
+            WorkProgress(err, "upscaling", total=len(jobs), unit="images", last_line=False) as progress,
+        ):
+            shown = _Shown(progress, jobs, start)
+            report = upscaler.upscale_jobs(
+                jobs,
+                scale,
+                skip_existing=skip_existing,
+                fail_fast=fail_fast,
+                max_pixels=max_pixels,
+                max_output_pixels=max_output_pixels,
+                on_image=shown.on_image,
+                on_band=shown.on_band,
+            )
+    except KeyboardInterrupt as stop:  # Ctrl-C: what was done, and how to do the rest
+        _summarize(err, stop.report if isinstance(stop, Interrupted) else FolderReport(), time.perf_counter() - start)
+        print_error(
+            err,
+            "stopped by Ctrl-C; the files written are whole: rerun with --skip-existing to do the rest",
+            "interrupted",
         )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _finish(err, report, time.perf_counter() - start)
+
+
+class _Shown:
+    """What a plain run's progress line shows: images finished (written, skipped or failed) and the fraction of the
+    one being upscaled, its name, and the output pixels per second once some are written."""
+
+    def __init__(self, progress: WorkProgress, jobs: list[Job], start: float) -> None:
+        self.progress, self.start = progress, start
+        self.images, self.upscaled, self.pixels = 0, 0, 0  # finished; through the network; written
+        self.waiting = dict.fromkeys(job.source.shown for job in jobs)  # neither, in the order they run
+
+    def on_image(self, path: Path | str, pixels: int) -> None:  # once the image is written, a little later
+        self.images += 1
+        self.pixels += pixels
+        self.waiting.pop(path, None)
+        self.progress.update(completed=max(self.images, self.upscaled), info=self.info())
+
+    def on_band(self, fraction: float) -> None:  # the image being upscaled now
+        if fraction >= 1.0:
+            self.upscaled += 1
+            if self.waiting:  # images go through the network in order: the first waiting is this one
+                self.waiting.pop(next(iter(self.waiting)))
+        current = self.upscaled + (fraction if fraction < 1.0 else 0.0)
+        self.progress.update(completed=max(self.images, current), info=self.info())
+
+    def info(self) -> str:
+        name = printable(os.path.basename(str(next(iter(self.waiting), ""))))
+        return ", ".join(filter(None, [name, _speed(self.pixels / 1e6, time.perf_counter() - self.start)]))
+
+
+def _speed(megapixels: float, seconds: float) -> str:
+    """Output megapixels a second, or "" before that can be measured (nothing written yet, or in too short a time
+    for a meaningful figure): a run never shows 0.00 MP/s."""
+    return f"{figure(megapixels / seconds)} MP/s" if megapixels > 0 and seconds >= MEASURED_SECONDS else ""
 
 
 def _on_ray(
@@ -227,8 +272,7 @@ def _on_ray(
     err: Console,
 ) -> FolderReport:
     """The run on Ray Data (vdsr.runtime.ray_data), once what the driver can check is checked."""
-    if importlib.util.find_spec("ray") is None:
-        raise UsageError("--ray needs Ray: pip install 'vdsr[ray]'")
+    require_modules(("ray",), needs="--ray", extra="ray")
     Request(str(args["backend"]), str(args["precision"]), str(args["device"]))  # a request that cannot exist
     Model.load(args["model"])  # type: ignore[arg-type]  # a model that is not there: refused here, not in every actor
     if address == "local":  # the actors run on this machine: what they open can be checked, and said, here
@@ -249,13 +293,20 @@ def _on_ray(
     )
 
 
-def _finish(err: Console, report: FolderReport, seconds: float) -> None:
-    """The failures one line each, the summary, and the exit code (the same for a plain run and a Ray run)."""
+def _summarize(err: Console, report: FolderReport, seconds: float) -> None:
+    """The failures one line each, then the one closing line: what was written, skipped and failed, and how fast."""
     for failure in report.failed:
         print_error(err, str(failure), "failed")
     summary = f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed"
-    rate = f"{report.megapixels:.1f} MP out in {seconds:.1f} s ({report.megapixels / max(seconds, 1e-9):.2f} MP/s)"
-    err.print(f"{summary}; {rate}")
+    if report.megapixels > 0:
+        speed = _speed(report.megapixels, seconds)
+        summary += f"; {figure(report.megapixels)} MP out in {seconds:.1f} s" + (f" ({speed})" if speed else "")
+    err.print(summary)
+
+
+def _finish(err: Console, report: FolderReport, seconds: float) -> None:
+    """The summary and the exit code (the same for a plain run and a Ray run)."""
+    _summarize(err, report, seconds)
     if report.stopped:
         print_error(err, f"{report.stopped}; the run stopped, the files written before are complete", "stopped")
         raise typer.Exit(EXIT_BACKEND)

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from typer.core import TyperCommand
 
 from vdsr._version import __version__
-from vdsr.errors import EXIT_FAILED, VdsrError, exit_code
+from vdsr.errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError, VdsrError, exit_code
 
 # click's base of usage errors: typer vendors click from 0.2x (typer._click) and depends on it before; its public
 # BadParameter derives from it either way
@@ -32,10 +34,23 @@ def error_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def printable(text: object) -> str:
+    """`text` with its control characters (a file name can hold escape sequences and newlines) written as Python
+    escapes: for text printed without markup."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
 def safe(text: object) -> str:
-    """`text` as it can be shown on a terminal: control characters (a file name can hold escape sequences and
-    newlines) written as Python escapes, rich markup ([brackets] in names) escaped."""
-    return escape("".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text)))
+    """`text` as it can be shown on a terminal: control characters written as Python escapes, rich markup
+    ([brackets] in names) escaped."""
+    return escape(printable(text))
+
+
+def figure(value: float) -> str:
+    """A positive measure with two decimals, or as many as show its first two significant digits (0.0034, not
+    0.00): a figure on screen never reads as zero when it is not."""
+    decimals = 2 if value >= 0.1 or value <= 0 else 1 - math.floor(math.log10(value))
+    return f"{value:.{decimals}f}"
 
 
 def print_error(console: Console, error: Exception | str, label: str = "error") -> None:
@@ -65,6 +80,14 @@ def make_app(doc: str | None) -> typer.Typer:
     )
 
 
+def require_modules(modules: tuple[str, ...], *, needs: str, extra: str) -> None:
+    """UsageError (one line: what to install) if a module a command needs is not installed. Checked before the
+    command imports them, so --help and --version work without its extras."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f'{needs} needs {", ".join(missing)}: pip install "vdsr[{extra}]"')
+
+
 class Command(TyperCommand):
     """A command whose usage errors (a misspelt option, a value of the wrong type or out of its choices) print as
     one `error:` line and exit 2, as every other error of the toolkit does, instead of click's usage box."""
@@ -92,6 +115,15 @@ class Command(TyperCommand):
             sys.exit(error.exit_code)  # type: ignore[attr-defined]
         sys.exit(result if isinstance(result, int) else 0)
 
+    def invoke(self, ctx: Any) -> Any:
+        """The command; Ctrl-C that it does not answer itself is one `interrupted` line and exit 130 (typer would end
+        with 130 and no word)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            print_error(error_console(), "interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
 
 def _show_version(ctx: typer.Context, value: bool) -> None:
     if value:
@@ -107,13 +139,22 @@ def version_option() -> Any:
 class WorkProgress:
     """Progress of countable work (images, steps, scores) on `console`, fractions allowed (a band of tiles is part
     of an image). On a terminal a live bar; elsewhere (a log, CI, a batch system) a plain line at the start, every
-    `every` seconds and at the end, never cut mid-number and free of escape codes."""
+    `every` seconds and at the end (not with `last_line=False`: for a command whose own summary closes the run),
+    never cut mid-number and free of escape codes. `info` is shown as it is given, never read as markup."""
 
     def __init__(
-        self, console: Console, label: str, *, total: float | None, unit: str, every: float | None = None
+        self,
+        console: Console,
+        label: str,
+        *,
+        total: float | None,
+        unit: str,
+        every: float | None = None,
+        last_line: bool = True,
     ) -> None:
         self.console, self.label, self.unit = console, label, unit
         self.every = PLAIN_PROGRESS_SECONDS if every is None else every
+        self.last_line = last_line
         self.total, self.completed, self.info = total, 0.0, ""
         self._bar: Progress | None = None
         self._task: Any = None
@@ -126,7 +167,7 @@ class WorkProgress:
                 TextColumn(self.label),
                 BarColumn(),
                 TextColumn("{task.fields[done]}"),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[info]}", markup=False),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
@@ -143,7 +184,7 @@ class WorkProgress:
     ) -> None:
         if self._bar is not None:
             self._bar.__exit__(kind, error, trace)
-        else:
+        elif self.last_line:
             self._plain(force=True)
 
     def update(

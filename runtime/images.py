@@ -14,7 +14,8 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePath
@@ -201,11 +202,24 @@ def icc_profile_of(image: Image.Image) -> bytes | None:
     return image.info.get("icc_profile") if image.mode != "CMYK" else None
 
 
-def load_image_object(image: Image.Image) -> LoadedImage:
-    """A PIL image already in memory, normalised as load_image normalises files."""
-    image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
-    pixels, depth = pixels_of(image, Path("<image>"))
-    return LoadedImage(Path("<image>"), pixels, depth, pixels.shape[-1] in (2, 4), icc_profile_of(image))
+def check_one_frame(image: Image.Image, path: Path | str) -> None:
+    """ImageError for an animation or a multi-page file (a camera JPEG's MPF previews aside: frame 0 is the photo).
+    Found without counting the frames: each plugin of READ_FORMATS sets `is_animated` from the first frame's header
+    (TIFF: the first page's link to a next one; PNG, WebP, MPO: the count their headers declare) or by reading on to
+    the second frame (GIF), where `n_frames` walks every page (a 30,000-page TIFF: 10 s)."""
+    if getattr(image, "is_animated", False) and image.format != "MPO":
+        raise ImageError(path, "animated or multi-page image is not supported")
+
+
+def load_image_object(image: Image.Image, name: Path | str = "<image>") -> LoadedImage:
+    """A PIL image already in memory (or opened and not yet loaded), normalised as load_image normalises files, and
+    refused as they are: ImageError naming the file PIL opened it from, else `name`."""
+    path = getattr(image, "filename", "") or name
+    with _decode_errors(path):
+        check_one_frame(image, path)
+        image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
+        pixels, depth = pixels_of(image, path)
+    return LoadedImage(path, pixels, depth, pixels.shape[-1] in (2, 4), icc_profile_of(image))
 
 
 def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
@@ -230,30 +244,38 @@ def decode_image(data: bytes | BinaryIO, name: Path | str, max_pixels: int = DEF
 
 
 def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
+    with _decode_errors(path), Image.open(f, formats=READ_FORMATS) as image:
+        check_one_frame(image, path)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(path, f"{width}x{height} is over the limit of {max_pixels} pixels")
+        sixteen = False
+        if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY:
+            f.seek(0)
+            sixteen = png16.is_png16(f.read(33))
+        if sixteen:
+            f.seek(0)
+            pixels, depth, icc, exif = _read_png16(path, f.read())
+        elif isinstance(image, ImageFile.ImageFile) and sixteen_bit.is_wide_colour(image):  # TIFF, PPM
+            f.seek(0)
+            pixels, depth, icc, exif = _read_wide(path, image, f.read())
+        elif image.format in ("JPEG", "MPO"):
+            f.seek(0)
+            with _checked_jpeg(path, f.read()) as checked:
+                pixels, depth, icc, exif = _decode(checked, path)
+        else:
+            pixels, depth, icc, exif = _decode(image, path)
+    has_alpha = pixels.shape[-1] in (2, 4)
+    return LoadedImage(
+        path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha, icc_profile=icc or None, exif=exif or None
+    )
+
+
+@contextmanager
+def _decode_errors(path: Path | str) -> Iterator[None]:
+    """Decoding failures, whatever PIL or a plugin raised, as one ImageError naming `path`."""
     try:
-        with Image.open(f, formats=READ_FORMATS) as image:
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1 and image.format != "MPO":  # MPO: a camera JPEG with previews; frame 0 is the photo
-                raise ImageError(path, f"animated or multi-page image ({frames} frames) is not supported")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(path, f"{width}x{height} is over the limit of {max_pixels} pixels")
-            sixteen = False
-            if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY:
-                f.seek(0)
-                sixteen = png16.is_png16(f.read(33))
-            if sixteen:
-                f.seek(0)
-                pixels, depth, icc, exif = _read_png16(path, f.read())
-            elif isinstance(image, ImageFile.ImageFile) and sixteen_bit.is_wide_colour(image):  # TIFF, PPM
-                f.seek(0)
-                pixels, depth, icc, exif = _read_wide(path, image, f.read())
-            elif image.format in ("JPEG", "MPO"):
-                f.seek(0)
-                with _checked_jpeg(path, f.read()) as checked:
-                    pixels, depth, icc, exif = _decode(checked, path)
-            else:
-                pixels, depth, icc, exif = _decode(image, path)
+        yield
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
@@ -269,10 +291,6 @@ def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
         raise ImageError(path, "not enough memory to decode it") from error
     except Exception as error:  # noqa: BLE001  (plugins also raise struct.error, EOFError, KeyError on bad data)
         raise ImageError(path, f"cannot decode it ({type(error).__name__}: {error})") from error
-    has_alpha = pixels.shape[-1] in (2, 4)
-    return LoadedImage(
-        path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha, icc_profile=icc or None, exif=exif or None
-    )
 
 
 # The formats results are written in, and what each holds: an alpha channel; 16 bits per sample (gray only for

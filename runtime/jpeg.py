@@ -18,6 +18,14 @@ header claims (a 669-byte file claiming 9000x9000 costs 81 MP of work). Here:
   of data, and Pillow reports the file as truncated. A cut within the last four or so blocks can still pass, and so
   can a cut inside the last scan of a file of several scans (progressive: a refinement, precision lost in the bottom
   part, not grey; sequential with one scan per component: rare): only a full entropy decoder could tell.
+- A scan with restart markers must hold every marker, in turn, and between two markers enough data for the interval's
+  MCUs: libjpeg fills an interval whose data ends early with grey (a warning Pillow does not pass on), so emptied
+  intervals with their markers kept would decode silently. Every Huffman-coded block spends at least its shortest DC
+  code and its EOB (or, without one, four AC codes and a bit) in a sequential scan, its shortest DC code in a
+  progressive DC scan, one bit in a DC refinement; an interval of a progressive AC scan spends at least one bit. Those
+  bounds, from the file's own Huffman tables, are exact minimums, so no valid file falls under them; an interval
+  damaged but still above its minimum decodes wrong without a word (only a full entropy decoder could tell), and
+  lossless, hierarchical or arithmetic-coded scans have no such bound.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ MAX_PIXELS_PER_BYTE = 512  # at least 1 bit per 64 pixels of the full-resolution
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _HUFFMAN_SEQUENTIAL = {0xC0, 0xC1}
+_HUFFMAN_DCT = {0xC0, 0xC1, 0xC2}  # whose blocks have the minimum costs above
 _ARITHMETIC = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 # The end of entropy-coded data: a marker, that is 0xFF then neither stuffing (0x00), fill (0xFF) nor, when the file
 # sets a restart interval, a restart marker. (One 0xFF only: "0xFF+" backtracks quadratically over a run of 0xFF.)
@@ -60,6 +69,7 @@ def inspect(data: bytes) -> JpegLayout:
     frame: _Frame | None = None
     unrefined: dict[int, list[int | None]] = {}  # progressive: component -> per coefficient, the last Al (None: none)
     scans = scan_end = restart_interval = 0
+    tables: dict[tuple[int, int], dict[int, int]] = {}  # (class: 0 DC, 1 AC; id) -> symbol -> code length in bits
     pos = 2
     while True:
         pos = data.find(b"\xff", pos)  # stray bytes between segments are skipped, as libjpeg does (with a warning)
@@ -99,10 +109,13 @@ def inspect(data: bytes) -> JpegLayout:
             if found is None:
                 raise ValueError("JPEG data cut short (no end-of-image marker)")
             if restart_interval:
-                _check_restarts(frame, body, (data, pos, found.start()), interval=restart_interval)
+                sizes = _restart_intervals(frame, body, (data, pos, found.start()), interval=restart_interval)
+                _check_interval_data(frame, body, sizes, tables=tables, scan=scans)
             pos = scan_end = found.start()
         elif marker == 0xDD and len(body) == 2:  # DRI: restart markers may appear in the scans that follow
             (restart_interval,) = struct.unpack(">H", body)
+        elif marker == 0xC4:  # DHT: the Huffman tables of the scans that follow
+            tables |= _huffman_tables(body)
     if frame is None:
         raise ValueError("JPEG has no frame header")
     if not scans:
@@ -156,10 +169,18 @@ def _frame(marker: int, body: bytes) -> _Frame:
     return _Frame(marker, width, height, sampling)
 
 
-def _check_restarts(frame: _Frame, scan: bytes, entropy: tuple[bytes, int, int], *, interval: int) -> None:
+@dataclass(frozen=True)
+class _Interval:
+    mcus: int
+    size: int  # bytes of entropy-coded data between its markers, fill bytes (0xFF) before a marker left out
+
+
+def _restart_intervals(
+    frame: _Frame, scan: bytes, entropy: tuple[bytes, int, int], *, interval: int
+) -> list[_Interval]:
     """A scan with a restart interval holds one restart marker between every two intervals of its MCUs (T.81 A.2),
     numbered 0 to 7 in turn: fewer, or one out of turn, means it was cut short (a marker appended after a cut makes
-    libjpeg fill the rest with grey, silently)."""
+    libjpeg fill the rest with grey, silently). Returns each interval's MCUs and bytes of entropy-coded data."""
     components = [scan[1 + 2 * i] for i in range(scan[0])]
     if any(c not in frame.sampling for c in components):
         raise ValueError("JPEG scan of a component the frame does not have")
@@ -172,12 +193,81 @@ def _check_restarts(frame: _Frame, scan: bytes, entropy: tuple[bytes, int, int],
         units = _ceil(frame.width, 8 * h_max) * _ceil(frame.height, 8 * v_max)
     data, start, stop = entropy
     expected = _ceil(units, interval) - 1
-    numbers = [match[0][1] - 0xD0 for match in _RESTART.finditer(data, start, stop)]
+    markers = list(_RESTART.finditer(data, start, stop))
+    numbers = [match[0][1] - 0xD0 for match in markers]
     if len(numbers) != expected or numbers != [i % 8 for i in range(len(numbers))]:  # RST0..RST7, RST0, ...
         raise ValueError(
             f"JPEG scan cut short or malformed ({len(numbers)} restart markers where {expected} belong, "
             "numbered 0 to 7 in turn)"
         )
+    bounds = [start, *(i for match in markers for i in match.span()), stop]
+    # 0xFF before a marker is fill, not data: a data byte 0xFF is always followed by 0x00 (T.81 B.1.1.5)
+    sizes = [len(data[begin:end].rstrip(b"\xff")) for begin, end in zip(bounds[::2], bounds[1::2], strict=True)]
+    return [_Interval(min(interval, units - i * interval), size) for i, size in enumerate(sizes)]
+
+
+def _check_interval_data(
+    frame: _Frame,
+    header: bytes,
+    intervals: list[_Interval],
+    *,
+    tables: dict[tuple[int, int], dict[int, int]],
+    scan: int,
+) -> None:
+    """ValueError for a restart interval of scan number `scan` (header `header`) with fewer bytes than its MCUs need
+    at the least (see the module's docstring)."""
+    if frame.coding not in _HUFFMAN_DCT:
+        return
+    count = header[0]
+    start, approximation = header[1 + 2 * count], header[3 + 2 * count]
+    bits = 0  # per MCU, at the least
+    for i in range(count):
+        component, selectors = header[1 + 2 * i], header[2 + 2 * i]
+        h, v = frame.sampling[component]
+        blocks = h * v if count > 1 else 1
+        dc, ac = tables.get((0, selectors >> 4)), tables.get((1, selectors & 15))
+        if frame.coding in _HUFFMAN_SEQUENTIAL:
+            bits += blocks * (_shortest_dc(dc) + _shortest_ac_block(ac))
+        elif start == 0:  # a progressive DC scan: a code per block, or one bit in a refinement
+            bits += blocks * (_shortest_dc(dc) if approximation >> 4 == 0 else 1)
+    for index, interval in enumerate(intervals):
+        need = _ceil(max(1, interval.mcus * bits), 8)  # padded to whole bytes with one bits before each marker
+        if interval.size < need:
+            where = f"restart interval {index + 1} of {len(intervals)}" + (f" in scan {scan}" if scan > 1 else "")
+            held = (
+                "no data" if not interval.size else f"only {interval.size} of the {need} bytes its MCUs need at least"
+            )
+            raise ValueError(f"damaged JPEG: {where} holds {held}")
+
+
+def _huffman_tables(body: bytes) -> dict[tuple[int, int], dict[int, int]]:
+    """A DHT segment's tables: (class, id) -> symbol -> code length (T.81 B.2.4.2, C). A table cut short, which
+    libjpeg refuses anyway, is left out (the bounds then assume one-bit codes)."""
+    tables = {}
+    pos = 0
+    while pos + 17 <= len(body):
+        counts = body[pos + 1 : pos + 17]
+        symbols = body[pos + 17 : pos + 17 + sum(counts)]
+        if len(symbols) != sum(counts):
+            break
+        lengths = [length for length, n in enumerate(counts, start=1) for _ in range(n)]
+        tables[body[pos] >> 4, body[pos] & 15] = dict(zip(symbols, lengths, strict=True))
+        pos += 17 + len(symbols)
+    return tables
+
+
+def _shortest_dc(table: dict[int, int] | None) -> int:
+    """The fewest bits a DC difference can take: its code and as many extra bits as its category (T.81 F.1.2.1)."""
+    return min((length + symbol for symbol, length in table.items()), default=1) if table else 1
+
+
+def _shortest_ac_block(table: dict[int, int] | None) -> int:
+    """The fewest bits a block's 63 AC coefficients can take: an end-of-block code (symbol 0), or without one at
+    least four codes (each covers at most 16 coefficients) and the last coefficient's extra bit (T.81 F.1.2.2)."""
+    if not table:
+        return 1
+    without_eob = 4 * min(table.values()) + 1
+    return min(table.get(0, without_eob), without_eob)
 
 
 def _record_scan(body: bytes, unrefined: dict[int, list[int | None]]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -38,6 +38,15 @@ DEFAULT_MAX_OUTPUT_PIXELS = 2**31
 
 # The upscaling step: a group of decoded images -> for each, its result's pixels or the ImageError it failed with
 UpscaleGroup = Callable[[list[LoadedImage]], list[Any]]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: still a KeyboardInterrupt, carrying the report of the files finished before it (results
+    already computed when it came were written whole and are in it; nothing else was started)."""
+
+    def __init__(self, report: FolderReport) -> None:
+        super().__init__()
+        self.report = report
 
 
 def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_pixels: int) -> LoadedImage:
@@ -72,7 +81,7 @@ def run_jobs(
 ) -> FolderReport:
     """Decode, upscale and write every job: decoding and encoding on worker threads, `upscale` here, on groups of up
     to `group` images (and GROUP_PIXELS output pixels). Failures go into `report` one line each; a BackendError stops
-    the run (report.stopped) once the results already made are written."""
+    the run (report.stopped) once the results already made are written; Ctrl-C raises Interrupted with the report."""
     stop = threading.Event()
     with ThreadPoolExecutor(max(2, min(4, (os.cpu_count() or 2) // 2)), "vdsr-io") as io:
         writes: deque[tuple[Job, Future[int]]] = deque()
@@ -118,31 +127,39 @@ def run_jobs(
 
         waiting: list[tuple[Job, LoadedImage]] = []
         size = 0
-        for job, decoded in _prefetch(io, jobs, max_pixels=max_pixels, stop=stop, ahead=max(IN_FLIGHT, group)):
-            try:
-                loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels=max_output_pixels)
-            except ImageError as error:
-                failed(job, error)
-                continue
-            except MemoryError:
-                finish(job, error=FileFailure(job.source.shown, "not enough memory to upscale it"))
-                continue
-            del decoded
-            waiting.append((job, loaded))
-            size += loaded.pixels.shape[0] * loaded.pixels.shape[1] * scale**2
-            if len(waiting) >= group or size >= GROUP_PIXELS:
+        decoded_jobs = _prefetch(io, jobs, max_pixels=max_pixels, stop=stop, ahead=max(IN_FLIGHT, group))
+        try:
+            for job, decoded in decoded_jobs:
+                try:
+                    loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels=max_output_pixels)
+                except ImageError as error:
+                    failed(job, error)
+                    continue
+                except MemoryError:
+                    finish(job, error=FileFailure(job.source.shown, "not enough memory to upscale it"))
+                    continue
+                del decoded
+                waiting.append((job, loaded))
+                size += loaded.pixels.shape[0] * loaded.pixels.shape[1] * scale**2
+                if len(waiting) >= group or size >= GROUP_PIXELS:
+                    run(waiting)
+                    size = 0
+            if waiting and not stop.is_set():
                 run(waiting)
-                size = 0
-        if waiting and not stop.is_set():
-            run(waiting)
-        while writes:
-            finish_write(*writes.popleft())
+            while writes:
+                finish_write(*writes.popleft())
+        except KeyboardInterrupt:  # Ctrl-C: the results computed are written (whole), nothing else is started
+            stop.set()
+            decoded_jobs.close()  # decodes not started are cancelled
+            while writes:
+                finish_write(*writes.popleft())
+            raise Interrupted(report) from None
     return report
 
 
 def _prefetch(
     io: ThreadPoolExecutor, jobs: list[Job], *, max_pixels: int, stop: threading.Event, ahead: int
-) -> Iterator[tuple[Job, Future[LoadedImage]]]:
+) -> Generator[tuple[Job, Future[LoadedImage]], None, None]:
     """Jobs in order with their decoding already under way, at most `ahead` ahead of the consumer."""
     pending: deque[tuple[Job, Future[LoadedImage]]] = deque()
     queue = iter(jobs)

@@ -14,6 +14,7 @@ import io
 import os
 import re
 import secrets
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
@@ -25,11 +26,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.errors import ImageError, UsageError, first_line
-from vdsr.files import case_insensitive, remove_stale_temporaries, unwritable_folder
+from vdsr.files import case_insensitive, file_type, remove_stale_temporaries, unwritable_folder
 from vdsr.runtime.images import IMAGE_SUFFIXES, LoadedImage, decode_image, encode_image, load_image, output_format
 from vdsr.runtime.images import save_image as save_local
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+MAX_DEPTH = 64  # levels of subfolders a recursive run reads; a deeper folder is refused, never skipped silently
 BYTES_PER_PIXEL = 16  # the most an image file of the allowed pixels may hold (32-bit float RGBA, uncompressed)
 OBJECT_STORES = ("S3FileSystem", "GcsFileSystem", "AzureFileSystem")  # folders are name prefixes: none to create
 
@@ -53,9 +55,14 @@ class Files(ABC):
     def kind(self, path: PurePath) -> str:
         """'file', 'folder', 'missing' or 'other'; UsageError if it cannot be asked."""
 
+    def what(self, path: PurePath) -> str:
+        """What a path of kind 'other' is, for messages: "a FIFO", "a character device", ..."""
+        return "neither a file nor a folder"
+
     @abstractmethod
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
-        """The images a run of `folder` reads, relative to it, sorted: image suffixes, no hidden files or folders."""
+        """The images a run of `folder` reads, relative to it, sorted: image suffixes, no hidden files or folders,
+        MAX_DEPTH levels of subfolders at most (UsageError for a deeper one)."""
 
     @abstractmethod
     def identity(self, path: PurePath) -> Hashable | None:
@@ -108,25 +115,29 @@ def local(path: str | os.PathLike[str]) -> Place:
 
 
 class LocalFiles(Files):
-    """Local paths: links to folders not followed while listing, broken links kept (they are reported), FIFOs and
-    devices refused before any read (vdsr.runtime.images)."""
+    """Local paths: links to folders not followed while listing (no loop of links is walked), broken links kept
+    (they are reported), FIFOs, sockets and devices reported as what they are and never opened (a FIFO would block
+    the run)."""
 
     system = "local"
 
     def kind(self, path: PurePath) -> str:
-        path = Path(path)
-        return "file" if path.is_file() else "folder" if path.is_dir() else "missing"
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):  # nothing there, a broken link, a NUL in the name
+            return "missing"
+        return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+    def what(self, path: PurePath) -> str:
+        try:
+            return file_type(os.stat(path).st_mode)
+        except OSError as error:
+            return f"cannot be asked: {error.strerror or error}"
 
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
         folder = Path(folder)
-        found = sorted(_list_folder(folder, recursive=recursive))
-        return [
-            p.relative_to(folder)
-            for p in found
-            if p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-            and (p.is_file() or p.is_symlink())
-        ]
+        found = _list_folder(folder, recursive=recursive)
+        return sorted(p.relative_to(folder) for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
 
     def identity(self, path: PurePath) -> Hashable | None:
         try:
@@ -144,6 +155,8 @@ class LocalFiles(Files):
             raise UsageError(problem)
 
     def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
+        if self.kind(path) == "other":  # not opened at all (images.open_regular would refuse it, opened non-blocking)
+            raise ImageError(shown, f"not a regular file ({self.what(path)})")
         return load_image(Path(path), max_pixels)
 
     def save(self, path: PurePath, pixels: NDArray[Any], *, shown: Path | str, **metadata: bytes | None) -> None:
@@ -157,20 +170,35 @@ LOCAL = LocalFiles()
 
 
 def _list_folder(folder: Path, *, recursive: bool) -> list[Path]:
-    """The entries of `folder` (and of its subfolders, not following links to folders, when `recursive`). UsageError
-    naming the folder that cannot be listed: a silently skipped subfolder would look like a complete run."""
-    if not recursive:
-        try:
-            return list(folder.iterdir())
-        except OSError as error:
-            raise UsageError(f"{folder}: cannot list this folder ({error.strerror or error})") from error
+    """Everything in `folder` but folders and hidden names (with `recursive`, in its subfolders too, MAX_DEPTH levels
+    at most). An explicit stack, not recursion: a tree thousands of levels deep is refused in one line, not with a
+    RecursionError. Links to folders are listed, not followed. UsageError naming the folder that cannot be listed, or
+    the first one too deep: a silently skipped subfolder would look like a complete run."""
     found: list[Path] = []
-
-    def refuse(error: OSError) -> None:
-        raise UsageError(f"{error.filename}: cannot list this folder ({error.strerror or error})") from error
-
-    for parent, folders, names in os.walk(folder, onerror=refuse):
-        found += [Path(parent, name) for name in [*folders, *names]]
+    too_deep: list[Path] = []
+    stack = [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    path = current / entry.name
+                    if not entry.is_dir(follow_symlinks=False):
+                        found.append(path)
+                    elif recursive and depth < MAX_DEPTH:
+                        stack.append((path, depth + 1))
+                    elif recursive:
+                        too_deep.append(path)
+        except OSError as error:
+            raise UsageError(f"{current}: cannot list this folder ({error.strerror or error})") from error
+    if too_deep:
+        more = f" (and {len(too_deep) - 1} more)" if len(too_deep) > 1 else ""
+        raise UsageError(
+            f"{min(too_deep)}{more}: more than {MAX_DEPTH} levels of folders below {folder}, which a recursive run "
+            "does not read; give a deeper folder as the input"
+        )
     return found
 
 
@@ -224,8 +252,10 @@ class StoreFiles(Files):
         return (self.system, str(path))
 
     def check_writable(self, folder: PurePath) -> None:
-        """A local folder probed as a plain run probes it; an object store's bucket must exist; other file systems
-        make the folder."""
+        """A local folder probed as a plain run probes it (a file created and removed); other file systems make the
+        folder; an object store's bucket must exist. An object store is not probed with a test object: its folders
+        are name prefixes, so that would be a billed write and delete for each folder of the tree, and a write it
+        refuses fails that file alone, the others still run."""
         name = type(self.fs).__name__
         if name == "LocalFileSystem":
             LOCAL.check_writable(folder)

@@ -78,6 +78,15 @@ def _resolved(place: Place) -> PurePath:
     return Path(place.path).resolve() if isinstance(place.files, LocalFiles) else place.path
 
 
+def beside(path: PathT, label: str, *, folder: bool) -> PathT:
+    """The default output of the input at `path` (absolute: "." and ".." already resolved): <stem>_x<S><suffix> for a
+    file, <name>_x<S> for a folder, beside it. UsageError for a path without a name (a root: /, C:\\, file:///),
+    which has no place beside it."""
+    if path.name in ("", ".", ".."):
+        raise UsageError(f"{path}: a root folder has no name for its output, nor a folder beside it; give --output")
+    return path.with_name(f"{path.name}_x{label}" if folder else f"{path.stem}_x{label}{path.suffix}")
+
+
 def result_name(target: PathT, suffix: str | None) -> PathT:
     """An output's name: with --format's `suffix` if given; a GIF's result is a PNG."""
     return target.with_suffix(suffix) if suffix else target if writable(target) else target.with_suffix(".png")
@@ -105,8 +114,9 @@ def names_a_file(output: Place) -> bool:
 def plan(
     source: Place, scale: float, output: Place | None = None, *, recursive: bool = False, fmt: str | None = None
 ) -> list[Job]:
-    """Input file(s) -> output places (see the module docstring). UsageError for a missing input, an output folder
-    inside the input folder, one that cannot be written, or an output file whose suffix contradicts `fmt`."""
+    """Input file(s) -> output places (see the module docstring). UsageError for a missing input or one that is not
+    a regular file or folder, a root folder without --output, an output folder inside the input folder, one that
+    cannot be written (probed before any work), or an output file whose suffix contradicts `fmt`."""
     label = scale_label(scale)
     named = source.at(_absolute(source))
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
@@ -119,22 +129,19 @@ def plan(
         elif output is not None:
             target = output.at(result_name(output.path / source.path.name, suffix))
         else:
-            beside = named.path.with_name(f"{named.path.stem}_x{label}{named.path.suffix}")
-            target = named.at(result_name(beside, suffix))
+            target = named.at(result_name(beside(named.path, label, folder=False), suffix))
         if _same(target, source):
             raise UsageError(f"{target}: the output would replace the input; give another --output")
         root = target.at(target.path.parent)
         jobs = [Job(source, target)]
     elif kind == "folder":
-        root = (
-            output.at(_absolute(output))
-            if output is not None
-            else named.at(named.path.with_name(f"{named.path.name}_x{label}"))
-        )
+        root = output.at(_absolute(output)) if output is not None else named.at(beside(named.path, label, folder=True))
         if _same(root, source) or (recursive and _resolved(root).is_relative_to(_resolved(source))):
             raise UsageError(f"{root}: the output folder must not be the input folder or inside it")
         images = source.files.images(source.path, recursive=recursive)
         jobs = [Job(source.at(source.path / rel), root.at(result_name(root.path / rel, suffix))) for rel in images]
+    elif kind == "other":  # a FIFO, a device, a socket: never opened (a FIFO would block the run)
+        raise UsageError(f"{source}: not a regular file ({source.files.what(source.path)})")
     else:
         raise UsageError(f"{source}: no such file or folder")
     for folder in dict.fromkeys([root.path, *(job.target.path.parent for job in jobs)]):

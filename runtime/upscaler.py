@@ -77,11 +77,6 @@ class Upscaler:
             raise UsageError(f"Expected a memory budget of at least 1 MiB, got {memory_budget} bytes")
         self.log = log
         self.model = Model.load(model)
-        if self.model.halo is None:  # a graph from elsewhere that does not say how far its output pixels see
-            where = next(iter(self.model.graphs.values())).path
-            raise UsageError(
-                f"{where}: no valid 'halo' in the model's metadata, so it cannot be tiled; export it with vdsr-export"
-            )
         self.backend: Backend = open_chosen(self.model, request, log)
         self.memory_budget = memory_budget or default_memory_budget()
         self.fitted = tile is None and self.backend.window_bytes_per_pixel is not None  # tiles sized per image
@@ -238,8 +233,8 @@ class Upscaler:
         """A PIL image (returned as a PIL image in the same mode family, ICC profile kept) or an (H, W) / (H, W, C)
         array: uint8 or uint16 (returned in the same type) or float in [0, 1] (returned as float32); or a list of
         them (a list back, in order, with tiles batched across the images: many small frames fill the backend's
-        batches as one large image would). ValueError (ImageError or UsageError) for pixels it cannot take, or a
-        result over `max_output_pixels`."""
+        batches as one large image would). ValueError (ImageError or UsageError) for pixels it cannot take (a PIL
+        image as its file would be: animated, multi-page, truncated), or a result over `max_output_pixels`."""
         scale = self.check_scale(scale)
         if isinstance(image, list) and all(isinstance(i, Image.Image | np.ndarray) for i in image):
             return list(self._upscale_list(image, scale, max_output_pixels=max_output_pixels))
@@ -360,7 +355,7 @@ def _prepare(
 ) -> tuple[NDArray[np.floating], Any, Finish]:
     """What the API takes -> (pixels in [0, 1], the result's dtype, what turns the result into what it gives back)."""
     if isinstance(image, Image.Image):
-        loaded = load_image_object(image)
+        loaded = load_image_object(image, name)  # refused as a file would be: animated, truncated, ...
 
         def as_pil(pixels: NDArray[Any]) -> Image.Image:
             result = to_pil_image(pixels)

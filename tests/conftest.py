@@ -43,6 +43,18 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The per-user data folder (where `vdsr-bench --download` puts a set, and the last place a known set is looked
+    for) is an empty temporary one, not yet created: what a developer downloaded never changes what the suite sees."""
+    from vdsr.bench import datasets
+
+    folder = tmp_path_factory.mktemp("user-data") / "datasets"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets, "user_datasets_dir", lambda: folder)
+        yield folder
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20161121)

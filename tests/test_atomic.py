@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,42 @@ def test_a_name_at_the_file_system_limit_still_fits(tmp_path: Path) -> None:
 def test_unwritable_folder_names_the_blocker(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     assert unwritable_folder(tmp_path / "new" / "deeper") is None  # can be created
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no probe left
     assert (
         unwritable_folder(tmp_path / "file" / "out") == f"cannot write in {tmp_path / 'file' / 'out'}: "
-        f"{tmp_path / 'file'} is not a writable folder"
+        f"{tmp_path / 'file'} is not a writable folder (a regular file)"
     )
+
+
+def test_unwritable_folder_is_found_by_trying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by issue 37: a broken link where the folder goes, and folders whose permissions look writable where
+    nothing can be created (/proc), passed the check; every file then failed after it was computed."""
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    assert unwritable_folder(tmp_path / "link" / "out") == (
+        f"cannot write in {tmp_path / 'link' / 'out'}: {tmp_path / 'link'} is not a writable folder (a broken link)"
+    )
+    assert not (tmp_path / "nowhere").exists()
+    real = tempfile.mkstemp
+
+    def refused(*args: object, **kwargs: object) -> object:  # a read-only or pseudo file system, whatever its bits
+        if kwargs.get("dir") == tmp_path:
+            raise OSError(30, "Read-only file system")
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    assert unwritable_folder(tmp_path / "out") == (
+        f"cannot write in {tmp_path / 'out'}: cannot create a file in {tmp_path} (Read-only file system)"
+    )
+
+
+def test_an_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C while a result is written: the temporary file is removed, the old file kept."""
+    (tmp_path / "a.png").write_bytes(b"old")
+
+    def interrupted(f: object) -> None:
+        f.write(b"half")  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "a.png", interrupted)
+    assert (tmp_path / "a.png").read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from vdsr import Upscaler
+from vdsr.architectures import VDSRConfig
 from vdsr.errors import (
     EXIT_BACKEND,
     EXIT_FAILED,
@@ -348,7 +349,7 @@ def test_cpu_tiles_are_sized_to_the_memory_budget() -> None:
 def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Path]) -> None:
     per_pixel = Model.load(tiny_model["onnx"]).window_bytes_per_pixel
     assert per_pixel == 64 + 14 * 8 and Model.load("srcnn").window_bytes_per_pixel == 960  # SRCNN: 64 and 32
-    assert Model("given", None, None, (), 4).window_bytes_per_pixel == 960  # no config: as wide as the shipped
+    assert Model("given", "vdsr", VDSRConfig(channels=8), (), 4).window_bytes_per_pixel == 64 + 14 * 8
     lines: list[str] = []
     rgb = np.random.default_rng(4).random((60, 45, 3)).astype(np.float32)
     whole = Upscaler(tiny_model["onnx"], "onnxruntime-cpu", memory_budget=8 << 20, log=lines.append)

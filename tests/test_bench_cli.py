@@ -63,7 +63,9 @@ def test_bad_image_in_folder_fails_that_file_only(tmp_path: Path) -> None:
     rgb = np.random.default_rng(1).integers(0, 256, (64, 48, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(folder / "good.png")
     (folder / "bad.png").write_text("not a png")
-    result = runner.invoke(app, ["--dataset", str(folder), "--scale", "2", "--json", str(tmp_path / "r.json")])
+    result = runner.invoke(
+        app, ["--dataset", str(folder), "--scale", "2", "-m", "bicubic", "--json", str(tmp_path / "r.json")]
+    )
     assert result.exit_code == 1
     assert f"{folder / 'bad.png'}: not an image file" in result.stderr
     document = json.loads((tmp_path / "r.json").read_text())
@@ -91,6 +93,8 @@ def test_report_that_fails_at_write_time_is_one_line_and_other_reports_are_writt
         str(folder),
         "--scale",
         "2",
+        "-m",
+        "bicubic",
         "--json",
         str(tmp_path / "r.json"),
         "--csv",
@@ -137,7 +141,9 @@ def test_two_folders_with_one_name_are_not_merged(tmp_path: Path) -> None:
 def test_exact_reconstruction_is_null_psnr_in_strict_json(tmp_path: Path) -> None:
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (48, 48), (90, 90, 90)).save(tmp_path / "flat" / "gray.png")  # bicubic reproduces it exactly
-    result = runner.invoke(app, ["-d", str(tmp_path / "flat"), "-s", "2", "--json", str(tmp_path / "r.json")])
+    result = runner.invoke(
+        app, ["-d", str(tmp_path / "flat"), "-s", "2", "-m", "bicubic", "--json", str(tmp_path / "r.json")]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert document["per_image"][0]["psnr"] is None and document["results"][0]["psnr"] is None
@@ -151,7 +157,8 @@ def test_unknown_dataset_is_bad_usage_found_before_any_output(tmp_path: Path, mo
     monkeypatch.delenv("VDSR_DATA_DIR", raising=False)
     result = runner.invoke(app, ["--dataset", "Set5"])
     assert result.exit_code == 2 and result.stdout == ""
-    assert "are read from <data dir>/<name>/; pass --data-dir DIR or set VDSR_DATA_DIR=DIR" in result.stderr
+    assert "No data directory: the known sets are read from <data dir>/<name>/; looked for " in result.stderr
+    assert "pass --data-dir DIR or set VDSR_DATA_DIR=DIR" in result.stderr and "--download" in result.stderr
 
 
 def test_a_backend_failure_stops_the_bench_with_its_exit_code(
@@ -176,7 +183,15 @@ def test_a_folder_named_like_a_known_set_is_never_compared_with_the_paper(tmp_pa
         tmp_path / "Urban100" / "img.png"
     )
     files = {kind: tmp_path / f"r.{kind}" for kind in ("json", "csv", "markdown")}
-    args = ["-d", str(tmp_path / "Urban100"), "-s", "2", *(a for k, p in files.items() for a in (f"--{k}", str(p)))]
+    args = [
+        "-d",
+        str(tmp_path / "Urban100"),
+        "-s",
+        "2",
+        "-m",
+        "bicubic",
+        *(a for k, p in files.items() for a in (f"--{k}", str(p))),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Urban100 (unverified folder)" in result.stdout and "26.88" not in result.stdout  # the paper's bicubic x2
@@ -194,7 +209,7 @@ def test_scores_are_logged_as_they_come_and_an_interrupted_run_resumes(tmp_path:
             folder / f"{i}.png"
         )
     straight = tmp_path / "straight.jsonl"
-    base = ["-d", str(folder), "-s", "2,3"]
+    base = ["-d", str(folder), "-s", "2,3", "-m", "bicubic"]
     assert runner.invoke(app, [*base, "--jsonl", str(straight), "--json", str(tmp_path / "a.json")]).exit_code == 0
     lines = straight.read_text().splitlines()
     assert json.loads(lines[0])["plan"]["scales"] == [2, 3] and len(lines) == 1 + 3 * 2
@@ -208,7 +223,7 @@ def test_scores_are_logged_as_they_come_and_an_interrupted_run_resumes(tmp_path:
     assert [c["psnr"] for c in first] == [c["psnr"] for c in second]
     again = runner.invoke(app, [*base, "--jsonl", str(interrupted), "--resume"])  # the cut line did not poison it
     assert again.exit_code == 0 and "6 image scores kept" in again.stderr, again.output
-    other = runner.invoke(app, ["-d", str(folder), "-s", "4", "--jsonl", str(interrupted), "--resume"])
+    other = runner.invoke(app, ["-d", str(folder), "-s", "4", "-m", "bicubic", "--jsonl", str(interrupted), "--resume"])
     assert other.exit_code == 2 and "records another bench" in other.stderr
     typed = lines[0] + "\n" + json.dumps(json.loads(lines[1]) | {"psnr": "abc"}) + "\n"  # a field of the wrong type
     for name, data in {"binary.jsonl": lines[0].encode() + b"\n\xff\xfe\n", "typed.jsonl": typed.encode()}.items():
@@ -271,6 +286,8 @@ def test_a_real_world_degradation_is_recorded_and_never_compared_with_the_paper(
         str(data_dir),
         "-s",
         "2",
+        "-m",
+        "bicubic",
         "--degradation",
         "jpeg:75",
         "--json",

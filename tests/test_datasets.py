@@ -5,13 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from vdsr.bench.datasets import DATA_DIR_ENV, KNOWN_SETS, read_manifest, resolve_data_dir, resolve_dataset
+from vdsr.bench import datasets
+from vdsr.bench.datasets import DATA_DIR_ENV, KNOWN_SETS, data_places, read_manifest, read_sizes, resolve_dataset
 from vdsr.errors import DatasetError, UsageError
 
 
 def test_manifests_ship_for_every_known_set() -> None:
     counts = {name: len(read_manifest(name)) for name in KNOWN_SETS}
     assert counts == {"Set5": 5, "Set14": 14, "B100": 100, "Urban100": 100, "T91": 91, "BSD200": 200}
+    for name in KNOWN_SETS:  # and each image's size, which bounds what a download may unpack
+        assert read_sizes(name).keys() == read_manifest(name).keys(), name
+    assert read_sizes("Set14")["bridge.png"] == datasets.ImageSize(512, 512, "L")
 
 
 def test_known_set_is_verified(data_dir: Path) -> None:
@@ -39,14 +43,33 @@ def test_flipped_byte_and_missing_file_are_each_listed(data_dir: Path, tmp_path:
     assert any("head.png" in p and "missing" in p for p in raised.value.problems)
 
 
-def test_data_dir_comes_from_option_or_environment(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_dir_comes_from_option_or_environment_then_the_per_user_folder(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for every command: --data-dir (or without it $VDSR_DATA_DIR), then the per-user data folder."""
+    user = tmp_path / "user" / "datasets"
+    monkeypatch.setattr(datasets, "user_datasets_dir", lambda: user)
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    with pytest.raises(UsageError, match="pass --data-dir DIR or set VDSR_DATA_DIR=DIR"):
-        resolve_data_dir(None)
+    assert [(p.path, p.named_by) for p in data_places(None)] == [(user, "the per-user data folder")]
+    with pytest.raises(UsageError, match="No data directory") as raised:  # nothing anywhere: say where to put it
+        resolve_dataset("Set5", None)
+    assert f"looked for {user / 'Set5'} (the per-user data folder)" in str(raised.value)
+    assert "--data-dir DIR or set VDSR_DATA_DIR=DIR" in str(raised.value) and "--download" in str(raised.value)
+    shutil.copytree(data_dir / "Set5", user / "Set5")
+    assert resolve_dataset("Set5", None).files[0] == user / "Set5" / "baby.png"  # found there
     monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
-    assert resolve_data_dir(None) == data_dir
+    assert [p.path for p in data_places(None)] == [data_dir, user]
+    assert resolve_dataset("Set5", None).files[0] == data_dir / "Set5" / "baby.png"  # the given folder comes first
+    assert [p.path for p in data_places(tmp_path)] == [tmp_path, user]  # the option beats the environment
     with pytest.raises(UsageError, match="does not exist"):
-        resolve_data_dir(data_dir / "nowhere")
+        data_places(data_dir / "nowhere")
+    with pytest.raises(DatasetError) as raised:  # a data directory without the set: each place tried, in order
+        resolve_dataset("Urban100", tmp_path)
+    assert str(raised.value).startswith(
+        f"Urban100: folder not found; looked for {tmp_path / 'Urban100'} (--data-dir), "
+        f"{user / 'Urban100'} (the per-user data folder); "
+    )
+    assert "vdsr-bench --dataset Urban100 --download" in str(raised.value)
 
 
 def test_plain_folder_is_unverified_and_named_by_folder(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vdsr.export.cli import app
+from vdsr.catalogue import shipped
+from vdsr.export import cli as export_cli
+from vdsr.export.cli import app, default_output
 from vdsr.export.onnx import export_onnx, save_onnx
 from vdsr.files import sha256_file
 from vdsr.metadata import COLOR_CONVENTION
@@ -120,3 +125,54 @@ def test_export_validates_before_it_works(tmp_path: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 2 and "--engine: " in result.stderr and not out.exists()
     result = runner.invoke(app, ["--output", str(tmp_path)])  # a folder, found before the export
     assert result.exit_code == 2 and "is a folder; give the graph's file name" in result.stderr
+
+
+def test_the_default_output_is_beside_given_weights_else_in_the_current_folder() -> None:
+    assert default_output(Path("runs/v.safetensors"), "vdsr", "int8") == Path("runs/v_int8.onnx")
+    assert default_output(None, "vdsr", "fp16") == Path("vdsr_fp16.onnx")  # not the package's vdsr_fp16.onnx
+    assert default_output(None, "srcnn_x3", "fp32") == Path("srcnn_x3.onnx")
+
+
+def test_a_shipped_model_is_exported_into_the_current_folder_never_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vdsr-export --fp16` without --weights overwrote the package's vdsr_fp16.onnx. The package folder is stood in
+    for by a copy (`shipped` patched), so even a failure leaves the real one alone; that one is checked too."""
+    package = shipped("srcnn.safetensors").parent
+    before = {p.name: sha256_file(p) for p in package.iterdir() if p.is_file()}
+    copy = tmp_path / "package"
+    copy.mkdir()
+    shutil.copy(package / "srcnn.safetensors", copy)
+    monkeypatch.setattr(export_cli, "shipped", lambda name: copy / name)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = runner.invoke(app, ["--model", "srcnn", "--fp16"])
+    assert result.exit_code == 0, result.output
+    assert "wrote srcnn_fp16.onnx" in result.stderr and [p.name for p in work.iterdir()] == ["srcnn_fp16.onnx"]
+    assert [p.name for p in copy.iterdir()] == ["srcnn.safetensors"]
+    assert {p.name: sha256_file(p) for p in package.iterdir() if p.is_file()} == before
+
+
+BLOCKED_IMPORTS = """\
+import sys
+for name in ("torch", "onnx", "onnxscript"):  # as after pip install "vdsr[cpu]": no train extra
+    sys.modules[name] = None
+sys.argv[0] = "vdsr-export"
+from vdsr.export.cli import app
+app()
+"""
+
+
+def test_without_the_train_extra_help_works_and_an_export_says_what_to_install(tmp_path: Path) -> None:
+    def export(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", BLOCKED_IMPORTS, *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    for option in ("--help", "--version"):
+        shown = export(option)
+        assert shown.returncode == 0 and "vdsr-export" in shown.stdout and not shown.stderr, shown.stderr
+    refused = export("--model", "srcnn")
+    assert refused.returncode == 2 and not refused.stdout
+    assert refused.stderr == 'error: vdsr-export needs torch, onnx, onnxscript: pip install "vdsr[train]"\n'
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""Hostile image files: mutated PNG, 16-bit PNG, JPEG (baseline, progressive) and TIFF bytes through load_image.
+"""Hostile image files: mutated PNG, 16-bit PNG, JPEG (baseline, progressive, with restart markers) and TIFF bytes
+through load_image.
 
 Every case must either decode (finite pixels in [0, 1], a sane shape) or raise the project's one-line ImageError
 naming the file: never another exception, a hang, or unbounded memory. Mutations: truncation, bit flips, byte runs
@@ -48,6 +49,8 @@ def seeds() -> dict[str, bytes]:
         ("baseline.jpg", Image.fromarray(rgb), "JPEG", {"quality": 80}),
         ("progressive.jpg", Image.fromarray(rgb), "JPEG", {"quality": 80, "progressive": True}),
         ("gray.jpg", Image.fromarray(rgb[..., 0]), "JPEG", {"quality": 60, "subsampling": 0}),
+        ("restarts.jpg", Image.fromarray(rgb), "JPEG", {"quality": 80, "restart_marker_blocks": 1}),
+        ("progressive_restarts.jpg", Image.fromarray(rgb), "JPEG", {"progressive": True, "restart_marker_rows": 1}),
     ]:
         out = io.BytesIO()
         image.save(out, fmt, **options)

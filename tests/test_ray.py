@@ -3,6 +3,8 @@ run, --skip-existing after an interrupted run, and the Python entry point for a 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +20,43 @@ from vdsr.runtime.cli import app
 ray = pytest.importorskip("ray", reason="Ray is the optional `ray` extra: pip install '.[ray]'")
 
 
+STALE_ADDRESS = "127.0.0.1:9"  # the discard port: no Ray cluster answers there
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """One local cluster of 2 CPUs for the module; `--ray local` joins it instead of starting one per run."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+def stale_cluster() -> Iterator[Path]:
+    """What a machine where another Ray cluster once ran holds: a `ray_current_cluster` file in Ray's default
+    temporary folder naming a cluster that is gone (and RAY_ADDRESS naming it too). `ray.init()` without an address
+    joins that cluster and fails. The default folder is made private ($RAY_TMPDIR), so no other Ray on this machine
+    sees the stale file; it goes with the folder at the end."""
+    with tempfile.TemporaryDirectory(prefix="ray-default-") as root, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_TMPDIR", root)
+        patch.setenv("RAY_ADDRESS", STALE_ADDRESS)
+        stale = Path(root) / "ray" / "ray_current_cluster"  # where plain ray.init() looks, under $RAY_TMPDIR
+        stale.parent.mkdir()
+        stale.write_text(STALE_ADDRESS)
+        yield stale
+
+
+@pytest.fixture(scope="module")
+def cluster(stale_cluster: Path) -> Iterator[Path]:
+    """One new local cluster of 2 CPUs for the module, in a private temporary folder: `address="local"` starts one
+    and never joins a cluster named by RAY_ADDRESS or the current-cluster file. `--ray local` joins this one instead
+    of starting one per run. Yields the cluster's temporary folder (a short path: Ray's socket names must fit)."""
+    folder = Path(tempfile.mkdtemp(prefix="ray-"))
+    ray.init(address="local", _temp_dir=str(folder), num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield folder
     ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)  # Ray's processes may still be closing their logs
+
+
+def test_the_tests_start_their_own_cluster_whatever_ray_finds_on_the_machine(
+    cluster: Path, stale_cluster: Path
+) -> None:
+    """The suite failed on a machine where any other Ray cluster ever ran (a stale `ray_current_cluster`)."""
+    assert stale_cluster.read_text() == STALE_ADDRESS  # still there, and ignored
+    assert (cluster / "session_latest").exists()  # this cluster's session is in the private folder
+    assert ray.cluster_resources()["CPU"] == 2
 
 
 def mixed_folder(folder: Path) -> None:
@@ -47,7 +80,7 @@ def failures(output: str) -> list[str]:
     return sorted(line for line in output.splitlines() if line.startswith("failed: "))
 
 
-def test_a_ray_run_writes_what_a_plain_run_writes(cluster: None, tmp_path: Path) -> None:
+def test_a_ray_run_writes_what_a_plain_run_writes(cluster: Path, tmp_path: Path) -> None:
     mixed_folder(tmp_path / "in")
     plain = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "plain")])
     on_ray = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "ray"), "--ray", "local"])
@@ -71,7 +104,7 @@ def test_a_ray_run_writes_what_a_plain_run_writes(cluster: None, tmp_path: Path)
     assert sorted(got) == sorted(expected) and all(np.array_equal(got[n], expected[n]) for n in expected)
 
 
-def test_a_ray_run_reads_and_writes_uris(cluster: None, tmp_path: Path) -> None:
+def test_a_ray_run_reads_and_writes_uris(cluster: Path, tmp_path: Path) -> None:
     """Input and output as URIs (file:// here; s3://, gs:// the same way through pyarrow.fs): a plain run's files."""
     mixed_folder(tmp_path / "in")
     plain = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "plain")])
@@ -87,7 +120,7 @@ def test_a_ray_run_reads_and_writes_uris(cluster: None, tmp_path: Path) -> None:
     assert np.array_equal(outputs(tmp_path / "stored")["rgb.png"], expected["rgb.png"])
 
 
-def test_ray_usage_errors_come_before_any_work(cluster: None, tmp_path: Path) -> None:
+def test_ray_usage_errors_come_before_any_work(cluster: Path, tmp_path: Path) -> None:
     mixed_folder(tmp_path / "in")
     fail_fast = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "--ray", "local", "--fail-fast"])
     assert fail_fast.exit_code == 2 and "--fail-fast is for a plain run" in fail_fast.output
@@ -105,7 +138,7 @@ def test_ray_usage_errors_come_before_any_work(cluster: None, tmp_path: Path) ->
     assert not (tmp_path / "in_x2").exists()
 
 
-def test_a_ray_dataset_of_images_maps_to_upscaled_images(cluster: None) -> None:
+def test_a_ray_dataset_of_images_maps_to_upscaled_images(cluster: Path) -> None:
     from vdsr.runtime.ray_data import upscale_dataset
 
     rng = np.random.default_rng(6)

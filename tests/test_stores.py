@@ -167,3 +167,14 @@ def test_a_plain_run_refuses_uris_with_a_pointer_to_ray(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "URIs are read and written on Ray runs; add --ray local" in result.output
     result = CliRunner().invoke(app, [str(tmp_path), "-s", "2", "-o", "gs://bucket/out"])
     assert result.exit_code == 2 and "gs://bucket/out: URIs" in result.output
+
+
+def test_a_store_output_is_probed_and_a_root_needs_an_output(tmp_path: Path) -> None:
+    """Issue 37 for URIs: a broken link as a file:// output is found before any work, as a plain run finds it; the
+    root of a file system has no name to put an output beside it."""
+    tree(tmp_path / "in")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UsageError, match=r"link is not a writable folder \(a broken link\)"):
+        plan((tmp_path / "in").as_uri(), 2, (tmp_path / "link").as_uri())
+    with pytest.raises(UsageError, match="give --output"):
+        plan("file:///", 2)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -40,7 +43,8 @@ def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     assert card["steps"] == 1 and not card["finished_schedule"] and card["scales"] == [4]
     assert card["recipe"]["loss"] == "l1" and card["recipe"]["optimizer"] == "adamw"  # the fast recipe, loss replaced
     progress = [line for line in result.stderr.splitlines() if line.startswith("step: ")]  # not a terminal: plain
-    assert progress and progress[-1].startswith("step: 1/") and "loss " in progress[-1] and "\x1b[" not in result.stderr
+    assert progress and all(re.match(r"step: [01]/1 steps", line) for line in progress), progress  # the total known
+    assert re.match(r"step: 1/1 steps, loss \d\.\d{3}e[-+]\d+, ", progress[-1]) and "\x1b[" not in result.stderr
     assert set(card["training_data"]) == {"T91", "BSD200"} and card["training_data"]["T91"]["files"] == 91
     assert [(c["dataset"], c["scale"]) for c in card["validation"]] == [("Set5", 4)]
     again = runner.invoke(train_app, args)  # the checkpoint is there: refuse to overwrite it
@@ -49,6 +53,8 @@ def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     keep += ["--final-validation", "Set5", "--max-steps", "2", "--resume", "--no-bf16"]
     resumed = runner.invoke(train_app, keep)
     assert resumed.exit_code == 0, resumed.output  # bf16 may change on resume: the arithmetic, not what is learnt
+    progress = [line for line in resumed.stderr.splitlines() if line.startswith("step: ")]
+    assert progress[0].startswith("step: 1/2 steps") and progress[-1].startswith("step: 2/2 steps, loss ")
     card = json.loads((tmp_path / "run" / "vdsr.json").read_text())
     assert card["steps"] == 2 and card["recipe"]["bf16"] is False and card["recipe"]["loss"] == "l1"
     lines = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
@@ -153,3 +159,27 @@ def test_bench_learnt_method_without_weights_is_an_error(data_dir: Path, tmp_pat
         ["--data-dir", str(data_dir), "-d", "Set5", "-m", "vdsr", "--weights", str(tmp_path / "s.safetensors")],
     )
     assert wrong.exit_code == 2 and "holds srcnn weights, not vdsr" in wrong.stderr and wrong.stdout == ""
+
+
+BLOCKED_IMPORTS = """\
+import sys
+for name in ("torch", "onnx", "onnxscript"):  # as after pip install "vdsr[cpu]": no train extra
+    sys.modules[name] = None
+sys.argv[0] = "vdsr-train"
+from vdsr.train.cli import app
+app()
+"""
+
+
+def test_without_the_train_extra_help_works_and_a_run_says_what_to_install(tmp_path: Path) -> None:
+    def train(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", BLOCKED_IMPORTS, *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    for option in ("--help", "--version"):
+        shown = train(option)
+        assert shown.returncode == 0 and "vdsr-train" in shown.stdout and not shown.stderr, shown.stderr
+    refused = train("--output", str(tmp_path / "run"))
+    assert refused.returncode == 2 and not refused.stdout
+    assert refused.stderr == 'error: vdsr-train needs torch: pip install "vdsr[train]"\n'
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ cannot be installed here: nothing is served."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vdsr.errors import EXIT_USAGE
+from vdsr.errors import EXIT_USAGE, ModelError
+from vdsr.export import pbtxt
 from vdsr.export.cli import app
-from vdsr.export.triton import MAX_BATCH, engine_model, model_config, onnx_model
+from vdsr.export.triton import MAX_BATCH, config_fields, engine_model, model_config, onnx_model, write_model
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 
 
@@ -121,3 +123,58 @@ def test_triton_repository_usage_errors_write_nothing(tiny_model: dict[str, Path
     result = CliRunner().invoke(app, [*weights, "--triton-repo", str(repo)])
     assert result.exit_code == EXIT_USAGE and "--triton-repo: cannot write in" in result.output
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["file", "repo", "repo/tiny"]
+
+
+def test_a_model_name_is_checked_and_everything_is_written_inside_the_repository(
+    tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    """The name came from the weights file: '...safetensors' wrote into the repository's parent, a quote added fields
+    to the config, a newline broke it (exit 0)."""
+    folder = tmp_path / "w"
+    folder.mkdir()
+    dots = folder / "...safetensors"
+    shutil.copy(tiny_model["weights"], dots)
+    result = CliRunner().invoke(app, ["--weights", str(dots), "--triton-repo", str(folder / "repo")])
+    assert result.exit_code == EXIT_USAGE and "'..' cannot name a Triton model: use letters" in result.stderr
+    assert "--name" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert [p.name for p in folder.iterdir()] == ["...safetensors"]
+    weights = ["--weights", str(tiny_model["weights"]), "--triton-repo", str(tmp_path / "repo")]
+    for bad in ['a" backend: "tensorrt', "a\nb", ".hidden", "..", "-x", "a/b", "x" * 101]:
+        result = CliRunner().invoke(app, [*weights, "--name", bad])
+        assert result.exit_code == EXIT_USAGE and result.stderr.startswith("error: --name: "), (bad, result.stderr)
+        assert "cannot name a Triton model" in result.stderr and len(result.stderr.splitlines()) == 1
+    no_repo = CliRunner().invoke(app, ["--weights", str(tiny_model["weights"]), "--name", "x"])
+    assert no_repo.exit_code == EXIT_USAGE and "it is for --triton-repo" in no_repo.stderr
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "linked").symlink_to(outside)  # a link on the way out of the repository
+    result = CliRunner().invoke(app, [*weights, "--name", "linked"])
+    assert result.exit_code == EXIT_USAGE and "outside the Triton repository" in result.stderr
+    assert list(outside.iterdir()) == [] and not (tmp_path / "w" / "repo").exists()
+    result = CliRunner().invoke(app, [*weights, "--name", "sr.v2-x"])
+    assert result.exit_code == 0, result.output
+    assert parse((tmp_path / "repo" / "sr.v2-x" / "config.pbtxt").read_text()).name == "sr.v2-x"
+    assert (tmp_path / "repo" / "sr.v2-x" / "1" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("input_name", ['ilr" max_batch_size: 0 x: "y', "il\nr", "il\\r"])
+def test_a_config_that_does_not_parse_back_as_meant_is_not_written(
+    input_name: str, tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    model = onnx_model("tiny", "fp32", input_name=input_name, output_name="sr")
+    with pytest.raises(ModelError, match=r"config.pbtxt: (does not parse back|parses back to other fields)"):
+        write_model(tmp_path / "repo", model, tiny_model["onnx"])
+    assert not (tmp_path / "repo").exists()
+
+
+def test_the_config_text_parses_back_strictly() -> None:
+    model = engine_model("vdsr", "fp32", max_batch=4, input_name="ilr", output_name="sr")
+    assert pbtxt.parse(model_config(model)) == config_fields(model)
+    assert pbtxt.parse('a: "x" b { c: [ 1, -2 ] d [ { e: E }, { } ] }') == {
+        "a": "x",
+        "b": {"c": [1, -2], "d": [{"e": pbtxt.Constant("E")}, {}]},
+    }
+    for text in ['a: "x" a: "y"', 'a: "x', "a: 1.5", "a { b: 1", "a: [ 1, ]", "a: 1 }", "a: 'x'", 'a: "x\\"y"']:
+        with pytest.raises(ValueError):
+            pbtxt.parse(text)

@@ -11,28 +11,36 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 from platformdirs import user_cache_dir
 from rich.console import Console
 
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
-from vdsr.bench.harness import CellResult
 from vdsr.catalogue import MODELS
 from vdsr.errors import EXIT_STOPPED_EARLY, TrainingError, UsageError, first_line
 from vdsr.model import Model
-from vdsr.runtime.console import Command, WorkProgress, error_console, exit_on_errors, make_app, safe, version_option
+from vdsr.runtime.console import (
+    Command,
+    WorkProgress,
+    error_console,
+    exit_on_errors,
+    make_app,
+    require_modules,
+    safe,
+    version_option,
+)
 from vdsr.scale import parse_scales
-from vdsr.train.average import check_average_from
-from vdsr.train.card import initial_state, weights_id
 from vdsr.train.config import SETTINGS, TrainConfig, bf16_supported, recipe, resume_config
 from vdsr.train.data import build_patches
-from vdsr.train.device_data import DeviceBatches
-from vdsr.train.distributed import barrier, check_batch_size, process_group, rank_device, ranks_from_env
-from vdsr.train.loop import Data, StepReport, train
 from vdsr.train.settings import parse_range
+
+if TYPE_CHECKING:  # torch and what needs it are imported once a run starts: --help and --version work without them
+    import torch
+
+    from vdsr.bench.harness import CellResult
+    from vdsr.train.loop import Data, StepReport
 
 app = make_app(__doc__)
 
@@ -132,6 +140,14 @@ def run(
 ) -> None:
     """Train one model; Ctrl-C or SIGTERM writes a checkpoint and stops cleanly, --resume continues it exactly."""
     err = error_console()  # errors, from every rank
+    with exit_on_errors(err):
+        require_modules(("torch",), needs="vdsr-train", extra="train")
+    from vdsr.train.average import check_average_from
+    from vdsr.train.card import initial_state
+    from vdsr.train.device_data import DeviceBatches
+    from vdsr.train.distributed import check_batch_size, process_group, rank_device, ranks_from_env
+    from vdsr.train.loop import train
+
     ranks = ranks_from_env()  # several under torchrun (python -m vdsr.train); vdsr-train alone is one
     out = err if ranks.leader else Console(quiet=True)  # progress and results: rank 0 speaks for all
     given = {k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None}
@@ -162,24 +178,23 @@ def run(
         where = f"{torch_device}" if ranks.world == 1 else f"{ranks.world} ranks ({torch_device.type})"
         count = data.crops if isinstance(data, DeviceBatches) else len(data.hr)
         out.print(f"{count} patches; {config.recipe} recipe on {where}, bf16 {config.bf16}")
-        with WorkProgress(out, "step", total=None, unit="steps") as progress:
-            result = train(
-                config,
-                data,
-                output,
-                device=torch_device,
-                train_sets=train_sets,
-                validation_sets=validation_sets,
-                final_sets=final,
-                resume=resume,
-                init=init_path,
-                max_minutes=max_minutes,
-                keep_checkpoints=keep_checkpoints,
-                average_from=average_from,
-                blend_init=blend_init,
-                on_progress=shower(progress),
-                ranks=ranks,
-            )
+        result = train(
+            config,
+            data,
+            output,
+            device=torch_device,
+            train_sets=train_sets,
+            validation_sets=validation_sets,
+            final_sets=final,
+            resume=resume,
+            init=init_path,
+            max_minutes=max_minutes,
+            keep_checkpoints=keep_checkpoints,
+            average_from=average_from,
+            blend_init=blend_init,
+            on_progress=shower(out, stack),
+            ranks=ranks,
+        )
     out.print(f"stopped at step {result.steps} ({result.stopped}); checkpoint {safe(result.checkpoint)}")
     if result.weights is not None:
         out.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
@@ -206,6 +221,9 @@ def training_data(
     config: TrainConfig, train_sets: list[Any], cache: Path, *, device: torch.device, out: Console, ranks: Any
 ) -> Data:
     """Where the batches come from: the patch set (built once and cached), or crops made on the device."""
+    from vdsr.train.device_data import DeviceBatches
+    from vdsr.train.distributed import barrier
+
     if config.data == "device":
         out.print(f"patches: {config.patch_size}px random crops made on {device}, scales {config.scales}")
         return DeviceBatches(train_sets, config.scales, patch=config.patch_size, device=device, seed=config.seed)
@@ -229,25 +247,35 @@ def training_data(
     return patches
 
 
-def shower(progress: WorkProgress) -> Callable[[StepReport], None]:
-    """What a step report shows: the progress line, and each validation's scores as a line that stays."""
+def shower(out: Console, stack: ExitStack) -> Callable[[StepReport], None]:
+    """What a step report shows: the progress line (steps done of where the run stops, the current loss), started
+    by the first report (before the first step: it knows the total) and ended by `stack`, and each validation's
+    scores as a line that stays."""
     last = {"set5": "-"}
+    started: list[WorkProgress] = []
 
     def show(p: StepReport) -> None:
+        if not started:
+            progress = WorkProgress(out, "step", total=p.end, unit="steps")
+            progress.completed = p.step  # a resumed run starts where it stopped
+            started.append(stack.enter_context(progress))
+        progress = started[0]
         if p.validation:
             last["set5"] = " ".join(f"{cell_name(c)} {c.psnr:.2f}" for c in p.validation if c.dataset == "Set5")
             scores = ", ".join(f"{c.dataset} {cell_name(c)} {c.psnr:.2f}" for c in p.validation)
             progress.print(f"step {p.step}: PSNR {scores}")
-        if not p.validation or p.lr:  # the final validation report carries no training figures
-            figures = f"loss {p.loss:.3e}, lr {p.lr:.2e}, {p.patches_per_second:.0f} patches/s, "
-            progress.update(completed=p.step, total=p.total_steps, info=f"{figures}Set5 {last['set5']}")
-        else:
-            progress.update(completed=p.step, total=p.total_steps)
+        info = None  # the reports at the start and of the final validation carry no training figures
+        if math.isfinite(p.loss):
+            figures = f"loss {p.loss:.3e}, lr {p.lr:.2e}, {p.patches_per_second:.0f} patches/s"
+            info = f"{figures}, Set5 {last['set5']}"
+        progress.update(completed=p.step, total=p.end, info=info)
 
     return show
 
 
 def pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -313,6 +341,8 @@ def settle_config(
     """The run's config: the recipe with the settings given on top, or, with --resume, the checkpoint's own (only the
     resumable settings may change; --init may name the weights it started from again, for --blend-init). UsageError
     for a resume that cannot be done as asked, or a value out of its range."""
+    from vdsr.train.card import weights_id
+
     checkpoint_path = output / "checkpoint.safetensors"
     if resume:  # the run continues with the settings it started with
         if not checkpoint_path.is_file():

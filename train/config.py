@@ -9,14 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from vdsr.architectures import Architecture
 from vdsr.bench.protocol import Degradation, parse_degradation
 from vdsr.errors import ModelError, TrainingError, first_line
 from vdsr.runtime.machine import bf16_training_faster
-from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.data import Mix
 from vdsr.train.settings import (
     Setting,
@@ -33,6 +31,9 @@ from vdsr.train.settings import (
     setting,
     within,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 LOSSES = ("mse", "l1", "half_sse", "l1_mse")
 
@@ -295,6 +296,8 @@ def config_from_json(saved: dict[str, object], **overrides: object) -> TrainConf
 def resume_config(checkpoint_path: Path, max_steps: int | None, *, bf16: bool | None = None) -> TrainConfig:
     """The config a checkpoint was trained with; only the resumable settings (max_steps, bf16: the arithmetic and
     where it stops, not what is learnt) may change when resuming."""
+    from vdsr.train.checkpoint import load_checkpoint  # torch: imported once a run starts
+
     try:
         info = load_checkpoint(checkpoint_path).info
     except ModelError as error:
@@ -311,5 +314,7 @@ def resume_config(checkpoint_path: Path, max_steps: int | None, *, bf16: bool | 
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 training is faster than fp32 here: CUDA GPUs that support it, CPUs as measured."""
     if device.type == "cuda":
+        import torch
+
         return bool(torch.cuda.is_bf16_supported())
     return bf16_training_faster()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import signal
 import threading
 import time
@@ -48,10 +49,11 @@ TIMED = (10, 60)  # a budgeted schedule times steps 10 to 60 of a process (the f
 class StepReport:
     step: int
     total_steps: int
-    loss: float  # mean over the steps since the last report
+    loss: float  # mean over the steps since the last log line (nan in the reports at the start and the end)
     lr: float
     patches_per_second: float
     validation: list[CellResult] | None = None  # set on validation steps
+    end: int | None = None  # the step this run stops at (max_steps or the schedule's); None while a budget is untimed
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,11 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one batch shape throughout: the fastest kernels, chosen once
     model.train()
+
+    def end() -> int | None:
+        return None if total_steps == UNMEASURED else last_step
+
+    on_progress(StepReport(step, total_steps, math.nan, 0.0, 0.0, end=end()))  # before the first step: the total
     with stop_on_signals() as received:
         while step < last_step:
             if budget is not None and total_steps == UNMEASURED and step - first_step in TIMED:
@@ -280,11 +287,13 @@ def train(
                     checkpoint()
                     raise
                 log({"step": step, "validation": [asdict(c) for c in validation]})
-            if (config.log_every and step % config.log_every == 0) or validation is not None or step == last_step:
-                rate = window_steps * config.batch_size / max(1e-9, time.monotonic() - window_start)
-                report = StepReport(step, total_steps, float(np.mean(losses)), lr, rate, validation)
+            rate = window_steps * config.batch_size / max(1e-9, time.monotonic() - window_start)
+            report = StepReport(step, total_steps, float(np.mean(losses)), lr, rate, validation, end=end())
+            logged = (config.log_every and step % config.log_every == 0) or validation is not None or step == last_step
+            if logged:
                 log({"step": step, "loss": report.loss, "lr": lr, "patches_per_second": rate, "bf16": config.bf16})
-                on_progress(report)
+            on_progress(report)  # every step (the progress shows the current loss), the log every log_every steps
+            if logged:
                 losses, window_start, window_steps = [], time.monotonic(), 0
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint()
@@ -317,7 +326,7 @@ def train(
         device=device,
         degradations=degradations,
     )
-    on_progress(StepReport(step, total_steps, float("nan"), 0.0, 0.0, final))
+    on_progress(StepReport(step, total_steps, math.nan, 0.0, 0.0, final, end=end()))
     log({"step": step, "validation": [asdict(c) for c in final]})
     save_weights(weights_path, final_model, list(config.scales))
     count = patches.crops if isinstance(patches, DeviceBatches) else len(patches.hr)

@@ -29,7 +29,7 @@ import torch
 import typer
 from numpy.typing import NDArray
 
-from vdsr.bench.datasets import DATA_DIR_ENV, resolve_data_dir, resolve_dataset
+from vdsr.bench.datasets import DATA_DIR_ENV, find_set, resolve_dataset
 from vdsr.bench.protocol import degrade, score
 from vdsr.bench.report import environment
 from vdsr.catalogue import shipped
@@ -318,7 +318,8 @@ def main(
     dry_run: Annotated[bool, typer.Option(help="CPU, tiny shapes and subsets: check that the script runs.")] = False,
 ) -> None:
     with exit_on_errors(error_console()):  # one line for a missing data folder, found before any measuring
-        resolve_data_dir(data_dir)
+        for name in ("Set5", "Set14", "B100"):
+            find_set(name, data_dir)
         device = torch.device("cpu" if dry_run else "cuda")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise typer.BadParameter("no CUDA GPU visible; use --dry-run to check the script on a CPU")

@@ -34,7 +34,7 @@ class Backend(ABC):
     precision: str  # fp32, fp16, int8
     device: str  # cpu, cuda, cuda:1 ...
     arrays: Literal["numpy", "torch"]  # what run() takes and returns: numpy arrays, or torch tensors on `device`
-    architecture: str | None  # vdsr or srcnn, as the model records it (None: a graph that does not say)
+    architecture: str  # vdsr or srcnn
     halo: int  # the model's receptive-field radius: tiles must overlap by this much
     scales: list[float]  # the scales the model was trained for (empty: not recorded)
     min_input: Shape = ANY_SIZE

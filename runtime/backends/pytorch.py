@@ -42,7 +42,7 @@ class TorchBackend(Backend):
         self.name = f"torch-{torch_device.type}"
         self.preferred_batch = GPU_BATCH if cuda else CPU_BATCH
         self.halo = model.halo
-        self.architecture: str | None = architecture_of(model)
+        self.architecture = architecture_of(model)
         self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self.model: torch.nn.Module | None = model.to(device=torch_device, dtype=self.dtype)
         self.graphed = self.precision == "fp16"

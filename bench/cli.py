@@ -56,6 +56,7 @@ from vdsr.runtime.console import (
     exit_on_errors,
     make_app,
     print_error,
+    require_modules,
     safe,
     version_option,
 )
@@ -302,18 +303,18 @@ def fetch_missing(specs: list[str], data_dir: Path | None, err: Console) -> None
     for spec, name in zip(specs, names, strict=True):
         if not name:
             raise UsageError(f"--download fetches a known set ({', '.join(KNOWN_SETS)}); {spec!r} is not one")
-    if data_dir is not None:  # the folder the user named for the download may be new
-        problem = unwritable_folder(data_dir)
-        if problem:
-            raise UsageError(f"--data-dir: {problem}")
-        data_dir.mkdir(parents=True, exist_ok=True)
+    target = download_dir(data_dir)  # may be new
+    problem = unwritable_folder(target)
+    if problem:
+        raise UsageError(problem)
+    target.mkdir(parents=True, exist_ok=True)
     places = data_places(data_dir)
     for name in dict.fromkeys(names):
         folder = locate_set(name, places)
         if folder is not None:
             err.print(f"{name}: already in {safe(folder)}, not downloaded")
             continue
-        source, target = source_for(name), download_dir(data_dir)
+        source = source_for(name)
         err.print(f"{name}: downloading {safe(source.url)} into {safe(target)}")
         with WorkProgress(err, f"downloading {name}", total=None, unit="MB") as progress:
             folder = download_set(
@@ -352,6 +353,8 @@ def settle_runners(
         if m is Method.bicubic:
             runners.append(method_runner(m))
             continue
+        if not weights:  # the shipped models run as ONNX graphs
+            require_modules(("onnxruntime",), needs=f"vdsr-bench -m {m.value}", extra="cpu")
         mine = (
             [(p, r) for p, r in given if r.name == networks[m]]
             if weights

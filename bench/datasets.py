@@ -45,17 +45,19 @@ def user_datasets_dir() -> Path:
     return Path(user_data_dir("vdsr")) / "datasets"
 
 
-def data_places(option: Path | None) -> list[DataPlace]:
-    """Where the known sets are looked for, in order: the data directory the user gave (--data-dir, or without it
-    $VDSR_DATA_DIR), then the per-user data folder. A data directory that was given must exist (UsageError); the
-    per-user folder need not."""
-    places = []
+def given_place(option: Path | None) -> DataPlace | None:
+    """The data directory the user gave: --data-dir, or without it $VDSR_DATA_DIR; None if neither."""
     env = os.environ.get(DATA_DIR_ENV)
-    given = None
     if option is not None:
-        given = DataPlace(option, "--data-dir")
-    elif env:
-        given = DataPlace(Path(env), f"${DATA_DIR_ENV}")
+        return DataPlace(option, "--data-dir")
+    return DataPlace(Path(env), f"${DATA_DIR_ENV}") if env else None
+
+
+def data_places(option: Path | None) -> list[DataPlace]:
+    """Where the known sets are looked for, in order: the data directory the user gave (given_place), then the
+    per-user data folder. A data directory that was given must exist (UsageError); the per-user folder need not."""
+    places = []
+    given = given_place(option)
     if given is not None:
         if not given.path.is_dir():
             raise UsageError(f"Data directory {given.path} does not exist or is not a folder ({given.named_by})")
@@ -67,8 +69,10 @@ def data_places(option: Path | None) -> list[DataPlace]:
 
 
 def download_dir(option: Path | None) -> Path:
-    """Where `--download` puts a set: --data-dir if given, else the per-user data folder (data_places looks in both)."""
-    return option if option is not None else user_datasets_dir()
+    """Where `--download` puts a set: the data directory the user gave (given_place), else the per-user data folder;
+    the first place data_places looks in."""
+    given = given_place(option)
+    return given.path if given is not None else user_datasets_dir()
 
 
 def locate_set(name: str, places: list[DataPlace]) -> Path | None:

@@ -51,6 +51,14 @@ def default_output(weights: Path | None, model: str, precision: str) -> Path:
     return weights.with_name(graph_name(weights.stem, precision))
 
 
+def inside_installed_package(path: Path) -> bool:
+    """Whether `path` is in the installed package's folder (site-packages), not in a source checkout's models/ (where
+    the maintainers' `--weights models/...` export belongs)."""
+    package = shipped("vdsr.safetensors").parent.resolve()
+    installed = not (package.parent / "pyproject.toml").is_file()
+    return installed and path.resolve().is_relative_to(package)
+
+
 @app.command(cls=Command)
 def main(
     weights: Annotated[
@@ -158,6 +166,10 @@ def main(
             target = output or default_output(weights, model or "vdsr", precision)
             if target.is_dir():
                 raise UsageError(f"--output: {target} is a folder; give the graph's file name")
+            if inside_installed_package(target):
+                raise UsageError(
+                    f"{target}: inside the installed vdsr package, which exports never change; give --output"
+                )
             problem = unwritable_folder(target.parent)
             if problem:
                 raise UsageError(f"--output: {problem}")

@@ -32,6 +32,12 @@ class SRCNNConfig:
 
 NetworkConfig = VDSRConfig | SRCNNConfig
 
+# The largest networks any file may describe (vdsr-train makes depth 20, 64 channels; SRCNN 9-5-5, 64/32): a file
+# cannot make the runtime build, or tile with, a network of any size it likes.
+MAX_DEPTH = 128
+MAX_CHANNELS = 1024
+MAX_KERNEL = 15
+
 
 def network_config(architecture: str, fields: dict[str, object] | None = None) -> NetworkConfig:
     """The config of `architecture` from its fields as JSON holds them (lists for tuples). ValueError for an unknown
@@ -39,23 +45,31 @@ def network_config(architecture: str, fields: dict[str, object] | None = None) -
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in (fields or {}).items()}
     if architecture == Architecture.vdsr:
         vdsr = VDSRConfig(**fields)  # type: ignore[arg-type]
-        if not (_count(vdsr.depth, 2) and _count(vdsr.channels, 1) and isinstance(vdsr.bias, bool)):
-            raise ValueError(f"Expected integers depth >= 2 and channels >= 1, got {vdsr}")
+        if not (_count(vdsr.depth, 2, MAX_DEPTH) and _count(vdsr.channels, 1, MAX_CHANNELS)):
+            raise ValueError(f"Expected depth 2..{MAX_DEPTH} and channels 1..{MAX_CHANNELS}, got {vdsr}")
+        if not isinstance(vdsr.bias, bool):
+            raise ValueError(f"Expected bias true or false, got {vdsr.bias!r}")
         return vdsr
     if architecture == Architecture.srcnn:
         srcnn = SRCNNConfig(**fields)  # type: ignore[arg-type]
         kernels, channels = srcnn.kernels, srcnn.channels
-        if not (isinstance(kernels, tuple) and len(kernels) == 3 and all(_count(k, 1) and k % 2 for k in kernels)):
-            raise ValueError(f"Expected odd kernel sizes, got {kernels}")
-        if not (isinstance(channels, tuple) and len(channels) == 2 and all(_count(c, 1) for c in channels)):
-            raise ValueError(f"Expected two channel counts >= 1, got {channels}")
+        if not (
+            isinstance(kernels, tuple)
+            and len(kernels) == 3
+            and all(_count(k, 1, MAX_KERNEL) and k % 2 for k in kernels)
+        ):
+            raise ValueError(f"Expected odd kernel sizes up to {MAX_KERNEL}, got {kernels}")
+        if not (
+            isinstance(channels, tuple) and len(channels) == 2 and all(_count(c, 1, MAX_CHANNELS) for c in channels)
+        ):
+            raise ValueError(f"Expected two channel counts 1..{MAX_CHANNELS}, got {channels}")
         return srcnn
     expected = " or ".join(repr(a.value) for a in Architecture)
     raise ValueError(f"Unknown architecture {architecture!r}; expected {expected}")
 
 
-def _count(value: object, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+def _count(value: object, least: int, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
 
 
 def config_fields(config: NetworkConfig) -> dict[str, object]:

@@ -42,7 +42,7 @@ def _what_is(path: Path) -> str:
 
 def unwritable_folder(folder: Path) -> str | None:
     """Why files could not be created in `folder`, found by trying before a long run (not after it): a probe file is
-    created and removed in the folder or, before it exists, in its nearest existing parent, where it would be made.
+    created (and removed) in the folder or, before it exists, in its nearest existing parent, where it would be made.
     Permission bits alone miss read-only and pseudo file systems (/proc, /sys) and a broken link where the folder
     should be. None when results can be written there."""
     existing = folder
@@ -55,12 +55,11 @@ def unwritable_folder(folder: Path) -> str | None:
             existing = existing.parent
     except OSError as error:  # e.g. a name too long for the file system
         return f"cannot write in {folder}: {error.strerror or error}"
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".vdsr-probe-", suffix=".tmp", dir=existing)
+    try:  # unnamed where the system allows (O_TMPFILE): nothing is left behind where files cannot be removed
+        with tempfile.TemporaryFile(prefix=".vdsr-probe-", suffix=".tmp", dir=existing):
+            pass
     except OSError as error:
         return f"cannot write in {folder}: cannot create a file in {existing} ({error.strerror or error})"
-    os.close(fd)
-    os.unlink(probe)
     return None
 
 

@@ -192,8 +192,20 @@ def read_graph_metadata(metadata: dict[str, str], network: Network, source: obje
     """The facts of a graph whose nodes hold `network` (vdsr.onnx_network), with its metadata_props: what they say
     of the network (architecture, config, halo, precision) must be what the nodes hold, or be left unsaid.
     ModelError naming `source` for values that are not valid or say otherwise."""
+    try:
+        said: dict[str, object] = {
+            key: metadata[key] for key in ("architecture", "halo", "precision") if key in metadata
+        }
+        if "architecture" in metadata and "config" in metadata:
+            said["config"] = _network(metadata["architecture"], metadata["config"])
+        if "halo" in said:
+            said["halo"] = int(metadata["halo"])
+        scales = trained_scales(metadata.get("scales", "[]"))
+        int8 = _int8(metadata) if "int8_within_bar" in metadata else None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ModelError(f"{source}: the graph's metadata is not valid ({first_line(error)})") from error
     config = network.config
-    said_config = _said_config(metadata)
+    said_config = said.get("config")
     if isinstance(config, VDSRConfig) and isinstance(said_config, VDSRConfig) and said_config.bias:
         config = replace(config, bias=True)  # biases that are all zero are dropped by the exporter
     found = {
@@ -202,18 +214,6 @@ def read_graph_metadata(metadata: dict[str, str], network: Network, source: obje
         "halo": halo(config),
         "precision": network.precision,
     }
-    try:
-        said: dict[str, object] = {
-            key: metadata[key] for key in ("architecture", "halo", "precision") if key in metadata
-        }
-        if "architecture" in metadata:
-            said["config"] = _network(metadata["architecture"], metadata.get("config"))
-        if "halo" in said:
-            said["halo"] = int(metadata["halo"])
-        scales = trained_scales(metadata.get("scales", "[]"))
-        int8 = _int8(metadata) if "int8_within_bar" in metadata else None
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ModelError(f"{source}: the graph's metadata is not valid ({first_line(error)})") from error
     for key, value in said.items():
         if value != found[key]:
             raise ModelError(
@@ -237,13 +237,6 @@ def _int8(metadata: dict[str, str]) -> Int8Facts:
         metadata.get("calibration", ""),
         metadata.get("int8_selection", ""),
     )
-
-
-def _said_config(metadata: dict[str, str]) -> NetworkConfig | None:
-    try:
-        return _network(metadata["architecture"], metadata.get("config")) if "architecture" in metadata else None
-    except (ValueError, TypeError):
-        return None  # read_graph_metadata reports it
 
 
 def read_graph(path: Path) -> tuple[OnnxFile, GraphFacts]:

@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdsr import architectures
 from vdsr.architectures import NetworkConfig, widest_channels
 from vdsr.catalogue import MODELS, graph_name, shipped
 from vdsr.errors import ModelError, UsageError
 from vdsr.metadata import GRAPH_PRECISIONS, Facts, GraphFacts, Int8Facts, read_card, read_graph, read_weights
+from vdsr.onnx_file import read_onnx
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,15 @@ class Model:
             return _model(path.stem, read_weights(path), weights=path)
         raise UsageError(f"--model {path}: expected an .onnx graph or .safetensors weights")
 
+    def graph_bytes(self, precision: str) -> bytes:
+        """The bytes of the `precision` graph, read again and checked again (vdsr.onnx_file) for a runtime to be
+        given: ModelError if the file now holds another network than the one this model was loaded with."""
+        path = self.graphs[precision].path
+        graph = read_onnx(path)
+        if architectures.halo(graph.network.config) != self.halo or graph.network.precision != precision:
+            raise ModelError(f"{path}: changed since it was loaded (now {graph.network}); load it again")
+        return graph.data
+
     @property
     def window_bytes_per_pixel(self) -> int:
         """ONNX Runtime's working memory on CPUs per window pixel: 64 + 14 x the widest layer's channels bytes, 960
@@ -115,7 +126,7 @@ def _shipped(name: str) -> Model:
         facts = facts or graph.facts
         graphs[precision] = _graph(path, graph)
     if facts is None:
-        raise ModelError(f"No shipped {name} model in {shipped('')}: reinstall vdsr, or give --model PATH")
+        raise ModelError(f"No shipped {name} model in {weights.parent}: reinstall vdsr, or give --model PATH")
     card_path = shipped(f"{name}.json")
     card = read_card(card_path) if card_path.is_file() else None
     return _model(name, facts, weights=weights if weights.is_file() else None, graphs=graphs, card=card)

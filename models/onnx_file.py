@@ -39,6 +39,8 @@ _SCHEMA: dict[str, dict[int, str]] = {
 _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
 _MODEL_METADATA_PROPS = 14  # ModelProto.metadata_props: StringStringEntryProto {key = 1, value = 2}
 _MAX_DEPTH = 64  # nested subgraphs (If/Loop bodies) deeper than this are refused as malformed
+MAX_BYTES = 1 << 30  # a graph file larger is refused unread (VDSR fp32: 2.7 MB; protobuf's own limit is 2 GiB)
+MAX_FIELDS = 1_000_000  # protobuf fields one reading may walk (VDSR int8: about 2,000): bounds the time a file costs
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,17 @@ def read_onnx(path: Path) -> OnnxFile:
     """The ONNX file at `path` with its metadata_props and network; ModelError naming the file if it is not a
     well-formed protobuf, any tensor in it refers to external data, or it is not a network this package knows."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as error:
         raise ModelError(f"{path}: cannot read the ONNX file ({error.strerror or error})") from error
+    if len(data) > MAX_BYTES:
+        raise ModelError(f"{path}: over {MAX_BYTES >> 20} MiB, larger than any graph this package reads")
     metadata: dict[str, str] = {}
+    budget = _Budget()
     try:
-        _check(memoryview(data), "model", depth=0, metadata=metadata)
-        view = _view(memoryview(data))
+        _check(memoryview(data), "model", depth=0, metadata=metadata, budget=budget)
+        view = _view(memoryview(data), _Budget())
     except ValueError as error:
         raise ModelError(f"{path}: {error}") from None
     try:
@@ -76,12 +82,16 @@ def read_self_contained(path: Path) -> bytes:
     return read_onnx(path).data
 
 
-def _check(message: memoryview, kind: str, *, depth: int, metadata: dict[str, str] | None = None) -> None:
+def _check(
+    message: memoryview, kind: str, *, depth: int, metadata: dict[str, str] | None = None, budget: _Budget | None = None
+) -> None:
+    budget = budget or _Budget()
     if depth > _MAX_DEPTH:
         raise ValueError(f"not a well-formed ONNX file (nested deeper than {_MAX_DEPTH} levels)")
     fields = _SCHEMA[kind]
     pos = 0
     while pos < len(message):
+        budget.spend()
         key, pos = _varint(message, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -95,7 +105,7 @@ def _check(message: memoryview, kind: str, *, depth: int, metadata: dict[str, st
             if kind == "tensor" and number == _TENSOR_EXTERNAL_DATA:
                 raise ValueError("refers to external data files (only self-contained ONNX files are loaded)")
             if number in fields:
-                _check(message[pos : pos + length], fields[number], depth=depth + 1)
+                _check(message[pos : pos + length], fields[number], depth=depth + 1, budget=budget)
             elif kind == "model" and number == _MODEL_METADATA_PROPS and metadata is not None:
                 entry, text = _entry(message[pos : pos + length])
                 metadata[entry] = text
@@ -129,18 +139,42 @@ def _entry(message: memoryview) -> tuple[str, str]:
 
 # --- the second reading: what vdsr.onnx_network needs of the main graph ------------------------------------------
 
-Fields = dict[int, list[int | memoryview]]
+
+@dataclass(frozen=True)
+class _Fixed:
+    """A fixed-width field (wire types 1 and 5): only floats may come so; anywhere else it is refused."""
+
+    data: memoryview
+
+
+Item = int | memoryview | _Fixed  # a varint, a length-delimited field (bytes, a message, a packed list), fixed bytes
+Fields = dict[int, list[Item]]
 _ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # by data_type
-_TYPED_DATA = {4: 4, 10: 8}  # float_data, double_data: packed fixed-size values (bytes each)
-_VARINT_DATA = (5, 7, 11)  # int32_data, int64_data, uint64_data: packed varints
+_TYPED_DATA = {4: 4, 10: 8}  # float_data, double_data: fixed-size values, packed or not (bytes each)
+_VARINT_DATA = (5, 7, 11)  # int32_data, int64_data, uint64_data: varints, packed or not
 _ATTRIBUTE_GRAPHS = {5, 6, 10, 11, 14, 15, 21, 22, 23}  # tensors, graphs, types, function references: refused
+_MAX_RANK = 8
+_VARINT_ENDS = bytes(range(0x80, 0x100))  # deleted from packed varints, what is left is one byte per number
 
 
-def _fields(message: memoryview) -> Fields:
+class _Budget:
+    """How many protobuf fields one reading may still walk: a file's cost is bounded before it is spent."""
+
+    def __init__(self, fields: int = MAX_FIELDS) -> None:
+        self.left = fields
+
+    def spend(self, fields: int = 1) -> None:
+        self.left -= fields
+        if self.left < 0:
+            raise ValueError(f"more than {MAX_FIELDS} protobuf fields (no VDSR or SRCNN graph has that many)")
+
+
+def _fields(message: memoryview, budget: _Budget) -> Fields:
     """A message's fields by number, in order (repeated fields and repeats of a singular one all kept)."""
     found: Fields = defaultdict(list)
     pos = 0
     while pos < len(message):
+        budget.spend()
         key, pos = _varint(message, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -155,12 +189,13 @@ def _fields(message: memoryview) -> Fields:
             raise ValueError(f"not a well-formed ONNX file (protobuf wire type {wire})")
         if pos + length > len(message):
             raise ValueError("not a well-formed ONNX file (a field runs past its end)")
-        found[number].append(message[pos : pos + length])
+        item = message[pos : pos + length]
+        found[number].append(item if wire == 2 else _Fixed(item))
         pos += length
     return found
 
 
-def _single(fields: Fields, number: int, what: str) -> int | memoryview | None:
+def _single(fields: Fields, number: int, what: str) -> Item | None:
     """A singular field; a repeat (which protobuf would merge or override) is refused."""
     values = fields.get(number, [])
     if len(values) > 1:
@@ -168,78 +203,86 @@ def _single(fields: Fields, number: int, what: str) -> int | memoryview | None:
     return values[0] if values else None
 
 
-def _text(value: int | memoryview | None) -> str:
-    return "" if value is None else _bytes(value).decode("utf-8")
-
-
-def _bytes(value: int | memoryview | None) -> bytes:
+def _bytes(value: Item | None) -> memoryview:
     if not isinstance(value, memoryview):
-        raise ValueError("not a well-formed ONNX file (a number where bytes belong)")
-    return bytes(value)
+        raise ValueError("not a well-formed ONNX file (a field of another wire type where bytes belong)")
+    return value
+
+
+def _text(value: Item | None) -> str:
+    return "" if value is None else bytes(_bytes(value)).decode("utf-8")
 
 
 def _texts(fields: Fields, number: int) -> tuple[str, ...]:
     return tuple(_text(value) for value in fields.get(number, []))
 
 
-def _number(value: int | memoryview | None) -> int:
-    if isinstance(value, memoryview):
-        raise ValueError("not a well-formed ONNX file (a string where a number belongs)")
+def _number(value: Item | None) -> int:
+    if value is not None and not isinstance(value, int):
+        raise ValueError("not a well-formed ONNX file (a field of another wire type where a number belongs)")
     value = value or 0
     return value - (1 << 64) if value >= 1 << 63 else value  # int64 as a varint
 
 
-def _numbers(fields: Fields, number: int) -> tuple[int, ...]:
-    """A repeated int64 field, packed or not."""
+def _count(fields: Fields, number: int) -> int:
+    """How many numbers a repeated varint field holds, packed or not, without decoding them."""
+    count = 0
+    for value in fields.get(number, []):
+        count += 1 if isinstance(value, int) else len(bytes(_bytes(value)).translate(None, _VARINT_ENDS))
+    return count
+
+
+def _numbers(fields: Fields, number: int, *, at_most: int) -> tuple[int, ...]:
+    """A repeated int64 field, packed or not, of at most `at_most` numbers (more is refused before decoding)."""
+    if _count(fields, number) > at_most:
+        raise ValueError(f"a list of more than {at_most} numbers where a shape or an attribute belongs")
     values: list[int] = []
     for value in fields.get(number, []):
         if isinstance(value, int):
             values.append(_number(value))
             continue
-        pos = 0
-        while pos < len(value):
-            item, pos = _varint(value, pos)
+        packed, pos = _bytes(value), 0
+        while pos < len(packed):
+            item, pos = _varint(packed, pos)
             values.append(_number(item))
     return tuple(values)
 
 
-def _message(value: int | memoryview | None) -> Fields:
-    if isinstance(value, int):
-        raise ValueError("not a well-formed ONNX file (a number where a message belongs)")
-    return _fields(value) if value is not None else defaultdict(list)
+def _message(value: Item | None, budget: _Budget) -> Fields:
+    return _fields(_bytes(value), budget) if value is not None else defaultdict(list)
 
 
-def _view(data: memoryview) -> GraphView:
+def _view(data: memoryview, budget: _Budget) -> GraphView:
     """The main graph's nodes, stored tensors, inputs and outputs, and the model's operator sets."""
-    model = _fields(data)
+    model = _fields(data, budget)
     if model.get(20) or model.get(25):
         raise ValueError("it holds training graphs or functions (no VDSR or SRCNN network has them)")
-    graph = _message(_single(model, 7, "the graph"))
+    graph = _message(_single(model, 7, "the graph"), budget)
     if graph.get(15):
         raise ValueError("it holds sparse tensors (no VDSR or SRCNN network has them)")
-    stored = dict(_stored(_message(value)) for value in graph.get(5, []))
+    stored = dict(_stored(_message(value, budget)) for value in graph.get(5, []))
     if len(stored) != len(graph.get(5, [])):
         raise ValueError("two stored tensors of one name")
     return GraphView(
-        domains=tuple(_text(_single(_message(value), 1, "a domain")) for value in model.get(8, [])),
-        nodes=tuple(_node(_message(value)) for value in graph.get(1, [])),
+        domains=tuple(_text(_single(_message(v, budget), 1, "a domain")) for v in model.get(8, [])),
+        nodes=tuple(_node(_message(value, budget), budget) for value in graph.get(1, [])),
         stored=stored,
-        inputs=tuple(_value(_message(value)) for value in graph.get(11, [])),
-        outputs=tuple(_value(_message(value)) for value in graph.get(12, [])),
+        inputs=tuple(_value(_message(value, budget), budget) for value in graph.get(11, [])),
+        outputs=tuple(_value(_message(value, budget), budget) for value in graph.get(12, [])),
     )
 
 
-def _node(fields: Fields) -> Node:
+def _node(fields: Fields, budget: _Budget) -> Node:
     attributes: dict[str, int | tuple[int, ...] | bytes | float] = {}
     for value in fields.get(5, []):
-        attribute = _message(value)
+        attribute = _message(value, budget)
         name = _text(_single(attribute, 1, "an attribute's name"))
         if _ATTRIBUTE_GRAPHS & attribute.keys() or name in attributes:
             raise ValueError(f"a node attribute {name!r:.40} holding a tensor, graph or type, or given twice")
         if attribute.get(8) or _number(_single(attribute, 20, "a type")) == 7:  # INTS
-            attributes[name] = _numbers(attribute, 8)
+            attributes[name] = _numbers(attribute, 8, at_most=_MAX_RANK)
         elif attribute.get(4):
-            attributes[name] = _bytes(_single(attribute, 4, "an attribute's value"))
+            attributes[name] = bytes(_bytes(_single(attribute, 4, "an attribute's value")))
         elif attribute.get(2) or attribute.get(7) or attribute.get(9):
             attributes[name] = float("nan")  # floats and strings: no VDSR node takes one, so nothing may equal it
         else:
@@ -256,16 +299,20 @@ def _node(fields: Fields) -> Node:
 def _stored(fields: Fields) -> tuple[str, Stored]:
     """An initializer's name and type and shape, checked to hold exactly as many values as its shape says."""
     name = _text(_single(fields, 8, "a tensor's name"))
-    dims = _numbers(fields, 1)
+    dims = _numbers(fields, 1, at_most=_MAX_RANK)
     data_type = _number(_single(fields, 2, "a tensor's type"))
     if data_type not in _ITEM_BYTES or any(d < 0 for d in dims) or fields.get(3) or fields.get(6):
         raise ValueError(f"stored tensor {name!r:.60} of type {data_type}, shape {list(dims)}: not a numeric tensor")
     raw = _single(fields, 9, "a tensor's data")
     if raw is not None:
         held = len(_bytes(raw)) / _ITEM_BYTES[data_type]
-    else:  # packed or not, each fixed-size value is `size` bytes
-        held = sum(len(_bytes(v)) / size for number, size in _TYPED_DATA.items() for v in fields.get(number, []))
-        held += sum(len(_numbers(fields, number)) for number in _VARINT_DATA)
+    else:  # packed (bytes) or not (one fixed-width field each)
+        held = sum(
+            len(v.data if isinstance(v, _Fixed) else _bytes(v)) / size
+            for number, size in _TYPED_DATA.items()
+            for v in fields.get(number, [])
+        )
+        held += sum(_count(fields, number) for number in _VARINT_DATA)
     expected = 1
     for d in dims:
         expected *= d
@@ -274,17 +321,20 @@ def _stored(fields: Fields) -> tuple[str, Stored]:
     return name, Stored(data_type, dims)
 
 
-def _value(fields: Fields) -> Value:
+def _value(fields: Fields, budget: _Budget) -> Value:
     """A graph input or output: its name, element type and shape."""
     name = _text(_single(fields, 1, "a value's name"))
-    kind = _message(_single(fields, 2, "a value's type"))
+    kind = _message(_single(fields, 2, "a value's type"), budget)
     if set(kind) - {1, 6}:  # tensor_type and denotation only
         raise ValueError(f"input or output {name!r:.40} is not a tensor")
-    tensor = _message(_single(kind, 1, "a tensor type"))
+    tensor = _message(_single(kind, 1, "a tensor type"), budget)
     shape = _single(tensor, 2, "a shape")
     dims = None
     if shape is not None:
-        dims = tuple(_dimension(_message(d)) for d in _message(shape).get(1, []))
+        listed = _message(shape, budget).get(1, [])
+        if len(listed) > _MAX_RANK:
+            raise ValueError(f"input or output {name!r:.40} of {len(listed)} dimensions")
+        dims = tuple(_dimension(_message(d, budget)) for d in listed)
     return Value(name, _number(_single(tensor, 1, "an element type")), dims)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vdsr.architectures import NetworkConfig, SRCNNConfig, VDSRConfig
+from vdsr.architectures import Architecture, NetworkConfig, network_config
 
 FLOAT, FLOAT16 = 1, 10  # TensorProto.DataType
 QUANTIZED = {2, 3, 6}  # uint8, int8, int32 (an int8 graph's stored weights and biases)
@@ -219,6 +219,9 @@ def recognise(graph: GraphView) -> Network:
         layers = walk.layers(result.name, source.name)
     if len(walk.used) != len(graph.nodes):
         raise ValueError(f"{len(graph.nodes) - len(walk.used)} nodes off the path from its input to its output")
+    unused = set(graph.stored) - {name for node in graph.nodes for name in node.inputs}
+    if unused:
+        raise ValueError(f"{len(unused)} stored tensors no node uses (such as {sorted(unused)[0]!r:.60})")
     config = _config(layers, skip=skip)
     _check_types(graph, layers, quantized=walk.quantized, elem_type=source.elem_type)
     precision = "fp16" if source.elem_type == FLOAT16 else "int8" if walk.quantized else "fp32"
@@ -249,10 +252,12 @@ def _config(layers: list[_Layer], *, skip: bool) -> NetworkConfig:
         channels = shapes[0][0]
         if len(layers) < 2 or any(s[2] != 3 for s in shapes) or any(s[0] != channels for s in shapes[:-1]):
             raise ValueError("a skip connection around convolutions that are not VDSR's (3x3, one width)")
-        return VDSRConfig(depth=len(layers), channels=channels, bias=True in biases)
+        fields: dict[str, object] = {"depth": len(layers), "channels": channels, "bias": True in biases}
+        return network_config(Architecture.vdsr, fields)  # within the sizes any file may describe
     if len(layers) != 3:
         raise ValueError(f"{len(layers)} convolutions without a skip connection: not SRCNN's three")
-    return SRCNNConfig(kernels=(shapes[0][2], shapes[1][2], shapes[2][2]), channels=(shapes[0][0], shapes[1][0]))
+    kernels, channels = [s[2] for s in shapes], [shapes[0][0], shapes[1][0]]
+    return network_config(Architecture.srcnn, {"kernels": kernels, "channels": channels})
 
 
 def _check_types(graph: GraphView, layers: list[_Layer], *, quantized: bool, elem_type: int) -> None:

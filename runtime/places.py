@@ -124,8 +124,10 @@ class LocalFiles(Files):
     def kind(self, path: PurePath) -> str:
         try:
             mode = os.stat(path).st_mode
-        except (OSError, ValueError):  # nothing there, a broken link, a NUL in the name
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # nothing there, a broken link, a NUL in the name
             return "missing"
+        except OSError:  # there, but not to be asked (no permission, a loop of links): `what` says why
+            return "other"
         return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
 
     def what(self, path: PurePath) -> str:

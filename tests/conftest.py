@@ -31,6 +31,17 @@ def emulated_cpu(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def plain_environment() -> Iterator[None]:
+    """What the suite must not depend on, taken out of the environment (subprocesses inherit it): a proxy (the
+    download tests serve on loopback), colours or terminal features forced on (progress is checked as plain lines)."""
+    names = ["http_proxy", "https_proxy", "all_proxy", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"]
+    with pytest.MonkeyPatch.context() as patch:
+        for name in names + [n.upper() for n in names if n.endswith("proxy")]:
+            patch.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ.get("VDSR_DATA_DIR", REPO.parent / "shared" / "datasets"))

@@ -133,6 +133,23 @@ def test_the_default_output_is_beside_given_weights_else_in_the_current_folder()
     assert default_output(None, "srcnn_x3", "fp32") == Path("srcnn_x3.onnx")
 
 
+def test_weights_inside_an_installed_package_are_not_exported_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--weights <site-packages>/vdsr/vdsr.safetensors` would write its graph into the package: refused, before any
+    work, unless the package folder is a source checkout's models/ (the maintainers' export)."""
+    from vdsr.export import cli as export_cli
+
+    site = tmp_path / "site-packages" / "vdsr"
+    site.mkdir(parents=True)
+    (site / "srcnn.safetensors").write_bytes(shipped("srcnn.safetensors").read_bytes())
+    monkeypatch.setattr(export_cli, "shipped", lambda name: site / name)
+    result = runner.invoke(app, ["--weights", str(site / "srcnn.safetensors")])
+    assert result.exit_code == 2 and "inside the installed vdsr package" in result.output, result.output
+    assert sorted(site.iterdir()) == [site / "srcnn.safetensors"]
+    assert not export_cli.inside_installed_package(shipped("srcnn.onnx"))  # this checkout's models/
+
+
 def test_a_shipped_model_is_exported_into_the_current_folder_never_the_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -241,3 +243,22 @@ def test_by_default_the_bench_scores_the_papers_methods(tmp_path: Path, tiny_mod
     result = runner.invoke(app, [*given, "--json", str(tmp_path / "w.json")])
     assert result.exit_code == 0, result.output
     assert [c["method"] for c in json.loads((tmp_path / "w.json").read_text())["results"]] == ["bicubic", "vdsr"]
+
+
+def test_without_onnx_runtime_the_default_methods_say_which_extra_to_install(data_dir: Path, tmp_path: Path) -> None:
+    """The base install (no `cpu` extra) cannot run the shipped graphs: one line saying what to install, exit 2."""
+    program = "import sys; sys.modules['onnxruntime'] = None\nfrom vdsr.bench.cli import app\napp()"
+    command = [sys.executable, "-c", program, "--dataset", "Set5", "--scale", "2", "--data-dir", str(data_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1] == 'error: vdsr-bench -m srcnn needs onnxruntime: pip install "vdsr[cpu]"'
+    )
+
+
+def test_downloads_go_to_the_first_place_looked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    assert datasets.download_dir(None) == tmp_path / "env"  # was the per-user folder, where $VDSR_DATA_DIR was set
+    assert datasets.download_dir(tmp_path / "opt") == tmp_path / "opt"
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert datasets.download_dir(None) == datasets.user_datasets_dir()

@@ -237,6 +237,14 @@ def test_fifos_and_devices_as_inputs_are_named_as_what_they_are(photos: Path, mo
     assert opened and all(p.name not in ("pipe.png", "sock.png") for p in opened)
 
 
+def test_a_path_that_cannot_be_asked_is_not_called_missing(tmp_path: Path) -> None:
+    """A loop of links (or a folder without permission) is there: its error says why it cannot be read."""
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    code, output = run(tmp_path / "a.png", "-s", "2")
+    assert code == 2 and "no such file" not in output and "symbolic links" in output, output
+
+
 def test_ctrl_c_says_what_was_done_and_how_to_go_on(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by issue 37: Ctrl-C on a folder run ended it with no word about what was written."""
     real = OnnxRuntimeBackend.run
@@ -273,8 +281,8 @@ def test_ctrl_c_before_the_run_starts_exits_130(photos: Path, monkeypatch: pytes
 
 
 def test_sigint_on_a_running_folder_exits_130_with_whole_files(tmp_path: Path) -> None:
-    """The real signal: sent once the first result is written, to a run of 24 images that takes seconds."""
-    for i in range(24):
+    """The real signal: sent once the first result is written, to a run of 64 images, one at a time (CPU batch 1)."""
+    for i in range(64):
         save(tmp_path / "in" / f"{i:02d}.png", i, (200, 300, 3))
     out = tmp_path / "out"
     program = [sys.executable, "-c", "from vdsr.runtime.cli import app; app()"]

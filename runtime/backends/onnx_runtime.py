@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 
 from vdsr.errors import BackendError, ModelError, first_line
 from vdsr.model import Model
-from vdsr.onnx_file import read_self_contained
 from vdsr.runtime.backends.base import Backend, check_batch
 from vdsr.runtime.backends.specs import CPU_BATCH, GPU_BATCH
 
@@ -70,7 +69,7 @@ class OnnxRuntimeBackend(Backend):
             ort_errors.RuntimeException,
             getattr(ort_errors, "EPFail", ort_errors.Fail),
         )
-        data = read_self_contained(graph)  # refuses external data, whatever this ONNX Runtime would allow
+        data = model.graph_bytes(precision)  # checked again as read: external data, the network it holds
         try:
             self.session: Any = ort.InferenceSession(data, options, providers=list(providers))
         except load_errors as error:

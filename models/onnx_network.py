@@ -256,8 +256,8 @@ def _config(layers: list[_Layer], *, skip: bool) -> NetworkConfig:
         return network_config(Architecture.vdsr, fields)  # within the sizes any file may describe
     if len(layers) != 3:
         raise ValueError(f"{len(layers)} convolutions without a skip connection: not SRCNN's three")
-    kernels, channels = [s[2] for s in shapes], [shapes[0][0], shapes[1][0]]
-    return network_config(Architecture.srcnn, {"kernels": kernels, "channels": channels})
+    kernels, widths = [s[2] for s in shapes], [shapes[0][0], shapes[1][0]]
+    return network_config(Architecture.srcnn, {"kernels": kernels, "channels": widths})
 
 
 def _check_types(graph: GraphView, layers: list[_Layer], *, quantized: bool, elem_type: int) -> None:

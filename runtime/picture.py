@@ -12,6 +12,7 @@ is trusted here: it was checked where it came in (vdsr.scale).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,26 @@ def _steps(
             on_band(row1 / height)
 
     yield from tile_steps(ilr, (height, width), tile=tile, halo=halo, on_rows=finish, name=name)
+    return out
+
+
+def luma_steps(
+    y: NDArray[np.float32], scale: float, *, halo: int, tile: int = 512, name: Path | str = "<image>"
+) -> Steps[NDArray[np.float32]]:
+    """A luminance plane alone, (H, W) in the network's convention (BT.601 studio-range Y in [0, 1]) -> the
+    upscaled plane, (ceil(sH), ceil(sW)) float32, not clipped: for video, whose chroma never leaves its planes
+    (vdsr.runtime.video). The same ILR and tiles as picture_steps."""
+    height, width = output_shape_for((y.shape[0], y.shape[1]), scale)
+    out = np.empty((height, width), np.float32)
+
+    def keep(row0: int, row1: int, rows: NDArray[np.float32]) -> None:
+        out[row0:row1] = rows
+
+    ilr = partial(imresize_rows, y, scale)
+    steps = tile_steps(
+        lambda start, stop: ilr(start=start, stop=stop), (height, width), tile=tile, halo=halo, on_rows=keep, name=name
+    )
+    yield from host_memory(steps, name)
     return out
 
 

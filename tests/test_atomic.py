@@ -54,14 +54,14 @@ def test_unwritable_folder_is_found_by_trying(tmp_path: Path, monkeypatch: pytes
         f"cannot write in {tmp_path / 'link' / 'out'}: {tmp_path / 'link'} is not a writable folder (a broken link)"
     )
     assert not (tmp_path / "nowhere").exists()
-    real = tempfile.mkstemp
+    real = tempfile.TemporaryFile
 
     def refused(*args: object, **kwargs: object) -> object:  # a read-only or pseudo file system, whatever its bits
         if kwargs.get("dir") == tmp_path:
             raise OSError(30, "Read-only file system")
         return real(*args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     assert unwritable_folder(tmp_path / "out") == (
         f"cannot write in {tmp_path / 'out'}: cannot create a file in {tmp_path} (Read-only file system)"
     )

@@ -33,6 +33,7 @@ from vdsr.runtime.places import MAX_DEPTH, is_uri, local
 from vdsr.runtime.planning import FolderReport, Job, nothing_found, plan
 from vdsr.runtime.ray_data import RayOptions, upscale_folder_on_ray
 from vdsr.runtime.upscaler import GIB, Upscaler
+from vdsr.runtime.video import DEFAULT_CRF, VideoSettings, is_video
 from vdsr.scale import check_scale
 
 app = make_app(__doc__)
@@ -44,7 +45,7 @@ def main(
     source: Annotated[
         str,
         typer.Argument(
-            help="An image file, or a folder of images (with --ray, also a URI: s3://bucket/photos).",
+            help="An image or video file, or a folder of them (with --ray, also a URI: s3://bucket/photos).",
             show_default=False,
             metavar="INPUT",
         ),
@@ -56,7 +57,7 @@ def main(
             "--output",
             "-o",
             show_default="<folder>_x<S>, or <name>_x<S>.<ext> beside a file",
-            help="Output folder; for a single input file, an image file name (out.png) names the result itself. "
+            help="Output folder; for a single input file, a file name (out.png, out.mkv) names the result itself. "
             "With --ray, also a URI.",
         ),
     ] = None,
@@ -111,6 +112,30 @@ def main(
         OutputFormat | None,
         typer.Option(
             "--format", case_sensitive=False, help="Output format.", show_default="the input's, png for a GIF"
+        ),
+    ] = None,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            help="Videos: FFmpeg's encoder of the upscaled stream (libx264, libx265, ffv1, libvpx-vp9, ...).",
+            show_default="libx264 for .mp4/.mov/.ts/.flv, ffv1 (lossless) for .mkv/.avi, libvpx-vp9 for .webm",
+        ),
+    ] = None,
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            help="Videos: the constant-rate quality of libx264/libx265/VP9/SVT-AV1 (lower is better).",
+            min=0,
+            max=63,
+            show_default=str(DEFAULT_CRF),
+        ),
+    ] = None,
+    pix_fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--pix-fmt",
+            help="Videos: the encoder's pixel format (yuv420p, yuv420p10le, ...).",
+            show_default="the source's (10-bit stays 10-bit where the encoder allows)",
         ),
     ] = None,
     max_pixels: Annotated[
@@ -196,7 +221,7 @@ def main(
         with (
             exit_on_errors(err),
             upscaler,
-            WorkProgress(err, "upscaling", total=len(jobs), unit="images", last_line=False) as progress,
+            WorkProgress(err, "upscaling", total=len(jobs), unit="files", last_line=False) as progress,
         ):
             shown = _Shown(progress, jobs, start)
             report = upscaler.upscale_jobs(
@@ -208,6 +233,8 @@ def main(
                 max_output_pixels=max_output_pixels,
                 on_image=shown.on_image,
                 on_band=shown.on_band,
+                on_frame=shown.on_frame,
+                video=VideoSettings(codec, crf, pix_fmt),
             )
     except KeyboardInterrupt as stop:  # Ctrl-C: what was done, and how to do the rest
         _summarize(err, stop.report if isinstance(stop, Interrupted) else FolderReport(), time.perf_counter() - start)
@@ -228,6 +255,8 @@ class _Shown:
         self.progress, self.start = progress, start
         self.images, self.upscaled, self.pixels = 0, 0, 0  # finished; through the network; written
         self.waiting = dict.fromkeys(job.source.shown for job in jobs)  # neither, in the order they run
+        self.frames = ""  # the video being upscaled: frames done (of how many) and their rate
+        self.video_start = 0.0
 
     def on_image(self, path: Path | str, pixels: int) -> None:  # once the image is written, a little later
         self.images += 1
@@ -243,9 +272,18 @@ class _Shown:
         current = self.upscaled + (fraction if fraction < 1.0 else 0.0)
         self.progress.update(completed=max(self.images, current), info=self.info())
 
+    def on_frame(self, done: int, total: int | None) -> None:  # a video's frame through the network
+        now = time.perf_counter()
+        if done == 1:
+            self.video_start = now
+        rate = (done - 1) / (now - self.video_start) if done > 1 and now > self.video_start else 0.0
+        self.frames = f"frame {done}" + (f"/{total}" if total else "") + (f", {figure(rate)} fps" if rate else "")
+        self.progress.update(info=self.info())
+
     def info(self) -> str:
         name = printable(os.path.basename(str(next(iter(self.waiting), ""))))
-        return ", ".join(filter(None, [name, _speed(self.pixels / 1e6, time.perf_counter() - self.start)]))
+        frames = self.frames if is_video(name) else ""
+        return ", ".join(filter(None, [name, frames, _speed(self.pixels / 1e6, time.perf_counter() - self.start)]))
 
 
 def _speed(megapixels: float, seconds: float) -> str:

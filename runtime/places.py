@@ -27,8 +27,9 @@ from numpy.typing import NDArray
 
 from vdsr.errors import ImageError, UsageError, first_line
 from vdsr.files import case_insensitive, file_type, remove_stale_temporaries, unwritable_folder
-from vdsr.runtime.images import IMAGE_SUFFIXES, LoadedImage, decode_image, encode_image, load_image, output_format
+from vdsr.runtime.images import LoadedImage, decode_image, encode_image, load_image, output_format
 from vdsr.runtime.images import save_image as save_local
+from vdsr.runtime.video import INPUT_SUFFIXES
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 MAX_DEPTH = 64  # levels of subfolders a recursive run reads; a deeper folder is refused, never skipped silently
@@ -139,7 +140,7 @@ class LocalFiles(Files):
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
         folder = Path(folder)
         found = _list_folder(folder, recursive=recursive)
-        return sorted(p.relative_to(folder) for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p.relative_to(folder) for p in found if p.suffix.lower() in INPUT_SUFFIXES)
 
     def identity(self, path: PurePath) -> Hashable | None:
         try:
@@ -245,7 +246,7 @@ class StoreFiles(Files):
         for info in found:
             relative = PurePosixPath(info.path).relative_to(folder)
             hidden = any(part.startswith(".") for part in relative.parts)
-            if info.type == _pafs().FileType.File and relative.suffix.lower() in IMAGE_SUFFIXES and not hidden:
+            if info.type == _pafs().FileType.File and relative.suffix.lower() in INPUT_SUFFIXES and not hidden:
                 images.append(relative)
         return sorted(images, key=lambda p: p.parts)
 

@@ -16,8 +16,9 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import TypeVar
 
 from vdsr.errors import UsageError
-from vdsr.runtime.images import IMAGE_SUFFIXES, output_format
+from vdsr.runtime.images import output_format
 from vdsr.runtime.places import LocalFiles, Place
+from vdsr.runtime.video import INPUT_SUFFIXES, is_video
 from vdsr.scale import scale_label
 
 PathT = TypeVar("PathT", bound=PurePath)
@@ -88,7 +89,10 @@ def beside(path: PathT, label: str, *, folder: bool) -> PathT:
 
 
 def result_name(target: PathT, suffix: str | None) -> PathT:
-    """An output's name: with --format's `suffix` if given; a GIF's result is a PNG."""
+    """An output's name: with --format's `suffix` if given (images); a GIF's result is a PNG; a video's keeps its
+    container."""
+    if is_video(target):
+        return target
     return target.with_suffix(suffix) if suffix else target if writable(target) else target.with_suffix(".png")
 
 
@@ -105,9 +109,10 @@ def names_a_file(output: Place) -> bool:
     """Whether `output`, given for a single input file, names the result file itself: an image suffix, and not an
     existing folder (`out.png/` made by an earlier version stays a folder). UsageError for an image suffix results
     are not written in (`out.gif`), rather than a folder of that name."""
-    if output.path.suffix.lower() not in IMAGE_SUFFIXES or output.files.kind(output.path) == "folder":
+    if output.path.suffix.lower() not in INPUT_SUFFIXES or output.files.kind(output.path) == "folder":
         return False
-    output_format(output.path)
+    if not is_video(output.path):
+        output_format(output.path)
     return True
 
 
@@ -123,7 +128,13 @@ def plan(
     kind = source.files.kind(source.path)
     if kind == "file":
         if output is not None and names_a_file(output):
-            if suffix and output_format(output.path) != output_format(PurePosixPath(f"x{suffix}")):
+            if is_video(output.path) != is_video(source.path):
+                raise UsageError(f"{output}: a video's result is a video, an image's an image")
+            if (
+                suffix
+                and not is_video(output.path)
+                and output_format(output.path) != output_format(PurePosixPath(f"x{suffix}"))
+            ):
                 raise UsageError(f"{output}: the output file's suffix says another format than --format {fmt}")
             target = output
         elif output is not None:

@@ -22,11 +22,13 @@ from vdsr.runtime.backends.specs import Request
 from vdsr.runtime.batching import Failed, drive
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
 from vdsr.runtime.machine import physical_memory
-from vdsr.runtime.picture import check_output, picture_steps
-from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, GROUP_PIXELS, run_jobs
-from vdsr.runtime.places import local
-from vdsr.runtime.planning import FolderReport, Job, claim, nothing_found, plan
+from vdsr.runtime.picture import check_output, luma_steps, picture_steps
+from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, GROUP_PIXELS, Interrupted, run_jobs
+from vdsr.runtime.places import LocalFiles, local
+from vdsr.runtime.planning import FileFailure, FolderReport, Job, claim, nothing_found, plan
+from vdsr.runtime.resize import output_shape_for
 from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Steps, tile_for_memory, window_shape
+from vdsr.runtime.video import VideoResult, VideoSettings, check_settings, is_video, upscale_video
 from vdsr.scale import check_scale
 
 GIB = 1 << 30
@@ -202,6 +204,57 @@ class Upscaler:
         except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
             raise BackendError(f"{backend.name} on {backend.device}: {first_line(error)}") from error
 
+    def upscale_lumas(
+        self, planes: list[NDArray[np.float32]], scale: float, *, name: Path | str = "<video>"
+    ) -> list[NDArray[np.float32] | ImageError]:
+        """Luma planes alone (video frames, vdsr.runtime.video), `scale` already checked: each upscaled (float32, not
+        clipped) or the ImageError it failed with, their tiles batched across them."""
+        steps = [
+            luma_steps(
+                y, scale, halo=self.backend.halo, tile=self.tile_for(output_shape_for(y.shape, scale)), name=name
+            )
+            for y in planes
+        ]
+        backend = self.backend
+        if backend.arrays == "numpy":
+            outcomes = self._drive(steps)
+        else:  # windows cut on the host go to the device and back (video planes are not kept on the device)
+            import torch
+
+            def network(windows: NDArray[np.float32]) -> NDArray[np.float32]:
+                result = backend.run(torch.from_numpy(windows).to(backend.device))
+                return np.asarray(result.cpu().numpy(), np.float32)
+
+            outcomes = drive(steps, network, batch=self.batch)
+        return [o.error if isinstance(o, Failed) else o for o in outcomes]
+
+    def upscale_video(
+        self,
+        source: str | Path,
+        target: str | Path,
+        scale: float,
+        settings: VideoSettings | None = None,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        on_frame: Callable[[int, int | None], None] = lambda done, total: None,
+    ) -> VideoResult:
+        """A video file upscaled into `target` (vdsr.runtime.video: every frame, its timestamp, the audio, subtitle and
+        data streams copied); ImageError naming the file if it cannot be read, decoded or written."""
+        scale = self.check_scale(scale)
+        lumas = partial(self.upscale_lumas, scale=scale, name=source)
+        return upscale_video(
+            Path(source),
+            Path(target),
+            scale,
+            lumas,
+            settings=settings or VideoSettings(),
+            group=self.batch,
+            max_pixels=max_pixels,
+            max_output_pixels=max_output_pixels,
+            on_frame=on_frame,
+        )
+
     def upscale_pixels(
         self,
         pixels: NDArray[np.floating],
@@ -326,9 +379,12 @@ class Upscaler:
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_image: Callable[[Path | str, int], None] = lambda path, pixels: None,
         on_band: Callable[[float], None] | None = None,
+        on_frame: Callable[[int, int | None], None] = lambda done, total: None,
+        video: VideoSettings | None = None,
     ) -> FolderReport:
         """Planned jobs (vdsr.runtime.planning.plan) run through the pipeline, `scale` already checked: the temporary
-        files a killed run left removed, the jobs claimed (vdsr.runtime.planning.claim), then vdsr.runtime.pipeline."""
+        files a killed run left removed, the jobs claimed (vdsr.runtime.planning.claim), then the images through
+        vdsr.runtime.pipeline and the videos, one at a time, through vdsr.runtime.video (`video`: their encoder)."""
         removed = jobs[0].target.files.remove_stale([job.target.path for job in jobs]) if jobs else []
         if removed:  # left by a run that was killed
             self.log(f"removed {len(removed)} temporary files a killed run left in the output folder")
@@ -337,8 +393,8 @@ class Upscaler:
         if fail_fast and report.failed:
             return report
         upscale = partial(self.upscale_group, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
-        return run_jobs(
-            todo,
+        report = run_jobs(
+            [job for job in todo if not is_video(job.source.path)],
             upscale,
             report,
             scale=scale,
@@ -348,6 +404,75 @@ class Upscaler:
             on_image=on_image,
             group=self.batch,
         )
+        videos = [job for job in todo if is_video(job.source.path)]
+        if videos and video is not None:
+            check_settings(video)  # bad usage: before the first video
+        for job in videos:
+            if report.stopped or (fail_fast and report.failed):
+                break
+            self._video_job(
+                job,
+                scale,
+                report,
+                settings=video or VideoSettings(),
+                limits=(max_pixels, max_output_pixels),
+                on_image=on_image,
+                on_progress=(on_band, on_frame),
+            )
+        return report
+
+    def _video_job(
+        self,
+        job: Job,
+        scale: float,
+        report: FolderReport,
+        *,
+        settings: VideoSettings,
+        limits: tuple[int, int],
+        on_image: Callable[[Path | str, int], None],
+        on_progress: tuple[Callable[[float], None] | None, Callable[[int, int | None], None]],
+    ) -> None:
+        """One planned video into `report`: written, or failed with its one-line cause; Ctrl-C raises Interrupted."""
+        source, target = job.source, job.target
+        if not (isinstance(source.files, LocalFiles) and isinstance(target.files, LocalFiles)):
+            failure = FileFailure(source.shown, "videos are read and written on local paths only")
+            report.failed.append(failure)
+            on_image(source.shown, 0)
+            return
+
+        on_band, on_frames = on_progress
+
+        def on_frame(done: int, total: int | None) -> None:
+            on_frames(done, total)
+            if on_band is not None and total:
+                on_band(min(done / total, 0.999))  # the whole file: once it is written
+
+        lumas = partial(self.upscale_lumas, scale=scale, name=source.shown)
+        try:
+            result = upscale_video(
+                Path(source.path),
+                Path(target.path),
+                scale,
+                lumas,
+                settings=settings,
+                group=self.batch,
+                max_pixels=limits[0],
+                max_output_pixels=limits[1],
+                on_frame=on_frame,
+            )
+        except ImageError as error:
+            report.failed.append(FileFailure(source.shown, error.cause))
+            on_image(source.shown, 0)
+            return
+        except BackendError as error:
+            report.stopped = f"{source.shown}: {error}"
+            return
+        except KeyboardInterrupt:
+            raise Interrupted(report) from None
+        pixels = result.frames * result.width * result.height
+        report.written.append(target.shown)
+        report.megapixels += pixels / 1e6
+        on_image(source.shown, pixels)
 
 
 def _prepare(

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from vdsr.errors import ImageError, UsageError, first_line
 from vdsr.files import atomic_write
+from vdsr.runtime.images import IMAGE_SUFFIXES
 from vdsr.runtime.picture import Y_OFFSET, Y_RANGE
 from vdsr.runtime.resize import imresize, output_shape_for
 
@@ -48,6 +49,7 @@ VIDEO_FORMATS: dict[str, tuple[str, str]] = {
     ".flv": ("flv", "libx264"),
 }
 VIDEO_SUFFIXES = tuple(VIDEO_FORMATS)
+INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what a folder run picks up
 DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv"  # what an input may be: containers, no playlists
 DEFAULT_CRF = 18  # the quality of CRF_ENCODERS when --crf is not given: visually lossless for most sources
 CRF_ENCODERS = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libsvtav1")  # the encoders --crf is for
@@ -93,6 +95,27 @@ def import_av() -> Any:
     return av
 
 
+def check_settings(settings: VideoSettings, codec: str = "libx264") -> Any:
+    """The encoder `settings` name (or `codec`); UsageError for one that is not a video encoder here, or --crf given
+    to one that does not take it. Checked before any work."""
+    av = import_av()
+    name = settings.codec or codec
+    try:
+        encoder = av.codec.Codec(name, "w")
+    except (av.FFmpegError, ValueError) as error:
+        raise UsageError(f"--codec {name}: not an encoder here ({_cause(error)})") from None
+    if encoder.type != "video":
+        raise UsageError(f"--codec {name}: not a video encoder")
+    if settings.crf is not None and encoder.name not in CRF_ENCODERS:
+        raise UsageError(f"--crf is for {', '.join(CRF_ENCODERS)}; {encoder.name} does not take it")
+    if settings.pix_fmt is not None:
+        try:
+            av.VideoFormat(settings.pix_fmt)
+        except (av.FFmpegError, ValueError) as error:
+            raise UsageError(f"--pix-fmt {settings.pix_fmt}: not a pixel format ({_cause(error)})") from None
+    return encoder
+
+
 def upscale_video(
     source: Path,
     target: Path,
@@ -112,15 +135,7 @@ def upscale_video(
     muxer, default_codec = VIDEO_FORMATS.get(target.suffix.lower(), (None, ""))
     if muxer is None:
         raise UsageError(f"{target}: a video is written as {', '.join(VIDEO_FORMATS)}")
-    codec = settings.codec or default_codec
-    try:
-        encoder = av.codec.Codec(codec, "w")
-    except av.FFmpegError as error:
-        raise UsageError(f"--codec {codec}: not an encoder here ({_cause(error)})") from None
-    if encoder.type != "video":
-        raise UsageError(f"--codec {codec}: not a video encoder")
-    if settings.crf is not None and encoder.name not in CRF_ENCODERS:
-        raise UsageError(f"--crf is for {', '.join(CRF_ENCODERS)}; {encoder.name} does not take it")
+    encoder = check_settings(settings, default_codec)
     try:
         inp = av.open(str(source), options={"format_whitelist": DEMUXERS, "protocol_whitelist": "file"})
     except (av.FFmpegError, UnicodeDecodeError) as error:
@@ -129,6 +144,8 @@ def upscale_video(
         if not inp.streams.video:
             raise ImageError(source, "no video stream")
         stream = inp.streams.video[0]
+        if stream.codec_context is None:
+            raise ImageError(source, "its video codec has no decoder here")
         width, height = stream.codec_context.width, stream.codec_context.height
         if not 0 < width * height <= max_pixels:
             raise ImageError(

@@ -89,52 +89,23 @@ def _check(
     if depth > _MAX_DEPTH:
         raise ValueError(f"not a well-formed ONNX file (nested deeper than {_MAX_DEPTH} levels)")
     fields = _SCHEMA[kind]
-    pos = 0
-    while pos < len(message):
-        budget.spend()
-        key, pos = _varint(message, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(message, pos)
-            if kind == "tensor" and number == _TENSOR_DATA_LOCATION and value & 0xFFFFFFFF == 1:  # int32, as parsed
+    for number, values in _fields(message, budget).items():
+        for value in values:
+            if kind == "tensor" and (
+                number == _TENSOR_EXTERNAL_DATA
+                or (number == _TENSOR_DATA_LOCATION and isinstance(value, int) and value & 0xFFFFFFFF == 1)
+            ):  # data_location is an int32 as parsed
                 raise ValueError("refers to external data files (only self-contained ONNX files are loaded)")
-        elif wire == 2:
-            length, pos = _varint(message, pos)
-            if pos + length > len(message):
-                raise ValueError("not a well-formed ONNX file (a field runs past its end)")
-            if kind == "tensor" and number == _TENSOR_EXTERNAL_DATA:
-                raise ValueError("refers to external data files (only self-contained ONNX files are loaded)")
+            if not isinstance(value, memoryview):
+                continue
             if number in fields:
-                _check(message[pos : pos + length], fields[number], depth=depth + 1, budget=budget)
+                _check(value, fields[number], depth=depth + 1, budget=budget)
             elif kind == "model" and number == _MODEL_METADATA_PROPS and metadata is not None:
-                entry, text = _entry(message[pos : pos + length])
-                metadata[entry] = text
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"not a well-formed ONNX file (protobuf wire type {wire})")
-    if pos != len(message):
-        raise ValueError("not a well-formed ONNX file (cut short)")
-
-
-def _entry(message: memoryview) -> tuple[str, str]:
-    """A StringStringEntryProto's key and value (fields 1 and 2, UTF-8)."""
-    found: dict[int, str] = {1: "", 2: ""}
-    pos = 0
-    while pos < len(message):
-        key, pos = _varint(message, pos)
-        if key & 7 != 2:
-            raise ValueError("not a well-formed ONNX file (a metadata entry of another type)")
-        length, pos = _varint(message, pos)
-        if pos + length > len(message):
-            raise ValueError("not a well-formed ONNX file (a field runs past its end)")
-        try:
-            found[key >> 3] = bytes(message[pos : pos + length]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("not a well-formed ONNX file (metadata that is not UTF-8)") from None
-        pos += length
-    return found[1], found[2]
+                entry = _fields(value, budget)  # StringStringEntryProto: key = 1, value = 2, UTF-8
+                try:
+                    metadata[_text(_single(entry, 1, "a key"))] = _text(_single(entry, 2, "a value"))
+                except UnicodeDecodeError:
+                    raise ValueError("not a well-formed ONNX file (metadata that is not UTF-8)") from None
 
 
 # --- the second reading: what vdsr.onnx_network needs of the main graph ------------------------------------------

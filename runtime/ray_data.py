@@ -20,7 +20,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,7 +27,6 @@ import numpy as np
 
 from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS
-from vdsr.runtime.pipeline import run_jobs
 from vdsr.runtime.places import Place, StoreFiles, Stores, as_uri, is_uri, local, place_of
 from vdsr.runtime.planning import FileFailure, FolderReport, Job, claim, plan
 from vdsr.runtime.upscaler import Upscaler
@@ -77,16 +75,11 @@ class FileActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         jobs = [_job(row, self.stores) for row in batch["job"]]
         pixels: dict[str, int] = {}
-        upscale = partial(self.upscaler.upscale_group, scale=self.scale, max_output_pixels=self.max_output_pixels)
-        report = run_jobs(
+        report = self.upscaler.upscale_jobs(  # images through the pipeline, videos one at a time, as a plain run
             jobs,
-            upscale,
-            FolderReport(),
-            scale=self.scale,
-            fail_fast=False,
+            self.scale,
             max_pixels=self.max_pixels,
             max_output_pixels=self.max_output_pixels,
-            group=self.upscaler.batch,
             on_image=lambda name, count: pixels.__setitem__(str(name), count),
         )
         if report.stopped:  # the backend failed: the run stops, as a plain run does

@@ -16,6 +16,7 @@ from PIL import Image
 from vdsr.catalogue import models_trained_for
 from vdsr.errors import BackendError, ImageError, UsageError, first_line
 from vdsr.model import Model
+from vdsr.runtime.animation import AnimationResult, is_animation, upscale_animation
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.opening import open_chosen
 from vdsr.runtime.backends.specs import Request
@@ -345,12 +346,14 @@ class Upscaler:
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_image: Callable[[Path | str, int], None] = lambda path, pixels: None,
         on_band: Callable[[float], None] | None = None,
+        video: VideoSettings | None = None,
     ) -> FolderReport:
-        """Upscale a file or every image in a folder (see vdsr.runtime.planning for where results go). Each file that
-        cannot be read, upscaled or written is reported with its cause and the others still run (all stop at the
-        first failure with fail_fast). A backend failure stops the run: report.stopped says why, and what was written
-        before it is complete. `on_image(path, output pixels)` is called as each file finishes (0 when skipped or
-        failed), `on_band(fraction of the current image done)` as its bands of tiles finish."""
+        """Upscale a file or every image and video in a folder (see vdsr.runtime.planning for where results go).
+        Each file that cannot be read, upscaled or written is reported with its cause and the others still run (all
+        stop at the first failure with fail_fast). A backend failure stops the run: report.stopped says why, and
+        what was written before it is complete. `on_image(path, output pixels)` is called as each file finishes (0
+        when skipped or failed), `on_band(fraction of the current image done)` as its bands of tiles finish; `video`:
+        the encoder of videos (vdsr.runtime.video)."""
         scale = self.check_scale(scale)
         if fmt:
             output_format(Path(f"x.{fmt.lstrip('.')}"))  # an unknown format is bad usage: fail before any work
@@ -366,6 +369,7 @@ class Upscaler:
             max_output_pixels=max_output_pixels,
             on_image=on_image,
             on_band=on_band,
+            video=video,
         )
 
     def upscale_jobs(
@@ -393,8 +397,9 @@ class Upscaler:
         if fail_fast and report.failed:
             return report
         upscale = partial(self.upscale_group, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
+        moving = [job for job in todo if is_video(job.source.path) or _animated(job)]  # one at a time, frame by frame
         report = run_jobs(
-            [job for job in todo if not is_video(job.source.path)],
+            [job for job in todo if job not in moving],
             upscale,
             report,
             scale=scale,
@@ -404,13 +409,12 @@ class Upscaler:
             on_image=on_image,
             group=self.batch,
         )
-        videos = [job for job in todo if is_video(job.source.path)]
-        if videos and video is not None:
+        if any(is_video(job.source.path) for job in moving) and video is not None:
             check_settings(video)  # bad usage: before the first video
-        for job in videos:
+        for job in moving:
             if report.stopped or (fail_fast and report.failed):
                 break
-            self._video_job(
+            self._frame_by_frame(
                 job,
                 scale,
                 report,
@@ -421,7 +425,7 @@ class Upscaler:
             )
         return report
 
-    def _video_job(
+    def _frame_by_frame(
         self,
         job: Job,
         scale: float,
@@ -432,7 +436,8 @@ class Upscaler:
         on_image: Callable[[Path | str, int], None],
         on_progress: tuple[Callable[[float], None] | None, Callable[[int, int | None], None]],
     ) -> None:
-        """One planned video into `report`: written, or failed with its one-line cause; Ctrl-C raises Interrupted."""
+        """One planned video or animation into `report`: written, or failed with its one-line cause; Ctrl-C raises
+        Interrupted."""
         source, target = job.source, job.target
         if not (isinstance(source.files, LocalFiles) and isinstance(target.files, LocalFiles)):
             failure = FileFailure(source.shown, "videos are read and written on local paths only")
@@ -449,17 +454,28 @@ class Upscaler:
 
         lumas = partial(self.upscale_lumas, scale=scale, name=source.shown)
         try:
-            result = upscale_video(
-                Path(source.path),
-                Path(target.path),
-                scale,
-                lumas,
-                settings=settings,
-                group=self.batch,
-                max_pixels=limits[0],
-                max_output_pixels=limits[1],
-                on_frame=on_frame,
-            )
+            if is_video(source.path):
+                result: VideoResult | AnimationResult = upscale_video(
+                    Path(source.path),
+                    Path(target.path),
+                    scale,
+                    lumas,
+                    settings=settings,
+                    group=self.batch,
+                    max_pixels=limits[0],
+                    max_output_pixels=limits[1],
+                    on_frame=on_frame,
+                )
+            else:
+                result = upscale_animation(
+                    Path(source.path),
+                    Path(target.path),
+                    scale,
+                    partial(self.upscale_file, scale=scale),
+                    max_pixels=limits[0],
+                    max_output_pixels=limits[1],
+                    on_frame=lambda done: on_frame(done, None),
+                )
         except ImageError as error:
             report.failed.append(FileFailure(source.shown, error.cause))
             on_image(source.shown, 0)
@@ -473,6 +489,11 @@ class Upscaler:
         report.written.append(target.shown)
         report.megapixels += pixels / 1e6
         on_image(source.shown, pixels)
+
+
+def _animated(job: Job) -> bool:
+    """An animated GIF, PNG or WebP on a local path: upscaled frame by frame, as a video is."""
+    return isinstance(job.source.files, LocalFiles) and is_animation(Path(job.source.path))
 
 
 def _prepare(

@@ -21,6 +21,7 @@ the local file only: no playlists (HLS, concat) that would read other files or t
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -220,6 +221,7 @@ class _Job:
         threads[0].start()
         out = self.av.open(file, "w", format=self.muxer)
         errors: list[BaseException] = []
+        closed = False
         waiting: list[Any] = []  # packets before the first frame: the streams are added once its format is known
         batch: list[_Planes] = []
         expected = self.stream.frames or None
@@ -236,7 +238,9 @@ class _Job:
                     continue
                 if kind == "frame" and len(threads) == 1:
                     vout, copies = self._streams(out, item)
-                    threads.append(threading.Thread(target=self._write, args=(out, vout, copies, encoded, errors)))
+                    threads.append(
+                        threading.Thread(target=self._write, args=(out, vout, copies, encoded, errors), daemon=True)
+                    )
                     threads[1].start()
                     for packet in waiting:
                         _put(encoded, ("packet", packet), self.stop)
@@ -260,10 +264,14 @@ class _Job:
             if errors:
                 raise errors[0]
             out.close()
-        finally:
+            closed = True
+        finally:  # both threads end (they look at `stop`) before the containers close
             self.stop.set()
-            for thread in threads[1:]:
-                thread.join(timeout=10)
+            for thread in threads:
+                thread.join(timeout=60)
+            if not closed:
+                with contextlib.suppress(Exception):  # a failed video: its temporary file is removed anyway
+                    out.close()
 
     def _read(self, decoded: queue.Queue[tuple[str, Any]]) -> None:
         """The reader thread: frames and the packets to copy, in the file's order, then ("end", None)."""
@@ -294,7 +302,12 @@ class _Job:
         """The writer thread: frames encoded and muxed, packets muxed as they are, then the encoder flushed."""
         try:
             while True:
-                kind, item = encoded.get()
+                try:
+                    kind, item = encoded.get(timeout=0.1)
+                except queue.Empty:
+                    if self.stop.is_set():  # the caller's thread failed or was interrupted
+                        return
+                    continue
                 if kind == "end":
                     out.mux(vout.encode(None))
                     return
@@ -325,6 +338,8 @@ class _Job:
         if self.encoder.name in CRF_ENCODERS:
             crf = self.settings.crf if self.settings.crf is not None else DEFAULT_CRF
             vout.options = {"crf": str(crf)} | ({"b": "0"} if "vpx" in self.encoder.name else {})  # VP9: quality only
+        if first.rotation:  # the display matrix: how a player turns the picture
+            vout.set_display_rotation(first.rotation)
         vout.metadata.update(self.stream.metadata)
         out.metadata.update(self.inp.metadata)
         copies = {}

@@ -109,7 +109,7 @@ def test_progress_is_plain_lines_off_a_terminal(tmp_path: Path, tiny_model: dict
     args = [str(tmp_path), "-s", "2", "--model", str(tiny_model["onnx"]), "--tile", "16", "-o", str(tmp_path / "o")]
     result = runner.invoke(run_app, args)
     assert result.exit_code == 0, result.output
-    assert "upscaling: 0/2 images" in result.output and "\x1b[" not in result.output
+    assert "upscaling: 0/2 files" in result.output and "\x1b[" not in result.output
     assert result.output.splitlines()[-1].startswith("2 written, 0 skipped (existing), 0 failed")  # one closing line
 
 
@@ -149,7 +149,7 @@ def test_progress_never_goes_backwards(
     args = [str(tmp_path), "-s", "2", "--model", str(tiny_model["onnx"]), "--tile", "16", "-o", str(tmp_path / "o")]
     result = runner.invoke(run_app, args)
     assert result.exit_code == 0, result.output
-    done = [float(m) for m in re.findall(r"upscaling: ([\d.]+)/3 images", result.output)]
+    done = [float(m) for m in re.findall(r"upscaling: ([\d.]+)/3 files", result.output)]
     assert len(done) > 6 and done == sorted(done) and done[-1] == 3
 
 

@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from extras import without
 from typer.testing import CliRunner
 
 from vdsr.catalogue import shipped
@@ -171,14 +172,7 @@ def test_a_shipped_model_is_exported_into_the_current_folder_never_the_package(
     assert {p.name: sha256_file(p) for p in package.iterdir() if p.is_file()} == before
 
 
-BLOCKED_IMPORTS = """\
-import sys
-for name in ("torch", "onnx", "onnxscript"):  # as after pip install "vdsr[cpu]": no train extra
-    sys.modules[name] = None
-sys.argv[0] = "vdsr-export"
-from vdsr.export.cli import app
-app()
-"""
+BLOCKED_IMPORTS = without(("torch", "onnx", "onnxscript"), module="vdsr.export.cli", prog="vdsr-export")  # [cpu] only
 
 
 def test_without_the_train_extra_help_works_and_an_export_says_what_to_install(tmp_path: Path) -> None:

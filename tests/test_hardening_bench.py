@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import without
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -247,7 +248,7 @@ def test_by_default_the_bench_scores_the_papers_methods(tmp_path: Path, tiny_mod
 
 def test_without_onnx_runtime_the_default_methods_say_which_extra_to_install(data_dir: Path, tmp_path: Path) -> None:
     """The base install (no `cpu` extra) cannot run the shipped graphs: one line saying what to install, exit 2."""
-    program = "import sys; sys.modules['onnxruntime'] = None\nfrom vdsr.bench.cli import app\napp()"
+    program = without(("onnxruntime",), module="vdsr.bench.cli", prog="vdsr-bench")
     command = [sys.executable, "-c", program, "--dataset", "Set5", "--scale", "2", "--data-dir", str(data_dir)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 2, done.stderr

@@ -314,7 +314,7 @@ def test_progress_names_the_file_never_shows_zero_speed_and_ends_in_one_line(
     code, output = run(photos, "-s", "2", "-o", photos.parent / "quiet")
     assert code == 0 and lines(output)[-1].startswith("3 written, 0 skipped (existing), 0 failed"), output
     (start,) = [line for line in lines(output) if line.startswith("upscaling:")]  # then the summary closes the run
-    assert start.startswith("upscaling: 0/3 images")
+    assert start.startswith("upscaling: 0/3 files")
     monkeypatch.setattr(console, "PLAIN_PROGRESS_SECONDS", 0.0)  # a line at every update
     monkeypatch.setattr(cli, "MEASURED_SECONDS", 0.0)  # speeds from the first image on
     code, output = run(photos, "-s", "2", "-o", photos.parent / "out")

@@ -130,7 +130,8 @@ def test_bad_input_corpus(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
     (folder / "text.png").write_text("hello, I am not a PNG\n")
     (folder / "huge.png").write_bytes(png_claiming(60000, 60000))
     frames = [Image.fromarray(noise((8, 8, 3), s)) for s in (11, 12)]
-    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])  # a video of 2 frames
+    frames[0].save(folder / "pages.tif", save_all=True, append_images=frames[1:])  # two pages: refused
     (folder / "dangling.png").symlink_to(folder / "does-not-exist.png")
     code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"])
     assert code == 1, output
@@ -139,7 +140,7 @@ def test_bad_input_corpus(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
         "truncated.png": "corrupt or truncated",
         "text.png": "not an image file",
         "huge.png": "image too large to decode safely",
-        "animated.gif": "animated or multi-page image",
+        "pages.tif": "animated or multi-page image",
         "dangling.png": "file not found",
     }
     failed = [line for line in output.splitlines() if line.startswith("failed:")]
@@ -148,7 +149,9 @@ def test_bad_input_corpus(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
         assert any(str(folder / name) in line and cause in line for line in failed), (name, output)
     out = tmp_path / "mixed_x2"
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted([*good, "palette_alpha.png"])  # the rest was done, and no temp or partial files
+    assert written == sorted([*good, "palette_alpha.png", "animated.png"])  # the rest done, no temp or partial files
+    with Image.open(out / "animated.png") as animation:
+        assert animation.n_frames == 2 and animation.size == (16, 16)  # a GIF's result: an animated PNG
     with (
         Image.open(out / "palette_alpha.png") as p,
         Image.open(out / "cmyk.jpg") as c,

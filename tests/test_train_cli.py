@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from extras import without
 from typer.testing import CliRunner
 
 from vdsr.bench.cli import app as bench_app
@@ -161,14 +162,7 @@ def test_bench_learnt_method_without_weights_is_an_error(data_dir: Path, tmp_pat
     assert wrong.exit_code == 2 and "holds srcnn weights, not vdsr" in wrong.stderr and wrong.stdout == ""
 
 
-BLOCKED_IMPORTS = """\
-import sys
-for name in ("torch", "onnx", "onnxscript"):  # as after pip install "vdsr[cpu]": no train extra
-    sys.modules[name] = None
-sys.argv[0] = "vdsr-train"
-from vdsr.train.cli import app
-app()
-"""
+BLOCKED_IMPORTS = without(("torch", "onnx", "onnxscript"), module="vdsr.train.cli", prog="vdsr-train")  # [cpu] only
 
 
 def test_without_the_train_extra_help_works_and_a_run_says_what_to_install(tmp_path: Path) -> None:

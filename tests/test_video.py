@@ -223,3 +223,41 @@ def test_settings_reach_the_encoder(tmp_path: Path, upscaler: Upscaler) -> None:
     with av.open(str(tmp_path / "o.mp4")) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+
+
+def test_an_interrupted_video_leaves_nothing_and_no_thread(
+    tmp_path: Path, upscaler: Upscaler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of a video: no result under its name, no temporary file, the reader and writer threads
+    gone (a writer left waiting would keep the process from ending)."""
+    import threading
+
+    source = clip(tmp_path / "c.mp4", frames=6)
+    real, calls = upscaler.upscale_lumas, []
+
+    def interrupted(planes: list[np.ndarray], scale: float, *, name: object = "") -> list[object]:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(planes, scale, name=name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upscaler, "upscale_lumas", interrupted)
+    before = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        upscaler.upscale_video(source, tmp_path / "out" / "c.mp4", 2)
+    assert threading.active_count() == before
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_rotation_is_kept(tmp_path: Path, upscaler: Upscaler) -> None:
+    with av.open(str(tmp_path / "r.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(90)
+        for i in range(2):
+            frame = av.VideoFrame(64, 48, "yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    upscaler.upscale_video(tmp_path / "r.mp4", tmp_path / "r_x2.mp4", 2)
+    assert [f.rotation for f in frames_of(tmp_path / "r_x2.mp4")] == [90, 90]

@@ -1,0 +1,65 @@
+"""Animated GIF, PNG and WebP run as videos do (vdsr.runtime.animation): every frame upscaled as a still is, each
+frame's duration and the loop count kept, a GIF's result an animated PNG; bounds checked before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr import Upscaler
+from vdsr.runtime import animation
+from vdsr.runtime.cli import app
+
+MODEL = ("--model", "srcnn", "--backend", "onnxruntime-cpu")
+DURATIONS = [100, 200, 50]
+
+
+def frames(mode: str = "RGB") -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 256, (20, 30, len(mode)), dtype=np.uint8), mode) for _ in range(3)]
+
+
+def shown(path: Path) -> tuple[str, list[int], object, list[np.ndarray]]:
+    """Format, each frame's duration, the loop count and each frame's pixels, as a viewer shows them."""
+    with Image.open(path) as image:
+        durations, pixels = [], []
+        for index in range(image.n_frames):
+            image.seek(index)
+            image.load()
+            durations.append(int(image.info.get("duration", 0)))
+            pixels.append(np.asarray(image.convert("RGBA")))
+        return str(image.format), durations, image.info.get("loop"), pixels
+
+
+@pytest.mark.parametrize(("name", "written"), [("a.gif", "a.png"), ("b.png", "b.png"), ("c.webp", "c.webp")])
+def test_frames_durations_and_loop_are_kept(tmp_path: Path, name: str, written: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first, *rest = frames("RGBA" if name.endswith(".png") else "RGB")
+    options = {"lossless": True} if name.endswith(".webp") else {}
+    first.save(folder / name, save_all=True, append_images=rest, duration=DURATIONS, loop=2, **options)
+    result = CliRunner().invoke(app, [str(folder), "-s", "2", "-o", str(tmp_path / "out"), *MODEL])
+    assert result.exit_code == 0, result.output
+    fmt, durations, loop, pixels = shown(tmp_path / "out" / written)
+    assert fmt == {"png": "PNG", "webp": "WEBP"}[written.split(".")[1]]
+    assert durations == DURATIONS and loop == 2 and len(pixels) == 3 and pixels[0].shape == (40, 60, 4)
+    _, _, _, source = shown(folder / name)
+    with Upscaler("srcnn", backend="onnxruntime-cpu") as upscaler:  # each frame: what the still would give
+        for got, frame in zip(pixels, source, strict=True):
+            alone = np.asarray(upscaler.upscale(Image.fromarray(frame), 2).convert("RGBA"))
+            assert np.array_equal(got, alone)  # lossless formats: exactly
+
+
+def test_bounds_are_checked_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, *rest = frames()
+    first.save(tmp_path / "a.gif", save_all=True, append_images=rest, duration=DURATIONS)
+    result = CliRunner().invoke(app, [str(tmp_path / "a.gif"), "-s", "2", "--max-output-pixels", "5000", *MODEL])
+    assert result.exit_code == 1 and "3 frames of 60x40 are over the limit of 5000 pixels" in result.output
+    monkeypatch.setattr(animation, "MAX_FRAMES", 2)
+    result = CliRunner().invoke(app, [str(tmp_path / "a.gif"), "-s", "2", *MODEL])
+    assert result.exit_code == 1 and "more than 2 frames" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif"]  # nothing written, nothing left

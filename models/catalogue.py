@@ -57,3 +57,19 @@ def models_trained_for(scale: float) -> list[str]:
         if scales and min(scales) <= scale <= max(scales):
             names.append(name)
     return names
+
+
+def untrained_warning(scale: float, trained: list[float] | tuple[float, ...]) -> str | None:
+    """The warning for running a model trained for `trained` scales at `scale`, naming the shipped models trained for
+    it; None within them (or when they are not recorded)."""
+    if not trained or min(trained) <= scale <= max(trained):
+        return None
+    better = models_trained_for(scale)
+    risk = (
+        ": it can do worse than bicubic there (vdsr at x1.5: 2.2 dB below bicubic on Set5)"
+        if scale < min(trained)
+        else ": its results there are not measured"
+    )
+    return f"warning: x{scale:g} is outside the scales the model was trained for ({list(trained)}){risk}" + (
+        f"; models trained for x{scale:g}: {', '.join(better)}" if better else ""
+    )

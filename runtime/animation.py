@@ -51,8 +51,8 @@ def upscale_animation(
     source: Path,
     target: Path,
     scale: float,
-    upscale: Frames,
     *,
+    upscale: Frames,
     max_pixels: int,
     max_output_pixels: int,
     on_frame: Callable[[int], None] = lambda n: None,
@@ -65,17 +65,13 @@ def upscale_animation(
             raise ImageError(source, f"an animation is written as GIF, PNG or WebP, not {target.suffix}")
         if image.width * image.height > max_pixels:
             raise ImageError(source, f"{image.width}x{image.height} frames are over the limit of {max_pixels} pixels")
-        durations = _durations(image, source)
         height, width = output_shape_for((image.height, image.width), scale)
-        if len(durations) * height * width > max_output_pixels:
-            raise ImageError(
-                source, f"{len(durations)} frames of {width}x{height} are over the limit of {max_output_pixels} pixels"
-            )
-        loop = image.info.get("loop")
+        durations = _durations(image, source, frame_pixels=height * width, max_output_pixels=max_output_pixels)
+        loop = image.info.get("loop", None if fmt == "GIF" else 1)  # a GIF without a loop count plays once
         result: list[AnimationResult] = []
 
         def write(out: BinaryIO) -> None:
-            first, *rest = _upscaled(image, source, upscale, on_frame)  # PIL's writers read the frames twice
+            first, *rest = _upscaled(image, source, upscale=upscale, on_frame=on_frame)  # PIL's writers read twice
             options: dict[str, Any] = {"save_all": True, "append_images": rest, "duration": durations}
             if loop is not None:
                 options["loop"] = loop
@@ -93,9 +89,10 @@ def upscale_animation(
     return result[0]
 
 
-def _durations(image: Image.Image, source: Path) -> list[int]:
-    """Each frame's duration in ms, read frame by frame up to MAX_FRAMES (more is refused there, not counted)."""
-    durations = []
+def _durations(image: Image.Image, source: Path, *, frame_pixels: int, max_output_pixels: int) -> list[int]:
+    """Each frame's duration in ms, read frame by frame: refused at the first frame past MAX_FRAMES or past the
+    output pixel limit (all frames' results together), never counted to the end first."""
+    durations: list[int] = []
     for index in range(MAX_FRAMES + 1):
         try:
             image.seek(index)
@@ -103,13 +100,16 @@ def _durations(image: Image.Image, source: Path) -> list[int]:
             break
         if index == MAX_FRAMES:
             raise ImageError(source, f"more than {MAX_FRAMES} frames")
-        image.load()  # WebP says a frame's duration once it is decoded
+        if (index + 1) * frame_pixels > max_output_pixels:
+            raise ImageError(source, f"its frames' results are over the limit of {max_output_pixels} output pixels")
+        if image.format == "WEBP":
+            image.load()  # WebP says a frame's duration once it is decoded
         durations.append(int(image.info.get("duration", 0) or 0))
     return durations
 
 
 def _upscaled(
-    image: Image.Image, source: Path, upscale: Frames, on_frame: Callable[[int], None]
+    image: Image.Image, source: Path, *, upscale: Frames, on_frame: Callable[[int], None]
 ) -> Iterator[Image.Image]:
     for index in range(MAX_FRAMES):
         try:

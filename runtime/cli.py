@@ -194,6 +194,8 @@ def main(
         else:
             if fail_fast:
                 raise UsageError("--fail-fast is for a plain run; --ray runs every file")
+            if codec or crf is not None or pix_fmt:
+                raise UsageError("--codec, --crf and --pix-fmt are for a plain run; --ray writes videos as by default")
             start = time.perf_counter()
             report = _on_ray(
                 source,

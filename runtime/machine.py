@@ -146,3 +146,13 @@ def probe_machine(*, gpu: bool = True) -> Machine:
 
         torch_cuda = "" if torch.cuda.is_available() else f"PyTorch {torch.__version__} sees no CUDA GPU"
     return Machine(cpu_features(), driver, installed, providers, torch_cuda)
+
+
+GIB = 1 << 30
+
+
+def default_memory_budget() -> int:
+    """The network's working memory on CPUs when not given: a quarter of the memory this process may use (a
+    container's limit included), between 256 MiB and 4 GiB (1 GiB where the OS does not say)."""
+    total = physical_memory()
+    return GIB if total is None else min(4 * GIB, max(GIB // 4, total // 4))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -13,34 +12,25 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from vdsr.catalogue import models_trained_for
+from vdsr.catalogue import untrained_warning
 from vdsr.errors import BackendError, ImageError, UsageError, first_line
 from vdsr.model import Model
-from vdsr.runtime.animation import AnimationResult, is_animation, upscale_animation
+from vdsr.runtime.api_inputs import Finish, check_values, prepare
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.opening import open_chosen
 from vdsr.runtime.backends.specs import Request
 from vdsr.runtime.batching import Failed, drive
-from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image_object, output_format, to_pil_image
-from vdsr.runtime.machine import physical_memory
+from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, output_format
+from vdsr.runtime.machine import GIB, default_memory_budget
 from vdsr.runtime.picture import check_output, luma_steps, picture_steps
-from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, GROUP_PIXELS, Interrupted, run_jobs
-from vdsr.runtime.places import LocalFiles, local
-from vdsr.runtime.planning import FileFailure, FolderReport, Job, claim, nothing_found, plan
+from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, GROUP_PIXELS, run_jobs
+from vdsr.runtime.places import local
+from vdsr.runtime.planning import FolderReport, Job, claim, nothing_found, plan
 from vdsr.runtime.resize import output_shape_for
+from vdsr.runtime.sequences import is_sequence, run_sequences
 from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Steps, tile_for_memory, window_shape
-from vdsr.runtime.video import VideoResult, VideoSettings, check_settings, is_video, upscale_video
+from vdsr.runtime.video import VideoResult, VideoSettings, upscale_video
 from vdsr.scale import check_scale
-
-GIB = 1 << 30
-Finish = Callable[[NDArray[Any]], Any]  # a result's pixels -> what the caller gets back (a PIL image, an array)
-
-
-def default_memory_budget() -> int:
-    """The network's working memory on CPUs when not given: a quarter of the memory this process may use (a
-    container's limit included), between 256 MiB and 4 GiB (1 GiB where the OS does not say)."""
-    total = physical_memory()
-    return GIB if total is None else min(4 * GIB, max(GIB // 4, total // 4))
 
 
 class Upscaler:
@@ -123,19 +113,10 @@ class Upscaler:
     def check_scale(self, scale: object) -> float:
         """The API's scale check (vdsr.scale), with a warning, once per scale, where the model was not trained."""
         scale = check_scale(scale)
-        trained = self.backend.scales
-        if trained and not min(trained) <= scale <= max(trained) and scale not in self._warned:
+        warning = untrained_warning(scale, self.backend.scales)
+        if warning and scale not in self._warned:
             self._warned.add(scale)
-            better = models_trained_for(scale)
-            risk = (
-                ": it can do worse than bicubic there (vdsr at x1.5: 2.2 dB below bicubic on Set5)"
-                if scale < min(trained)
-                else ": its results there are not measured"
-            )
-            self.log(
-                f"warning: x{scale:g} is outside the scales the model was trained for ({trained}){risk}"
-                + (f"; models trained for x{scale:g}: {', '.join(better)}" if better else "")
-            )
+            self.log(warning)
         return scale
 
     def steps(
@@ -192,13 +173,19 @@ class Upscaler:
         ]
         return [o.error if isinstance(o, Failed) else o for o in self._drive(steps)]
 
-    def _drive(self, steps: list[Steps[NDArray[Any]]]) -> list[NDArray[Any] | Failed]:
+    def _drive(self, steps: list[Steps[NDArray[Any]]], *, host: bool = False) -> list[NDArray[Any] | Failed]:
+        """`steps` through the backend; `host`: windows cut on the host, sent to the device and back (video)."""
         backend = self.backend
         if backend.arrays == "numpy":
             return drive(steps, backend.run, batch=self.batch)
         import torch  # a backend on torch tensors: torch is loaded
 
+        def from_host(windows: NDArray[np.float32]) -> NDArray[np.float32]:
+            return np.asarray(backend.run(torch.from_numpy(windows).to(backend.device)).cpu().numpy(), np.float32)
+
         try:
+            if host:
+                return drive(steps, from_host, batch=self.batch)
             return drive(steps, backend.run, batch=self.batch, concat=torch.cat)
         except BackendError:
             raise
@@ -216,26 +203,15 @@ class Upscaler:
             )
             for y in planes
         ]
-        backend = self.backend
-        if backend.arrays == "numpy":
-            outcomes = self._drive(steps)
-        else:  # windows cut on the host go to the device and back (video planes are not kept on the device)
-            import torch
-
-            def network(windows: NDArray[np.float32]) -> NDArray[np.float32]:
-                result = backend.run(torch.from_numpy(windows).to(backend.device))
-                return np.asarray(result.cpu().numpy(), np.float32)
-
-            outcomes = drive(steps, network, batch=self.batch)
-        return [o.error if isinstance(o, Failed) else o for o in outcomes]
+        return [o.error if isinstance(o, Failed) else o for o in self._drive(steps, host=True)]
 
     def upscale_video(
         self,
         source: str | Path,
         target: str | Path,
         scale: float,
-        settings: VideoSettings | None = None,
         *,
+        settings: VideoSettings | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_frame: Callable[[int, int | None], None] = lambda done, total: None,
@@ -243,12 +219,11 @@ class Upscaler:
         """A video file upscaled into `target` (vdsr.runtime.video: every frame, its timestamp, the audio, subtitle and
         data streams copied); ImageError naming the file if it cannot be read, decoded or written."""
         scale = self.check_scale(scale)
-        lumas = partial(self.upscale_lumas, scale=scale, name=source)
         return upscale_video(
             Path(source),
             Path(target),
             scale,
-            lumas,
+            lumas=partial(self.upscale_lumas, scale=scale, name=source),
             settings=settings or VideoSettings(),
             group=self.batch,
             max_pixels=max_pixels,
@@ -292,7 +267,7 @@ class Upscaler:
         scale = self.check_scale(scale)
         if isinstance(image, list) and all(isinstance(i, Image.Image | np.ndarray) for i in image):
             return list(self._upscale_list(image, scale, max_output_pixels=max_output_pixels))
-        pixels, dtype, finish = _prepare(image, scale, name=name, max_output_pixels=max_output_pixels)  # type: ignore[arg-type]  # a list of lists: an array
+        pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)  # type: ignore[arg-type]  # a list of lists: an array
         steps = self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels)
         (outcome,) = self._drive([steps])
         if isinstance(outcome, Failed):
@@ -306,7 +281,7 @@ class Upscaler:
         size = 0.0
         for index, image in enumerate(images):
             name = f"<image {index}>"  # errors say which list item
-            pixels, dtype, finish = _prepare(image, scale, name=name, max_output_pixels=max_output_pixels)
+            pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)
             group.append((self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels), finish))
             size += pixels.shape[0] * pixels.shape[1] * scale**2
             if size >= GROUP_PIXELS or index == len(images) - 1:
@@ -397,7 +372,7 @@ class Upscaler:
         if fail_fast and report.failed:
             return report
         upscale = partial(self.upscale_group, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
-        moving = [job for job in todo if is_video(job.source.path) or _animated(job)]  # one at a time, frame by frame
+        moving = [job for job in todo if is_sequence(job)]  # one at a time, frame by frame
         report = run_jobs(
             [job for job in todo if job not in moving],
             upscale,
@@ -409,132 +384,17 @@ class Upscaler:
             on_image=on_image,
             group=self.batch,
         )
-        if any(is_video(job.source.path) for job in moving) and video is not None:
-            check_settings(video)  # bad usage: before the first video
-        for job in moving:
-            if report.stopped or (fail_fast and report.failed):
-                break
-            self._frame_by_frame(
-                job,
-                scale,
-                report,
-                settings=video or VideoSettings(),
-                limits=(max_pixels, max_output_pixels),
-                on_image=on_image,
-                on_progress=(on_band, on_frame),
-            )
-        return report
-
-    def _frame_by_frame(
-        self,
-        job: Job,
-        scale: float,
-        report: FolderReport,
-        *,
-        settings: VideoSettings,
-        limits: tuple[int, int],
-        on_image: Callable[[Path | str, int], None],
-        on_progress: tuple[Callable[[float], None] | None, Callable[[int, int | None], None]],
-    ) -> None:
-        """One planned video or animation into `report`: written, or failed with its one-line cause; Ctrl-C raises
-        Interrupted."""
-        source, target = job.source, job.target
-        if not (isinstance(source.files, LocalFiles) and isinstance(target.files, LocalFiles)):
-            failure = FileFailure(source.shown, "videos are read and written on local paths only")
-            report.failed.append(failure)
-            on_image(source.shown, 0)
-            return
-
-        on_band, on_frames = on_progress
-
-        def on_frame(done: int, total: int | None) -> None:
-            on_frames(done, total)
-            if on_band is not None and total:
-                on_band(min(done / total, 0.999))  # the whole file: once it is written
-
-        lumas = partial(self.upscale_lumas, scale=scale, name=source.shown)
-        try:
-            if is_video(source.path):
-                result: VideoResult | AnimationResult = upscale_video(
-                    Path(source.path),
-                    Path(target.path),
-                    scale,
-                    lumas,
-                    settings=settings,
-                    group=self.batch,
-                    max_pixels=limits[0],
-                    max_output_pixels=limits[1],
-                    on_frame=on_frame,
-                )
-            else:
-                result = upscale_animation(
-                    Path(source.path),
-                    Path(target.path),
-                    scale,
-                    partial(self.upscale_file, scale=scale),
-                    max_pixels=limits[0],
-                    max_output_pixels=limits[1],
-                    on_frame=lambda done: on_frame(done, None),
-                )
-        except ImageError as error:
-            report.failed.append(FileFailure(source.shown, error.cause))
-            on_image(source.shown, 0)
-            return
-        except BackendError as error:
-            report.stopped = f"{source.shown}: {error}"
-            return
-        except KeyboardInterrupt:
-            raise Interrupted(report) from None
-        pixels = result.frames * result.width * result.height
-        report.written.append(target.shown)
-        report.megapixels += pixels / 1e6
-        on_image(source.shown, pixels)
-
-
-def _animated(job: Job) -> bool:
-    """An animated GIF, PNG or WebP on a local path: upscaled frame by frame, as a video is."""
-    return isinstance(job.source.files, LocalFiles) and is_animation(Path(job.source.path))
-
-
-def _prepare(
-    image: Image.Image | NDArray[Any], scale: float, *, name: Path | str, max_output_pixels: int
-) -> tuple[NDArray[np.floating], Any, Finish]:
-    """What the API takes -> (pixels in [0, 1], the result's dtype, what turns the result into what it gives back)."""
-    if isinstance(image, Image.Image):
-        loaded = load_image_object(image, name)  # refused as a file would be: animated, truncated, ...
-
-        def as_pil(pixels: NDArray[Any]) -> Image.Image:
-            result = to_pil_image(pixels)
-            if loaded.icc_profile:
-                result.info["icc_profile"] = loaded.icc_profile
-            return result
-
-        return loaded.pixels, np.uint16 if loaded.bit_depth == 16 else np.uint8, as_pil
-    array = np.asarray(image)
-    if array.ndim == 2:
-        pixels, dtype, finish = _prepare(array[..., None], scale, name=name, max_output_pixels=max_output_pixels)
-        return pixels, dtype, lambda out: finish(out)[..., 0]
-    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-        raise UsageError(f"{name}: expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
-    if array.dtype in (np.uint8, np.uint16):
-        check_output(array.shape, scale, max_output_pixels=max_output_pixels, name=name)  # before a float copy
-        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max), array.dtype, lambda out: out
-    if not np.issubdtype(array.dtype, np.floating):
-        raise UsageError(f"{name}: expected uint8, uint16 or float pixels, got {array.dtype}")
-    return array, np.float32, lambda out: out
-
-
-def check_values(pixels: NDArray[np.floating], name: Path | str) -> None:
-    """ImageError unless every value is finite and in [0, 1] (a float image on 0..255 would come out white). min and
-    max carry NaN and inf along, so no temporary as large as the image is made."""
-    if pixels.size == 0:
-        return
-    low, high = float(pixels.min()), float(pixels.max())
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ImageError(name, "pixel values are NaN or inf")
-    if low < 0 or high > 1:
-        raise ImageError(
-            name,
-            f"float pixel values must lie in [0, 1], got {low:g} to {high:g} (pass 8-bit images "
-            "as uint8, or divide by 255)",
+        run_sequences(
+            moving,
+            scale,
+            report,
+            lumas=self.upscale_lumas,
+            still=self.upscale_file,
+            settings=video or VideoSettings(),
+            group=self.batch,
+            limits=(max_pixels, max_output_pixels),
+            fail_fast=fail_fast,
+            on_image=on_image,
+            on_progress=(on_band, on_frame),
         )
+        return report

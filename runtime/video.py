@@ -1,13 +1,11 @@
 """Videos: a source of frames and a sink that muxes them, around the upscaler's network (PyAV: the `video` extra).
 
     vdsr-run clip.mp4 -s 2             # -> clip_x2.mp4: every frame with its timestamp; audio, subtitles copied
-    upscaler.upscale_video("clip.mp4", "big.mkv", 2, VideoSettings(codec="ffv1"))
+    upscaler.upscale_video("clip.mp4", "big.mkv", 2, settings=VideoSettings(codec="ffv1"))
 
-Native to VDSR: the network runs on the decoded luma plane at the source's bit depth (8 to 16 bits; planar YUV or
-gray formats, semi-planar NV12/P010 unpacked to their planar forms first, losslessly); chroma (and alpha) planes are
-resized with the same MATLAB bicubic; there is no RGB round trip, and the colour metadata (matrix, primaries,
-transfer, range) is the source's. Studio-range luma is what the network was trained on (Y of BT.601 in [0, 1] is
-code / (255 x 2^(bits - 8))); full-range luma is mapped into it and back.
+Native to VDSR: the network runs on the decoded luma plane at the source's bit depth, chroma (and alpha) planes are
+resized with the same MATLAB bicubic (vdsr.runtime.video_planes); no RGB round trip; the colour metadata (matrix,
+primaries, transfer, range) is the source's.
 
 Frame-exact: each decoded frame gives one output frame with its timestamp (variable frame rates kept); audio,
 subtitle and data streams are copied packet for packet, never re-encoded, where the output container can hold them
@@ -26,7 +24,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -34,30 +32,21 @@ from numpy.typing import NDArray
 
 from vdsr.errors import ImageError, UsageError, first_line
 from vdsr.files import atomic_write
+from vdsr.runtime import video_planes
 from vdsr.runtime.images import IMAGE_SUFFIXES
-from vdsr.runtime.picture import Y_OFFSET, Y_RANGE
-from vdsr.runtime.resize import imresize, output_shape_for
+from vdsr.runtime.resize import output_shape_for
 
-# suffix -> (FFmpeg muxer, default video encoder, its quality options)
-VIDEO_FORMATS: dict[str, tuple[str, str]] = {
-    ".mp4": ("mp4", "libx264"),
-    ".m4v": ("mp4", "libx264"),
-    ".mov": ("mov", "libx264"),
-    ".mkv": ("matroska", "ffv1"),  # lossless
-    ".webm": ("webm", "libvpx-vp9"),
-    ".avi": ("avi", "ffv1"),
-    ".ts": ("mpegts", "libx264"),
-    ".flv": ("flv", "libx264"),
-}
+VIDEO_FORMATS: dict[str, tuple[str, str]] = {  # suffix -> (FFmpeg muxer, default video encoder)
+    ".mp4": ("mp4", "libx264"), ".m4v": ("mp4", "libx264"), ".mov": ("mov", "libx264"), ".ts": ("mpegts", "libx264"),
+    ".flv": ("flv", "libx264"), ".mkv": ("matroska", "ffv1"), ".avi": ("avi", "ffv1"), ".webm": ("webm", "libvpx-vp9"),
+}  # fmt: skip
 VIDEO_SUFFIXES = tuple(VIDEO_FORMATS)
 INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what a folder run picks up
 DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv"  # what an input may be: containers, no playlists
 DEFAULT_CRF = 18  # the quality of CRF_ENCODERS when --crf is not given: visually lossless for most sources
 CRF_ENCODERS = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libsvtav1")  # the encoders --crf is for
-IN_FLIGHT = 8  # frames decoded ahead of the network, and upscaled frames waiting for the encoder
-SEMI_PLANAR = {"nv12": "yuv420p", "nv21": "yuv420p", "nv16": "yuv422p", "nv24": "yuv444p", "p010le": "yuv420p10le"}
-SEMI_PLANAR |= {"p016le": "yuv420p16le", "p210le": "yuv422p10le", "p410le": "yuv444p10le"}
-JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: full-range luma
+IN_FLIGHT = 4  # frames decoded ahead of the network, and upscaled frames waiting for the encoder
+MAX_WAITING_BYTES = 64 << 20  # packets of other streams held before the first video frame arrives
 
 
 @dataclass(frozen=True)
@@ -82,8 +71,8 @@ class VideoResult:
 Lumas = Callable[[list[NDArray[np.float32]]], list[NDArray[np.float32] | ImageError]]  # the network on luma planes
 
 
-def is_video(path: Path | str) -> bool:
-    return Path(str(path)).suffix.lower() in VIDEO_FORMATS
+def is_video(path: PurePath | str) -> bool:
+    return PurePath(str(path)).suffix.lower() in VIDEO_FORMATS
 
 
 def import_av() -> Any:
@@ -97,8 +86,8 @@ def import_av() -> Any:
 
 
 def check_settings(settings: VideoSettings, codec: str = "libx264") -> Any:
-    """The encoder `settings` name (or `codec`); UsageError for one that is not a video encoder here, or --crf given
-    to one that does not take it. Checked before any work."""
+    """The encoder `settings` name (or `codec`); UsageError for one that is not a video encoder here, --crf given to
+    one that does not take it, or a --pix-fmt it does not write. Checked before any work."""
     av = import_av()
     name = settings.codec or codec
     try:
@@ -109,11 +98,9 @@ def check_settings(settings: VideoSettings, codec: str = "libx264") -> Any:
         raise UsageError(f"--codec {name}: not a video encoder")
     if settings.crf is not None and encoder.name not in CRF_ENCODERS:
         raise UsageError(f"--crf is for {', '.join(CRF_ENCODERS)}; {encoder.name} does not take it")
-    if settings.pix_fmt is not None:
-        try:
-            av.VideoFormat(settings.pix_fmt)
-        except (av.FFmpegError, ValueError) as error:
-            raise UsageError(f"--pix-fmt {settings.pix_fmt}: not a pixel format ({_cause(error)})") from None
+    offered = [f.name for f in encoder.video_formats or []]
+    if settings.pix_fmt is not None and offered and settings.pix_fmt not in offered:
+        raise UsageError(f"--pix-fmt {settings.pix_fmt}: {encoder.name} writes {', '.join(offered)}")
     return encoder
 
 
@@ -121,9 +108,9 @@ def upscale_video(
     source: Path,
     target: Path,
     scale: float,
-    lumas: Lumas,
     *,
-    settings: VideoSettings = VideoSettings(),
+    lumas: Lumas,
+    settings: VideoSettings,
     group: int = 1,
     max_pixels: int,
     max_output_pixels: int,
@@ -131,14 +118,15 @@ def upscale_video(
 ) -> VideoResult:
     """`source` upscaled into `target` (written whole, or not at all), `lumas` running the network on `group` frames'
     luma planes at a time. ImageError naming `source` for a file that cannot be read, decoded or written as asked;
-    UsageError for settings no video could take. `on_frame(frames done, frames the header promises or None)`."""
+    UsageError for settings no video could take. `on_frame(frames done, frames the header counts or None)`."""
     av = import_av()
     muxer, default_codec = VIDEO_FORMATS.get(target.suffix.lower(), (None, ""))
     if muxer is None:
         raise UsageError(f"{target}: a video is written as {', '.join(VIDEO_FORMATS)}")
     encoder = check_settings(settings, default_codec)
-    try:
-        inp = av.open(str(source), options={"format_whitelist": DEMUXERS, "protocol_whitelist": "file"})
+    options = {"format_whitelist": DEMUXERS, "protocol_whitelist": "file"}
+    try:  # "file:" and the absolute path: a name with a colon is not read as a protocol
+        inp = av.open(f"file:{Path(source).absolute()}", options=options)
     except (av.FFmpegError, UnicodeDecodeError) as error:
         raise ImageError(source, f"not a video this toolkit reads ({_cause(error)})") from None
     with inp:
@@ -147,23 +135,29 @@ def upscale_video(
         stream = inp.streams.video[0]
         if stream.codec_context is None:
             raise ImageError(source, "its video codec has no decoder here")
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if not 0 < width * height <= max_pixels:
-            raise ImageError(
-                source, f"{width}x{height} frames: not a size this toolkit takes ({max_pixels} pixels at most)"
-            )
-        out_h, out_w = output_shape_for((height, width), scale)
-        if out_h * out_w > max_output_pixels:
-            raise ImageError(
-                source, f"the {out_w}x{out_h} frames are over the limit of {max_output_pixels} output pixels"
-            )
+        limits = (max_pixels, max_output_pixels)
+        _check_size(source, (stream.codec_context.height, stream.codec_context.width), scale, limits)
         stream.thread_type = "AUTO"
-        job = _Job(av, inp, stream, source=source, scale=scale, encoder=encoder, muxer=muxer, settings=settings)
+        job = _Job(av, inp, stream, source=source, scale=scale, limits=limits)
         try:
-            atomic_write(target, lambda file: job.run(file, lumas, group=group, on_frame=on_frame))
+            atomic_write(
+                target,
+                lambda file: job.run(
+                    file, muxer=muxer, encoder=encoder, settings=settings, lumas=lumas, group=group, on_frame=on_frame
+                ),
+            )
         except av.FFmpegError as error:
             raise ImageError(source, f"cannot be upscaled ({_cause(error)})") from None
     return VideoResult(job.frames, job.size[1], job.size[0], job.copied)
+
+
+def _check_size(source: Path, shape: tuple[int, int], scale: float, limits: tuple[int, int]) -> None:
+    height, width = shape
+    if not 0 < width * height <= limits[0]:
+        raise ImageError(source, f"{width}x{height} frames: not a size this toolkit takes ({limits[0]} pixels at most)")
+    out_h, out_w = output_shape_for(shape, scale)
+    if out_h * out_w > limits[1]:
+        raise ImageError(source, f"the {out_w}x{out_h} frames are over the limit of {limits[1]} output pixels")
 
 
 def _cause(error: BaseException) -> str:
@@ -181,88 +175,84 @@ def _put(items: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class _Planes:
-    """A frame's planes as arrays (luma first), its pixel format, and the frame they came from (timestamps,
-    colour metadata)."""
-
-    planes: list[NDArray[Any]]
-    fmt: Any  # av.VideoFormat
-    frame: Any  # av.VideoFrame
-
-
 class _Job:
     """One video: a reader thread demuxes and decodes, the caller's thread runs the network, a writer thread encodes
-    and muxes; frames and copied packets pass through bounded queues."""
+    and muxes; frames and copied packets pass through bounded queues. Any failure sets `stop`, which every thread
+    looks at while it waits."""
 
-    def __init__(
-        self,
-        av: Any,
-        inp: Any,
-        stream: Any,
-        *,
-        source: Path,
-        scale: float,
-        encoder: Any,
-        muxer: str,
-        settings: VideoSettings,
-    ) -> None:
-        self.av, self.inp, self.stream, self.source, self.scale = av, inp, stream, source, scale
-        self.encoder, self.muxer, self.settings = encoder, muxer, settings
+    def __init__(self, av: Any, inp: Any, stream: Any, *, source: Path, scale: float, limits: tuple[int, int]) -> None:
+        self.av, self.inp, self.stream, self.source, self.scale, self.limits = av, inp, stream, source, scale, limits
         self.copies = [s for s in inp.streams if s is not stream and s.type in ("audio", "subtitle", "data")]
         self.frames = self.copied = 0
-        self.size = (0, 0)
+        self.size = self.full = (0, 0)  # the frames written; ceil(scale x size) before the cut to the subsampling
+        self.first: tuple[int, int] | None = None  # the source frames' size
+        self.last_pts: int | None = None
         self.stop = threading.Event()
+        self.errors: list[BaseException] = []
 
-    def run(self, file: BinaryIO, lumas: Lumas, *, group: int, on_frame: Callable[[int, int | None], None]) -> None:
+    def run(
+        self,
+        file: BinaryIO,
+        *,
+        muxer: str,
+        encoder: Any,
+        settings: VideoSettings,
+        lumas: Lumas,
+        group: int,
+        on_frame: Callable[[int, int | None], None],
+    ) -> None:
         decoded: queue.Queue[tuple[str, Any]] = queue.Queue(IN_FLIGHT)
         encoded: queue.Queue[tuple[str, Any]] = queue.Queue(IN_FLIGHT)
-        threads = [threading.Thread(target=self._read, args=(decoded,), daemon=True)]
-        threads[0].start()
-        out = self.av.open(file, "w", format=self.muxer)
-        errors: list[BaseException] = []
+        reader = threading.Thread(target=self._read, args=(decoded,), daemon=True)
+        reader.start()
+        threads = [reader]
+        out = self.av.open(file, "w", format=muxer)
         closed = False
         waiting: list[Any] = []  # packets before the first frame: the streams are added once its format is known
-        batch: list[_Planes] = []
+        batch: list[tuple[list[NDArray[Any]], Any, Any]] = []  # planes, format, frame
         expected = self.stream.frames or None
         try:
-            while True:
-                kind, item = decoded.get()
-                if kind == "error":
-                    raise item
-                if kind == "packet":
-                    if len(threads) == 1:
-                        waiting.append(item)
-                    elif not _put(encoded, ("packet", item), self.stop):
+            while not self.errors:
+                try:
+                    kind, item = decoded.get(timeout=0.1)
+                except queue.Empty:
+                    if not reader.is_alive():  # it ended without a word: only when `stop` was set
                         break
                     continue
+                if kind == "error":
+                    raise item
+                if kind == "packet" and len(threads) == 1:
+                    waiting.append(item)
+                    if sum(p.size for p in waiting) > MAX_WAITING_BYTES:
+                        raise ImageError(self.source, f"no video frame in its first {MAX_WAITING_BYTES >> 20} MiB")
+                elif kind == "packet":
+                    _put(encoded, ("packet", item), self.stop)
                 if kind == "frame" and len(threads) == 1:
-                    vout, copies = self._streams(out, item)
-                    threads.append(
-                        threading.Thread(target=self._write, args=(out, vout, copies, encoded, errors), daemon=True)
+                    vout, copies = self._streams(out, item, encoder=encoder, settings=settings)
+                    writer = threading.Thread(
+                        target=self._write, args=(out, vout), kwargs={"copies": copies, "encoded": encoded}, daemon=True
                     )
-                    threads[1].start()
+                    writer.start()
+                    threads.append(writer)
                     for packet in waiting:
                         _put(encoded, ("packet", packet), self.stop)
                 if kind == "frame":
                     batch.append(self._planes(item))
                 if batch and (kind == "end" or len(batch) >= group):
-                    for frame in self._upscale(batch, lumas, vout):
+                    for frame in self._upscale(batch, lumas, vout.pix_fmt):
                         if not _put(encoded, ("frame", frame), self.stop):
                             break
                         self.frames += 1
                         on_frame(self.frames, expected)
                     batch = []
-                if kind == "end" or errors:
+                if kind == "end":
                     break
-            if self.frames == 0 and not errors:
-                raise ImageError(self.source, "no frames")
-            if expected and self.frames < expected and not errors:
-                raise ImageError(self.source, f"truncated or damaged: {self.frames} of its {expected} frames decode")
-            _put(encoded, ("end", None), self.stop)
-            threads[-1].join()
-            if errors:
-                raise errors[0]
+            if not self.errors:
+                self._check_complete()
+                _put(encoded, ("end", None), self.stop)
+                threads[-1].join()
+            if self.errors:
+                raise self.errors[0]
             out.close()
             closed = True
         finally:  # both threads end (they look at `stop`) before the containers close
@@ -272,6 +262,18 @@ class _Job:
             if not closed:
                 with contextlib.suppress(Exception):  # a failed video: its temporary file is removed anyway
                     out.close()
+
+    def _check_complete(self) -> None:
+        """ImageError for a video that gave no frame, or whose frames end before its stream's stated duration."""
+        if self.frames == 0:
+            raise ImageError(self.source, "no frames")
+        stream = self.stream
+        if stream.duration and self.last_pts is not None:
+            rate = float(stream.average_rate or stream.guessed_rate or 25)
+            end = float((stream.start_time or 0) + stream.duration) * float(stream.time_base)
+            last = float(self.last_pts * stream.time_base)
+            if last + 2 / rate < end - 1e-6:
+                raise ImageError(self.source, f"truncated or damaged: its frames end at {last:.3f} s of {end:.3f} s")
 
     def _read(self, decoded: queue.Queue[tuple[str, Any]]) -> None:
         """The reader thread: frames and the packets to copy, in the file's order, then ("end", None)."""
@@ -291,14 +293,7 @@ class _Job:
         except BaseException as error:  # noqa: BLE001  (handed to the caller's thread, which raises it)
             _put(decoded, ("error", error), self.stop)
 
-    def _write(
-        self,
-        out: Any,
-        vout: Any,
-        copies: dict[int, Any],
-        encoded: queue.Queue[tuple[str, Any]],
-        errors: list[BaseException],
-    ) -> None:
+    def _write(self, out: Any, vout: Any, *, copies: dict[int, Any], encoded: queue.Queue[tuple[str, Any]]) -> None:
         """The writer thread: frames encoded and muxed, packets muxed as they are, then the encoder flushed."""
         try:
             while True:
@@ -317,27 +312,29 @@ class _Job:
                     item.stream = copies[item.stream_index]
                     out.mux(item)
                     self.copied += 1
+        except self.av.FFmpegError as error:
+            self.errors.append(ImageError(self.source, f"cannot be written ({_cause(error)})"))
+            self.stop.set()
         except BaseException as error:  # noqa: BLE001  (handed to the caller's thread, which raises it)
-            errors.append(error)
+            self.errors.append(error)
             self.stop.set()
 
-    def _streams(self, out: Any, first: Any) -> tuple[Any, dict[int, Any]]:
+    def _streams(self, out: Any, first: Any, *, encoder: Any, settings: VideoSettings) -> tuple[Any, dict[int, Any]]:
         """The output's video stream, set from the first frame, and a copy of each stream to copy."""
-        fmt = _planar(first.format, self.source)
-        height, width = output_shape_for((first.height, first.width), self.scale)
-        step_w = round(100 / fmt.chroma_width(100)) if fmt.chroma_width(100) else 1
-        step_h = round(100 / fmt.chroma_height(100)) if fmt.chroma_height(100) else 1
-        self.size = (height - height % step_h, width - width % step_w)
-        vout = out.add_stream(self.encoder.name, rate=self.stream.average_rate or self.stream.guessed_rate)
+        fmt = video_planes.planar(self.av, first.format, self.source)
+        self.full = output_shape_for((first.height, first.width), self.scale)
+        step_w = round(100 / fmt.chroma_width(100))
+        step_h = round(100 / fmt.chroma_height(100))
+        self.size = (self.full[0] - self.full[0] % step_h, self.full[1] - self.full[1] % step_w)
+        vout = out.add_stream(encoder.name, rate=self.stream.average_rate or self.stream.guessed_rate)
         vout.width, vout.height = self.size[1], self.size[0]
-        vout.pix_fmt = self._pix_fmt(fmt)
-        vout.time_base = self.stream.time_base
-        vout.codec_context.time_base = self.stream.time_base
-        for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
+        vout.pix_fmt = settings.pix_fmt or self._pix_fmt(fmt, encoder)
+        vout.time_base = vout.codec_context.time_base = self.stream.time_base
+        for name in video_planes.COLOUR:
             setattr(vout.codec_context, name, getattr(first, name))
-        if self.encoder.name in CRF_ENCODERS:
-            crf = self.settings.crf if self.settings.crf is not None else DEFAULT_CRF
-            vout.options = {"crf": str(crf)} | ({"b": "0"} if "vpx" in self.encoder.name else {})  # VP9: quality only
+        if encoder.name in CRF_ENCODERS:
+            crf = settings.crf if settings.crf is not None else DEFAULT_CRF
+            vout.options = {"crf": str(crf)} | ({"b": "0"} if "vpx" in encoder.name else {})  # VP9: quality only
         if first.rotation:  # the display matrix: how a player turns the picture
             vout.set_display_rotation(first.rotation)
         vout.metadata.update(self.stream.metadata)
@@ -347,98 +344,51 @@ class _Job:
             try:
                 copies[stream.index] = out.add_stream_from_template(stream)
             except (self.av.FFmpegError, ValueError) as error:
-                raise ImageError(
-                    self.source,
-                    f"its {stream.type} stream {stream.index} ({stream.codec_context.name}) cannot go into "
-                    f"{self.muxer} ({_cause(error)})",
-                ) from None
+                name = stream.codec_context.name if stream.codec_context else "?"
+                cause = f"its {stream.type} stream {stream.index} ({name}) cannot go into {out.format.name}"
+                raise ImageError(self.source, f"{cause} ({_cause(error)})") from None
         return vout, copies
 
-    def _pix_fmt(self, fmt: Any) -> str:
-        """The encoder's pixel format: --pix-fmt, else the source's, else the encoder's closest of its bit depth."""
-        if self.settings.pix_fmt:
-            return self.settings.pix_fmt
-        offered = [f.name for f in self.encoder.video_formats or []]
+    def _pix_fmt(self, fmt: Any, encoder: Any) -> str:
+        """The source's pixel format if the encoder writes it, else the encoder's closest of the same bit depth."""
+        offered = [str(f.name) for f in encoder.video_formats or []]
         if not offered or fmt.name in offered:
             return str(fmt.name)
         bits = fmt.components[0].bits
-        same = [
-            n
-            for n in offered
-            if not self.av.VideoFormat(n).is_rgb and self.av.VideoFormat(n).components[0].bits == bits
-        ]
+        formats = [self.av.VideoFormat(n) for n in offered]
+        same = [f for f in formats if not f.is_rgb and f.components[0].bits == bits]
         if not same:
-            raise ImageError(
-                self.source, f"{self.encoder.name} cannot write {bits}-bit video; give --pix-fmt or another --codec"
-            )
-        chroma = [n for n in same if self.av.VideoFormat(n).chroma_width(100) == fmt.chroma_width(100)]
-        return (chroma or same)[0]
+            raise ImageError(self.source, f"{encoder.name} cannot write {bits}-bit video; give --pix-fmt or --codec")
+        chroma = [f for f in same if f.chroma_width(100) == fmt.chroma_width(100)]
+        return str((chroma or same)[0].name)
 
-    def _planes(self, frame: Any) -> _Planes:
-        fmt = _planar(frame.format, self.source)
+    def _planes(self, frame: Any) -> tuple[list[NDArray[Any]], Any, Any]:
+        """A decoded frame's planes, checked: the size of the first frame, a timestamp after the last one."""
+        shape = (frame.height, frame.width)
+        if self.first is None:
+            self.first = shape
+        elif shape != self.first:
+            size = f"{frame.width}x{frame.height} after {self.first[1]}x{self.first[0]}"
+            raise ImageError(self.source, f"its frame size changes at {frame.time or 0:.3f} s ({size})")
+        if frame.pts is None or (self.last_pts is not None and frame.pts <= self.last_pts):
+            raise ImageError(self.source, f"frame timestamps missing or out of order at frame {self.frames + 1}")
+        self.last_pts = frame.pts
+        fmt = video_planes.planar(self.av, frame.format, self.source)
         if fmt.name != frame.format.name:
             frame = frame.reformat(format=fmt.name)  # semi-planar to planar: the same samples
-        dtype = np.uint8 if fmt.components[0].bits <= 8 else np.dtype("<u2")
-        planes = []
-        for plane in frame.planes:
-            rows = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // np.dtype(dtype).itemsize)
-            planes.append(rows[:, : plane.width].copy())
-        return _Planes(planes, fmt, frame)
+        return video_planes.planes_of(frame, fmt), fmt, frame
 
-    def _upscale(self, batch: list[_Planes], lumas: Lumas, vout: Any) -> Iterator[Any]:
+    def _upscale(self, batch: list[tuple[list[NDArray[Any]], Any, Any]], lumas: Lumas, pix_fmt: str) -> Iterator[Any]:
         """The frames of `batch` upscaled: luma through the network, the other planes resized, as output frames."""
         height, width = self.size
-        results = lumas([_to_network(b.planes[0], b.fmt, full=b.frame.color_range == JPEG_RANGE) for b in batch])
-        for item, luma in zip(batch, results, strict=True):
+        full = [frame.color_range == video_planes.JPEG_RANGE for _, _, frame in batch]
+        results = lumas(
+            [video_planes.to_network(planes[0], fmt, full=f) for (planes, fmt, _), f in zip(batch, full, strict=True)]
+        )
+        for (planes, fmt, frame), luma, f in zip(batch, results, full, strict=True):
             if isinstance(luma, ImageError):
-                raise ImageError(self.source, f"frame at {item.frame.time or 0:.3f} s: {luma.cause}")
-            fmt, peak = item.fmt, (1 << item.fmt.components[0].bits) - 1
-            planes = [_from_network(luma[:height, :width], item.fmt, full=item.frame.color_range == JPEG_RANGE)]
-            for component in fmt.components[1:]:
-                plane = item.planes[component.plane].astype(np.float32)
-                shape = (height, width) if component.is_alpha else (fmt.chroma_height(height), fmt.chroma_width(width))
-                resized = imresize(plane, output_shape=shape, dtype=np.float32)
-                planes.append(np.clip(np.rint(resized), 0, peak).astype(item.planes[0].dtype))
-            frame = self.av.VideoFrame(width, height, fmt.name)
-            for plane, data in zip(frame.planes, planes, strict=True):
-                rows = np.zeros((plane.height, plane.line_size // data.dtype.itemsize), data.dtype)
-                rows[:, : plane.width] = data
-                plane.update(rows)
-            for name in ("pts", "time_base", "color_range", "colorspace", "color_primaries", "color_trc"):
-                setattr(frame, name, getattr(item.frame, name))
-            yield frame if vout.pix_fmt == fmt.name else frame.reformat(format=vout.pix_fmt)
-
-
-def _planar(fmt: Any, source: Path) -> Any:
-    """The planar YUV or gray format a frame's samples are taken in; ImageError for any other."""
-    import av
-
-    fmt = av.VideoFormat(SEMI_PLANAR.get(fmt.name, fmt.name))
-    components = fmt.components
-    if (
-        fmt.is_rgb
-        or fmt.has_palette
-        or fmt.is_bayer
-        or fmt.is_big_endian
-        or not components[0].is_luma
-        or len({c.plane for c in components}) != len(components)
-        or components[0].bits > 16
-    ):
-        raise ImageError(source, f"frames in {fmt.name}: not a YUV or gray format this toolkit upscales")
-    return fmt
-
-
-def _to_network(luma: NDArray[Any], fmt: Any, *, full: bool) -> NDArray[np.float32]:
-    """Luma codes -> the network's Y in [0, 1] (BT.601 studio range): code / (255 x 2^(bits - 8)), or full range
-    mapped into it."""
-    bits = fmt.components[0].bits
-    if full:
-        return (Y_OFFSET + Y_RANGE * luma.astype(np.float32) / ((1 << bits) - 1)).astype(np.float32)
-    return (luma.astype(np.float32) / (255 * 2 ** (bits - 8))).astype(np.float32)
-
-
-def _from_network(y: NDArray[np.float32], fmt: Any, *, full: bool) -> NDArray[Any]:
-    bits = fmt.components[0].bits
-    peak = (1 << bits) - 1
-    codes = (y - Y_OFFSET) / Y_RANGE * peak if full else y * (255 * 2 ** (bits - 8))
-    return np.clip(np.rint(codes), 0, peak).astype(np.uint8 if bits <= 8 else np.dtype("<u2"))
+                raise ImageError(self.source, f"frame at {frame.time or 0:.3f} s: {luma.cause}")
+            out = [video_planes.from_network(luma[:height, :width], fmt, full=f)]
+            out += video_planes.other_planes(planes, fmt, full=self.full, size=self.size)
+            made = video_planes.frame_of(self.av, out, fmt, like=frame)
+            yield made if pix_fmt == fmt.name else made.reformat(format=pix_fmt)

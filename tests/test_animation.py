@@ -58,8 +58,19 @@ def test_bounds_are_checked_before_any_work(tmp_path: Path, monkeypatch: pytest.
     first, *rest = frames()
     first.save(tmp_path / "a.gif", save_all=True, append_images=rest, duration=DURATIONS)
     result = CliRunner().invoke(app, [str(tmp_path / "a.gif"), "-s", "2", "--max-output-pixels", "5000", *MODEL])
-    assert result.exit_code == 1 and "3 frames of 60x40 are over the limit of 5000 pixels" in result.output
+    assert result.exit_code == 1 and "its frames' results are over the limit of 5000 output pixels" in result.output
     monkeypatch.setattr(animation, "MAX_FRAMES", 2)
     result = CliRunner().invoke(app, [str(tmp_path / "a.gif"), "-s", "2", *MODEL])
     assert result.exit_code == 1 and "more than 2 frames" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif"]  # nothing written, nothing left
+
+
+def test_a_gif_that_plays_once_still_plays_once(tmp_path: Path) -> None:
+    """A GIF without a loop count (no NETSCAPE block) plays once: its animated PNG says one play, not forever."""
+    first, *rest = frames()
+    first.save(tmp_path / "once.gif", save_all=True, append_images=rest, duration=DURATIONS)
+    with Image.open(tmp_path / "once.gif") as gif:
+        assert "loop" not in gif.info
+    result = CliRunner().invoke(app, [str(tmp_path / "once.gif"), "-s", "2", *MODEL])
+    assert result.exit_code == 0, result.output
+    assert shown(tmp_path / "once_x2.png")[2] == 1

@@ -375,10 +375,8 @@ def test_the_upscaler_fits_tiles_to_its_budget_on_cpus(tiny_model: dict[str, Pat
 def test_the_default_budget_is_a_quarter_of_memory_within_bounds(
     memory: int | None, budget: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vdsr.runtime import upscaler
-
-    monkeypatch.setattr(upscaler, "physical_memory", lambda: memory)
-    assert upscaler.default_memory_budget() == budget
+    monkeypatch.setattr(machine, "physical_memory", lambda: memory)
+    assert machine.default_memory_budget() == budget
 
 
 def test_onnx_runtime_threads_on_cpus_can_be_limited(tiny_model: dict[str, Path]) -> None:

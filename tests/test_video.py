@@ -219,7 +219,8 @@ def test_the_command_names_results_and_skips_finished_videos(tmp_path: Path) -> 
 
 def test_settings_reach_the_encoder(tmp_path: Path, upscaler: Upscaler) -> None:
     source = clip(tmp_path / "c.mkv", frames=2, fmt="yuv420p10le", audio=False)
-    upscaler.upscale_video(source, tmp_path / "o.mp4", 2, VideoSettings(codec="libx264", crf=30, pix_fmt="yuv420p"))
+    settings = VideoSettings(codec="libx264", crf=30, pix_fmt="yuv420p")
+    upscaler.upscale_video(source, tmp_path / "o.mp4", 2, settings=settings)
     with av.open(str(tmp_path / "o.mp4")) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
@@ -261,3 +262,59 @@ def test_rotation_is_kept(tmp_path: Path, upscaler: Upscaler) -> None:
         out.mux(stream.encode(None))
     upscaler.upscale_video(tmp_path / "r.mp4", tmp_path / "r_x2.mp4", 2)
     assert [f.rotation for f in frames_of(tmp_path / "r_x2.mp4")] == [90, 90]
+
+
+def test_subtitles_are_copied_packet_for_packet(tmp_path: Path, upscaler: Upscaler) -> None:
+    lines = [
+        b"Dialogue: 0,0:00:00.00,0:00:00.10,Default,,0,0,0,,one",
+        b"Dialogue: 0,0:00:00.10,0:00:00.20,Default,,0,0,0,,two",
+    ]
+    with av.open(str(tmp_path / "s.mkv"), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 16, "yuv420p"
+        text = out.add_stream("ass")
+        for i in range(3):
+            frame = av.VideoFrame(32, 16, "yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(frame))
+        for i, line in enumerate(lines):
+            packet = av.Packet(line)
+            packet.stream, packet.pts, packet.dts, packet.duration = text, i * 100, i * 100, 100
+            packet.time_base = Fraction(1, 1000)
+            out.mux(packet)
+        out.mux(video.encode(None))
+    upscaler.upscale_video(tmp_path / "s.mkv", tmp_path / "s_x2.mkv", 2)
+    with av.open(str(tmp_path / "s_x2.mkv")) as container:
+        copied = [(bytes(p), p.pts) for p in container.demux(subtitles=0) if p.size]
+    assert copied == [(line, i * 100) for i, line in enumerate(lines)]
+
+
+def test_a_failing_writer_ends_the_video(tmp_path: Path, upscaler: Upscaler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread fails at once (as an encoder that cannot open, or a muxer refusing timestamps, does): the
+    caller's thread raises its error (it used to wait forever for a reader that had stopped), nothing is left, and
+    no thread outlives the video."""
+    import threading
+
+    from vdsr.runtime import video
+
+    def failing(self: video._Job, out: object, vout: object, **queues: object) -> None:
+        self.errors.append(RuntimeError("the encoder broke"))
+        self.stop.set()
+
+    monkeypatch.setattr(video._Job, "_write", failing)
+    source = clip(tmp_path / "c.mp4", frames=30, audio=False)
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="the encoder broke"):
+        upscaler.upscale_video(source, tmp_path / "out.mp4", 2)
+    assert threading.active_count() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4"]
+
+
+def test_a_frame_size_change_is_refused(tmp_path: Path, upscaler: Upscaler) -> None:
+    """Two MPEG-TS clips of other sizes, one after the other: the limits are checked on the first size, so a later,
+    larger frame must not pass unchecked, nor be cut to the first size."""
+    small = clip(tmp_path / "small.ts", frames=3, size=(32, 32), audio=False)
+    large = clip(tmp_path / "large.ts", frames=3, size=(64, 96), audio=False)
+    (tmp_path / "both.ts").write_bytes(small.read_bytes() + large.read_bytes())
+    with pytest.raises(ImageError, match=r"both.ts: its frame size changes at .* \(96x64 after 32x32\)"):
+        upscaler.upscale_video(tmp_path / "both.ts", tmp_path / "out.ts", 2)
+    assert not (tmp_path / "out.ts").exists()

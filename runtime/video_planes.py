@@ -1,0 +1,96 @@
+"""A video frame's planes as arrays and back (vdsr.runtime.video): the formats taken, luma to and from the network's
+convention, the other planes resized.
+
+Taken: planar YUV or gray, 8 to 16 bits little-endian, alpha allowed; semi-planar NV12/NV21/NV16/NV24/P010/P016/P210/
+P410 are unpacked to their planar forms first (the same samples). RGB, paletted, Bayer and big-endian frames are
+refused. The network's input is Y of BT.601 studio range in [0, 1], as trained: a studio-range code over
+255 x 2^(bits - 8); a full-range (JPEG) code is mapped into it and back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr.errors import ImageError
+from vdsr.runtime.picture import Y_OFFSET, Y_RANGE
+from vdsr.runtime.resize import imresize
+
+SEMI_PLANAR = {"nv12": "yuv420p", "nv21": "yuv420p", "nv16": "yuv422p", "nv24": "yuv444p", "p010le": "yuv420p10le"}
+SEMI_PLANAR |= {"p016le": "yuv420p16le", "p210le": "yuv422p10le", "p410le": "yuv444p10le"}
+JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: full-range luma
+COLOUR = ("color_range", "colorspace", "color_primaries", "color_trc")  # what a frame says of its colours
+
+
+def planar(av: Any, fmt: Any, name: object) -> Any:
+    """The planar YUV or gray format a frame's samples are taken in; ImageError naming `name` for any other."""
+    fmt = av.VideoFormat(SEMI_PLANAR.get(fmt.name, fmt.name))
+    components = fmt.components
+    if (
+        fmt.is_rgb
+        or fmt.has_palette
+        or fmt.is_bayer
+        or fmt.is_big_endian
+        or not components[0].is_luma
+        or len({c.plane for c in components}) != len(components)
+        or components[0].bits > 16
+    ):
+        raise ImageError(str(name), f"frames in {fmt.name}: not a YUV or gray format this toolkit upscales")
+    return fmt
+
+
+def sample_type(fmt: Any) -> np.dtype[Any]:
+    return np.dtype(np.uint8) if fmt.components[0].bits <= 8 else np.dtype("<u2")
+
+
+def planes_of(frame: Any, fmt: Any) -> list[NDArray[Any]]:
+    """A decoded frame's planes (in `fmt`, planar) as (height, width) arrays of its samples."""
+    dtype = sample_type(fmt)
+    return [
+        np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // dtype.itemsize)[:, : plane.width].copy()
+        for plane in frame.planes
+    ]
+
+
+def frame_of(av: Any, planes: list[NDArray[Any]], fmt: Any, *, like: Any) -> Any:
+    """A frame of `planes` in `fmt`, with the timestamp and colour metadata of `like`."""
+    frame = av.VideoFrame(planes[0].shape[1], planes[0].shape[0], fmt.name)
+    for plane, data in zip(frame.planes, planes, strict=True):
+        rows = np.zeros((plane.height, plane.line_size // data.dtype.itemsize), data.dtype)
+        rows[:, : plane.width] = data
+        plane.update(rows)
+    for name in ("pts", "time_base", *COLOUR):
+        setattr(frame, name, getattr(like, name))
+    return frame
+
+
+def to_network(luma: NDArray[Any], fmt: Any, *, full: bool) -> NDArray[np.float32]:
+    """Luma codes -> the network's Y in [0, 1] (BT.601 studio range)."""
+    bits = fmt.components[0].bits
+    codes = luma.astype(np.float32)
+    y = Y_OFFSET + Y_RANGE * codes / ((1 << bits) - 1) if full else codes / (255 * 2 ** (bits - 8))
+    return np.asarray(y, np.float32)
+
+
+def from_network(y: NDArray[np.float32], fmt: Any, *, full: bool) -> NDArray[Any]:
+    """The network's Y -> luma codes, rounded and clipped to the format's range."""
+    bits = fmt.components[0].bits
+    peak = (1 << bits) - 1
+    codes = (y - Y_OFFSET) / Y_RANGE * peak if full else y * (255 * 2 ** (bits - 8))
+    return np.asarray(np.clip(np.rint(codes), 0, peak), sample_type(fmt))
+
+
+def other_planes(planes: list[NDArray[Any]], fmt: Any, *, full: tuple[int, int], size: tuple[int, int]) -> list[Any]:
+    """Chroma and alpha resized by MATLAB bicubic to the planes of a `full`-sized frame (ceil(scale x size)), then
+    cut to the planes of the `size` frame written (rounded down to what the subsampling divides): the same cut as
+    the luma's, so chroma stays aligned with it."""
+    peak = (1 << fmt.components[0].bits) - 1
+    out = []
+    for component in fmt.components[1:]:
+        whole = full if component.is_alpha else (fmt.chroma_height(full[0]), fmt.chroma_width(full[1]))
+        kept = size if component.is_alpha else (fmt.chroma_height(size[0]), fmt.chroma_width(size[1]))
+        resized = imresize(planes[component.plane].astype(np.float32), output_shape=whole, dtype=np.float32)
+        out.append(np.clip(np.rint(resized[: kept[0], : kept[1]]), 0, peak).astype(sample_type(fmt)))
+    return out

@@ -28,11 +28,12 @@ from vdsr.runtime.console import (
     version_option,
 )
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
+from vdsr.runtime.machine import GIB
 from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, Interrupted
 from vdsr.runtime.places import MAX_DEPTH, is_uri, local
 from vdsr.runtime.planning import FolderReport, Job, nothing_found, plan
 from vdsr.runtime.ray_data import RayOptions, upscale_folder_on_ray
-from vdsr.runtime.upscaler import GIB, Upscaler
+from vdsr.runtime.upscaler import Upscaler
 from vdsr.runtime.video import DEFAULT_CRF, VideoSettings, is_video
 from vdsr.scale import check_scale
 

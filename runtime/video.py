@@ -136,7 +136,7 @@ def upscale_video(
         if stream.codec_context is None:
             raise ImageError(source, "its video codec has no decoder here")
         limits = (max_pixels, max_output_pixels)
-        _check_size(source, (stream.codec_context.height, stream.codec_context.width), scale, limits)
+        _check_size(source, (stream.codec_context.height, stream.codec_context.width), scale=scale, limits=limits)
         stream.thread_type = "AUTO"
         job = _Job(av, inp, stream, source=source, scale=scale, limits=limits)
         try:
@@ -151,7 +151,7 @@ def upscale_video(
     return VideoResult(job.frames, job.size[1], job.size[0], job.copied)
 
 
-def _check_size(source: Path, shape: tuple[int, int], scale: float, limits: tuple[int, int]) -> None:
+def _check_size(source: Path, shape: tuple[int, int], *, scale: float, limits: tuple[int, int]) -> None:
     height, width = shape
     if not 0 < width * height <= limits[0]:
         raise ImageError(source, f"{width}x{height} frames: not a size this toolkit takes ({limits[0]} pixels at most)")

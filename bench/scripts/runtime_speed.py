@@ -35,8 +35,9 @@ from vdsr.errors import UsageError, VdsrError
 from vdsr.files import atomic_write_text
 from vdsr.runtime.batching import tiled
 from vdsr.runtime.color import rgb_to_y
+from vdsr.runtime.machine import GIB
 from vdsr.runtime.resize import imresize
-from vdsr.runtime.upscaler import GIB, Upscaler
+from vdsr.runtime.upscaler import Upscaler
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

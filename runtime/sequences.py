@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from vdsr.errors import BackendError, ImageError
+from vdsr.errors import BackendError, ImageError, UsageError
 from vdsr.runtime.animation import AnimationResult, is_animation, upscale_animation
 from vdsr.runtime.pipeline import Interrupted
 from vdsr.runtime.places import LocalFiles
@@ -23,6 +24,15 @@ def is_sequence(job: Job) -> bool:
     return is_video(job.source.path) or (
         isinstance(job.source.files, LocalFiles) and is_animation(Path(job.source.path))
     )
+
+
+def check_videos(jobs: list[Job], settings: VideoSettings) -> None:
+    """The encoder settings checked for every video's container, before any work: UsageError for bad usage. Without
+    PyAV nothing is checked: each video then fails in one line saying what to install, and the rest still run."""
+    if importlib.util.find_spec("av") is None:
+        return
+    for suffix in {PurePath(str(job.target.path)).suffix.lower() for job in jobs if is_video(job.source.path)}:
+        check_settings(settings, VIDEO_FORMATS[suffix][1] if suffix in VIDEO_FORMATS else "libx264")
 
 
 def run_sequences(
@@ -40,10 +50,7 @@ def run_sequences(
     on_progress: Progress,
 ) -> None:
     """`jobs` into `report`, one at a time: `lumas(planes, scale, name=)` runs the network on video frames' luma
-    planes, `still(loaded, scale=)` on one animation frame. The encoder settings are checked for every video's
-    container before the first (bad usage is found before any work); a backend failure stops the run."""
-    for suffix in {Path(str(job.target.path)).suffix.lower() for job in jobs if is_video(job.source.path)}:
-        check_settings(settings, VIDEO_FORMATS[suffix][1] if suffix in VIDEO_FORMATS else "libx264")
+    planes, `still(loaded, scale=)` on one animation frame (check_videos first). A backend failure stops the run."""
     for job in jobs:
         if report.stopped or (fail_fast and report.failed):
             break
@@ -58,8 +65,9 @@ def run_sequences(
                 limits=limits,
                 on_progress=on_progress,
             )
-        except ImageError as error:
-            report.failed.append(FileFailure(job.source.shown, error.cause))
+        except (ImageError, UsageError) as error:  # UsageError: no PyAV here
+            cause = error.cause if isinstance(error, ImageError) else str(error)
+            report.failed.append(FileFailure(job.source.shown, cause))
             on_image(job.source.shown, 0)
             continue
         except BackendError as error:

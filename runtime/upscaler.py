@@ -27,7 +27,7 @@ from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, GROUP_PIXELS, run_j
 from vdsr.runtime.places import local
 from vdsr.runtime.planning import FolderReport, Job, claim, nothing_found, plan
 from vdsr.runtime.resize import output_shape_for
-from vdsr.runtime.sequences import is_sequence, run_sequences
+from vdsr.runtime.sequences import check_videos, is_sequence, run_sequences
 from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Steps, tile_for_memory, window_shape
 from vdsr.runtime.video import VideoResult, VideoSettings, upscale_video
 from vdsr.scale import check_scale
@@ -216,8 +216,7 @@ class Upscaler:
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_frame: Callable[[int, int | None], None] = lambda done, total: None,
     ) -> VideoResult:
-        """A video file upscaled into `target` (vdsr.runtime.video: every frame, its timestamp, the audio, subtitle and
-        data streams copied); ImageError naming the file if it cannot be read, decoded or written."""
+        """A video upscaled into `target` (vdsr.runtime.video); ImageError naming the file if it cannot be."""
         scale = self.check_scale(scale)
         return upscale_video(
             Path(source),
@@ -373,6 +372,7 @@ class Upscaler:
             return report
         upscale = partial(self.upscale_group, scale=scale, max_output_pixels=max_output_pixels, on_band=on_band)
         moving = [job for job in todo if is_sequence(job)]  # one at a time, frame by frame
+        check_videos(moving, video or VideoSettings())  # bad usage: before any work
         report = run_jobs(
             [job for job in todo if job not in moving],
             upscale,

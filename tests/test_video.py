@@ -318,3 +318,23 @@ def test_a_frame_size_change_is_refused(tmp_path: Path, upscaler: Upscaler) -> N
     with pytest.raises(ImageError, match=r"both.ts: its frame size changes at .* \(96x64 after 32x32\)"):
         upscaler.upscale_video(tmp_path / "both.ts", tmp_path / "out.ts", 2)
     assert not (tmp_path / "out.ts").exists()
+
+
+def test_without_pyav_each_video_fails_in_one_line_and_the_images_run(tmp_path: Path) -> None:
+    """The base install has no PyAV: a folder of images and a video writes the images and fails the video, saying
+    which extra brings it (not the whole run)."""
+    import subprocess
+    import sys
+
+    from extras import without
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clip(folder / "c.mp4", frames=2, audio=False)
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(folder / "a.png")
+    program = without(("av",), module="vdsr.runtime.cli", prog="vdsr-run")
+    command = [sys.executable, "-c", program, str(folder), "-s", "2", "-o", str(tmp_path / "out"), *MODEL]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert f'failed: {folder / "c.mp4"}: videos need PyAV: pip install "vdsr[video]"' in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]

@@ -20,6 +20,7 @@ the local file only: no playlists (HLS, concat) that would read other files or t
 from __future__ import annotations
 
 import contextlib
+import io
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv"  # what an inp
 DEFAULT_CRF = 18  # the quality of CRF_ENCODERS when --crf is not given: visually lossless for most sources
 CRF_ENCODERS = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libsvtav1")  # the encoders --crf is for
 IN_FLIGHT = 4  # frames decoded ahead of the network, and upscaled frames waiting for the encoder
+COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
 MAX_WAITING_BYTES = 64 << 20  # packets of other streams held before the first video frame arrives
 
 
@@ -138,6 +140,7 @@ def upscale_video(
         limits = (max_pixels, max_output_pixels)
         _check_size(source, (stream.codec_context.height, stream.codec_context.width), scale=scale, limits=limits)
         stream.thread_type = "AUTO"
+        _check_copies(av, [s for s in inp.streams if s is not stream and s.type in COPIED], muxer=muxer, source=source)
         job = _Job(av, inp, stream, source=source, scale=scale, limits=limits)
         try:
             atomic_write(
@@ -158,6 +161,22 @@ def _check_size(source: Path, shape: tuple[int, int], *, scale: float, limits: t
     out_h, out_w = output_shape_for(shape, scale)
     if out_h * out_w > limits[1]:
         raise ImageError(source, f"the {out_w}x{out_h} frames are over the limit of {limits[1]} output pixels")
+
+
+def _check_copies(av: Any, streams: list[Any], *, muxer: str, source: Path) -> None:
+    """ImageError, before any work, for a stream the output container cannot hold: each is tried in a header written
+    to memory (KLV data into MP4 is refused only there)."""
+    for stream in streams:
+        probe = av.open(io.BytesIO(), "w", format=muxer)
+        try:
+            probe.add_stream_from_template(stream)
+            probe.start_encoding()
+        except (av.FFmpegError, ValueError) as error:
+            cause = f"its {stream.type} stream {stream.index} cannot go into {muxer} ({_cause(error)})"
+            raise ImageError(source, f"{cause}: write another container") from None
+        finally:
+            with contextlib.suppress(Exception):
+                probe.close()
 
 
 def _cause(error: BaseException) -> str:
@@ -182,7 +201,7 @@ class _Job:
 
     def __init__(self, av: Any, inp: Any, stream: Any, *, source: Path, scale: float, limits: tuple[int, int]) -> None:
         self.av, self.inp, self.stream, self.source, self.scale, self.limits = av, inp, stream, source, scale, limits
-        self.copies = [s for s in inp.streams if s is not stream and s.type in ("audio", "subtitle", "data")]
+        self.copies = [s for s in inp.streams if s is not stream and s.type in COPIED]
         self.frames = self.copied = 0
         self.size = self.full = (0, 0)  # the frames written; ceil(scale x size) before the cut to the subsampling
         self.first: tuple[int, int] | None = None  # the source frames' size
@@ -328,7 +347,7 @@ class _Job:
         self.size = (self.full[0] - self.full[0] % step_h, self.full[1] - self.full[1] % step_w)
         vout = out.add_stream(encoder.name, rate=self.stream.average_rate or self.stream.guessed_rate)
         vout.width, vout.height = self.size[1], self.size[0]
-        vout.pix_fmt = settings.pix_fmt or self._pix_fmt(fmt, encoder)
+        vout.pix_fmt = settings.pix_fmt or video_planes.encoder_format(self.av, fmt, encoder, self.source)
         vout.time_base = vout.codec_context.time_base = self.stream.time_base
         for name in video_planes.COLOUR:
             setattr(vout.codec_context, name, getattr(first, name))
@@ -348,19 +367,6 @@ class _Job:
                 cause = f"its {stream.type} stream {stream.index} ({name}) cannot go into {out.format.name}"
                 raise ImageError(self.source, f"{cause} ({_cause(error)})") from None
         return vout, copies
-
-    def _pix_fmt(self, fmt: Any, encoder: Any) -> str:
-        """The source's pixel format if the encoder writes it, else the encoder's closest of the same bit depth."""
-        offered = [str(f.name) for f in encoder.video_formats or []]
-        if not offered or fmt.name in offered:
-            return str(fmt.name)
-        bits = fmt.components[0].bits
-        formats = [self.av.VideoFormat(n) for n in offered]
-        same = [f for f in formats if not f.is_rgb and f.components[0].bits == bits]
-        if not same:
-            raise ImageError(self.source, f"{encoder.name} cannot write {bits}-bit video; give --pix-fmt or --codec")
-        chroma = [f for f in same if f.chroma_width(100) == fmt.chroma_width(100)]
-        return str((chroma or same)[0].name)
 
     def _planes(self, frame: Any) -> tuple[list[NDArray[Any]], Any, Any]:
         """A decoded frame's planes, checked: the size of the first frame, a timestamp after the last one."""

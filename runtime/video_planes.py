@@ -94,3 +94,17 @@ def other_planes(planes: list[NDArray[Any]], fmt: Any, *, full: tuple[int, int],
         resized = imresize(planes[component.plane].astype(np.float32), output_shape=whole, dtype=np.float32)
         out.append(np.clip(np.rint(resized[: kept[0], : kept[1]]), 0, peak).astype(sample_type(fmt)))
     return out
+
+
+def encoder_format(av: Any, fmt: Any, encoder: Any, name: object) -> str:
+    """The source's pixel format if the encoder writes it, else the encoder's closest of the same bit depth (the same
+    subsampling first); ImageError naming `name` if it writes none of that depth."""
+    offered = [str(f.name) for f in encoder.video_formats or []]
+    if not offered or fmt.name in offered:
+        return str(fmt.name)
+    bits = fmt.components[0].bits
+    same = [f for f in (av.VideoFormat(n) for n in offered) if not f.is_rgb and f.components[0].bits == bits]
+    if not same:
+        raise ImageError(str(name), f"{encoder.name} cannot write {bits}-bit video; give --pix-fmt or --codec")
+    chroma = [f for f in same if f.chroma_width(100) == fmt.chroma_width(100)]
+    return str((chroma or same)[0].name)

@@ -338,3 +338,30 @@ def test_without_pyav_each_video_fails_in_one_line_and_the_images_run(tmp_path: 
     assert done.returncode == 1, done.stderr
     assert f'failed: {folder / "c.mp4"}: videos need PyAV: pip install "vdsr[video]"' in done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
+def test_a_stream_the_container_cannot_hold_is_refused_before_any_work(
+    tmp_path: Path, upscaler: Upscaler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KLV data in MPEG-TS: copied packet for packet into .ts; refused for .mp4, whose header cannot hold it, before
+    a frame is decoded (it used to fail once the header was written, after the work)."""
+    with av.open(str(tmp_path / "klv.ts"), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        data = out.add_data_stream("klv")
+        for i in range(3):
+            frame = av.VideoFrame(64, 48, "yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(frame))
+            packet = av.Packet(b"\x06\x0e\x2b\x34" + bytes([i]) * 12)
+            packet.stream, packet.pts, packet.dts, packet.time_base = data, i * 3600, i * 3600, Fraction(1, 90000)
+            out.mux(packet)
+        out.mux(video.encode(None))
+    upscaler.upscale_video(tmp_path / "klv.ts", tmp_path / "klv_x2.ts", 2)
+    with av.open(str(tmp_path / "klv_x2.ts")) as container:
+        assert [bytes(p) for p in container.demux(data=0) if p.size] == [
+            b"\x06\x0e\x2b\x34" + bytes([i]) * 12 for i in range(3)
+        ]
+    monkeypatch.setattr(upscaler, "upscale_lumas", lambda *args, **kwargs: pytest.fail("work began"))
+    with pytest.raises(ImageError, match="klv.ts: its data stream 1 cannot go into mp4"):
+        upscaler.upscale_video(tmp_path / "klv.ts", tmp_path / "klv.mp4", 2)

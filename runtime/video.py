@@ -347,7 +347,7 @@ class _Job:
         self.size = (self.full[0] - self.full[0] % step_h, self.full[1] - self.full[1] % step_w)
         vout = out.add_stream(encoder.name, rate=self.stream.average_rate or self.stream.guessed_rate)
         vout.width, vout.height = self.size[1], self.size[0]
-        vout.pix_fmt = settings.pix_fmt or video_planes.encoder_format(self.av, fmt, encoder, self.source)
+        vout.pix_fmt = settings.pix_fmt or video_planes.encoder_format(self.av, fmt, encoder, name=self.source)
         vout.time_base = vout.codec_context.time_base = self.stream.time_base
         for name in video_planes.COLOUR:
             setattr(vout.codec_context, name, getattr(first, name))

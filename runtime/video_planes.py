@@ -96,7 +96,7 @@ def other_planes(planes: list[NDArray[Any]], fmt: Any, *, full: tuple[int, int],
     return out
 
 
-def encoder_format(av: Any, fmt: Any, encoder: Any, name: object) -> str:
+def encoder_format(av: Any, fmt: Any, encoder: Any, *, name: object) -> str:
     """The source's pixel format if the encoder writes it, else the encoder's closest of the same bit depth (the same
     subsampling first); ImageError naming `name` if it writes none of that depth."""
     offered = [str(f.name) for f in encoder.video_formats or []]

@@ -34,7 +34,8 @@ from vdsr.runtime.places import MAX_DEPTH, is_uri, local
 from vdsr.runtime.planning import FolderReport, Job, nothing_found, plan
 from vdsr.runtime.ray_data import RayOptions, upscale_folder_on_ray
 from vdsr.runtime.upscaler import Upscaler
-from vdsr.runtime.video import DEFAULT_CRF, VideoSettings, is_video
+from vdsr.runtime.video import VideoSettings, is_video
+from vdsr.runtime.video_planes import DEFAULT_CRF
 from vdsr.scale import check_scale
 
 app = make_app(__doc__)

@@ -44,8 +44,6 @@ VIDEO_FORMATS: dict[str, tuple[str, str]] = {  # suffix -> (FFmpeg muxer, defaul
 VIDEO_SUFFIXES = tuple(VIDEO_FORMATS)
 INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what a folder run picks up
 DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv"  # what an input may be: containers, no playlists
-DEFAULT_CRF = 18  # the quality of CRF_ENCODERS when --crf is not given: visually lossless for most sources
-CRF_ENCODERS = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libsvtav1")  # the encoders --crf is for
 IN_FLIGHT = 4  # frames decoded ahead of the network, and upscaled frames waiting for the encoder
 COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
 MAX_WAITING_BYTES = 64 << 20  # packets of other streams held before the first video frame arrives
@@ -98,8 +96,8 @@ def check_settings(settings: VideoSettings, codec: str = "libx264") -> Any:
         raise UsageError(f"--codec {name}: not an encoder here ({_cause(error)})") from None
     if encoder.type != "video":
         raise UsageError(f"--codec {name}: not a video encoder")
-    if settings.crf is not None and encoder.name not in CRF_ENCODERS:
-        raise UsageError(f"--crf is for {', '.join(CRF_ENCODERS)}; {encoder.name} does not take it")
+    if settings.crf is not None and encoder.name not in video_planes.CRF_ENCODERS:
+        raise UsageError(f"--crf is for {', '.join(video_planes.CRF_ENCODERS)}; {encoder.name} does not take it")
     offered = [f.name for f in encoder.video_formats or []]
     if settings.pix_fmt is not None and offered and settings.pix_fmt not in offered:
         raise UsageError(f"--pix-fmt {settings.pix_fmt}: {encoder.name} writes {', '.join(offered)}")
@@ -351,9 +349,8 @@ class _Job:
         vout.time_base = vout.codec_context.time_base = self.stream.time_base
         for name in video_planes.COLOUR:
             setattr(vout.codec_context, name, getattr(first, name))
-        if encoder.name in CRF_ENCODERS:
-            crf = settings.crf if settings.crf is not None else DEFAULT_CRF
-            vout.options = {"crf": str(crf)} | ({"b": "0"} if "vpx" in encoder.name else {})  # VP9: quality only
+        frame_bytes = self.size[0] * self.size[1] * 3 * video_planes.sample_type(fmt).itemsize  # 4:4:4 at most
+        vout.options = video_planes.encoder_options(encoder.name, settings.crf, frame_bytes=frame_bytes)
         if first.rotation:  # the display matrix: how a player turns the picture
             vout.set_display_rotation(first.rotation)
         vout.metadata.update(self.stream.metadata)

@@ -1,5 +1,5 @@
 """A video frame's planes as arrays and back (vdsr.runtime.video): the formats taken, luma to and from the network's
-convention, the other planes resized.
+convention, the other planes resized; and what the encoder is given (its pixel format and options).
 
 Taken: planar YUV or gray, 8 to 16 bits little-endian, alpha allowed; semi-planar NV12/NV21/NV16/NV24/P010/P016/P210/
 P410 are unpacked to their planar forms first (the same samples). RGB, paletted, Bayer and big-endian frames are
@@ -94,6 +94,25 @@ def other_planes(planes: list[NDArray[Any]], fmt: Any, *, full: tuple[int, int],
         resized = imresize(planes[component.plane].astype(np.float32), output_shape=whole, dtype=np.float32)
         out.append(np.clip(np.rint(resized[: kept[0], : kept[1]]), 0, peak).astype(sample_type(fmt)))
     return out
+
+
+DEFAULT_CRF = 18  # the quality of CRF_ENCODERS when --crf is not given: visually lossless for most sources
+CRF_ENCODERS = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libsvtav1")  # the encoders --crf is for
+LOOKAHEAD_BYTES = 512 << 20  # libx264's lookahead frames held at most (its default of 40 is 2 GB of 8K frames)
+
+
+def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int) -> dict[str, str]:
+    """The encoder's options: the quality (CRF, DEFAULT_CRF unless given) of encoders that take one, VP9 by quality
+    alone; libx264's lookahead shortened for large frames so the frames it holds stay under LOOKAHEAD_BYTES (10 at
+    least; 1080p keeps its default of 40)."""
+    if encoder not in CRF_ENCODERS:
+        return {}
+    options = {"crf": str(DEFAULT_CRF if crf is None else crf)}
+    if "vpx" in encoder:
+        options["b"] = "0"
+    if encoder == "libx264":
+        options["rc-lookahead"] = str(max(10, min(40, LOOKAHEAD_BYTES // max(frame_bytes, 1))))
+    return options
 
 
 def encoder_format(av: Any, fmt: Any, encoder: Any, *, name: object) -> str:

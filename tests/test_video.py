@@ -365,3 +365,13 @@ def test_a_stream_the_container_cannot_hold_is_refused_before_any_work(
     monkeypatch.setattr(upscaler, "upscale_lumas", lambda *args, **kwargs: pytest.fail("work began"))
     with pytest.raises(ImageError, match="klv.ts: its data stream 1 cannot go into mp4"):
         upscaler.upscale_video(tmp_path / "klv.ts", tmp_path / "klv.mp4", 2)
+
+
+def test_the_encoders_lookahead_is_bounded_for_large_frames() -> None:
+    """libx264 holds rc-lookahead frames (40 by default: 2 GB of 8K frames); large frames get a shorter one."""
+    from vdsr.runtime.video_planes import encoder_options
+
+    assert encoder_options("libx264", None, frame_bytes=1920 * 1080 * 3) == {"crf": "18", "rc-lookahead": "40"}
+    assert encoder_options("libx264", 23, frame_bytes=7680 * 4320 * 3)["rc-lookahead"] == "10"
+    assert encoder_options("libvpx-vp9", None, frame_bytes=1) == {"crf": "18", "b": "0"}
+    assert encoder_options("ffv1", None, frame_bytes=1) == {}

@@ -14,6 +14,9 @@ for v in "$@"; do
     base) run base --lr 1e-4 --epochs 0.14763 ;;
     l1) run l1 --lr 1e-4 --loss l1 --epochs 0.14763 ;;
     lr3) run lr3 --lr 3e-4 --epochs 0.14763 ;;
+    ema) run ema --lr 1e-4 --ema 0.999 --epochs 0.14763 ;;
+    p82) run p82 --lr 1e-4 --patch-size 82 --batch-size 16 --epochs 0.14763 ;;
+    l1mse) run l1mse --lr 1e-4 --loss l1_mse --epochs 0.14763 ;;
     *) echo "unknown $v" ;;
   esac
 done

@@ -39,7 +39,10 @@ class AnimationResult:
 
 def is_animation(path: Path) -> bool:
     """Whether the file at `path` is an animated GIF, PNG or WebP, from its header (PIL's `is_animated` reads no
-    further than the second frame). False for anything PIL cannot open: the image path then says why."""
+    further than the second frame), read only for the suffixes those formats have: a folder of JPEGs costs no second
+    open. False for anything PIL cannot open: the image path then says why."""
+    if path.suffix.lower() not in WRITTEN:
+        return False
     try:
         with open_regular(path) as f, Image.open(f, formats=list(ANIMATED_FORMATS)) as image:
             return bool(getattr(image, "is_animated", False))

@@ -35,6 +35,7 @@ from vdsr.errors import ImageError, UsageError, first_line
 from vdsr.files import atomic_write
 from vdsr.runtime import video_planes
 from vdsr.runtime.images import IMAGE_SUFFIXES
+from vdsr.runtime.picture import check_output
 from vdsr.runtime.resize import output_shape_for
 
 VIDEO_FORMATS: dict[str, tuple[str, str]] = {  # suffix -> (FFmpeg muxer, default video encoder)
@@ -156,9 +157,7 @@ def _check_size(source: Path, shape: tuple[int, int], *, scale: float, limits: t
     height, width = shape
     if not 0 < width * height <= limits[0]:
         raise ImageError(source, f"{width}x{height} frames: not a size this toolkit takes ({limits[0]} pixels at most)")
-    out_h, out_w = output_shape_for(shape, scale)
-    if out_h * out_w > limits[1]:
-        raise ImageError(source, f"the {out_w}x{out_h} frames are over the limit of {limits[1]} output pixels")
+    check_output(shape, scale, max_output_pixels=limits[1], name=source)  # the rule pictures are held to
 
 
 def _check_copies(av: Any, streams: list[Any], *, muxer: str, source: Path) -> None:

@@ -8,9 +8,10 @@ resized with the same MATLAB bicubic (vdsr.runtime.video_planes); no RGB round t
 primaries, transfer, range) is the source's.
 
 Frame-exact: each decoded frame gives one output frame with its timestamp (variable frame rates kept); audio,
-subtitle and data streams are copied packet for packet, never re-encoded, where the output container can hold them
-(one that cannot fails the video, naming the stream). The result is ceil(scale x size) as for images, rounded down
-to what the pixel format's chroma subsampling divides (4:2:0: even width and height): at most one row or column less.
+subtitle and data streams are copied packet for packet, never re-encoded, and attachments (fonts) whole, where the
+output container can hold them (one that cannot fails the video, naming the stream: vdsr.runtime.video_streams). The
+result is ceil(scale x size) as for images, rounded down to what the pixel format's chroma subsampling divides (4:2:0:
+even width and height): at most one row or column less.
 
 Decoding, the network and encoding overlap: a thread demuxes and decodes ahead, another encodes and muxes, each at
 most IN_FLIGHT frames from the network. Untrusted files: only the container formats of VIDEO_FORMATS are opened, from
@@ -20,7 +21,6 @@ the local file only: no playlists (HLS, concat) that would read other files or t
 from __future__ import annotations
 
 import contextlib
-import io
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -31,9 +31,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr.errors import ImageError, UsageError, first_line
+from vdsr.errors import ImageError, UsageError
 from vdsr.files import atomic_write
-from vdsr.runtime import video_planes
+from vdsr.runtime import video_planes, video_streams
 from vdsr.runtime.images import IMAGE_SUFFIXES
 from vdsr.runtime.picture import check_output
 from vdsr.runtime.resize import output_shape_for
@@ -46,7 +46,6 @@ VIDEO_SUFFIXES = tuple(VIDEO_FORMATS)
 INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what a folder run picks up
 DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv"  # what an input may be: containers, no playlists
 IN_FLIGHT = 4  # frames decoded ahead of the network, and upscaled frames waiting for the encoder
-COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
 MAX_WAITING_BYTES = 64 << 20  # packets of other streams held before the first video frame arrives
 
 
@@ -94,7 +93,7 @@ def check_settings(settings: VideoSettings, codec: str = "libx264") -> Any:
     try:
         encoder = av.codec.Codec(name, "w")
     except (av.FFmpegError, ValueError) as error:
-        raise UsageError(f"--codec {name}: not an encoder here ({_cause(error)})") from None
+        raise UsageError(f"--codec {name}: not an encoder here ({video_streams.cause(error)})") from None
     if encoder.type != "video":
         raise UsageError(f"--codec {name}: not a video encoder")
     if settings.crf is not None and encoder.name not in video_planes.CRF_ENCODERS:
@@ -129,7 +128,7 @@ def upscale_video(
     try:  # "file:" and the absolute path: a name with a colon is not read as a protocol
         inp = av.open(f"file:{Path(source).absolute()}", options=options)
     except (av.FFmpegError, UnicodeDecodeError) as error:
-        raise ImageError(source, f"not a video this toolkit reads ({_cause(error)})") from None
+        raise ImageError(source, f"not a video this toolkit reads ({video_streams.cause(error)})") from None
     with inp:
         if not inp.streams.video:
             raise ImageError(source, "no video stream")
@@ -139,7 +138,7 @@ def upscale_video(
         limits = (max_pixels, max_output_pixels)
         _check_size(source, (stream.codec_context.height, stream.codec_context.width), scale=scale, limits=limits)
         stream.thread_type = "AUTO"
-        _check_copies(av, [s for s in inp.streams if s is not stream and s.type in COPIED], muxer=muxer, source=source)
+        video_streams.check_copies(av, inp, stream, muxer=muxer, source=source)
         job = _Job(av, inp, stream, source=source, scale=scale, limits=limits)
         try:
             atomic_write(
@@ -149,7 +148,7 @@ def upscale_video(
                 ),
             )
         except av.FFmpegError as error:
-            raise ImageError(source, f"cannot be upscaled ({_cause(error)})") from None
+            raise ImageError(source, f"cannot be upscaled ({video_streams.cause(error)})") from None
     return VideoResult(job.frames, job.size[1], job.size[0], job.copied)
 
 
@@ -158,26 +157,6 @@ def _check_size(source: Path, shape: tuple[int, int], *, scale: float, limits: t
     if not 0 < width * height <= limits[0]:
         raise ImageError(source, f"{width}x{height} frames: not a size this toolkit takes ({limits[0]} pixels at most)")
     check_output(shape, scale, max_output_pixels=limits[1], name=source)  # the rule pictures are held to
-
-
-def _check_copies(av: Any, streams: list[Any], *, muxer: str, source: Path) -> None:
-    """ImageError, before any work, for a stream the output container cannot hold: each is tried in a header written
-    to memory (KLV data into MP4 is refused only there)."""
-    for stream in streams:
-        probe = av.open(io.BytesIO(), "w", format=muxer)
-        try:
-            probe.add_stream_from_template(stream)
-            probe.start_encoding()
-        except (av.FFmpegError, ValueError) as error:
-            cause = f"its {stream.type} stream {stream.index} cannot go into {muxer} ({_cause(error)})"
-            raise ImageError(source, f"{cause}: write another container") from None
-        finally:
-            with contextlib.suppress(Exception):
-                probe.close()
-
-
-def _cause(error: BaseException) -> str:
-    return " ".join(first_line(error).split())[:200]
 
 
 def _put(items: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
@@ -198,7 +177,7 @@ class _Job:
 
     def __init__(self, av: Any, inp: Any, stream: Any, *, source: Path, scale: float, limits: tuple[int, int]) -> None:
         self.av, self.inp, self.stream, self.source, self.scale, self.limits = av, inp, stream, source, scale, limits
-        self.copies = [s for s in inp.streams if s is not stream and s.type in COPIED]
+        self.copies = video_streams.copied(inp, stream)
         self.frames = self.copied = 0
         self.size = self.full = (0, 0)  # the frames written; ceil(scale x size) before the cut to the subsampling
         self.first: tuple[int, int] | None = None  # the source frames' size
@@ -305,7 +284,8 @@ class _Job:
                     return
             _put(decoded, ("end", None), self.stop)
         except self.av.FFmpegError as error:
-            _put(decoded, ("error", ImageError(self.source, f"cannot be decoded ({_cause(error)})")), self.stop)
+            failure = ImageError(self.source, f"cannot be decoded ({video_streams.cause(error)})")
+            _put(decoded, ("error", failure), self.stop)
         except BaseException as error:  # noqa: BLE001  (handed to the caller's thread, which raises it)
             _put(decoded, ("error", error), self.stop)
 
@@ -329,7 +309,7 @@ class _Job:
                     out.mux(item)
                     self.copied += 1
         except self.av.FFmpegError as error:
-            self.errors.append(ImageError(self.source, f"cannot be written ({_cause(error)})"))
+            self.errors.append(ImageError(self.source, f"cannot be written ({video_streams.cause(error)})"))
             self.stop.set()
         except BaseException as error:  # noqa: BLE001  (handed to the caller's thread, which raises it)
             self.errors.append(error)
@@ -354,6 +334,7 @@ class _Job:
             vout.set_display_rotation(first.rotation)
         vout.metadata.update(self.stream.metadata)
         out.metadata.update(self.inp.metadata)
+        video_streams.add_attachments(out, video_streams.attachments(self.inp))
         copies = {}
         for stream in self.copies:
             try:
@@ -361,7 +342,7 @@ class _Job:
             except (self.av.FFmpegError, ValueError) as error:
                 name = stream.codec_context.name if stream.codec_context else "?"
                 cause = f"its {stream.type} stream {stream.index} ({name}) cannot go into {out.format.name}"
-                raise ImageError(self.source, f"{cause} ({_cause(error)})") from None
+                raise ImageError(self.source, f"{cause} ({video_streams.cause(error)})") from None
         return vout, copies
 
     def _planes(self, frame: Any) -> tuple[list[NDArray[Any]], Any, Any]:

@@ -289,6 +289,29 @@ def test_subtitles_are_copied_packet_for_packet(tmp_path: Path, upscaler: Upscal
     assert copied == [(line, i * 100) for i, line in enumerate(lines)]
 
 
+def test_attachments_are_copied_whole_or_the_video_refused(tmp_path: Path, upscaler: Upscaler) -> None:
+    """Matroska's attachments (a subtitle font): copied with their name, MIME type and bytes into .mkv (they were
+    dropped); refused before any work for .mp4, which cannot hold them (nothing dropped silently)."""
+    font = bytes(range(256)) * 40
+    with av.open(str(tmp_path / "f.mkv"), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 16, "yuv420p"
+        out.add_attachment("Sub Font.ttf", "font/ttf", font)
+        for i in range(2):
+            frame = av.VideoFrame(32, 16, "yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    upscaler.upscale_video(tmp_path / "f.mkv", tmp_path / "f_x2.mkv", 2)
+    with av.open(str(tmp_path / "f_x2.mkv")) as container:
+        kept = [(s.name, s.mimetype, bytes(s.data)) for s in container.streams if s.type == "attachment"]
+        assert kept == [("Sub Font.ttf", "font/ttf", font)]
+        assert container.streams.video[0].width == 64
+    with pytest.raises(ImageError, match="f.mkv: its attachment 'Sub Font.ttf' 1 cannot go into mp4"):
+        upscaler.upscale_video(tmp_path / "f.mkv", tmp_path / "f.mp4", 2)
+    assert not (tmp_path / "f.mp4").exists()
+
+
 def test_a_failing_writer_ends_the_video(tmp_path: Path, upscaler: Upscaler, monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer thread fails at once (as an encoder that cannot open, or a muxer refusing timestamps, does): the
     caller's thread raises its error (it used to wait forever for a reader that had stopped), nothing is left, and

@@ -1,0 +1,55 @@
+"""A video's other streams, kept as they are: audio, subtitle and data streams copied packet for packet, and
+attachments (Matroska's fonts and cover pictures) copied whole into the output's header. What the output container
+cannot hold fails the video before any work, naming the stream: nothing is dropped silently."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+from vdsr.errors import ImageError, first_line
+
+COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
+
+
+def cause(error: BaseException) -> str:
+    """An FFmpeg error's first line, on one line and not over 200 characters."""
+    return " ".join(first_line(error).split())[:200]
+
+
+def copied(inp: Any, video: Any) -> list[Any]:
+    """The streams of `inp` copied packet for packet beside its `video` stream."""
+    return [s for s in inp.streams if s is not video and s.type in COPIED]
+
+
+def attachments(inp: Any) -> list[Any]:
+    return [s for s in inp.streams if s.type == "attachment"]
+
+
+def add_attachments(out: Any, streams: list[Any]) -> None:
+    """Each attachment into `out`'s header, with its name and MIME type."""
+    for stream in streams:
+        out.add_attachment(stream.name or f"attachment{stream.index}", stream.mimetype or "", bytes(stream.data or b""))
+
+
+def check_copies(av: Any, inp: Any, video: Any, *, muxer: str, source: Path) -> None:
+    """ImageError, before any work, for a stream or attachment the output container cannot hold: each is tried in a
+    header written to memory (KLV data into MP4 is refused only there)."""
+    for stream in [*copied(inp, video), *attachments(inp)]:
+        probe = av.open(io.BytesIO(), "w", format=muxer)
+        try:
+            if stream.type == "attachment":
+                add_attachments(probe, [stream])
+            else:
+                probe.add_stream_from_template(stream)
+            probe.start_encoding()
+        except (av.FFmpegError, ValueError, TypeError) as error:
+            what = f"attachment {stream.name!r}" if stream.type == "attachment" else f"{stream.type} stream"
+            raise ImageError(
+                source, f"its {what} {stream.index} cannot go into {muxer} ({cause(error)}): write another container"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                probe.close()

@@ -32,6 +32,7 @@ from vdsr.bench.harness import (
     method_runner,
     per_scale,
     run_bench,
+    self_ensemble_runner,
     shipped_weights,
     weights_runner,
 )
@@ -102,6 +103,14 @@ def main(
             show_default="bicubic, srcnn, vdsr; with --weights: bicubic and the methods the weights hold",
         ),
     ] = None,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Also score each learnt method's geometric self-ensemble (the mean over 8 flips and rotations, "
+            "8x the time) as its own method, e.g. vdsr+tta.",
+        ),
+    ] = False,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -208,6 +217,8 @@ def main(
         if jsonl is not None and jsonl.exists() and jsonl.stat().st_size and not resume:
             raise UsageError(f"--jsonl: {jsonl} exists: pass --resume to continue that run, or give another file")
         methods, runners, sources = settle_runners(method, weights)
+        if tta:
+            runners += [self_ensemble_runner(r) for r in runners if r.name != Method.bicubic.value]
         if download:
             fetch_missing(dataset, data_dir, err)
         datasets = settle_datasets(dataset, data_dir)
@@ -217,7 +228,7 @@ def main(
     plan = {
         "datasets": [d.name for d in datasets],
         "scales": scales,
-        "methods": [m.value for m in methods],
+        "methods": [r.name for r in runners],
         "weights": sources,
         "degradation": str(degradation),
     }

@@ -13,13 +13,14 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from vdsr.catalogue import untrained_warning
-from vdsr.errors import BackendError, ImageError, UsageError, first_line
+from vdsr.errors import ImageError, UsageError
 from vdsr.model import Model
 from vdsr.runtime.api_inputs import Finish, check_values, prepare
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.opening import open_chosen
 from vdsr.runtime.backends.specs import Request
-from vdsr.runtime.batching import Failed, drive
+from vdsr.runtime.batching import Failed
+from vdsr.runtime.driving import drive_on
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, output_format
 from vdsr.runtime.machine import GIB, default_memory_budget
 from vdsr.runtime.picture import check_output, luma_steps, picture_steps
@@ -49,7 +50,8 @@ class Upscaler:
     memory, and 4 on GPUs). precision: which of a shipped model's graphs to run: fp32, fp16, int8, or auto (fp16 on
     GPUs; on CPUs where int8 is faster, AVX2 or int8 dot products, the int8 graph if its measured cost is within the
     bar; else fp32). device: auto, cpu, cuda or cuda:N (the GPU to run on; backends of another device are not
-    tried). cpu_threads: ONNX Runtime's threads on CPUs (0: one per physical core).
+    tried). cpu_threads: ONNX Runtime's threads on CPUs (0: one per physical core). tta: the geometric
+    self-ensemble, the mean of the network on the 8 flips and rotations (vdsr.runtime.ensemble; 8x the cost).
     """
 
     def __init__(
@@ -64,11 +66,12 @@ class Upscaler:
         device: str | None = None,
         memory_budget: int | None = None,
         cpu_threads: int = 0,
+        tta: bool = False,
     ) -> None:
         request = Request(backend, precision, device, cpu_threads, tile, batch)
         if memory_budget is not None and memory_budget < 1 << 20:
             raise UsageError(f"Expected a memory budget of at least 1 MiB, got {memory_budget} bytes")
-        self.log = log
+        self.log, self.tta = log, tta
         self.model = Model.load(model)
         self.backend: Backend = open_chosen(self.model, request, log)
         self.memory_budget = memory_budget or default_memory_budget()
@@ -174,23 +177,8 @@ class Upscaler:
         return [o.error if isinstance(o, Failed) else o for o in self._drive(steps)]
 
     def _drive(self, steps: list[Steps[NDArray[Any]]], *, host: bool = False) -> list[NDArray[Any] | Failed]:
-        """`steps` through the backend; `host`: windows cut on the host, sent to the device and back (video)."""
-        backend = self.backend
-        if backend.arrays == "numpy":
-            return drive(steps, backend.run, batch=self.batch)
-        import torch  # a backend on torch tensors: torch is loaded
-
-        def from_host(windows: NDArray[np.float32]) -> NDArray[np.float32]:
-            return np.asarray(backend.run(torch.from_numpy(windows).to(backend.device)).cpu().numpy(), np.float32)
-
-        try:
-            if host:
-                return drive(steps, from_host, batch=self.batch)
-            return drive(steps, backend.run, batch=self.batch, concat=torch.cat)
-        except BackendError:
-            raise
-        except RuntimeError as error:  # torch on the device around the network: out of memory, a lost device
-            raise BackendError(f"{backend.name} on {backend.device}: {first_line(error)}") from error
+        """`steps` through the backend (vdsr.runtime.driving); `host`: windows cut on the host (video)."""
+        return drive_on(self.backend, steps, batch=self.batch, host=host, tta=self.tta)
 
     def upscale_lumas(
         self, planes: list[NDArray[np.float32]], scale: float, *, name: Path | str = "<video>"

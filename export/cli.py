@@ -12,7 +12,7 @@ import typer
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.catalogue import DEFAULT_OPSET, MODELS, graph_name, shipped
 from vdsr.errors import UsageError
-from vdsr.export.triton import check_name, engine_model, model_folder, onnx_model, write_model
+from vdsr.export.triton import IMAGE, check_name, engine_model, model_folder, onnx_model, write_image_model, write_model
 from vdsr.files import sha256_file, unwritable_folder
 from vdsr.model import Model
 from vdsr.runtime.backends.specs import DEFAULT_TILE, GPU_BATCH, Profile, Shape, profile_for
@@ -105,6 +105,14 @@ def main(
             show_default="the weights' name: vdsr, vdsr_fp16, vdsr_int8",
         ),
     ] = None,
+    triton_image: Annotated[
+        bool,
+        typer.Option(
+            "--triton-image",
+            help="--triton-repo: also write <name>_image, files in and out through vdsr's pipeline (Triton's Python "
+            "backend; the server's Python needs vdsr).",
+        ),
+    ] = False,
     opset: Annotated[int, typer.Option("--opset", min=17)] = DEFAULT_OPSET,
     engine: Annotated[
         Path | None,
@@ -152,6 +160,8 @@ def main(
             raise UsageError("choose one of --output and --triton-repo")
         if name is not None and triton_repo is None:
             raise UsageError("--name names a Triton model: it is for --triton-repo")
+        if triton_image and triton_repo is None:
+            raise UsageError("--triton-image writes a Triton model: it is for --triton-repo")
         source = weights or shipped(f"{model or 'vdsr'}.safetensors")
         if not source.is_file():
             raise UsageError(f"--{'weights' if weights else 'model'}: {source} is not a file")
@@ -183,10 +193,11 @@ def main(
                 data_dir=data_dir,
                 force=force,
                 triton_repo=None,
+                triton_image=False,
             )
             return
         served = name or Path(graph_name(source.stem, precision)).stem
-        folders = (served, f"{served}_trt") if engine is not None else (served,)
+        folders = (served, *([f"{served}_trt"] if engine else []), *([served + IMAGE] if triton_image else []))
         try:
             for folder in folders:
                 check_name(folder)
@@ -210,6 +221,7 @@ def main(
                 data_dir=data_dir,
                 force=force,
                 triton_repo=triton_repo,
+                triton_image=triton_image,
             )
 
 
@@ -224,6 +236,7 @@ def _export(
     data_dir: Path | None,
     force: bool,
     triton_repo: Path | None,
+    triton_image: bool,
 ) -> None:
     """The export once the options are known to be usable: the graph to `target` (then, with a Triton repository,
     into it as a model), and the engine (into the repository too)."""
@@ -254,6 +267,9 @@ def _export(
     else:
         folder = write_model(triton_repo, onnx_model(target.stem, precision, **names), target)
         err.print(f"wrote Triton model {safe(folder)}: {summary}, {size:.2f} MB")
+        if triton_image:
+            folder = write_image_model(triton_repo, target.stem, graph=target, precision=precision)
+            err.print(f"wrote Triton model {safe(folder)} (image files in and out, Python backend)")
     if engine is not None:  # the graph is written whatever happens to the engine (exit 1 if it fails)
         built = build_engine(target, profile, precision=precision, destination=engine)
         err.print(f"wrote {safe(built)} (TensorRT engine, profile {profile})")

@@ -13,8 +13,11 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from vdsr.errors import ImageError, UsageError
+from vdsr.runtime.batching import Failed
 from vdsr.runtime.images import load_image_object, to_pil_image
 from vdsr.runtime.picture import check_output
+from vdsr.runtime.pipeline import GROUP_PIXELS
+from vdsr.runtime.tiling import Steps
 
 Finish = Callable[[NDArray[Any]], Any]  # a result's pixels -> what the caller gets back (a PIL image, an array)
 
@@ -61,3 +64,24 @@ def check_values(pixels: NDArray[np.floating], name: Path | str) -> None:
             f"float pixel values must lie in [0, 1], got {low:g} to {high:g} (pass 8-bit images "
             "as uint8, or divide by 255)",
         )
+
+
+def upscale_list(images: list[Any], scale: float, *, upscaler: Any, max_output_pixels: int) -> list[Any]:
+    """Images for `upscaler` (a vdsr.Upscaler, `scale` checked) in groups of up to GROUP_PIXELS output pixels, each
+    group's tiles batched across its images; the first image that cannot be taken is raised."""
+    results: list[Any] = []
+    group: list[tuple[Steps[NDArray[Any]], Finish]] = []
+    size = 0.0
+    for index, image in enumerate(images):
+        name = f"<image {index}>"  # errors say which list item
+        pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)
+        group.append((upscaler.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels), finish))
+        size += pixels.shape[0] * pixels.shape[1] * scale**2
+        if size >= GROUP_PIXELS or index == len(images) - 1:
+            outcomes = upscaler._drive([steps for steps, _ in group])
+            for outcome, (_, finish) in zip(outcomes, group, strict=True):
+                if isinstance(outcome, Failed):
+                    raise outcome.error
+                results.append(finish(outcome))
+            group, size = [], 0.0
+    return results

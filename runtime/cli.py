@@ -29,9 +29,10 @@ from vdsr.runtime.console import (
 )
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
 from vdsr.runtime.machine import GIB
+from vdsr.runtime.model_choice import is_auto
 from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, Interrupted
 from vdsr.runtime.places import MAX_DEPTH, is_uri, local
-from vdsr.runtime.planning import FolderReport, Job, nothing_found, plan
+from vdsr.runtime.planning import FileFailure, FolderReport, Job, RunCounts, nothing_found, plan
 from vdsr.runtime.ray_data import RayOptions, upscale_folder_on_ray
 from vdsr.runtime.upscaler import Upscaler
 from vdsr.runtime.video import VideoSettings, is_video
@@ -77,8 +78,17 @@ def main(
     ] = "auto",
     model: Annotated[
         str,
-        typer.Option(help=f"A shipped model ({', '.join(MODELS)}; srcnn is x2), or an .onnx / .safetensors file."),
-    ] = "vdsr",
+        typer.Option(
+            help=f"auto: vdsr for lossless images, vdsr_real for JPEGs, videos and scales under 2 (measured best "
+            f"for each); or a shipped model ({', '.join(MODELS)}; srcnn is x2), or an .onnx / .safetensors file."
+        ),
+    ] = "auto",
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta", help="The geometric self-ensemble: the mean over 8 flips and rotations (about +0.1 dB, 8x time)."
+        ),
+    ] = False,
     tile: Annotated[
         int | None,
         typer.Option(
@@ -188,6 +198,7 @@ def main(
             "precision": precision.value,
             "device": device,
             "memory_budget": budget,
+            "tta": tta,
         }
         if ray is None:
             jobs = plan(
@@ -198,8 +209,7 @@ def main(
                 raise UsageError("--fail-fast is for a plain run; --ray runs every file")
             if codec or crf is not None or pix_fmt:
                 raise UsageError("--codec, --crf and --pix-fmt are for a plain run; --ray writes videos as by default")
-            start = time.perf_counter()
-            report = _on_ray(
+            _on_ray(
                 source,
                 scale,
                 output,
@@ -215,7 +225,6 @@ def main(
                 max_output_pixels=max_output_pixels,
                 err=err,
             )
-            _finish(err, report, time.perf_counter() - start)
             return
         upscaler = Upscaler(**args, log=lambda line: err.print(safe(line)))  # type: ignore[arg-type]
         if not jobs:
@@ -312,45 +321,76 @@ def _on_ray(
     max_pixels: int,
     max_output_pixels: int,
     err: Console,
-) -> FolderReport:
-    """The run on Ray Data (vdsr.runtime.ray_data), once what the driver can check is checked."""
+) -> None:
+    """The run on Ray (vdsr.runtime.ray_data), once what the driver can check is checked: failures one line each as
+    they come, progress while it runs (the total once every folder is listed), then a plain run's summary and exit."""
     require_modules(("ray",), needs="--ray", extra="ray")
     Request(str(args["backend"]), str(args["precision"]), str(args["device"]))  # a request that cannot exist
-    Model.load(args["model"])  # type: ignore[arg-type]  # a model that is not there: refused here, not in every actor
+    if not is_auto(args["model"]):
+        Model.load(args["model"])  # type: ignore[arg-type]  # a model that is not there: refused here, not in each actor
     if address == "local":  # the actors run on this machine: what they open can be checked, and said, here
         Upscaler(**args, log=lambda line: err.print(safe(line))).close()  # type: ignore[arg-type]
     gpu = "a GPU each if the cluster has GPUs" if gpus is None else f"{gpus:g} GPU each"
-    err.print(f"Ray Data at {safe(address)}: {actors} actors, {cpus:g} CPU each, {gpu}")
-    return upscale_folder_on_ray(
-        source,
-        scale,
-        output,
-        ray=RayOptions(address, actors, cpus, gpus),
-        upscaler=args,
-        recursive=recursive,
-        skip_existing=skip_existing,
-        fmt=fmt,
-        max_pixels=max_pixels,
-        max_output_pixels=max_output_pixels,
-    )
+    err.print(f"Ray at {safe(address)}: {actors} actors, {cpus:g} CPU each, {gpu}")
+    report, start = RunCounts(), time.perf_counter()
 
+    def progress_of(report: RunCounts) -> None:
+        done = sum(report.counts())
+        speed = _speed(report.megapixels, time.perf_counter() - start)
+        progress.update(completed=done, total=report.planned if report.listed else None, info=speed)
 
-def _summarize(err: Console, report: FolderReport, seconds: float) -> None:
-    """The failures one line each, then the one closing line: what was written, skipped and failed, and how fast."""
-    for failure in report.failed:
+    def failed(failure: FileFailure) -> None:
         print_error(err, str(failure), "failed")
-    summary = f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed"
+
+    try:
+        with WorkProgress(err, "upscaling", total=None, unit="files", last_line=False) as progress:
+            upscale_folder_on_ray(
+                source,
+                scale,
+                output,
+                ray=RayOptions(address, actors, cpus, gpus),
+                upscaler=args,
+                recursive=recursive,
+                skip_existing=skip_existing,
+                fmt=fmt,
+                max_pixels=max_pixels,
+                max_output_pixels=max_output_pixels,
+                report=report,
+                on_failure=failed,
+                on_progress=progress_of,
+            )
+    except KeyboardInterrupt:  # Ctrl-C: what was done, and how to do the rest
+        _summarize(err, report, time.perf_counter() - start)
+        print_error(
+            err,
+            "stopped by Ctrl-C; the files written are whole: rerun with --skip-existing to do the rest",
+            "interrupted",
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if report.listed and not report.planned:
+        err.print(safe(nothing_found(source, recursive=recursive)))
+    _finish(err, report, time.perf_counter() - start)
+
+
+def _summarize(err: Console, report: FolderReport | RunCounts, seconds: float) -> None:
+    """The failures one line each (a Ray run's were told as they came), then the one closing line: what was
+    written, skipped and failed, and how fast."""
+    if isinstance(report, FolderReport):
+        for failure in report.failed:
+            print_error(err, str(failure), "failed")
+    written, skipped, failed = report.counts()
+    summary = f"{written} written, {skipped} skipped (existing), {failed} failed"
     if report.megapixels > 0:
         speed = _speed(report.megapixels, seconds)
         summary += f"; {figure(report.megapixels)} MP out in {seconds:.1f} s" + (f" ({speed})" if speed else "")
     err.print(summary)
 
 
-def _finish(err: Console, report: FolderReport, seconds: float) -> None:
+def _finish(err: Console, report: FolderReport | RunCounts, seconds: float) -> None:
     """The summary and the exit code (the same for a plain run and a Ray run)."""
     _summarize(err, report, seconds)
     if report.stopped:
         print_error(err, f"{report.stopped}; the run stopped, the files written before are complete", "stopped")
         raise typer.Exit(EXIT_BACKEND)
-    if report.failed:
+    if report.counts()[2]:
         raise typer.Exit(EXIT_FAILED)

@@ -40,10 +40,10 @@ def self_ensemble(network: Network) -> Network:
     """`network` as its geometric self-ensemble: 8 calls of the same batch, the results summed in a fixed order."""
 
     def run(windows: Any) -> Any:
-        total = None
-        for quarter, flip in TURNS:
-            result = back(network(turn(windows, quarter, flip=flip)), quarter, flip=flip)
-            total = result if total is None else total + result
+        results = (back(network(turn(windows, q, flip=f)), q, flip=f) for q, f in TURNS)
+        total = next(results)
+        for result in results:
+            total = total + result
         return total / len(TURNS)
 
     return run

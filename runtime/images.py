@@ -72,6 +72,7 @@ class LoadedImage:
     has_alpha: bool
     icc_profile: bytes | None = None
     exif: bytes | None = None  # with the orientation already applied to the pixels and removed from the block
+    lossy: bool = False  # JPEG (or lossy WebP): its compression artefacts are in the pixels (model "auto" reads it)
 
     @property
     def color(self) -> NDArray[np.float32]:
@@ -215,11 +216,12 @@ def load_image_object(image: Image.Image, name: Path | str = "<image>") -> Loade
     """A PIL image already in memory (or opened and not yet loaded), normalised as load_image normalises files, and
     refused as they are: ImageError naming the file PIL opened it from, else `name`."""
     path = getattr(image, "filename", "") or name
+    lossy = image.format in ("JPEG", "MPO", "WEBP")  # a PIL image's file format (not how a WebP was coded)
     with _decode_errors(path):
         check_one_frame(image, path)
         image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
         pixels, depth = pixels_of(image, path)
-    return LoadedImage(path, pixels, depth, pixels.shape[-1] in (2, 4), icc_profile_of(image))
+    return LoadedImage(path, pixels, depth, pixels.shape[-1] in (2, 4), icc_profile_of(image), lossy=lossy)
 
 
 def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
@@ -265,10 +267,10 @@ def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
                 pixels, depth, icc, exif = _decode(checked, path)
         else:
             pixels, depth, icc, exif = _decode(image, path)
+        f.seek(12)  # a WebP's first chunk: "VP8 " lossy, "VP8L" lossless (an extended file, "VP8X", counts as lossless)
+        lossy = image.format in ("JPEG", "MPO") or (image.format == "WEBP" and f.read(4) == b"VP8 ")
     has_alpha = pixels.shape[-1] in (2, 4)
-    return LoadedImage(
-        path=path, pixels=pixels, bit_depth=depth, has_alpha=has_alpha, icc_profile=icc or None, exif=exif or None
-    )
+    return LoadedImage(path, pixels, depth, has_alpha, icc or None, exif or None, lossy)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import secrets
 import stat
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
@@ -29,10 +29,11 @@ from vdsr.errors import ImageError, UsageError, first_line
 from vdsr.files import case_insensitive, file_type, remove_stale_temporaries, unwritable_folder
 from vdsr.runtime.images import LoadedImage, decode_image, encode_image, load_image, output_format
 from vdsr.runtime.images import save_image as save_local
+from vdsr.runtime.listing import MAX_DEPTH as MAX_DEPTH  # a plain run's limit, asked for here
+from vdsr.runtime.listing import is_image, list_folder, refuse_deep, walk
 from vdsr.runtime.video import INPUT_SUFFIXES
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
-MAX_DEPTH = 64  # levels of subfolders a recursive run reads; a deeper folder is refused, never skipped silently
 BYTES_PER_PIXEL = 16  # the most an image file of the allowed pixels may hold (32-bit float RGBA, uncompressed)
 OBJECT_STORES = ("S3FileSystem", "GcsFileSystem", "AzureFileSystem")  # folders are name prefixes: none to create
 
@@ -64,6 +65,19 @@ class Files(ABC):
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
         """The images a run of `folder` reads, relative to it, sorted: image suffixes, no hidden files or folders,
         MAX_DEPTH levels of subfolders at most (UsageError for a deeper one)."""
+
+    def folders(self, folder: PurePath, *, recursive: bool) -> Iterator[list[PurePath]]:
+        """The images of `images`, a folder at a time (each folder once, its images sorted): a streamed run holds one
+        folder's names, not the tree's. This default lists the whole tree first; local trees and stores walk."""
+        grouped: dict[PurePath, list[PurePath]] = {}
+        for image in self.images(folder, recursive=recursive):
+            grouped.setdefault(image.parent, []).append(image)
+        yield from grouped.values()
+
+    def check_tree(self, folder: PurePath, *, recursive: bool) -> set[Hashable]:
+        """Before a streamed run: UsageError where `images` would raise one (nothing done), and the identities of the
+        inputs that are links or have other names (hard links), which an output could be under another name."""
+        return set()
 
     @abstractmethod
     def identity(self, path: PurePath) -> Hashable | None:
@@ -139,8 +153,26 @@ class LocalFiles(Files):
 
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
         folder = Path(folder)
-        found = _list_folder(folder, recursive=recursive)
+        found = list_folder(folder, recursive=recursive)
         return sorted(p.relative_to(folder) for p in found if p.suffix.lower() in INPUT_SUFFIXES)
+
+    def folders(self, folder: PurePath, *, recursive: bool) -> Iterator[list[PurePath]]:
+        for current, names, _ in walk(Path(folder), recursive=recursive):
+            found: list[PurePath] = [current.relative_to(folder) / name for name in names if is_image(name)]
+            if found:
+                yield found
+
+    def check_tree(self, folder: PurePath, *, recursive: bool) -> set[Hashable]:
+        linked: set[Hashable] = set()
+        for current, names, too_deep in walk(Path(folder), recursive=recursive):
+            refuse_deep(Path(folder), too_deep)
+            for name in filter(is_image, names):
+                try:
+                    if (info := os.lstat(current / name)).st_nlink > 1 or stat.S_ISLNK(info.st_mode):
+                        linked.add(self.identity(current / name))
+                except OSError:  # gone since it was listed: its job fails with the cause
+                    continue
+        return linked - {None}
 
     def identity(self, path: PurePath) -> Hashable | None:
         try:
@@ -170,39 +202,6 @@ class LocalFiles(Files):
 
 
 LOCAL = LocalFiles()
-
-
-def _list_folder(folder: Path, *, recursive: bool) -> list[Path]:
-    """Everything in `folder` but folders and hidden names (with `recursive`, in its subfolders too, MAX_DEPTH levels
-    at most). An explicit stack, not recursion: a tree thousands of levels deep is refused in one line, not with a
-    RecursionError. Links to folders are listed, not followed. UsageError naming the folder that cannot be listed, or
-    the first one too deep: a silently skipped subfolder would look like a complete run."""
-    found: list[Path] = []
-    too_deep: list[Path] = []
-    stack = [(folder, 0)]
-    while stack:
-        current, depth = stack.pop()
-        try:
-            with os.scandir(current) as entries:
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    path = current / entry.name
-                    if not entry.is_dir(follow_symlinks=False):
-                        found.append(path)
-                    elif recursive and depth < MAX_DEPTH:
-                        stack.append((path, depth + 1))
-                    elif recursive:
-                        too_deep.append(path)
-        except OSError as error:
-            raise UsageError(f"{current}: cannot list this folder ({error.strerror or error})") from error
-    if too_deep:
-        more = f" (and {len(too_deep) - 1} more)" if len(too_deep) > 1 else ""
-        raise UsageError(
-            f"{min(too_deep)}{more}: more than {MAX_DEPTH} levels of folders below {folder}, which a recursive run "
-            "does not read; give a deeper folder as the input"
-        )
-    return found
 
 
 def _pafs() -> Any:
@@ -238,17 +237,33 @@ class StoreFiles(Files):
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
         if type(self.fs).__name__ == "LocalFileSystem":  # the plain listing: links, broken links as a plain run
             return LOCAL.images(folder, recursive=recursive)
-        try:
-            found = self.fs.get_file_info(_pafs().FileSelector(str(folder), recursive=recursive))
-        except Exception as error:  # noqa: BLE001
-            raise UsageError(f"{self._shown(folder)}: cannot list this folder ({first_line(error)})") from error
-        images: list[PurePath] = []
-        for info in found:
-            relative = PurePosixPath(info.path).relative_to(folder)
-            hidden = any(part.startswith(".") for part in relative.parts)
-            if info.type == _pafs().FileType.File and relative.suffix.lower() in INPUT_SUFFIXES and not hidden:
-                images.append(relative)
-        return sorted(images, key=lambda p: p.parts)
+        found = (image for images in self.folders(folder, recursive=recursive) for image in images)
+        return sorted(found, key=lambda p: p.parts)
+
+    def folders(self, folder: PurePath, *, recursive: bool) -> Iterator[list[PurePath]]:
+        """A folder's listing at a time (a prefix and delimiter on object stores: their API pages it)."""
+        if type(self.fs).__name__ == "LocalFileSystem":
+            yield from LOCAL.folders(folder, recursive=recursive)
+            return
+        stack, types = [PurePosixPath(folder)], _pafs().FileType
+        while stack:
+            current = stack.pop()
+            try:
+                found = self.fs.get_file_info(_pafs().FileSelector(str(current)))
+            except Exception as error:  # noqa: BLE001
+                raise UsageError(f"{self._shown(current)}: cannot list this folder ({first_line(error)})") from error
+            names = {PurePosixPath(info.path).name: info.type for info in found}
+            visible = sorted(name for name in names if not name.startswith("."))
+            stack.extend(current / n for n in reversed(visible) if recursive and names[n] == types.Directory)
+            images: list[PurePath] = [
+                current.relative_to(folder) / n for n in visible if names[n] == types.File and is_image(n)
+            ]
+            if images:
+                yield images
+
+    def check_tree(self, folder: PurePath, *, recursive: bool) -> set[Hashable]:
+        is_local = type(self.fs).__name__ == "LocalFileSystem"
+        return LOCAL.check_tree(folder, recursive=recursive) if is_local else set()
 
     def identity(self, path: PurePath) -> Hashable | None:
         """A store's file is its path: nothing to ask it (links and case folding are the local file system's)."""

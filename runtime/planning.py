@@ -10,13 +10,14 @@ is a PNG.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import TypeVar
 
 from vdsr.errors import UsageError
 from vdsr.runtime.images import output_format
+from vdsr.runtime.listing import MAX_DEPTH, is_image
 from vdsr.runtime.places import LocalFiles, Place
 from vdsr.runtime.video import INPUT_SUFFIXES, is_video
 from vdsr.scale import scale_label
@@ -61,6 +62,32 @@ class FolderReport:
 
     def __str__(self) -> str:
         return "\n".join([self.summary(), *(f"failed: {failure}" for failure in self.failed)])
+
+    def counts(self) -> tuple[int, int, int]:
+        """Written, skipped (existing), failed."""
+        return len(self.written), len(self.skipped), len(self.failed)
+
+
+@dataclass
+class RunCounts:
+    """A streamed run's report (Ray): counts, not lists (its failures are told one line each as they come), so it
+    stays the same size for any number of files. The summary line and counts() are a FolderReport's."""
+
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    megapixels: float = 0.0
+    stopped: str | None = None
+    planned: int = 0  # files listed so far (each becomes written, skipped or failed)
+    listed: bool = False  # whether every file is listed: `planned` is then the total
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.written, self.skipped, self.failed
+
+    def summary(self) -> str:
+        written, skipped, failed = self.counts()
+        line = f"{written} written ({self.megapixels:.1f} MP), {skipped} skipped (existing), {failed} failed"
+        return line + (f"; stopped: {self.stopped}" if self.stopped else "")
 
 
 def _absolute(place: Place) -> PurePath:
@@ -146,9 +173,7 @@ def plan(
         root = target.at(target.path.parent)
         jobs = [Job(source, target)]
     elif kind == "folder":
-        root = output.at(_absolute(output)) if output is not None else named.at(beside(named.path, label, folder=True))
-        if _same(root, source) or (recursive and _resolved(root).is_relative_to(_resolved(source))):
-            raise UsageError(f"{root}: the output folder must not be the input folder or inside it")
+        root = _folder_root(source, label, output, recursive=recursive)
         images = source.files.images(source.path, recursive=recursive)
         jobs = [Job(source.at(source.path / rel), root.at(result_name(root.path / rel, suffix))) for rel in images]
     elif kind == "other":  # a FIFO, a device, a socket: never opened (a FIFO would block the run)
@@ -160,22 +185,42 @@ def plan(
     return jobs
 
 
+def _folder_root(source: Place, label: str, output: Place | None, *, recursive: bool) -> Place:
+    """Where a folder's results go; UsageError for the input folder itself or a folder inside it."""
+    named = source.at(_absolute(source))
+    root = output.at(_absolute(output)) if output is not None else named.at(beside(named.path, label, folder=True))
+    if _same(root, source) or (recursive and _resolved(root).is_relative_to(_resolved(source))):
+        raise UsageError(f"{root}: the output folder must not be the input folder or inside it")
+    return root
+
+
 def nothing_found(source: object, *, recursive: bool) -> str:
     """The warning for a run that found no images."""
     return f"warning: no images in {source}" + ("" if recursive else " (--recursive includes subfolders)")
 
 
 def claim(
-    jobs: list[Job], report: FolderReport, *, skip_existing: bool, on_image: Callable[[Path | str, int], None]
+    jobs: list[Job],
+    report: FolderReport,
+    *,
+    skip_existing: bool,
+    on_image: Callable[[Path | str, int], None],
+    is_input: Callable[[Job, Hashable | None], bool] | None = None,
 ) -> list[Job]:
     """The jobs to run: those whose output file exists are skipped (with skip_existing); one whose output is an input of
     the run, or another job's output, is a failure. Inputs are compared by file identity; outputs by name, case-folded
-    where the file system ignores case (Photo.png is photo.png there), which is probed, not guessed."""
+    where the file system ignores case (Photo.png is photo.png there), which is probed, not guessed. `is_input(job,
+    its output's identity)`: whether that output is an input of the run, when `jobs` are not all of them."""
     todo = []
     claimed: dict[str, Path | str] = {}  # output (case-folded where case is ignored) -> its input
     ignores_case: dict[PurePath, bool] = {}
-    inputs = {i for i in (job.source.files.identity(job.source.path) for job in jobs) if i is not None}
-    inputs |= {str(job.source) for job in jobs}  # by name too: an input gone since the plan is still one
+    if is_input is None:
+        inputs = {i for i in (job.source.files.identity(job.source.path) for job in jobs) if i is not None}
+        inputs |= {str(job.source) for job in jobs}  # by name too: an input gone since the plan is still one
+
+        def is_input(job: Job, target: Hashable | None) -> bool:
+            return (target is not None and target in inputs) or str(job.target) in inputs
+
     for job in jobs:
         target = job.target.files.identity(job.target.path)
         folder = job.target.path.parent
@@ -184,7 +229,7 @@ def claim(
         key = str(job.target).casefold() if ignores_case[folder] else str(job.target)
         if skip_existing and target is not None and job.target.files.kind(job.target.path) == "file":
             report.skipped.append(job.target.shown)
-        elif (target is not None and target in inputs) or str(job.target) in inputs:  # this or another input
+        elif is_input(job, target):  # this or another input
             report.failed.append(
                 FileFailure(job.source.shown, f"its output {job.target} is an input; give another --output")
             )
@@ -198,3 +243,70 @@ def claim(
             continue
         on_image(job.source.shown, 0)
     return todo
+
+
+class LazyPlan:
+    """A run's plan made a folder at a time, for runs of any number of files (Ray): the same jobs as plan() and the
+    same claim rules, holding one folder's jobs, never the tree's. Checked when made, as plan() checks (UsageError
+    before any work): the input, the output folder (probed), every folder of the tree listable and not too deep.
+    Outputs can only collide within one output folder (a folder's results go to its mirror), so claiming a folder at
+    a time is claiming the run; an output that is an input is found by where it is (or where its links lead) and
+    among the inputs with links or other names, which check_tree gathers."""
+
+    def __init__(
+        self,
+        source: Place,
+        scale: float,
+        output: Place | None = None,
+        *,
+        recursive: bool = False,
+        fmt: str | None = None,
+    ) -> None:
+        self.source, self.recursive = source, recursive
+        self.suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
+        self.single: list[Job] | None = None
+        if source.files.kind(source.path) != "folder":  # a file, or what plan() refuses
+            self.single = plan(source, scale, output, recursive=recursive, fmt=fmt)
+            return
+        self.root = _folder_root(source, scale_label(scale), output, recursive=recursive)
+        self.root.files.check_writable(self.root.path)
+        self.linked = source.files.check_tree(source.path, recursive=recursive)
+        self.bases = {_absolute(source), _resolved(source)}
+
+    def folders(self) -> Iterator[list[Job]]:
+        """Each folder's jobs, listed as they are asked for."""
+        if self.single is not None:
+            yield self.single
+            return
+        source, root = self.source, self.root
+        for images in source.files.folders(source.path, recursive=self.recursive):
+            yield [
+                Job(source.at(source.path / rel), root.at(result_name(root.path / rel, self.suffix))) for rel in images
+            ]
+
+    def claim(self, jobs: list[Job], report: FolderReport, *, skip_existing: bool) -> list[Job]:
+        """One folder's jobs claimed (see claim); a subfolder of the output that cannot be written fails its files."""
+        if self.single is not None:
+            return claim(jobs, report, skip_existing=skip_existing, on_image=lambda path, pixels: None)
+        folder = jobs[0].target.path.parent
+        try:
+            if folder != self.root.path:
+                self.root.files.check_writable(folder)
+        except UsageError as error:
+            report.failed.extend(FileFailure(job.source.shown, str(error)) for job in jobs)
+            return []
+        return claim(
+            jobs, report, skip_existing=skip_existing, on_image=lambda path, pixels: None, is_input=self._is_input
+        )
+
+    def _is_input(self, job: Job, target: Hashable | None) -> bool:
+        paths = [_absolute(job.target)] + ([_resolved(job.target)] if target is not None else [])
+        return (target is not None and target in self.linked) or any(self._listed(path) for path in paths)
+
+    def _listed(self, path: PurePath) -> bool:
+        """Whether the run lists `path` as an input: an image, not hidden, in the input folder (or its subfolders)."""
+        for base in self.bases:
+            if path.is_relative_to(base) and (parts := path.relative_to(base).parts):
+                deep = len(parts) == 1 or (self.recursive and len(parts) <= MAX_DEPTH + 1)
+                return deep and is_image(parts[-1]) and not any(part.startswith(".") for part in parts)
+        return False

@@ -1,25 +1,28 @@
-"""Batch upscaling on a Ray cluster with Ray Data (the `ray` extra; never imported without it).
+"""Batch upscaling on a Ray cluster (the `ray` extra; never imported without it).
 
-`vdsr-run INPUT -s S --ray ADDRESS` plans and claims the run as a plain one does (vdsr.runtime.planning: the same
-files, names, formats, --skip-existing, stale temporaries removed), then Ray Data runs the jobs: a dataset of jobs,
-mapped over a pool of actors that each hold one Upscaler (one backend session, GPU actors when given GPUs); an actor
-runs its jobs through the one pipeline (vdsr.runtime.pipeline.run_jobs: decode, upscale, atomic writes, one-line
-failures). Each job's outcome comes back as a row and fills the same FolderReport, so the summary, the failures and
-the exit code are a plain run's. Local paths must be ones every worker sees (one machine, or a shared file system);
-input and output may also be URIs (s3://, gs://, any pyarrow.fs or fsspec file system: vdsr.runtime.places), which
-each worker reads and writes itself.
+`vdsr-run INPUT -s S --ray ADDRESS` plans and claims the run as a plain one does, a folder at a time
+(vdsr.runtime.planning.LazyPlan: the same files, names, formats, --skip-existing, stale temporaries removed), and
+streams the claimed jobs, in batches, to a pool of Ray actors that each hold one Upscaler (one backend session, GPU
+actors when given GPUs); an actor runs a batch through the one pipeline (vdsr.runtime.pipeline: decode, upscale,
+atomic writes, one-line failures) and answers with each job's outcome. The driver lists the next folder only when
+the actors need more work and keeps a few batches in flight, so it holds one folder's jobs and counts
+(planning.RunCounts), never the tree's listing or every result: its memory is the same for a thousand files or a
+million. Failures are told as they come, one line each; the summary and exit code are a plain run's. Local paths
+must be ones every worker sees (one machine, or a shared file system); input and output may also be URIs (s3://,
+gs://, any pyarrow.fs or fsspec file system: vdsr.runtime.places), which each worker reads and writes itself.
 
-`upscale_dataset(dataset, scale)` maps a Ray Dataset of images (a column of HxW or HxWxC arrays) to upscaled ones,
-for pipelines that already hold one.
+`upscale_dataset(dataset, scale)` maps a Ray Dataset of images (a column of HxW or HxWxC arrays) to upscaled ones
+with Ray Data, for pipelines that already hold one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,10 +31,14 @@ import numpy as np
 from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS
 from vdsr.runtime.places import Place, StoreFiles, Stores, as_uri, is_uri, local, place_of
-from vdsr.runtime.planning import FileFailure, FolderReport, Job, claim, plan
+from vdsr.runtime.planning import FileFailure, FolderReport, Job, LazyPlan, RunCounts
 from vdsr.runtime.upscaler import Upscaler
 
 UpscalerArgs = dict[str, Any]  # what each actor builds its Upscaler from: Upscaler(**args)
+Row = tuple[str, str, str, str]  # a job as it travels: each place's (URI of its file system or "", absolute path)
+Outcome = tuple[bool, float, str, bool]  # written; megapixels out; the cause of a failure; whether the output failed
+BATCH = 16  # jobs an actor runs at once: its pipeline overlaps their decoding, upscaling and writing
+TOKEN_HELP = "the cluster's token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (runtime/README.md)"
 
 
 @dataclass(frozen=True)
@@ -45,19 +52,19 @@ class RayOptions:
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
 
 
-def _row(job: Job) -> str:
-    """A job as a row of the dataset: each place as (the URI its file system opens from, or "" for a local path;
-    its path, absolute, so any worker's working folder will do)."""
+def _row(job: Job) -> Row:
+    """A job as it travels: each place as (the URI its file system opens from, or "" for a local path; its path,
+    absolute, so any worker's working folder will do)."""
 
-    def where(place: Place) -> list[str]:
+    def where(place: Place) -> tuple[str, str]:
         files = place.files
-        return [files.uri, str(place.path)] if isinstance(files, StoreFiles) else ["", os.path.abspath(place.path)]
+        return (files.uri, str(place.path)) if isinstance(files, StoreFiles) else ("", os.path.abspath(place.path))
 
-    return json.dumps([*where(job.source), *where(job.target)])
+    return (*where(job.source), *where(job.target))
 
 
-def _job(row: str, stores: Stores) -> Job:
-    base, path, target_base, target_path = json.loads(row)
+def _job(row: Row, stores: Stores) -> Job:
+    base, path, target_base, target_path = row
 
     def place(uri: str, path: str) -> Place:
         return stores.place(uri).at(PurePosixPath(path)) if uri else local(path)
@@ -72,8 +79,9 @@ class FileActor:
         self.upscaler, self.stores = Upscaler(**args), Stores()
         self.scale, self.max_pixels, self.max_output_pixels = scale, max_pixels, max_output_pixels
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        jobs = [_job(row, self.stores) for row in batch["job"]]
+    def run(self, number: int, rows: list[Row]) -> tuple[int, list[Outcome], str | None]:
+        """Batch `number`'s outcomes, in its order, and the backend failure that stopped it, if one did."""
+        jobs = [_job(row, self.stores) for row in rows]
         pixels: dict[str, int] = {}
         report = self.upscaler.upscale_jobs(  # images through the pipeline, videos one at a time, as a plain run
             jobs,
@@ -82,31 +90,52 @@ class FileActor:
             max_output_pixels=self.max_output_pixels,
             on_image=lambda name, count: pixels.__setitem__(str(name), count),
         )
-        if report.stopped:  # the backend failed: the run stops, as a plain run does
-            raise BackendError(report.stopped)
         failed = {str(f.path): f for f in report.failed}
         written = {str(p) for p in report.written}
-        names = [(str(job.source), str(job.target)) for job in jobs]
-        return {
-            "job": list(batch["job"]),
-            "outcome": ["written" if t in written else "failed" for _, t in names],
-            "cause": [failed[s].cause if s in failed else "" for s, _ in names],
-            "failed_output": [str(failed[s].output or "") if s in failed else "" for s, _ in names],
-            "megapixels": [pixels.get(s, 0) / 1e6 for s, _ in names],
-        }
+        outcomes = []
+        for job in jobs:
+            source, failure = str(job.source), failed.get(str(job.source))
+            cause, output = (failure.cause, bool(failure.output)) if failure else ("", False)
+            outcomes.append((str(job.target) in written, pixels.get(source, 0) / 1e6, cause, output))
+        return number, outcomes, report.stopped
 
 
 def connect(address: str) -> bool:
-    """ray.init for `address`; True if this call started Ray (so the caller shuts it down)."""
+    """ray.init for `address`; True if this call started Ray (so the caller shuts it down). BackendError, one line,
+    for a cluster that cannot be reached."""
     import ray
 
     if ray.is_initialized():
         return False
     try:
+        if address.startswith("ray://"):
+            _token_mode()
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)  # local: new
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise UsageError(f"--ray {address}: cannot reach the cluster ({error})") from error
+    except (ValueError, ray.exceptions.AuthenticationError) as error:  # an address Ray cannot parse; a token not there
+        raise UsageError(f"--ray {address}: {first_line(error)}") from error
+    except (ConnectionError, RuntimeError, TimeoutError, ray.exceptions.RayError) as error:
+        hint = f"; with token authentication it needs {TOKEN_HELP}" if address.startswith("ray://") else ""
+        raise BackendError(f"--ray {address}: cannot reach the cluster ({first_line(error)}){hint}") from error
     return True
+
+
+def _token_mode() -> None:
+    """Ray's token authentication (on by default for clusters Ray starts, 2.59+) for a ray:// client: Ray sends a
+    token only in token mode, which it turns on by itself only for a cluster found on this machine. When
+    RAY_AUTH_MODE is not set and a token is there (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), this
+    process turns it on as Ray does for a local cluster (RAY_AUTH_MODE=disabled keeps it off)."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # a Ray before token authentication: nothing to send
+        return
+    logger = logging.getLogger(setup.__name__)
+    level, logger.level = logger.level, logging.ERROR  # Ray's warning about it; runtime/README.md says it
+    try:
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        logger.setLevel(level)
 
 
 def upscale_folder_on_ray(
@@ -121,99 +150,149 @@ def upscale_folder_on_ray(
     fmt: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_output_pixels: int,
-) -> FolderReport:
-    """A plain run's plan and report (see Upscaler.upscale_folder), its jobs run by Ray Data's actor pool. With a URI
-    for the input or the output, both are read and written as URIs (a local path as file://)."""
+    report: RunCounts | None = None,
+    on_failure: Callable[[FileFailure], None] = lambda failure: None,
+    on_progress: Callable[[RunCounts], None] = lambda report: None,
+) -> RunCounts:
+    """A plain run's plan and outcome (see Upscaler.upscale_folder) made a folder at a time, its jobs run by a pool
+    of Ray actors as they are claimed. With a URI for the input or the output, both are read and written as URIs (a
+    local path as file://). `report` is filled as files finish (a caller interrupted has the counts so far);
+    `on_failure` is told each failure as it comes, `on_progress` each change of the counts."""
     stores = Stores()
     uris = is_uri(source) or is_uri(output)
     source_place = place_of(as_uri(source) if uris else source, stores)
     output_place = None if output is None else place_of(as_uri(output) if uris else output, stores)
-    jobs = plan(source_place, scale, output_place, recursive=recursive, fmt=fmt)
-    if jobs:
-        jobs[0].target.files.remove_stale([job.target.path for job in jobs])  # left by a run that was killed
-    report = FolderReport()
-    todo = claim(jobs, report, skip_existing=skip_existing, on_image=lambda path, pixels: None)
-    if todo:
-        _run(
-            todo,
-            report,
-            scale=scale,
-            ray=ray,
-            upscaler=upscaler,
-            max_pixels=max_pixels,
-            max_output_pixels=max_output_pixels,
-        )
+    lazy = LazyPlan(source_place, scale, output_place, recursive=recursive, fmt=fmt)
+    report = RunCounts() if report is None else report
+    threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
+    run_batches(
+        claimed_batches(lazy, report, skip_existing=skip_existing, on_failure=on_failure, on_progress=on_progress),
+        report,
+        ray=ray,
+        actor=FileActor,
+        args=(upscaler | {"cpu_threads": threads}, scale),
+        kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
+        on_failure=on_failure,
+        on_progress=on_progress,
+    )
     return report
 
 
-def _run(
-    todo: list[Job],
-    report: FolderReport,
+def claimed_batches(
+    lazy: LazyPlan,
+    report: RunCounts,
     *,
-    scale: float,
-    ray: RayOptions,
-    upscaler: UpscalerArgs,
-    max_pixels: int,
-    max_output_pixels: int,
-) -> None:
-    """The claimed jobs on Ray Data's actor pool; each outcome into `report`, in the plan's order."""
-    import ray as ray_module
-    from ray.data import ActorPoolStrategy, DataContext, from_items
-    from ray.data.exceptions import ExecutionTimeoutError
+    skip_existing: bool,
+    on_failure: Callable[[FileFailure], None],
+    on_progress: Callable[[RunCounts], None],
+    size: int = BATCH,
+) -> Iterator[list[Job]]:
+    """The jobs to run, `size` at a time, planned and claimed a folder at a time as they are asked for (a killed
+    run's temporaries removed first); skipped and refused files counted into `report`, each refusal told."""
+    pending: list[Job] = []
+    for jobs in lazy.folders():
+        report.planned += len(jobs)
+        jobs[0].target.files.remove_stale([job.target.path for job in jobs])
+        claims = FolderReport()
+        pending += lazy.claim(jobs, claims, skip_existing=skip_existing)
+        report.skipped, report.failed = report.skipped + len(claims.skipped), report.failed + len(claims.failed)
+        for failure in claims.failed:
+            on_failure(failure)
+        on_progress(report)
+        whole = len(pending) - len(pending) % size
+        yield from (pending[start : start + size] for start in range(0, whole, size))
+        pending = pending[whole:]
+    report.listed = True
+    on_progress(report)
+    if pending:
+        yield pending
 
+
+def run_batches(
+    batches: Iterable[list[Job]],
+    report: RunCounts,
+    *,
+    ray: RayOptions,
+    actor: type,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    on_failure: Callable[[FileFailure], None],
+    on_progress: Callable[[RunCounts], None],
+) -> None:
+    """`batches` through a pool of `actor(*args, **kwargs)` on the cluster, one batch in each actor at a time, the
+    next asked for only when an actor is free; each outcome into `report`. A cluster lost, an actor dead or a backend
+    failure stops the run (report.stopped): what was written is whole. No batch: no cluster."""
+    import ray as ray_module
+    from ray.util import ActorPool
+
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
     started = connect(ray.address)
-    resources: dict[str, float] = ray_module.cluster_resources()  # type: ignore[no-untyped-call]
-    gpus = ray.gpus_per_actor
-    if gpus is None:  # GPU actors when the cluster has GPUs: they pick a GPU backend
-        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-    actors = min(ray.actors, len(todo))
-    for name, each in (("CPU", ray.cpus_per_actor), ("GPU", gpus)):  # a pool that cannot start would wait, not fail
-        if actors * each > resources.get(name, 0):
-            if started:
-                ray_module.shutdown()
-            raise UsageError(
-                f"--ray: {actors} actors x {each:g} {name} is more than the cluster's {resources.get(name, 0):g} {name}"
-            )
-    env: dict[str, Any] = {} if gpus else {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}  # no GPU
-    context = DataContext.get_current()
-    progress_bars, context.enable_progress_bars = context.enable_progress_bars, False  # the summary says what happened
-    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.util.client")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.WARNING)  # Ray Data's progress lines, too
-    threads = max(1, math.ceil(ray.cpus_per_actor))  # an actor's share, not every core of its machine
+        logger.setLevel(logging.WARNING)  # Ray's connection and start-up lines: the summary says what happened
     try:
-        results = (
-            from_items([{"job": _row(job)} for job in todo])
-            .map_batches(
-                FileActor,
-                fn_constructor_args=(upscaler | {"cpu_threads": threads}, scale),
-                batch_size=1,
-                fn_constructor_kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
-                compute=ActorPoolStrategy(size=actors),
-                num_cpus=ray.cpus_per_actor,
-                num_gpus=gpus or None,
-                **env,
+        actors = _start_actors(ray, actor, args=args, kwargs=kwargs, wanted=len(first) if report.listed else ray.actors)
+        if report.listed:  # every job is in hand: shared between the actors, not one batch for one of them
+            share = math.ceil(len(first) / len(actors))
+            first, batches = (
+                first[:share],
+                iter([first[start : start + share] for start in range(share, len(first), share)]),
             )
-            .take_all()
-        )
-    except (ray_module.exceptions.RayError, ExecutionTimeoutError) as error:  # an actor could not start or died
-        raise BackendError(f"Ray: {first_line(error)}") from error
+        pool, pending = ActorPool(actors), dict[int, list[Job]]()
+
+        def collect() -> None:
+            number, outcomes, stopped = pool.get_next_unordered()
+            for job, (written, megapixels, cause, output_failed) in zip(pending.pop(number), outcomes, strict=True):
+                if written:
+                    report.written, report.megapixels = report.written + 1, report.megapixels + megapixels
+                else:
+                    report.failed += 1
+                    on_failure(FileFailure(job.source.shown, cause, job.target.shown if output_failed else None))
+            report.stopped = report.stopped or stopped
+            on_progress(report)
+
+        for number, batch in enumerate(chain([first], batches)):
+            while not pool.has_free():  # type: ignore[no-untyped-call]
+                collect()
+            if report.stopped:
+                break
+            pending[number] = batch
+            pool.submit(lambda each, work: each.run.remote(*work), (number, [_row(job) for job in batch]))
+        while pool.has_next():  # type: ignore[no-untyped-call]
+            collect()
+    except (ray_module.exceptions.RayError, ConnectionError) as error:  # the cluster lost, an actor dead
+        report.stopped = f"Ray: {first_line(error)}"
     finally:
-        context.enable_progress_bars = progress_bars
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
         if started:
             ray_module.shutdown()
-    by_job = {row["job"]: row for row in results}
-    for job in todo:
-        row = by_job[_row(job)]
-        if row["outcome"] == "written":
-            report.written.append(job.target.shown)
-            report.megapixels += float(row["megapixels"])
-        else:  # failed_output: the output it failed to write, if that is what failed
-            output = job.target.shown if row["failed_output"] else None
-            report.failed.append(FileFailure(job.source.shown, row["cause"], output))
+
+
+def _start_actors(
+    ray: RayOptions, actor: type, *, args: tuple[Any, ...], kwargs: dict[str, Any], wanted: int
+) -> list[Any]:
+    """The pool's actors, no more than `wanted`; UsageError for a pool the cluster cannot hold (it would wait, not
+    fail)."""
+    import ray as ray_module
+
+    resources: dict[str, float] = ray_module.cluster_resources()  # type: ignore[no-untyped-call]
+    gpus = ray.gpus_per_actor
+    if gpus is None:  # GPU actors when the cluster has GPUs: they pick a GPU backend
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    count = max(1, min(ray.actors, wanted))
+    for name, each in (("CPU", ray.cpus_per_actor), ("GPU", gpus)):
+        if count * each > resources.get(name, 0):
+            raise UsageError(
+                f"--ray: {count} actors x {each:g} {name} is more than the cluster's {resources.get(name, 0):g} {name}"
+            )
+    env: dict[str, Any] = {} if gpus else {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}  # no GPU
+    remote: Any = ray_module.remote(num_cpus=ray.cpus_per_actor, num_gpus=gpus, **env)(actor)
+    return [remote.remote(*args, **kwargs) for _ in range(count)]
 
 
 class ArrayActor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -15,21 +15,22 @@ from PIL import Image
 from vdsr.catalogue import untrained_warning
 from vdsr.errors import ImageError, UsageError
 from vdsr.model import Model
-from vdsr.runtime.api_inputs import Finish, check_values, prepare
+from vdsr.runtime import model_choice
+from vdsr.runtime.api_inputs import prepare, upscale_list
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.opening import open_chosen
 from vdsr.runtime.backends.specs import Request
 from vdsr.runtime.batching import Failed
-from vdsr.runtime.driving import drive_on
+from vdsr.runtime.driving import drive_on, steps_on
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, output_format
 from vdsr.runtime.machine import GIB, default_memory_budget
-from vdsr.runtime.picture import check_output, luma_steps, picture_steps
-from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, GROUP_PIXELS, run_jobs
+from vdsr.runtime.picture import check_output, luma_steps
+from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, run_jobs
 from vdsr.runtime.places import local
 from vdsr.runtime.planning import FolderReport, Job, claim, nothing_found, plan
 from vdsr.runtime.resize import output_shape_for
 from vdsr.runtime.sequences import check_videos, is_sequence, run_sequences
-from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Steps, tile_for_memory, window_shape
+from vdsr.runtime.tiling import BAND_BYTES_PER_PIXEL, Network, Steps, tile_for_memory
 from vdsr.runtime.video import VideoResult, VideoSettings, upscale_video
 from vdsr.scale import check_scale
 
@@ -56,7 +57,7 @@ class Upscaler:
 
     def __init__(
         self,
-        model: str | Path | Model | None = None,
+        model: str | Path | Model | None = "auto",
         backend: str = "auto",
         *,
         tile: int | None = None,
@@ -72,6 +73,13 @@ class Upscaler:
         if memory_budget is not None and memory_budget < 1 << 20:
             raise UsageError(f"Expected a memory budget of at least 1 MiB, got {memory_budget} bytes")
         self.log, self.tta = log, tta
+        self.for_lossy: Upscaler | None = None  # model auto: the model of compressed inputs (vdsr.runtime.model_choice)
+        if model_choice.is_auto(model):
+            log(model_choice.explain())
+            options = {"tile": tile, "batch": batch, "precision": precision, "device": device, "tta": tta}
+            options |= {"memory_budget": memory_budget, "cpu_threads": cpu_threads}
+            self.for_lossy = Upscaler(model_choice.LOSSY_MODEL, backend, log=log, **options)  # type: ignore[arg-type]
+            model = model_choice.CLEAN_MODEL
         self.model = Model.load(model)
         self.backend: Backend = open_chosen(self.model, request, log)
         self.memory_budget = memory_budget or default_memory_budget()
@@ -92,6 +100,16 @@ class Upscaler:
 
     def close(self) -> None:
         self.backend.close()
+        if self.for_lossy is not None:
+            self.for_lossy.close()
+
+    def _for(self, *, lossy: bool, scale: float) -> Upscaler:
+        """The upscaler of an input: this one, or with model auto the one for compressed inputs and low scales."""
+        if self.for_lossy is not None and model_choice.wants_lossy_model(
+            lossy=lossy, scale=scale, clean_scales=self.backend.scales
+        ):
+            return self.for_lossy
+        return self
 
     def __enter__(self) -> Upscaler:
         return self
@@ -116,6 +134,8 @@ class Upscaler:
     def check_scale(self, scale: object) -> float:
         """The API's scale check (vdsr.scale), with a warning, once per scale, where the model was not trained."""
         scale = check_scale(scale)
+        if (chosen := self._for(lossy=False, scale=scale)) is not self:  # model auto, a scale for the other model
+            return chosen.check_scale(scale)
         warning = untrained_warning(scale, self.backend.scales)
         if warning and scale not in self._warned:
             self._warned.add(scale)
@@ -135,22 +155,9 @@ class Upscaler:
         """One picture's steps on this backend (vdsr.runtime.picture; on the device for backends on torch tensors),
         `scale` already checked. Refused, with an ImageError naming `name`: values outside [0, 1] or not finite, a
         result over `max_output_pixels`, or smaller than the backend's smallest input."""
-        backend = self.backend
         shape = check_output(pixels.shape, scale, max_output_pixels=max_output_pixels, name=name)
-        check_values(pixels, name)
         tile = self.tile_for(shape)
-        window = window_shape(shape, tile, backend.halo)
-        if window[0] < backend.min_input[1] or window[1] < backend.min_input[2]:
-            low = f"{backend.min_input[2]}x{backend.min_input[1]}"
-            raise ImageError(
-                name, f"the result is smaller than {backend.name}'s smallest input ({low}); use another --backend"
-            )
-        options = {"halo": backend.halo, "tile": tile, "dtype": dtype, "name": name, "on_band": on_band}
-        if backend.arrays == "torch":
-            from vdsr.runtime.picture_torch import picture_steps_torch  # imports torch, which this backend has loaded
-
-            return (yield from picture_steps_torch(pixels, scale, device=backend.device, **options))
-        return (yield from picture_steps(pixels, scale, **options))
+        return (yield from steps_on(self.backend, pixels, scale, dtype=dtype, tile=tile, name=name, on_band=on_band))
 
     def upscale_group(
         self,
@@ -159,26 +166,30 @@ class Upscaler:
         *,
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_band: Callable[[float], None] | None = None,
+        network: Network | None = None,
     ) -> list[NDArray[Any] | ImageError]:
         """The pipeline's upscaling step (vdsr.runtime.pipeline): decoded images, their tiles batched across them; for
         each its result (uint16 for 16-bit sources, else uint8) or the ImageError it failed with. BackendError when
-        the backend fails (every later image would too)."""
-        steps = [
-            self.steps(
-                loaded.pixels,
-                scale,
-                np.uint16 if loaded.bit_depth == 16 else np.uint8,
-                name=loaded.path,
-                max_output_pixels=max_output_pixels,
-                on_band=on_band,
-            )
-            for loaded in images
-        ]
-        return [o.error if isinstance(o, Failed) else o for o in self._drive(steps)]
+        the backend fails (every later image would too). With model auto, each image on its model's backend;
+        `network`: run instead of this backend's own (a service's shared batches; no model auto then)."""
+        options: dict[str, Any] = {"max_output_pixels": max_output_pixels, "on_band": on_band}
+        if network is not None:
+            return self._group(images, scale, network=network, **options)
+        chosen = [self._for(lossy=loaded.lossy, scale=scale) for loaded in images]  # model auto: by its model
+        return model_choice.by_model(images, chosen, partial(Upscaler._group, scale=scale, **options))
 
-    def _drive(self, steps: list[Steps[NDArray[Any]]], *, host: bool = False) -> list[NDArray[Any] | Failed]:
+    def _group(
+        self, images: list[LoadedImage], scale: float, *, network: Network | None = None, **options: Any
+    ) -> list[NDArray[Any] | ImageError]:
+        depth = [np.uint16 if loaded.bit_depth == 16 else np.uint8 for loaded in images]
+        steps = [self.steps(im.pixels, scale, d, name=im.path, **options) for im, d in zip(images, depth, strict=True)]
+        return [o.error if isinstance(o, Failed) else o for o in self._drive(steps, network=network)]
+
+    def _drive(
+        self, steps: list[Steps[NDArray[Any]]], *, host: bool = False, network: Network | None = None
+    ) -> list[NDArray[Any] | Failed]:
         """`steps` through the backend (vdsr.runtime.driving); `host`: windows cut on the host (video)."""
-        return drive_on(self.backend, steps, batch=self.batch, host=host, tta=self.tta)
+        return drive_on(self.backend, steps, batch=self.batch, host=host, tta=self.tta, network=network)
 
     def upscale_lumas(
         self, planes: list[NDArray[np.float32]], scale: float, *, name: Path | str = "<video>"
@@ -204,7 +215,11 @@ class Upscaler:
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_frame: Callable[[int, int | None], None] = lambda done, total: None,
     ) -> VideoResult:
-        """A video upscaled into `target` (vdsr.runtime.video); ImageError naming the file if it cannot be."""
+        """A video upscaled into `target` (vdsr.runtime.video); ImageError naming the file if it cannot be. With
+        model auto, by the model of compressed inputs."""
+        if self.for_lossy is not None:
+            limits = {"max_pixels": max_pixels, "max_output_pixels": max_output_pixels}
+            return self.for_lossy.upscale_video(source, target, scale, settings=settings, on_frame=on_frame, **limits)
         scale = self.check_scale(scale)
         return upscale_video(
             Path(source),
@@ -231,6 +246,8 @@ class Upscaler:
         """(H, W, C) floats in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) -> the upscaled image in `dtype`.
         Refused before any work as `steps` says."""
         scale = self.check_scale(scale)
+        if (chosen := self._for(lossy=False, scale=scale)) is not self:
+            return chosen.upscale_pixels(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels)
         (outcome,) = self._drive(
             [self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels, on_band=on_band)]
         )
@@ -253,31 +270,20 @@ class Upscaler:
         image as its file would be: animated, multi-page, truncated), or a result over `max_output_pixels`."""
         scale = self.check_scale(scale)
         if isinstance(image, list) and all(isinstance(i, Image.Image | np.ndarray) for i in image):
-            return list(self._upscale_list(image, scale, max_output_pixels=max_output_pixels))
+            chosen = [self._for(lossy=_is_lossy(i), scale=scale) for i in image]  # model auto: each by its model
+            return model_choice.by_model(
+                image,
+                chosen,
+                lambda u, mine: upscale_list(mine, scale, upscaler=u, max_output_pixels=max_output_pixels),
+            )
+        if (chosen_one := self._for(lossy=_is_lossy(image), scale=scale)) is not self:
+            return chosen_one.upscale(image, scale, max_output_pixels=max_output_pixels, name=name)
         pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)  # type: ignore[arg-type]  # a list of lists: an array
         steps = self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels)
         (outcome,) = self._drive([steps])
         if isinstance(outcome, Failed):
             raise outcome.error
         return finish(outcome)
-
-    def _upscale_list(self, images: list[Any], scale: float, *, max_output_pixels: int) -> Iterator[Any]:
-        """Images in groups of up to GROUP_PIXELS output pixels, each group's tiles batched across its images; the
-        first image that cannot be taken is raised."""
-        group: list[tuple[Steps[NDArray[Any]], Finish]] = []
-        size = 0.0
-        for index, image in enumerate(images):
-            name = f"<image {index}>"  # errors say which list item
-            pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)
-            group.append((self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels), finish))
-            size += pixels.shape[0] * pixels.shape[1] * scale**2
-            if size >= GROUP_PIXELS or index == len(images) - 1:
-                outcomes = self._drive([steps for steps, _ in group])
-                for outcome, (_, finish) in zip(outcomes, group, strict=True):
-                    if isinstance(outcome, Failed):
-                        raise outcome.error
-                    yield finish(outcome)
-                group, size = [], 0.0
 
     def upscale_file(
         self,
@@ -286,10 +292,11 @@ class Upscaler:
         *,
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         on_band: Callable[[float], None] | None = None,
+        network: Network | None = None,
     ) -> NDArray[Any]:
-        """A decoded file's pixels upscaled: uint16 for 16-bit sources, else uint8."""
-        scale = self.check_scale(scale)
-        (outcome,) = self.upscale_group([loaded], scale, max_output_pixels=max_output_pixels, on_band=on_band)
+        """A decoded file's pixels upscaled: uint16 for 16-bit sources, else uint8 (`network`: see upscale_group)."""
+        options = {"max_output_pixels": max_output_pixels, "on_band": on_band, "network": network}
+        (outcome,) = self.upscale_group([loaded], self.check_scale(scale), **options)  # type: ignore[arg-type]
         if isinstance(outcome, ImageError):
             raise outcome
         return outcome
@@ -376,7 +383,7 @@ class Upscaler:
             moving,
             scale,
             report,
-            lumas=self.upscale_lumas,
+            lumas=(self.for_lossy or self).upscale_lumas,  # video frames are compressed: model auto's lossy one
             still=self.upscale_file,
             settings=video or VideoSettings(),
             group=self.batch,
@@ -386,3 +393,8 @@ class Upscaler:
             on_progress=(on_band, on_frame),
         )
         return report
+
+
+def _is_lossy(image: object) -> bool:
+    """Whether an API input is a PIL image of a compressed format (arrays do not say: lossless, as far as is known)."""
+    return isinstance(image, Image.Image) and image.format in model_choice.LOSSY_FORMATS

@@ -85,7 +85,7 @@ def test_a_ray_run_writes_what_a_plain_run_writes(cluster: Path, tmp_path: Path)
     plain = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "plain")])
     on_ray = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "ray"), "--ray", "local"])
     assert plain.exit_code == on_ray.exit_code == EXIT_FAILED, on_ray.output
-    assert "Ray Data at local: 2 actors, 1 CPU each, a GPU each if the cluster has GPUs" in on_ray.output
+    assert "Ray at local: 2 actors, 1 CPU each, a GPU each if the cluster has GPUs" in on_ray.output
     assert failures(on_ray.output) == failures(plain.output) and len(failures(plain.output)) == 2
     assert "5 written, 0 skipped (existing), 2 failed" in on_ray.output
     expected, got = outputs(tmp_path / "plain"), outputs(tmp_path / "ray")

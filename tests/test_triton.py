@@ -1,6 +1,7 @@
 """vdsr-export --triton-repo: models Triton Inference Server would load, checked against Triton's own ModelConfig
-protobuf (tritonclient, in the test extra) and run in ONNX Runtime under the names the config gives. The server itself
-cannot be installed here: nothing is served."""
+protobuf (tritonclient, in the test extra) and run in ONNX Runtime under the names the config gives. Triton's
+onnxruntime and tensorrt backends are not installed here; the image model is served for real in
+test_triton_server.py."""
 
 from __future__ import annotations
 
@@ -15,10 +16,20 @@ import torch
 from typer.testing import CliRunner
 
 from vdsr.errors import EXIT_USAGE, ModelError
-from vdsr.export import pbtxt
+from vdsr.export import pbtxt, triton
 from vdsr.export.cli import app
-from vdsr.export.triton import MAX_BATCH, config_fields, engine_model, model_config, onnx_model, write_model
+from vdsr.export.triton import (
+    GPU_INSTANCES,
+    GPU_QUEUE_DELAY_US,
+    MAX_BATCH,
+    config_fields,
+    engine_model,
+    model_config,
+    onnx_model,
+    write_model,
+)
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.backends.specs import GPU_BATCH
 
 
 def triton_config() -> Any:
@@ -58,6 +69,15 @@ def test_a_triton_model_parses_as_triton_config_and_runs_under_its_names(
     assert [(t.name, dtype(t.data_type), list(t.dims)) for t in config.output] == [("sr", data_type, [1, -1, -1])]
     assert [pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [kind]
     assert config.HasField("dynamic_batching") and list(config.version_policy.specific.versions) == [1]
+    gpu = kind == "KIND_GPU"  # GPUs: two instances, the runtime's batch of windows or MAX_BATCH, a short wait
+    assert [g.count for g in config.instance_group] == [GPU_INSTANCES if gpu else 1]
+    batching = config.dynamic_batching
+    assert list(batching.preferred_batch_size) == ([GPU_BATCH, MAX_BATCH] if gpu else [1])
+    assert batching.max_queue_delay_microseconds == (GPU_QUEUE_DELAY_US if gpu else 0)
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert [(a.name, dict(a.parameters)) for a in accelerators] == (
+        [("tensorrt", {"precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30)})] if gpu else []
+    )
     graph = onnx.load(str(repo / name / "1" / "model.onnx"))
     for declared, tensor in ((config.input[0], graph.graph.input[0]), (config.output[0], graph.graph.output[0])):
         dims = tensor.type.tensor_type.shape.dim  # Triton's batch first, then the config's dims
@@ -178,3 +198,52 @@ def test_the_config_text_parses_back_strictly() -> None:
     for text in ['a: "x" a: "y"', 'a: "x', "a: 1.5", "a { b: 1", "a: [ 1, ]", "a: 1 }", "a: 'x'", 'a: "x\\"y"']:
         with pytest.raises(ValueError):
             pbtxt.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "kind", "backend"),
+    [([], "tiny", "KIND_CPU", "onnxruntime-cpu"), (["--fp16"], "tiny_fp16", "KIND_GPU", "onnxruntime-cuda")],
+)
+def test_the_image_model_takes_files_and_holds_the_graph_and_the_packages_model_py(
+    option: list[str], name: str, kind: str, backend: str, tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    """--triton-image: <name>_image beside the ONNX model, whose model.py is vdsr.export.triton_image's source (served
+    for real in test_triton_server.py)."""
+    repo = tmp_path / "repo"
+    weights = ["--weights", str(tiny_model["weights"]), "--triton-repo", str(repo), *option]
+    result = CliRunner().invoke(app, [*weights, "--triton-image"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote Triton model {repo / name}_image" in result.output
+    folder = repo / f"{name}_image"
+    assert sorted(p.relative_to(repo).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        f"{name}_image/1/model.onnx",
+        f"{name}_image/1/model.py",
+        f"{name}_image/config.pbtxt",
+    ]
+    assert (folder / "1" / "model.onnx").read_bytes() == (repo / name / "1" / "model.onnx").read_bytes()
+    assert (folder / "1" / "model.py").read_bytes() == Path(triton.__file__).with_name("triton_image.py").read_bytes()
+    pb2 = triton_config()
+    config = parse((folder / "config.pbtxt").read_text())
+    dtype = pb2.DataType.Name
+    assert (config.name, config.backend, config.max_batch_size) == (f"{name}_image", "python", 0)
+    assert [(t.name, dtype(t.data_type), list(t.dims), t.optional) for t in config.input] == [
+        ("image", "TYPE_STRING", [1], False),
+        ("scale", "TYPE_FP32", [1], False),
+        ("format", "TYPE_STRING", [1], True),
+    ]
+    assert [(t.name, dtype(t.data_type), list(t.dims)) for t in config.output] == [("image", "TYPE_STRING", [1])]
+    assert [pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [kind]
+    settings = {key: value.string_value for key, value in config.parameters.items()}
+    assert settings["backend"] == backend and int(settings["max_pixels"]) > 0 and settings["cpu_threads"] == "0"
+
+
+def test_the_image_model_is_for_a_repository_and_its_name_is_checked(
+    tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    weights = ["--weights", str(tiny_model["weights"])]
+    no_repo = CliRunner().invoke(app, [*weights, "--triton-image"])
+    assert no_repo.exit_code == EXIT_USAGE and "it is for --triton-repo" in no_repo.stderr
+    repo = ["--triton-repo", str(tmp_path / "repo"), "--triton-image"]
+    long = CliRunner().invoke(app, [*weights, *repo, "--name", "x" * 95])  # x..._image: 101 characters
+    assert long.exit_code == EXIT_USAGE and "cannot name a Triton model" in long.stderr
+    assert not (tmp_path / "repo").exists()

@@ -1,0 +1,1 @@
+"""`vdsr-serve`: upscaling over HTTP on Ray Serve (the `serve` extra; never imported without it)."""

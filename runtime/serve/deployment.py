@@ -1,0 +1,280 @@
+"""The Ray Serve deployment behind vdsr-serve: each replica holds one Upscaler per model served and answers
+POST /upscale, GET /models and GET /healthz.
+
+Each request runs the pipeline (vdsr.runtime.serve.work) on a worker thread of the replica; its network is a call
+into `batched`, a `@serve.batch` method on the replica's event loop, so the tiles of concurrent requests share the
+backend's calls (grouped by model and window shape, joined, run `upscaler.batch` windows at a time on a thread of
+their own so the loop keeps accepting). Admission is counted here: past `max_queue` requests, or when a request
+would wait longer than its timeout at the pace the replica finishes them (limits.Pace), a replica answers 503 with
+Retry-After at once instead of queueing without end; Serve's `max_queued_requests` bounds what waits before it.
+
+Ray, Serve and Starlette are imported where they are used, so that vdsr-serve's --help, --version and its one-line
+"pip install" message work without the `serve` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray.serve import Application
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+from vdsr.errors import BackendError, UsageError, VdsrError, first_line
+from vdsr.runtime.serve.limits import (
+    Limits,
+    Pace,
+    Reply,
+    as_json,
+    body_length,
+    busy,
+    parse_ask,
+    refusal,
+    text,
+    timed_out,
+    too_large,
+)
+from vdsr.runtime.serve.work import concat_for, run_backend, upscale_body
+from vdsr.runtime.upscaler import Upscaler
+
+APP_NAME = "vdsr"
+# One tile for every request: windows of different requests share a shape only when their tiles do (an image's
+# fitted tile would depend on its size), and a fixed tile bounds each request's working memory whatever its size.
+SERVICE_TILE = 256
+PACE_MARGIN = 0.8  # a request is admitted only if it is expected done within this share of its timeout
+HEADROOM = 8  # requests past the admission limit that still reach a replica, to be answered 503 (and /healthz)
+LOGGER = logging.getLogger("ray.serve")
+ROUTES = {"/upscale": "POST", "/models": "GET", "/healthz": "GET"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every replica is built from: the models by the names the query uses (name, a shipped name or an
+    absolute file path), the backend request, the fixed tile, the limits, and how long a batch waits for more."""
+
+    models: tuple[tuple[str, str], ...]
+    backend: str = "auto"
+    precision: str = "auto"
+    device: str = "auto"
+    tile: int = SERVICE_TILE
+    batch: int | None = None  # tiles per backend call: the backend's preferred number
+    limits: Limits = field(default_factory=Limits)
+    max_batch: int = 8  # network calls of concurrent requests joined into one batch at most
+    batch_wait_s: float = 0.005  # how long a batch waits for calls of other requests
+
+
+class Service:
+    """One replica. Its counters (admitted, largest batch) live on the instance: a replica is one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from ray import serve
+        from ray.serve.metrics import Counter, Histogram
+
+        self.settings = settings
+        self.upscalers = {
+            name: Upscaler(
+                spec,
+                settings.backend,
+                tile=settings.tile,
+                batch=settings.batch,
+                precision=settings.precision,
+                device=settings.device,
+                log=LOGGER.info,
+            )
+            for name, spec in settings.models
+        }
+        # serve.batch on this replica's bound method: its queue is the replica's, its bounds the settings'
+        batch = serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.batch_wait_s)
+        self.batched: Callable[[tuple[str, Any]], Coroutine[Any, Any, Any]] = batch(self.run_batch)
+        # one thread per admitted request: each mostly waits for its windows' results
+        self.workers = ThreadPoolExecutor(settings.limits.max_queue, "vdsr-serve")
+        self.admitted = 0
+        self.pace = Pace()  # how fast this replica finishes requests: a request that would time out gets 503 at once
+        self.largest_batch = 0  # network calls joined in one batch (> 1: requests shared the backend)
+        self.largest_windows = 0
+        self.broken: str | None = None  # a backend failure: the replica asks Serve to replace it
+        self.answered = Counter("vdsr_serve_answers", description="Answers by HTTP status.", tag_keys=("status",))
+        self.windows = Histogram(
+            "vdsr_serve_batch_windows",
+            description="Tile windows per backend batch.",
+            boundaries=[1, 2, 4, 8, 16, 32, 64],
+        )
+
+    async def __call__(self, request: Request) -> Response:
+        from starlette.responses import Response
+
+        reply = await self.answer(request)
+        self.answered.inc(tags={"status": str(reply.status)})
+        return Response(reply.body, reply.status, dict(reply.headers), media_type=reply.content_type)
+
+    async def answer(self, request: Request) -> Reply:
+        path = request.url.path.rstrip("/") or "/"
+        if path not in ROUTES:
+            return text(404, f"no such endpoint {path!r} (POST /upscale?scale=2, GET /models, GET /healthz)")
+        if request.method != ROUTES[path]:
+            reply = text(405, f"{path} takes {ROUTES[path]}, not {request.method}")
+            return Reply(reply.status, reply.body, reply.content_type, (("Allow", ROUTES[path]),))
+        if path == "/healthz":
+            return as_json(503 if self.broken else 200, self.health())
+        if path == "/models":
+            return as_json(200, self.models())
+        return await self.upscale(request)
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": f"broken: {self.broken}" if self.broken else "ok",
+            "in_progress": self.admitted,
+            "max_queue": self.settings.limits.max_queue,
+            "seconds_per_request": self.pace.seconds,  # while busy (None before the first): what admission uses
+            "largest_batch": self.largest_batch,
+            "largest_batch_windows": self.largest_windows,
+        }
+
+    def models(self) -> dict[str, object]:
+        limits = self.settings.limits
+        served = [
+            {"name": name, "scales": list(u.backend.scales), "backend": u.backend.name, "default": i == 0}
+            for i, (name, u) in enumerate(self.upscalers.items())
+        ]
+        return {"models": served, "tile": self.settings.tile, "limits": vars(limits)}
+
+    async def upscale(self, request: Request) -> Reply:
+        limits = self.settings.limits
+        try:
+            ask = parse_ask(request.query_params, list(self.upscalers))
+        except UsageError as error:
+            return refusal(error)
+        wait = self.pace.expected_wait(self.admitted)
+        if self.admitted >= limits.max_queue or wait > limits.timeout_s * PACE_MARGIN:
+            return busy(self.admitted, retry_after=wait - limits.timeout_s * PACE_MARGIN)
+        self.pace.admitted(time.monotonic(), held_before=self.admitted)
+        self.admitted += 1
+        held = True  # the admission slot, given back when the work ends (not when a 504 is answered)
+        start = time.monotonic()
+        try:
+            try:
+                body = await asyncio.wait_for(read_body(request, limits.max_body), limits.timeout_s)
+            except TimeoutError:
+                return timed_out(limits.timeout_s)
+            if isinstance(body, Reply):
+                return body
+            cancel = threading.Event()
+            loop = asyncio.get_running_loop()
+            network = partial(self.network, loop, ask.model)
+            run = partial(
+                upscale_body, body, ask, self.upscalers[ask.model], network=network, limits=limits, cancel=cancel
+            )
+            work = loop.run_in_executor(self.workers, run)
+            done, _ = await asyncio.wait({work}, timeout=max(0.0, limits.timeout_s - (time.monotonic() - start)))
+            if not done:
+                cancel.set()  # its next window is not computed
+                held = False
+                work.add_done_callback(self.release_late)
+                return timed_out(limits.timeout_s)
+            result = work.result()
+            self.pace.finished(time.monotonic())
+        except VdsrError as error:
+            if isinstance(error, BackendError):
+                self.broken = first_line(error)
+            return refusal(error)
+        except Exception as error:  # noqa: BLE001  (a bug answers this request 500; the replica goes on)
+            LOGGER.exception("POST /upscale failed")
+            return text(500, f"internal error: {type(error).__name__}: {first_line(error)}")
+        finally:
+            if held:
+                self.admitted -= 1
+        return Reply(200, result.data, result.content_type)
+
+    def release_late(self, work: asyncio.Future[Any]) -> None:
+        """A timed-out request's slot, given back once its thread has stopped (its outcome is not needed)."""
+        self.admitted -= 1
+        if not work.cancelled():
+            work.exception()  # retrieved, so asyncio does not log it as lost
+
+    def network(self, loop: asyncio.AbstractEventLoop, model: str, windows: Any) -> Any:
+        """On a request's worker thread: its windows through the shared batches on the event loop."""
+        return asyncio.run_coroutine_threadsafe(self.batched((model, windows)), loop).result()
+
+    async def run_batch(self, calls: list[tuple[str, Any]]) -> list[Any]:
+        """Network calls of concurrent requests: grouped by model and window shape, each group joined and run."""
+        self.largest_batch = max(self.largest_batch, len(calls))
+        self.largest_windows = max(self.largest_windows, sum(len(windows) for _, windows in calls))
+        groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+        for index, (model, windows) in enumerate(calls):
+            groups.setdefault((model, tuple(windows.shape[1:])), []).append(index)
+        results: list[Any] = [None] * len(calls)
+        for (model, _), members in groups.items():
+            upscaler = self.upscalers[model]
+            parts = [calls[i][1] for i in members]
+            joined = parts[0] if len(parts) == 1 else concat_for(upscaler)(parts)
+            self.windows.observe(len(joined))
+            out = await asyncio.to_thread(run_backend, upscaler, joined)
+            offset = 0
+            for index, part in zip(members, parts, strict=True):
+                results[index] = out[offset : offset + len(part)]
+                offset += len(part)
+        return results
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose backend failed (a lost device) is replaced."""
+        if self.broken:
+            raise RuntimeError(f"backend failure: {self.broken}")
+
+    def __del__(self) -> None:
+        """Serve's hook when a replica stops (its lifecycle has no context manager): the backends are closed."""
+        self.workers.shutdown(wait=False, cancel_futures=True)
+        for upscaler in self.upscalers.values():
+            upscaler.close()
+
+
+async def read_body(request: Request, max_body: int) -> bytes | Reply:
+    """The body, or 413: Content-Length looked at first, then the stream read with the same cap (a chunked body
+    has no length to trust)."""
+    refused = body_length(request.headers.get("content-length"), max_body)
+    if refused is not None:
+        return refused
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body:
+            return too_large(max_body)
+    return bytes(body)
+
+
+def application(
+    settings: Settings, *, replicas: int | tuple[int, int], cpus: float = 1.0, gpus: float = 0.0
+) -> Application:
+    """The Serve application: `replicas` a fixed number, or (min, max) for Serve's autoscaling on ongoing
+    requests. Each replica admits `max_queue` requests; a few more reach it to be answered 503 (a request that
+    never reached it would wait in Serve's queue instead), and Serve's own queue is bounded too (it answers 503)."""
+    from ray import serve
+
+    limits = settings.limits
+    ongoing = max(limits.max_queue + HEADROOM, settings.max_batch)
+    options: dict[str, Any] = {
+        "name": APP_NAME,
+        "max_ongoing_requests": ongoing,
+        # Serve's router holds a burst briefly even while replicas have room (measured: 2 of 6 at once), so its own
+        # bound (a 503 without Retry-After) is set as high: it answers only when every replica is full
+        "max_queued_requests": ongoing,
+        "ray_actor_options": {"num_cpus": cpus, "num_gpus": gpus},
+        "graceful_shutdown_timeout_s": min(limits.timeout_s, 30.0),  # requests in progress finish first
+    }
+    if isinstance(replicas, tuple):
+        options["autoscaling_config"] = {
+            "min_replicas": replicas[0],
+            "max_replicas": replicas[1],
+            "target_ongoing_requests": max(1, limits.max_queue // 2),
+        }
+    else:
+        options["num_replicas"] = replicas
+    return serve.deployment(**options)(Service).bind(settings)

@@ -1,0 +1,166 @@
+"""The service's rules for one request, apart from Ray: what a request may ask (scale, model, format), the limits it
+is held to, and how each answer is made (status, headers, one line of cause). Pure functions, so the rules are
+tested without starting a server."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from vdsr.errors import BackendError, ImageError, UsageError, VdsrError
+from vdsr.runtime.images import FORMAT_SUFFIXES, output_format
+from vdsr.scale import check_scale
+
+MIB = 1 << 20
+# A service holds every admitted request's image at once, so its limits are lower than vdsr-run's: 8 MP in and
+# 32 MP out keep one request under about 0.5 GiB (float32 planes of the result), 16 of them under 8 GiB.
+DEFAULT_MAX_BODY = 64 * MIB
+DEFAULT_MAX_PIXELS = 8_000_000
+DEFAULT_MAX_OUTPUT_PIXELS = 32_000_000
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_QUEUE = 16  # requests a replica holds at once (running or waiting for the backend); more get 503
+RETRY_AFTER_S = 1  # what a 503 asks the client to wait: about one image's time on a CPU
+QUERY_KEYS = ("scale", "model", "format")
+CONTENT_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "TGA": "image/x-tga",
+    "BMP": "image/bmp",
+    "PPM": "image/x-portable-anymap",
+}
+assert set(CONTENT_TYPES) == set(FORMAT_SUFFIXES.values()), "every output format has its content type"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one replica accepts: body bytes, input and output pixels, seconds per request, requests at once."""
+
+    max_body: int = DEFAULT_MAX_BODY
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_queue: int = DEFAULT_MAX_QUEUE
+
+    def __post_init__(self) -> None:
+        for name in ("max_body", "max_pixels", "max_output_pixels", "max_queue"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"Expected {name} >= 1, got {getattr(self, name)}")
+        if not self.timeout_s > 0:
+            raise UsageError(f"Expected a timeout > 0 seconds, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a POST /upscale asks: the scale, the model (one the server was started with), the output format (PIL's
+    name; None: the input's, PNG for a GIF)."""
+
+    scale: float
+    model: str
+    fmt: str | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, body, its content type and extra headers."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def parse_ask(query: Mapping[str, str], models: Sequence[str]) -> Ask:
+    """The query of POST /upscale (`scale` required; `model`, `format` optional); UsageError naming what is wrong. A
+    key not known is refused rather than ignored: a misspelt `fromat=png` would otherwise answer in another format."""
+    unknown = sorted(set(query) - set(QUERY_KEYS))
+    if unknown:
+        raise UsageError(f"unknown query parameter {unknown[0]!r} (known: {', '.join(QUERY_KEYS)})")
+    if "scale" not in query:
+        raise UsageError("the query needs scale, e.g. POST /upscale?scale=2")
+    try:
+        scale = check_scale(float(query["scale"]))
+    except ValueError as error:  # float() of a word, or the range
+        raise UsageError(f"Expected a scale with 1 < scale <= 8, got {query['scale']!r}") from error
+    model = query.get("model", models[0])
+    if model not in models:
+        raise UsageError(f"model {model!r} is not served here (served: {', '.join(models)})")
+    fmt = query.get("format")
+    return Ask(scale, model, None if fmt is None else output_format(PurePath(f"result.{fmt.lower().lstrip('.')}")))
+
+
+def body_length(header: str | None, max_body: int) -> Reply | None:
+    """A refusal from the Content-Length header alone (checked before any byte of the body is read), or None."""
+    if header is None:
+        return None
+    if not header.strip().isdigit():
+        return text(400, f"Content-Length {header!r} is not a number of bytes")
+    if int(header) > max_body:
+        return too_large(max_body)
+    return None
+
+
+def too_large(max_body: int) -> Reply:
+    return text(413, f"the body is over the limit of {max_body} bytes")
+
+
+def busy(held: int, *, retry_after: float = RETRY_AFTER_S) -> Reply:
+    """503 with Retry-After: the replica holds `held` requests, as many as it takes (or as many as it can finish
+    within the timeout); answered at once, never queued."""
+    seconds = max(RETRY_AFTER_S, math.ceil(retry_after))
+    reply = text(503, f"busy: {held} requests in progress; retry after {seconds} s")
+    return Reply(reply.status, reply.body, reply.content_type, (("Retry-After", str(seconds)),))
+
+
+@dataclass
+class Pace:
+    """How fast a replica finishes requests while it is busy: a moving average of the seconds between two
+    completions in one busy stretch (at saturation, the time one more request in the queue adds). A request that
+    would wait longer than the timeout is refused with 503 when it comes, rather than admitted to end in 504 after
+    the work was spent on it (what `max_queue` alone did once requests took seconds each: a 2x overload gave 504s)."""
+
+    seconds: float | None = None  # None: nothing measured yet (only max_queue bounds the queue)
+    last: float = 0.0  # when the busy stretch began, or the last request finished in it
+
+    def admitted(self, now: float, *, held_before: int) -> None:
+        if held_before == 0:  # a busy stretch begins: idle time is not service time
+            self.last = now
+
+    def finished(self, now: float) -> None:
+        gap, self.last = now - self.last, now
+        self.seconds = gap if self.seconds is None else 0.7 * self.seconds + 0.3 * gap
+
+    def expected_wait(self, held: int) -> float:
+        """Seconds until a request admitted now behind `held` others would be done (0 before any measurement)."""
+        return 0.0 if self.seconds is None else (held + 1) * self.seconds
+
+
+def timed_out(seconds: float) -> Reply:
+    return text(504, f"the upscale took over the limit of {seconds:g} s")
+
+
+def refusal(error: VdsrError) -> Reply:
+    """The answer to an error the pipeline raised on purpose: a bad request (400), an image that cannot be used
+    (422: undecodable, over a pixel limit, a format that cannot hold it), a failing backend (500)."""
+    if isinstance(error, UsageError):
+        return text(400, str(error))
+    if isinstance(error, ImageError):
+        return text(422, str(error))
+    if isinstance(error, BackendError):
+        return text(500, f"backend failure: {error}")
+    return text(500, str(error))
+
+
+def text(status: int, message: str) -> Reply:
+    """One line of plain text: control characters (from a name or a decoder's message) written as escapes."""
+    first = message.strip().splitlines()[0] if message.strip() else "error"
+    line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in first)
+    return Reply(status, (line + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def as_json(status: int, document: object) -> Reply:
+    return Reply(status, json.dumps(document).encode(), "application/json")

@@ -1,0 +1,359 @@
+"""vdsr-serve, the HTTP service on Ray Serve: the real command started as a subprocess on loopback (two of them: one
+with the default limits, one with tight ones), asked over HTTP, and stopped by SIGTERM. Every request has a timeout,
+readiness is polled for a bounded time, and no assertion is about speed."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("ray.serve", reason='vdsr-serve needs Ray Serve: pip install "vdsr[serve]"')
+if not Path("/proc/self/stat").exists():
+    pytest.skip("the server's processes are counted from /proc (Linux)", allow_module_level=True)
+
+from vdsr.bench.drawn import sample_photo  # noqa: E402
+from vdsr.errors import UsageError  # noqa: E402
+from vdsr.runtime.encoded import result_format  # noqa: E402
+from vdsr.runtime.serve.limits import Pace, body_length, busy, parse_ask  # noqa: E402
+
+SERVE = [sys.executable, "-c", "from vdsr.runtime.serve.cli import app; app()"]  # vdsr-serve, whatever PATH holds
+READY_S = 180.0
+REQUEST_S = 120.0
+TIGHT = ["--max-queue", "1", "--timeout", "0.5", "--max-body", "0.25"]  # 0.25 MiB
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_S)
+        try:
+            connection.request(method, path, body=body)
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    def upscale(self, body: bytes, query: str = "scale=2") -> tuple[int, dict[str, str], bytes]:
+        return self.request("POST", f"/upscale?{query}", body)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid`, read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(folder: Path, name: str, *options: str) -> Server:
+    port = free_port()
+    log = folder / f"{name}.log"
+    env = {**os.environ, "RAY_TMPDIR": str(folder)}
+    with log.open("wb") as out:
+        command = [*SERVE, "--host", "127.0.0.1", "--port", str(port), *options]
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return Server(process, port, log)
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"vdsr-serve exited {server.process.returncode}: {server.log.read_text()[-3000:]}")
+        try:
+            if server.request("GET", "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(1.0)
+    pytest.fail(f"vdsr-serve not ready in {READY_S:.0f} s: {server.log.read_text()[-3000:]}")
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(60)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def folder() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vs-", dir="/tmp" if os.path.isdir("/tmp") else None) as root:
+        yield Path(root)  # short: Ray's socket paths are limited to 107 bytes
+
+
+@pytest.fixture(scope="module")
+def servers(folder: Path) -> Iterator[tuple[Server, Server]]:
+    """Both started at once (Ray starts slowly on 2 cores): a long batch wait makes batching across requests sure."""
+    normal = start(folder, "normal", "--batch-wait-ms", "200")
+    tight = start(folder, "tight", *TIGHT)
+    try:
+        wait_ready(normal)
+        wait_ready(tight)
+        yield normal, tight
+    finally:
+        stop(normal)
+        stop(tight)
+
+
+@pytest.fixture(scope="module")
+def server(servers: tuple[Server, Server]) -> Server:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def tight(servers: tuple[Server, Server]) -> Server:
+    return servers[1]
+
+
+def encoded(pixels: np.ndarray, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.int32)
+
+
+PHOTO = sample_photo(300, 200, seed=1)
+SQUARE = sample_photo(300, 300, seed=2)  # windows of 296x296 at tile 256: concurrent requests share their shape
+
+
+def forged_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` and which holds no pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def forged_jpeg(width: int, height: int) -> bytes:
+    """A real small JPEG with its frame header (SOF0) rewritten to claim `width` x `height`."""
+    data = bytearray(encoded(PHOTO, "JPEG", quality=80))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_request_that_would_time_out_is_refused_when_it_comes() -> None:
+    """Admission by pace: a replica that finishes a request every 5 s while busy refuses (503, Retry-After) the
+    request that would wait past 80% of a 60 s timeout, instead of admitting it to answer 504 after the work (a 2x
+    overload measured 504s with the queue bound alone). Idle time between busy stretches is not service time."""
+    pace = Pace()
+    assert pace.expected_wait(15) == 0.0  # nothing measured: only max_queue bounds the queue
+    pace.admitted(0.0, held_before=0)
+    pace.finished(5.0)
+    pace.finished(10.0)
+    assert pace.seconds == 5.0 and pace.expected_wait(8) == 45.0 and pace.expected_wait(9) == 50.0
+    pace.admitted(100.0, held_before=0)  # after 90 s idle
+    pace.finished(104.0)
+    assert pace.seconds == pytest.approx(0.7 * 5 + 0.3 * 4)
+    reply = busy(9, retry_after=2.2)
+    assert reply.status == 503 and dict(reply.headers) == {"Retry-After": "3"}
+
+
+def test_request_rules_without_a_server() -> None:
+    assert parse_ask({"scale": "2.5"}, ["vdsr", "srcnn"]).model == "vdsr"
+    assert parse_ask({"scale": "2", "model": "srcnn", "format": "jpg"}, ["vdsr", "srcnn"]).fmt == "JPEG"
+    for query in (
+        {},
+        {"scale": "x"},
+        {"scale": "9"},
+        {"scale": "2", "model": "other"},
+        {"scale": "2", "fromat": "png"},
+    ):
+        with pytest.raises(UsageError):
+            parse_ask(query, ["vdsr"])
+    gif, jpeg = encoded(PHOTO, "GIF"), encoded(PHOTO, "JPEG")
+    assert (result_format(gif, None), result_format(jpeg, None), result_format(jpeg, "PNG")) == ("PNG", "JPEG", "PNG")
+    assert body_length("10", 100) is None and body_length(None, 100) is None
+    assert [body_length(v, 100).status for v in ("101", "ten")] == [413, 400]  # type: ignore[union-attr]
+
+
+def test_results_equal_vdsr_run_for_png_and_jpeg(server: Server, folder: Path) -> None:
+    inputs = folder / "inputs"
+    inputs.mkdir()
+    files = {"photo.png": encoded(PHOTO, "PNG"), "photo.jpg": encoded(PHOTO, "JPEG", quality=90)}
+    for name, data in files.items():
+        (inputs / name).write_bytes(data)
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from vdsr.runtime.cli import app; app()",
+            str(inputs),
+            "-s",
+            "2",
+            "--tile",
+            "256",
+            "--model",
+            "vdsr",
+        ],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr.decode()
+    for name, content_type in (("photo.png", "image/png"), ("photo.jpg", "image/jpeg")):
+        status, headers, body = server.upscale(files[name])
+        assert status == 200, body
+        assert headers["content-type"] == content_type
+        expected = decoded((folder / "inputs_x2" / name).read_bytes())
+        got = decoded(body)
+        assert got.shape == expected.shape == (400, 600, 3)
+        assert np.abs(got - expected).max() <= 1, name
+
+
+def test_format_png_is_asked_in_the_query(server: Server) -> None:
+    status, headers, body = server.upscale(encoded(PHOTO, "JPEG", quality=90), "scale=2&format=png")
+    assert status == 200 and headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(body)).format == "PNG"
+
+
+def test_models_and_healthz(server: Server) -> None:
+    status, headers, body = server.request("GET", "/models")
+    assert status == 200 and headers["content-type"] == "application/json"
+    (model,) = json.loads(body)["models"]
+    assert model["name"] == "vdsr" and model["scales"] == [2, 3, 4] and model["default"]
+    status, _, body = server.request("GET", "/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "status", "cause"),
+    [
+        ("scale=2", b"not an image at all", 422, "not an image file"),
+        ("scale=2", b"", 400, "empty body"),
+        ("scale=9", b"x", 400, "scale"),
+        ("size=2", b"x", 400, "unknown query parameter"),
+        ("scale=2&model=nope", b"x", 400, "not served"),
+        ("scale=2&format=gif", b"x", 400, "cannot write"),
+    ],
+)
+def test_bad_requests_get_one_line_and_the_server_stays_up(
+    server: Server, query: str, body: bytes, status: int, cause: str
+) -> None:
+    got, _, text = server.upscale(body, query)
+    assert got == status and cause in text.decode() and text.decode().count("\n") == 1, text
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("forged", [forged_png(100_000, 100_000), forged_jpeg(60_000, 60_000)])
+def test_a_forged_huge_header_is_refused_before_decoding(server: Server, forged: bytes) -> None:
+    status, _, text = server.upscale(forged)
+    assert status in (413, 422) and text.decode().count("\n") == 1, text
+    assert "request body" in text.decode()
+
+
+def test_a_body_over_the_limit_is_413_with_or_without_content_length(tight: Server) -> None:
+    body = b"\0" * 300_000  # over 0.25 MiB
+    status, _, text = tight.upscale(body)
+    assert status == 413 and b"over the limit" in text
+    connection = http.client.HTTPConnection("127.0.0.1", tight.port, timeout=REQUEST_S)  # chunked: no length
+    try:
+        connection.request("POST", "/upscale?scale=2", body=iter([body[:150_000], body[150_000:]]), encode_chunked=True)
+        assert connection.getresponse().status == 413
+    finally:
+        connection.close()
+
+
+def test_a_request_past_its_time_is_504(tight: Server) -> None:
+    status, _, text = tight.upscale(encoded(sample_photo(512, 512, seed=3), "JPEG", quality=85))
+    assert status == 504 and b"over the limit of 0.5 s" in text
+    time.sleep(3.0)  # its thread stops at its next tile: the slot comes back
+    assert tight.request("GET", "/healthz")[0] == 200
+
+
+def test_overload_is_503_with_retry_after_not_a_hang(tight: Server) -> None:
+    image = encoded(sample_photo(512, 512, seed=4), "JPEG", quality=85)
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: tight.upscale(image), range(6)))
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {200, 503, 504} and 503 in statuses, statuses
+    refused = [(headers, body) for status, headers, body in answers if status == 503]
+    assert all(headers.get("retry-after") == "1" for headers, _ in refused), refused
+
+
+def test_tiles_of_concurrent_requests_share_batches(server: Server) -> None:
+    image = encoded(SQUARE, "PNG")
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: server.upscale(image), range(3)))
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert len({body for _, _, body in answers}) == 1  # batched or not, the same result
+    assert json.loads(server.request("GET", "/healthz")[2])["largest_batch"] > 1
+
+
+def test_command_errors_are_one_line_with_their_exit_codes() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for options, code, cause in (
+            (["--port", port], 2, "cannot listen on"),
+            (["--min-replicas", "1"], 2, "go together"),
+            (["--model", "nowhere.onnx", "--port", str(free_port())], 2, "nowhere"),
+            (["--max-queue", "0"], 2, "max-queue"),
+        ):
+            done = subprocess.run([*SERVE, *options], capture_output=True, timeout=120, check=False)
+            err = done.stderr.decode()
+            assert done.returncode == code and cause in err and err.count("\n") == 1, (options, err)
+
+
+def test_sigterm_stops_serve_and_every_ray_process(server: Server) -> None:
+    """Last: it stops the module's normal server."""
+    family = descendants(server.process.pid)
+    assert family  # Ray's processes: GCS, raylet, Serve's controller, proxy, replica
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(90) == 0, server.log.read_text()[-3000:]
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in family if running(pid)]
+    assert "stopped" in server.log.read_text()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -38,6 +39,7 @@ UpscalerArgs = dict[str, Any]  # what each actor builds its Upscaler from: Upsca
 Row = tuple[str, str, str, str]  # a job as it travels: each place's (URI of its file system or "", absolute path)
 Outcome = tuple[bool, float, str, bool]  # written; megapixels out; the cause of a failure; whether the output failed
 BATCH = 16  # jobs an actor runs at once: its pipeline overlaps their decoding, upscaling and writing
+RETRY_PAUSE_S = 3.0  # before the one retry of a ray:// session its client server failed to start
 TOKEN_HELP = "the cluster's token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (runtime/README.md)"
 
 
@@ -110,13 +112,30 @@ def connect(address: str) -> bool:
     try:
         if address.startswith("ray://"):
             _token_mode()
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)  # local: new
+        _init(address)
     except (ValueError, ray.exceptions.AuthenticationError) as error:  # an address Ray cannot parse; a token not there
         raise UsageError(f"--ray {address}: {first_line(error)}") from error
     except (ConnectionError, RuntimeError, TimeoutError, ray.exceptions.RayError) as error:
         hint = f"; with token authentication it needs {TOKEN_HELP}" if address.startswith("ray://") else ""
         raise BackendError(f"--ray {address}: cannot reach the cluster ({first_line(error)}){hint}") from error
     return True
+
+
+def _init(address: str) -> None:
+    """ray.init (for "local", a new Ray). A ray:// cluster that answered but whose client server failed to start
+    this driver's session (ConnectionAbortedError, seen when the head's machine is busy) gets one more try after a
+    pause; an unreachable one fails at once (Ray's client already retried the channel)."""
+    import ray
+
+    for last in (False, True):
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            return
+        except ConnectionAbortedError:
+            if last or not address.startswith("ray://"):
+                raise
+            ray.shutdown()
+            time.sleep(RETRY_PAUSE_S)
 
 
 def _token_mode() -> None:

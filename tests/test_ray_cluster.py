@@ -148,3 +148,34 @@ def test_a_cluster_lost_mid_run_stops_it_with_exit_4(tmp_path: Path) -> None:
     assert "Traceback" not in stderr and "the run stopped, the files written before are complete" in stderr
     (summary,) = [line for line in stderr.splitlines() if " written, " in line]
     assert 0 < int(summary.split()[0]) < 200 and "stopped: " in stderr
+
+
+@pytest.mark.parametrize("aborts", [1, 2])
+def test_a_client_session_the_head_failed_to_start_gets_one_more_try(
+    monkeypatch: pytest.MonkeyPatch, aborts: int
+) -> None:
+    """A cluster that answered but whose client server failed to start this driver's session (as a busy head does
+    now and then) is tried once more after a pause; twice failed, it is one line and exit 4 (BackendError)."""
+    import ray
+
+    from vdsr.errors import BackendError
+    from vdsr.runtime import ray_data
+
+    calls: list[str] = []
+
+    def init(**kwargs: object) -> None:
+        calls.append("init")
+        if calls.count("init") <= aborts:
+            raise ConnectionAbortedError("Initialization failure from server:\nbusy")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setattr(ray_data, "RETRY_PAUSE_S", 0.0)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token mode switched on in this process
+    if aborts == 1:
+        assert ray_data.connect("ray://127.0.0.1:1") is True
+    else:
+        with pytest.raises(BackendError, match="cannot reach the cluster"):
+            ray_data.connect("ray://127.0.0.1:1")
+    assert calls == ["init", "shutdown", "init"]

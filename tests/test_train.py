@@ -150,8 +150,9 @@ def test_epoch_visits_every_patch_variant_once() -> None:
             channels_last=True,
             zero_init_output=False,
         ),  # the paper's pieces
+        tiny_config(qat=True, channels_last=True),  # quantisation-aware: stateless rounding, resumed exactly
     ],
-    ids=["fast", "paper"],
+    ids=["fast", "paper", "qat"],
 )
 def test_resume_equals_straight_run(tmp_path: Path, config: TrainConfig) -> None:
     run(replace(config, max_steps=6), tmp_path / "a")

@@ -18,6 +18,7 @@ from vdsr.files import sha256_file
 from vdsr.metadata import card_facts
 from vdsr.networks import SRCNN, VDSR, architecture_of, build_model, model_config
 from vdsr.train.config import TrainConfig
+from vdsr.train.qat import quantisation_aware
 from vdsr.weights import load_weights
 
 
@@ -28,6 +29,8 @@ def new_model(config: TrainConfig, device: torch.device) -> VDSR | SRCNN:
     if config.zero_init_output:
         last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
         torch.nn.init.zeros_(last.weight)
+    if config.qat:
+        quantisation_aware(model)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     return model

@@ -137,6 +137,13 @@ class TrainConfig:
         amount(positive=False, below=1),
         "--ema",
     )
+    qat: bool = setting(
+        False,
+        "Quantisation-aware: train through the int8 graph's rounding (vdsr.train.qat), so that fewer convolutions "
+        "stay fp32 in it.",
+        flag,
+        "--qat",
+    )
     zero_init_output: bool = setting(
         False, "The last layer starts at zero: the untrained VDSR returns its input.", flag
     )

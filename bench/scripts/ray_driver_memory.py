@@ -30,6 +30,7 @@ from typing import Any
 
 from numpy.typing import NDArray
 
+from vdsr.bench.resident import resident_bytes
 from vdsr.runtime.images import LoadedImage
 from vdsr.runtime.places import Files, Place
 from vdsr.runtime.planning import LazyPlan, RunCounts
@@ -77,11 +78,6 @@ class MinimalActor:
         return number, [(True, 0.0, "", False)] * len(rows), None
 
 
-def rss() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
-
-
 def measure(count: int) -> dict[str, Any]:
     """One count, in this process: the cluster and actors up, then the run, RSS sampled all along."""
     import ray
@@ -95,10 +91,10 @@ def measure(count: int) -> dict[str, Any]:
 
     def sample() -> None:
         while not done.wait(0.02):
-            peak[0] = max(peak[0], rss())
+            peak[0] = max(peak[0], resident_bytes())
 
     first = next(batches)  # the cluster's and actors' start is the baseline, not the run
-    baseline = rss()
+    baseline = resident_bytes()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
@@ -120,8 +116,8 @@ def measure(count: int) -> dict[str, Any]:
     return {
         "files": count,
         "baseline_rss_mib": round(baseline / 2**20, 1),
-        "peak_rss_mib": round(max(peak[0], rss()) / 2**20, 1),
-        "growth_mib": round((max(peak[0], rss()) - baseline) / 2**20, 1),
+        "peak_rss_mib": round(max(peak[0], resident_bytes()) / 2**20, 1),
+        "growth_mib": round((max(peak[0], resident_bytes()) - baseline) / 2**20, 1),
         "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "seconds": round(seconds, 1),
     }

@@ -36,6 +36,7 @@ from PIL import Image
 
 from vdsr.bench.drawn import sample_photo
 from vdsr.bench.report import environment
+from vdsr.bench.resident import ResidentSampler, tree_resident_bytes
 from vdsr.files import atomic_write_text
 from vdsr.runtime.images import IMAGE_SUFFIXES
 
@@ -163,34 +164,6 @@ def run_phase(
     return phase
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process under `pid`, from /proc (Linux): Ray's GCS, raylet, Serve's controller, proxy and replicas."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of the process and all its descendants."""
-    total = 0
-    for member in [pid, *descendants(pid)]:
-        try:
-            total += int(Path(f"/proc/{member}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            continue
-    return total
-
-
 def soak(
     url: str,
     images: list[tuple[str, bytes, tuple[int, int]]],
@@ -201,32 +174,11 @@ def soak(
     every: float,
 ) -> dict[str, Any]:
     """Steady load (concurrency 4) for `minutes`, the server tree's RSS sampled every `every` seconds."""
-    samples: list[tuple[float, float]] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        start = time.monotonic()
-        while not done.is_set():
-            if pid is not None:
-                samples.append((round(time.monotonic() - start, 1), round(tree_rss(pid) / 2**20, 1)))
-            done.wait(every)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    phase = run_phase(url, images, scale=scale, concurrency=4, limit=10**9, seconds=minutes * 60)
-    done.set()
-    sampler.join()
-    rss = [mib for _, mib in samples]
-    half = len(rss) // 2
-    return {
-        **phase.summary(),
-        "rss_mib_samples": samples,
-        "rss_mib_first": rss[0] if rss else None,
-        "rss_mib_last": rss[-1] if rss else None,
-        "rss_mib_max": max(rss) if rss else None,
-        # growth between the means of the two halves: the warm-up's allocations land in the first half
-        "rss_mib_growth_second_half": round(float(np.mean(rss[half:]) - np.mean(rss[:half])), 1) if half else None,
-    }
+    if pid is None:  # a server started elsewhere: its memory cannot be read from here
+        return run_phase(url, images, scale=scale, concurrency=4, limit=10**9, seconds=minutes * 60).summary()
+    with ResidentSampler(every=every, measure=lambda: tree_resident_bytes(pid)) as sampler:
+        phase = run_phase(url, images, scale=scale, concurrency=4, limit=10**9, seconds=minutes * 60)
+    return {**phase.summary(), **sampler.summary()}
 
 
 def vdsr_run(images: list[tuple[str, bytes, tuple[int, int]]], *, scale: float, options: list[str]) -> dict[str, Any]:
@@ -307,8 +259,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"vdsr-run on the same images: {run['output_mp_per_s']} MP/s (`{run['command']}`); the service at 16: "
         f"{result['ratio_at_16']:.0%} of it (goal >= 80%).",
         f"Overload (2x the admission limit): only 200 and 503: {result['overload_only_200_503']}.",
-        f"Soak RSS of the server's process tree: first {soaked['rss_mib_first']} MiB, last {soaked['rss_mib_last']} "
-        f"MiB, max {soaked['rss_mib_max']} MiB, second half over first {soaked['rss_mib_growth_second_half']} MiB.",
+        f"Soak RSS of the server's process tree: first {soaked.get('rss_mib_first')} MiB, "
+        f"last {soaked.get('rss_mib_last')} MiB, max {soaked.get('rss_mib_max')} MiB, "
+        f"second half over first {soaked.get('rss_mib_growth_second_half')} MiB.",
         "",
     ]
     return "\n".join(lines)

@@ -26,6 +26,7 @@ import typer
 
 from vdsr.bench.drawn import sample_photo
 from vdsr.bench.report import environment
+from vdsr.bench.resident import ResidentSampler
 from vdsr.files import atomic_write_text
 from vdsr.runtime.upscaler import Upscaler
 
@@ -67,6 +68,7 @@ def main(
     model: Annotated[str, typer.Option(help="A shipped model.")] = "vdsr",
     network_only: Annotated[bool, typer.Option(help="Also time the network alone.")] = True,
     memory_budget: Annotated[float | None, typer.Option(help="The Upscaler's memory budget, GiB.")] = None,
+    sample_every: Annotated[float, typer.Option(help="Seconds between samples of resident memory.")] = 5.0,
 ) -> None:
     width, height = (int(v) for v in size.lower().split("x"))
     budget = None if memory_budget is None else int(memory_budget * (1 << 30))
@@ -83,7 +85,8 @@ def main(
             network_fps = len(planes) / (time.perf_counter() - start)
             rows["network_fps"] = network_fps
         start = time.perf_counter()
-        result = upscaler.upscale_video(source, Path(tmp) / "out.mp4", scale)
+        with ResidentSampler(every=sample_every) as sampler:
+            result = upscaler.upscale_video(source, Path(tmp) / "out.mp4", scale)
         end_to_end_fps = result.frames / (time.perf_counter() - start)
         rows["end_to_end_fps"], rows["frames"], rows["output"] = (
             end_to_end_fps,
@@ -92,6 +95,7 @@ def main(
         )
         if network_only:
             rows["end_to_end_over_network"] = end_to_end_fps / network_fps
+    rows["during_run"] = sampler.summary()  # to tell a plateau from growth on long clips
     rows["peak_resident_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     settings = {"size": size, "frames": frames, "scale": scale, "model": model, "memory_budget_gib": memory_budget}
     settings["clip"] = "libx264 yuv420p + AAC"

@@ -67,13 +67,23 @@ def test_weight_rounding_is_onnx_runtimes_7_bit_per_channel() -> None:
         assert np.max(np.abs(ours[c] - w[c])) <= np.abs(w[c]).max() / WEIGHT_CODES / 2 + 1e-7
 
 
-def test_the_network_keeps_its_parameters_and_is_plain_in_eval_mode() -> None:
+@pytest.mark.parametrize(
+    ("mode", "rounding"),
+    [
+        ("every", [(True, True, False), (True, True, False), (True, True, False), (True, True, True)]),
+        ("inner", [(False, False, False), (True, True, False), (True, True, False), (True, False, False)]),
+    ],
+)
+def test_the_network_keeps_its_parameters_and_is_plain_in_eval_mode(
+    mode: str, rounding: list[tuple[bool, bool, bool]]
+) -> None:
     torch.manual_seed(0)
     plain = VDSR(VDSRConfig(depth=4, channels=8))
-    aware = quantisation_aware(copy.deepcopy(plain))
+    aware = quantisation_aware(copy.deepcopy(plain), mode)
     convs = [m for m in aware.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(type(m) is FakeQuantConv2d for m in convs)
-    assert [m.rounds_output for m in convs] == [False, False, False, True]  # the residual is rounded too
+    # every: the residual rounded too; inner: the first and last convolutions fp32, the ReLU outputs rounded
+    assert [(m.rounds_input, m.rounds_weight, m.rounds_output) for m in convs] == rounding
     assert list(aware.state_dict()) == list(plain.state_dict())  # the weights file and checkpoints are unchanged
     x = torch.rand(2, 1, 16, 16)
     plain.eval(), aware.eval()
@@ -83,9 +93,14 @@ def test_the_network_keeps_its_parameters_and_is_plain_in_eval_mode() -> None:
     assert not torch.equal(rounded, plain(x)) and torch.allclose(rounded, plain(x), atol=0.05)
 
 
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="inner"):
+        quantisation_aware(VDSR(VDSRConfig(depth=3, channels=8)), "all")
+
+
 def test_gradients_pass_through_the_rounding() -> None:
     torch.manual_seed(0)
-    aware = quantisation_aware(VDSR(VDSRConfig(depth=3, channels=8))).train()
+    aware = quantisation_aware(VDSR(VDSRConfig(depth=3, channels=8)), "every").train()
     aware(torch.rand(2, 1, 12, 12)).square().mean().backward()
     for name, parameter in aware.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name

@@ -150,7 +150,7 @@ def test_epoch_visits_every_patch_variant_once() -> None:
             channels_last=True,
             zero_init_output=False,
         ),  # the paper's pieces
-        tiny_config(qat=True, channels_last=True),  # quantisation-aware: stateless rounding, resumed exactly
+        tiny_config(qat="inner", channels_last=True),  # quantisation-aware: stateless rounding, resumed exactly
     ],
     ids=["fast", "paper", "qat"],
 )

@@ -29,8 +29,8 @@ def new_model(config: TrainConfig, device: torch.device) -> VDSR | SRCNN:
     if config.zero_init_output:
         last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
         torch.nn.init.zeros_(last.weight)
-    if config.qat:
-        quantisation_aware(model)
+    if config.qat != "off":
+        quantisation_aware(model, config.qat)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     return model

@@ -137,11 +137,11 @@ class TrainConfig:
         amount(positive=False, below=1),
         "--ema",
     )
-    qat: bool = setting(
-        False,
-        "Quantisation-aware: train through the int8 graph's rounding (vdsr.train.qat), so that fewer convolutions "
-        "stay fp32 in it.",
-        flag,
+    qat: str = setting(
+        "off",
+        "Quantisation-aware: train through the int8 graph's rounding (vdsr.train.qat), every convolution int8 "
+        "(every) or all but the first and last (inner).",
+        ("off", "every", "inner"),
         "--qat",
     )
     zero_init_output: bool = setting(

@@ -7,6 +7,9 @@ The int8 graph's arithmetic, which this copies (ONNX Runtime's QDQ quantiser as 
 - each convolution's input uint8 per tensor, asymmetric over a range that holds 0: the ILR for the first, a ReLU's
   output for the others (the quantiser removes the ReLU into its convolution's output range);
 - the last convolution's output (the residual) the same, before the fp32 Add.
+With `inner`, the first and the last convolution are the graph's fp32 ones (ONNX Runtime then rounds neither the ILR
+nor the residual, the two roundings no training removes: 256 levels over the residual's whole range cost ×1.5 and ×4
+hundredths of a dB by themselves); the ReLU outputs between them are rounded all the same.
 Activation ranges here are each batch's own minimum and maximum (the calibrated ones are fixed, over many crops):
 no state, so a resumed run is the uninterrupted one. Rounding passes gradients straight through (Bengio et al. 2013).
 Only in training mode: in eval mode (validation, export) the network is the plain fp32 one the graph is made from.
@@ -41,22 +44,34 @@ def fake_quantised_weight(weight: torch.Tensor) -> torch.Tensor:
 
 class FakeQuantConv2d(nn.Conv2d):
     """A Conv2d (the same parameters and state_dict) whose training-mode forward rounds its input and weights, and
-    with `rounds_output` its output, as the int8 graph does."""
+    its output if asked, as the int8 graph does."""
 
+    rounds_input: bool = True
+    rounds_weight: bool = True
     rounds_output: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        out = self._conv_forward(fake_quantised_activation(x), fake_quantised_weight(self.weight), self.bias)
+        x = fake_quantised_activation(x) if self.rounds_input else x
+        weight = fake_quantised_weight(self.weight) if self.rounds_weight else self.weight
+        out = self._conv_forward(x, weight, self.bias)
         return fake_quantised_activation(out) if self.rounds_output else out
 
 
-def quantisation_aware(model: nn.Module) -> nn.Module:
-    """`model` (in place) with each Conv2d a FakeQuantConv2d, the last one rounding its output too."""
+MODES = ("every", "inner")  # every convolution int8; all but the first and the last
+
+
+def quantisation_aware(model: nn.Module, mode: str) -> nn.Module:
+    """`model` (in place) with each Conv2d a FakeQuantConv2d rounding as the int8 graph of `mode` does."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown quantisation-aware mode {mode!r}; expected one of {MODES}")
     convs = [m for m in model.modules() if type(m) is nn.Conv2d]
     for conv in convs:
         conv.__class__ = FakeQuantConv2d  # the same module and parameters; only forward changes
-    if convs:
-        convs[-1].rounds_output = True  # type: ignore[assignment]  # an instance attribute over the class's False
+    first, last = convs[0], convs[-1]  # instance attributes over the class's defaults
+    if mode == "every":
+        last.rounds_output = True  # type: ignore[assignment]
+    else:
+        first.rounds_input = first.rounds_weight = last.rounds_weight = False  # type: ignore[assignment]
     return model

@@ -1,0 +1,78 @@
+"""Does quantisation-aware training (vdsr-train --qat) make a VDSR cheaper to quantise? A results file, not a test:
+
+    python -m vdsr.bench.scripts.int8_qat 'shipped=models/vdsr_real.safetensors' \
+        'qat inner, step 250=runs/qat/checkpoint.safetensors' --json bench/results/int8_qat_cpu.json
+
+For each weights file or training checkpoint: its fp32 graph, and the export's selection cost of its int8 graph
+(`vdsr.export.quantize.selection_cost`: BSD200 crops, never a test set; per cell the larger of the measured and the
+expected PSNR cost) with every convolution int8 and with the first and last in fp32, for each calibration method
+asked. Rows of an existing --json file are kept unless a label is measured again: a curve over a run's checkpoints
+builds up across runs of this script.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vdsr.bench.report import environment
+from vdsr.export.onnx import export_onnx, save_onnx
+from vdsr.export.quantize import METHODS, Quantiser, calibration_batches, selection_cost, selection_probes
+from vdsr.files import atomic_write_text, sha256_file
+from vdsr.networks import build_model
+from vdsr.train.checkpoint import load_checkpoint
+from vdsr.train.config import config_from_json
+from vdsr.weights import load_weights
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def fp32_graph(path: Path, out: Path) -> dict[str, Any]:
+    """`path` (a weights file, or a training checkpoint: its current weights) as an fp32 graph at `out`; what it is."""
+    if path.name == "checkpoint.safetensors" or path.name.endswith("_checkpoint.safetensors"):
+        saved = load_checkpoint(path)
+        config = config_from_json(saved.info["config"])  # type: ignore[arg-type]
+        model = build_model(config.architecture, config.network)
+        model.load_state_dict(saved.model)
+        scales, facts = list(config.scales), {"step": saved.info["step"], "qat": config.qat, "lr": config.lr}
+    else:
+        model, scales = load_weights(path)
+        facts = {}
+    save_onnx(export_onnx(model, scales, sha256_file(path)), out)
+    return {"file": str(path), "scales": scales, **facts}
+
+
+@app.command()
+def main(
+    graphs: Annotated[list[str], typer.Argument(help="LABEL=PATH: weights (.safetensors) or a checkpoint.")],
+    json_path: Annotated[Path, typer.Option("--json", help="Results file (rows of other labels are kept).")],
+    data_dir: Annotated[Path | None, typer.Option(envvar="VDSR_DATA_DIR", help="Holds T91 and BSD200.")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Calibration methods (default: all).")] = None,
+) -> None:
+    rows: dict[str, Any] = json.loads(json_path.read_text())["rows"] if json_path.is_file() else {}
+    for item in graphs:
+        label, _, path = item.partition("=")
+        with tempfile.TemporaryDirectory() as tmp:
+            graph = Path(tmp) / "fp32.onnx"
+            row = fp32_graph(Path(path), graph)
+            quantise = Quantiser(graph, calibration_batches(data_dir, row["scales"]), Path(tmp))
+            cost = selection_cost(quantise, selection_probes(data_dir, row["scales"]))
+            ends = [quantise.convs[0], quantise.convs[-1]]
+            for name in method or METHODS:
+                for kept, key in (([], "every_int8"), (ends, "first_last_fp32")):
+                    cells = cost(name, kept)
+                    row[f"{name} {key}"] = {"max_db": max(cells.values()), "cells": cells}
+                    typer.echo(f"{label}: {name} {key}: max {max(cells.values()):.4f} dB", err=True)
+        rows[label] = row
+    command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_qat", *sys.argv[1:]])
+    atomic_write_text(json_path, json.dumps({"rows": rows, "environment": environment(command)}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    app()

@@ -30,6 +30,7 @@ if not Path("/proc/self/stat").exists():
     pytest.skip("the server's processes are counted from /proc (Linux)", allow_module_level=True)
 
 from vdsr.bench.drawn import sample_photo  # noqa: E402
+from vdsr.bench.resident import descendants  # noqa: E402
 from vdsr.errors import UsageError  # noqa: E402
 from vdsr.runtime.encoded import result_format  # noqa: E402
 from vdsr.runtime.serve.limits import Pace, body_length, busy, parse_ask  # noqa: E402
@@ -57,23 +58,6 @@ class Server:
 
     def upscale(self, body: bytes, query: str = "scale=2") -> tuple[int, dict[str, str], bytes]:
         return self.request("POST", f"/upscale?{query}", body)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process under `pid`, read from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
 
 
 def running(pid: int) -> bool:

@@ -6,26 +6,41 @@
 For each weights file or training checkpoint: its fp32 graph, and the export's selection cost of its int8 graph
 (`vdsr.export.quantize.selection_cost`: BSD200 crops, never a test set; per cell the larger of the measured and the
 expected PSNR cost) with every convolution int8 and with the first and last in fp32, for each calibration method
-asked. Rows of an existing --json file are kept unless a label is measured again: a curve over a run's checkpoints
-builds up across runs of this script.
+asked. With --validate, also the cost the export holds against the bar (`vdsr.export.quantize.measure_cost`: Set5
+and Set14 at every trained scale, clean and noisy) of the graph with the first and last in fp32; with --speed, that
+graph's rate and the fp32 graph's on this CPU (ONNX Runtime, the network alone on one 552x552 window: the runtime's
+512 tile and its halo; the median of 5 runs). Rows of an existing --json file are kept unless a label is measured
+again: a curve over a run's checkpoints builds up across runs of this script.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from vdsr.bench.report import environment
 from vdsr.export.onnx import export_onnx, save_onnx
-from vdsr.export.quantize import METHODS, Quantiser, calibration_batches, selection_cost, selection_probes
+from vdsr.export.quantize import (
+    METHODS,
+    Quantiser,
+    calibration_batches,
+    measure_cost,
+    selection_cost,
+    selection_probes,
+)
 from vdsr.files import atomic_write_text, sha256_file
 from vdsr.networks import build_model
+from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
+from vdsr.runtime.machine import cpu_features
 from vdsr.train.checkpoint import load_checkpoint
 from vdsr.train.config import config_from_json
 from vdsr.weights import load_weights
@@ -48,12 +63,29 @@ def fp32_graph(path: Path, out: Path) -> dict[str, Any]:
     return {"file": str(path), "scales": scales, **facts}
 
 
+def megapixels_per_second(graph: Path, *, side: int = 552, runs: int = 5) -> float:
+    """The network alone on one side x side window: output megapixels per second, the median of `runs` after one."""
+    window = np.random.default_rng(0).random((1, 1, side, side), dtype=np.float32)
+    times = []
+    with OnnxRuntimeBackend(graph) as backend:
+        backend(window)
+        for _ in range(runs):
+            start = time.perf_counter()
+            backend(window)
+            times.append(time.perf_counter() - start)
+    return round(side * side / 1e6 / statistics.median(times), 4)
+
+
 @app.command()
 def main(
     graphs: Annotated[list[str], typer.Argument(help="LABEL=PATH: weights (.safetensors) or a checkpoint.")],
     json_path: Annotated[Path, typer.Option("--json", help="Results file (rows of other labels are kept).")],
     data_dir: Annotated[Path | None, typer.Option(envvar="VDSR_DATA_DIR", help="Holds T91 and BSD200.")] = None,
     method: Annotated[list[str] | None, typer.Option(help="Calibration methods (default: all).")] = None,
+    validate: Annotated[
+        bool, typer.Option(help="Also the first/last-fp32 graph's cost on Set5 and Set14 (the export's bar).")
+    ] = False,
+    speed: Annotated[bool, typer.Option(help="Also the first/last-fp32 graph's rate and fp32's on this CPU.")] = False,
 ) -> None:
     rows: dict[str, Any] = json.loads(json_path.read_text())["rows"] if json_path.is_file() else {}
     for item in graphs:
@@ -69,6 +101,14 @@ def main(
                     cells = cost(name, kept)
                     row[f"{name} {key}"] = {"max_db": max(cells.values()), "cells": cells}
                     typer.echo(f"{label}: {name} {key}: max {max(cells.values()):.4f} dB", err=True)
+                if validate:  # the first/last-fp32 graph, the last one quantised
+                    cells = measure_cost(graph, quantise(name, ends), data_dir)
+                    row[f"{name} first_last_fp32 Set5/Set14"] = {"max_db": max(cells.values()), "cells": cells}
+                    typer.echo(f"{label}: {name} first_last_fp32 on Set5/Set14: max {max(cells.values()):.4f} dB")
+                if speed:
+                    rates = {"fp32": megapixels_per_second(graph), "int8": megapixels_per_second(quantise(name, ends))}
+                    row[f"{name} first_last_fp32 speed"] = rates | {"cpu_features": sorted(cpu_features())}
+                    typer.echo(f"{label}: {name} first_last_fp32 MP/s: {rates}")
         rows[label] = row
     command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_qat", *sys.argv[1:]])
     atomic_write_text(json_path, json.dumps({"rows": rows, "environment": environment(command)}, indent=1) + "\n")

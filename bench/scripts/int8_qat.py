@@ -80,7 +80,9 @@ def megapixels_per_second(graph: Path, *, side: int = 552, runs: int = 5) -> flo
 def main(
     graphs: Annotated[list[str], typer.Argument(help="LABEL=PATH: weights (.safetensors) or a checkpoint.")],
     json_path: Annotated[Path, typer.Option("--json", help="Results file (rows of other labels are kept).")],
-    data_dir: Annotated[Path | None, typer.Option(envvar="VDSR_DATA_DIR", help="Holds T91 and BSD200.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(envvar="VDSR_DATA_DIR", help="Holds T91, BSD200 (and Set5, Set14: --validate).")
+    ] = None,
     method: Annotated[list[str] | None, typer.Option(help="Calibration methods (default: all).")] = None,
     validate: Annotated[
         bool, typer.Option(help="Also the first/last-fp32 graph's cost on Set5 and Set14 (the export's bar).")

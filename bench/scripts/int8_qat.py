@@ -91,6 +91,7 @@ def main(
     speed: Annotated[bool, typer.Option(help="Also the first/last-fp32 graph's rate and fp32's on this CPU.")] = False,
 ) -> None:
     rows: dict[str, Any] = json.loads(json_path.read_text())["rows"] if json_path.is_file() else {}
+    command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_qat", *sys.argv[1:]])
     for item in graphs:
         label, _, path = item.partition("=")
         with tempfile.TemporaryDirectory() as tmp:
@@ -102,9 +103,12 @@ def main(
             for name in method or METHODS:
                 for kept, key in (([], "every_int8"), (ends, "first_last_fp32")):
                     cells = cost(name, kept)
-                    row[f"{name} {key}"] = {"max_db": max(cells.values()), "cells": cells}
                     ratio = over_bar(cells, share=0.5)  # the export keeps convolutions fp32 while this is > 1
-                    row[f"{name} {key}"]["over_half_bar"] = round(ratio, 3)
+                    row[f"{name} {key}"] = {
+                        "max_db": max(cells.values()),
+                        "over_half_bar": round(ratio, 3),
+                        "cells": cells,
+                    }
                     typer.echo(f"{label}: {name} {key}: max {max(cells.values()):.4f} dB, {ratio:.2f}x half the bar")
                 if validate:  # the first/last-fp32 graph, the last one quantised
                     cells = measure_cost(graph, quantise(name, ends), data_dir)
@@ -115,7 +119,6 @@ def main(
                     row[f"{name} first_last_fp32 speed"] = rates | {"cpu_features": sorted(cpu_features())}
                     typer.echo(f"{label}: {name} first_last_fp32 MP/s: {rates}")
         rows[label] = row  # written after each label: a run stopped early keeps what it measured
-        command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_qat", *sys.argv[1:]])
         atomic_write_text(json_path, json.dumps({"rows": rows, "environment": environment(command)}, indent=1) + "\n")
 
 

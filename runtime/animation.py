@@ -65,19 +65,21 @@ def upscale_animation(
     with open_regular(source) as f, Image.open(f, formats=list(ANIMATED_FORMATS)) as image:
         fmt = WRITTEN.get(target.suffix.lower())
         if fmt is None:
-            raise ImageError(source, f"an animation is written as GIF, PNG or WebP, not {target.suffix}")
+            raise ImageError(source, f"an animation is written as PNG (APNG) or WebP, not {target.suffix}")
         if image.width * image.height > max_pixels:
             raise ImageError(source, f"{image.width}x{image.height} frames are over the limit of {max_pixels} pixels")
         height, width = output_shape_for((image.height, image.width), scale)
         durations = _durations(image, source, frame_pixels=height * width, max_output_pixels=max_output_pixels)
-        loop = image.info.get("loop", None if fmt == "GIF" else 1)  # a GIF without a loop count plays once
+        plays = _plays(image)
         result: list[AnimationResult] = []
 
         def write(out: BinaryIO) -> None:
             first, *rest = _upscaled(image, source, upscale=upscale, on_frame=on_frame)  # PIL's writers read twice
             options: dict[str, Any] = {"save_all": True, "append_images": rest, "duration": durations}
-            if loop is not None:
-                options["loop"] = loop
+            if fmt != "GIF":  # APNG's num_plays and WebP's loop count count plays (0: forever)
+                options["loop"] = min(plays, 65535)  # WebP's field: 16 bits
+            elif plays != 1:  # GIF's Netscape loop counts the plays after the first
+                options["loop"] = max(plays - 1, 0)
             if fmt == "WEBP":
                 options["lossless"] = True
             first.save(out, format=fmt, **options)
@@ -90,6 +92,15 @@ def upscale_animation(
         except (OSError, ValueError, EOFError) as error:
             raise ImageError(source, f"cannot be upscaled ({type(error).__name__}: {error})") from None
     return result[0]
+
+
+def _plays(image: Image.Image) -> int:
+    """How many times the animation plays, 0 for forever. A GIF's loop count (its Netscape extension) is the plays
+    after the first, and without one it plays once; APNG's num_plays and WebP's loop count are the plays."""
+    loop = image.info.get("loop")
+    if not isinstance(loop, int):
+        return 1
+    return loop + 1 if image.format == "GIF" and loop > 0 else loop
 
 
 def _durations(image: Image.Image, source: Path, *, frame_pixels: int, max_output_pixels: int) -> list[int]:

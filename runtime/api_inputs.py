@@ -40,8 +40,10 @@ def prepare(
     if array.ndim == 2:
         pixels, dtype, finish = prepare(array[..., None], scale, name=name, max_output_pixels=max_output_pixels)
         return pixels, dtype, lambda out: finish(out)[..., 0]
-    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-        raise UsageError(f"{name}: expected an (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}")
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4) or 0 in array.shape:
+        raise UsageError(
+            f"{name}: expected a non-empty (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}"
+        )
     if array.dtype in (np.uint8, np.uint16):
         check_output(array.shape, scale, max_output_pixels=max_output_pixels, name=name)  # before a float copy
         return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max), array.dtype, lambda out: out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,7 @@ from vdsr.runtime.console import (
     version_option,
 )
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, OutputFormat
-from vdsr.runtime.machine import GIB
+from vdsr.runtime.machine import GIB, checked_memory_budget
 from vdsr.runtime.model_choice import is_auto
 from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, Interrupted
 from vdsr.runtime.places import MAX_DEPTH, is_uri, local
@@ -181,10 +182,12 @@ def main(
     """Super-resolve images: exit 0 when all were written, 1 when some failed, 2 for bad usage, 4 when a backend
     failure stopped the run."""
     err = error_console()
+    # Pillow warns of what it skips in a file it still decodes (corrupt EXIF): its source lines mid-run, no file name
+    warnings.filterwarnings("ignore", module=r"PIL\.")
     with exit_on_errors(err):
         scale = check_scale(scale)
         suffix = fmt.value if fmt else None
-        budget = None if memory_budget is None else int(memory_budget * GIB)
+        budget = None if memory_budget is None else checked_memory_budget(memory_budget * GIB)
         if ray is None and (is_uri(source) or is_uri(output)):
             raise UsageError(
                 f"{source if is_uri(source) else output}: URIs are read and written on Ray runs; add "
@@ -329,7 +332,8 @@ def _on_ray(
     if not is_auto(args["model"]):
         Model.load(args["model"])  # type: ignore[arg-type]  # a model that is not there: refused here, not in each actor
     if address == "local":  # the actors run on this machine: what they open can be checked, and said, here
-        Upscaler(**args, log=lambda line: err.print(safe(line))).close()  # type: ignore[arg-type]
+        with Upscaler(**args, log=lambda line: err.print(safe(line))) as upscaler:  # type: ignore[arg-type]
+            upscaler.check_scale(scale)  # and said here: a scale the model was not trained for
     gpu = "a GPU each if the cluster has GPUs" if gpus is None else f"{gpus:g} GPU each"
     err.print(f"Ray at {safe(address)}: {actors} actors, {cpus:g} CPU each, {gpu}")
     report, start = RunCounts(), time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes.util
 import importlib.util
+import math
 import os
 import platform
 import shutil
@@ -14,6 +15,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from vdsr.errors import UsageError
 
 # Instruction-set flags that decide what runs fast (Linux /proc/cpuinfo names), recorded with benchmark results
 NOTABLE_CPU_FLAGS = (
@@ -156,3 +159,12 @@ def default_memory_budget() -> int:
     container's limit included), between 256 MiB and 4 GiB (1 GiB where the OS does not say)."""
     total = physical_memory()
     return GIB if total is None else min(4 * GIB, max(GIB // 4, total // 4))
+
+
+def checked_memory_budget(budget: object) -> int:
+    """A memory budget in bytes: a finite number of at least 1 MiB (a float is taken whole), else UsageError."""
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget):
+        raise UsageError(f"Expected a memory budget in bytes, a finite number; got {budget!r}")
+    if budget < 1 << 20:
+        raise UsageError(f"Expected a memory budget of at least 1 MiB, got {budget:g} bytes")
+    return int(budget)

@@ -126,6 +126,9 @@ class Place:
 
 
 def local(path: str | os.PathLike[str]) -> Place:
+    """A local path; an empty one is refused (Path("") is the current folder: an unset variable must not mean it)."""
+    if not os.fspath(path):
+        raise UsageError('an empty path: give a file or folder (".", the current folder)')
     return Place(LOCAL, Path(path))
 
 

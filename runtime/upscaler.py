@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from vdsr.catalogue import untrained_warning
-from vdsr.errors import ImageError, UsageError
+from vdsr.errors import ImageError
 from vdsr.model import Model
 from vdsr.runtime import model_choice
 from vdsr.runtime.api_inputs import prepare, upscale_list
@@ -23,7 +23,7 @@ from vdsr.runtime.backends.specs import Request
 from vdsr.runtime.batching import Failed
 from vdsr.runtime.driving import drive_on, steps_on
 from vdsr.runtime.images import DEFAULT_MAX_PIXELS, LoadedImage, output_format
-from vdsr.runtime.machine import GIB, default_memory_budget
+from vdsr.runtime.machine import GIB, checked_memory_budget, default_memory_budget
 from vdsr.runtime.picture import check_output, luma_steps
 from vdsr.runtime.pipeline import DEFAULT_MAX_OUTPUT_PIXELS, run_jobs
 from vdsr.runtime.places import local
@@ -65,13 +65,13 @@ class Upscaler:
         log: Callable[[str], None] = lambda line: None,
         precision: str = "auto",
         device: str | None = None,
-        memory_budget: int | None = None,
+        memory_budget: float | None = None,
         cpu_threads: int = 0,
         tta: bool = False,
     ) -> None:
         request = Request(backend, precision, device, cpu_threads, tile, batch)
-        if memory_budget is not None and memory_budget < 1 << 20:
-            raise UsageError(f"Expected a memory budget of at least 1 MiB, got {memory_budget} bytes")
+        if memory_budget is not None:
+            memory_budget = checked_memory_budget(memory_budget)
         self.log, self.tta = log, tta
         self.for_lossy: Upscaler | None = None  # model auto: the model of compressed inputs (vdsr.runtime.model_choice)
         if model_choice.is_auto(model):
@@ -355,9 +355,11 @@ class Upscaler:
         on_frame: Callable[[int, int | None], None] = lambda done, total: None,
         video: VideoSettings | None = None,
     ) -> FolderReport:
-        """Planned jobs (vdsr.runtime.planning.plan) run through the pipeline, `scale` already checked: the temporary
-        files a killed run left removed, the jobs claimed (vdsr.runtime.planning.claim), then the images through
-        vdsr.runtime.pipeline and the videos, one at a time, through vdsr.runtime.video (`video`: their encoder)."""
+        """Planned jobs (vdsr.runtime.planning.plan) run through the pipeline, `scale` checked (check_scale: its
+        warning where the model was not trained): the temporary files a killed run left removed, the jobs claimed
+        (vdsr.runtime.planning.claim), then the images through vdsr.runtime.pipeline and the videos, one at a time,
+        through vdsr.runtime.video (`video`: their encoder)."""
+        scale = self.check_scale(scale)
         removed = jobs[0].target.files.remove_stale([job.target.path for job in jobs]) if jobs else []
         if removed:  # left by a run that was killed
             self.log(f"removed {len(removed)} temporary files a killed run left in the output folder")

@@ -35,8 +35,11 @@ def shown(path: Path) -> tuple[str, list[int], object, list[np.ndarray]]:
         return str(image.format), durations, image.info.get("loop"), pixels
 
 
-@pytest.mark.parametrize(("name", "written"), [("a.gif", "a.png"), ("b.png", "b.png"), ("c.webp", "c.webp")])
-def test_frames_durations_and_loop_are_kept(tmp_path: Path, name: str, written: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "written", "plays"), [("a.gif", "a.png", 3), ("b.png", "b.png", 2), ("c.webp", "c.webp", 2)]
+)
+def test_frames_durations_and_plays_are_kept(tmp_path: Path, name: str, written: str, plays: int) -> None:
+    """loop=2: a GIF's Netscape count is the plays after the first (3 in all); APNG's and WebP's count the plays."""
     folder = tmp_path / "in"
     folder.mkdir()
     first, *rest = frames("RGBA" if name.endswith(".png") else "RGB")
@@ -46,7 +49,7 @@ def test_frames_durations_and_loop_are_kept(tmp_path: Path, name: str, written: 
     assert result.exit_code == 0, result.output
     fmt, durations, loop, pixels = shown(tmp_path / "out" / written)
     assert fmt == {"png": "PNG", "webp": "WEBP"}[written.split(".")[1]]
-    assert durations == DURATIONS and loop == 2 and len(pixels) == 3 and pixels[0].shape == (40, 60, 4)
+    assert durations == DURATIONS and loop == plays and len(pixels) == 3 and pixels[0].shape == (40, 60, 4)
     _, _, _, source = shown(folder / name)
     with Upscaler("srcnn", backend="onnxruntime-cpu") as upscaler:  # each frame: what the still would give
         for got, frame in zip(pixels, source, strict=True):

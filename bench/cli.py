@@ -67,6 +67,16 @@ app = make_app(__doc__)
 DEFAULT_METHODS = (Method.bicubic, Method.srcnn, Method.vdsr)  # the paper's Table 3 columns, by the shipped models
 
 
+def check_distinct(reports: dict[str, Path | None], *, inputs: list[Path]) -> None:
+    """UsageError for two reports in one file (one would replace the other) or a report on an input of the run."""
+    taken = {path.resolve(): "an input of this run" for path in inputs}
+    for option, path in reports.items():
+        if path is not None:
+            if path.resolve() in taken:
+                raise UsageError(f"{option}: {path} is {taken[path.resolve()]}")
+            taken[path.resolve()] = f"also {option}"
+
+
 def check_writable(path: Path | None, option: str) -> None:
     """Fail before a long run, not after it: the report's folder must exist or be creatable, and be writable."""
     if path is None:
@@ -198,13 +208,9 @@ def main(
     with exit_on_errors(err):  # everything that can be wrong with the request, before any scoring
         scales = parse_scales(scale)
         degradation = parse_degradation(degradation_text)
-        for path, option in (
-            (json_path, "--json"),
-            (csv_path, "--csv"),
-            (markdown_path, "--markdown"),
-            (jsonl, "--jsonl"),
-            (plot_path, "--plot"),
-        ):
+        reports = {"--json": json_path, "--csv": csv_path, "--markdown": markdown_path, "--jsonl": jsonl}
+        reports["--plot"] = plot_path
+        for option, path in reports.items():
             check_writable(path, option)
         if plot_path is not None:
             require_matplotlib()
@@ -222,6 +228,7 @@ def main(
         if download:
             fetch_missing(dataset, data_dir, err)
         datasets = settle_datasets(dataset, data_dir)
+        check_distinct(reports, inputs=[f for d in datasets for f in d.files] + list(weights or []))
     env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
     env["weights"] = sources
     env["degradation"] = str(degradation)

@@ -68,6 +68,8 @@ def backend_runner(backend: Backend, name: str) -> MethodRunner:
 
     def upscale(lr_y: NDArray[np.floating], scale: float) -> NDArray[np.floating]:
         sr: NDArray[np.floating] = backend(imresize(lr_y, scale)[None, None])[0, 0]
+        if not np.isfinite(sr).all():  # broken weights: never scored (a NaN PSNR is no result)
+            raise ModelError(f"{name} on {backend.name}: the network's output holds NaN or inf (broken weights?)")
         return sr
 
     scales = tuple(backend.scales) or None  # a model without the metadata: no claim either way

@@ -165,6 +165,12 @@ def main(
         source = weights or shipped(f"{model or 'vdsr'}.safetensors")
         if not source.is_file():
             raise UsageError(f"--{'weights' if weights else 'model'}: {source} is not a file")
+        from onnx.defs import onnx_opset_version  # the newest opset the installed onnx knows
+
+        if opset > onnx_opset_version():
+            raise UsageError(f"--opset {opset}: the installed onnx knows opsets up to {onnx_opset_version()}")
+        if engine is not None and _same_file(engine, source):
+            raise UsageError(f"--engine: {engine} is the weights being exported")
         profile = engine_profile(Model.load(source).halo or 0, shapes)
         if int8:  # the calibration and validation images, verified, before any work
             from vdsr.export.quantize import CALIBRATION_SET, SELECTION_SET, VALIDATION_SETS  # imports onnx
@@ -176,6 +182,12 @@ def main(
             target = output or default_output(weights, model or "vdsr", precision)
             if target.is_dir():
                 raise UsageError(f"--output: {target} is a folder; give the graph's file name")
+            if target.suffix.lower() != ".onnx":
+                raise UsageError(f"--output: {target}: a graph's file name ends in .onnx")
+            if _same_file(target, source):
+                raise UsageError(f"--output: {target} is the weights being exported")
+            if engine is not None and _same_file(target, engine):
+                raise UsageError(f"--output: {target} is also --engine")
             if inside_installed_package(target):
                 raise UsageError(
                     f"{target}: inside the installed vdsr package, which exports never change; give --output"
@@ -223,6 +235,14 @@ def main(
                 triton_repo=triton_repo,
                 triton_image=triton_image,
             )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links; a path not there yet is only the same by name)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def _export(

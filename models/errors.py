@@ -49,11 +49,13 @@ class ModelError(VdsrError, ValueError):
 
 
 class DatasetError(VdsrError, ValueError):
-    """A data set that cannot be used; `problems` lists every missing or mismatched file, one line each."""
+    """A data set that cannot be used; `problems` lists every missing or mismatched file, the message (one line)
+    the first five."""
 
     def __init__(self, summary: str, problems: list[str] | None = None) -> None:
         self.problems = problems or []
-        super().__init__("\n".join([summary, *(f"  {p}" for p in self.problems)]))
+        more = [f"and {len(self.problems) - 5} more"] if len(self.problems) > 5 else []
+        super().__init__("; ".join([summary, *self.problems[:5], *more]))
 
 
 class TrainingError(VdsrError, RuntimeError):

@@ -97,6 +97,9 @@ def weights_metadata(config: NetworkConfig, scales: list[float]) -> dict[str, st
     }
 
 
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors' names of the types weights are stored in
+
+
 def weights_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """The tensor names and shapes a safetensors file declares in its header, and its metadata, read without torch
     and without reading a tensor. ModelError naming the file if the header is not one (a shape must be a list of
@@ -117,8 +120,12 @@ def weights_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, st
         raw = header.pop("__metadata__", None) or {}
         metadata = {str(k): str(v) for k, v in raw.items()}
         shapes = {name: _shape(tensor["shape"]) for name, tensor in header.items()}
+        dtypes = {name: str(tensor["dtype"]) for name, tensor in header.items()}
     except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as error:
         raise ModelError(f"{path}: not a readable weights file (a malformed header)") from error
+    wrong = [f"{name} ({dtype:.10})" for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES]
+    if wrong:
+        raise ModelError(f"{path}: weights {', '.join(wrong[:3])} are not floating point")
     return shapes, metadata
 
 

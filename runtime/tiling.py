@@ -136,6 +136,6 @@ def tile_steps(
         )
         on_rows(core0, core1, out)
     if non_finite == tiles:
-        raise BackendError(f"{name}: the network's output is NaN or inf everywhere (broken weights or backend?)")
+        raise BackendError("the network's output is NaN or inf everywhere (broken weights or backend?)")
     if non_finite:
         raise ImageError(name, f"the network's output is NaN or inf in {non_finite} of {tiles} tiles")

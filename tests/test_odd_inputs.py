@@ -1,11 +1,15 @@
-"""Inputs an adversarial probe of vdsr-run found mishandled (seventh session): the warning for a scale the model was
-not trained for, a memory budget that is not a number, an empty path, WebP results, a lossy WebP with metadata
-chunks, a PNG whose image data ends early, float error in output sizes, an empty array. The shipped srcnn on ONNX
-Runtime's CPU backend, tiny images."""
+"""Inputs adversarial probes found mishandled (seventh session). vdsr-run: the warning for a scale the model was not
+trained for, a memory budget that is not a number, an empty path, WebP results, a lossy WebP with metadata chunks, a
+PNG whose image data ends early, float error in output sizes, an empty array. vdsr-export: its output on its input,
+a graph name without .onnx, an opset onnx does not know. vdsr-bench: NaN outputs, weights that are not floating point,
+reports on each other or on inputs. vdsr-train: a run folder that cannot be one, or holds a run, refused before any
+data work. The shipped srcnn on ONNX Runtime's CPU backend, tiny images."""
 
 from __future__ import annotations
 
 import io
+import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -16,11 +20,16 @@ from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
 from vdsr import Upscaler
-from vdsr.errors import ImageError, UsageError
+from vdsr.bench.cli import app as bench_app
+from vdsr.catalogue import shipped
+from vdsr.errors import DatasetError, ImageError, ModelError, UsageError
+from vdsr.export.cli import app as export_app
 from vdsr.runtime.cli import app
 from vdsr.runtime.containers import check_png_rows, png_data_size
 from vdsr.runtime.images import decode_image, encode_image
 from vdsr.runtime.resize import output_shape_for
+from vdsr.train.cli import app as train_app
+from vdsr.weights import load_weights
 
 MODEL = ["--backend", "onnxruntime-cpu"]
 
@@ -145,3 +154,81 @@ def test_output_sizes_take_no_pixel_from_float_error() -> None:
 def test_an_empty_array_is_bad_usage(shape: tuple[int, ...]) -> None:
     with Upscaler("srcnn", backend="onnxruntime-cpu") as upscaler, pytest.raises(UsageError, match="non-empty"):
         upscaler.upscale(np.zeros(shape, np.uint8), 2)
+
+
+def test_export_never_writes_over_its_input_nor_a_name_it_cannot_read_back(tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(shipped("srcnn.safetensors").read_bytes())
+    for args, cause in [
+        (["--output", str(weights)], "ends in .onnx"),
+        (["--output", str(tmp_path / "w.txt")], "ends in .onnx"),
+        (["--opset", "100"], "the installed onnx knows opsets up to"),
+    ]:
+        result = CliRunner().invoke(export_app, ["--weights", str(weights), *args])
+        assert result.exit_code == 2 and cause in result.output, result.output
+    link = tmp_path / "w.onnx"
+    link.symlink_to(weights)  # the graph's name, but the weights' file
+    result = CliRunner().invoke(export_app, ["--weights", str(weights), "--output", str(link)])
+    assert result.exit_code == 2 and "is the weights being exported" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.onnx", "w.safetensors"]
+    load_weights(weights)  # untouched
+
+
+def test_bench_refuses_weights_it_cannot_trust_and_reports_that_would_clash(tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / "a.png")
+    graph = onnx.load(str(shipped("srcnn.onnx")))
+    first = graph.graph.initializer[0]
+    values = numpy_helper.to_array(first).copy()
+    values.flat[0] = np.nan
+    first.CopyFrom(numpy_helper.from_array(values, first.name))
+    onnx.save(graph, str(tmp_path / "nan.onnx"))
+    from safetensors.numpy import load_file, save_file
+
+    tensors = {k: v.astype(np.int64) for k, v in load_file(str(shipped("srcnn.safetensors"))).items()}
+    with open(shipped("srcnn.safetensors"), "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    save_file(tensors, str(tmp_path / "whole.safetensors"), metadata=header["__metadata__"])
+    with pytest.raises(ModelError, match="whole.safetensors: weights .*I64.* are not floating point"):
+        load_weights(tmp_path / "whole.safetensors")
+    bench = ["-d", str(folder), "-s", "2"]
+    result = CliRunner().invoke(bench_app, [*bench, "--weights", str(tmp_path / "nan.onnx")])
+    assert result.exit_code == 1 and "output holds NaN or inf" in result.output, result.output
+    for reports, cause in [
+        (["--json", str(tmp_path / "r"), "--csv", str(tmp_path / "r")], "--csv: .* is also --json"),
+        (["--csv", str(folder / "a.png")], "--csv: .*a.png is an input of this run"),
+    ]:
+        result = CliRunner().invoke(bench_app, [*bench, "-m", "bicubic", *reports])
+        assert result.exit_code == 2 and re.search(cause, result.output), result.output
+    assert [p.name for p in folder.iterdir()] == ["a.png"] and not (tmp_path / "r").exists()
+
+
+def test_a_data_set_error_is_one_line() -> None:
+    error = DatasetError("Set5: 7 of 7 files fail verification", [f"f{i}.png: missing" for i in range(7)])
+    assert str(error) == "Set5: 7 of 7 files fail verification; " + "; ".join(
+        [f"f{i}.png: missing" for i in range(5)] + ["and 2 more"]
+    )
+
+
+def test_train_refuses_a_run_folder_before_any_data_work(tmp_path: Path) -> None:
+    """A file where the folder goes, a run's checkpoint without --resume, a finished run's weights: bad usage,
+    refused before the patches are made (the data folder given here does not exist)."""
+    base = ["--model", "srcnn", "--scale", "2", "--max-steps", "1", "--data-dir", str(tmp_path / "none")]
+    (tmp_path / "file").write_text("x")
+    for name in ("checkpoint.safetensors", "srcnn.json"):
+        (tmp_path / name.split(".")[0]).mkdir()
+        (tmp_path / name.split(".")[0] / name).write_text("x")
+    for output, cause in [
+        ("file", "is not a writable folder"),
+        ("checkpoint", "exists: pass --resume to continue it"),
+        ("srcnn", "holds a finished run's srcnn.safetensors"),
+    ]:
+        result = CliRunner().invoke(train_app, ["--output", str(tmp_path / output), *base])
+        assert result.exit_code == 2 and cause in result.output, result.output
+    for minutes in ("nan", "-1", "inf"):
+        result = CliRunner().invoke(train_app, ["--output", str(tmp_path / "new"), *base, "--max-minutes", minutes])
+        assert result.exit_code == 2 and "--max-minutes: expected a number of minutes >= 0" in result.output

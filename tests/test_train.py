@@ -458,6 +458,12 @@ def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> N
         "state": ({"tensors": {"optimizer.0.exp_avg": torch.zeros(3)}}, "state 'exp_avg' is not a tensor of shape"),
         "index": ({"tensors": {"optimizer.99.exp_avg": torch.zeros(3)}}, "state for parameters \\[99\\] the model"),
         "nan": ({"tensors": {"model.body.0.weight": nan_weight}}, "tensors model.body.0.weight hold NaN or inf"),
+        "whole": (
+            {"tensors": {"model.body.0.weight": nan_weight.nan_to_num().long()}},
+            "model.body.0.weight: wrong type or range",
+        ),
+        "step_back": ({"tensors": {"optimizer.0.step": torch.tensor(-5.0)}}, "optimizer.0.step: wrong type or range"),
+        "past": ({"info": {"step": 10**7}}, "its step 10000000 is past the schedule's"),
     }
     for name, (changes, cause) in cases.items():
         path = tmp_path / name / "checkpoint.safetensors"
@@ -496,9 +502,14 @@ def test_a_config_out_of_range_is_refused_wherever_it_comes_from() -> None:
         ("epochs", float("nan")),
         ("max_steps", -1),
         ("scales", (2, True)),
+        ("epochs", 1e308),  # finite, but no count of steps
+        ("patch_size", 4),
     ]:
         with pytest.raises(ValueError, match=f"training config: {field} is"):
             tiny_config(**{field: value})
+    with pytest.raises(ValueError, match="stride 10 is under a quarter of patch_size 41: 17x the memory"):
+        tiny_config(stride=10)  # (41 / 10)^2 times the patches of a non-overlapping grid
+    tiny_config(stride=11)
 
 
 def test_bf16_is_the_default_only_where_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:

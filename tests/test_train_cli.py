@@ -49,7 +49,7 @@ def test_train_one_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
     assert set(card["training_data"]) == {"T91", "BSD200"} and card["training_data"]["T91"]["files"] == 91
     assert [(c["dataset"], c["scale"]) for c in card["validation"]] == [("Set5", 4)]
     again = runner.invoke(train_app, args)  # the checkpoint is there: refuse to overwrite it
-    assert again.exit_code == 1 and "pass --resume" in again.stderr
+    assert again.exit_code == 2 and "pass --resume" in again.stderr  # bad usage, before any data work
     keep = ["--output", str(tmp_path / "run"), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
     keep += ["--final-validation", "Set5", "--max-steps", "2", "--resume", "--no-bf16"]
     resumed = runner.invoke(train_app, keep)

@@ -97,6 +97,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
     bad = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
         raise ModelError(f"{path}: checkpoint tensors {', '.join(bad[:3])} hold NaN or inf")
+    weights = [
+        (f"{part}.{name}", tensor)
+        for part, kept in (("model", model), ("ema", ema or {}))
+        for name, tensor in kept.items()
+    ]
+    bad = [name for name, tensor in weights if not tensor.is_floating_point()]
+    steps = {f"optimizer.{i}.step": entry["step"] for i, entry in state.items() if "step" in entry}
+    bad += [name for name, step in steps.items() if step.numel() != 1 or bool(step < 0)]
+    if bad:
+        raise ModelError(f"{path}: not a sound vdsr training checkpoint ({', '.join(bad[:3])}: wrong type or range)")
     return Checkpoint(model=model, optimizer=optimizer, rng=tensors["rng.torch"], info=info, ema=ema)
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.catalogue import MODELS
 from vdsr.errors import EXIT_STOPPED_EARLY, TrainingError, UsageError, first_line
+from vdsr.files import unwritable_folder
 from vdsr.model import Model
 from vdsr.runtime.console import (
     Command,
@@ -152,6 +153,8 @@ def run(
     out = err if ranks.leader else Console(quiet=True)  # progress and results: rank 0 speaks for all
     given = {k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None}
     with exit_on_errors(err), ExitStack() as stack:
+        if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes >= 0):
+            raise UsageError(f"--max-minutes: expected a number of minutes >= 0 (0: one step), got {max_minutes}")
         torch_device = rank_device(pick_device(device), ranks)
         init_path = init_weights(init)
         config = settle_config(output, given, resume=resume, init=init, device=torch_device)
@@ -344,6 +347,13 @@ def settle_config(
     from vdsr.train.card import weights_id
 
     checkpoint_path = output / "checkpoint.safetensors"
+    problem = unwritable_folder(output)  # before any data work: a file where the folder goes, a read-only place
+    if problem:
+        raise UsageError(f"--output: {problem}")
+    if not resume and checkpoint_path.is_file():
+        raise UsageError(
+            f"--output: {checkpoint_path} exists: pass --resume to continue it, or choose another --output"
+        )
     if resume:  # the run continues with the settings it started with
         if not checkpoint_path.is_file():
             raise UsageError(f"--resume: no checkpoint to continue: {checkpoint_path} does not exist")
@@ -373,6 +383,10 @@ def settle_config(
     if "bf16" not in given:
         values["bf16"] = name == "gpu" or (name == "fast" and bf16_supported(device))
     try:
-        return recipe(name, values.pop("architecture", "vdsr"), **values)
+        config = recipe(name, values.pop("architecture", "vdsr"), **values)
     except ValueError as error:  # a value out of range: --batch-size 0, --lr -1, ...
         raise UsageError(first_line(error)) from error
+    finished = [output / f"{config.architecture}{suffix}" for suffix in (".safetensors", ".json")]
+    if any(path.exists() for path in finished):  # a finished run's weights, never replaced by a new run
+        raise UsageError(f"--output: {output} holds a finished run's {finished[0].name}; choose another --output")
+    return config

@@ -99,11 +99,14 @@ class TrainConfig:
         "--validate-degradation",
         repeatable=True,
     )
-    patch_size: int = setting(41, "Patch side (training input, HR pixels).", count(1), "--patch-size")
+    patch_size: int = setting(41, "Patch side (training input, HR pixels).", count(8), "--patch-size")
     stride: int = setting(41, "Patch grid step.", count(1), "--stride")
     batch_size: int = setting(64, "Patches per step.", count(1), "--batch-size")
     epochs: float = setting(
-        3.0, "Schedule length in passes over every (patch, rotation/flip) pair.", amount(positive=True), "--epochs"
+        3.0,
+        "Schedule length in passes over every (patch, rotation/flip) pair.",
+        amount(positive=True, below=1e6),
+        "--epochs",
     )
     max_steps: int | None = setting(
         None, "Stop at this step; schedule unchanged.", count(0, optional=True), "--max-steps", resumable=True
@@ -218,6 +221,12 @@ def problems(config: TrainConfig) -> list[str]:
         found.append(f"scale_weights is {weights!r}, not one number > 0 for each of the scales")
     elif weights and not config.draws_per_image:
         found.append("scale_weights weigh the draws: they need draws_per_image > 0")
+    patch, stride = config.patch_size, config.stride
+    if is_number(patch, whole=True) and is_number(stride, whole=True) and 0 < stride * 4 < patch:
+        found.append(
+            f"stride {stride} is under a quarter of patch_size {patch}: {(patch / stride) ** 2:.0f}x the memory of "
+            "non-overlapping patches"
+        )
     return found
 
 

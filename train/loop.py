@@ -128,7 +128,10 @@ def train(
     periodic checkpoint; with average_from (which keeps them too), the weights written at the end are the mean of the
     kept ones from that step on (vdsr.train.average), the card says which. blend_init A (fine-tuning): those weights
     become (1 - A) * the `init` weights + A * themselves (WiSE-FT, Wortsman et al. 2022)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TrainingError(f"{out_dir}: cannot make the run folder ({error.strerror or error})") from error
     checkpoint_path = out_dir / "checkpoint.safetensors"
     log_path = out_dir / "train_log.jsonl"
     try:
@@ -160,6 +163,8 @@ def train(
         found_total = saved.info.get("total_steps", total_steps)  # a budgeted schedule's measured length
         assert isinstance(found_step, int) and isinstance(found_wall, int | float) and isinstance(found_total, int)
         step, wall_before, total_steps = found_step, float(found_wall), found_total  # checked by load_checkpoint
+        if total_steps != UNMEASURED and step > total_steps:
+            raise TrainingError(f"{checkpoint_path}: its step {step} is past the schedule's {total_steps} steps")
         if ema is not None:
             ema.load_state_dict(saved.ema or model.state_dict())
         if log_path.is_file() and ranks.leader:  # drop what was logged after the checkpoint: those steps run again

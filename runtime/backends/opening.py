@@ -84,8 +84,10 @@ def open_chosen(
 ) -> Backend:
     """The backend `request` asks for, or with auto the first of plan_backends that opens here; `log` gets one line
     saying what runs and why that precision, and (auto) why the backends before it were skipped. UsageError when the
-    request cannot be served: the backend asked for, or with auto every one, unavailable here."""
+    request cannot be served: the backend asked for, or with auto every one, unavailable here; ModelError when what
+    stopped it was the model's file (unreadable, NaN weights)."""
     skipped: list[str] = []
+    broken: list[ModelError] = []  # the model's own file could not be loaded: said as that, not as the machine's lack
     gpu = any(request.allows(name) for name in GPU_BACKENDS)
     for option in plan_backends(model, machine or probe_machine(gpu=gpu), request):
         reason = option.reason
@@ -94,12 +96,18 @@ def open_chosen(
                 backend = open_backend(option.spec)
             except BackendUnavailable as error:
                 reason = str(error)
+                if isinstance(error.__cause__, ModelError):
+                    broken.append(error.__cause__)
             else:
                 said = f"{backend.precision}: {option.reason}" if option.reason else backend.precision
                 tried = "" if request.backend != "auto" else f"; skipped: {'; '.join(skipped) or 'none'}"
                 log(f"backend {backend.name} ({said}) for {model.name}{tried}")
                 return backend
+        if broken and request.backend != "auto":
+            raise broken[0]
         if request.backend != "auto":
             raise UsageError(f"Backend {request.backend} is not available: {reason}")
         skipped.append(f"{option.backend}: {reason}")
+    if broken:
+        raise broken[0]
     raise UsageError("No backend can run here: " + "; ".join(skipped))

@@ -7,7 +7,7 @@ cd /work/runs/srcnn
 T=/work/longenv/bin/vdsr-train
 name=${1:-x3}
 scale=${name#x}
-export OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 if [ -f $name/srcnn.json ]; then exit 0; fi
 if [ -f $name/checkpoint.safetensors ]; then
   exec $T --output $name --resume --init srcnn --data-dir /work/shared/datasets --cache-dir /work/runs/cache --no-bf16 >> $name.out 2>&1

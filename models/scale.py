@@ -18,7 +18,11 @@ MAX_SCALE = 8
 
 def check_scale(scale: object) -> float:
     """A scale the runtime takes, as a float; UsageError naming it otherwise."""
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 1 < float(scale) <= MAX_SCALE:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise UsageError(
+            f"Expected a scale, a real number with 1 < scale <= {MAX_SCALE:g}, got {type(scale).__name__} {scale!r:.40}"
+        )
+    if not 1 < float(scale) <= MAX_SCALE:
         raise UsageError(f"Expected a scale with 1 < scale <= {MAX_SCALE:g}, got {scale}")  # NaN fails the range
     return float(scale)
 

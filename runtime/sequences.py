@@ -32,7 +32,8 @@ def check_videos(jobs: list[Job], settings: VideoSettings) -> None:
     if importlib.util.find_spec("av") is None:
         return
     for suffix in {PurePath(str(job.target.path)).suffix.lower() for job in jobs if is_video(job.source.path)}:
-        check_settings(settings, VIDEO_FORMATS[suffix][1] if suffix in VIDEO_FORMATS else "libx264")
+        muxer, codec = VIDEO_FORMATS.get(suffix, (None, "libx264"))
+        check_settings(settings, codec, muxer)
 
 
 def run_sequences(

@@ -70,8 +70,7 @@ class Upscaler:
         tta: bool = False,
     ) -> None:
         request = Request(backend, precision, device, cpu_threads, tile, batch)
-        if memory_budget is not None:
-            memory_budget = checked_memory_budget(memory_budget)
+        memory_budget = None if memory_budget is None else checked_memory_budget(memory_budget)
         self.log, self.tta = log, tta
         self.for_lossy: Upscaler | None = None  # model auto: the model of compressed inputs (vdsr.runtime.model_choice)
         if model_choice.is_auto(model):
@@ -355,10 +354,9 @@ class Upscaler:
         on_frame: Callable[[int, int | None], None] = lambda done, total: None,
         video: VideoSettings | None = None,
     ) -> FolderReport:
-        """Planned jobs (vdsr.runtime.planning.plan) run through the pipeline, `scale` checked (check_scale: its
-        warning where the model was not trained): the temporary files a killed run left removed, the jobs claimed
-        (vdsr.runtime.planning.claim), then the images through vdsr.runtime.pipeline and the videos, one at a time,
-        through vdsr.runtime.video (`video`: their encoder)."""
+        """Planned jobs (vdsr.runtime.planning.plan) through the pipeline, `scale` checked (check_scale): stale
+        temporaries removed, the jobs claimed (vdsr.runtime.planning.claim), then the images through
+        vdsr.runtime.pipeline and the videos one at a time through vdsr.runtime.video (`video`: their encoder)."""
         scale = self.check_scale(scale)
         removed = jobs[0].target.files.remove_stale([job.target.path for job in jobs]) if jobs else []
         if removed:  # left by a run that was killed

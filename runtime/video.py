@@ -21,6 +21,7 @@ the local file only: no playlists (HLS, concat) that would read other files or t
 from __future__ import annotations
 
 import contextlib
+import io
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from numpy.typing import NDArray
 from vdsr.errors import ImageError, UsageError
 from vdsr.files import atomic_write
 from vdsr.runtime import video_planes, video_streams
-from vdsr.runtime.images import IMAGE_SUFFIXES
+from vdsr.runtime.images import IMAGE_SUFFIXES, open_regular
 from vdsr.runtime.picture import check_output
 from vdsr.runtime.resize import output_shape_for
 
@@ -58,6 +59,12 @@ class VideoSettings:
     codec: str | None = None
     crf: int | None = None
     pix_fmt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.crf is not None and not (isinstance(self.crf, int) and not isinstance(self.crf, bool)):
+            raise UsageError(f"Expected crf as a whole number, got {self.crf!r}")
+        if self.crf is not None and not 0 <= self.crf <= 63:
+            raise UsageError(f"Expected crf in 0..63, got {self.crf}")
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,10 @@ def import_av() -> Any:
     return av
 
 
-def check_settings(settings: VideoSettings, codec: str = "libx264") -> Any:
-    """The encoder `settings` name (or `codec`); UsageError for one that is not a video encoder here, --crf given to
-    one that does not take it, or a --pix-fmt it does not write. Checked before any work."""
+def check_settings(settings: VideoSettings, codec: str = "libx264", muxer: str | None = None) -> Any:
+    """The encoder `settings` name (or `codec`); UsageError for one that is not a video encoder here, one the
+    `muxer`'s files cannot hold, --crf given to one that does not take it, or a --pix-fmt it does not write. Checked
+    before any work."""
     av = import_av()
     name = settings.codec or codec
     try:
@@ -96,6 +104,12 @@ def check_settings(settings: VideoSettings, codec: str = "libx264") -> Any:
         raise UsageError(f"--codec {name}: not an encoder here ({video_streams.cause(error)})") from None
     if encoder.type != "video":
         raise UsageError(f"--codec {name}: not a video encoder")
+    if muxer is not None:
+        with av.open(io.BytesIO(), "w", format=muxer) as probe:  # nothing written: the muxer's own list
+            try:
+                probe.add_stream(encoder.name)
+            except (av.FFmpegError, ValueError) as error:
+                raise UsageError(f"--codec {name}: {video_streams.cause(error)}") from None
     if settings.crf is not None and encoder.name not in video_planes.CRF_ENCODERS:
         raise UsageError(f"--crf is for {', '.join(video_planes.CRF_ENCODERS)}; {encoder.name} does not take it")
     offered = [f.name for f in encoder.video_formats or []]
@@ -123,7 +137,13 @@ def upscale_video(
     muxer, default_codec = VIDEO_FORMATS.get(target.suffix.lower(), (None, ""))
     if muxer is None:
         raise UsageError(f"{target}: a video is written as {', '.join(VIDEO_FORMATS)}")
-    encoder = check_settings(settings, default_codec)
+    encoder = check_settings(settings, default_codec, muxer)
+    if target.is_dir() or (target.exists() and Path(source).exists() and target.samefile(source)):
+        raise UsageError(f"{target}: {'a folder' if target.is_dir() else 'the video read'}; give another file name")
+    try:  # a regular file, whatever links lead there: a FIFO would block the demuxer forever
+        open_regular(Path(source)).close()
+    except OSError as error:
+        raise ImageError(source, f"cannot open it ({error.strerror or error})") from None
     options = {"format_whitelist": DEMUXERS, "protocol_whitelist": "file"}
     try:  # "file:" and the absolute path: a name with a colon is not read as a protocol
         inp = av.open(f"file:{Path(source).absolute()}", options=options)
@@ -330,6 +350,8 @@ class _Job:
             setattr(vout.codec_context, name, getattr(first, name))
         frame_bytes = self.size[0] * self.size[1] * 3 * video_planes.sample_type(fmt).itemsize  # 4:4:4 at most
         vout.options = video_planes.encoder_options(encoder.name, settings.crf, frame_bytes=frame_bytes)
+        if self.stream.sample_aspect_ratio:  # anamorphic pixels keep their shape (both sides scale alike)
+            vout.codec_context.sample_aspect_ratio = self.stream.sample_aspect_ratio
         if first.rotation:  # the display matrix: how a player turns the picture
             vout.set_display_rotation(first.rotation)
         vout.metadata.update(self.stream.metadata)

@@ -1,0 +1,88 @@
+"""Videos and API calls an adversarial probe found mishandled (seventh session): a FIFO named like a video (a
+folder run hung on it), a codec the output container cannot hold (a traceback after the other files), a video
+written over its own source through the API, the sample aspect ratio of anamorphic video, crf out of range in the
+API, and a scale of the wrong type said as out of range. Tiny clips, the shipped srcnn on ONNX Runtime's CPU."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from test_video import MODEL, clip
+from typer.testing import CliRunner
+
+from vdsr import Upscaler
+from vdsr.errors import UsageError
+from vdsr.runtime.cli import app
+from vdsr.runtime.video import VideoSettings
+
+
+@pytest.fixture(scope="module")
+def upscaler() -> Upscaler:
+    with Upscaler("srcnn", backend="onnxruntime-cpu") as made:
+        yield made
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_named_like_a_video_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.mp4")  # nothing ever writes to it: opening it to read would block forever
+    clip(folder / "good.mp4", frames=2, size=(16, 16), audio=False)
+    result = CliRunner().invoke(app, [str(folder), "-s", "2", "-o", str(tmp_path / "out"), *MODEL])
+    assert result.exit_code == 1 and "pipe.mp4: not a regular file (a FIFO" in result.output, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]  # the rest of the folder ran
+
+
+def test_a_codec_the_container_cannot_hold_is_bad_usage_before_any_work(tmp_path: Path) -> None:
+    source = clip(tmp_path / "a.mp4", frames=2, size=(16, 16), audio=False)
+    for target, codec in [("x.webm", "libx264"), ("x.mp4", "rawvideo")]:
+        result = CliRunner().invoke(
+            app, [str(source), "-s", "2", "-o", str(tmp_path / target), "--codec", codec, *MODEL]
+        )
+        assert result.exit_code == 2 and f"--codec {codec}:" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_the_api_never_writes_a_video_over_its_source(tmp_path: Path, upscaler: Upscaler) -> None:
+    source = clip(tmp_path / "a.mp4", frames=2, size=(16, 16), audio=False)
+    before = source.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(source)
+    (tmp_path / "dir.mp4").mkdir()
+    for target in (source, tmp_path / "link.mp4", tmp_path / "dir.mp4"):
+        with pytest.raises(UsageError, match="give another file name"):
+            upscaler.upscale_video(source, target, 2)
+    assert source.read_bytes() == before
+
+
+def test_anamorphic_pixels_keep_their_shape(tmp_path: Path, upscaler: Upscaler) -> None:
+    source = tmp_path / "sar.mp4"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 16, 12, "yuv420p"
+        video.codec_context.sample_aspect_ratio = Fraction(8, 9)
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((12, 16, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame.reformat(format="yuv420p")))
+        out.mux(video.encode(None))
+    upscaler.upscale_video(source, tmp_path / "out.mp4", 2)
+    with av.open(str(source)) as given, av.open(str(tmp_path / "out.mp4")) as result:
+        assert given.streams.video[0].sample_aspect_ratio == Fraction(8, 9)
+        assert result.streams.video[0].sample_aspect_ratio == Fraction(8, 9)
+
+
+@pytest.mark.parametrize("crf", [-1, 64, 1000, 2.5, "20", True])
+def test_api_video_settings_are_checked_as_the_command_line_checks_them(crf: object) -> None:
+    with pytest.raises(UsageError, match="crf"):
+        VideoSettings(crf=crf)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scale", ["2", np.array(2.0), None])
+def test_a_scale_of_the_wrong_type_says_its_type(upscaler: Upscaler, scale: object) -> None:
+    with pytest.raises(UsageError, match="a real number with 1 < scale <= 8, got "):
+        upscaler.upscale(np.zeros((4, 4), np.uint8), scale)  # type: ignore[arg-type]

@@ -13,9 +13,8 @@ output container can hold them (one that cannot fails the video, naming the stre
 result is ceil(scale x size) as for images, rounded down to what the pixel format's chroma subsampling divides (4:2:0:
 even width and height): at most one row or column less.
 
-Decoding, the network and encoding overlap: a thread demuxes and decodes ahead, another encodes and muxes, each at
-most IN_FLIGHT frames from the network. Untrusted files: only the container formats of VIDEO_FORMATS are opened, from
-the local file only: no playlists (HLS, concat) that would read other files or the network, no image demuxers.
+Decoding, the network and encoding overlap (threads, each at most IN_FLIGHT frames from the network). Untrusted
+files: only VIDEO_FORMATS' containers, from the local regular file only: no playlists, no image demuxers.
 """
 
 from __future__ import annotations
@@ -360,7 +359,9 @@ class _Job:
         copies = {}
         for stream in self.copies:
             try:
-                copies[stream.index] = out.add_stream_from_template(stream)
+                copies[stream.index] = copy = out.add_stream_from_template(stream)
+                copy.metadata.update(stream.metadata)  # language, title; and default, comment, ... as they were
+                copy.disposition = stream.disposition
             except (self.av.FFmpegError, ValueError) as error:
                 name = stream.codec_context.name if stream.codec_context else "?"
                 cause = f"its {stream.type} stream {stream.index} ({name}) cannot go into {out.format.name}"

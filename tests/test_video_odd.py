@@ -86,3 +86,29 @@ def test_api_video_settings_are_checked_as_the_command_line_checks_them(crf: obj
 def test_a_scale_of_the_wrong_type_says_its_type(upscaler: Upscaler, scale: object) -> None:
     with pytest.raises(UsageError, match="a real number with 1 < scale <= 8, got "):
         upscaler.upscale(np.zeros((4, 4), np.uint8), scale)  # type: ignore[arg-type]
+
+
+def test_copied_streams_keep_their_language_title_and_disposition(tmp_path: Path, upscaler: Upscaler) -> None:
+    source = tmp_path / "tagged.mkv"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 16, 12, "yuv420p"
+        sound = out.add_stream("aac", rate=48000)
+        sound.metadata.update({"language": "jpn", "title": "Commentary"})
+        sound.disposition = av.stream.Disposition.comment
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((12, 16, 3), 40 * i, np.uint8), format="rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for i in range(4):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 48000, i * 1024, Fraction(1, 48000)
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    upscaler.upscale_video(source, tmp_path / "out.mkv", 2)
+    with av.open(str(tmp_path / "out.mkv")) as result:
+        copied = result.streams.audio[0]
+        assert copied.metadata["language"] == "jpn" and copied.metadata["title"] == "Commentary"
+        assert copied.disposition & av.stream.Disposition.comment

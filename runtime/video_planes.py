@@ -116,14 +116,24 @@ def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int) -> dict[
 
 
 def encoder_format(av: Any, fmt: Any, encoder: Any, *, name: object) -> str:
-    """The source's pixel format if the encoder writes it, else the encoder's closest of the same bit depth (the same
-    subsampling first); ImageError naming `name` if it writes none of that depth."""
+    """The source's pixel format if the encoder writes it, else the encoder's closest of the same bit depth and
+    alpha (the same subsampling first); ImageError naming `name` if it writes none: never a palette, never alpha
+    dropped silently (as an image's alpha is refused by a format that cannot hold it)."""
     offered = [str(f.name) for f in encoder.video_formats or []]
     if not offered or fmt.name in offered:
         return str(fmt.name)
-    bits = fmt.components[0].bits
-    same = [f for f in (av.VideoFormat(n) for n in offered) if not f.is_rgb and f.components[0].bits == bits]
+    bits, alpha = fmt.components[0].bits, _has_alpha(fmt)
+    same = [
+        f
+        for f in (av.VideoFormat(n) for n in offered)
+        if not f.is_rgb and not f.has_palette and f.components[0].bits == bits and _has_alpha(f) == alpha
+    ]
     if not same:
-        raise ImageError(str(name), f"{encoder.name} cannot write {bits}-bit video; give --pix-fmt or --codec")
+        what = f"{bits}-bit video{' with alpha' if alpha else ''}"
+        raise ImageError(str(name), f"{encoder.name} cannot write {what}; give --pix-fmt or --codec (ffv1 in .mkv)")
     chroma = [f for f in same if f.chroma_width(100) == fmt.chroma_width(100)]
     return str((chroma or same)[0].name)
+
+
+def _has_alpha(fmt: Any) -> bool:
+    return any(component.is_alpha for component in fmt.components)

@@ -16,7 +16,7 @@ from test_video import MODEL, clip
 from typer.testing import CliRunner
 
 from vdsr import Upscaler
-from vdsr.errors import UsageError
+from vdsr.errors import ImageError, UsageError
 from vdsr.runtime.cli import app
 from vdsr.runtime.video import VideoSettings
 
@@ -112,3 +112,23 @@ def test_copied_streams_keep_their_language_title_and_disposition(tmp_path: Path
         copied = result.streams.audio[0]
         assert copied.metadata["language"] == "jpn" and copied.metadata["title"] == "Commentary"
         assert copied.disposition & av.stream.Disposition.comment
+
+
+def test_alpha_is_never_dropped_silently(tmp_path: Path, upscaler: Upscaler) -> None:
+    """A yuva source: into .mkv (FFV1 keeps alpha) it stays yuva; into .mp4 (H.264 has none) it is refused."""
+    source = tmp_path / "alpha.mkv"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 16, 12, "yuva420p"
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((12, 16, 4), 60 * i + 10, np.uint8), format="rgba")
+            frame = frame.reformat(format="yuva420p")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    upscaler.upscale_video(source, tmp_path / "kept.mkv", 2)
+    with av.open(str(tmp_path / "kept.mkv")) as result:
+        assert result.streams.video[0].format.name == "yuva420p"
+    with pytest.raises(ImageError, match="alpha.mkv: libx264 cannot write 8-bit video with alpha"):
+        upscaler.upscale_video(source, tmp_path / "lost.mp4", 2)
+    assert not (tmp_path / "lost.mp4").exists()

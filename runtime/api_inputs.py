@@ -22,6 +22,18 @@ from vdsr.runtime.tiling import Steps
 Finish = Callable[[NDArray[Any]], Any]  # a result's pixels -> what the caller gets back (a PIL image, an array)
 
 
+def is_image_list(image: object) -> bool:
+    """Whether `image` is a list of images (PIL images, arrays); UsageError naming the first item that is not, in a
+    list that holds some (a list of lists of numbers is one array)."""
+    if not isinstance(image, list):
+        return False
+    kinds = [isinstance(item, Image.Image | np.ndarray) for item in image]
+    if any(kinds) and not all(kinds):
+        index = kinds.index(False)
+        raise UsageError(f"item {index} of the list is a {type(image[index]).__name__}, not a PIL image or an array")
+    return all(kinds)  # an empty list too: nothing back
+
+
 def prepare(
     image: Image.Image | NDArray[Any], scale: float, *, name: Path | str, max_output_pixels: int
 ) -> tuple[NDArray[np.floating], Any, Finish]:

@@ -16,7 +16,7 @@ from vdsr.catalogue import untrained_warning
 from vdsr.errors import ImageError
 from vdsr.model import Model
 from vdsr.runtime import model_choice
-from vdsr.runtime.api_inputs import prepare, upscale_list
+from vdsr.runtime.api_inputs import is_image_list, prepare, upscale_list
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.opening import open_chosen
 from vdsr.runtime.backends.specs import Request
@@ -268,7 +268,7 @@ class Upscaler:
         batches as one large image would). ValueError (ImageError or UsageError) for pixels it cannot take (a PIL
         image as its file would be: animated, multi-page, truncated), or a result over `max_output_pixels`."""
         scale = self.check_scale(scale)
-        if isinstance(image, list) and all(isinstance(i, Image.Image | np.ndarray) for i in image):
+        if is_image_list(image):
             chosen = [self._for(lossy=_is_lossy(i), scale=scale) for i in image]  # model auto: each by its model
             return model_choice.by_model(
                 image,

@@ -132,3 +132,10 @@ def test_alpha_is_never_dropped_silently(tmp_path: Path, upscaler: Upscaler) -> 
     with pytest.raises(ImageError, match="alpha.mkv: libx264 cannot write 8-bit video with alpha"):
         upscaler.upscale_video(source, tmp_path / "lost.mp4", 2)
     assert not (tmp_path / "lost.mp4").exists()
+
+
+def test_a_list_with_an_item_that_is_not_an_image_names_it(upscaler: Upscaler) -> None:
+    for bad in ("x.png", None):
+        with pytest.raises(UsageError, match=f"item 1 of the list is a {type(bad).__name__}, not a PIL image"):
+            upscaler.upscale([np.zeros((4, 4), np.uint8), bad], 2)
+    assert upscaler.upscale([], 2) == []

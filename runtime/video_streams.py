@@ -1,6 +1,7 @@
 """A video's other streams, kept as they are: audio, subtitle and data streams copied packet for packet, and
-attachments (Matroska's fonts and cover pictures) copied whole into the output's header. What the output container
-cannot hold fails the video before any work, naming the stream: nothing is dropped silently."""
+attachments (Matroska's fonts) copied whole into the output's header. What the output container cannot hold fails
+the video before any work, naming the stream. Not copied (runtime/README.md, known gaps): a second video stream, and
+cover pictures, which FFmpeg shows as video streams (MP4's attached pictures, Matroska's image attachments)."""
 
 from __future__ import annotations
 

@@ -208,9 +208,9 @@ def main(
     with exit_on_errors(err):  # everything that can be wrong with the request, before any scoring
         scales = parse_scales(scale)
         degradation = parse_degradation(degradation_text)
-        reports = {"--json": json_path, "--csv": csv_path, "--markdown": markdown_path, "--jsonl": jsonl}
-        reports["--plot"] = plot_path
-        for option, path in reports.items():
+        report_files = {"--json": json_path, "--csv": csv_path, "--markdown": markdown_path, "--jsonl": jsonl}
+        report_files["--plot"] = plot_path
+        for option, path in report_files.items():
             check_writable(path, option)
         if plot_path is not None:
             require_matplotlib()
@@ -228,7 +228,7 @@ def main(
         if download:
             fetch_missing(dataset, data_dir, err)
         datasets = settle_datasets(dataset, data_dir)
-        check_distinct(reports, inputs=[f for d in datasets for f in d.files] + list(weights or []))
+        check_distinct(report_files, inputs=[f for d in datasets for f in d.files] + list(weights or []))
     env = environment(shlex.join(["vdsr-bench", *sys.argv[1:]]))
     env["weights"] = sources
     env["degradation"] = str(degradation)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +22,7 @@ from vdsr.runtime.tiling import Steps
 Finish = Callable[[NDArray[Any]], Any]  # a result's pixels -> what the caller gets back (a PIL image, an array)
 
 
-def is_image_list(image: object) -> bool:
+def is_image_list(image: object) -> TypeGuard[list[Any]]:
     """Whether `image` is a list of images (PIL images, arrays); UsageError naming the first item that is not, in a
     list that holds some (a list of lists of numbers is one array)."""
     if not isinstance(image, list):

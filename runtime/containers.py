@@ -46,7 +46,7 @@ def check_png_rows(data: bytes) -> None:
         if kind == b"IEND":
             break
         if kind == b"IDAT":
-            piece = memoryview(data)[pos + 8 : pos + 8 + length]
+            piece: bytes | memoryview = memoryview(data)[pos + 8 : pos + 8 + length]
             try:
                 while piece and found < expected and not inflate.eof:
                     found += len(inflate.decompress(piece, _PIECE))

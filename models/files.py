@@ -1,7 +1,6 @@
 """Files on disk: atomic writes (a reader, or a crash, never sees a half-written file) and the clean-up of what a
-killed writer left, checking a folder can be written before a long run (and whether its names ignore case), and
-SHA-256 digests (weights, graphs and data
-sets are named by them)."""
+killed writer left, checking a folder can be written before a long run (and whether its names ignore case), SHA-256
+digests (weights, graphs and data sets are named by them), and opening an input only when it is a regular file."""
 
 from __future__ import annotations
 
@@ -13,6 +12,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
+
+from vdsr.errors import ImageError
 
 UMASK = os.umask(0o022)  # the process's umask, read once at import (reading it means setting it) and restored
 os.umask(UMASK)
@@ -153,3 +154,27 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, whatever links lead there. A FIFO, socket or device is
+    refused before any read (a FIFO would block forever): opened non-blocking, then checked on the descriptor itself,
+    so the file checked is the file read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # load_image says these in its own words
+    except OSError as error:  # a name too long, a loop of links, ...
+        raise ImageError(path, f"cannot open it ({error.strerror or error})") from error
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(path, "is a directory, not an image file")
+        if not stat.S_ISREG(mode):
+            raise ImageError(path, "not a regular file (a FIFO, socket or device)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from vdsr.errors import ImageError
-from vdsr.files import atomic_write
-from vdsr.runtime.images import LoadedImage, open_regular, pixels_of, to_pil_image
+from vdsr.files import atomic_write, open_regular
+from vdsr.runtime.images import LoadedImage, check_file_size, pixels_of, to_pil_image
 from vdsr.runtime.resize import output_shape_for
 
 ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")  # what is read
@@ -62,35 +62,39 @@ def upscale_animation(
 ) -> AnimationResult:
     """`source`'s frames upscaled into `target` (written whole, or not at all), with their durations and loop count.
     ImageError naming `source` for a file that cannot be read or written as asked."""
-    with open_regular(source) as f, Image.open(f, formats=list(ANIMATED_FORMATS)) as image:
-        fmt = WRITTEN.get(target.suffix.lower())
-        if fmt is None:
-            raise ImageError(source, f"an animation is written as PNG (APNG) or WebP, not {target.suffix}")
-        if image.width * image.height > max_pixels:
-            raise ImageError(source, f"{image.width}x{image.height} frames are over the limit of {max_pixels} pixels")
-        height, width = output_shape_for((image.height, image.width), scale)
-        durations = _durations(image, source, frame_pixels=height * width, max_output_pixels=max_output_pixels)
-        plays = _plays(image)
-        result: list[AnimationResult] = []
+    with open_regular(source) as f:
+        check_file_size(f, source, pixels=max_output_pixels, what=f"frames of {max_output_pixels} pixels in all")
+        with Image.open(f, formats=list(ANIMATED_FORMATS)) as image:
+            fmt = WRITTEN.get(target.suffix.lower())
+            if fmt is None:
+                raise ImageError(source, f"an animation is written as PNG (APNG) or WebP, not {target.suffix}")
+            if image.width * image.height > max_pixels:
+                raise ImageError(
+                    source, f"{image.width}x{image.height} frames are over the limit of {max_pixels} pixels"
+                )
+            height, width = output_shape_for((image.height, image.width), scale)
+            durations = _durations(image, source, frame_pixels=height * width, max_output_pixels=max_output_pixels)
+            plays = _plays(image)
+            result: list[AnimationResult] = []
 
-        def write(out: BinaryIO) -> None:
-            first, *rest = _upscaled(image, source, upscale=upscale, on_frame=on_frame)  # PIL's writers read twice
-            options: dict[str, Any] = {"save_all": True, "append_images": rest, "duration": durations}
-            if fmt != "GIF":  # APNG's num_plays and WebP's loop count count plays (0: forever)
-                options["loop"] = min(plays, 65535)  # WebP's field: 16 bits
-            elif plays != 1:  # GIF's Netscape loop counts the plays after the first
-                options["loop"] = max(plays - 1, 0)
-            if fmt == "WEBP":
-                options["lossless"] = True
-            first.save(out, format=fmt, **options)
-            result.append(AnimationResult(len(durations), first.width, first.height))
+            def write(out: BinaryIO) -> None:
+                first, *rest = _upscaled(image, source, upscale=upscale, on_frame=on_frame)  # PIL's writers read twice
+                options: dict[str, Any] = {"save_all": True, "append_images": rest, "duration": durations}
+                if fmt != "GIF":  # APNG's num_plays and WebP's loop count count plays (0: forever)
+                    options["loop"] = min(plays, 65535)  # WebP's field: 16 bits
+                elif plays != 1:  # GIF's Netscape loop counts the plays after the first
+                    options["loop"] = max(plays - 1, 0)
+                if fmt == "WEBP":
+                    options["lossless"] = True
+                first.save(out, format=fmt, **options)
+                result.append(AnimationResult(len(durations), first.width, first.height))
 
-        try:
-            atomic_write(target, write)
-        except ImageError:
-            raise
-        except (OSError, ValueError, EOFError) as error:
-            raise ImageError(source, f"cannot be upscaled ({type(error).__name__}: {error})") from None
+            try:
+                atomic_write(target, write)
+            except ImageError:
+                raise
+            except (OSError, ValueError, EOFError) as error:
+                raise ImageError(source, f"cannot be upscaled ({type(error).__name__}: {error})") from None
     return result[0]
 
 

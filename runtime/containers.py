@@ -1,8 +1,9 @@
 """What Pillow does not check in an image file's container, read from the file's own bytes.
 
 - `check_png_rows`: a PNG whose zlib stream ends cleanly before its header's last row. Pillow fills the rows that are
-  missing with black and says nothing. This inflates the image data (counting, never keeping more than 1 MiB of it)
-  and compares it with the size the header declares, so such a file is refused as truncated, as a cut JPEG is.
+  missing with black and says nothing. This inflates the image data (counting, never keeping more than 1 MiB of it,
+  reading the file a megabyte at a time) and compares it with the size the header declares, so such a file is
+  refused as truncated, as a cut JPEG is.
 - `webp_is_lossy`: how a WebP was coded. An extended file ("VP8X") says it only in a later chunk: "VP8 " lossy,
   "VP8L" lossless.
 """
@@ -31,33 +32,52 @@ def png_data_size(width: int, height: int, *, bits: int, interlaced: bool) -> in
     return total
 
 
-def check_png_rows(data: bytes) -> None:
-    """ValueError when a PNG's image data inflates to fewer bytes than its IHDR declares. A file this cannot walk
-    (bad chunks, a broken zlib stream) is left to the decoder, which reports it."""
-    if data[:8] != _SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
+def check_png_rows(f: BinaryIO) -> None:
+    """ValueError when a PNG (an open file, any position) has image data that inflates to fewer bytes than its IHDR
+    declares. It seeks from chunk to chunk and reads the image data a piece at a time, so memory stays small whatever
+    the file holds. A file this cannot walk (bad chunks, a broken zlib stream) is left to the decoder, which reports
+    it."""
+    f.seek(0)
+    head = f.read(33)
+    if head[:8] != _SIGNATURE or head[12:16] != b"IHDR" or len(head) < 33:
         return
-    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", head, 16)
     if colour not in _SAMPLES or interlace not in (0, 1):
         return
     expected = png_data_size(width, height, bits=depth * _SAMPLES[colour], interlaced=interlace == 1)
     inflate, found, pos = zlib.decompressobj(), 0, 8
-    while pos + 8 <= len(data) and found < expected:
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"IEND":
+    while found < expected and not inflate.eof:
+        f.seek(pos)
+        header = f.read(8)
+        if len(header) < 8 or header[4:] == b"IEND":
             break
-        if kind == b"IDAT":
-            piece: bytes | memoryview = memoryview(data)[pos + 8 : pos + 8 + length]
-            try:
-                while piece and found < expected and not inflate.eof:
-                    found += len(inflate.decompress(piece, _PIECE))
-                    piece = inflate.unconsumed_tail
-            except zlib.error:
-                return
+        length = struct.unpack_from(">I", header)[0]
+        if header[4:] == b"IDAT":
+            left = length
+            while left and found < expected and not inflate.eof:
+                piece = f.read(min(left, _PIECE))
+                if not piece:
+                    break
+                left -= len(piece)
+                try:
+                    found += _inflated(inflate, piece, expected - found)
+                except zlib.error:
+                    return
         pos += 12 + length
     if found < expected and not inflate.eof:
         found += len(inflate.flush())  # what zlib held back when a piece filled its output exactly
     if found < expected:
         raise ValueError(f"PNG image data ends early: {found} of the {expected} bytes its header declares")
+
+
+def _inflated(inflate: zlib._Decompress, piece: bytes, wanted: int) -> int:
+    """How many bytes `piece` inflates to, counted a megabyte at a time (never kept), stopping past `wanted`."""
+    found = 0
+    data: bytes = piece
+    while data and found < wanted and not inflate.eof:
+        found += len(inflate.decompress(data, _PIECE))
+        data = inflate.unconsumed_tail
+    return found
 
 
 def webp_is_lossy(f: BinaryIO) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vdsr.errors import ImageError, UsageError
-from vdsr.files import atomic_write
+from vdsr.files import atomic_write, open_regular
 from vdsr.runtime import containers, jpeg, png16, sixteen_bit
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
@@ -40,6 +39,25 @@ READ_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM", "TGA")
 # Refuse larger inputs before decoding them (decompression bombs). PIL's own threshold: above it PIL warns, and above
 # twice it PIL refuses, so a larger limit here would not help.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# The most bytes a file of an image's pixels may take: 16-bit RGBA uncompressed takes 8 a pixel, a plain-text 16-bit
+# PPM up to 18 and its separators, plus room for metadata (ICC profiles, EXIF, XMP). A larger file is refused before
+# it is read into memory: its padding, not its pixels, would set the memory used.
+BYTES_PER_PIXEL = 32
+METADATA_BYTES = 64 << 20
+
+
+def max_file_bytes(pixels: int) -> int:
+    """The largest image file (bytes) that `pixels` pixels can explain."""
+    return pixels * BYTES_PER_PIXEL + METADATA_BYTES
+
+
+def check_file_size(f: BinaryIO, path: Path | str, *, pixels: int, what: str) -> None:
+    """ImageError when the open file `f` is larger than `pixels` pixels explain (`what` names them); rewound."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    if size > max_file_bytes(pixels):
+        raise ImageError(path, f"{size} bytes is more than {what} takes; refused as padded")
+
 
 # PIL mode -> (mode to convert to, bit depth). Modes not listed (LAB, HSV, F, ...) are refused with a clear error.
 # 16-bit gray is read as stored: PIL's convert() between its 16-bit modes clips values to 0..255.
@@ -111,30 +129,6 @@ def pixels_of(image: Image.Image, path: Path | str) -> tuple[NDArray[np.float32]
 
 
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL reads these exactly
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading if it is a regular file, whatever links lead there. A FIFO, socket or device is
-    refused before any read (a FIFO would block forever): opened non-blocking, then checked on the descriptor itself,
-    so the file checked is the file read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise  # load_image says these in its own words
-    except OSError as error:  # a name too long, a loop of links, ...
-        raise ImageError(path, f"cannot open it ({error.strerror or error})") from error
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ImageError(path, "is a directory, not an image file")
-        if not stat.S_ISREG(mode):
-            raise ImageError(path, "not a regular file (a FIFO, socket or device)")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 # EXIF orientation (2..8) -> the numpy view that displays the image upright, as ImageOps.exif_transpose does
@@ -246,18 +240,18 @@ def decode_image(data: bytes | BinaryIO, name: Path | str, max_pixels: int = DEF
 
 
 def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
+    check_file_size(f, path, pixels=max_pixels, what=f"an image of at most {max_pixels} pixels")
     with _decode_errors(path), Image.open(f, formats=READ_FORMATS) as image:
         check_one_frame(image, path)
         width, height = image.size
         if width * height > max_pixels:
             raise ImageError(path, f"{width}x{height} is over the limit of {max_pixels} pixels")
-        data = b""
+        check_file_size(f, path, pixels=width * height, what=f"a {width}x{height} image")
         if image.format == "PNG":  # Pillow fills the rows a short (well-formed) stream lacks with black
+            containers.check_png_rows(f)
+        if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(_head(f, 33)):
             f.seek(0)
-            data = f.read()
-            containers.check_png_rows(data)
-        if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(data[:33]):
-            pixels, depth, icc, exif = _read_png16(path, data)
+            pixels, depth, icc, exif = _read_png16(path, f.read())
         elif isinstance(image, ImageFile.ImageFile) and sixteen_bit.is_wide_colour(image):  # TIFF, PPM
             f.seek(0)
             pixels, depth, icc, exif = _read_wide(path, image, f.read())
@@ -270,6 +264,11 @@ def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
         lossy = image.format in ("JPEG", "MPO") or (image.format == "WEBP" and containers.webp_is_lossy(f))
     has_alpha = pixels.shape[-1] in (2, 4)
     return LoadedImage(path, pixels, depth, has_alpha, icc or None, exif or None, lossy)
+
+
+def _head(f: BinaryIO, count: int) -> bytes:
+    f.seek(0)
+    return f.read(count)
 
 
 @contextmanager

@@ -27,14 +27,13 @@ from numpy.typing import NDArray
 
 from vdsr.errors import ImageError, UsageError, first_line
 from vdsr.files import case_insensitive, file_type, remove_stale_temporaries, unwritable_folder
-from vdsr.runtime.images import LoadedImage, decode_image, encode_image, load_image, output_format
+from vdsr.runtime.images import LoadedImage, decode_image, encode_image, load_image, max_file_bytes, output_format
 from vdsr.runtime.images import save_image as save_local
 from vdsr.runtime.listing import MAX_DEPTH as MAX_DEPTH  # a plain run's limit, asked for here
 from vdsr.runtime.listing import is_image, list_folder, refuse_deep, walk
 from vdsr.runtime.video import INPUT_SUFFIXES
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
-BYTES_PER_PIXEL = 16  # the most an image file of the allowed pixels may hold (32-bit float RGBA, uncompressed)
 OBJECT_STORES = ("S3FileSystem", "GcsFileSystem", "AzureFileSystem")  # folders are name prefixes: none to create
 
 
@@ -293,7 +292,7 @@ class StoreFiles(Files):
     def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
         """Downloaded into an anonymous temporary file (refused past the most an image of `max_pixels` can hold),
         then decoded from it as a local file is; any failure is this file's ImageError."""
-        limit = max_pixels * BYTES_PER_PIXEL
+        limit = max_file_bytes(max_pixels)
         try:
             info = self.fs.get_file_info(str(path))
         except Exception as error:  # noqa: BLE001  (pyarrow's, and an fsspec file system's own, for any cause)

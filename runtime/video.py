@@ -32,9 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.errors import ImageError, UsageError
-from vdsr.files import atomic_write
+from vdsr.files import atomic_write, open_regular
 from vdsr.runtime import video_planes, video_streams
-from vdsr.runtime.images import IMAGE_SUFFIXES, open_regular
+from vdsr.runtime.images import IMAGE_SUFFIXES
 from vdsr.runtime.picture import check_output
 from vdsr.runtime.resize import output_shape_for
 

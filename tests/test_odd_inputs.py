@@ -122,10 +122,10 @@ def test_interlaced_png_data_has_the_size_its_passes_give(rng: np.random.Generat
     raw = _adam7(pixels)
     assert png_data_size(shape[1], shape[0], bits=8, interlaced=True) == len(raw)
     data = _png(shape[1], shape[0], raw, colour=0, depth=8, interlaced=True)
-    check_png_rows(data)
+    check_png_rows(io.BytesIO(data))
     assert np.array_equal(decode_image(data, "i.png").pixels[..., 0] * 255, pixels.astype(np.float32))
     with pytest.raises(ValueError, match="ends early"):
-        check_png_rows(_png(shape[1], shape[0], raw[:-1], colour=0, depth=8, interlaced=True))
+        check_png_rows(io.BytesIO(_png(shape[1], shape[0], raw[:-1], colour=0, depth=8, interlaced=True)))
 
 
 @pytest.mark.parametrize(("colour", "depth", "channels"), [(2, 8, 3), (0, 8, 1), (6, 16, 4), (0, 1, 1)])

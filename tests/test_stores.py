@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from vdsr.errors import UsageError
 from vdsr.runtime.cli import app
-from vdsr.runtime.images import LoadedImage
+from vdsr.runtime.images import LoadedImage, max_file_bytes
 from vdsr.runtime.pipeline import run_jobs
 from vdsr.runtime.places import Stores, as_uri, is_uri, local, place_of
 from vdsr.runtime.planning import FolderReport, Job, claim
@@ -146,7 +146,9 @@ def test_staged_runs_name_the_uris_and_leave_nothing_partial(tmp_path: Path) -> 
 
 def test_a_large_object_is_refused_before_it_is_read(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "huge.png").write_bytes(b"\x89PNG" + bytes(20_000))
+    with (tmp_path / "in" / "huge.png").open("wb") as f:  # sparse: past what 100 pixels and their metadata take
+        f.write(b"\x89PNG")
+        f.truncate(max_file_bytes(100) + 1)
     jobs = stored(tmp_path / "in", tmp_path / "out", Stores())
     report = run_jobs(
         jobs,
@@ -158,7 +160,7 @@ def test_a_large_object_is_refused_before_it_is_read(tmp_path: Path) -> None:
         max_output_pixels=10**6,
         on_image=lambda path, pixels: None,
     )
-    assert "bytes is more than an image of the allowed size holds" in report.failed[0].cause
+    assert f"{max_file_bytes(100) + 1} bytes is more than an image of the allowed size holds" in report.failed[0].cause
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

@@ -193,16 +193,8 @@ def main(
                 f"{source if is_uri(source) else output}: URIs are read and written on Ray runs; add "
                 "--ray local (or a cluster's address), or give a local path"
             )
-        args: dict[str, object] = {
-            "model": model,
-            "backend": backend.value,
-            "tile": tile,
-            "batch": batch,
-            "precision": precision.value,
-            "device": device,
-            "memory_budget": budget,
-            "tta": tta,
-        }
+        args: dict[str, object] = {"model": model, "backend": backend.value, "tile": tile, "batch": batch}
+        args |= {"precision": precision.value, "device": device, "memory_budget": budget, "tta": tta}
         if ray is None:
             jobs = plan(
                 local(source), scale, None if output is None else local(output), recursive=recursive, fmt=suffix
@@ -362,6 +354,7 @@ def _on_ray(
                 report=report,
                 on_failure=failed,
                 on_progress=progress_of,
+                on_warning=lambda line: print_error(err, line, "warning"),
             )
     except KeyboardInterrupt:  # Ctrl-C: what was done, and how to do the rest
         _summarize(err, report, time.perf_counter() - start)
@@ -380,6 +373,8 @@ def _summarize(err: Console, report: FolderReport | RunCounts, seconds: float) -
     """The failures one line each (a Ray run's were told as they came), then the one closing line: what was
     written, skipped and failed, and how fast."""
     if isinstance(report, FolderReport):
+        for line in report.warnings:
+            print_error(err, line, "warning")
         for failure in report.failed:
             print_error(err, str(failure), "failed")
     written, skipped, failed = report.counts()

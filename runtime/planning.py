@@ -51,6 +51,7 @@ class FolderReport:
     failed: list[FileFailure] = field(default_factory=list)  # the file and the cause; str(): one line
     megapixels: float = 0.0  # output pixels written, in millions
     stopped: str | None = None  # the backend failure that stopped the run before every file was done
+    warnings: list[str] = field(default_factory=list)  # files written with something left out: one line each
 
     def summary(self) -> str:
         """One line: what was written, skipped and failed, and whether a backend failure stopped the run."""
@@ -61,7 +62,8 @@ class FolderReport:
         return line + (f"; stopped: {self.stopped}" if self.stopped else "")
 
     def __str__(self) -> str:
-        return "\n".join([self.summary(), *(f"failed: {failure}" for failure in self.failed)])
+        lines = [*(f"warning: {line}" for line in self.warnings), *(f"failed: {failure}" for failure in self.failed)]
+        return "\n".join([self.summary(), *lines])
 
     def counts(self) -> tuple[int, int, int]:
         """Written, skipped (existing), failed."""

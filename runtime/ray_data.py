@@ -81,8 +81,9 @@ class FileActor:
         self.upscaler, self.stores = Upscaler(**args), Stores()
         self.scale, self.max_pixels, self.max_output_pixels = scale, max_pixels, max_output_pixels
 
-    def run(self, number: int, rows: list[Row]) -> tuple[int, list[Outcome], str | None]:
-        """Batch `number`'s outcomes, in its order, and the backend failure that stopped it, if one did."""
+    def run(self, number: int, rows: list[Row]) -> tuple[int, list[Outcome], str | None, list[str]]:
+        """Batch `number`'s outcomes, in its order, the backend failure that stopped it, if one did, and the
+        warnings of files written with something left out."""
         jobs = [_job(row, self.stores) for row in rows]
         pixels: dict[str, int] = {}
         report = self.upscaler.upscale_jobs(  # images through the pipeline, videos one at a time, as a plain run
@@ -99,7 +100,7 @@ class FileActor:
             source, failure = str(job.source), failed.get(str(job.source))
             cause, output = (failure.cause, bool(failure.output)) if failure else ("", False)
             outcomes.append((str(job.target) in written, pixels.get(source, 0) / 1e6, cause, output))
-        return number, outcomes, report.stopped
+        return number, outcomes, report.stopped, report.warnings
 
 
 def connect(address: str) -> bool:
@@ -172,11 +173,13 @@ def upscale_folder_on_ray(
     report: RunCounts | None = None,
     on_failure: Callable[[FileFailure], None] = lambda failure: None,
     on_progress: Callable[[RunCounts], None] = lambda report: None,
+    on_warning: Callable[[str], None] = lambda line: None,
 ) -> RunCounts:
     """A plain run's plan and outcome (see Upscaler.upscale_folder) made a folder at a time, its jobs run by a pool
     of Ray actors as they are claimed. With a URI for the input or the output, both are read and written as URIs (a
     local path as file://). `report` is filled as files finish (a caller interrupted has the counts so far);
-    `on_failure` is told each failure as it comes, `on_progress` each change of the counts."""
+    `on_failure` is told each failure as it comes, `on_warning` each written file's warning, `on_progress` each
+    change of the counts."""
     stores = Stores()
     uris = is_uri(source) or is_uri(output)
     source_place = place_of(as_uri(source) if uris else source, stores)
@@ -193,6 +196,7 @@ def upscale_folder_on_ray(
         kwargs={"max_pixels": max_pixels, "max_output_pixels": max_output_pixels},
         on_failure=on_failure,
         on_progress=on_progress,
+        on_warning=on_warning,
     )
     return report
 
@@ -237,6 +241,7 @@ def run_batches(
     kwargs: dict[str, Any],
     on_failure: Callable[[FileFailure], None],
     on_progress: Callable[[RunCounts], None],
+    on_warning: Callable[[str], None] = lambda line: None,
 ) -> None:
     """`batches` through a pool of `actor(*args, **kwargs)` on the cluster, one batch in each actor at a time, the
     next asked for only when an actor is free; each outcome into `report`. A cluster lost, an actor dead or a backend
@@ -264,7 +269,9 @@ def run_batches(
         pool, pending = ActorPool(actors), dict[int, list[Job]]()
 
         def collect() -> None:
-            number, outcomes, stopped = pool.get_next_unordered()
+            number, outcomes, stopped, warnings = pool.get_next_unordered()
+            for line in warnings:
+                on_warning(line)
             for job, (written, megapixels, cause, output_failed) in zip(pending.pop(number), outcomes, strict=True):
                 if written:
                     report.written, report.megapixels = report.written + 1, report.megapixels + megapixels

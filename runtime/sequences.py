@@ -16,6 +16,7 @@ from vdsr.runtime.places import LocalFiles
 from vdsr.runtime.planning import FileFailure, FolderReport, Job
 from vdsr.runtime.video import VIDEO_FORMATS, VideoResult, VideoSettings, check_settings, is_video, upscale_video
 
+ONE_VIDEO = "the main video stream alone is upscaled; other streams but audio, subtitles and data are left out"
 Progress = tuple[Callable[[float], None] | None, Callable[[int, int | None], None]]  # on_band, on_frame
 
 
@@ -56,7 +57,7 @@ def run_sequences(
         if report.stopped or (fail_fast and report.failed):
             break
         try:
-            pixels = _one(
+            result = _one(
                 job,
                 scale,
                 lumas=lumas,
@@ -77,7 +78,10 @@ def run_sequences(
         except KeyboardInterrupt:
             raise Interrupted(report) from None
         report.written.append(job.target.shown)
+        pixels = result.frames * result.width * result.height
         report.megapixels += pixels / 1e6
+        if isinstance(result, VideoResult) and result.not_copied:
+            report.warnings.append(f"{job.source.shown}: its {', '.join(result.not_copied)} not copied ({ONE_VIDEO})")
         on_image(job.source.shown, pixels)
 
 
@@ -91,8 +95,8 @@ def _one(
     group: int,
     limits: tuple[int, int],
     on_progress: Progress,
-) -> int:
-    """One file of frames upscaled; the output pixels written (all frames)."""
+) -> VideoResult | AnimationResult:
+    """One file of frames upscaled."""
     source, target = job.source, job.target
     if not (isinstance(source.files, LocalFiles) and isinstance(target.files, LocalFiles)):
         raise ImageError(source.shown, "videos are read and written on local paths only")
@@ -126,4 +130,4 @@ def _one(
             max_output_pixels=limits[1],
             on_frame=lambda done: on_frame(done, None),
         )
-    return result.frames * result.width * result.height
+    return result

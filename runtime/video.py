@@ -72,6 +72,7 @@ class VideoResult:
     width: int
     height: int
     copied: int  # audio, subtitle and data packets copied
+    not_copied: tuple[str, ...] = ()  # the streams neither upscaled nor copied: "cover picture 2", "video stream 1"
 
 
 Lumas = Callable[[list[NDArray[np.float32]]], list[NDArray[np.float32] | ImageError]]  # the network on luma planes
@@ -149,9 +150,9 @@ def upscale_video(
     except (av.FFmpegError, UnicodeDecodeError) as error:
         raise ImageError(source, f"not a video this toolkit reads ({video_streams.cause(error)})") from None
     with inp:
-        if not inp.streams.video:
+        stream = inp.streams.best("video")  # FFmpeg's choice: the main video, never a cover picture
+        if stream is None:
             raise ImageError(source, "no video stream")
-        stream = inp.streams.video[0]
         if stream.codec_context is None:
             raise ImageError(source, "its video codec has no decoder here")
         limits = (max_pixels, max_output_pixels)
@@ -168,7 +169,7 @@ def upscale_video(
             )
         except av.FFmpegError as error:
             raise ImageError(source, f"cannot be upscaled ({video_streams.cause(error)})") from None
-    return VideoResult(job.frames, job.size[1], job.size[0], job.copied)
+    return VideoResult(job.frames, job.size[1], job.size[0], job.copied, job.not_copied)
 
 
 def _check_size(source: Path, shape: tuple[int, int], *, scale: float, limits: tuple[int, int]) -> None:
@@ -181,11 +182,9 @@ def _check_size(source: Path, shape: tuple[int, int], *, scale: float, limits: t
 def _put(items: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     """Put `item`, waiting while the queue is full, unless `stop` is set meanwhile (False then)."""
     while not stop.is_set():
-        try:
+        with contextlib.suppress(queue.Full):
             items.put(item, timeout=0.1)
             return True
-        except queue.Full:
-            continue
     return False
 
 
@@ -196,7 +195,7 @@ class _Job:
 
     def __init__(self, av: Any, inp: Any, stream: Any, *, source: Path, scale: float, limits: tuple[int, int]) -> None:
         self.av, self.inp, self.stream, self.source, self.scale, self.limits = av, inp, stream, source, scale, limits
-        self.copies = video_streams.copied(inp, stream)
+        self.copies, self.not_copied = video_streams.copied(inp, stream), video_streams.not_copied(inp, stream)
         self.frames = self.copied = 0
         self.size = self.full = (0, 0)  # the frames written; ceil(scale x size) before the cut to the subsampling
         self.first: tuple[int, int] | None = None  # the source frames' size

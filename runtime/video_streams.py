@@ -1,7 +1,8 @@
 """A video's other streams, kept as they are: audio, subtitle and data streams copied packet for packet, and
 attachments (Matroska's fonts) copied whole into the output's header. What the output container cannot hold fails
-the video before any work, naming the stream. Not copied (runtime/README.md, known gaps): a second video stream, and
-cover pictures, which FFmpeg shows as video streams (MP4's attached pictures, Matroska's image attachments)."""
+the video before any work, naming the stream. Not copied, and named for the run's warning (`not_copied`): a second
+video stream, and cover pictures, which FFmpeg shows as video streams (MP4's attached pictures, Matroska's image
+attachments)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from vdsr.errors import ImageError, first_line
 
 COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
+ATTACHED_PICTURE = 1024  # FFmpeg's AV_DISPOSITION_ATTACHED_PIC: a cover picture (MP4, MP3), shown as a video stream
 
 
 def cause(error: BaseException) -> str:
@@ -23,6 +25,17 @@ def cause(error: BaseException) -> str:
 def copied(inp: Any, video: Any) -> list[Any]:
     """The streams of `inp` copied packet for packet beside its `video` stream."""
     return [s for s in inp.streams if s is not video and s.type in COPIED]
+
+
+def not_copied(inp: Any, video: Any) -> tuple[str, ...]:
+    """The streams of `inp` neither upscaled (`video`) nor copied, named for the run's warning."""
+    return tuple(
+        f"{_kind(s)} {s.index}" for s in inp.streams if s is not video and s.type not in (*COPIED, "attachment")
+    )
+
+
+def _kind(stream: Any) -> str:
+    return "cover picture" if int(stream.disposition) & ATTACHED_PICTURE else f"{stream.type} stream"
 
 
 def attachments(inp: Any) -> list[Any]:

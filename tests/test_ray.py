@@ -151,15 +151,20 @@ def test_a_ray_dataset_of_images_maps_to_upscaled_images(cluster: Path) -> None:
 
 
 def test_videos_run_on_ray_as_jobs(cluster: Path, tmp_path: Path) -> None:
-    """A video is one job, as an image is: the same frames and timestamps as a plain run writes."""
+    """A video is one job, as an image is: the same frames and timestamps as a plain run writes, and the same warning
+    for a stream left out."""
     from test_video import clip, frames_of
+    from test_video_choice import streams
 
     (tmp_path / "in").mkdir()
     clip(tmp_path / "in" / "clip.mp4", frames=3)
+    streams(tmp_path / "in" / "cover.mp4", muxer="mp4", still_first=False, second=False, cover=True)
     args = [str(tmp_path / "in"), "-s", "2", "--model", "srcnn"]
     plain = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "plain")])
     on_ray = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "ray"), "--ray", "local"])
     assert plain.exit_code == on_ray.exit_code == 0, on_ray.output
+    warning = f"warning: {tmp_path / 'in' / 'cover.mp4'}: its cover picture 1 not copied"
+    assert warning in plain.output and warning in on_ray.output, on_ray.output
     ray_frames, plain_frames = frames_of(tmp_path / "ray" / "clip.mp4"), frames_of(tmp_path / "plain" / "clip.mp4")
     assert [f.time for f in ray_frames] == [f.time for f in plain_frames] and len(ray_frames) == 3
     assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(ray_frames, plain_frames, strict=True))

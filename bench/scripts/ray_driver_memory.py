@@ -74,8 +74,8 @@ class SyntheticFiles(Files):
 class MinimalActor:
     """An actor that answers each job "written" at once: the driver's side of the run is all that is left."""
 
-    def run(self, number: int, rows: list[tuple[str, str, str, str]]) -> tuple[int, list[Any], str | None]:
-        return number, [(True, 0.0, "", False)] * len(rows), None
+    def run(self, number: int, rows: list[tuple[str, str, str, str]]) -> tuple[int, list[Any], str | None, list[str]]:
+        return number, [(True, 0.0, "", False)] * len(rows), None, []
 
 
 def measure(count: int) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""Which stream of a video is upscaled, and what is said of the streams left out (vdsr.runtime.video,
+vdsr.runtime.video_streams): FFmpeg's own choice of the main video (never a cover picture, whatever its place), and one
+warning line naming every stream neither upscaled nor copied. Tiny clips, the shipped srcnn on ONNX Runtime's CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+from av.stream import Disposition
+from test_video import MODEL
+from typer.testing import CliRunner
+
+from vdsr import Upscaler
+from vdsr.runtime.cli import app
+
+
+def _stream(out: av.container.OutputContainer, codec: str, size: tuple[int, int], fmt: str) -> av.VideoStream:
+    stream = out.add_stream(codec, rate=10)
+    stream.width, stream.height, stream.pix_fmt = size[1], size[0], fmt
+    return stream
+
+
+def _frames(stream: av.VideoStream, count: int, size: tuple[int, int]) -> list[av.Packet]:
+    packets = []
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(np.full((*size, 3), 30 * i + 20, np.uint8), format="rgb24")
+        packets += stream.encode(frame.reformat(format=stream.pix_fmt))
+    return packets + stream.encode(None)
+
+
+def streams(path: Path, *, muxer: str, still_first: bool, second: bool, cover: bool) -> Path:
+    """A 5-frame 32x24 H.264 video; before it (`still_first`) a one-frame MJPEG video stream; after it (`second`) a
+    second 5-frame 16x16 H.264 stream, and (`cover`) a cover picture (MP4's attached picture)."""
+    with av.open(str(path), "w", format=muxer) as out:
+        still = _stream(out, "mjpeg", (32, 32), "yuvj420p") if still_first else None
+        main = _stream(out, "libx264", (24, 32), "yuv420p")
+        other = _stream(out, "libx264", (16, 16), "yuv420p") if second else None
+        picture = _stream(out, "mjpeg", (32, 32), "yuvj420p") if cover else None
+        if picture is not None:
+            picture.disposition = Disposition.attached_pic
+        for stream, count, size in [
+            (main, 5, (24, 32)),
+            (other, 5, (16, 16)),
+            (still, 1, (32, 32)),
+            (picture, 1, (32, 32)),
+        ]:
+            if stream is not None:
+                out.mux(_frames(stream, count, size))
+    return path
+
+
+def test_the_main_video_is_upscaled_and_the_streams_left_out_are_named(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    streams(tmp_path / "in" / "a.mkv", muxer="matroska", still_first=True, second=True, cover=False)
+    streams(tmp_path / "in" / "b.mp4", muxer="mp4", still_first=False, second=False, cover=True)
+    with av.open(str(tmp_path / "in" / "b.mp4")) as given:
+        assert [int(s.disposition) & int(Disposition.attached_pic) for s in given.streams.video] == [0, 1024]
+    result = CliRunner().invoke(app, [str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "out"), *MODEL])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    shown = tmp_path / "in"
+    assert lines == [
+        f"warning: {shown / 'a.mkv'}: its video stream 0, video stream 2 not copied (the main video stream alone is "
+        "upscaled; other streams but audio, subtitles and data are left out)",
+        f"warning: {shown / 'b.mp4'}: its cover picture 1 not copied (the main video stream alone is upscaled; other "
+        "streams but audio, subtitles and data are left out)",
+    ]
+    for name in ("a.mkv", "b.mp4"):  # the 5-frame 32x24 stream, wherever it was
+        with av.open(str(tmp_path / "out" / name)) as written:
+            (video,) = written.streams.video
+            assert (video.codec_context.width, video.codec_context.height) == (64, 48)
+            assert sum(1 for _ in written.decode(video)) == 5
+
+
+def test_a_video_with_nothing_left_out_gives_no_warning(tmp_path: Path) -> None:
+    source = streams(tmp_path / "c.mp4", muxer="mp4", still_first=False, second=False, cover=False)
+    with Upscaler("srcnn", backend="onnxruntime-cpu") as upscaler:
+        assert upscaler.upscale_video(source, tmp_path / "out.mp4", 2).not_copied == ()
+        cover = streams(tmp_path / "d.mp4", muxer="mp4", still_first=False, second=False, cover=True)
+        assert upscaler.upscale_video(cover, tmp_path / "out2.mp4", 2).not_copied == ("cover picture 1",)
+    result = CliRunner().invoke(app, [str(source), "-s", "2", "-o", str(tmp_path / "out3.mp4"), *MODEL])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output

@@ -353,7 +353,7 @@ class _Job:
         if first.rotation:  # the display matrix: how a player turns the picture
             vout.set_display_rotation(first.rotation)
         vout.metadata.update(self.stream.metadata)
-        out.metadata.update(self.inp.metadata)
+        out.metadata.update(video_streams.container_metadata(self.inp))
         video_streams.add_attachments(out, video_streams.attachments(self.inp))
         copies = {}
         for stream in self.copies:

@@ -1,5 +1,6 @@
 """A video's other streams, kept as they are: audio, subtitle and data streams copied packet for packet, and
-attachments (Matroska's fonts) copied whole into the output's header. What the output container cannot hold fails
+attachments (Matroska's fonts) copied whole into the output's header, and a timecode track's timecode kept as the
+output's (MOV and MP4 write a timecode track from it). What the output container cannot hold fails
 the video before any work, naming the stream. Not copied, and named for the run's warning (`not_copied`): a second
 video stream, and cover pictures, which FFmpeg shows as video streams (MP4's attached pictures, Matroska's image
 attachments)."""
@@ -24,7 +25,19 @@ def cause(error: BaseException) -> str:
 
 def copied(inp: Any, video: Any) -> list[Any]:
     """The streams of `inp` copied packet for packet beside its `video` stream."""
-    return [s for s in inp.streams if s is not video and s.type in COPIED]
+    return [s for s in inp.streams if s is not video and s.type in COPIED and not _is_timecode(s)]
+
+
+def _is_timecode(stream: Any) -> bool:
+    """A timecode track (QuickTime's tmcd, which FFmpeg shows as a data stream with a "timecode")."""
+    return stream.type == "data" and "timecode" in stream.metadata
+
+
+def container_metadata(inp: Any) -> dict[str, str]:
+    """`inp`'s container metadata, and the timecode of its timecode track, as FFmpeg's own tool keeps it: MOV and MP4
+    muxers write a new timecode track from it (a copied one would have no frame rate), Matroska a tag."""
+    timecodes = [s.metadata["timecode"] for s in inp.streams if _is_timecode(s)]
+    return {"timecode": timecodes[0]} | dict(inp.metadata) if timecodes else dict(inp.metadata)
 
 
 def not_copied(inp: Any, video: Any) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """Which stream of a video is upscaled, and what is said of the streams left out (vdsr.runtime.video,
 vdsr.runtime.video_streams): FFmpeg's own choice of the main video (never a cover picture, whatever its place), and one
-warning line naming every stream neither upscaled nor copied. Tiny clips, the shipped srcnn on ONNX Runtime's CPU."""
+warning line naming every stream neither upscaled nor copied; a timecode track's timecode kept. Tiny clips, the
+shipped srcnn on ONNX Runtime's CPU."""
 
 from __future__ import annotations
 
@@ -82,3 +83,24 @@ def test_a_video_with_nothing_left_out_gives_no_warning(tmp_path: Path) -> None:
         assert upscaler.upscale_video(cover, tmp_path / "out2.mp4", 2).not_copied == ("cover picture 1",)
     result = CliRunner().invoke(app, [str(source), "-s", "2", "-o", str(tmp_path / "out3.mp4"), *MODEL])
     assert result.exit_code == 0 and "warning" not in result.output, result.output
+
+
+def test_a_timecode_track_is_kept_as_the_timecode_in_every_container(tmp_path: Path) -> None:
+    """A camera's MOV with a timecode track (tmcd): copying the track failed a MOV result after its frames (the copy
+    has no frame rate) and was refused by MP4 and Matroska; its timecode is the result's, as FFmpeg's tool keeps it."""
+    source = tmp_path / "camera.mov"
+    with av.open(str(source), "w", format="mov") as out:
+        out.metadata["timecode"] = "01:02:03:04"  # the muxer writes the timecode track
+        main = _stream(out, "libx264", (24, 32), "yuv420p")
+        out.mux(_frames(main, 5, (24, 32)))
+    with av.open(str(source)) as given:
+        assert [s.type for s in given.streams] == ["video", "data"]
+        timecode = given.streams[1].metadata["timecode"]  # "01:02:03:4": FFmpeg writes frames in the rate's digits
+    for suffix in (".mov", ".mp4", ".mkv"):
+        target = tmp_path / f"out{suffix}"
+        result = CliRunner().invoke(app, [str(source), "-s", "2", "-o", str(target), *MODEL])
+        assert result.exit_code == 0 and "warning" not in result.output, result.output
+        with av.open(str(target)) as written:
+            tags = [dict(written.metadata), *(dict(s.metadata) for s in written.streams)]
+            assert timecode in {value for tag in tags for key, value in tag.items() if key.lower() == "timecode"}
+            assert [s.type for s in written.streams] == (["video"] if suffix == ".mkv" else ["video", "data"])

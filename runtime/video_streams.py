@@ -15,6 +15,9 @@ from typing import Any
 from vdsr.errors import ImageError, first_line
 
 COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
+# Muxers that write the subtitle codecs they do not know as a private data stream, no error: the ones they keep (DVB
+# subtitles, teletext, ARIB captions), by their decoders' names (a stream without a decoder here is refused)
+KEPT_SUBTITLES = {"mpegts": ("dvbsub", "libzvbi_teletextdec", "libaribb24", "libaribcaption")}
 ATTACHED_PICTURE = 1024  # FFmpeg's AV_DISPOSITION_ATTACHED_PIC: a cover picture (MP4, MP3), shown as a video stream
 
 
@@ -65,6 +68,12 @@ def check_copies(av: Any, inp: Any, video: Any, *, muxer: str, source: Path) -> 
     """ImageError, before any work, for a stream or attachment the output container cannot hold: each is tried in a
     header written to memory (KLV data into MP4 is refused only there)."""
     for stream in [*copied(inp, video), *attachments(inp)]:
+        name = stream.codec_context.name if stream.codec_context else "?"
+        if stream.type == "subtitle" and name not in KEPT_SUBTITLES.get(muxer, (name,)):
+            raise ImageError(
+                source,
+                f"its {name} subtitle stream {stream.index} would become data in {muxer}: write another container",
+            )
         probe = av.open(io.BytesIO(), "w", format=muxer)
         try:
             if stream.type == "attachment":

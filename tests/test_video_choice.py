@@ -1,10 +1,12 @@
 """Which stream of a video is upscaled, and what is said of the streams left out (vdsr.runtime.video,
 vdsr.runtime.video_streams): FFmpeg's own choice of the main video (never a cover picture, whatever its place), and one
-warning line naming every stream neither upscaled nor copied; a timecode track's timecode kept. Tiny clips, the
+warning line naming every stream neither upscaled nor copied; a timecode track's timecode kept; subtitles refused
+where they would become data. Tiny clips, the
 shipped srcnn on ONNX Runtime's CPU."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -104,3 +106,35 @@ def test_a_timecode_track_is_kept_as_the_timecode_in_every_container(tmp_path: P
             tags = [dict(written.metadata), *(dict(s.metadata) for s in written.streams)]
             assert timecode in {value for tag in tags for key, value in tag.items() if key.lower() == "timecode"}
             assert [s.type for s in written.streams] == (["video"] if suffix == ".mkv" else ["video", "data"])
+
+
+def _subtitled(path: Path, codec: str) -> Path:
+    """A 3-frame FFV1 video with a subtitle stream in `codec` (one ASS line when it is "ass")."""
+    with av.open(str(path), "w") as out:
+        main = _stream(out, "ffv1", (16, 32), "yuv420p")
+        text = out.add_stream(codec)
+        out.mux(_frames(main, 3, (16, 32)))
+        if codec == "ass":
+            packet = av.Packet(b"Dialogue: 0,0:00:00.00,0:00:00.10,Default,,0,0,0,,one")
+            packet.stream, packet.pts, packet.dts, packet.duration = text, 0, 0, 100
+            packet.time_base = Fraction(1, 1000)
+            out.mux(packet)
+    return path
+
+
+def test_subtitles_a_container_would_turn_into_data_are_refused_before_any_work(tmp_path: Path) -> None:
+    """MPEG-TS keeps DVB subtitles; any other subtitle codec it writes as an anonymous data stream, without an error."""
+    source = _subtitled(tmp_path / "ass.mkv", "ass")
+    result = CliRunner().invoke(app, [str(source), "-s", "2", "-o", str(tmp_path / "out.ts"), *MODEL])
+    expected = f"{source}: its ssa subtitle stream 1 would become data in mpegts: write another container"
+    assert result.exit_code == 1 and expected in result.output, result.output
+    assert not (tmp_path / "out.ts").exists()
+    dvb = _subtitled(tmp_path / "dvb.mkv", "dvb_subtitle")
+    result = CliRunner().invoke(app, [str(dvb), "-s", "2", "-o", str(tmp_path / "dvb.ts"), *MODEL])
+    assert result.exit_code == 0, result.output
+    with av.open(str(tmp_path / "dvb.ts")) as written:
+        assert [s.type for s in written.streams] == ["video", "subtitle"]
+    with Upscaler("srcnn", backend="onnxruntime-cpu") as upscaler:  # Matroska holds it
+        upscaler.upscale_video(source, tmp_path / "ass_x2.mkv", 2)
+    with av.open(str(tmp_path / "ass_x2.mkv")) as written:
+        assert [s.type for s in written.streams] == ["video", "subtitle"]

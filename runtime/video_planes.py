@@ -110,6 +110,8 @@ def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int) -> dict[
     options = {"crf": str(DEFAULT_CRF if crf is None else crf)}
     if "vpx" in encoder:
         options["b"] = "0"
+    if encoder == "libx265":
+        options["x265-params"] = "log-level=error"  # not its banner and statistics on stderr, mid-run
     if encoder == "libx264":
         options["rc-lookahead"] = str(max(10, min(40, LOOKAHEAD_BYTES // max(frame_bytes, 1))))
     return options

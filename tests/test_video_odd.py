@@ -1,7 +1,8 @@
 """Videos and API calls an adversarial probe found mishandled (seventh session): a FIFO named like a video (a
 folder run hung on it), a codec the output container cannot hold (a traceback after the other files), a video
 written over its own source through the API, the sample aspect ratio of anamorphic video, crf out of range in the
-API, and a scale of the wrong type said as out of range. Tiny clips, the shipped srcnn on ONNX Runtime's CPU."""
+API, a scale of the wrong type said as out of range, and x265's own lines on stderr. Tiny clips, the shipped srcnn
+on ONNX Runtime's CPU."""
 
 from __future__ import annotations
 
@@ -139,3 +140,15 @@ def test_a_list_with_an_item_that_is_not_an_image_names_it(upscaler: Upscaler) -
         with pytest.raises(UsageError, match=f"item 1 of the list is a {type(bad).__name__}, not a PIL image"):
             upscaler.upscale([np.zeros((4, 4), np.uint8), bad], 2)
     assert upscaler.upscale([], 2) == []
+
+
+def test_x265_prints_nothing_of_its_own_mid_run(
+    tmp_path: Path, upscaler: Upscaler, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """libx265 wrote its banner and statistics straight to the process's stderr, between the run's own lines."""
+    source = clip(tmp_path / "a.mp4", frames=2, size=(16, 16), audio=False)
+    capfd.readouterr()
+    upscaler.upscale_video(source, tmp_path / "b.mp4", 2, settings=VideoSettings(codec="libx265"))
+    assert "x265" not in capfd.readouterr().err
+    with av.open(str(tmp_path / "b.mp4")) as written:
+        assert written.streams.video[0].codec_context.name == "hevc"

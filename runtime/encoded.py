@@ -59,7 +59,10 @@ def upscale_encoded(
     fmt = result_format(data, fmt)
     scale = upscaler.check_scale(scale)
     suffix = next(suffix for suffix, known in FORMAT_SUFFIXES.items() if known == fmt)
-    loaded = fit_format(loaded, local(f"{name}.{suffix}"), scale, max_output_pixels=max_output_pixels)
+    try:
+        loaded = fit_format(loaded, local(f"{name}.{suffix}"), scale, max_output_pixels=max_output_pixels)
+    except ImageError as error:  # named as the input is: the result has no file name
+        raise ImageError(name, error.cause) from None
     pixels = upscaler.upscale_file(loaded, scale, max_output_pixels=max_output_pixels, network=network)
     out = io.BytesIO()
     try:

@@ -57,12 +57,10 @@ def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_p
     height, width = check_output(loaded.pixels.shape, scale, max_output_pixels=max_output_pixels, name=target.shown)
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
     if limit is not None and max(height, width) > limit:
-        raise ImageError(
-            target.shown, f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; use --format png"
-        )
+        raise ImageError(target.shown, f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; write PNG")
     if not OUTPUT_FORMATS[fmt][0] and loaded.has_alpha:
         if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
-            raise ImageError(target.shown, f"{fmt} cannot hold its transparency; use --format png (or webp, tif)")
+            raise ImageError(target.shown, f"{fmt} cannot hold its transparency; write PNG, WebP or TIFF")
         loaded = replace(loaded, pixels=loaded.color, has_alpha=False)
     return loaded
 

@@ -8,6 +8,7 @@ import http.client
 import io
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -33,7 +34,8 @@ from vdsr.bench.drawn import sample_photo  # noqa: E402
 from vdsr.bench.resident import descendants  # noqa: E402
 from vdsr.errors import UsageError  # noqa: E402
 from vdsr.runtime.encoded import result_format  # noqa: E402
-from vdsr.runtime.serve.limits import Pace, body_length, busy, parse_ask  # noqa: E402
+from vdsr.runtime.serve.limits import MAX_LINE, Pace, body_length, busy, parse_ask  # noqa: E402
+from vdsr.runtime.serve.limits import text as one_line  # noqa: E402
 
 SERVE = [sys.executable, "-c", "from vdsr.runtime.serve.cli import app; app()"]  # vdsr-serve, whatever PATH holds
 READY_S = 180.0
@@ -175,6 +177,10 @@ def test_a_request_that_would_time_out_is_refused_when_it_comes() -> None:
     pace = Pace()
     assert pace.expected_wait(15) == 0.0  # nothing measured: only max_queue bounds the queue
     pace.admitted(0.0, held_before=0)
+    pace.finished(100.0)  # one request that took 100 s: an idle replica still admits the next
+    assert pace.expected_wait(0) == 0.0 and pace.expected_wait(1) == 200.0
+    pace = Pace()
+    pace.admitted(0.0, held_before=0)
     pace.finished(5.0)
     pace.finished(10.0)
     assert pace.seconds == 5.0 and pace.expected_wait(8) == 45.0 and pace.expected_wait(9) == 50.0
@@ -186,17 +192,23 @@ def test_a_request_that_would_time_out_is_refused_when_it_comes() -> None:
 
 
 def test_request_rules_without_a_server() -> None:
-    assert parse_ask({"scale": "2.5"}, ["vdsr", "srcnn"]).model == "vdsr"
-    assert parse_ask({"scale": "2", "model": "srcnn", "format": "jpg"}, ["vdsr", "srcnn"]).fmt == "JPEG"
-    for query in (
-        {},
-        {"scale": "x"},
-        {"scale": "9"},
-        {"scale": "2", "model": "other"},
-        {"scale": "2", "fromat": "png"},
+    assert parse_ask([("scale", "2.5")], ["vdsr", "srcnn"]).model == "vdsr"
+    assert parse_ask([("scale", "2"), ("model", "srcnn"), ("format", "JPG")], ["vdsr", "srcnn"]).fmt == "JPEG"
+    for query, cause in (
+        ([], "needs scale"),
+        ([("scale", "x")], "got 'x'"),
+        ([("scale", "9")], "got '9'"),
+        ([("scale", "\uff12")], "got '\uff12'"),  # a full-width 2: float() takes it, the rule does not
+        ([("scale", "2"), ("model", "other")], "not served"),
+        ([("scale", "2"), ("fromat", "png")], "unknown query parameter 'fromat'"),
+        ([("scale", "abc"), ("scale", "2")], "'scale' given twice"),
+        ([("scale", "2"), ("model", "vdsr"), ("model", "vdsr")], "'model' given twice"),
+        *(([("scale", "2"), ("format", f)], f"format {f!r} is not one") for f in ("", "x.png", "a/b.png", "apng")),
     ):
-        with pytest.raises(UsageError):
+        with pytest.raises(UsageError, match=re.escape(cause)):
             parse_ask(query, ["vdsr"])
+    long = one_line(400, f"model {'m' * 60_000!r} is not served here")
+    assert len(long.body) <= MAX_LINE + 1 and long.body.endswith(b"...\n")
     gif, jpeg = encoded(PHOTO, "GIF"), encoded(PHOTO, "JPEG")
     assert (result_format(gif, None), result_format(jpeg, None), result_format(jpeg, "PNG")) == ("PNG", "JPEG", "PNG")
     assert body_length("10", 100) is None and body_length(None, 100) is None
@@ -250,6 +262,10 @@ def test_models_and_healthz(server: Server) -> None:
     assert model["name"] == "vdsr" and model["scales"] == [2, 3, 4] and model["default"]
     status, _, body = server.request("GET", "/healthz")
     assert status == 200 and json.loads(body)["status"] == "ok"
+    status, _, body = server.request("HEAD", "/healthz")  # load balancers' checks: GET's answer without its body
+    assert status == 200 and body == b""
+    status, headers, _ = server.request("HEAD", "/upscale")
+    assert status == 405 and headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize(
@@ -260,7 +276,8 @@ def test_models_and_healthz(server: Server) -> None:
         ("scale=9", b"x", 400, "scale"),
         ("size=2", b"x", 400, "unknown query parameter"),
         ("scale=2&model=nope", b"x", 400, "not served"),
-        ("scale=2&format=gif", b"x", 400, "cannot write"),
+        ("scale=2&format=gif", b"x", 400, "is not one written here (png, jpg"),
+        ("scale=abc&scale=2", b"x", 400, "'scale' given twice"),
     ],
 )
 def test_bad_requests_get_one_line_and_the_server_stays_up(
@@ -297,6 +314,21 @@ def test_a_request_past_its_time_is_504(tight: Server) -> None:
     assert tight.request("GET", "/healthz")[0] == 200
 
 
+def test_a_stalled_body_is_408_and_holds_no_slot(tight: Server) -> None:
+    """A client that sends its headers and then stalls (slowloris) neither takes the one admission slot nor adds its
+    time to the pace: the tight server (--max-queue 1) still admits a real request meanwhile."""
+    stalled = socket.create_connection(("127.0.0.1", tight.port), timeout=REQUEST_S)
+    try:
+        stalled.sendall(b"POST /upscale?scale=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        status, _, body = tight.upscale(encoded(sample_photo(8, 8, seed=5), "PNG"))
+        assert status != 503, body
+        answer = http.client.HTTPResponse(stalled)
+        answer.begin()
+        assert answer.status == 408 and answer.read() == b"the body did not arrive within 0.5 s\n"
+    finally:
+        stalled.close()
+
+
 def test_overload_is_503_with_retry_after_not_a_hang(tight: Server) -> None:
     image = encoded(sample_photo(512, 512, seed=4), "JPEG", quality=85)
     with ThreadPoolExecutor(6) as pool:
@@ -316,6 +348,41 @@ def test_tiles_of_concurrent_requests_share_batches(server: Server) -> None:
     assert json.loads(server.request("GET", "/healthz")[2])["largest_batch"] > 1
 
 
+def cpu_ticks(server: Server, name: str) -> int:
+    """CPU time (clock ticks) the server's processes whose command line holds `name` have used so far."""
+    total = 0
+    for pid in descendants(server.process.pid):
+        try:
+            if name in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total
+
+
+def test_a_client_that_goes_away_stops_its_work(server: Server) -> None:
+    """Serve cancels the request's task when its client disconnects; the thread upscaling it stopped only at the
+    end (tens of seconds of both cores here), with its slot already given back. Now it stops at its next window and
+    holds its slot until then: once the replica says nothing is in progress, it computes nothing."""
+    image = encoded(sample_photo(900, 900, seed=7), "JPEG", quality=85)
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=REQUEST_S)
+    client.sendall(b"POST /upscale?scale=2 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(image) + image)
+    deadline = time.monotonic() + REQUEST_S
+
+    def in_progress() -> int:
+        return int(json.loads(server.request("GET", "/healthz")[2])["in_progress"])
+
+    while not in_progress() and time.monotonic() < deadline:  # admitted: its work has begun
+        time.sleep(0.1)
+    client.close()
+    while in_progress() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = cpu_ticks(server, "ServeReplica")
+    time.sleep(2.0)
+    assert cpu_ticks(server, "ServeReplica") - before < os.sysconf("SC_CLK_TCK") // 2  # under half a CPU-second
+
+
 def test_command_errors_are_one_line_with_their_exit_codes() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -333,10 +400,15 @@ def test_command_errors_are_one_line_with_their_exit_codes() -> None:
 
 
 def test_sigterm_stops_serve_and_every_ray_process(server: Server) -> None:
-    """Last: it stops the module's normal server."""
+    """Last: it stops the module's normal server, after the request in progress is answered (Serve's own shutdown
+    stopped its proxy at once: the client got no answer)."""
     family = descendants(server.process.pid)
     assert family  # Ray's processes: GCS, raylet, Serve's controller, proxy, replica
-    server.process.send_signal(signal.SIGTERM)
+    with ThreadPoolExecutor(1) as pool:  # a request in progress when the signal comes is answered first
+        answer = pool.submit(server.upscale, encoded(sample_photo(400, 400, seed=8), "JPEG", quality=85))
+        time.sleep(1.0)
+        server.process.send_signal(signal.SIGTERM)
+        assert answer.result()[0] == 200
     assert server.process.wait(90) == 0, server.log.read_text()[-3000:]
     deadline = time.monotonic() + 30
     while any(running(pid) for pid in family) and time.monotonic() < deadline:

@@ -201,9 +201,10 @@ def serve_until_stopped(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if folder is None:
-            serve.delete("vdsr")  # a shared cluster: only this application goes
-        else:
+        serve.delete("vdsr")  # first, alone: its replicas finish the requests in progress, whose answers the proxy
+        if (
+            folder is not None
+        ):  # still sends (Serve's shutdown stops the proxy at once); a shared cluster keeps the rest
             serve.shutdown()  # type: ignore[no-untyped-call]  # Serve's public API, not annotated
             ray.shutdown()
             shutil.rmtree(folder, ignore_errors=True)

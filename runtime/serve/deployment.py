@@ -7,6 +7,9 @@ backend's calls (grouped by model and window shape, joined, run `upscaler.batch`
 their own so the loop keeps accepting). Admission is counted here: past `max_queue` requests, or when a request
 would wait longer than its timeout at the pace the replica finishes them (limits.Pace), a replica answers 503 with
 Retry-After at once instead of queueing without end; Serve's `max_queued_requests` bounds what waits before it.
+The body is read before admission (408 past the timeout): a slow client holds no slot and adds nothing to the pace.
+A request whose client goes away, as one past its time, stops at its next window; its slot is held until its thread
+has stopped.
 
 Ray, Serve and Starlette are imported where they are used, so that vdsr-serve's --help, --version and its one-line
 "pip install" message work without the `serve` extra.
@@ -120,9 +123,10 @@ class Service:
         path = request.url.path.rstrip("/") or "/"
         if path not in ROUTES:
             return text(404, f"no such endpoint {path!r} (POST /upscale?scale=2, GET /models, GET /healthz)")
-        if request.method != ROUTES[path]:
-            reply = text(405, f"{path} takes {ROUTES[path]}, not {request.method}")
-            return Reply(reply.status, reply.body, reply.content_type, (("Allow", ROUTES[path]),))
+        allowed = ROUTES[path] + (", HEAD" if ROUTES[path] == "GET" else "")  # HEAD: GET's headers, no body
+        if request.method not in allowed.split(", "):
+            reply = text(405, f"{path} takes {allowed}, not {request.method}")
+            return Reply(reply.status, reply.body, reply.content_type, (("Allow", allowed),))
         if path == "/healthz":
             return as_json(503 if self.broken else 200, self.health())
         if path == "/models":
@@ -150,9 +154,15 @@ class Service:
     async def upscale(self, request: Request) -> Reply:
         limits = self.settings.limits
         try:
-            ask = parse_ask(request.query_params, list(self.upscalers))
+            ask = parse_ask(request.query_params.multi_items(), list(self.upscalers))
         except UsageError as error:
             return refusal(error)
+        try:  # the body before admission: a slow or stalled client holds no slot, and its time is not service time
+            body = await asyncio.wait_for(read_body(request, limits.max_body), limits.timeout_s)
+        except TimeoutError:
+            return text(408, f"the body did not arrive within {limits.timeout_s:g} s")
+        if isinstance(body, Reply):
+            return body
         wait = self.pace.expected_wait(self.admitted)
         if self.admitted >= limits.max_queue or wait > limits.timeout_s * PACE_MARGIN:
             return busy(self.admitted, retry_after=wait - limits.timeout_s * PACE_MARGIN)
@@ -161,12 +171,6 @@ class Service:
         held = True  # the admission slot, given back when the work ends (not when a 504 is answered)
         start = time.monotonic()
         try:
-            try:
-                body = await asyncio.wait_for(read_body(request, limits.max_body), limits.timeout_s)
-            except TimeoutError:
-                return timed_out(limits.timeout_s)
-            if isinstance(body, Reply):
-                return body
             cancel = threading.Event()
             loop = asyncio.get_running_loop()
             network = partial(self.network, loop, ask.model)
@@ -174,11 +178,17 @@ class Service:
                 upscale_body, body, ask, self.upscalers[ask.model], network=network, limits=limits, cancel=cancel
             )
             work = loop.run_in_executor(self.workers, run)
-            done, _ = await asyncio.wait({work}, timeout=max(0.0, limits.timeout_s - (time.monotonic() - start)))
+            gone = False
+            try:
+                done, _ = await asyncio.wait({work}, timeout=max(0.0, limits.timeout_s - (time.monotonic() - start)))
+            except asyncio.CancelledError:  # the client went away: Serve cancels this task, not the thread
+                done, gone = set(), True
             if not done:
                 cancel.set()  # its next window is not computed
-                held = False
+                held = False  # the slot is given back when the thread stops
                 work.add_done_callback(self.release_late)
+                if gone:
+                    raise asyncio.CancelledError
                 return timed_out(limits.timeout_s)
             result = work.result()
             self.pace.finished(time.monotonic())

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
 
 from vdsr.errors import BackendError, ImageError, UsageError, VdsrError
-from vdsr.runtime.images import FORMAT_SUFFIXES, output_format
+from vdsr.runtime.images import FORMAT_SUFFIXES
 from vdsr.scale import check_scale
 
 MIB = 1 << 20
@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_QUEUE = 16  # requests a replica holds at once (running or waiting for the backend); more get 503
 RETRY_AFTER_S = 1  # what a 503 asks the client to wait: about one image's time on a CPU
 QUERY_KEYS = ("scale", "model", "format")
+MAX_LINE = 300  # characters of an answer's one line: a value echoed from the query is cut there
 CONTENT_TYPES = {
     "PNG": "image/png",
     "JPEG": "image/jpeg",
@@ -74,23 +75,32 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def parse_ask(query: Mapping[str, str], models: Sequence[str]) -> Ask:
-    """The query of POST /upscale (`scale` required; `model`, `format` optional); UsageError naming what is wrong. A
-    key not known is refused rather than ignored: a misspelt `fromat=png` would otherwise answer in another format."""
-    unknown = sorted(set(query) - set(QUERY_KEYS))
-    if unknown:
-        raise UsageError(f"unknown query parameter {unknown[0]!r} (known: {', '.join(QUERY_KEYS)})")
+def parse_ask(pairs: Sequence[tuple[str, str]], models: Sequence[str]) -> Ask:
+    """The query of POST /upscale, its (key, value) pairs in order (`scale` required; `model`, `format` optional);
+    UsageError naming what is wrong. A key not known, or given twice, is refused rather than ignored or resolved:
+    a misspelt `fromat=png` would otherwise answer in another format."""
+    query: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in QUERY_KEYS:
+            raise UsageError(f"unknown query parameter {key!r} (known: {', '.join(QUERY_KEYS)})")
+        if key in query:
+            raise UsageError(f"query parameter {key!r} given twice")
+        query[key] = value
     if "scale" not in query:
         raise UsageError("the query needs scale, e.g. POST /upscale?scale=2")
-    try:
+    try:  # ASCII digits only (float() takes any script's), then the range
+        if not re.fullmatch(r"[0-9.eE+-]+", query["scale"]):
+            raise ValueError("not a number")
         scale = check_scale(float(query["scale"]))
-    except ValueError as error:  # float() of a word, or the range
+    except ValueError as error:  # UsageError is one too
         raise UsageError(f"Expected a scale with 1 < scale <= 8, got {query['scale']!r}") from error
     model = query.get("model", models[0])
     if model not in models:
         raise UsageError(f"model {model!r} is not served here (served: {', '.join(models)})")
     fmt = query.get("format")
-    return Ask(scale, model, None if fmt is None else output_format(PurePath(f"result.{fmt.lower().lstrip('.')}")))
+    if fmt is not None and fmt.lower() not in FORMAT_SUFFIXES:
+        raise UsageError(f"format {fmt!r} is not one written here ({', '.join(FORMAT_SUFFIXES)})")
+    return Ask(scale, model, None if fmt is None else FORMAT_SUFFIXES[fmt.lower()])
 
 
 def body_length(header: str | None, max_body: int) -> Reply | None:
@@ -135,8 +145,9 @@ class Pace:
         self.seconds = gap if self.seconds is None else 0.7 * self.seconds + 0.3 * gap
 
     def expected_wait(self, held: int) -> float:
-        """Seconds until a request admitted now behind `held` others would be done (0 before any measurement)."""
-        return 0.0 if self.seconds is None else (held + 1) * self.seconds
+        """Seconds until a request admitted now behind `held` others would be done (0 before any measurement, and 0
+        for an idle replica: refusing the only request helps no other, and a slow one once must not lock it out)."""
+        return 0.0 if self.seconds is None or held == 0 else (held + 1) * self.seconds
 
 
 def timed_out(seconds: float) -> Reply:
@@ -159,6 +170,7 @@ def text(status: int, message: str) -> Reply:
     """One line of plain text: control characters (from a name or a decoder's message) written as escapes."""
     first = message.strip().splitlines()[0] if message.strip() else "error"
     line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in first)
+    line = line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
     return Reply(status, (line + "\n").encode(), "text/plain; charset=utf-8")
 
 

@@ -2,8 +2,8 @@
 
 This folder is the package root `vdsr`, the bottom layer every stage builds on: `networks` (VDSR, SRCNN),
 `catalogue` (the shipped models and their files, package data beside this module), `weights` (safetensors I/O),
-`errors` (the error hierarchy and exit codes) and `files` (atomic writes, digests), and `Model` (`model`: everything
-known about one model, read once from its files). Above it, imports point one way:
+`errors` (the error hierarchy and exit codes) and `files` (atomic writes, digests, opening inputs), and `Model`
+(`model`: everything known about one model, read once from its files). Above it, imports point one way:
 `vdsr.runtime` (images, tiling, backends, the Upscaler) <- `vdsr.bench` (the paper's protocol, metrics, data sets,
 harness) <- `vdsr.train` and `vdsr.export`; the commands (`cli.py` modules) sit on top.
 

@@ -56,7 +56,12 @@ def check_file_size(f: BinaryIO, path: Path | str, *, pixels: int, what: str) ->
     size = f.seek(0, os.SEEK_END)
     f.seek(0)
     if size > max_file_bytes(pixels):
-        raise ImageError(path, f"{size} bytes is more than {what} takes; refused as padded")
+        raise ImageError(path, padded(size, what))
+
+
+def padded(size: int, what: str) -> str:
+    """The cause of a file refused by max_file_bytes: `size` bytes, more than `what` (its pixels) takes."""
+    return f"{size} bytes is more than {what} takes; refused as padded"
 
 
 # PIL mode -> (mode to convert to, bit depth). Modes not listed (LAB, HSV, F, ...) are refused with a clear error.

@@ -27,7 +27,15 @@ from numpy.typing import NDArray
 
 from vdsr.errors import ImageError, UsageError, first_line
 from vdsr.files import case_insensitive, file_type, remove_stale_temporaries, unwritable_folder
-from vdsr.runtime.images import LoadedImage, decode_image, encode_image, load_image, max_file_bytes, output_format
+from vdsr.runtime.images import (
+    LoadedImage,
+    decode_image,
+    encode_image,
+    load_image,
+    max_file_bytes,
+    output_format,
+    padded,
+)
 from vdsr.runtime.images import save_image as save_local
 from vdsr.runtime.listing import MAX_DEPTH as MAX_DEPTH  # a plain run's limit, asked for here
 from vdsr.runtime.listing import is_image, list_folder, refuse_deep, walk
@@ -192,7 +200,9 @@ class LocalFiles(Files):
             raise UsageError(problem)
 
     def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
-        if self.kind(path) == "other":  # not opened at all (images.open_regular would refuse it, opened non-blocking)
+        if (
+            self.kind(path) == "other"
+        ):  # not opened at all (vdsr.files.open_regular would refuse it, opened non-blocking)
             raise ImageError(shown, f"not a regular file ({self.what(path)})")
         return load_image(Path(path), max_pixels)
 
@@ -303,16 +313,14 @@ class StoreFiles(Files):
         if info.type != types.File:
             raise ImageError(shown, "not a file")
         if info.size is not None and info.size > limit:
-            raise ImageError(shown, f"{info.size} bytes is more than an image of the allowed size holds")
+            raise ImageError(shown, padded(info.size, f"an image of at most {max_pixels} pixels"))
         with tempfile.TemporaryFile() as spool:
             try:
                 with self.fs.open_input_stream(str(path)) as stream:
                     while chunk := stream.read(1 << 20):
                         spool.write(chunk)
                         if spool.tell() > limit:  # a size the store misreported, or a file still growing
-                            raise ImageError(
-                                shown, f"more than {limit} bytes, more than an image of the allowed size holds"
-                            )
+                            raise ImageError(shown, padded(spool.tell(), f"an image of at most {max_pixels} pixels"))
             except ImageError:
                 raise
             except Exception as error:  # noqa: BLE001  (any store's failure is this file's; the others go on)

@@ -150,9 +150,10 @@ def upscale_video(
     except (av.FFmpegError, UnicodeDecodeError) as error:
         raise ImageError(source, f"not a video this toolkit reads ({video_streams.cause(error)})") from None
     with inp:
-        stream = inp.streams.best("video")  # FFmpeg's choice: the main video, never a cover picture
+        best = inp.streams.best("video")  # FFmpeg's choice of the main video; a cover picture never
+        stream = next((s for s in [best, *inp.streams.video] if s is not None and not video_streams.is_cover(s)), None)
         if stream is None:
-            raise ImageError(source, "no video stream")
+            raise ImageError(source, "no video stream" + (" (only a cover picture)" if best else ""))
         if stream.codec_context is None:
             raise ImageError(source, "its video codec has no decoder here")
         limits = (max_pixels, max_output_pixels)

@@ -15,10 +15,10 @@ from typing import Any
 from vdsr.errors import ImageError, first_line
 
 COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
-# Muxers that write the subtitle codecs they do not know as a private data stream, no error: the ones they keep (DVB
-# subtitles, teletext, ARIB captions), by their decoders' names (a stream without a decoder here is refused)
-KEPT_SUBTITLES = {"mpegts": ("dvbsub", "libzvbi_teletextdec", "libaribb24", "libaribcaption")}
-ATTACHED_PICTURE = 1024  # FFmpeg's AV_DISPOSITION_ATTACHED_PIC: a cover picture (MP4, MP3), shown as a video stream
+# MPEG-TS writes a subtitle codec it does not know as an anonymous data stream, without an error. Of those with a
+# decoder here, it keeps DVB subtitles ("dvbsub"); teletext and ARIB captions, which it keeps too, have no decoder in
+# PyAV's wheels, and a stream without one is left to the muxer.
+MPEGTS_SUBTITLES = ("dvbsub",)
 
 
 def cause(error: BaseException) -> str:
@@ -50,8 +50,15 @@ def not_copied(inp: Any, video: Any) -> tuple[str, ...]:
     )
 
 
+def is_cover(stream: Any) -> bool:
+    """A cover picture (MP4's attached picture, Matroska's image attachment): FFmpeg shows it as a video stream."""
+    from av.stream import Disposition
+
+    return stream.type == "video" and bool(stream.disposition & Disposition.attached_pic)
+
+
 def _kind(stream: Any) -> str:
-    return "cover picture" if int(stream.disposition) & ATTACHED_PICTURE else f"{stream.type} stream"
+    return "cover picture" if is_cover(stream) else f"{stream.type} stream"
 
 
 def attachments(inp: Any) -> list[Any]:
@@ -68,8 +75,8 @@ def check_copies(av: Any, inp: Any, video: Any, *, muxer: str, source: Path) -> 
     """ImageError, before any work, for a stream or attachment the output container cannot hold: each is tried in a
     header written to memory (KLV data into MP4 is refused only there)."""
     for stream in [*copied(inp, video), *attachments(inp)]:
-        name = stream.codec_context.name if stream.codec_context else "?"
-        if stream.type == "subtitle" and name not in KEPT_SUBTITLES.get(muxer, (name,)):
+        name = stream.codec_context.name if stream.codec_context else None
+        if muxer == "mpegts" and stream.type == "subtitle" and name is not None and name not in MPEGTS_SUBTITLES:
             raise ImageError(
                 source,
                 f"its {name} subtitle stream {stream.index} would become data in {muxer}: write another container",

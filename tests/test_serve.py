@@ -310,13 +310,14 @@ def test_a_body_over_the_limit_is_413_with_or_without_content_length(tight: Serv
 def test_a_request_past_its_time_is_504(tight: Server) -> None:
     status, _, text = tight.upscale(encoded(sample_photo(512, 512, seed=3), "JPEG", quality=85))
     assert status == 504 and b"over the limit of 0.5 s" in text
-    time.sleep(3.0)  # its thread stops at its next tile: the slot comes back
-    assert tight.request("GET", "/healthz")[0] == 200
+    wait_idle(tight)  # its thread stops at its next tile: the slot comes back
+    assert json.loads(tight.request("GET", "/healthz")[2])["stopped_early"] >= 1
 
 
 def test_a_stalled_body_is_408_and_holds_no_slot(tight: Server) -> None:
     """A client that sends its headers and then stalls (slowloris) neither takes the one admission slot nor adds its
     time to the pace: the tight server (--max-queue 1) still admits a real request meanwhile."""
+    wait_idle(tight)  # the slot of an earlier test's request comes back when its thread stops
     stalled = socket.create_connection(("127.0.0.1", tight.port), timeout=REQUEST_S)
     try:
         stalled.sendall(b"POST /upscale?scale=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
@@ -361,26 +362,34 @@ def cpu_ticks(server: Server, name: str) -> int:
     return total
 
 
+def in_progress(server: Server) -> int:
+    return int(json.loads(server.request("GET", "/healthz")[2])["in_progress"])
+
+
+def wait_idle(server: Server) -> None:
+    deadline = time.monotonic() + REQUEST_S
+    while in_progress(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def test_a_client_that_goes_away_stops_its_work(server: Server) -> None:
-    """Serve cancels the request's task when its client disconnects; the thread upscaling it stopped only at the
-    end (tens of seconds of both cores here), with its slot already given back. Now it stops at its next window and
-    holds its slot until then: once the replica says nothing is in progress, it computes nothing."""
+    """Serve cancels the request's task when its client disconnects; the thread upscaling it ran on to the end (tens
+    of seconds of both cores here), its slot already given back. Now it stops at its next window (`stopped_early`)
+    and holds its slot until then: once the replica says nothing is in progress, it computes nothing."""
     image = encoded(sample_photo(900, 900, seed=7), "JPEG", quality=85)
+    stopped = json.loads(server.request("GET", "/healthz")[2])["stopped_early"]
     client = socket.create_connection(("127.0.0.1", server.port), timeout=REQUEST_S)
     client.sendall(b"POST /upscale?scale=2 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(image) + image)
     deadline = time.monotonic() + REQUEST_S
-
-    def in_progress() -> int:
-        return int(json.loads(server.request("GET", "/healthz")[2])["in_progress"])
-
-    while not in_progress() and time.monotonic() < deadline:  # admitted: its work has begun
+    while not in_progress(server) and time.monotonic() < deadline:  # admitted: its work has begun
         time.sleep(0.1)
+    assert time.monotonic() < deadline, "the request was never seen in progress"
     client.close()
-    while in_progress() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_idle(server)
     before = cpu_ticks(server, "ServeReplica")
     time.sleep(2.0)
     assert cpu_ticks(server, "ServeReplica") - before < os.sysconf("SC_CLK_TCK") // 2  # under half a CPU-second
+    assert json.loads(server.request("GET", "/healthz")[2])["stopped_early"] == stopped + 1
 
 
 def test_command_errors_are_one_line_with_their_exit_codes() -> None:
@@ -405,8 +414,10 @@ def test_sigterm_stops_serve_and_every_ray_process(server: Server) -> None:
     family = descendants(server.process.pid)
     assert family  # Ray's processes: GCS, raylet, Serve's controller, proxy, replica
     with ThreadPoolExecutor(1) as pool:  # a request in progress when the signal comes is answered first
-        answer = pool.submit(server.upscale, encoded(sample_photo(400, 400, seed=8), "JPEG", quality=85))
-        time.sleep(1.0)
+        answer = pool.submit(server.upscale, encoded(sample_photo(300, 300, seed=8), "JPEG", quality=85))
+        deadline = time.monotonic() + REQUEST_S
+        while not in_progress(server) and not answer.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
         server.process.send_signal(signal.SIGTERM)
         assert answer.result()[0] == 200
     assert server.process.wait(90) == 0, server.log.read_text()[-3000:]

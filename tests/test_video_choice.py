@@ -19,7 +19,7 @@ from vdsr import Upscaler
 from vdsr.runtime.cli import app
 
 
-def _stream(out: av.container.OutputContainer, codec: str, size: tuple[int, int], fmt: str) -> av.VideoStream:
+def _stream(out: av.container.OutputContainer, codec: str, *, size: tuple[int, int], fmt: str) -> av.VideoStream:
     stream = out.add_stream(codec, rate=10)
     stream.width, stream.height, stream.pix_fmt = size[1], size[0], fmt
     return stream
@@ -37,10 +37,10 @@ def streams(path: Path, *, muxer: str, still_first: bool, second: bool, cover: b
     """A 5-frame 32x24 H.264 video; before it (`still_first`) a one-frame MJPEG video stream; after it (`second`) a
     second 5-frame 16x16 H.264 stream, and (`cover`) a cover picture (MP4's attached picture)."""
     with av.open(str(path), "w", format=muxer) as out:
-        still = _stream(out, "mjpeg", (32, 32), "yuvj420p") if still_first else None
-        main = _stream(out, "libx264", (24, 32), "yuv420p")
-        other = _stream(out, "libx264", (16, 16), "yuv420p") if second else None
-        picture = _stream(out, "mjpeg", (32, 32), "yuvj420p") if cover else None
+        still = _stream(out, "mjpeg", size=(32, 32), fmt="yuvj420p") if still_first else None
+        main = _stream(out, "libx264", size=(24, 32), fmt="yuv420p")
+        other = _stream(out, "libx264", size=(16, 16), fmt="yuv420p") if second else None
+        picture = _stream(out, "mjpeg", size=(32, 32), fmt="yuvj420p") if cover else None
         if picture is not None:
             picture.disposition = Disposition.attached_pic
         for stream, count, size in [
@@ -77,6 +77,23 @@ def test_the_main_video_is_upscaled_and_the_streams_left_out_are_named(tmp_path:
             assert sum(1 for _ in written.decode(video)) == 5
 
 
+def test_a_cover_picture_alone_is_not_a_video(tmp_path: Path) -> None:
+    """An audio file with its cover (MP4): FFmpeg's best video stream is the picture, which is not upscaled as a
+    one-frame video."""
+    source = tmp_path / "song.mp4"
+    with av.open(str(source), "w") as out:
+        sound = out.add_stream("aac", rate=48000)
+        picture = _stream(out, "mjpeg", size=(32, 32), fmt="yuvj420p")
+        picture.disposition = Disposition.attached_pic
+        silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        silence.sample_rate = 48000
+        out.mux(sound.encode(silence) + sound.encode(None))
+        out.mux(_frames(picture, 1, (32, 32)))
+    result = CliRunner().invoke(app, [str(source), "-s", "2", "-o", str(tmp_path / "out.mp4"), *MODEL])
+    assert result.exit_code == 1 and f"{source}: no video stream (only a cover picture)" in result.output, result.output
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_a_video_with_nothing_left_out_gives_no_warning(tmp_path: Path) -> None:
     source = streams(tmp_path / "c.mp4", muxer="mp4", still_first=False, second=False, cover=False)
     with Upscaler("srcnn", backend="onnxruntime-cpu") as upscaler:
@@ -93,7 +110,7 @@ def test_a_timecode_track_is_kept_as_the_timecode_in_every_container(tmp_path: P
     source = tmp_path / "camera.mov"
     with av.open(str(source), "w", format="mov") as out:
         out.metadata["timecode"] = "01:02:03:04"  # the muxer writes the timecode track
-        main = _stream(out, "libx264", (24, 32), "yuv420p")
+        main = _stream(out, "libx264", size=(24, 32), fmt="yuv420p")
         out.mux(_frames(main, 5, (24, 32)))
     with av.open(str(source)) as given:
         assert [s.type for s in given.streams] == ["video", "data"]
@@ -111,7 +128,7 @@ def test_a_timecode_track_is_kept_as_the_timecode_in_every_container(tmp_path: P
 def _subtitled(path: Path, codec: str) -> Path:
     """A 3-frame FFV1 video with a subtitle stream in `codec` (one ASS line when it is "ass")."""
     with av.open(str(path), "w") as out:
-        main = _stream(out, "ffv1", (16, 32), "yuv420p")
+        main = _stream(out, "ffv1", size=(16, 32), fmt="yuv420p")
         text = out.add_stream(codec)
         out.mux(_frames(main, 3, (16, 32)))
         if codec == "ass":

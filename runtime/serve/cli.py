@@ -3,6 +3,7 @@ returns the upscaled file; GET /models lists the models served; GET /healthz ans
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -201,10 +202,11 @@ def serve_until_stopped(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        serve.delete("vdsr")  # first, alone: its replicas finish the requests in progress, whose answers the proxy
-        if (
-            folder is not None
-        ):  # still sends (Serve's shutdown stops the proxy at once); a shared cluster keeps the rest
+        # the application first, alone: its replicas finish the requests in progress, whose answers the proxy still
+        # sends (Serve's shutdown stops the proxy at once); never in the way of the rest (Serve may not have started)
+        with contextlib.suppress(Exception):
+            serve.delete("vdsr")
+        if folder is not None:  # a private cluster: all of it goes (a shared one keeps the rest)
             serve.shutdown()  # type: ignore[no-untyped-call]  # Serve's public API, not annotated
             ray.shutdown()
             shutil.rmtree(folder, ignore_errors=True)

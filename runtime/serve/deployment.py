@@ -46,7 +46,7 @@ from vdsr.runtime.serve.limits import (
     timed_out,
     too_large,
 )
-from vdsr.runtime.serve.work import concat_for, run_backend, upscale_body
+from vdsr.runtime.serve.work import Cancelled, concat_for, run_backend, upscale_body
 from vdsr.runtime.upscaler import Upscaler
 
 APP_NAME = "vdsr"
@@ -102,6 +102,7 @@ class Service:
         self.workers = ThreadPoolExecutor(settings.limits.max_queue, "vdsr-serve")
         self.admitted = 0
         self.pace = Pace()  # how fast this replica finishes requests: a request that would time out gets 503 at once
+        self.stopped = 0  # requests whose work stopped before their last window (past their time, or client gone)
         self.largest_batch = 0  # network calls joined in one batch (> 1: requests shared the backend)
         self.largest_windows = 0
         self.broken: str | None = None  # a backend failure: the replica asks Serve to replace it
@@ -139,6 +140,7 @@ class Service:
             "in_progress": self.admitted,
             "max_queue": self.settings.limits.max_queue,
             "seconds_per_request": self.pace.seconds,  # while busy (None before the first): what admission uses
+            "stopped_early": self.stopped,
             "largest_batch": self.largest_batch,
             "largest_batch_windows": self.largest_windows,
         }
@@ -157,9 +159,11 @@ class Service:
             ask = parse_ask(request.query_params.multi_items(), list(self.upscalers))
         except UsageError as error:
             return refusal(error)
+        if self.admitted >= limits.max_queue:  # full: refused at once, before its body is read
+            return busy(self.admitted)
         try:  # the body before admission: a slow or stalled client holds no slot, and its time is not service time
             body = await asyncio.wait_for(read_body(request, limits.max_body), limits.timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the built-in TimeoutError before Python 3.11
             return text(408, f"the body did not arrive within {limits.timeout_s:g} s")
         if isinstance(body, Reply):
             return body
@@ -207,8 +211,8 @@ class Service:
     def release_late(self, work: asyncio.Future[Any]) -> None:
         """A timed-out request's slot, given back once its thread has stopped (its outcome is not needed)."""
         self.admitted -= 1
-        if not work.cancelled():
-            work.exception()  # retrieved, so asyncio does not log it as lost
+        if not work.cancelled():  # the exception retrieved, so asyncio does not log it as lost
+            self.stopped += isinstance(work.exception(), Cancelled)
 
     def network(self, loop: asyncio.AbstractEventLoop, model: str, windows: Any) -> Any:
         """On a request's worker thread: its windows through the shared batches on the event loop."""

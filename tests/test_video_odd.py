@@ -145,8 +145,9 @@ def test_a_list_with_an_item_that_is_not_an_image_names_it(upscaler: Upscaler) -
 def test_x265_prints_nothing_of_its_own_mid_run(
     tmp_path: Path, upscaler: Upscaler, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """libx265 wrote its banner and statistics straight to the process's stderr, between the run's own lines."""
-    source = clip(tmp_path / "a.mp4", frames=2, size=(16, 16), audio=False)
+    """libx265 wrote its banner and statistics straight to the process's stderr, between the run's own lines. (Six
+    frames: on a clip of two, this build's libx265 fails about one run in five, runtime/README.md's known gaps.)"""
+    source = clip(tmp_path / "a.mp4", frames=6, size=(16, 16), audio=False)
     capfd.readouterr()
     upscaler.upscale_video(source, tmp_path / "b.mp4", 2, settings=VideoSettings(codec="libx265"))
     assert "x265" not in capfd.readouterr().err

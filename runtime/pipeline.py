@@ -52,7 +52,7 @@ class Interrupted(KeyboardInterrupt):
 def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_pixels: int) -> LoadedImage:
     """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
     and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP/PPM; any other is an
-    ImageError naming `target`, transparency would be lost)."""
+    ImageError naming `target`, transparency would be lost); PGM takes gray only (RGB with R = G = B becomes gray)."""
     fmt = output_format(target.path)
     height, width = check_output(loaded.pixels.shape, scale, max_output_pixels=max_output_pixels, name=target.shown)
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
@@ -62,6 +62,10 @@ def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_p
         if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
             raise ImageError(target.shown, f"{fmt} cannot hold its transparency; write PNG, WebP or TIFF")
         loaded = replace(loaded, pixels=loaded.color, has_alpha=False)
+    if target.path.suffix.lower() == ".pgm" and loaded.pixels.shape[-1] == 3:  # PIL would write colour as P6 in it
+        if not loaded.is_gray:
+            raise ImageError(target.shown, "PGM holds gray only; write PPM or PNG for colour")
+        loaded = replace(loaded, pixels=loaded.pixels[..., :1])
     return loaded
 
 

@@ -205,6 +205,14 @@ def test_single_file_output_names_and_choices(tmp_path: Path, tiny_model: dict[s
     assert result.exit_code == 2 and "cannot write '.gif'" in result.output  # not a folder named o.gif
     result = runner.invoke(run_app, [str(tmp_path / "g.png"), "-s", "2", "-o", str(tmp_path / "o.pgm"), *model])
     assert result.exit_code == 0 and (tmp_path / "o.pgm").is_file()
+    Image.fromarray(np.dstack([np.arange(64, dtype=np.uint8).reshape(8, 8)] * 3)).save(tmp_path / "rgb_gray.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)).save(tmp_path / "colour.png")
+    result = runner.invoke(run_app, [str(tmp_path / "rgb_gray.png"), "-s", "2", "-o", str(tmp_path / "g.pgm"), *model])
+    with Image.open(tmp_path / "g.pgm") as written:  # R = G = B: written as the gray image it is (P5), not as P6
+        assert result.exit_code == 0 and written.mode == "L" and written.size == (16, 16)
+    result = runner.invoke(run_app, [str(tmp_path / "colour.png"), "-s", "2", "-o", str(tmp_path / "c.pgm"), *model])
+    assert result.exit_code == 1 and "c.pgm: PGM holds gray only" in result.output
+    assert not (tmp_path / "c.pgm").exists()
     weights = ["--model", str(tiny_model["weights"]), "--backend", "TORCH-CPU", "--precision", "FP32"]  # any case
     result = runner.invoke(run_app, [str(tmp_path / "g.png"), "-s", "2", "-o", str(tmp_path / "t.png"), *weights])
     assert result.exit_code == 0, result.output

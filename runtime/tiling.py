@@ -55,6 +55,12 @@ def window_shape(shape: tuple[int, int], tile: int, halo: int) -> tuple[int, int
     return (min(shape[0], tile + 2 * halo), min(shape[1], tile + 2 * halo))
 
 
+def network_pixels(shape: tuple[int, int], tile: int, halo: int) -> int:
+    """The pixels of all the windows tile_steps gives the network for an image of `shape`: the network's work."""
+    height, width = window_shape(shape, tile, halo)
+    return math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile) * height * width
+
+
 BAND_BYTES_PER_PIXEL = 64  # a band's ILR rows, its Y out and resized chroma, float32, and the resize's temporaries
 
 

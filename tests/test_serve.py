@@ -34,7 +34,17 @@ from vdsr.bench.drawn import sample_photo  # noqa: E402
 from vdsr.bench.resident import descendants  # noqa: E402
 from vdsr.errors import UsageError  # noqa: E402
 from vdsr.runtime.encoded import result_format  # noqa: E402
-from vdsr.runtime.serve.limits import MAX_LINE, Pace, body_length, busy, parse_ask  # noqa: E402
+from vdsr.runtime.serve.limits import (  # noqa: E402
+    MAX_LINE,
+    Limits,
+    Pace,
+    Work,
+    body_length,
+    busy,
+    expected_wait,
+    parse_ask,
+    planned_pixels,
+)
 from vdsr.runtime.serve.limits import text as one_line  # noqa: E402
 
 SERVE = [sys.executable, "-c", "from vdsr.runtime.serve.cli import app; app()"]  # vdsr-serve, whatever PATH holds
@@ -171,22 +181,26 @@ def forged_jpeg(width: int, height: int) -> bytes:
 
 
 def test_a_request_that_would_time_out_is_refused_when_it_comes() -> None:
-    """Admission by pace: a replica that finishes a request every 5 s while busy refuses (503, Retry-After) the
-    request that would wait past 80% of a 60 s timeout, instead of admitting it to answer 504 after the work (a 2x
-    overload measured 504s with the queue bound alone). Idle time between busy stretches is not service time."""
-    pace = Pace()
-    assert pace.expected_wait(15) == 0.0  # nothing measured: only max_queue bounds the queue
-    pace.admitted(0.0, held_before=0)
-    pace.finished(100.0)  # one request that took 100 s: an idle replica still admits the next
-    assert pace.expected_wait(0) == 0.0 and pace.expected_wait(1) == 200.0
-    pace = Pace()
-    pace.admitted(0.0, held_before=0)
-    pace.finished(5.0)
-    pace.finished(10.0)
-    assert pace.seconds == 5.0 and pace.expected_wait(8) == 45.0 and pace.expected_wait(9) == 50.0
-    pace.admitted(100.0, held_before=0)  # after 90 s idle
-    pace.finished(104.0)
-    assert pace.seconds == pytest.approx(0.7 * 5 + 0.3 * 4)
+    """Admission by work: a request is admitted only if its window pixels, read from its header, with what the
+    admitted requests have left, would be run within 80% of its timeout at the backend's measured pace. Admission by
+    the average request admitted 20 concurrent 300x300 images at a 20 s timeout together, and all ended in 504."""
+    paces = {"vdsr": Pace(1e-6), "srcnn": Pace(1e-7)}  # seconds per window pixel
+    big, half_done = Work("vdsr", 30_000_000), Work("srcnn", 10_000_000, done=5_000_000)
+    assert expected_wait([big, half_done], paces) == pytest.approx(30.0 + 0.5)
+    big.done = 31_000_000  # more than planned: nothing left, never a negative wait
+    assert expected_wait([big], paces) == 0.0
+    pace = Pace(2e-6)
+    pace.measured(3.0, 1_000_000)  # one backend call: 3 s for 1 MP of windows
+    assert pace.seconds_per_pixel == pytest.approx(0.7 * 2e-6 + 0.3 * 3e-6)
+    pace.measured(1.0, 0)  # no windows: nothing learnt
+    assert pace.seconds_per_pixel == pytest.approx(0.7 * 2e-6 + 0.3 * 3e-6)
+    square, limits = encoded(SQUARE, "PNG"), Limits()
+    assert planned_pixels(square, 2, tile=256, halo=20, limits=limits) == 9 * 296 * 296  # 600x600: 3x3 tiles
+    assert planned_pixels(encoded(SQUARE, "JPEG"), 1.5, tile=256, halo=20, limits=limits) == 4 * 296 * 296
+    assert planned_pixels(encoded(SQUARE[:8, :8], "PNG"), 2, tile=256, halo=20, limits=limits) == 16 * 16
+    for refused in (b"not an image", forged_png(100_000, 100_000), square[:40]):  # refused before any work
+        assert planned_pixels(refused, 2, tile=256, halo=20, limits=limits) == 0
+    assert planned_pixels(square, 8, tile=256, halo=20, limits=Limits(max_output_pixels=1_000_000)) == 0
     reply = busy(9, retry_after=2.2)
     assert reply.status == 503 and dict(reply.headers) == {"Retry-After": "3"}
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from vdsr.networks import VDSR, VDSRConfig
 from vdsr.runtime.batching import tiled
-from vdsr.runtime.tiling import tile_windows
+from vdsr.runtime.tiling import network_pixels, tile_windows
 
 torch.manual_seed(0)
 MODEL = VDSR(VDSRConfig(depth=5, channels=8)).eval()  # receptive-field radius 5; outputs within about [-1.3, 1.4]
@@ -57,6 +57,19 @@ def test_windows_cover_the_axis_with_equal_windows() -> None:
     assert tile_windows(7, 16, 5) == [(0, 7, 0, 7)]  # smaller than a tile: one window, the whole axis
     with pytest.raises(ValueError, match="tile >= 1"):
         tile_windows(10, 0, 5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 90), w=st.integers(1, 90), tile=st.sampled_from([3, 8, 16, 64]), batch=st.integers(1, 5))
+def test_network_pixels_are_the_pixels_the_network_is_given(h: int, w: int, tile: int, batch: int) -> None:
+    given: list[int] = []  # what the service's admission counts as a request's work (vdsr.runtime.serve.limits)
+
+    def counting(windows: np.ndarray) -> np.ndarray:
+        given.append(windows.size)
+        return windows
+
+    tiled(counting, np.zeros((h, w), np.float32), tile=tile, halo=MODEL.halo, batch=batch)
+    assert network_pixels((h, w), tile, MODEL.halo) == sum(given)
 
 
 def test_backend_returning_the_wrong_shape_is_an_error() -> None:

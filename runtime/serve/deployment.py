@@ -4,10 +4,12 @@ POST /upscale, GET /models and GET /healthz.
 Each request runs the pipeline (vdsr.runtime.serve.work) on a worker thread of the replica; its network is a call
 into `batched`, a `@serve.batch` method on the replica's event loop, so the tiles of concurrent requests share the
 backend's calls (grouped by model and window shape, joined, run `upscaler.batch` windows at a time on a thread of
-their own so the loop keeps accepting). Admission is counted here: past `max_queue` requests, or when a request
-would wait longer than its timeout at the pace the replica finishes them (limits.Pace), a replica answers 503 with
-Retry-After at once instead of queueing without end; Serve's `max_queued_requests` bounds what waits before it.
-The body is read before admission (408 past the timeout): a slow client holds no slot and adds nothing to the pace.
+their own so the loop keeps accepting). Admission is counted here: past `max_queue` requests, or when a request's
+network work (its window pixels, read from its image's header) would not be done within its timeout, with what the
+admitted ones have left, at the pace the backend runs (limits.Pace: timed when the replica starts, then on every
+call), a replica answers 503 with Retry-After at once instead of queueing without end; Serve's
+`max_queued_requests` bounds what waits before it.
+The body is read before admission (408 past the timeout): a slow client holds no slot and no work.
 A request whose client goes away, as one past its time, stops at its next window; its slot is held until its thread
 has stopped.
 
@@ -37,23 +39,26 @@ from vdsr.runtime.serve.limits import (
     Limits,
     Pace,
     Reply,
+    Work,
     as_json,
     body_length,
     busy,
+    expected_wait,
     parse_ask,
+    planned_pixels,
     refusal,
     text,
     timed_out,
     too_large,
 )
-from vdsr.runtime.serve.work import Cancelled, concat_for, run_backend, upscale_body
+from vdsr.runtime.serve.work import Cancelled, concat_for, run_backend, time_backend, upscale_body
 from vdsr.runtime.upscaler import Upscaler
 
 APP_NAME = "vdsr"
 # One tile for every request: windows of different requests share a shape only when their tiles do (an image's
 # fitted tile would depend on its size), and a fixed tile bounds each request's working memory whatever its size.
 SERVICE_TILE = 256
-PACE_MARGIN = 0.8  # a request is admitted only if it is expected done within this share of its timeout
+PACE_MARGIN = 0.8  # a request is admitted only if its network work is expected done within this share of its timeout
 HEADROOM = 8  # requests past the admission limit that still reach a replica, to be answered 503 (and /healthz)
 LOGGER = logging.getLogger("ray.serve")
 ROUTES = {"/upscale": "POST", "/models": "GET", "/healthz": "GET"}
@@ -100,8 +105,9 @@ class Service:
         self.batched: Callable[[tuple[str, Any]], Coroutine[Any, Any, Any]] = batch(self.run_batch)
         # one thread per admitted request: each mostly waits for its windows' results
         self.workers = ThreadPoolExecutor(settings.limits.max_queue, "vdsr-serve")
-        self.admitted = 0
-        self.pace = Pace()  # how fast this replica finishes requests: a request that would time out gets 503 at once
+        self.works: set[Work] = set()  # the admitted requests' network work (planned, done)
+        # how fast this replica's backend runs each model: a request that would time out gets 503 at once
+        self.paces = {name: Pace(time_backend(upscaler)) for name, upscaler in self.upscalers.items()}
         self.stopped = 0  # requests whose work stopped before their last window (past their time, or client gone)
         self.largest_batch = 0  # network calls joined in one batch (> 1: requests shared the backend)
         self.largest_windows = 0
@@ -137,9 +143,10 @@ class Service:
     def health(self) -> dict[str, object]:
         return {
             "status": f"broken: {self.broken}" if self.broken else "ok",
-            "in_progress": self.admitted,
+            "in_progress": len(self.works),
             "max_queue": self.settings.limits.max_queue,
-            "seconds_per_request": self.pace.seconds,  # while busy (None before the first): what admission uses
+            "queued_seconds": expected_wait(self.works, self.paces),  # what admission uses: the work left
+            "seconds_per_megapixel": {name: pace.seconds_per_pixel * 1e6 for name, pace in self.paces.items()},
             "stopped_early": self.stopped,
             "largest_batch": self.largest_batch,
             "largest_batch_windows": self.largest_windows,
@@ -159,43 +166,44 @@ class Service:
             ask = parse_ask(request.query_params.multi_items(), list(self.upscalers))
         except UsageError as error:
             return refusal(error)
-        if self.admitted >= limits.max_queue:  # full: refused at once, before its body is read
-            return busy(self.admitted)
+        if len(self.works) >= limits.max_queue:  # full: refused at once, before its body is read
+            return busy(len(self.works))
         try:  # the body before admission: a slow or stalled client holds no slot, and its time is not service time
             body = await asyncio.wait_for(read_body(request, limits.max_body), limits.timeout_s)
         except asyncio.TimeoutError:  # not the built-in TimeoutError before Python 3.11
             return text(408, f"the body did not arrive within {limits.timeout_s:g} s")
         if isinstance(body, Reply):
             return body
-        wait = self.pace.expected_wait(self.admitted)
-        if self.admitted >= limits.max_queue or wait > limits.timeout_s * PACE_MARGIN:
-            return busy(self.admitted, retry_after=wait - limits.timeout_s * PACE_MARGIN)
-        self.pace.admitted(time.monotonic(), held_before=self.admitted)
-        self.admitted += 1
+        upscaler = self.upscalers[ask.model]
+        halo = upscaler.backend.halo
+        work = Work(ask.model, planned_pixels(body, ask.scale, tile=upscaler.tile, halo=halo, limits=limits))
+        # an idle replica always admits: refusing the only request helps no other
+        wait = expected_wait([*self.works, work], self.paces) if self.works else 0.0
+        if len(self.works) >= limits.max_queue or wait > limits.timeout_s * PACE_MARGIN:
+            return busy(len(self.works), retry_after=wait - limits.timeout_s * PACE_MARGIN)
+        self.works.add(work)
         held = True  # the admission slot, given back when the work ends (not when a 504 is answered)
         start = time.monotonic()
         try:
             cancel = threading.Event()
             loop = asyncio.get_running_loop()
-            network = partial(self.network, loop, ask.model)
-            run = partial(
-                upscale_body, body, ask, self.upscalers[ask.model], network=network, limits=limits, cancel=cancel
-            )
-            work = loop.run_in_executor(self.workers, run)
+            network = partial(self.network, loop, work)
+            run = partial(upscale_body, body, ask, upscaler, network=network, limits=limits, cancel=cancel)
+            running = loop.run_in_executor(self.workers, run)
             gone = False
             try:
-                done, _ = await asyncio.wait({work}, timeout=max(0.0, limits.timeout_s - (time.monotonic() - start)))
+                left = max(0.0, limits.timeout_s - (time.monotonic() - start))
+                done, _ = await asyncio.wait({running}, timeout=left)
             except asyncio.CancelledError:  # the client went away: Serve cancels this task, not the thread
                 done, gone = set(), True
             if not done:
                 cancel.set()  # its next window is not computed
                 held = False  # the slot is given back when the thread stops
-                work.add_done_callback(self.release_late)
+                running.add_done_callback(partial(self.release_late, work))
                 if gone:
                     raise asyncio.CancelledError
                 return timed_out(limits.timeout_s)
-            result = work.result()
-            self.pace.finished(time.monotonic())
+            result = running.result()
         except VdsrError as error:
             if isinstance(error, BackendError):
                 self.broken = first_line(error)
@@ -205,36 +213,41 @@ class Service:
             return text(500, f"internal error: {type(error).__name__}: {first_line(error)}")
         finally:
             if held:
-                self.admitted -= 1
+                self.works.discard(work)
         return Reply(200, result.data, result.content_type)
 
-    def release_late(self, work: asyncio.Future[Any]) -> None:
+    def release_late(self, work: Work, running: asyncio.Future[Any]) -> None:
         """A timed-out request's slot, given back once its thread has stopped (its outcome is not needed)."""
-        self.admitted -= 1
-        if not work.cancelled():  # the exception retrieved, so asyncio does not log it as lost
-            self.stopped += isinstance(work.exception(), Cancelled)
+        self.works.discard(work)
+        if not running.cancelled():  # the exception retrieved, so asyncio does not log it as lost
+            self.stopped += isinstance(running.exception(), Cancelled)
 
-    def network(self, loop: asyncio.AbstractEventLoop, model: str, windows: Any) -> Any:
+    def network(self, loop: asyncio.AbstractEventLoop, work: Work, windows: Any) -> Any:
         """On a request's worker thread: its windows through the shared batches on the event loop."""
-        return asyncio.run_coroutine_threadsafe(self.batched((model, windows)), loop).result()
+        return asyncio.run_coroutine_threadsafe(self.batched((work, windows)), loop).result()
 
-    async def run_batch(self, calls: list[tuple[str, Any]]) -> list[Any]:
-        """Network calls of concurrent requests: grouped by model and window shape, each group joined and run."""
+    async def run_batch(self, calls: list[tuple[Work, Any]]) -> list[Any]:
+        """Network calls of concurrent requests: grouped by model and window shape, each group joined and run; its
+        seconds per window pixel go into the model's pace, its window pixels into each request's work done."""
         self.largest_batch = max(self.largest_batch, len(calls))
         self.largest_windows = max(self.largest_windows, sum(len(windows) for _, windows in calls))
         groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-        for index, (model, windows) in enumerate(calls):
-            groups.setdefault((model, tuple(windows.shape[1:])), []).append(index)
+        for index, (work, windows) in enumerate(calls):
+            groups.setdefault((work.model, tuple(windows.shape[1:])), []).append(index)
         results: list[Any] = [None] * len(calls)
-        for (model, _), members in groups.items():
+        for (model, shape), members in groups.items():
             upscaler = self.upscalers[model]
             parts = [calls[i][1] for i in members]
             joined = parts[0] if len(parts) == 1 else concat_for(upscaler)(parts)
             self.windows.observe(len(joined))
+            started = time.perf_counter()
             out = await asyncio.to_thread(run_backend, upscaler, joined)
+            window = shape[-2] * shape[-1]
+            self.paces[model].measured(time.perf_counter() - started, len(joined) * window)
             offset = 0
             for index, part in zip(members, parts, strict=True):
                 results[index] = out[offset : offset + len(part)]
+                calls[index][0].done += len(part) * window
                 offset += len(part)
         return results
 

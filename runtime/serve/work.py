@@ -8,6 +8,7 @@ Runs on a worker thread of the replica (never on its event loop): everything her
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,9 @@ import numpy as np
 from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.runtime.batching import Concat
 from vdsr.runtime.encoded import upscale_encoded
+from vdsr.runtime.resize import output_shape_for
 from vdsr.runtime.serve.limits import CONTENT_TYPES, Ask, Limits
-from vdsr.runtime.tiling import Network
+from vdsr.runtime.tiling import Network, network_pixels
 from vdsr.runtime.upscaler import Upscaler
 
 SOURCE = "request body"  # how errors name the image: it has no file name
@@ -57,6 +59,19 @@ def upscale_body(
         body, ask.scale, upscaler=upscaler, fmt=ask.fmt, limits=pixel_limits, name=SOURCE, network=checked
     )
     return Upscaled(done.data, CONTENT_TYPES[done.fmt], done.pixels)
+
+
+def time_backend(upscaler: Upscaler) -> float:
+    """Seconds per window pixel of `upscaler`: a gray image whose result is one tile, upscaled twice at the model's
+    first scale and the second run timed (the first pays for allocations). A replica's pace before any request."""
+    scale = upscaler.backend.scales[0]
+    side = max(1, int(upscaler.tile // scale))
+    image = np.zeros((side, side), np.float32)
+    upscaler.upscale(image, scale)
+    start = time.perf_counter()
+    upscaler.upscale(image, scale)
+    seconds = time.perf_counter() - start
+    return seconds / network_pixels(output_shape_for((side, side), scale), upscaler.tile, upscaler.backend.halo)
 
 
 def concat_for(upscaler: Upscaler) -> Concat:

@@ -338,8 +338,7 @@ class _Job:
         """The output's video stream, set from the first frame, and a copy of each stream to copy."""
         fmt = video_planes.planar(self.av, first.format, self.source)
         self.full = output_shape_for((first.height, first.width), self.scale)
-        step_w = round(100 / fmt.chroma_width(100))
-        step_h = round(100 / fmt.chroma_height(100))
+        step_w, step_h = round(100 / fmt.chroma_width(100)), round(100 / fmt.chroma_height(100))
         self.size = (self.full[0] - self.full[0] % step_h, self.full[1] - self.full[1] % step_w)
         vout = out.add_stream(encoder.name, rate=self.stream.average_rate or self.stream.guessed_rate)
         vout.width, vout.height = self.size[1], self.size[0]
@@ -348,7 +347,8 @@ class _Job:
         for name in video_planes.COLOUR:
             setattr(vout.codec_context, name, getattr(first, name))
         frame_bytes = self.size[0] * self.size[1] * 3 * video_planes.sample_type(fmt).itemsize  # 4:4:4 at most
-        vout.options = video_planes.encoder_options(encoder.name, settings.crf, frame_bytes=frame_bytes)
+        options = {"frame_bytes": frame_bytes, "frames": self.stream.frames}
+        vout.options = video_planes.encoder_options(encoder.name, settings.crf, **options)
         if self.stream.sample_aspect_ratio:  # anamorphic pixels keep their shape (both sides scale alike)
             vout.codec_context.sample_aspect_ratio = self.stream.sample_aspect_ratio
         if first.rotation:  # the display matrix: how a player turns the picture

@@ -101,17 +101,19 @@ CRF_ENCODERS = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libsvtav1")  # th
 LOOKAHEAD_BYTES = 512 << 20  # libx264's lookahead frames held at most (its default of 40 is 2 GB of 8K frames)
 
 
-def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int) -> dict[str, str]:
+def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int, frames: int = 0) -> dict[str, str]:
     """The encoder's options: the quality (CRF, DEFAULT_CRF unless given) of encoders that take one, VP9 by quality
     alone; libx264's lookahead shortened for large frames so the frames it holds stay under LOOKAHEAD_BYTES (10 at
-    least; 1080p keeps its default of 40)."""
+    least; 1080p keeps its default of 40); libx265 without B-frames for a clip whose header counts `frames` <= 2
+    (with them, PyAV 18's libx265 failed about one such clip in five: a packet without a decoding timestamp)."""
     if encoder not in CRF_ENCODERS:
         return {}
     options = {"crf": str(DEFAULT_CRF if crf is None else crf)}
     if "vpx" in encoder:
         options["b"] = "0"
     if encoder == "libx265":
-        options["x265-params"] = "log-level=error"  # not its banner and statistics on stderr, mid-run
+        short = ":bframes=0" if 0 < frames <= 2 else ""
+        options["x265-params"] = "log-level=error" + short  # not its banner and statistics on stderr, mid-run
     if encoder == "libx264":
         options["rc-lookahead"] = str(max(10, min(40, LOOKAHEAD_BYTES // max(frame_bytes, 1))))
     return options

@@ -330,9 +330,11 @@ assert set(FORMAT_SUFFIXES.values()) == set(OUTPUT_FORMATS), "every output forma
 
 
 def output_format(path: PurePath) -> str:
-    """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); UsageError for a suffix this tool does not write."""
+    """PIL's format name for a file suffix ('.jpg' -> 'JPEG'); UsageError for a suffix this tool does not write
+    (.pbm and .pfm among them: PIL's PPM writer would put 8- or 16-bit P5/P6 data under a bitmap's or a float map's
+    name)."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt not in OUTPUT_FORMATS:
+    if fmt not in OUTPUT_FORMATS or path.suffix.lower() in (".pbm", ".pfm"):
         raise UsageError(
             f"{path}: cannot write {path.suffix or 'files without a suffix'!r} images "
             f"(results are written as {', '.join(FORMAT_SUFFIXES)})"

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from vdsr._version import __version__
 from vdsr.bench.cli import app as bench_app
+from vdsr.errors import UsageError
 from vdsr.export.cli import app as export_app
 from vdsr.runtime.backends.specs import BACKENDS
 from vdsr.runtime.cli import app as run_app
-from vdsr.runtime.images import FORMAT_SUFFIXES
+from vdsr.runtime.images import FORMAT_SUFFIXES, output_format
 from vdsr.train.cli import app as train_app
 
 APPS = {"vdsr-run": run_app, "vdsr-bench": bench_app, "vdsr-train": train_app, "vdsr-export": export_app}
@@ -203,6 +204,9 @@ def test_single_file_output_names_and_choices(tmp_path: Path, tiny_model: dict[s
     model = ["--model", str(tiny_model["onnx"])]
     result = runner.invoke(run_app, [str(tmp_path / "g.png"), "-s", "2", "-o", str(tmp_path / "o.gif"), *model])
     assert result.exit_code == 2 and "cannot write '.gif'" in result.output  # not a folder named o.gif
+    for suffix in (".pbm", ".pfm"):  # PIL would write 8-bit P5/P6 data under a bitmap's or a float map's name
+        with pytest.raises(UsageError, match=f"cannot write '\\{suffix}'"):
+            output_format(Path(f"o{suffix}"))
     result = runner.invoke(run_app, [str(tmp_path / "g.png"), "-s", "2", "-o", str(tmp_path / "o.pgm"), *model])
     assert result.exit_code == 0 and (tmp_path / "o.pgm").is_file()
     Image.fromarray(np.dstack([np.arange(64, dtype=np.uint8).reshape(8, 8)] * 3)).save(tmp_path / "rgb_gray.png")

@@ -184,16 +184,18 @@ def test_a_request_that_would_time_out_is_refused_when_it_comes() -> None:
     """Admission by work: a request is admitted only if its window pixels, read from its header, with what the
     admitted requests have left, would be run within 80% of its timeout at the backend's measured pace. Admission by
     the average request admitted 20 concurrent 300x300 images at a 20 s timeout together, and all ended in 504."""
-    paces = {"vdsr": Pace(1e-6), "srcnn": Pace(1e-7)}  # seconds per window pixel
+    paces = {"vdsr": Pace(1.0, 1e6), "srcnn": Pace(0.1, 1e6)}  # 1 s and 0.1 s per megapixel of windows
     big, half_done = Work("vdsr", 30_000_000), Work("srcnn", 10_000_000, done=5_000_000)
     assert expected_wait([big, half_done], paces) == pytest.approx(30.0 + 0.5)
     big.done = 31_000_000  # more than planned: nothing left, never a negative wait
     assert expected_wait([big], paces) == 0.0
-    pace = Pace(2e-6)
+    pace = Pace(2.0, 1e6)
     pace.measured(3.0, 1_000_000)  # one backend call: 3 s for 1 MP of windows
     assert pace.seconds_per_pixel == pytest.approx(0.7 * 2e-6 + 0.3 * 3e-6)
     pace.measured(1.0, 0)  # no windows: nothing learnt
     assert pace.seconds_per_pixel == pytest.approx(0.7 * 2e-6 + 0.3 * 3e-6)
+    pace.measured(0.01, 256)  # a tiny window's fixed cost (39 us a pixel) counts by its size
+    assert pace.seconds_per_pixel < 2.32e-6
     square, limits = encoded(SQUARE, "PNG"), Limits()
     assert planned_pixels(square, 2, tile=256, halo=20, limits=limits) == 9 * 296 * 296  # 600x600: 3x3 tiles
     assert planned_pixels(encoded(SQUARE, "JPEG"), 1.5, tile=256, halo=20, limits=limits) == 4 * 296 * 296

@@ -81,7 +81,8 @@ class Settings:
 
 
 class Service:
-    """One replica. Its counters (admitted, largest batch) live on the instance: a replica is one process."""
+    """One replica. Its state (the admitted requests' work, the paces, the counters) lives on the instance, touched
+    only on its event loop: a replica is one process."""
 
     def __init__(self, settings: Settings) -> None:
         from ray import serve
@@ -102,12 +103,12 @@ class Service:
         }
         # serve.batch on this replica's bound method: its queue is the replica's, its bounds the settings'
         batch = serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.batch_wait_s)
-        self.batched: Callable[[tuple[str, Any]], Coroutine[Any, Any, Any]] = batch(self.run_batch)
+        self.batched: Callable[[tuple[Work, Any]], Coroutine[Any, Any, Any]] = batch(self.run_batch)
         # one thread per admitted request: each mostly waits for its windows' results
         self.workers = ThreadPoolExecutor(settings.limits.max_queue, "vdsr-serve")
         self.works: set[Work] = set()  # the admitted requests' network work (planned, done)
         # how fast this replica's backend runs each model: a request that would time out gets 503 at once
-        self.paces = {name: Pace(time_backend(upscaler)) for name, upscaler in self.upscalers.items()}
+        self.paces: dict[str, Pace] = {name: time_backend(upscaler) for name, upscaler in self.upscalers.items()}
         self.stopped = 0  # requests whose work stopped before their last window (past their time, or client gone)
         self.largest_batch = 0  # network calls joined in one batch (> 1: requests shared the backend)
         self.largest_windows = 0
@@ -175,12 +176,15 @@ class Service:
         if isinstance(body, Reply):
             return body
         upscaler = self.upscalers[ask.model]
-        halo = upscaler.backend.halo
-        work = Work(ask.model, planned_pixels(body, ask.scale, tile=upscaler.tile, halo=halo, limits=limits))
+        plan = partial(planned_pixels, body, ask.scale, tile=upscaler.tile, halo=upscaler.backend.halo, limits=limits)
+        work = Work(ask.model, await asyncio.to_thread(plan))  # a header can take a while: not on the event loop
+        if len(self.works) >= limits.max_queue:
+            return busy(len(self.works))
+        queued, allowed = expected_wait(self.works, self.paces), limits.timeout_s * PACE_MARGIN
         # an idle replica always admits: refusing the only request helps no other
-        wait = expected_wait([*self.works, work], self.paces) if self.works else 0.0
-        if len(self.works) >= limits.max_queue or wait > limits.timeout_s * PACE_MARGIN:
-            return busy(len(self.works), retry_after=wait - limits.timeout_s * PACE_MARGIN)
+        if self.works and queued + expected_wait([work], self.paces) > allowed:
+            own = expected_wait([work], self.paces)  # it fits once the queue has run down enough, or is empty
+            return busy(len(self.works), retry_after=min(queued + own - allowed, queued))
         self.works.add(work)
         held = True  # the admission slot, given back when the work ends (not when a 504 is answered)
         start = time.monotonic()
@@ -198,6 +202,7 @@ class Service:
                 done, gone = set(), True
             if not done:
                 cancel.set()  # its next window is not computed
+                work.planned = work.done  # nor counted as queued
                 held = False  # the slot is given back when the thread stops
                 running.add_done_callback(partial(self.release_late, work))
                 if gone:

@@ -144,13 +144,19 @@ class Work:
 @dataclass
 class Pace:
     """How fast a replica's backend runs one model: seconds per window pixel, first timed when the replica starts
-    (vdsr.runtime.serve.work.time_backend), then a moving average over its calls."""
+    (vdsr.runtime.serve.work.time_backend), then on every call: the ratio of moving sums of seconds and of pixels,
+    so a call counts by its size (a tiny window's fixed cost does not set the pace of large ones)."""
 
-    seconds_per_pixel: float
+    seconds: float
+    pixels: float
+
+    @property
+    def seconds_per_pixel(self) -> float:
+        return self.seconds / self.pixels
 
     def measured(self, seconds: float, pixels: int) -> None:
         if pixels > 0:
-            self.seconds_per_pixel = 0.7 * self.seconds_per_pixel + 0.3 * seconds / pixels
+            self.seconds, self.pixels = 0.7 * self.seconds + 0.3 * seconds, 0.7 * self.pixels + 0.3 * pixels
 
 
 def expected_wait(works: Iterable[Work], paces: Mapping[str, Pace]) -> float:

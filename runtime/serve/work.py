@@ -19,7 +19,7 @@ from vdsr.errors import BackendError, UsageError, first_line
 from vdsr.runtime.batching import Concat
 from vdsr.runtime.encoded import upscale_encoded
 from vdsr.runtime.resize import output_shape_for
-from vdsr.runtime.serve.limits import CONTENT_TYPES, Ask, Limits
+from vdsr.runtime.serve.limits import CONTENT_TYPES, Ask, Limits, Pace
 from vdsr.runtime.tiling import Network, network_pixels
 from vdsr.runtime.upscaler import Upscaler
 
@@ -61,17 +61,22 @@ def upscale_body(
     return Upscaled(done.data, CONTENT_TYPES[done.fmt], done.pixels)
 
 
-def time_backend(upscaler: Upscaler) -> float:
-    """Seconds per window pixel of `upscaler`: a gray image whose result is one tile, upscaled twice at the model's
-    first scale and the second run timed (the first pays for allocations). A replica's pace before any request."""
-    scale = upscaler.backend.scales[0]
-    side = max(1, int(upscaler.tile // scale))
-    image = np.zeros((side, side), np.float32)
+TIMED_SIDE = 512  # time_backend's result is one tile of at most this side (at least the engine's smallest window)
+
+
+def time_backend(upscaler: Upscaler) -> Pace:
+    """The pace of `upscaler`: a gray image whose result is one tile, upscaled twice at the model's first scale and
+    the second run timed (the first pays for allocations). A replica's pace before any request."""
+    backend = upscaler.backend
+    side = max(min(upscaler.tile, TIMED_SIDE), *backend.min_input[1:])
+    scale = backend.scales[0] if backend.scales else 2.0
+    n = max(1, int(side // scale))
+    image = np.zeros((n, n), np.float32)
     upscaler.upscale(image, scale)
     start = time.perf_counter()
     upscaler.upscale(image, scale)
     seconds = time.perf_counter() - start
-    return seconds / network_pixels(output_shape_for((side, side), scale), upscaler.tile, upscaler.backend.halo)
+    return Pace(seconds, network_pixels(output_shape_for((n, n), scale), upscaler.tile, backend.halo))
 
 
 def concat_for(upscaler: Upscaler) -> Concat:
@@ -90,6 +95,10 @@ def run_backend(upscaler: Upscaler, windows: Any) -> Any:
     backend, size = upscaler.backend, upscaler.batch
     try:
         parts = [backend.run(windows[first : first + size]) for first in range(0, len(windows), size)]
+        if backend.arrays == "torch" and backend.device != "cpu":  # done, not only queued: the pace times this call
+            import torch
+
+            torch.cuda.synchronize(backend.device)
     except BackendError:
         raise
     except RuntimeError as error:

@@ -347,7 +347,7 @@ class _Job:
         for name in video_planes.COLOUR:
             setattr(vout.codec_context, name, getattr(first, name))
         frame_bytes = self.size[0] * self.size[1] * 3 * video_planes.sample_type(fmt).itemsize  # 4:4:4 at most
-        options = {"frame_bytes": frame_bytes, "frames": self.stream.frames}
+        options = {"frame_bytes": frame_bytes, "frames": video_streams.counted_frames(self.stream)}
         vout.options = video_planes.encoder_options(encoder.name, settings.crf, **options)
         if self.stream.sample_aspect_ratio:  # anamorphic pixels keep their shape (both sides scale alike)
             vout.codec_context.sample_aspect_ratio = self.stream.sample_aspect_ratio

@@ -104,8 +104,8 @@ LOOKAHEAD_BYTES = 512 << 20  # libx264's lookahead frames held at most (its defa
 def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int, frames: int = 0) -> dict[str, str]:
     """The encoder's options: the quality (CRF, DEFAULT_CRF unless given) of encoders that take one, VP9 by quality
     alone; libx264's lookahead shortened for large frames so the frames it holds stay under LOOKAHEAD_BYTES (10 at
-    least; 1080p keeps its default of 40); libx265 without B-frames for a clip whose header counts `frames` <= 2
-    (with them, PyAV 18's libx265 failed about one such clip in five: a packet without a decoding timestamp)."""
+    least; 1080p keeps its default of 40); libx265 without B-frames for a clip of `frames` <= 2 (0: not known; with
+    them, PyAV 18's libx265 failed one such clip in five to fifteen: a packet without a decoding timestamp)."""
     if encoder not in CRF_ENCODERS:
         return {}
     options = {"crf": str(DEFAULT_CRF if crf is None else crf)}

@@ -50,6 +50,16 @@ def not_copied(inp: Any, video: Any) -> tuple[str, ...]:
     )
 
 
+def counted_frames(stream: Any) -> int:
+    """The frames a video stream's header counts (MP4, MOV), else its duration times its frame rate (Matroska states
+    a duration); 0 where neither is known (MPEG-TS)."""
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.average_rate:
+        return round(float(stream.duration * stream.time_base * stream.average_rate))
+    return 0
+
+
 def is_cover(stream: Any) -> bool:
     """A cover picture (MP4's attached picture, Matroska's image attachment): FFmpeg shows it as a video stream."""
     from av.stream import Disposition

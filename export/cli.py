@@ -11,7 +11,7 @@ import typer
 
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.catalogue import DEFAULT_OPSET, MODELS, graph_name, shipped
-from vdsr.errors import UsageError
+from vdsr.errors import ModelError, UsageError
 from vdsr.export.triton import IMAGE, check_name, engine_model, model_folder, onnx_model, write_image_model, write_model
 from vdsr.files import sha256_file, unwritable_folder
 from vdsr.model import Model
@@ -270,7 +270,10 @@ def _export(
         from vdsr.weights import load_weights
 
         model, scales = load_weights(source)
-        proto = export_onnx(model, scales, sha256_file(source), fp16=precision == "fp16", opset=opset)
+        try:
+            proto = export_onnx(model, scales, sha256_file(source), fp16=precision == "fp16", opset=opset)
+        except ModelError as error:  # weights that are not what this precision can hold
+            raise ModelError(f"{source}: {error}") from None
         if precision == "int8":
             with tempfile.TemporaryDirectory() as tmp:
                 save_onnx(proto, Path(tmp) / "fp32.onnx")

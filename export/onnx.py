@@ -19,6 +19,7 @@ import torch
 
 from vdsr._version import __version__
 from vdsr.catalogue import DEFAULT_OPSET
+from vdsr.errors import ModelError
 from vdsr.files import atomic_write_bytes
 from vdsr.metadata import COLOR_CONVENTION, graph_metadata
 from vdsr.networks import SRCNN, VDSR, architecture_of
@@ -46,6 +47,9 @@ def export_onnx(
     """The model as an ONNX graph (checked with onnx.checker's full check)."""
     dtype = torch.float16 if fp16 else torch.float32
     module = model.to(dtype=dtype).eval()
+    over = [name for name, tensor in module.state_dict().items() if not bool(torch.isfinite(tensor).all())]
+    if over:  # finite in fp32 (vdsr.weights checked), so over fp16's range
+        raise ModelError(f"weights {', '.join(over[:3])} are over fp16's range (65504); export fp32")
     example = torch.rand(2, 1, 24, 32, dtype=dtype)  # batch 2 and H != W so no dimension is specialised
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     with warnings.catch_warnings(), quiet_logger("torch.onnx"):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from vdsr.errors import ImageError
+from vdsr.errors import ImageError, ModelError
 
 UMASK = os.umask(0o022)  # the process's umask, read once at import (reading it means setting it) and restored
 os.umask(UMASK)
@@ -178,3 +178,16 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_model_file(path: Path, *, limit: int) -> bytes:
+    """The bytes of a weights file or graph, at most `limit` + 1 of them (the caller refuses more), opened as
+    open_regular opens images: a FIFO swapped in after the checks is refused, not read forever. ModelError naming
+    the file otherwise."""
+    try:
+        with open_regular(path) as f:
+            return f.read(limit + 1)
+    except ImageError as error:
+        raise ModelError(f"{path}: {error.cause}") from None
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read it ({error.strerror or error})") from error

@@ -22,7 +22,8 @@ from vdsr.architectures import (
     network_config,
     parameter_shapes,
 )
-from vdsr.errors import ModelError, first_line
+from vdsr.errors import ImageError, ModelError, first_line
+from vdsr.files import open_regular
 from vdsr.onnx_file import OnnxFile, read_onnx
 from vdsr.onnx_network import Network
 from vdsr.scale import MAX_SCALE
@@ -105,13 +106,15 @@ def weights_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, st
     and without reading a tensor. ModelError naming the file if the header is not one (a shape must be a list of
     integers >= 0; a header nested too deep or with numbers out of range is refused as malformed)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO swapped in after the caller's checks is refused, not read forever
             size = f.seek(0, 2)
             f.seek(0)
             (length,) = struct.unpack("<Q", f.read(8).rjust(8, b"\0"))
             if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
                 raise ValueError(f"a header of {length} bytes in a file of {size}")
             header = json.loads(f.read(length).decode("utf-8"))
+    except ImageError as error:
+        raise ModelError(f"{path}: {error.cause}") from None
     except OSError as error:
         raise ModelError(f"{path}: not a readable weights file ({error.strerror or error})") from error
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
@@ -142,7 +145,7 @@ def read_weights_metadata(metadata: dict[str, str], source: object) -> Facts:
     try:
         config = _network(metadata["architecture"], metadata.get("config"))
         scales = trained_scales(metadata.get("scales", "[]"))
-    except (ValueError, TypeError) as error:  # unknown architecture, bad JSON
+    except (ValueError, TypeError, RecursionError, OverflowError) as error:  # unknown architecture, bad JSON
         raise ModelError(f"{source}: weights do not match their metadata ({first_line(error)})") from error
     return Facts(architecture_name(config), config, scales, halo(config))
 
@@ -209,7 +212,7 @@ def read_graph_metadata(metadata: dict[str, str], network: Network, source: obje
             said["halo"] = int(metadata["halo"])
         scales = trained_scales(metadata.get("scales", "[]"))
         int8 = _int8(metadata) if "int8_within_bar" in metadata else None
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError) as error:
         raise ModelError(f"{source}: the graph's metadata is not valid ({first_line(error)})") from error
     config = network.config
     said_config = said.get("config")

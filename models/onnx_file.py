@@ -21,7 +21,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vdsr.errors import ModelError
+from vdsr.files import read_model_file
 from vdsr.onnx_network import GraphView, Network, Node, Stored, Value, recognise
 
 # message -> {field number: message type of that field} for the fields that can lead to a TensorProto (onnx.proto3)
@@ -56,11 +59,7 @@ class OnnxFile:
 def read_onnx(path: Path) -> OnnxFile:
     """The ONNX file at `path` with its metadata_props and network; ModelError naming the file if it is not a
     well-formed protobuf, any tensor in it refers to external data, or it is not a network this package knows."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read the ONNX file ({error.strerror or error})") from error
+    data = read_model_file(path, limit=MAX_BYTES)
     if len(data) > MAX_BYTES:
         raise ModelError(f"{path}: over {MAX_BYTES >> 20} MiB, larger than any graph this package reads")
     metadata: dict[str, str] = {}
@@ -121,6 +120,7 @@ class _Fixed:
 Item = int | memoryview | _Fixed  # a varint, a length-delimited field (bytes, a message, a packed list), fixed bytes
 Fields = dict[int, list[Item]]
 _ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # by data_type
+_FLOATS = {1: "<f4", 10: "<f2", 11: "<f8"}  # float, float16, double: raw_data's values, checked finite
 _TYPED_DATA = {4: 4, 10: 8}  # float_data, double_data: fixed-size values, packed or not (bytes each)
 _VARINT_DATA = (5, 7, 11)  # int32_data, int64_data, uint64_data: varints, packed or not
 _ATTRIBUTE_GRAPHS = {5, 6, 10, 11, 14, 15, 21, 22, 23}  # tensors, graphs, types, function references: refused
@@ -289,6 +289,12 @@ def _stored(fields: Fields) -> tuple[str, Stored]:
         expected *= d
     if held != expected:
         raise ValueError(f"stored tensor {name!r:.60} of shape {list(dims)} holds {held:g} values, not {expected}")
+    if data_type in _FLOATS:  # a NaN or inf weight would make every image's result NaN
+        pieces = [(_bytes(raw), _FLOATS[data_type])] if raw is not None else []
+        for number, dtype in ((4, "<f4"), (10, "<f8")):  # float_data, double_data
+            pieces += [(v.data if isinstance(v, _Fixed) else _bytes(v), dtype) for v in fields.get(number, [])]
+        if not all(np.isfinite(np.frombuffer(piece, dtype)).all() for piece, dtype in pieces):
+            raise ValueError(f"stored tensor {name!r:.60} holds NaN or inf")
     return name, Stored(data_type, dims)
 
 

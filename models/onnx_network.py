@@ -111,20 +111,37 @@ class _Walk:
         if name in self.graph.stored:
             return self.graph.stored[name]
         node = self.producer(name)
-        if node.op != "DequantizeLinear" or not all(i in self.graph.stored for i in node.inputs if i):
+        if node.op != "DequantizeLinear" or not node.inputs or node.inputs[0] not in self.graph.stored:
             raise ValueError(f"{what} {name!r:.60} is computed by a {node.op}, not stored in the file")
         self._check_quantizer(node)
         self.quantized = True
         return self.graph.stored[node.inputs[0]]
 
     def _check_quantizer(self, node: Node) -> None:
-        if len(node.inputs) not in (2, 3) or len(node.outputs) != 1:
+        """Its scale and zero point stored: one value, or one per channel along `axis` of a stored tensor."""
+        if len(node.inputs) not in (2, 3) or len(node.outputs) != 1 or not node.inputs[0] or not node.inputs[1]:
             raise ValueError(f"a {node.op} with {len(node.inputs)} inputs")
+        if set(node.attributes) - {"axis"}:
+            raise ValueError(f"a {node.op} with attributes {sorted(node.attributes)}")
+        axis, quantized = node.attributes.get("axis", 1), self.graph.stored.get(node.inputs[0])
         for name in node.inputs[1:]:
             if name and name not in self.graph.stored:
                 raise ValueError(f"a {node.op} whose scale or zero point {name!r:.60} is not stored in the file")
-            if name and len(self.graph.stored[name].dims) > 1:
-                raise ValueError(f"a {node.op} whose scale or zero point {name!r:.60} is not a scalar or vector")
+            dims = self.graph.stored[name].dims if name else ()
+            if len(dims) > 1 or (
+                dims
+                and dims[0] != 1
+                and not (
+                    quantized is not None
+                    and isinstance(axis, int)
+                    and -len(quantized.dims) <= axis < len(quantized.dims)
+                    and quantized.dims[axis] == dims[0]
+                )
+            ):
+                raise ValueError(
+                    f"a {node.op} whose scale or zero point {name!r:.60} of shape {list(dims)} is neither one value "
+                    "nor one per channel of its tensor"
+                )
 
     def layers(self, tensor: str, source: str) -> list[_Layer]:
         """The convolutions from `source` to `tensor`, first to last."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
 from vdsr.errors import ModelError
-from vdsr.files import atomic_write_bytes
+from vdsr.files import atomic_write_bytes, read_model_file
 from vdsr.metadata import read_weights, weights_metadata
 from vdsr.networks import SRCNN, VDSR, network
+
+MAX_FILE_BYTES = 1 << 30  # a weights file or checkpoint larger is refused (VDSR: 2.7 MB, its checkpoint 11 MB)
 
 
 def save_weights(path: Path, model: VDSR | SRCNN, scales: list[float]) -> None:
@@ -20,13 +24,18 @@ def save_weights(path: Path, model: VDSR | SRCNN, scales: list[float]) -> None:
 
 
 def read_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a safetensors file; ModelError naming the file when it cannot be read."""
+    """Tensors and string metadata of a safetensors file, read once (the bytes checked are the bytes loaded);
+    ModelError naming the file when it cannot be read."""
+    data = read_model_file(path, limit=MAX_FILE_BYTES)
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelError(f"{path}: over {MAX_FILE_BYTES >> 20} MiB, larger than any {kind} this package reads")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
-    except (OSError, ValueError, SafetensorError) as error:
+        tensors = load(data)
+        (length,) = struct.unpack("<Q", data[:8])  # a well-formed header: load checked it
+        metadata = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
+    except (OSError, ValueError, SafetensorError, struct.error) as error:
         raise ModelError(f"{path}: not a readable {kind} ({error})") from error
+    return tensors, metadata
 
 
 def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[float]]:
@@ -37,9 +46,9 @@ def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[float]]:
     facts = read_weights(path)
     assert facts.config is not None  # weights always say their network
     tensors, _ = read_safetensors(path, "weights file")
-    bad = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())]
-    if bad:
-        raise ModelError(f"{path}: weights {', '.join(bad[:3])} hold NaN or inf")
+    bad = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor.float()).all())]
+    if bad:  # in fp32, the model's type: an F64 1e300 is finite until it is cast
+        raise ModelError(f"{path}: weights {', '.join(bad[:3])} hold NaN or inf (in fp32)")
     model = network(facts.config)
     model.load_state_dict(tensors)
     return model.eval(), list(facts.scales)

@@ -114,6 +114,13 @@ def test_cli_missing_weights_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not weights")
     result = runner.invoke(app, ["--weights", str(tmp_path / "bad.safetensors")])
     assert result.exit_code == 1 and "bad.safetensors: not a readable weights file" in result.stderr
+    model = tiny_models()[0]
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = 1e6  # finite in fp32, over fp16's 65504
+    save_weights(tmp_path / "large.safetensors", model, [2])
+    result = runner.invoke(app, ["--weights", str(tmp_path / "large.safetensors"), "--fp16"])
+    assert result.exit_code == 1 and "large.safetensors: weights body.0.weight are over fp16's range" in result.stderr
+    assert not (tmp_path / "large_fp16.onnx").exists()
 
 
 def test_export_validates_before_it_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

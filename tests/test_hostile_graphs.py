@@ -4,6 +4,7 @@ are refused with one line naming the file, before any session sees them."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,11 +18,13 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_graphs import conv, set_metadata, vdsr_graph
 from PIL import Image
 
+import vdsr
 from vdsr.architectures import SRCNNConfig, VDSRConfig
 from vdsr.catalogue import MODELS
 from vdsr.errors import ModelError
 from vdsr.model import Model
 from vdsr.onnx_file import read_onnx
+from vdsr.weights import load_weights
 
 
 def constant_of_shape() -> onnx.ModelProto:
@@ -164,6 +167,36 @@ def huge_kernel() -> onnx.ModelProto:
     return _graph(nodes, stored)
 
 
+def nan_weight() -> onnx.ModelProto:
+    model = vdsr_graph()
+    tensor = model.graph.initializer[0]
+    values = numpy_helper.to_array(tensor).copy()
+    values.flat[0] = np.nan
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    return model
+
+
+def dequantize_of_nothing() -> onnx.ModelProto:
+    """A Conv's weight from a DequantizeLinear whose input is the empty name (ONNX's "not given")."""
+    model = vdsr_graph()
+    first = next(node for node in model.graph.node if node.op_type == "Conv")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "dq_scale")
+    model.graph.initializer.append(scale)
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["", "dq_scale"], ["w_dq"]))
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == first.input[1]))
+    first.input[1] = "w_dq"
+    return model
+
+
+def scale_of_another_length() -> onnx.ModelProto:
+    """The shipped int8 graph with one weight's per-channel scale and zero point cut from 64 values to 3."""
+    model = onnx.load(str(Path(vdsr.__file__).parent / "vdsr_int8.onnx"))
+    for tensor in model.graph.initializer:
+        if tensor.name.endswith(("body.10.weight_scale", "body.10.weight_zero_point")):
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor)[:3].copy(), tensor.name))
+    return model
+
+
 HOSTILE: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
     "constant_of_shape": (constant_of_shape, "ConstantOfShape nodes"),
     "loop": (endless_loop, "attribute 'body' holding a tensor, graph"),
@@ -186,6 +219,14 @@ HOSTILE: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
     "unused_tensor": (unused_tensor, "1 stored tensors no node uses"),
     "long_shape": (long_shape, "more than 8 numbers"),
     "huge_kernel": (huge_kernel, "odd kernel sizes up to 15"),
+    "nested_scales": (lambda: set_metadata(vdsr_graph(), scales="[" * 100_000 + "]" * 100_000), "not valid"),
+    "huge_cost": (
+        lambda: set_metadata(vdsr_graph(), int8_within_bar="false", int8_cost_db='{"a": 1' + "0" * 400 + "}"),
+        "metadata is not valid .int too large",
+    ),
+    "nan_weight": (nan_weight, "holds NaN or inf"),
+    "dequantize_of_nothing": (dequantize_of_nothing, "computed by a DequantizeLinear, not stored"),
+    "scale_of_another_length": (scale_of_another_length, "of shape \\[3\\] is neither one value nor one per channel"),
 }
 
 
@@ -284,9 +325,10 @@ def test_memory_cap_is_real() -> None:
     assert done.returncode != 0 and "MemoryError" in done.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 def test_a_graph_swapped_after_loading_is_refused_when_a_session_opens(tmp_path: Path) -> None:
     """What a session is given is read and checked again: a file replaced since Model.load is not tiled with the
-    halo of the one that was there."""
+    halo of the one that was there, and a FIFO swapped in is refused, not read forever (weights files too)."""
     from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 
     path = tmp_path / "g.onnx"
@@ -295,3 +337,11 @@ def test_a_graph_swapped_after_loading_is_refused_when_a_session_opens(tmp_path:
     onnx.save(vdsr_graph(depth=6, metadata=False), path)
     with pytest.raises(ModelError, match="g.onnx: changed since it was loaded"):
         OnnxRuntimeBackend(model)
+    path.unlink()
+    os.mkfifo(path)  # nothing ever writes to it: a plain open() would wait forever
+    with pytest.raises(ModelError, match="g.onnx: not a regular file"):
+        OnnxRuntimeBackend(model)
+    weights = tmp_path / "w.safetensors"
+    os.mkfifo(weights)
+    with pytest.raises(ModelError, match="w.safetensors: not a regular file"):
+        load_weights(weights)

@@ -387,6 +387,7 @@ def test_weights_from_elsewhere_are_checked_before_anything_is_built(
 
     from vdsr import weights
     from vdsr.errors import ModelError
+    from vdsr.metadata import weights_metadata
 
     built: list[object] = []
     real_build = weights.network
@@ -402,6 +403,16 @@ def test_weights_from_elsewhere_are_checked_before_anything_is_built(
     with pytest.raises(ModelError, match=r"nan.safetensors: weights body.0.weight hold NaN or inf"):
         load_weights(tmp_path / "nan.safetensors")
     assert not built
+    tensors = {k: v.double() for k, v in VDSR(VDSRConfig(**TINY)).state_dict().items()}
+    tensors["body.0.weight"].view(-1)[0] = 1e300  # finite as F64, inf once cast to the model's fp32
+    metadata = weights_metadata(VDSRConfig(**TINY), [2])
+    save_file(tensors, str(tmp_path / "f64.safetensors"), metadata=metadata)
+    with pytest.raises(ModelError, match=r"f64.safetensors: weights body.0.weight hold NaN or inf \(in fp32\)"):
+        load_weights(tmp_path / "f64.safetensors")
+    deep = metadata | {"config": "[" * 100_000 + "]" * 100_000}  # json.loads: RecursionError, not a ValueError
+    save_file(tensors, str(tmp_path / "deep.safetensors"), metadata=deep)
+    with pytest.raises(ModelError, match="deep.safetensors: weights do not match their metadata"):
+        load_weights(tmp_path / "deep.safetensors")
 
 
 def test_a_plain_resume_keeps_the_runs_own_step_limit(tmp_path: Path) -> None:

@@ -184,9 +184,11 @@ def test_bench_refuses_weights_it_cannot_trust_and_reports_that_would_clash(tmp_
     graph = onnx.load(str(shipped("srcnn.onnx")))
     first = graph.graph.initializer[0]
     values = numpy_helper.to_array(first).copy()
-    values.flat[0] = np.nan
-    first.CopyFrom(numpy_helper.from_array(values, first.name))
-    onnx.save(graph, str(tmp_path / "nan.onnx"))
+    nan, overflow = values.copy(), np.full_like(values, 3e38)  # refused when read; finite, but its sums overflow
+    nan.flat[0] = np.nan
+    for name, weights in (("nan.onnx", nan), ("overflow.onnx", overflow)):
+        first.CopyFrom(numpy_helper.from_array(weights, first.name))
+        onnx.save(graph, str(tmp_path / name))
     from safetensors.numpy import load_file, save_file
 
     tensors = {k: v.astype(np.int64) for k, v in load_file(str(shipped("srcnn.safetensors"))).items()}
@@ -197,6 +199,8 @@ def test_bench_refuses_weights_it_cannot_trust_and_reports_that_would_clash(tmp_
         load_weights(tmp_path / "whole.safetensors")
     bench = ["-d", str(folder), "-s", "2"]
     result = CliRunner().invoke(bench_app, [*bench, "--weights", str(tmp_path / "nan.onnx")])
+    assert result.exit_code == 1 and "nan.onnx: stored tensor 'body.0.weight' holds NaN" in result.output
+    result = CliRunner().invoke(bench_app, [*bench, "--weights", str(tmp_path / "overflow.onnx")])
     assert result.exit_code == 1 and "output holds NaN or inf" in result.output, result.output
     for reports, cause in [
         (["--json", str(tmp_path / "r"), "--csv", str(tmp_path / "r")], "--csv: .* is also --json"),

@@ -377,16 +377,22 @@ def test_file_names_reach_the_terminal_escaped_one_line_each(tmp_path: Path, tin
 
 
 def test_a_graph_with_nan_weights_writes_nothing(photos: Path, tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    """NaN weights are refused when the graph is read (exit 1); finite weights whose output overflows to inf in
+    every tile stop the run as a broken model (exit 4). Nothing is written either way."""
     import onnx as onnx_lib
     from onnx import numpy_helper
 
     model = onnx_lib.load(str(tiny_model["onnx"]))
     first = model.graph.initializer[0]
     broken = numpy_helper.to_array(first).copy()
-    broken.flat[0] = np.nan
-    first.CopyFrom(numpy_helper.from_array(broken, first.name))
-    onnx_lib.save(model, str(tmp_path / "nan.onnx"))
+    nan, overflow = broken.copy(), np.full_like(broken, 3e38)  # refused when read; finite, but its sums overflow
+    nan.flat[0] = np.nan
+    for name, weights in (("nan.onnx", nan), ("overflow.onnx", overflow)):
+        first.CopyFrom(numpy_helper.from_array(weights, first.name))
+        onnx_lib.save(model, str(tmp_path / name))
     code, output = run(photos, "-s", "2", "--model", tmp_path / "nan.onnx", "-r", "-o", tmp_path / "out")
+    assert code == 1 and "nan.onnx: stored tensor" in output and "holds NaN or inf" in output
+    code, output = run(photos, "-s", "2", "--model", tmp_path / "overflow.onnx", "-r", "-o", tmp_path / "out")
     assert code == 4 and "NaN or inf everywhere" in output and "0 written" in output
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 

@@ -169,7 +169,7 @@ def open_regular(path: Path) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise ImageError(path, "is a directory, not an image file")
+            raise ImageError(path, "is a directory, not a file")
         if not stat.S_ISREG(mode):
             raise ImageError(path, "not a regular file (a FIFO, socket or device)")
         if hasattr(os, "set_blocking"):
@@ -186,7 +186,10 @@ def read_model_file(path: Path, *, limit: int) -> bytes:
     the file otherwise."""
     try:
         with open_regular(path) as f:
-            return f.read(limit + 1)
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ModelError(f"{path}: over {limit >> 20} MiB, larger than any model file this package reads")
+            return f.read(size + 1)  # not limit + 1: read() reserves what it is asked for
     except ImageError as error:
         raise ModelError(f"{path}: {error.cause}") from None
     except OSError as error:

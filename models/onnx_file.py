@@ -293,6 +293,9 @@ def _stored(fields: Fields) -> tuple[str, Stored]:
         pieces = [(_bytes(raw), _FLOATS[data_type])] if raw is not None else []
         for number, dtype in ((4, "<f4"), (10, "<f8")):  # float_data, double_data
             pieces += [(v.data if isinstance(v, _Fixed) else _bytes(v), dtype) for v in fields.get(number, [])]
+        if data_type == 10 and raw is None:  # float16 not raw: each value's bits in int32_data
+            bits = np.array(_numbers(fields, 5, at_most=expected), np.int64).astype("<u2")
+            pieces.append((bits.tobytes(), "<f2"))
         if not all(np.isfinite(np.frombuffer(piece, dtype)).all() for piece, dtype in pieces):
             raise ValueError(f"stored tensor {name!r:.60} holds NaN or inf")
     return name, Stored(data_type, dims)

@@ -33,7 +33,7 @@ def read_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], di
         tensors = load(data)
         (length,) = struct.unpack("<Q", data[:8])  # a well-formed header: load checked it
         metadata = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
-    except (OSError, ValueError, SafetensorError, struct.error) as error:
+    except (OSError, ValueError, SafetensorError, struct.error, KeyError) as error:  # KeyError: a type torch lacks
         raise ModelError(f"{path}: not a readable {kind} ({error})") from error
     return tensors, metadata
 

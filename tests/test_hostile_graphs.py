@@ -176,6 +176,16 @@ def nan_weight() -> onnx.ModelProto:
     return model
 
 
+def nan_fp16_not_raw() -> onnx.ModelProto:
+    """An fp16 weight with a NaN, stored as the exporter never does: its bits in int32_data, not raw_data."""
+    model = vdsr_graph(fp16=True)
+    tensor = model.graph.initializer[0]
+    values = numpy_helper.to_array(tensor).copy()
+    values.flat[0] = np.nan
+    tensor.CopyFrom(helper.make_tensor(tensor.name, TensorProto.FLOAT16, values.shape, values.flatten(), raw=False))
+    return model
+
+
 def dequantize_of_nothing() -> onnx.ModelProto:
     """A Conv's weight from a DequantizeLinear whose input is the empty name (ONNX's "not given")."""
     model = vdsr_graph()
@@ -225,6 +235,7 @@ HOSTILE: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
         "metadata is not valid .int too large",
     ),
     "nan_weight": (nan_weight, "holds NaN or inf"),
+    "nan_fp16_not_raw": (nan_fp16_not_raw, "holds NaN or inf"),
     "dequantize_of_nothing": (dequantize_of_nothing, "computed by a DequantizeLinear, not stored"),
     "scale_of_another_length": (scale_of_another_length, "of shape \\[3\\] is neither one value nor one per channel"),
 }

@@ -475,6 +475,7 @@ def test_crafted_or_damaged_checkpoints_get_one_line_errors(tmp_path: Path) -> N
         ),
         "step_back": ({"tensors": {"optimizer.0.step": torch.tensor(-5.0)}}, "optimizer.0.step: wrong type or range"),
         "past": ({"info": {"step": 10**7}}, "its step 10000000 is past the schedule's"),
+        "huge": ({"info": {"wall_seconds": 10**400}}, "int too large to convert to float"),  # an OverflowError
     }
     for name, (changes, cause) in cases.items():
         path = tmp_path / name / "checkpoint.safetensors"

@@ -92,7 +92,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         optimizer = {"state": state, **json.loads(metadata["optimizer"])}
         info = json.loads(metadata["info"])
         _check_info(info, model)
-    except (ValueError, TypeError, KeyError) as error:  # a malformed tensor name, JSON or field
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError) as error:  # a malformed name, JSON or field
         raise ModelError(f"{path}: not a sound vdsr training checkpoint ({first_line(error)})") from error
     bad = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:

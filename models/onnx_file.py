@@ -290,7 +290,7 @@ def _stored(fields: Fields) -> tuple[str, Stored]:
     if held != expected:
         raise ValueError(f"stored tensor {name!r:.60} of shape {list(dims)} holds {held:g} values, not {expected}")
     if data_type in _FLOATS:  # a NaN or inf weight would make every image's result NaN
-        pieces = [(_bytes(raw), _FLOATS[data_type])] if raw is not None else []
+        pieces: list[tuple[bytes | memoryview, str]] = [(_bytes(raw), _FLOATS[data_type])] if raw is not None else []
         for number, dtype in ((4, "<f4"), (10, "<f8")):  # float_data, double_data
             pieces += [(v.data if isinstance(v, _Fixed) else _bytes(v), dtype) for v in fields.get(number, [])]
         if data_type == 10 and raw is None:  # float16 not raw: each value's bits in int32_data

@@ -181,16 +181,16 @@ def open_regular(path: Path) -> BinaryIO:
 
 
 def read_model_file(path: Path, *, limit: int) -> bytes:
-    """The bytes of a weights file or graph, at most `limit` + 1 of them (the caller refuses more), opened as
-    open_regular opens images: a FIFO swapped in after the checks is refused, not read forever. ModelError naming
-    the file otherwise."""
+    """The bytes of a weights file or graph, opened as open_regular opens images (a FIFO swapped in after the checks
+    is refused, not read forever); ModelError naming the file when it cannot be read or holds over `limit` bytes."""
     try:
         with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise ModelError(f"{path}: over {limit >> 20} MiB, larger than any model file this package reads")
-            return f.read(size + 1)  # not limit + 1: read() reserves what it is asked for
+            data = f.read(min(size, limit) + 1)  # not limit + 1: read() reserves what it is asked for
     except ImageError as error:
         raise ModelError(f"{path}: {error.cause}") from None
     except OSError as error:
         raise ModelError(f"{path}: cannot read it ({error.strerror or error})") from error
+    if len(data) > limit:  # also a file that grew while it was read
+        raise ModelError(f"{path}: over {limit >> 20} MiB, larger than any model file this package reads")
+    return data

@@ -60,8 +60,6 @@ def read_onnx(path: Path) -> OnnxFile:
     """The ONNX file at `path` with its metadata_props and network; ModelError naming the file if it is not a
     well-formed protobuf, any tensor in it refers to external data, or it is not a network this package knows."""
     data = read_model_file(path, limit=MAX_BYTES)
-    if len(data) > MAX_BYTES:
-        raise ModelError(f"{path}: over {MAX_BYTES >> 20} MiB, larger than any graph this package reads")
     metadata: dict[str, str] = {}
     budget = _Budget()
     try:

@@ -10,6 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from vdsr.architectures import parameter_shapes
 from vdsr.errors import ModelError
 from vdsr.files import atomic_write_bytes, read_model_file
 from vdsr.metadata import read_weights, weights_metadata
@@ -44,6 +45,8 @@ def load_weights(path: Path) -> tuple[VDSR | SRCNN, list[float]]:
     facts = read_weights(path)
     assert facts.config is not None  # weights always say their network
     tensors, _ = read_safetensors(path, "weights file")
+    if {name: tuple(t.shape) for name, t in tensors.items()} != parameter_shapes(facts.config):
+        raise ModelError(f"{path}: changed while it was read (its tensors no longer match its header)")
     bad = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor.float()).all())]
     if bad:  # in fp32, the model's type: an F64 1e300 is finite until it is cast
         raise ModelError(f"{path}: weights {', '.join(bad[:3])} hold NaN or inf (in fp32)")

@@ -356,3 +356,27 @@ def test_a_graph_swapped_after_loading_is_refused_when_a_session_opens(tmp_path:
     os.mkfifo(weights)
     with pytest.raises(ModelError, match="w.safetensors: not a regular file"):
         load_weights(weights)
+
+
+def test_weights_replaced_between_their_header_and_their_tensors_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header is checked, then the whole file read: a file replaced in between (here by another network's
+    weights) is refused naming it, not loaded into the wrong network or answered with a traceback."""
+    import vdsr.weights as weights_module
+    from vdsr.networks import network
+
+    path = tmp_path / "w.safetensors"
+    weights_module.save_weights(path, network(VDSRConfig(depth=3)), [2.0])
+    checked = weights_module.read_weights
+
+    def then_replaced(p: Path) -> object:
+        facts = checked(p)
+        weights_module.save_weights(p, network(SRCNNConfig()), [2.0])
+        return facts
+
+    monkeypatch.setattr(weights_module, "read_weights", then_replaced)
+    with pytest.raises(ModelError, match=r"w.safetensors: changed while it was read"):
+        load_weights(path)
+    monkeypatch.setattr(weights_module, "read_weights", checked)
+    assert isinstance(load_weights(path)[0], type(network(SRCNNConfig())))

@@ -6,6 +6,10 @@ tree sampled every few seconds: it should stay flat). Writes JSON and a short ma
 
     python -m vdsr.bench.scripts.serve_load --images ../shared/datasets/Set14 --out bench/results/serve
     python -m vdsr.bench.scripts.serve_load --url http://host:8000   # a server already running (no RSS then)
+    python -m vdsr.bench.scripts.serve_load --burst 20 --count 1 --size 300x300 --timeout 20 --out /tmp/burst
+
+`--burst N` measures admission alone: N requests sent at once, each answer final (no retry), then the server is
+stopped; the statuses, each 200's latency and the replica's measured pace go to serve_burst.json/.md.
 """
 
 from __future__ import annotations
@@ -267,6 +271,36 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_burst(
+    url: str,
+    images: list[tuple[str, bytes, tuple[int, int]]],
+    *,
+    scale: float,
+    count: int,
+    health: dict[str, Any],
+    command: str,
+    out: Path,
+) -> None:
+    """`count` requests at once, each answer final: how admission sheds a burst the replica cannot finish in time."""
+    phase = run_phase(url, images, scale=scale, concurrency=count, limit=count, seconds=REQUEST_S, retry=False)
+    result = {
+        "command": command,
+        "environment": environment(command),
+        "burst": phase.summary(),
+        "latencies_200_s": sorted(round(seconds, 2) for status, seconds in phase.answers if status == 200),
+        "seconds_per_megapixel_at_start": health.get("seconds_per_megapixel"),
+    }
+    text = (
+        f"# vdsr-serve, a burst of {count}\n\nCommand: `{command}`\n\nStatuses {phase.summary()['statuses']} in "
+        f"{phase.wall_s:.1f} s; 200s answered in {result['latencies_200_s']} s; the replica's pace when it started: "
+        f"{result['seconds_per_megapixel_at_start']} s per megapixel of windows.\n"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "serve_burst.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "serve_burst.md", text)
+    typer.echo(text)
+
+
 @app.command()
 def main(
     images: Annotated[Path | None, typer.Option(help="A folder of images (else drawn ones).")] = None,
@@ -285,6 +319,7 @@ def main(
         float | None, typer.Option(help="The server's --timeout (seconds per request).", show_default="the server's")
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder of the results.")] = Path("bench/results/serve"),
+    burst: Annotated[int, typer.Option(help="Only a burst of this many requests at once (see above).")] = 0,
 ) -> None:
     command = shlex.join(["python", "-m", "vdsr.bench.scripts.serve_load", *sys.argv[1:]])
     loaded = load_images(images, count=count, size=size)
@@ -294,6 +329,9 @@ def main(
         process, target = (None, url) if url else start_server(server_options, Path(tmp))
         try:
             health = get_json(target, "/healthz") or {}
+            if burst:
+                write_burst(target, loaded, scale=scale, count=burst, health=health, command=command, out=out)
+                return
             limit = int(health.get("max_queue", 16))
             phases = [
                 run_phase(target, loaded, scale=scale, concurrency=c, limit=requests, seconds=phase_seconds)

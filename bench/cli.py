@@ -18,6 +18,7 @@ from vdsr.bench.datasets import (
     KNOWN_SETS,
     Dataset,
     data_places,
+    dataset_digest,
     download_dir,
     known_set_name,
     locate_set,
@@ -234,6 +235,7 @@ def main(
     env["degradation"] = str(degradation)
     plan = {
         "datasets": [d.name for d in datasets],
+        "contents": [dataset_digest(d) for d in datasets],  # a folder of that name, but other images: not resumed
         "scales": scales,
         "methods": [r.name for r in runners],
         "weights": sources,

@@ -10,6 +10,8 @@ the folder.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from importlib.resources import files
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
-from vdsr.errors import DatasetError, UsageError
+from vdsr.errors import DatasetError, ImageError, UsageError
 from vdsr.files import sha256_file
 from vdsr.runtime.images import IMAGE_SUFFIXES
 
@@ -150,14 +152,27 @@ def verify_folder(folder: Path, manifest: dict[str, str]) -> list[str]:
     return problems
 
 
+def dataset_digest(dataset: Dataset) -> str:
+    """One hash over the files' names and SHA-256s: the exact images a model was trained or a bench scored on (a
+    file that cannot be read counts as such, and is reported where it is read)."""
+    hashes = []
+    for path in sorted(dataset.files, key=lambda p: p.name):
+        try:
+            hashes.append((path.name, sha256_file(path)))
+        except (OSError, ImageError):
+            hashes.append((path.name, "unreadable"))
+    return hashlib.sha256(json.dumps(hashes).encode()).hexdigest()
+
+
 def known_set_name(spec: str) -> str | None:
     """The canonical name of a known set for `spec` (case-insensitive), or None."""
     return next((name for name in KNOWN_SETS if name.lower() == spec.lower()), None)
 
 
 def image_files(folder: Path) -> tuple[Path, ...]:
-    """Image files directly in `folder` by suffix, sorted by name."""
-    return tuple(sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+    """Image files directly in `folder` by suffix, sorted by name: every entry so named but a folder, so that a
+    broken link or a FIFO is reported when it is read (one line each), not dropped without a word."""
+    return tuple(sorted(p for p in folder.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES))
 
 
 def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
@@ -171,6 +186,8 @@ def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
             raise DatasetError(f"{name}: {len(problems)} of {len(manifest)} files fail verification", problems)
         return Dataset(name=name, files=tuple(folder / f for f in sorted(manifest)), verified=True)
     folder = Path(spec)
+    if not spec.strip():  # Path("") is the current folder
+        raise UsageError("--dataset: an empty name; give a known set or a folder")
     if not folder.is_dir():
         raise UsageError(f"{spec!r} is neither a known set ({', '.join(KNOWN_SETS)}) nor a folder")
     try:
@@ -178,5 +195,7 @@ def resolve_dataset(spec: str, data_dir: Path | None) -> Dataset:
     except OSError as error:
         raise DatasetError(f"{folder}: cannot list the folder ({error.strerror or error})") from error
     if not found:
-        raise DatasetError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise DatasetError(
+            f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) directly in it (subfolders are not read)"
+        )
     return Dataset(name=folder.resolve().name, files=found, verified=False)

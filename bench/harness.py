@@ -14,9 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
-from vdsr.bench.protocol import BICUBIC, Degradation, degrade, scorable, score
+from vdsr.bench.protocol import BICUBIC, Degradation, degrade, flat, scorable, score
 from vdsr.catalogue import FAMILIES, family_architecture, shipped
-from vdsr.errors import ImageError, ModelError
+from vdsr.errors import ImageError, ModelError, UsageError
 from vdsr.model import Model
 from vdsr.runtime.backends.base import Backend
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
@@ -108,8 +108,10 @@ def weights_runner(path: Path) -> MethodRunner:
     Runtime (no PyTorch), or .safetensors on PyTorch (CPU, fp32)."""
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file")
+    if path.suffix.lower() not in (".onnx", ".safetensors"):
+        raise UsageError(f"--weights {path}: expected an .onnx graph or .safetensors weights")
     model = Model.load(path)
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         backend: Backend = OnnxRuntimeBackend(model)  # whole images: no tiles, no halo needed
     else:
         backend = open_chosen(model, Request("torch-cpu"))  # PyTorch only where a learnt model's weights are asked for
@@ -227,8 +229,9 @@ def run_bench(
     degradation: Degradation = BICUBIC,
 ) -> BenchRun:
     """Score every method on every image at every scale. One step = one (image, scale, method); a file that cannot be
-    read or is too small for a scale is recorded as a failure and the rest still runs. A learnt method is not scored
-    at a scale it was not trained for (a x2 SRCNN at x3 is no SRCNN x3 result): those cells are left out, and said.
+    read, is too small for a scale or is one flat value where it is scored is recorded as a failure and the rest
+    still runs. A learnt method is not scored at a scale it was not trained for (a x2 SRCNN at x3 is no SRCNN x3
+    result): those cells are left out, and said.
     `done`: results of an interrupted run of the same bench, kept instead of scored again; `on_image` gets each new
     result as it comes; `on_outputs` the methods' outputs of each image and scale (not kept otherwise)."""
     done = done or {}
@@ -252,6 +255,11 @@ def run_bench(
                     continue
                 degraded = degrade(color, scale, degradation, seed=zlib.crc32(path.name.encode()) + int(scale * 4))
                 gt_y, lr_y = degraded.hr_y, degraded.lr_y
+                if flat(gt_y, scale):
+                    cause = f"{path}: one flat value after shaving; PSNR is not defined for it, so it is not scored"
+                    failures.append(Failure(dataset.name, path.name, scale, cause))
+                    on_progress(len(methods))
+                    continue
                 outputs: dict[str, NDArray[np.floating]] = {}
                 for runner in methods:
                     if not runner.runs_at(scale):

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from vdsr.bench.metrics import SSIM_WINDOW, psnr, ssim
+from vdsr.bench.metrics import SSIM_WINDOW, psnr, shave, ssim
 from vdsr.errors import UsageError
 from vdsr.runtime.color import rgb_to_y
 from vdsr.runtime.resize import imresize, modcrop
@@ -45,6 +45,13 @@ def scorable(shape: tuple[int, ...], scale: float) -> bool:
     """Whether an (H, W, ...) image can be scored at `scale`: after the crop and shaving, an SSIM window must fit."""
     multiple = crop_multiple(scale)
     return min(n - n % multiple for n in shape[:2]) - 2 * border(scale) >= SSIM_WINDOW
+
+
+def flat(gt_y: NDArray[np.floating], scale: float) -> bool:
+    """Whether the scored part of a ground truth (after shaving) is one value. PSNR is not defined for it: every
+    method reproduces it up to floating-point error, which scores 300 dB or more and would swamp a mean."""
+    part = shave(gt_y, border(scale))
+    return bool(part.max() == part.min())
 
 
 def round_half_away(x: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -20,6 +20,7 @@ _FIELDS = {f.name for f in fields(ImageResult)}
 def open_jsonl(path: Path, plan: dict[str, object]) -> TextIO:
     """The log to append to; a new one starts with the plan of this run. A line a kill cut short is cut off first
     (read_jsonl has dropped it), so the next record starts on a line of its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # as --json and the other reports make theirs
     new = not path.exists() or path.stat().st_size == 0
     if not new:
         data = path.read_bytes()
@@ -54,7 +55,7 @@ def read_jsonl(path: Path, plan: dict[str, object]) -> dict[ImageKey, ImageResul
         header = None
     if not isinstance(header, dict) or header.get("plan") != json.loads(json.dumps(plan)):
         raise UsageError(
-            f"--resume: {path} records another bench (data sets, scales, methods or weights differ), "
+            f"--resume: {path} records another bench (data sets or their images, scales, methods or weights differ), "
             "or is not a vdsr-bench --jsonl file"
         )
     done: dict[ImageKey, ImageResult] = {}

@@ -52,7 +52,7 @@ def export_onnx(
         raise ModelError(f"weights {', '.join(over[:3])} are over fp16's range (65504); export fp32")
     example = torch.rand(2, 1, 24, 32, dtype=dtype)  # batch 2 and H != W so no dimension is specialised
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
-    with warnings.catch_warnings(), quiet_logger("torch.onnx"):
+    with warnings.catch_warnings(), quiet_logger("torch.onnx"), quiet_logger("onnxscript"):
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not for our users
         program = torch.onnx.export(
             module,

@@ -66,10 +66,10 @@ class Model:
                 f"--model {model}: expected a shipped model ({', '.join(MODELS)}) or an existing .onnx or "
                 ".safetensors file"
             )
-        if path.suffix == ".onnx":
+        if path.suffix.lower() == ".onnx":
             _, facts = read_graph(path)
             return _model(path.stem, facts.facts, graphs={facts.precision: _graph(path, facts)}, given=True)
-        if path.suffix == ".safetensors":
+        if path.suffix.lower() == ".safetensors":
             return _model(path.stem, read_weights(path), weights=path)
         raise UsageError(f"--model {path}: expected an .onnx graph or .safetensors weights")
 

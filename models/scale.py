@@ -35,7 +35,7 @@ def is_quarter_scale(value: object) -> bool:
     return math.isfinite(number) and 1 < number <= MAX_SCALE and (number * 4).is_integer()
 
 
-def parse_scales(values: Iterable[str]) -> list[float]:
+def parse_scales(values: Iterable[str], *, option: str = "--scale") -> list[float]:
     """'2,3,4' or repeated --scale values -> [2, 3, 4], each a quarter scale (see is_quarter_scale), duplicates
     dropped. Integer values stay ints (2, not 2.0) in results."""
     scales: list[float] = []
@@ -47,7 +47,7 @@ def parse_scales(values: Iterable[str]) -> list[float]:
                 number = 0.0
             if not is_quarter_scale(number):
                 raise UsageError(
-                    f"--scale: a scale is a number in 1 < s <= {MAX_SCALE}, an integer (the paper's protocol) or a "
+                    f"{option}: a scale is a number in 1 < s <= {MAX_SCALE}, an integer (the paper's protocol) or a "
                     f"multiple of 0.25 (1.5, 2.5), got {part.strip()!r}"
                 )
             scale = int(number) if number.is_integer() else number

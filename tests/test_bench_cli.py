@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,16 +139,69 @@ def test_two_folders_with_one_name_are_not_merged(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "already named 'photos'" in result.stderr and "PSNR" not in result.output
 
 
-def test_exact_reconstruction_is_null_psnr_in_strict_json(tmp_path: Path) -> None:
-    (tmp_path / "flat").mkdir()
-    Image.new("RGB", (48, 48), (90, 90, 90)).save(tmp_path / "flat" / "gray.png")  # bicubic reproduces it exactly
+def test_a_flat_image_is_not_scored_and_an_exact_score_is_null_in_strict_json(tmp_path: Path) -> None:
+    """PSNR is not defined for a flat ground truth: every method reproduces it up to floating-point error (found by
+    review: a black image scored 330 dB and lifted its folder's bicubic cell to 177 dB). It is a failure line naming
+    the file; the other images are scored. An exact reconstruction's infinite PSNR is null in strict JSON."""
+    from vdsr.bench.harness import BenchRun, ImageResult, Method, method_runner, summarize
+    from vdsr.bench.report import to_json
+
+    (tmp_path / "mixed").mkdir()
+    Image.new("RGB", (48, 48), (90, 90, 90)).save(tmp_path / "mixed" / "gray.png")
+    Image.new("RGB", (48, 48), "black").save(tmp_path / "mixed" / "black.png")
+    edged = np.zeros((48, 48, 3), np.uint8)
+    edged[:2] = 255  # not flat, but flat where it is scored (shaved 2 px at x2)
+    Image.fromarray(edged).save(tmp_path / "mixed" / "edged.png")
+    noise = np.random.default_rng(3).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "mixed" / "noise.png")
     result = runner.invoke(
-        app, ["-d", str(tmp_path / "flat"), "-s", "2", "-m", "bicubic", "--json", str(tmp_path / "r.json")]
+        app, ["-d", str(tmp_path / "mixed"), "-s", "2", "-m", "bicubic", "--json", str(tmp_path / "r.json")]
     )
-    assert result.exit_code == 0, result.output
-    document = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert result.exit_code == 1, result.output
+    for name in ("gray", "black", "edged"):
+        assert f"{tmp_path / 'mixed' / name}.png: one flat value after shaving; PSNR is not defined" in result.stderr
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert [r["image"] for r in document["per_image"]] == ["noise.png"]
+    assert document["results"][0]["psnr"] == pytest.approx(document["per_image"][0]["psnr"])
+    assert document["results"][0]["psnr"] < 20
+    exact = ImageResult("d", "bicubic", 2, "x.png", 48, 48, float("inf"), 1.0, 0.1)
+    run = BenchRun(
+        cells=summarize([exact], [method_runner(Method.bicubic, [])]), images=[exact], failures=[], left_out=[]
+    )
+    document = json.loads(to_json(run, {}), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert document["per_image"][0]["psnr"] is None and document["results"][0]["psnr"] is None
-    assert document["per_image"][0]["ssim"] == pytest.approx(1.0)
+
+
+def test_broken_links_and_fifos_named_as_images_are_failures_not_dropped(tmp_path: Path) -> None:
+    """Found by review: a folder's broken link and FIFO were skipped without a word, exit 0."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / "ok.png")
+    (folder / "broken.png").symlink_to(folder / "missing.png")
+    names = ["broken.png"]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(folder / "fifo.png")
+        names.append("fifo.png")
+    result = runner.invoke(app, ["-d", str(folder), "-s", "2", "-m", "bicubic"])
+    assert result.exit_code == 1 and "| 1 |" not in result.stderr
+    failed = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
+    assert sorted(Path(line.split(": ")[1]).name for line in failed) == names, result.stderr
+
+
+def test_bench_usage_edges(tmp_path: Path) -> None:
+    """Found by review: an empty --dataset scored the current folder; a folder of subfolders said only "no image
+    files"; a --jsonl in a folder not made yet was a traceback."""
+    empty = runner.invoke(app, ["-d", "", "-s", "2"])
+    assert empty.exit_code == 2 and "--dataset: an empty name" in empty.stderr
+    (tmp_path / "nested" / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(tmp_path / "nested" / "sub" / "a.png")
+    nested = runner.invoke(app, ["-d", str(tmp_path / "nested"), "-s", "2"])
+    assert nested.exit_code != 0 and "subfolders are not read" in nested.stderr
+    (tmp_path / "p").mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "p/a.png")
+    log = tmp_path / "new" / "deeper" / "log.jsonl"
+    made = runner.invoke(app, ["-d", str(tmp_path / "p"), "-s", "2", "-m", "bicubic", "--jsonl", str(log)])
+    assert made.exit_code == 0 and len(log.read_text().splitlines()) == 2, made.output
 
 
 def test_unknown_dataset_is_bad_usage_found_before_any_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,6 +286,9 @@ def test_scores_are_logged_as_they_come_and_an_interrupted_run_resumes(tmp_path:
         assert damaged.exit_code == 2 and damaged.stderr.startswith("error: --resume: ") and damaged.stdout == ""
     (tmp_path / "empty.jsonl").touch()  # an empty file is a fresh start, with or without --resume
     assert runner.invoke(app, [*base, "--jsonl", str(tmp_path / "empty.jsonl")]).exit_code == 0
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (40, 44, 3), dtype=np.uint8)).save(folder / "0.png")
+    edited = runner.invoke(app, [*base, "--jsonl", str(interrupted), "--resume"])  # found by review: was resumed
+    assert edited.exit_code == 2 and "records another bench (data sets or their images" in edited.stderr
 
 
 def test_picture_paths_are_checked_first_and_a_run_with_nothing_to_plot_says_so(tmp_path: Path) -> None:

@@ -138,6 +138,27 @@ def test_a_cached_patch_set_is_reused_only_for_the_same_settings(tmp_path: Path)
     assert fresh.key == first.key and np.array_equal(fresh.ilr, first.ilr) and np.array_equal(fresh.hr, first.hr)
 
 
+def test_a_damaged_patch_cache_is_built_again_not_a_traceback(tmp_path: Path) -> None:
+    """Found by review: a cut-short hr.npy under a done.json was memory-mapped as is (ValueError traceback, every
+    later run too). A cache whose arrays are not what done.json says is built again, the same patches."""
+    data, cache = tiny_dataset(tmp_path / "tiny"), tmp_path / "cache"
+    first = build_patches([data], Mix(scales=(2,)), 12, stride=12, cache_dir=cache)
+    hr_expected, ilr_expected = np.array(first.hr), np.array(first.ilr)
+    folder = cache / f"patches-{first.key}"
+    del first
+    for damage in (
+        lambda: (folder / "hr.npy").write_bytes((folder / "hr.npy").read_bytes()[:-100]),  # cut short
+        lambda: (folder / "ilr.npy").write_bytes(b""),
+        lambda: (folder / "scale.npy").unlink(),
+        lambda: np.save(folder / "scale.npy", np.zeros(3, np.float32)),  # another count than done.json's
+        lambda: (folder / "done.json").write_text("{"),
+    ):
+        damage()
+        again = build_patches([data], Mix(scales=(2,)), 12, stride=12, cache_dir=cache)
+        assert np.array_equal(again.hr, hr_expected) and np.array_equal(again.ilr, ilr_expected)
+        del again
+
+
 def test_mix_settings_are_checked_and_old_configs_read_as_the_paper_mix() -> None:
     for field, value in [
         ("jpeg_probability", 1.5),

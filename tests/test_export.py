@@ -108,6 +108,16 @@ def test_cli_exports_beside_the_weights(tmp_path: Path) -> None:
         assert json.loads(meta["scales"]) == [2, 3]
 
 
+def test_suffixes_in_capitals_and_an_older_opset_export_quietly(tmp_path: Path) -> None:
+    """Found by review: -o X.ONNX wrote the graph, then failed (exit 2) reading it back; --opset 17 printed
+    onnxscript's converter note."""
+    weights = tmp_path / "tiny.SAFETENSORS"
+    save_weights(weights, tiny_models()[0], [2])
+    result = runner.invoke(app, ["--weights", str(weights), "-o", str(tmp_path / "X.ONNX"), "--opset", "17"])
+    assert result.exit_code == 0 and result.stderr.startswith("wrote ") and "onnxscript" not in result.output
+    assert onnx.load(str(tmp_path / "X.ONNX")).opset_import[0].version == 17
+
+
 def test_cli_missing_weights_is_one_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--weights", str(tmp_path / "none.safetensors")])
     assert result.exit_code == 2 and "none.safetensors is not a file" in result.stderr  # found before any work

@@ -422,6 +422,9 @@ def test_a_plain_resume_keeps_the_runs_own_step_limit(tmp_path: Path) -> None:
     run(tiny_config(max_steps=3), tmp_path)
     assert resume_config(tmp_path / "checkpoint.safetensors", None).max_steps == 3
     assert resume_config(tmp_path / "checkpoint.safetensors", 5).max_steps == 5
+    assert resume_config(tmp_path / "checkpoint.safetensors", 3).max_steps == 3  # where it stands: allowed
+    with pytest.raises(UsageError, match=r"--max-steps 2: .*checkpoint.safetensors is at step 3 already"):
+        resume_config(tmp_path / "checkpoint.safetensors", 2)  # found by review: was taken, and the card said 2
 
 
 def rewrite_checkpoint(
@@ -537,3 +540,12 @@ def test_bf16_is_the_default_only_where_it_is_faster(monkeypatch: pytest.MonkeyP
         info = f"vendor_id\t: {vendor}\nflags\t\t: {flags}\n"
         monkeypatch.setattr(machine, "_cpuinfo", lambda info=info: info)
         assert bf16_supported(cpu) is expected, (vendor, flags)
+
+
+def test_a_bad_validation_scale_names_its_own_option() -> None:
+    """Found by review: --validate-scale 1.1 was refused naming --scale."""
+    from vdsr.train.cli import training_scales
+
+    for values in (["1.1"], ["1.1-1.2"], ["2", "1-3"]):
+        with pytest.raises(UsageError, match=r"^--validate-scale: "):
+            training_scales(values, option="--validate-scale")

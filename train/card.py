@@ -3,15 +3,13 @@ fine-tuning run names) and the model card written beside the weights (NAME.json)
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from vdsr.bench.datasets import Dataset
+from vdsr.bench.datasets import Dataset, dataset_digest
 from vdsr.bench.harness import CellResult
 from vdsr.errors import ModelError, TrainingError
 from vdsr.files import sha256_file
@@ -57,12 +55,6 @@ def initial_state(init: Path | None, config: TrainConfig) -> dict[str, torch.Ten
             f"{wanted} this run trains"
         )
     return start.state_dict()
-
-
-def dataset_digest(dataset: Dataset) -> str:
-    """One hash over the files' names and SHA-256s: the exact images a model was trained on."""
-    hashes = sorted((path.name, sha256_file(path)) for path in dataset.files)
-    return hashlib.sha256(json.dumps(hashes).encode()).hexdigest()
 
 
 def model_card(

@@ -294,16 +294,16 @@ def cell_name(cell: CellResult) -> str:
     return f"x{cell.scale:g}" + ("" if cell.degradation == "bicubic" else f" {cell.degradation}")
 
 
-def training_scales(values: list[str]) -> tuple[float, ...]:
+def training_scales(values: list[str], *, option: str = "--scale") -> tuple[float, ...]:
     """--scale: '2,3,4' as vdsr-bench takes it, or a range '1.5-4': every multiple of 0.25 in it."""
     ranges = [v for v in values if "-" in v]
     if not ranges:
-        return tuple(parse_scales(values))
+        return tuple(parse_scales(values, option=option))
     if len(values) > 1:
-        raise UsageError(f"--scale: a range ({ranges[0]}) is the only scale given, not one of several")
-    low, high = parse_range(ranges[0], "--scale", whole=False)
+        raise UsageError(f"{option}: a range ({ranges[0]}) is the only scale given, not one of several")
+    low, high = parse_range(ranges[0], option, whole=False)
     grid = [str(q / 4) for q in range(math.ceil(low * 4), math.floor(high * 4) + 1)]
-    return tuple(parse_scales(grid or [ranges[0]]))
+    return tuple(parse_scales(grid or [ranges[0]], option=option))
 
 
 def scale_weights(values: list[str], scales: tuple[float, ...]) -> tuple[float, ...]:
@@ -330,7 +330,7 @@ def init_weights(init: str | None) -> Path | None:
     if init is None:
         return None
     weights = Model.load(init).weights if init in MODELS else Path(init)
-    if weights is None or weights.suffix != ".safetensors" or not weights.is_file():
+    if weights is None or weights.suffix.lower() != ".safetensors" or not weights.is_file():
         raise UsageError(
             f"--init {init}: expected a shipped model with weights ({', '.join(MODELS)}) or an existing "
             ".safetensors file"
@@ -373,7 +373,7 @@ def settle_config(
     if "scale_weights" in given:
         values["scale_weights"] = scale_weights(given["scale_weights"], values["scales"])
     if "validate_scales" in given:
-        values["validate_scales"] = training_scales(given["validate_scales"])
+        values["validate_scales"] = training_scales(given["validate_scales"], option="--validate-scale")
     if "validate_degradations" in given:
         values["validate_degradations"] = tuple(given["validate_degradations"])
     if "patch_size" in given and "stride" not in given:

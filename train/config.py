@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from vdsr.architectures import Architecture
 from vdsr.bench.protocol import Degradation, parse_degradation
-from vdsr.errors import ModelError, TrainingError, first_line
+from vdsr.errors import ModelError, TrainingError, UsageError, first_line
 from vdsr.runtime.machine import bf16_training_faster
 from vdsr.train.data import Mix
 from vdsr.train.settings import (
@@ -318,6 +318,8 @@ def resume_config(checkpoint_path: Path, max_steps: int | None, *, bf16: bool | 
         info = load_checkpoint(checkpoint_path).info
     except ModelError as error:
         raise TrainingError(str(error)) from error
+    if max_steps is not None and max_steps < info["step"]:  # the card would say a limit the run is past
+        raise UsageError(f"--max-steps {max_steps}: {checkpoint_path} is at step {info['step']} already")
     keep: dict[str, object] = {} if max_steps is None else {"max_steps": max_steps}  # plain --resume: the run's limit
     if bf16 is not None:
         keep["bf16"] = bf16

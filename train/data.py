@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from vdsr.bench.datasets import Dataset
 from vdsr.bench.protocol import BICUBIC, Degradation, degrade
+from vdsr.errors import TrainingError
 from vdsr.files import atomic_write_text, sha256_file
 from vdsr.runtime.images import load_image
 
@@ -121,7 +122,8 @@ def build_patches(datasets: Sequence[Dataset], mix: Mix, patch: int, *, stride: 
     files = [f for d in datasets for f in d.files]
     key = patch_key(files, mix, patch, stride=stride)
     folder = cache_dir / f"patches-{key}"
-    if not (folder / "done.json").is_file():
+    found = cached_patches(folder, patch)
+    if found is None:  # not built yet, or cut short or damaged since: built (again)
         hr_parts, ilr_parts, scale_parts = [], [], []
         for index, path in enumerate(files):
             color = load_image(path).color
@@ -146,8 +148,26 @@ def build_patches(datasets: Sequence[Dataset], mix: Mix, patch: int, *, stride: 
             "pillow": PIL.__version__,
         }  # its libjpeg made the JPEG patches: another version, other bytes
         atomic_write_text(folder / "done.json", json.dumps({**summary, "patch": patch, "stride": stride}))  # last
-    ilr, hr, scale = (np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("ilr", "hr", "scale"))
+        found = cached_patches(folder, patch)
+        if found is None:
+            raise TrainingError(f"{folder}: the patch set just written cannot be read back")
+    ilr, hr, scale = found
     return PatchSet(ilr=ilr, hr=hr, scale=scale, key=key)
+
+
+def cached_patches(
+    folder: Path, patch: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]] | None:
+    """The cached (ilr, hr, scale) arrays, memory-mapped, when done.json says the set is complete and every array
+    has the count and shape it says; None otherwise (a file cut short, edited or missing)."""
+    try:
+        done = json.loads((folder / "done.json").read_text(encoding="utf-8"))
+        ilr, hr, scale = (np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("ilr", "hr", "scale"))
+    except (OSError, ValueError, EOFError):  # ValueError: a header or length that is not one; EOFError: empty
+        return None
+    count = done.get("patches") if isinstance(done, dict) else None
+    sound = hr.shape == ilr.shape == (count, patch, patch) and scale.shape == (count,)
+    return (ilr, hr, scale) if sound and hr.dtype == ilr.dtype == scale.dtype == np.float32 else None
 
 
 def augment(batch: NDArray[np.float32], variants: NDArray[np.integer]) -> NDArray[np.float32]:

@@ -164,12 +164,12 @@ def _read_png16(path: Path | str, data: bytes) -> tuple[NDArray[np.float32], int
 def _read_wide(
     path: Path | str, image: ImageFile.ImageFile, data: bytes
 ) -> tuple[NDArray[np.float32], int, bytes | None, None]:
-    """A 16-bit colour TIFF or PPM through vdsr.runtime.sixteen_bit, oriented by its EXIF."""
+    """A 16-bit colour TIFF or PPM through vdsr.runtime.sixteen_bit, which turns it upright."""
     try:
         pixels = sixteen_bit.wide_colour(image, data)
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(path, f"cannot read this 16-bit {image.format} ({error})") from error
-    return _upright(pixels, image.getexif().get(0x0112, 1)), 16, icc_profile_of(image), None
+    return pixels, 16, icc_profile_of(image), None
 
 
 def _upright(pixels: NDArray[np.float32], orientation: object) -> NDArray[np.float32]:

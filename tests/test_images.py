@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vdsr.errors import ImageError
 from vdsr.runtime.images import load_image
@@ -172,6 +172,23 @@ def test_sixteen_bit_colour_png_keeps_precision_and_orientation(tmp_path: Path, 
     if sixteen.exif is not None:
         left.load(sixteen.exif)
     assert 0x0112 not in left  # orientation used up, so a viewer does not turn the result again
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_tiff_is_turned_upright_once(tmp_path: Path, orientation: int) -> None:
+    """Found by review: Pillow turns a TIFF upright as it loads it, and the 16-bit path turned it again (a
+    portrait photo came out landscape, orientation 3 upside down). As its 8-bit copy is turned, and as PIL turns it."""
+    import tifffile
+
+    rgb8 = np.random.default_rng(orientation).integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    tag = [(0x0112, "H", 1, orientation, True)]
+    tifffile.imwrite(tmp_path / "eight.tif", rgb8, photometric="rgb", extratags=tag)
+    tifffile.imwrite(tmp_path / "sixteen.tif", rgb8.astype(np.uint16) * 257, photometric="rgb", extratags=tag)
+    eight, sixteen = load_image(tmp_path / "eight.tif"), load_image(tmp_path / "sixteen.tif")
+    assert sixteen.bit_depth == 16 and eight.bit_depth == 8
+    with Image.open(tmp_path / "eight.tif") as image:
+        assert np.array_equal(np.rint(eight.pixels * 255), np.asarray(ImageOps.exif_transpose(image)))
+    assert np.array_equal(np.rint(sixteen.pixels * 65535) / 257, np.rint(eight.pixels * 255))
 
 
 def test_sixteen_bit_colour_png_values(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -22,11 +22,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from vdsr.errors import ImageError, UsageError
 from vdsr.files import atomic_write, open_regular
 from vdsr.runtime import containers, jpeg, png16, sixteen_bit
+from vdsr.runtime.exif import parsed, upright, upright_pixels
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
 # suffix, but only ever as one of READ_FORMATS.
@@ -136,28 +137,14 @@ def pixels_of(image: Image.Image, path: Path | str) -> tuple[NDArray[np.float32]
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL reads these exactly
 
 
-# EXIF orientation (2..8) -> the numpy view that displays the image upright, as ImageOps.exif_transpose does
-_ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
-    8: lambda a: np.rot90(a, 1),
-}
-
-
 def _read_png16(path: Path | str, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
     """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF."""
     try:
         array, icc, exif_bytes = png16.read_png16(data)
     except ValueError as error:
         raise ImageError(path, f"corrupt 16-bit PNG ({error})") from error
-    exif = Image.Exif()
-    if exif_bytes:
-        exif.load(exif_bytes)
-    pixels = _upright(array.astype(np.float32) / np.float32(65535), exif.pop(0x0112, 1))
+    exif = parsed(exif_bytes)
+    pixels = upright_pixels(array.astype(np.float32) / np.float32(65535), exif.pop(0x0112, 1))
     return pixels, 16, icc, exif.tobytes() if len(exif) else None
 
 
@@ -170,11 +157,6 @@ def _read_wide(
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(path, f"cannot read this 16-bit {image.format} ({error})") from error
     return pixels, 16, icc_profile_of(image), None
-
-
-def _upright(pixels: NDArray[np.float32], orientation: object) -> NDArray[np.float32]:
-    """`pixels` turned as an EXIF orientation (1..8) says, contiguous."""
-    return np.ascontiguousarray(_ORIENT[orientation](pixels) if orientation in _ORIENT else pixels)
 
 
 def _checked_jpeg(path: Path | str, data: bytes) -> Image.Image:
@@ -191,7 +173,7 @@ def _checked_jpeg(path: Path | str, data: bytes) -> Image.Image:
 def _decode(image: Image.Image, path: Path | str) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
     """An opened PIL image decoded: pixels (oriented by EXIF), bit depth, ICC profile, EXIF."""
     image.load()
-    ImageOps.exif_transpose(image, in_place=True)
+    upright(image, in_place=True)
     pixels, depth = pixels_of(image, path)
     return pixels, depth, icc_profile_of(image), image.info.get("exif")
 
@@ -218,7 +200,7 @@ def load_image_object(image: Image.Image, name: Path | str = "<image>") -> Loade
     lossy = image.format in ("JPEG", "MPO", "WEBP")  # a PIL image's file format (not how a WebP was coded)
     with _decode_errors(path):
         check_one_frame(image, path)
-        image = ImageOps.exif_transpose(image)  # a copy, turned upright as files are
+        image = upright(image, in_place=False)  # a copy, turned upright as files are
         pixels, depth = pixels_of(image, path)
     return LoadedImage(path, pixels, depth, pixels.shape[-1] in (2, 4), icc_profile_of(image), lossy=lossy)
 

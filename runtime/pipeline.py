@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr.errors import BackendError, ImageError
+from vdsr.runtime.exif import JPEG_MAX_EXIF
 from vdsr.runtime.images import OUTPUT_FORMATS, LoadedImage, output_format
 from vdsr.runtime.picture import check_output
 from vdsr.runtime.places import Place
@@ -51,13 +52,17 @@ class Interrupted(KeyboardInterrupt):
 
 def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_pixels: int) -> LoadedImage:
     """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
-    and an alpha channel the format can hold (one opaque everywhere is dropped for JPEG/BMP/PPM; any other is an
-    ImageError naming `target`, transparency would be lost); PGM takes gray only (RGB with R = G = B becomes gray)."""
+    an EXIF block JPEG can hold (64 KiB), and an alpha channel the format can hold (one opaque everywhere is dropped
+    for JPEG/BMP/PPM; any other is an ImageError naming `target`, transparency would be lost); PGM takes gray only
+    (RGB with R = G = B becomes gray)."""
     fmt = output_format(target.path)
     height, width = check_output(loaded.pixels.shape, scale, max_output_pixels=max_output_pixels, name=target.shown)
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
     if limit is not None and max(height, width) > limit:
         raise ImageError(target.shown, f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; write PNG")
+    if fmt == "JPEG" and len(loaded.exif or b"") > JPEG_MAX_EXIF:  # Pillow's writer would fail, the work done
+        size = len(loaded.exif or b"")
+        raise ImageError(target.shown, f"JPEG cannot hold its EXIF block of {size} bytes; write PNG, WebP or TIFF")
     if not OUTPUT_FORMATS[fmt][0] and loaded.has_alpha:
         if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
             raise ImageError(target.shown, f"{fmt} cannot hold its transparency; write PNG, WebP or TIFF")

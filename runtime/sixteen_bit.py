@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, ImageOps, TiffImagePlugin
+from PIL import Image, ImageFile, TiffImagePlugin
+
+from vdsr.runtime.exif import upright
 
 # Pillow raw modes whose unpackers only pick one byte of each 16-bit sample (the last letter, the byte order, aside);
 # "RGBa;16" (premultiplied alpha) also divides by alpha, which the low-byte pass cannot undo
@@ -52,7 +54,7 @@ def wide_colour(image: ImageFile.ImageFile, data: bytes) -> NDArray[np.float32]:
         with Image.open(io.BytesIO(data), formats=["TIFF"]) as again:
             again.tile = [tile._replace(args=_with_raw_mode(tile.args, other_byte=other_byte)) for tile in again.tile]
             again.load()  # Pillow turns a TIFF upright as it loads it (13: in load_end); older ones did not
-            ImageOps.exif_transpose(again, in_place=True)  # a no-op once done: its orientation tag is gone
+            upright(again, in_place=True)  # a no-op once done: its orientation tag is gone
             planes.append(np.asarray(again))
     values = np.left_shift(planes[0], 8, dtype=np.uint16) | planes[1]
     pixels: NDArray[np.float32] = values.astype(np.float32) / np.float32(65535)

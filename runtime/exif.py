@@ -1,0 +1,58 @@
+"""EXIF as the runtime reads it: the orientation that turns pixels upright, and a block Pillow cannot parse counted
+as none. The pixels of such a file are good, so it is still read (and written without the block), not refused."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps
+
+# What Pillow raises on an EXIF block that is not one (a bad TIFF header, offsets past the end, wrong types).
+PARSE_ERRORS = (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError, EOFError, struct.error)
+JPEG_MAX_EXIF = 65_533  # bytes of one APP1 marker segment, its "Exif\0\0" included (Pillow's writer's check)
+
+# EXIF orientation (2..8) -> the numpy view that displays the image upright, as ImageOps.exif_transpose does
+_ORIENT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright_pixels(pixels: NDArray[np.float32], orientation: object) -> NDArray[np.float32]:
+    """`pixels` turned as an EXIF orientation (1..8) says, contiguous."""
+    return np.ascontiguousarray(_ORIENT[orientation](pixels) if orientation in _ORIENT else pixels)
+
+
+def parsed(block: bytes | None) -> Image.Exif:
+    """The tags of an EXIF block; none (an empty Exif) for a block Pillow cannot parse."""
+    exif = Image.Exif()
+    if block:
+        try:
+            exif.load(block)
+        except PARSE_ERRORS:
+            return Image.Exif()
+    return exif
+
+
+def upright(image: Image.Image, *, in_place: bool) -> Image.Image:
+    """`image` turned as its EXIF orientation says (ImageOps.exif_transpose: in place, else a copy). An EXIF block
+    Pillow cannot parse counts as none and is dropped from the image's info, so it is not written either."""
+    try:
+        image.getexif()
+    except PARSE_ERRORS:
+        image = image if in_place else image.copy()
+        image.info.pop("exif", None)
+        image.getexif().clear()  # Pillow keeps what it parsed before the error
+    if in_place:
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
+    return ImageOps.exif_transpose(image)

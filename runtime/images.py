@@ -137,12 +137,20 @@ def pixels_of(image: Image.Image, path: Path | str) -> tuple[NDArray[np.float32]
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL reads these exactly
 
 
-def _read_png16(path: Path | str, data: bytes) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
-    """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF."""
+def _read_png16(
+    path: Path | str, data: bytes, raw_profile: object
+) -> tuple[NDArray[np.float32], int, bytes | None, bytes | None]:
+    """A 16-bit colour PNG (which PIL would cut to 8 bits) through vdsr.runtime.png16, oriented by its EXIF: its
+    eXIf chunk, else the hex text ImageMagick writes (`raw_profile`, Pillow's info; Pillow reads 8-bit PNGs so)."""
     try:
         array, icc, exif_bytes = png16.read_png16(data)
     except ValueError as error:
         raise ImageError(path, f"corrupt 16-bit PNG ({error})") from error
+    if exif_bytes is None and isinstance(raw_profile, str):
+        try:
+            exif_bytes = bytes.fromhex("".join(raw_profile.split("\n")[3:]))
+        except ValueError:
+            exif_bytes = None  # not hex: no EXIF, as for a block that does not parse
     exif = parsed(exif_bytes)
     pixels = upright_pixels(array.astype(np.float32) / np.float32(65535), exif.pop(0x0112, 1))
     return pixels, 16, icc, exif.tobytes() if len(exif) else None
@@ -238,7 +246,7 @@ def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
             containers.check_png_rows(f)
         if image.format == "PNG" and image.mode not in _SIXTEEN_BIT_GRAY and png16.is_png16(_head(f, 33)):
             f.seek(0)
-            pixels, depth, icc, exif = _read_png16(path, f.read())
+            pixels, depth, icc, exif = _read_png16(path, f.read(), image.info.get("Raw profile type exif"))
         elif isinstance(image, ImageFile.ImageFile) and sixteen_bit.is_wide_colour(image):  # TIFF, PPM
             f.seek(0)
             pixels, depth, icc, exif = _read_wide(path, image, f.read())

@@ -174,6 +174,30 @@ def test_sixteen_bit_colour_png_keeps_precision_and_orientation(tmp_path: Path, 
     assert 0x0112 not in left  # orientation used up, so a viewer does not turn the result again
 
 
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_sixteen_bit_colour_png_orientation_in_imagemagicks_text_chunk(tmp_path: Path, orientation: int) -> None:
+    """Found by review: ImageMagick writes EXIF as hex text ("Raw profile type exif"); Pillow turns an 8-bit PNG by
+    it, and the 16-bit path read only eXIf chunks, so the 16-bit copy came out turned otherwise."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from vdsr.runtime.png16 import write_png16
+
+    rgb8 = np.random.default_rng(orientation).integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    block = exif.tobytes()
+    text = f"\nexif\n{len(block):8d}\n{block.hex()}\n"
+    info = PngInfo()
+    info.add_text("Raw profile type exif", text, zip=True)
+    Image.fromarray(rgb8).save(tmp_path / "eight.png", pnginfo=info)
+    png = write_png16(rgb8.astype(np.uint16) * 257)
+    chunk = b"Raw profile type exif\0" + text.encode("latin-1")
+    (tmp_path / "sixteen.png").write_bytes(png[:33] + png_chunk(b"tEXt", chunk) + png[33:])
+    eight, sixteen = load_image(tmp_path / "eight.png"), load_image(tmp_path / "sixteen.png")
+    assert sixteen.bit_depth == 16 and eight.pixels.shape == ((3, 5, 3) if orientation >= 5 else (5, 3, 3))
+    assert np.array_equal(np.rint(sixteen.pixels * 65535) / 257, np.rint(eight.pixels * 255))
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_sixteen_bit_colour_tiff_is_turned_upright_once(tmp_path: Path, orientation: int) -> None:
     """Found by review: Pillow turns a TIFF upright as it loads it, and the 16-bit path turned it again (a

@@ -20,6 +20,7 @@ from PIL import Image
 
 from vdsr.errors import ImageError
 from vdsr.files import atomic_write, open_regular
+from vdsr.runtime.containers import webp_is_lossy
 from vdsr.runtime.images import LoadedImage, check_file_size, pixels_of, to_pil_image
 from vdsr.runtime.resize import output_shape_for
 
@@ -75,10 +76,12 @@ def upscale_animation(
             height, width = output_shape_for((image.height, image.width), scale)
             durations = _durations(image, source, frame_pixels=height * width, max_output_pixels=max_output_pixels)
             plays = _plays(image)
+            lossy = image.format == "WEBP" and webp_is_lossy(f)  # model auto: as a still of that coding
             result: list[AnimationResult] = []
 
             def write(out: BinaryIO) -> None:
-                first, *rest = _upscaled(image, source, upscale=upscale, on_frame=on_frame)  # PIL's writers read twice
+                frames = _upscaled(image, source, lossy=lossy, upscale=upscale, on_frame=on_frame)
+                first, *rest = frames  # PIL's writers read twice
                 options: dict[str, Any] = {"save_all": True, "append_images": rest, "duration": durations}
                 if fmt != "GIF":  # APNG's num_plays and WebP's loop count count plays (0: forever)
                     options["loop"] = min(plays, 65535)  # WebP's field: 16 bits
@@ -127,7 +130,7 @@ def _durations(image: Image.Image, source: Path, *, frame_pixels: int, max_outpu
 
 
 def _upscaled(
-    image: Image.Image, source: Path, *, upscale: Frames, on_frame: Callable[[int], None]
+    image: Image.Image, source: Path, *, lossy: bool, upscale: Frames, on_frame: Callable[[int], None]
 ) -> Iterator[Image.Image]:
     for index in range(MAX_FRAMES):
         try:
@@ -136,7 +139,7 @@ def _upscaled(
             return
         frame = image.convert("RGBA" if image.has_transparency_data else "RGB")
         pixels, depth = pixels_of(frame, source)
-        loaded = LoadedImage(source, pixels, depth, pixels.shape[-1] in (2, 4), None)
+        loaded = LoadedImage(source, pixels, depth, pixels.shape[-1] in (2, 4), None, lossy=lossy)
         out = to_pil_image(upscale(loaded))
         on_frame(index + 1)
         yield out

@@ -82,12 +82,16 @@ def _inflated(inflate: zlib._Decompress, piece: bytes, wanted: int) -> int:
 
 def webp_is_lossy(f: BinaryIO) -> bool:
     """Whether a WebP file (open, any position) is coded lossy: its first "VP8 " or "VP8L" chunk among the first 16
-    after the RIFF header (an extended file's VP8X, ICCP, ALPH chunks come before it)."""
+    after the RIFF header (an extended file's VP8X, ICCP, ALPH chunks come before it; an animation's are inside
+    its first frame's ANMF chunk, after that chunk's 16-byte header)."""
     pos = 12
     for _ in range(16):
         f.seek(pos)
         header = f.read(8)
         if len(header) < 8 or header[:4] in (b"VP8 ", b"VP8L"):
             return header[:4] == b"VP8 "
+        if header[:4] == b"ANMF":
+            pos += 8 + 16
+            continue
         pos += 8 + (int.from_bytes(header[4:], "little") + 1) // 2 * 2  # chunks are padded to an even size
     return False

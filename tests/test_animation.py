@@ -77,3 +77,20 @@ def test_a_gif_that_plays_once_still_plays_once(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [str(tmp_path / "once.gif"), "-s", "2", *MODEL])
     assert result.exit_code == 0, result.output
     assert shown(tmp_path / "once_x2.png")[2] == 1
+
+
+@pytest.mark.parametrize(("options", "expected"), [({"quality": 60}, "vdsr_real"), ({"lossless": True}, "vdsr")])
+def test_model_auto_reads_how_an_animated_webp_is_coded(tmp_path: Path, options: dict, expected: str) -> None:
+    """Found by review: an animated lossy WebP went to `vdsr` (the coding is inside its frames' ANMF chunks, which
+    were not read), where a lossy still goes to `vdsr_real`."""
+    first, *rest = frames()
+    first.save(tmp_path / "a.webp", save_all=True, append_images=rest, duration=DURATIONS, **options)
+    backend = ("--backend", "onnxruntime-cpu")
+    for model in ("auto", expected):
+        result = CliRunner().invoke(
+            app,
+            [str(tmp_path / "a.webp"), "-s", "2", "-o", str(tmp_path / f"{model}.webp"), "--model", model, *backend],
+        )
+        assert result.exit_code == 0, result.output
+    auto, chosen = (shown(tmp_path / f"{m}.webp")[3] for m in ("auto", expected))
+    assert len(auto) == 3 and all(np.array_equal(a, b) for a, b in zip(auto, chosen, strict=True))

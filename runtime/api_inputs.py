@@ -56,9 +56,10 @@ def prepare(
         raise UsageError(
             f"{name}: expected a non-empty (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}"
         )
-    if array.dtype in (np.uint8, np.uint16):
+    if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):  # either byte order ('>u2': FITS, network data)
+        native = np.dtype(np.uint8 if array.dtype.itemsize == 1 else np.uint16)  # what the result is given back as
         check_output(array.shape, scale, max_output_pixels=max_output_pixels, name=name)  # before a float copy
-        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max), array.dtype, lambda out: out
+        return array.astype(np.float32) / np.float32(np.iinfo(native).max), native, lambda out: out
     if not np.issubdtype(array.dtype, np.floating):
         raise UsageError(f"{name}: expected uint8, uint16 or float pixels, got {array.dtype}")
     return array, np.float32, lambda out: out

@@ -182,3 +182,11 @@ def test_the_api_reports_a_truncated_lazily_opened_image_as_an_image_error(tmp_p
         with Image.open(io.BytesIO(data[: len(data) // 2])) as unnamed, pytest.raises(ImageError) as raised:
             upscaler.upscale(unnamed, 2, name="upload 7")
         assert str(raised.value).startswith("upload 7: corrupt or truncated image")
+
+
+def test_the_api_takes_big_endian_16_bit_arrays() -> None:
+    """Found by review: a '>u2' array (FITS, data off the network) was refused as "not uint16"."""
+    pixels = np.random.default_rng(0).integers(0, 65536, (20, 24, 3), dtype=np.uint16)
+    with Upscaler("srcnn", "onnxruntime-cpu") as upscaler:
+        native, swapped = upscaler.upscale(pixels, 2), upscaler.upscale(pixels.astype(">u2"), 2)
+    assert swapped.dtype == np.uint16 and np.array_equal(native, swapped)

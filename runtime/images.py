@@ -53,9 +53,12 @@ def max_file_bytes(pixels: int) -> int:
 
 
 def check_file_size(f: BinaryIO, path: Path | str, *, pixels: int, what: str) -> None:
-    """ImageError when the open file `f` is larger than `pixels` pixels explain (`what` names them); rewound."""
+    """ImageError when the open file `f` is empty or larger than `pixels` pixels explain (`what` names them);
+    rewound."""
     size = f.seek(0, os.SEEK_END)
     f.seek(0)
+    if size == 0:
+        raise ImageError(path, "an empty file (0 bytes)")
     if size > max_file_bytes(pixels):
         raise ImageError(path, padded(size, what))
 

@@ -121,7 +121,7 @@ def write_animated_gif(path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "make", "cause"),
     [
-        ("empty.png", lambda p: p.write_bytes(b""), "not an image file"),
+        ("empty.png", lambda p: p.write_bytes(b""), "an empty file"),
         ("text.png", lambda p: p.write_text("hello, I am not a PNG"), "not an image file"),
         ("truncated.png", write_truncated_png, "truncated"),
         ("huge.png", lambda p: p.write_bytes(png_with_header(60000, 60000)), "too large|over the limit"),

@@ -136,7 +136,7 @@ def test_bad_input_corpus(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
     code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"])
     assert code == 1, output
     causes = {
-        "zero.png": "not an image file",
+        "zero.png": "an empty file (0 bytes)",
         "truncated.png": "corrupt or truncated",
         "text.png": "not an image file",
         "huge.png": "image too large to decode safely",
@@ -373,7 +373,7 @@ def test_file_names_reach_the_terminal_escaped_one_line_each(tmp_path: Path, tin
     code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"])
     assert code == 1 and "\x1b" not in output
     failed = [line for line in output.splitlines() if line.startswith("failed:")]
-    assert len(failed) == 1 and "clear\\x1b[2J\\nscreen.png: not an image file" in failed[0]
+    assert len(failed) == 1 and "clear\\x1b[2J\\nscreen.png: an empty file" in failed[0]
 
 
 def test_a_graph_with_nan_weights_writes_nothing(photos: Path, tiny_model: dict[str, Path], tmp_path: Path) -> None:

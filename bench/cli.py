@@ -119,7 +119,7 @@ def main(
         typer.Option(
             "--tta",
             help="Also score each learnt method's geometric self-ensemble (the mean over 8 flips and rotations, "
-            "8x the time) as its own method, e.g. vdsr+tta.",
+            "about 10x the time) as its own method, e.g. vdsr+tta.",
         ),
     ] = False,
     data_dir: Annotated[

@@ -89,11 +89,15 @@ def find_set(name: str, option: Path | None) -> Path:
     folder = locate_set(name, places)
     if folder is not None:
         return folder
+    from vdsr.bench.download import SOURCES  # which imports this module
+
     tried = ", ".join(f"{place.path / name} ({place.named_by})" for place in places)
-    hint = (
-        f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder that holds {name}/, "
+    fetch = (
         f"or fetch it: vdsr-bench --dataset {name} --download"
+        if name in SOURCES
+        else "(no public archive holds this project's copy of it: see bench/README.md)"
     )
+    hint = f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder that holds {name}/, {fetch}"
     if not any(place.path.is_dir() for place in places):
         raise UsageError(
             f"No data directory: the known sets are read from <data dir>/<name>/; looked for {tried}; {hint}"

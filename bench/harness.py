@@ -79,7 +79,8 @@ def backend_runner(backend: Backend, name: str) -> MethodRunner:
 def self_ensemble_runner(runner: MethodRunner) -> MethodRunner:
     """`runner` as its geometric self-ensemble, scored as its own method ("vdsr+tta"): the mean of the method on the
     8 flips and rotations of the LR picture, each turned back (vdsr.runtime.ensemble; for integer scales the bicubic
-    ILR commutes with the turns, so this is the network's ensemble, as `vdsr-run --tta` runs it). 8x the time."""
+    ILR commutes with the turns, so this is the network's ensemble, as `vdsr-run --tta` runs it). 8 passes: about 10x
+    the time."""
 
     def upscale(lr_y: NDArray[np.floating], scale: float) -> NDArray[np.floating]:
         results = [back(runner.upscale(turn(lr_y, q, flip=f), scale), q, flip=f) for q, f in TURNS]

@@ -87,7 +87,8 @@ def main(
     tta: Annotated[
         bool,
         typer.Option(
-            "--tta", help="The geometric self-ensemble: the mean over 8 flips and rotations (about +0.1 dB, 8x time)."
+            "--tta",
+            help="The geometric self-ensemble: the mean over 8 flips and rotations (Set5 x2: +0.23 dB, 9.8x the time).",
         ),
     ] = False,
     tile: Annotated[

@@ -2,7 +2,7 @@
 
 Measured on scikit-image's bundled photos (which no model was trained or tuned on), halved and saved as PNG, JPEG q90
 and JPEG q75, upscaled x2 on the default path (bench/scripts/model_choice.py, bench/results/model_choice/): on every
-JPEG `vdsr_real` beats `vdsr` (+0.15 to +1.28 dB), on every PNG `vdsr` is better or within 0.03 dB. So: compressed
+JPEG `vdsr_real` beats `vdsr` (+0.15 to +1.30 dB), on every PNG `vdsr` is better or within 0.03 dB. So: compressed
 inputs (JPEG, lossy WebP, video frames) and scales under `vdsr`'s trained x2 (`vdsr_real` is trained from x1.5) go
 to `vdsr_real`; lossless images at x2 and up to `vdsr`.
 """

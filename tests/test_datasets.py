@@ -70,6 +70,9 @@ def test_data_dir_comes_from_option_or_environment_then_the_per_user_folder(
         f"{user / 'Urban100'} (the per-user data folder); "
     )
     assert "vdsr-bench --dataset Urban100 --download" in str(raised.value)
+    with pytest.raises(DatasetError) as raised:  # found by review: --download was offered for T91, which has none
+        resolve_dataset("T91", tmp_path)
+    assert "--download" not in str(raised.value) and "no public archive holds" in str(raised.value)
 
 
 def test_plain_folder_is_unverified_and_named_by_folder(tmp_path: Path) -> None:

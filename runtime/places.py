@@ -118,6 +118,7 @@ class Place:
     files: Files
     path: PurePath
     scheme: str = ""  # a URI's ("s3", "file"); "" for a local path
+    folder_named: bool = False  # given ending in "/": a folder, whatever its suffix ("out.png/")
 
     @property
     def shown(self) -> Path | str:
@@ -136,7 +137,7 @@ def local(path: str | os.PathLike[str]) -> Place:
     """A local path; an empty one is refused (Path("") is the current folder: an unset variable must not mean it)."""
     if not os.fspath(path):
         raise UsageError('an empty path: give a file or folder (".", the current folder)')
-    return Place(LOCAL, Path(path))
+    return Place(LOCAL, Path(path), folder_named=os.fspath(path).endswith(("/", os.sep)))
 
 
 class LocalFiles(Files):
@@ -390,7 +391,7 @@ class Stores:
         if uri not in self._opened:
             self._opened[uri] = StoreFiles(uri)
         files = self._opened[uri]
-        return Place(files, files.root, uri.split("://", 1)[0])
+        return Place(files, files.root, uri.split("://", 1)[0], folder_named=uri.endswith("/"))
 
 
 def place_of(text: str | os.PathLike[str], stores: Stores) -> Place:

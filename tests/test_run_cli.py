@@ -531,3 +531,14 @@ def test_an_unparseable_exif_block_is_dropped_and_the_image_still_upscaled(
     )
     code, output = run(tmp_path / "big.png", "-s", "2", "--model", tiny_model["onnx"], "-o", tmp_path / "big2.png")
     assert code == 0 and len(Image.open(tmp_path / "big2.png").info["exif"]) > 70_000
+
+
+def test_an_output_ending_in_a_slash_is_a_folder_whatever_its_suffix(
+    tmp_path: Path, tiny_model: dict[str, Path]
+) -> None:
+    """Found by review: `-o out.png/` wrote a file named out.png."""
+    Image.fromarray(noise((12, 10, 3), 7)).save(tmp_path / "a.png")
+    code, output = run(tmp_path / "a.png", "-s", "2", "--model", tiny_model["onnx"], "-o", f"{tmp_path / 'out.png'}/")
+    assert code == 0 and (tmp_path / "out.png").is_dir() and (tmp_path / "out.png" / "a.png").is_file(), output
+    code, output = run(tmp_path / "a.png", "-s", "2", "--model", tiny_model["onnx"], "-o", tmp_path / "b.png")
+    assert code == 0 and (tmp_path / "b.png").is_file(), output

@@ -26,11 +26,13 @@ def kept_checkpoint(out_dir: Path, step: int) -> Path:
     return out_dir / KEPT_FOLDER / f"step-{step:07d}.safetensors"
 
 
-def check_average_from(first: int | None, every: int) -> None:
-    """UsageError unless `first` (None: no average) can start an average of checkpoints kept every `every` steps:
-    before the patches are built, as the run's last step is not known yet."""
+def check_average_from(first: int | None, every: int, *, max_steps: int | None = None) -> None:
+    """UsageError unless `first` (None: no average) can start an average of checkpoints kept every `every` steps,
+    at or before `max_steps` when one is given: before the patches are built, which the schedule's length needs."""
     if first is None:
         return
+    if max_steps is not None and first > max_steps:
+        raise UsageError(f"--average-from {first} is past the run's last step (--max-steps {max_steps})")
     if every < 1:
         raise UsageError("--average-from needs periodic checkpoints (--checkpoint-every > 0)")
     if first < 1:

@@ -164,7 +164,7 @@ def run(
             except TrainingError as error:
                 raise UsageError(f"--init: {error}") from error
         check_batch_size(config.batch_size, ranks)
-        check_average_from(average_from, config.checkpoint_every)
+        check_average_from(average_from, config.checkpoint_every, max_steps=config.max_steps)
         if average_from is not None and config.budget_minutes is not None:
             raise UsageError("--average-from averages a schedule of known length (--epochs), not --budget-minutes")
         if blend_init is not None and not (0 < blend_init <= 1 and init_path and config.init_from):

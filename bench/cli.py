@@ -235,12 +235,13 @@ def main(
     env["degradation"] = str(degradation)
     plan = {
         "datasets": [d.name for d in datasets],
-        "contents": [dataset_digest(d) for d in datasets],  # a folder of that name, but other images: not resumed
         "scales": scales,
         "methods": [r.name for r in runners],
         "weights": sources,
         "degradation": str(degradation),
     }
+    if jsonl is not None:  # a folder of that name, but other images: not resumed (a known set is verified already)
+        plan["contents"] = [d.name if d.verified else dataset_digest(d) for d in datasets]
     with exit_on_errors(err):
         done = read_jsonl(jsonl, plan) if resume and jsonl is not None and jsonl.exists() else {}
     if done:

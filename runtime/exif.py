@@ -32,25 +32,42 @@ def upright_pixels(pixels: NDArray[np.float32], orientation: object) -> NDArray[
     return np.ascontiguousarray(_ORIENT[orientation](pixels) if orientation in _ORIENT else pixels)
 
 
-def parsed(block: bytes | None) -> Image.Exif:
-    """The tags of an EXIF block; none (an empty Exif) for a block Pillow cannot parse."""
+def _sound(block: bytes) -> Image.Exif | None:
+    """The tags of an EXIF block; None when Pillow cannot parse it or write it back (as turning the image upright
+    and writing the result do)."""
     exif = Image.Exif()
-    if block:
-        try:
-            exif.load(block)
-        except PARSE_ERRORS:
-            return Image.Exif()
+    try:
+        exif.load(block)
+        exif.tobytes()
+    except PARSE_ERRORS:
+        return None
     return exif
+
+
+def parsed(block: bytes | None) -> Image.Exif:
+    """The tags of an EXIF block; none (an empty Exif) for a block that is not sound."""
+    return (_sound(block) if block else None) or Image.Exif()
+
+
+def usable(image: Image.Image) -> bool:
+    """Whether `image`'s EXIF block, if it has one, is sound. Checked on the block itself too: Pillow's JPEG opener
+    parses it when it opens the file, keeps what it could, and no longer raises."""
+    try:
+        image.getexif()  # a PNG's block may be ImageMagick's hex text chunk, which Pillow reads here
+    except PARSE_ERRORS:
+        return False
+    block = image.info.get("exif")
+    return not isinstance(block, bytes) or not block or _sound(block) is not None
 
 
 def upright(image: Image.Image, *, in_place: bool) -> Image.Image:
     """`image` turned as its EXIF orientation says (ImageOps.exif_transpose: in place, else a copy). An EXIF block
-    Pillow cannot parse counts as none and is dropped from the image's info, so it is not written either."""
-    try:
-        image.getexif()
-    except PARSE_ERRORS:
+    Pillow cannot parse or write back counts as none and is dropped from the image's info, so it is not written
+    either."""
+    if not usable(image):
         image = image if in_place else image.copy()
         image.info.pop("exif", None)
+        image.info.pop("Raw profile type exif", None)
         image.getexif().clear()  # Pillow keeps what it parsed before the error
     if in_place:
         ImageOps.exif_transpose(image, in_place=True)

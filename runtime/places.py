@@ -2,10 +2,9 @@
 
 `Place` is a file or folder on a file system (`Files`): local paths (`LocalFiles`: os and pathlib, links and FIFOs
 handled as a plain run always has), or a URI (`StoreFiles`: s3://bucket/photos, gs://, hdfs://, file:///, any file
-system pyarrow.fs opens, or fsspec's where pyarrow has none; pyarrow, Ray Data's own dependency, is imported only
-when a URI is used). The planner (vdsr.runtime.planning) and the pipeline (vdsr.runtime.pipeline) ask a Place what
-they need, the same questions for both: its kind, its images, whether it can be written, the image it holds, and a
-result written whole (a temporary name beside it, then renamed or moved over it: no reader sees half a file).
+system pyarrow.fs opens, or fsspec's where pyarrow has none; pyarrow is imported only when a URI is used). The
+planner and the pipeline ask a Place the same questions for both: its kind, its images, whether it can be written,
+the image it holds, and a result written whole (a temporary name, then renamed: no reader sees half a file).
 """
 
 from __future__ import annotations
@@ -51,8 +50,10 @@ def is_uri(text: str | os.PathLike[str] | None) -> bool:
 
 
 def as_uri(text: str | os.PathLike[str]) -> str:
-    """A URI stays as it is; a local path becomes an absolute file:// URI (every worker of one machine sees it)."""
-    return os.fspath(text) if is_uri(text) else Path(os.path.abspath(text)).as_uri()
+    """A URI stays as it is; a local path becomes an absolute file:// URI (every worker of one machine sees it), a
+    trailing "/" kept (a folder, whatever its suffix)."""
+    slash = "/" if os.fspath(text).endswith(("/", os.sep)) else ""
+    return os.fspath(text) if is_uri(text) else Path(os.path.abspath(text)).as_uri() + slash
 
 
 class Files(ABC):

@@ -97,6 +97,9 @@ def test_a_single_file_with_an_image_name_as_output_is_written_as_that_file(
     assert result.exit_code == 0 and Image.open(tmp_path / "o.jpg").format == "JPEG"
     result = runner.invoke(run_app, [str(tmp_path / "scene.png"), "-s", "2", "-o", str(tmp_path / "folder"), *model])
     assert result.exit_code == 0 and (tmp_path / "folder" / "scene.png").is_file()  # no image suffix: a folder
+    slashed = [str(tmp_path / "scene.png"), "-s", "2", "-o", f"{tmp_path / 'dir.png'}/", *model]  # found by review:
+    result = runner.invoke(run_app, slashed)  # a file named dir.png was written
+    assert result.exit_code == 0 and (tmp_path / "dir.png" / "scene.png").is_file()
     clash = [str(tmp_path / "scene.png"), "-s", "2", "-o", str(tmp_path / "c.jpg"), "--format", "png", *model]
     result = runner.invoke(run_app, clash)
     assert result.exit_code == 2 and "another format than --format png" in result.output

@@ -101,9 +101,15 @@ def test_resume_refusals_and_the_early_stop_exit_code(data_dir: Path, tmp_path: 
     assert "continue with vdsr-train" in stopped.stderr and not (tmp_path / "run" / "vdsr.safetensors").exists()
     changed = runner.invoke(train_app, [*base, "--resume", "--model", "srcnn", "--seed", "1"])
     assert changed.exit_code == 2 and "--architecture" in changed.output and "--seed" in changed.output  # --model too
-    for bad in (["--average-from", "0"], ["--average-from", "5", "--checkpoint-every", "0"]):
+    for bad in (
+        ["--average-from", "0"],
+        ["--average-from", "5", "--checkpoint-every", "0"],
+        ["--average-from", "6", "--max-steps", "5"],  # found by review: refused only after the patches were built
+    ):
         refused = runner.invoke(train_app, [*base, "--output", str(tmp_path / "other"), *bad])  # before any patches
         assert refused.exit_code == 2 and "--average-from" in refused.output and not (tmp_path / "other").exists()
+    scale = runner.invoke(train_app, [*base, "--output", str(tmp_path / "other"), "--validate-scale", "1.1"])
+    assert scale.exit_code == 2 and scale.stderr.startswith("error: --validate-scale: ")  # found by review: --scale
 
 
 def test_train_without_data_is_one_clear_error(tmp_path: Path) -> None:

@@ -94,3 +94,20 @@ def test_model_auto_reads_how_an_animated_webp_is_coded(tmp_path: Path, options:
         assert result.exit_code == 0, result.output
     auto, chosen = (shown(tmp_path / f"{m}.webp")[3] for m in ("auto", expected))
     assert len(auto) == 3 and all(np.array_equal(a, b) for a, b in zip(auto, chosen, strict=True))
+
+
+def test_apng_files_are_read_and_written_by_their_suffix(tmp_path: Path) -> None:
+    """Found by review: `.apng` was not an image suffix: a folder's APNGs were not picked up, and `-o x.apng` for
+    an animated GIF made a folder x.apng/."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first, *rest = frames()
+    first.save(folder / "a.apng", save_all=True, append_images=rest, duration=DURATIONS, format="PNG")
+    first.save(tmp_path / "b.gif", save_all=True, append_images=rest, duration=DURATIONS)
+    result = CliRunner().invoke(app, [str(folder), "-s", "2", "-o", str(tmp_path / "out"), *MODEL])
+    assert result.exit_code == 0 and "1 written" in result.output, result.output
+    result = CliRunner().invoke(app, [str(tmp_path / "b.gif"), "-s", "2", "-o", str(tmp_path / "x.apng"), *MODEL])
+    assert result.exit_code == 0 and (tmp_path / "x.apng").is_file(), result.output
+    for written in (tmp_path / "out" / "a.apng", tmp_path / "x.apng"):
+        fmt, durations, _, pixels = shown(written)
+        assert fmt == "PNG" and durations == DURATIONS and pixels[0].shape == (40, 60, 4)

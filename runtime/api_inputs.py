@@ -57,7 +57,7 @@ def prepare(
             f"{name}: expected a non-empty (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}"
         )
     if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):  # either byte order ('>u2': FITS, network data)
-        native = np.dtype(np.uint8 if array.dtype.itemsize == 1 else np.uint16)  # what the result is given back as
+        native = np.uint8 if array.dtype.itemsize == 1 else np.uint16  # what the result is given back as
         check_output(array.shape, scale, max_output_pixels=max_output_pixels, name=name)  # before a float copy
         return array.astype(np.float32) / np.float32(np.iinfo(native).max), native, lambda out: out
     if not np.issubdtype(array.dtype, np.floating):

@@ -31,7 +31,21 @@ from vdsr.runtime.exif import parsed, upright, upright_pixels
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
 # suffix, but only ever as one of READ_FORMATS.
-IMAGE_SUFFIXES = (".png", ".apng", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".tga")
+IMAGE_SUFFIXES = (
+    ".png",
+    ".apng",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".pnm",
+    ".tga",
+)
 # The only Pillow plugins a file is ever decoded by, whatever its name or first bytes say: never EPS (which runs
 # Ghostscript), PDF, or the many rarely used plugins a hostile file could pick. (JPEG opens MPO, camera JPEGs with
 # previews, too.)

@@ -318,8 +318,10 @@ def resume_config(checkpoint_path: Path, max_steps: int | None, *, bf16: bool | 
         info = load_checkpoint(checkpoint_path).info
     except ModelError as error:
         raise TrainingError(str(error)) from error
-    if max_steps is not None and max_steps < info["step"]:  # the card would say a limit the run is past
-        raise UsageError(f"--max-steps {max_steps}: {checkpoint_path} is at step {info['step']} already")
+    step = info["step"]
+    assert isinstance(step, int)  # load_checkpoint checked it is a count
+    if max_steps is not None and max_steps < step:  # the card would say a limit the run is past
+        raise UsageError(f"--max-steps {max_steps}: {checkpoint_path} is at step {step} already")
     keep: dict[str, object] = {} if max_steps is None else {"max_steps": max_steps}  # plain --resume: the run's limit
     if bf16 is not None:
         keep["bf16"] = bf16

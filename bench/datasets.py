@@ -24,6 +24,7 @@ from vdsr.files import sha256_file
 from vdsr.runtime.images import IMAGE_SUFFIXES
 
 KNOWN_SETS = ("Set5", "Set14", "B100", "Urban100", "T91", "BSD200")
+CONVERTED_SETS = ("T91", "BSD200")  # PNGs converted for this project: no public archive holds their bytes
 DATA_DIR_ENV = "VDSR_DATA_DIR"
 
 
@@ -89,12 +90,10 @@ def find_set(name: str, option: Path | None) -> Path:
     folder = locate_set(name, places)
     if folder is not None:
         return folder
-    from vdsr.bench.download import SOURCES  # which imports this module
-
     tried = ", ".join(f"{place.path / name} ({place.named_by})" for place in places)
     fetch = (
         f"or fetch it: vdsr-bench --dataset {name} --download"
-        if name in SOURCES
+        if name not in CONVERTED_SETS
         else "(no public archive holds this project's copy of it: see bench/README.md)"
     )
     hint = f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder that holds {name}/, {fetch}"

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from vdsr._version import __version__
-from vdsr.bench.datasets import ImageSize, read_manifest, read_sizes
+from vdsr.bench.datasets import CONVERTED_SETS, KNOWN_SETS, ImageSize, read_manifest, read_sizes
 from vdsr.errors import DatasetError, UsageError
 
 
@@ -57,6 +57,7 @@ SOURCES = {
         MIRROR.format("Urban100"), folder="Urban100_HR", archive_hash="md5:65d9d84a34b72c6f7ca1e26a12df1e4c"
     ),
 }
+assert set(SOURCES) == set(KNOWN_SETS) - set(CONVERTED_SETS), "every known set has a source, or is converted"
 URL_ENV = "VDSR_DATASET_URL_{}"  # e.g. VDSR_DATASET_URL_URBAN100: another copy (a mirror, a local server)
 TIMEOUT_SECONDS = 60  # for each network read: a stalled server is an error, not a hang
 CHUNK = 1 << 20

@@ -60,6 +60,17 @@ def usable(image: Image.Image) -> bool:
     return not isinstance(block, bytes) or not block or _sound(block) is not None
 
 
+def from_text(text: object) -> bytes | None:
+    """The EXIF block in ImageMagick's PNG text chunk ("Raw profile type exif": a header of three lines, then hex), as
+    Pillow reads it for 8-bit PNGs; None for none, or for text that is not hex."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return bytes.fromhex("".join(text.split("\n")[3:]))
+    except ValueError:
+        return None
+
+
 def upright(image: Image.Image, *, in_place: bool) -> Image.Image:
     """`image` turned as its EXIF orientation says (ImageOps.exif_transpose: in place, else a copy). An EXIF block
     Pillow cannot parse or write back counts as none and is dropped from the image's info, so it is not written

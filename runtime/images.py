@@ -27,7 +27,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from vdsr.errors import ImageError, UsageError
 from vdsr.files import atomic_write, open_regular
 from vdsr.runtime import containers, jpeg, png16, sixteen_bit
-from vdsr.runtime.exif import parsed, upright, upright_pixels
+from vdsr.runtime.exif import from_text, parsed, upright, upright_pixels
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
 # suffix, but only ever as one of READ_FORMATS.
@@ -67,8 +67,7 @@ def max_file_bytes(pixels: int) -> int:
 
 
 def check_file_size(f: BinaryIO, path: Path | str, *, pixels: int, what: str) -> None:
-    """ImageError when the open file `f` is empty or larger than `pixels` pixels explain (`what` names them);
-    rewound."""
+    """ImageError when the open file `f` is empty or larger than `pixels` pixels explain (`what` names them)."""
     size = f.seek(0, os.SEEK_END)
     f.seek(0)
     if size == 0:
@@ -163,12 +162,7 @@ def _read_png16(
         array, icc, exif_bytes = png16.read_png16(data)
     except ValueError as error:
         raise ImageError(path, f"corrupt 16-bit PNG ({error})") from error
-    if exif_bytes is None and isinstance(raw_profile, str):
-        try:
-            exif_bytes = bytes.fromhex("".join(raw_profile.split("\n")[3:]))
-        except ValueError:
-            exif_bytes = None  # not hex: no EXIF, as for a block that does not parse
-    exif = parsed(exif_bytes)
+    exif = parsed(exif_bytes or from_text(raw_profile))
     pixels = upright_pixels(array.astype(np.float32) / np.float32(65535), exif.pop(0x0112, 1))
     return pixels, 16, icc, exif.tobytes() if len(exif) else None
 

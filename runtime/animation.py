@@ -20,7 +20,7 @@ from PIL import Image
 
 from vdsr.errors import ImageError
 from vdsr.files import atomic_write, open_regular
-from vdsr.runtime.containers import webp_is_lossy
+from vdsr.runtime.containers import lossy_coded
 from vdsr.runtime.images import LoadedImage, check_file_size, pixels_of, to_pil_image
 from vdsr.runtime.resize import output_shape_for
 
@@ -76,7 +76,7 @@ def upscale_animation(
             height, width = output_shape_for((image.height, image.width), scale)
             durations = _durations(image, source, frame_pixels=height * width, max_output_pixels=max_output_pixels)
             plays = _plays(image)
-            lossy = image.format == "WEBP" and webp_is_lossy(f)  # model auto: as a still of that coding
+            lossy = lossy_coded(image.format, f)  # model auto: as a still of that coding
             result: list[AnimationResult] = []
 
             def write(out: BinaryIO) -> None:

@@ -80,6 +80,12 @@ def _inflated(inflate: zlib._Decompress, piece: bytes, wanted: int) -> int:
     return found
 
 
+def lossy_coded(fmt: str | None, f: BinaryIO) -> bool:
+    """Whether a file Pillow opened as `fmt` (open as `f`, any position) is coded lossy: JPEG, or a lossy WebP (model
+    "auto" reads it)."""
+    return fmt in ("JPEG", "MPO") or (fmt == "WEBP" and webp_is_lossy(f))
+
+
 def webp_is_lossy(f: BinaryIO) -> bool:
     """Whether a WebP file (open, any position) is coded lossy: its first "VP8 " or "VP8L" chunk among the first 16
     after the RIFF header (an extended file's VP8X, ICCP, ALPH chunks come before it; an animation's are inside

@@ -31,21 +31,7 @@ from vdsr.runtime.exif import from_text, parsed, upright, upright_pixels
 
 # What a folder run or a data set picks up (by suffix, any case); a single file given by name is read whatever its
 # suffix, but only ever as one of READ_FORMATS.
-IMAGE_SUFFIXES = (
-    ".png",
-    ".apng",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".gif",
-    ".ppm",
-    ".pgm",
-    ".pnm",
-    ".tga",
-)
+IMAGE_SUFFIXES = tuple(".png .apng .jpg .jpeg .bmp .tif .tiff .webp .gif .ppm .pgm .pnm .tga".split())
 # The only Pillow plugins a file is ever decoded by, whatever its name or first bytes say: never EPS (which runs
 # Ghostscript), PDF, or the many rarely used plugins a hostile file could pick. (JPEG opens MPO, camera JPEGs with
 # previews, too.)
@@ -67,7 +53,8 @@ def max_file_bytes(pixels: int) -> int:
 
 
 def check_file_size(f: BinaryIO, path: Path | str, *, pixels: int, what: str) -> None:
-    """ImageError when the open file `f` is empty or larger than `pixels` pixels explain (`what` names them)."""
+    """ImageError when the open file `f` is empty or larger than `pixels` pixels explain (`what` names them);
+    rewound."""
     size = f.seek(0, os.SEEK_END)
     f.seek(0)
     if size == 0:
@@ -267,7 +254,7 @@ def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
                 pixels, depth, icc, exif = _decode(checked, path)
         else:
             pixels, depth, icc, exif = _decode(image, path)
-        lossy = image.format in ("JPEG", "MPO") or (image.format == "WEBP" and containers.webp_is_lossy(f))
+        lossy = containers.lossy_coded(image.format, f)
     has_alpha = pixels.shape[-1] in (2, 4)
     return LoadedImage(path, pixels, depth, has_alpha, icc or None, exif or None, lossy)
 

@@ -60,9 +60,11 @@ def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_p
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
     if limit is not None and max(height, width) > limit:
         raise ImageError(target.shown, f"{width}x{height} is over {fmt}'s limit of {limit} pixels a side; write PNG")
-    if fmt == "JPEG" and len(loaded.exif or b"") > JPEG_MAX_EXIF:  # Pillow's writer would fail, the work done
-        size = len(loaded.exif or b"")
-        raise ImageError(target.shown, f"JPEG cannot hold its EXIF block of {size} bytes; write PNG, WebP or TIFF")
+    exif_bytes = len(loaded.exif or b"")
+    if fmt == "JPEG" and exif_bytes > JPEG_MAX_EXIF:  # Pillow's writer would fail, after the work
+        raise ImageError(
+            target.shown, f"JPEG cannot hold its EXIF block of {exif_bytes} bytes; write PNG, WebP or TIFF"
+        )
     if not OUTPUT_FORMATS[fmt][0] and loaded.has_alpha:
         if loaded.alpha is not None and not bool(np.all(loaded.alpha == 1)):
             raise ImageError(target.shown, f"{fmt} cannot hold its transparency; write PNG, WebP or TIFF")

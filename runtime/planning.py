@@ -138,9 +138,11 @@ def names_a_file(output: Place) -> bool:
     """Whether `output`, given for a single input file, names the result file itself: an image suffix, and neither an
     existing folder (`out.png/` made by an earlier version stays a folder) nor given ending in "/". UsageError for an
     image suffix results are not written in (`out.gif`), rather than a folder of that name."""
-    if output.path.suffix.lower() not in INPUT_SUFFIXES or output.folder_named:
-        return False
-    if output.files.kind(output.path) == "folder":
+    if (
+        output.path.suffix.lower() not in INPUT_SUFFIXES
+        or output.folder_named
+        or output.files.kind(output.path) == "folder"
+    ):
         return False
     if not is_video(output.path):
         output_format(output.path)

@@ -5,7 +5,7 @@
   reading the file a megabyte at a time) and compares it with the size the header declares, so such a file is
   refused as truncated, as a cut JPEG is.
 - `webp_is_lossy`: how a WebP was coded. An extended file ("VP8X") says it only in a later chunk: "VP8 " lossy,
-  "VP8L" lossless.
+  "VP8L" lossless (an animation: in its first frame's). `lossy_coded`: a JPEG or such a WebP.
 """
 
 from __future__ import annotations

@@ -6,19 +6,25 @@
   refused as truncated, as a cut JPEG is.
 - `webp_is_lossy`: how a WebP was coded. An extended file ("VP8X") says it only in a later chunk: "VP8 " lossy,
   "VP8L" lossless (an animation: in its first frame's). `lossy_coded`: a JPEG or such a WebP.
+- `tiff_layout`: the samples of a TIFF's first image, in words, for the error of a layout Pillow cannot open.
 """
 
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from typing import BinaryIO
+
+from PIL import TiffImagePlugin
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples a pixel
 # Adam7's seven passes: first column, first row, column step, row step
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 _PIECE = 1 << 20
+_PHOTOMETRIC = {0: "gray", 1: "gray", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr", 8: "CIELab"}
+_SAMPLE_FORMAT = {1: "unsigned", 2: "signed", 3: "floating-point"}
 
 
 def png_data_size(width: int, height: int, *, bits: int, interlaced: bool) -> int:
@@ -101,3 +107,32 @@ def webp_is_lossy(f: BinaryIO) -> bool:
             continue
         pos += 8 + (int.from_bytes(header[4:], "little") + 1) // 2 * 2  # chunks are padded to an even size
     return False
+
+
+def tiff_layout(f: BinaryIO) -> str | None:
+    """The layout of the first image of a TIFF file (open, any position) in words, "2 samples of 16 bits, unsigned,
+    gray, planar" say; None for a file that is not a TIFF or whose first directory cannot be read."""
+    f.seek(0)
+    head = f.read(16)
+    if head[:4] not in TiffImagePlugin.PREFIXES:
+        return None
+    try:
+        tags = TiffImagePlugin.ImageFileDirectory_v2(head if head[2] == 43 else head[:8])
+        tags._tag_data_limit = 1 << 20  # Pillow's own budget for out-of-line tag data (the file's size there)
+        f.seek(tags.next)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of a damaged directory; None says it
+            tags.load(f)
+        if not all(tag in tags for tag in (256, 257, 262)):  # no width, height, photometric: not a readable image
+            return None
+        bits, kinds = tags.get(258, (1,)), tags.get(339, (1,))
+        samples, photometric, planar = tags.get(277, 1), tags[262], tags.get(284, 1)
+        kind = _SAMPLE_FORMAT.get(kinds[0] if isinstance(kinds, tuple) else kinds, "unknown")
+        width = "/".join(map(str, sorted(set(bits)))) if isinstance(bits, tuple) else str(bits)
+        colour = _PHOTOMETRIC.get(photometric, f"photometric {photometric}")
+        plural = "s" if samples != 1 else ""
+        return (
+            f"{samples} sample{plural} of {width} bits, {kind}, {colour}, {'planar' if planar == 2 else 'contiguous'}"
+        )
+    except Exception:  # noqa: BLE001  (a damaged directory: Pillow raises struct.error, ValueError, OSError & co.)
+        return None

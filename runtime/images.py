@@ -234,7 +234,7 @@ def decode_image(data: bytes | BinaryIO, name: Path | str, max_pixels: int = DEF
 
 def _decode_file(f: BinaryIO, path: Path | str, max_pixels: int) -> LoadedImage:
     check_file_size(f, path, pixels=max_pixels, what=f"an image of at most {max_pixels} pixels")
-    with _decode_errors(path), Image.open(f, formats=READ_FORMATS) as image:
+    with _decode_errors(path, f), Image.open(f, formats=READ_FORMATS) as image:
         check_one_frame(image, path)
         width, height = image.size
         if width * height > max_pixels:
@@ -265,8 +265,8 @@ def _head(f: BinaryIO, count: int) -> bytes:
 
 
 @contextmanager
-def _decode_errors(path: Path | str) -> Iterator[None]:
-    """Decoding failures, whatever PIL or a plugin raised, as one ImageError naming `path`."""
+def _decode_errors(path: Path | str, f: BinaryIO | None = None) -> Iterator[None]:
+    """Decoding failures, whatever PIL or a plugin raised, as one ImageError naming `path` (read from `f`, if given)."""
     try:
         yield
     except ImageError:
@@ -274,6 +274,11 @@ def _decode_errors(path: Path | str) -> Iterator[None]:
     except Image.DecompressionBombError as error:
         raise ImageError(path, f"image too large to decode safely ({error})") from error
     except UnidentifiedImageError as error:
+        layout = containers.tiff_layout(f) if f is not None else None
+        if layout is not None:
+            raise ImageError(
+                path, f"a TIFF layout not read here ({layout}): save it as 8- or 16-bit gray or RGB(A)"
+            ) from error
         raise ImageError(path, f"not an image file in a supported format ({', '.join(READ_FORMATS)})") from error
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise  # load_image says these in its own words

@@ -166,8 +166,14 @@ def test_requests_that_cannot_exist_are_usage_errors() -> None:
         Request("onnxruntime-cpu", device="cuda:1")
     with pytest.raises(UsageError, match="Unknown device 'gpu'"):
         Request(device="gpu")
-    with pytest.raises(UsageError, match="tile >= 1"):
+    with pytest.raises(UsageError, match="tile a whole number >= 1, got 0"):
         Request(tile=0)
+    with pytest.raises(UsageError, match="tile a whole number >= 1, got 2.5"):  # at once, not a TypeError in use
+        Request(tile=2.5)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="batch a whole number >= 1, got True"):
+        Request(batch=True)
+    with pytest.raises(UsageError, match="cpu_threads a whole number >= 0, got -1"):
+        Request(cpu_threads=-1)
 
 
 def test_the_engine_profile_is_the_windows_the_runtime_sends() -> None:

@@ -473,9 +473,11 @@ def test_broken_16_bit_ppm_is_one_clear_error(tmp_path: Path) -> None:
         assert "\n" not in str(error.value)
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow on the cut file
 def test_16_bit_tiff_layouts_not_read_exactly_are_refused(tmp_path: Path) -> None:
     """Found by review: planar deflate TIFFs came back with the high byte twice, premultiplied alpha with a wrong low
-    byte, both labelled 16-bit. Refused now; an extra sample that is not alpha is dropped, the rest exact."""
+    byte, both labelled 16-bit. Refused now; an extra sample that is not alpha is dropped, the rest exact. Layouts
+    Pillow cannot open (gray + alpha at 16 bits, floating point) are refused naming the layout."""
     import tifffile
 
     from vdsr.errors import ImageError
@@ -493,6 +495,25 @@ def test_16_bit_tiff_layouts_not_read_exactly_are_refused(tmp_path: Path) -> Non
     for name in ("planar.tif", "premultiplied.tif"):
         with pytest.raises(ImageError, match=f"{name}: cannot read this 16-bit TIFF .*save it as contiguous RGB"):
             load_image(tmp_path / name)
+    cases = {  # layouts Pillow cannot open at all: named, not "not an image file"
+        "gray-alpha.tif": (
+            {"photometric": "minisblack", "extrasamples": ["unassalpha"]},
+            "2 samples of 16 bits, unsigned, gray, contiguous",
+        ),
+        "gray-planar.tif": (
+            {"photometric": "minisblack", "planarconfig": "separate", "extrasamples": ["unassalpha"]},
+            "2 samples of 16 bits, unsigned, gray, planar",
+        ),
+        "float.tif": ({"photometric": "rgb", "bigtiff": True}, "3 samples of 32 bits, floating-point, RGB, contiguous"),
+    }
+    for name, (options, layout) in cases.items():
+        data = pixels[..., :2] if name.startswith("gray") else pixels[..., :3].astype(np.float32)
+        tifffile.imwrite(tmp_path / name, np.moveaxis(data, 2, 0) if "planar" in name else data, **options)
+        with pytest.raises(ImageError, match=rf"{name}: a TIFF layout not read here \({layout}\): save it as"):
+            load_image(tmp_path / name)
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "gray-alpha.tif").read_bytes()[:10])
+    with pytest.raises(ImageError, match="cut.tif: not an image file in a supported format"):
+        load_image(tmp_path / "cut.tif")
     tifffile.imwrite(tmp_path / "extra.tif", pixels, photometric="rgb", extrasamples=["unspecified"])
     image = load_image(tmp_path / "extra.tif")
     np.testing.assert_array_equal(np.rint(image.pixels * 65535).astype(np.uint16), pixels[..., :3])

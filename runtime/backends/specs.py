@@ -81,8 +81,13 @@ class Request:
         kind, _ = parse_device(self.device)
         if self.backend != "auto" and kind is not None and (self.backend in GPU_BACKENDS) != (kind == "cuda"):
             raise UsageError(f"Backend {self.backend} does not run on device {self.device}")
-        if (self.tile is not None and self.tile < 1) or (self.batch is not None and self.batch < 1):
-            raise UsageError(f"Expected tile >= 1 and batch >= 1, got tile={self.tile}, batch={self.batch}")
+        for name, value, least in (
+            ("tile", self.tile, 1),
+            ("batch", self.batch, 1),
+            ("cpu_threads", self.cpu_threads, 0),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise UsageError(f"Expected {name} a whole number >= {least}, got {value!r}")
 
     @property
     def gpu_index(self) -> int:

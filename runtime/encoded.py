@@ -27,6 +27,7 @@ class Encoded:
     data: bytes
     fmt: str
     pixels: int
+    warnings: tuple[str, ...] = ()  # what the result leaves out (an ICC profile its format cannot hold)
 
 
 def result_format(data: bytes, asked: str | None) -> str:
@@ -60,7 +61,9 @@ def upscale_encoded(
     scale = upscaler.check_scale(scale)
     suffix = next(suffix for suffix, known in FORMAT_SUFFIXES.items() if known == fmt)
     try:
-        loaded = fit_format(loaded, local(f"{name}.{suffix}"), scale, max_output_pixels=max_output_pixels)
+        warnings: list[str] = []
+        target = local(f"{name}.{suffix}")
+        loaded = fit_format(loaded, target, scale, max_output_pixels=max_output_pixels, warn=warnings.append)
     except ImageError as error:  # named as the input is: the result has no file name
         raise ImageError(name, error.cause) from None
     pixels = upscaler.upscale_file(loaded, scale, max_output_pixels=max_output_pixels, network=network)
@@ -69,4 +72,4 @@ def upscale_encoded(
         encode_image(pixels, fmt, out, icc_profile=loaded.icc_profile, exif=loaded.exif)
     except (ValueError, OSError) as error:  # an encoder refusing metadata copied from the input
         raise ImageError(name, f"cannot be written as {fmt} ({error})") from error
-    return Encoded(out.getvalue(), fmt, int(np.prod(pixels.shape[:2])))
+    return Encoded(out.getvalue(), fmt, int(np.prod(pixels.shape[:2])), tuple(warnings))

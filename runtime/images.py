@@ -292,15 +292,16 @@ def _decode_errors(path: Path | str, f: BinaryIO | None = None) -> Iterator[None
 
 
 # The formats results are written in, and what each holds: an alpha channel; 16 bits per sample (gray only for
-# TIFF and PPM, whose PIL writers have no 16-bit colour). Others (GIF: 256 colours) would lose the upscale's detail.
+# TIFF and PPM, whose PIL writers have no 16-bit colour); an ICC profile. Others (GIF: 256 colours) would lose the
+# upscale's detail.
 OUTPUT_FORMATS = {
-    "PNG": (True, True),
-    "TIFF": (True, True),
-    "WEBP": (True, False),
-    "TGA": (True, False),
-    "JPEG": (False, False),
-    "BMP": (False, False),
-    "PPM": (False, True),
+    "PNG": (True, True, True),
+    "TIFF": (True, True, True),
+    "WEBP": (True, False, True),
+    "TGA": (True, False, False),
+    "JPEG": (False, False, True),
+    "BMP": (False, False, False),
+    "PPM": (False, True, False),
 }
 
 
@@ -349,7 +350,7 @@ def encode_image(
     (JPEG) refuses an alpha channel rather than silently dropping it.
     """
     channels = pixels.shape[-1]
-    holds_alpha, holds_16_bits = OUTPUT_FORMATS[fmt]
+    holds_alpha, holds_16_bits, _ = OUTPUT_FORMATS[fmt]
     if not holds_alpha and channels in (2, 4):
         raise ValueError(f"{fmt} cannot hold the alpha channel; write PNG, TIFF or WEBP instead")
     options: dict[str, Any] = {"icc_profile": icc_profile} if icc_profile else {}

@@ -50,11 +50,14 @@ class Interrupted(KeyboardInterrupt):
         self.report = report
 
 
-def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_pixels: int) -> LoadedImage:
+def fit_format(
+    loaded: LoadedImage, target: Place, scale: float, *, max_output_pixels: int, warn: Callable[[str], None]
+) -> LoadedImage:
     """Check before computing that the result fits: at most `max_output_pixels`, within the format's size limit,
     an EXIF block JPEG can hold (64 KiB), and an alpha channel the format can hold (one opaque everywhere is dropped
     for JPEG/BMP/PPM; any other is an ImageError naming `target`, transparency would be lost); PGM takes gray only
-    (RGB with R = G = B becomes gray)."""
+    (RGB with R = G = B becomes gray). An ICC profile the format cannot hold (TGA, BMP, PPM) is dropped and `warn`
+    told why (the pixels are right, their colour space is not said)."""
     fmt = output_format(target.path)
     height, width = check_output(loaded.pixels.shape, scale, max_output_pixels=max_output_pixels, name=target.shown)
     limit = {"JPEG": 65_500, "WEBP": 16_383}.get(fmt)
@@ -73,6 +76,9 @@ def fit_format(loaded: LoadedImage, target: Place, scale: float, *, max_output_p
         if not loaded.is_gray:
             raise ImageError(target.shown, "PGM holds gray only; write PPM or PNG for colour")
         loaded = replace(loaded, pixels=loaded.pixels[..., :1])
+    if loaded.icc_profile and not OUTPUT_FORMATS[fmt][2]:
+        warn(f"its ICC colour profile is not kept ({fmt} holds none; write PNG, TIFF, WebP or JPEG)")
+        loaded = replace(loaded, icc_profile=None)
     return loaded
 
 
@@ -140,7 +146,13 @@ def run_jobs(
         try:
             for job, decoded in decoded_jobs:
                 try:
-                    loaded = fit_format(decoded.result(), job.target, scale, max_output_pixels=max_output_pixels)
+                    loaded = fit_format(
+                        decoded.result(),
+                        job.target,
+                        scale,
+                        max_output_pixels=max_output_pixels,
+                        warn=partial(_warn, report, job),
+                    )
                 except ImageError as error:
                     failed(job, error)
                     continue
@@ -183,6 +195,10 @@ def _prefetch(
     finally:  # stopped, or the consumer left the loop: decodes not yet started are not needed
         for _, future in pending:
             future.cancel()
+
+
+def _warn(report: FolderReport, job: Job, cause: str) -> None:
+    report.warnings.append(f"{job.source.shown}: {cause}")
 
 
 def _write(target: Place, pixels: NDArray[Any], *, icc_profile: bytes | None, exif: bytes | None) -> int:

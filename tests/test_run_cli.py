@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from vdsr import Upscaler
 from vdsr.runtime.cli import app
+from vdsr.runtime.encoded import upscale_encoded
 from vdsr.runtime.images import load_image
 from vdsr.runtime.png16 import write_png16
 
@@ -87,7 +88,7 @@ def test_metadata_icc_exif_orientation_and_sixteen_bit(tmp_path: Path, tiny_mode
     Image.fromarray(gray16).save(folder / "deep.png")
     (folder / "deep_rgb.png").write_bytes(write_png16(noise((7, 6, 3), 6, np.uint16)))
     code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"])
-    assert code == 0, output
+    assert code == 0 and "warning" not in output, output
     out = tmp_path / "in_x2"
     with Image.open(out / "turned.jpg") as turned:
         assert turned.size == (20, 28)  # orientation applied: 14 wide x 10 high shown as 10 wide x 14 high
@@ -97,6 +98,20 @@ def test_metadata_icc_exif_orientation_and_sixteen_bit(tmp_path: Path, tiny_mode
         deep = load_image(out / name)
         assert deep.bit_depth == 16 and deep.pixels.shape == shape
         assert len(np.unique(np.rint(deep.pixels * 65535) % 257)) > 1  # real 16-bit values, not 8-bit ones scaled
+    # a format that cannot hold the ICC profile: written, and a warning line says what it left out
+    code, output = run(folder, "-s", "2", "--model", tiny_model["onnx"], "-o", tmp_path / "bmp", "--format", "bmp")
+    assert code == 0, output
+    assert "warning: " in output and "turned.jpg: its ICC colour profile is not kept (BMP holds none" in output
+    assert output.count("ICC") == 1 and sorted(p.name for p in (tmp_path / "bmp").iterdir()) == [
+        "deep.bmp",
+        "deep_rgb.bmp",
+        "turned.bmp",
+    ]
+    with Upscaler(tiny_model["onnx"], "onnxruntime-cpu") as upscaler:
+        data = (folder / "turned.jpg").read_bytes()
+        for fmt, warnings in (("BMP", 1), ("PNG", 0)):
+            done = upscale_encoded(data, 2, upscaler=upscaler, fmt=fmt, limits=(10**6, 10**7), name="body")
+            assert len(done.warnings) == warnings and all("ICC colour profile is not kept" in w for w in done.warnings)
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -38,6 +38,7 @@ class Upscaled:
     data: bytes
     content_type: str
     pixels: int  # output pixels (for the metrics and the load generator's MP/s)
+    warnings: tuple[str, ...] = ()  # what the result leaves out: one X-VDSR-Warning header each
 
 
 def upscale_body(
@@ -58,7 +59,7 @@ def upscale_body(
     done = upscale_encoded(
         body, ask.scale, upscaler=upscaler, fmt=ask.fmt, limits=pixel_limits, name=SOURCE, network=checked
     )
-    return Upscaled(done.data, CONTENT_TYPES[done.fmt], done.pixels)
+    return Upscaled(done.data, CONTENT_TYPES[done.fmt], done.pixels, done.warnings)
 
 
 TIMED_SIDE = 512  # time_backend's result is one tile of at most this side (at least the engine's smallest window)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vdsr.errors import ModelError, UsageError
 from vdsr.metadata import GRAPH_PRECISIONS, card_architecture, card_scales, read_card
+from vdsr.scale import scale_label
 
 # the shipped models by family: what vdsr-bench scores as one method (SRCNN: one model per scale, as in its paper)
 FAMILIES = {"vdsr": ("vdsr",), "vdsr_real": ("vdsr_real",), "srcnn": ("srcnn", "srcnn_x3", "srcnn_x4")}
@@ -70,6 +71,7 @@ def untrained_warning(scale: float, trained: list[float] | tuple[float, ...]) ->
         if scale < min(trained)
         else ": its results there are not measured"
     )
-    return f"warning: x{scale:g} is outside the scales the model was trained for ({list(trained)}){risk}" + (
-        f"; models trained for x{scale:g}: {', '.join(better)}" if better else ""
+    label = scale_label(scale)
+    return f"warning: x{label} is outside the scales the model was trained for ({list(trained)}){risk}" + (
+        f"; models trained for x{label}: {', '.join(better)}" if better else ""
     )

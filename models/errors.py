@@ -23,7 +23,7 @@ EXIT_FAILED = 1  # some inputs failed (files, data sets, weights); the others we
 EXIT_USAGE = 2  # nothing was done: the command cannot be carried out as given
 EXIT_STOPPED_EARLY = 3  # vdsr-train stopped by a signal or --max-minutes, checkpoint written
 EXIT_BACKEND = 4  # a backend failure stopped the run; what was written before it is complete
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it): the summary so far, what was written is whole
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it), or SIGTERM/SIGHUP taken as it: the summary so far
 
 
 class VdsrError(Exception):

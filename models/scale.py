@@ -22,9 +22,14 @@ def check_scale(scale: object) -> float:
         raise UsageError(
             f"Expected a scale, a real number with 1 < scale <= {MAX_SCALE:g}, got {type(scale).__name__} {scale!r:.40}"
         )
-    if not 1 < float(scale) <= MAX_SCALE:
-        raise UsageError(f"Expected a scale with 1 < scale <= {MAX_SCALE:g}, got {scale}")  # NaN fails the range
-    return float(scale)
+    try:
+        number = float(scale)
+    except OverflowError:  # an int too large for a float (10**400)
+        number = math.inf
+    if not 1 < number <= MAX_SCALE:
+        shown = f"{scale!s:.40}" if number != math.inf or not isinstance(scale, int) else "a very large integer"
+        raise UsageError(f"Expected a scale with 1 < scale <= {MAX_SCALE:g}, got {shown}")  # NaN fails the range
+    return number
 
 
 def is_quarter_scale(value: object) -> bool:
@@ -58,4 +63,5 @@ def parse_scales(values: Iterable[str], *, option: str = "--scale") -> list[floa
 
 def scale_label(scale: float) -> str:
     """2 -> '2', 2.5 -> '2.5': the suffix of default output names (photo_x2.png, photos_x2.5/)."""
-    return f"{scale:.10g}"  # enough digits that two different scales never share a folder
+    number = float(scale)
+    return str(int(number)) if number.is_integer() else repr(number)  # all its digits: two scales never share a name

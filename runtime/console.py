@@ -5,14 +5,17 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
@@ -30,8 +33,47 @@ PLAIN_PROGRESS_SECONDS = 10.0  # off a terminal, a progress line this often (and
 
 
 def error_console() -> Console:
-    """stderr, no highlighting, lines never wrapped: a message or file name reads the same at any terminal width."""
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    """stderr, no highlighting, lines never wrapped: a message or file name reads the same at any terminal width.
+    A log that cannot be written (closed, on a full disk, its reader gone: `2>&1 | head`) loses its lines but never
+    stops the work: the exit code still says what happened to the files."""
+    return Console(file=_Unfailing(sys.stderr), highlight=False, soft_wrap=True)
+
+
+class _Unfailing(io.TextIOBase):
+    """A text stream (None: closed at start) whose write and flush failures are dropped."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            if self.stream is not None:
+                self.stream.write(text)
+        except (OSError, ValueError):  # EPIPE, ENOSPC, EBADF; ValueError: written after close
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            if self.stream is not None:
+                self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", None) or "utf-8"  # rich writes only what it can encode
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream is not None and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        if self.stream is None:
+            raise OSError("stderr is closed")
+        return self.stream.fileno()
 
 
 def printable(text: object) -> str:
@@ -103,6 +145,9 @@ class Command(TyperCommand):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # SIGTERM (timeout, systemd, Slurm, docker stop)
+            previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             result = super().main(args, prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -113,16 +158,24 @@ class Command(TyperCommand):
             message = error.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
             print_error(error_console(), f"{message} (see {name} --help)")
             sys.exit(error.exit_code)  # type: ignore[attr-defined]
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:
         """The command; Ctrl-C that it does not answer itself is one `interrupted` line and exit 130 (typer would end
-        with 130 and no word)."""
+        with 130 and no word). SIGTERM and SIGHUP are taken as Ctrl-C: results being written are finished whole,
+        the summary so far is printed (a command that has its own handler, vdsr-train's and vdsr-serve's, keeps it)."""
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             print_error(error_console(), "interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _show_version(ctx: typer.Context, value: bool) -> None:

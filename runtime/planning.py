@@ -173,7 +173,7 @@ def plan(
         elif output is not None:
             target = output.at(result_name(output.path / source.path.name, suffix))
         else:
-            target = named.at(result_name(beside(named.path, label, folder=False), suffix))
+            target = named.at(beside(result_name(named.path, suffix), label, folder=False))  # "scan" -> scan_x2.5.png
         if _same(target, source):
             raise UsageError(f"{target}: the output would replace the input; give another --output")
         root = target.at(target.path.parent)
@@ -233,16 +233,17 @@ def claim(
         if folder not in ignores_case:
             ignores_case[folder] = job.target.files.ignores_case(folder)
         key = str(job.target).casefold() if ignores_case[folder] else str(job.target)
-        if skip_existing and target is not None and job.target.files.kind(job.target.path) == "file":
-            report.skipped.append(job.target.shown)
-        elif is_input(job, target):  # this or another input
+        if is_input(job, target):  # this or another input
             report.failed.append(
                 FileFailure(job.source.shown, f"its output {job.target} is an input; give another --output")
             )
-        elif key in claimed:  # photo.jpg and photo.png with --format png
+        elif key in claimed:  # photo.jpg and photo.png with --format png (said again when rerun with --skip-existing)
             report.failed.append(
                 FileFailure(job.source.shown, f"its output {job.target} is also {claimed[key]}'s output")
             )
+        elif skip_existing and target is not None and job.target.files.kind(job.target.path) == "file":
+            claimed[key] = job.source.shown
+            report.skipped.append(job.target.shown)
         else:
             claimed[key] = job.source.shown
             todo.append(job)

@@ -225,3 +225,103 @@ def test_single_file_output_names_and_choices(tmp_path: Path, tiny_model: dict[s
     assert result.exit_code == 0, result.output
     with pytest.raises(ValueError, match="Unknown device 'cuda:'"):
         parse_device("cuda:")
+
+
+def test_output_names_keep_every_digit_of_the_scale(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    """Found by review: a file without a suffix at x2.5 was written as scan_x2.png (the ".5" taken for its suffix),
+    over a x2 result; scales that differ past 10 digits shared a folder, and x1.00000000001 was labelled x1."""
+    from vdsr.scale import scale_label
+
+    assert [scale_label(s) for s in (2, 2.0, 2.5, 2.00000000001, 1.00000000001)] == [
+        "2",
+        "2",
+        "2.5",
+        "2.00000000001",
+        "1.00000000001",
+    ]
+    model = ["--model", str(tiny_model["onnx"])]
+    Image.fromarray(np.zeros((8, 6), np.uint8)).save(tmp_path / "scan", format="PNG")
+    for scale in ("2", "2.5"):
+        result = runner.invoke(run_app, [str(tmp_path / "scan"), "-s", scale, *model])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan", "scan_x2.5.png", "scan_x2.png"]
+    with Image.open(tmp_path / "scan_x2.png") as x2, Image.open(tmp_path / "scan_x2.5.png") as x25:
+        assert (x2.size, x25.size) == ((12, 16), (15, 20))
+    (tmp_path / "d").mkdir()
+    Image.fromarray(np.zeros((8, 6), np.uint8)).save(tmp_path / "d" / "w.png")
+    for scale in ("2", "2.00000000001"):
+        assert runner.invoke(run_app, [str(tmp_path / "d"), "-s", scale, *model]).exit_code == 0
+    assert (tmp_path / "d_x2" / "w.png").is_file() and (tmp_path / "d_x2.00000000001" / "w.png").is_file()
+
+
+def test_a_rerun_with_skip_existing_still_reports_a_name_collision(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    """Found by review: the rerun said "0 written, 2 skipped, 0 failed" and exit 0, though p.png never had a result."""
+    (tmp_path / "c").mkdir()
+    for name in ("p.jpg", "p.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "c" / name)
+    args = [str(tmp_path / "c"), "-s", "2", "--format", "png", "--model", str(tiny_model["onnx"])]
+    for extra in ([], ["--skip-existing"]):
+        result = runner.invoke(run_app, [*args, *extra])
+        assert result.exit_code == 1 and "is also" in result.output, result.output
+    assert "0 written, 1 skipped (existing), 1 failed" in result.output
+
+
+def signalled_app(sig: int, reached: list[str]) -> typer.Typer:
+    """A command that sends itself `sig`, then waits; `reached` gets a line if the wait was not interrupted."""
+    import os
+    import time
+
+    from vdsr.runtime.console import Command, make_app
+
+    app = make_app("a command that is sent a signal")
+
+    @app.command(cls=Command)
+    def main() -> None:
+        os.kill(os.getpid(), sig)
+        time.sleep(30)  # the handler interrupts this
+        reached.append("after")
+
+    return app
+
+
+def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does() -> None:
+    """SIGTERM (timeout, systemd, Slurm, docker stop) ended vdsr-run at once: exit 143, no summary, now and then a
+    temporary file left. Now it is Ctrl-C: the command's own stop, its `interrupted` line, exit 130."""
+    import signal
+
+    def unhandled(signum: int, frame: object) -> None:  # what the test process would otherwise do: die
+        raise RuntimeError(f"signal {signum} reached the test process's own handler")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        reached: list[str] = []
+        original = signal.signal(sig, unhandled)
+        try:
+            result = runner.invoke(signalled_app(sig, reached), [])
+            assert signal.getsignal(sig) is unhandled  # put back
+        finally:
+            signal.signal(sig, original)
+        assert result.exit_code == 130 and "interrupted" in result.output and not reached, result.output
+
+
+def test_a_log_that_cannot_be_written_does_not_stop_the_run(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
+    """Found by review: with stderr closed, full (/dev/full) or its reader gone (`2>&1 | head`), vdsr-run stopped
+    at its first line, exit 1, nothing written. The lines are lost now, not the work."""
+    import subprocess
+    import sys
+
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    program = [sys.executable, "-c", "from vdsr.runtime.cli import app; app()"]
+    command = [*program, str(tmp_path), "-s", "2", "--model", str(tiny_model["onnx"])]
+    streams = {"closed": "closed", "full": "/dev/full"} if Path("/dev/full").exists() else {"closed": "closed"}
+    for name, where in streams.items():
+        out = tmp_path / f"out_{name}"
+        if where == "closed":
+            process = subprocess.Popen([*command, "-o", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            assert process.stderr is not None
+            process.stderr.close()  # every write to it fails with EPIPE
+            code = process.wait(timeout=120)
+        else:
+            with open(where, "w") as full:
+                code = subprocess.run([*command, "-o", str(out)], stderr=full, timeout=120, check=False).returncode
+        assert code == 0 and sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"], name

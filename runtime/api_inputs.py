@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -13,6 +14,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from vdsr.errors import ImageError, UsageError
+from vdsr.runtime import model_choice
 from vdsr.runtime.batching import Failed
 from vdsr.runtime.images import load_image_object, to_pil_image
 from vdsr.runtime.picture import check_output
@@ -34,12 +36,45 @@ def is_image_list(image: object) -> TypeGuard[list[Any]]:
     return all(kinds)  # an empty list too: nothing back
 
 
+def check_item(image: Image.Image | NDArray[Any], scale: float, *, name: Path | str, max_output_pixels: int) -> None:
+    """What the upscale of `image` refuses that needs neither decoding nor a float copy: an empty image, an array's
+    shape or type, a result over `max_output_pixels`, float values not in [0, 1]. A list's items are all checked
+    before any work."""
+    if isinstance(image, Image.Image):
+        if 0 in image.size:
+            raise UsageError(f"{name}: expected a non-empty image, got {image.width}x{image.height}")
+        check_output((image.height, image.width), scale, max_output_pixels=max_output_pixels, name=name)
+        return
+    array = checked_array(image, name)
+    check_output(array.shape, scale, max_output_pixels=max_output_pixels, name=name)
+    if array.dtype.kind == "f":
+        check_values(array, name)
+
+
+def checked_array(image: object, name: Path | str) -> NDArray[Any]:
+    """`image` as an array the API takes: (H, W) or (H, W, C), C in 1..4, non-empty, uint8, uint16 (either byte
+    order) or float; UsageError naming `name` otherwise."""
+    try:
+        array = np.asarray(image)
+    except ValueError:  # a ragged list of lists
+        raise UsageError(f"{name}: not an image array (rows of different lengths)") from None
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)) or 0 in array.shape:
+        raise UsageError(
+            f"{name}: expected a non-empty (H, W) or (H, W, C) image with C in 1..4, got shape {array.shape}"
+        )
+    if not (array.dtype.kind == "u" and array.dtype.itemsize in (1, 2)) and array.dtype.kind != "f":
+        raise UsageError(f"{name}: expected uint8, uint16 or float pixels, got {array.dtype}")
+    return array
+
+
 def prepare(
     image: Image.Image | NDArray[Any], scale: float, *, name: Path | str, max_output_pixels: int
 ) -> tuple[NDArray[np.floating], Any, Finish]:
-    """What the API takes -> (pixels in [0, 1], the result's dtype, what turns the result into what it gives back)."""
+    """What the API takes -> (pixels in [0, 1], the result's dtype, what turns the result into what it gives back).
+    Refused as check_item says before any copy, then as a file would be (a PIL image: animated, truncated, ...)."""
+    check_item(image, scale, name=name, max_output_pixels=max_output_pixels)
     if isinstance(image, Image.Image):
-        loaded = load_image_object(image, name)  # refused as a file would be: animated, truncated, ...
+        loaded = load_image_object(image, name)
 
         def as_pil(pixels: NDArray[Any]) -> Image.Image:
             result = to_pil_image(pixels)
@@ -52,22 +87,17 @@ def prepare(
     if array.ndim == 2:
         pixels, dtype, finish = prepare(array[..., None], scale, name=name, max_output_pixels=max_output_pixels)
         return pixels, dtype, lambda out: finish(out)[..., 0]
-    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4) or 0 in array.shape:
-        raise UsageError(
-            f"{name}: expected a non-empty (H, W) or (H, W, C) image with C in 1..4, got shape {np.shape(image)}"
-        )
-    if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):  # either byte order ('>u2': FITS, network data)
+    if array.dtype.kind == "u":  # uint8 or uint16, either byte order ('>u2': FITS, network data)
         native = np.uint8 if array.dtype.itemsize == 1 else np.uint16  # what the result is given back as
-        check_output(array.shape, scale, max_output_pixels=max_output_pixels, name=name)  # before a float copy
         return array.astype(np.float32) / np.float32(np.iinfo(native).max), native, lambda out: out
-    if not np.issubdtype(array.dtype, np.floating):
-        raise UsageError(f"{name}: expected uint8, uint16 or float pixels, got {array.dtype}")
     return array, np.float32, lambda out: out
 
 
 def check_values(pixels: NDArray[np.floating], name: Path | str) -> None:
     """ImageError unless every value is finite and in [0, 1] (a float image on 0..255 would come out white). min and
     max carry NaN and inf along, so no temporary as large as the image is made."""
+    if not isinstance(pixels, np.ndarray):
+        raise UsageError(f"{name}: Expected (H, W, C) pixels as a numpy array, got {type(pixels).__name__}")
     if pixels.size == 0:
         return
     low, high = float(pixels.min()), float(pixels.max())
@@ -76,23 +106,36 @@ def check_values(pixels: NDArray[np.floating], name: Path | str) -> None:
     if low < 0 or high > 1:
         raise ImageError(
             name,
-            f"float pixel values must lie in [0, 1], got {low:g} to {high:g} (pass 8-bit images "
+            f"float pixel values must lie in [0, 1], got {_shown(low)} to {_shown(high)} (pass 8-bit images "
             "as uint8, or divide by 255)",
         )
 
 
-def upscale_list(images: list[Any], scale: float, *, upscaler: Any, max_output_pixels: int) -> list[Any]:
-    """Images for `upscaler` (a vdsr.Upscaler, `scale` checked) in groups of up to GROUP_PIXELS output pixels, each
-    group's tiles batched across its images; the first image that cannot be taken is raised."""
+def _shown(value: float) -> str:
+    """Every digit a float needs (1.0000000000000002 is not "1"), without a trailing ".0"."""
+    return repr(value).removesuffix(".0")
+
+
+def upscale_list(images: list[Any], scale: float, *, upscalers: list[Any], max_output_pixels: int) -> list[Any]:
+    """Images, each for its upscaler (a vdsr.Upscaler, `scale` checked; model auto: one per item), every item checked
+    first (check_item), then the items of each upscaler in groups of up to GROUP_PIXELS output pixels, each group's
+    tiles batched across its images; the first image that cannot be taken is raised, named by its list index."""
+    named = [(image, f"<image {index}>") for index, image in enumerate(images)]
+    for image, name in named:
+        check_item(image, scale, name=name, max_output_pixels=max_output_pixels)
+    run = partial(_upscale_named, scale=scale, max_output_pixels=max_output_pixels)
+    return model_choice.by_model(named, upscalers, lambda upscaler, mine: run(mine, upscaler=upscaler))
+
+
+def _upscale_named(named: list[tuple[Any, str]], *, scale: float, upscaler: Any, max_output_pixels: int) -> list[Any]:
     results: list[Any] = []
     group: list[tuple[Steps[NDArray[Any]], Finish]] = []
     size = 0.0
-    for index, image in enumerate(images):
-        name = f"<image {index}>"  # errors say which list item
+    for index, (image, name) in enumerate(named):
         pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)
         group.append((upscaler.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels), finish))
         size += pixels.shape[0] * pixels.shape[1] * scale**2
-        if size >= GROUP_PIXELS or index == len(images) - 1:
+        if size >= GROUP_PIXELS or index == len(named) - 1:
             outcomes = upscaler._drive([steps for steps, _ in group])
             for outcome, (_, finish) in zip(outcomes, group, strict=True):
                 if isinstance(outcome, Failed):

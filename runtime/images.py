@@ -121,8 +121,10 @@ def pixels_of(image: Image.Image, path: Path | str) -> tuple[NDArray[np.float32]
     if image.mode not in _MODES:
         raise ImageError(path, f"unsupported pixel format {image.mode!r}")
     target, depth = _MODES[image.mode]
-    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:  # a palette entry or colour key: alpha
-        target = "RGBA" if image.mode != "L" else "LA"
+    if image.mode in ("P", "L", "RGB", "1") and "transparency" in image.info:  # a palette entry or colour key: alpha
+        target = "LA" if image.mode in ("L", "1") else "RGBA"
+    elif image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA":  # RGBA.quantize()'s
+        target = "RGBA"
     if image.mode != target:
         image = image.convert(target)
     array = np.asarray(image)

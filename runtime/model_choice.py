@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
+from vdsr.model import Model
+
 Item = TypeVar("Item")
 Runner = TypeVar("Runner", bound=Hashable)
 
@@ -28,6 +30,15 @@ def is_auto(model: object) -> bool:
 def wants_lossy_model(*, lossy: bool, scale: float, clean_scales: tuple[float, ...] | list[float]) -> bool:
     """Whether an input goes to LOSSY_MODEL: a compressed source, or a scale under the clean model's trained ones."""
     return lossy or (bool(clean_scales) and scale < min(clean_scales))
+
+
+def lossy_precision(precision: str, log: Callable[[str], None]) -> str:
+    """The precision of LOSSY_MODEL's upscaler: the one asked, or auto where it has no such graph (int8: `vdsr_real`
+    has none, so `--precision int8` with model auto is int8 for `vdsr` only), said in `log`."""
+    if precision != "int8" or "int8" in Model.load(LOSSY_MODEL).graphs:
+        return precision
+    log(f"{LOSSY_MODEL} has no int8 graph: its precision is chosen as for auto")
+    return "auto"
 
 
 def explain() -> str:

@@ -11,6 +11,7 @@ is trusted here: it was checked where it came in (vdsr.scale).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from vdsr.errors import ImageError
+from vdsr.errors import ImageError, UsageError
 from vdsr.runtime.batching import run_steps
 from vdsr.runtime.color import rgb_to_ycbcr, ycbcr_to_rgb
 from vdsr.runtime.resize import imresize_rows, output_shape_for
@@ -29,7 +30,12 @@ Y_OFFSET, Y_RANGE = 16 / 255, 219 / 255  # BT.601 studio range: Y = 16/255 + 219
 
 
 def check_output(shape: tuple[int, ...], scale: float, *, max_output_pixels: int, name: Path | str) -> tuple[int, int]:
-    """The (height, width) of the result; ImageError naming `name` if it has more than `max_output_pixels`."""
+    """The (height, width) of the result; ImageError naming `name` if it has more than `max_output_pixels` (UsageError
+    for a limit that is not a whole number >= 1)."""
+    if isinstance(max_output_pixels, bool) or not isinstance(max_output_pixels, numbers.Integral | np.integer):
+        raise UsageError(f"Expected max_output_pixels a whole number, got {type(max_output_pixels).__name__}")
+    if max_output_pixels < 1:
+        raise UsageError(f"Expected max_output_pixels >= 1, got {max_output_pixels}")
     height, width = output_shape_for((shape[0], shape[1]), scale)
     if height * width > max_output_pixels:
         raise ImageError(name, f"the {width}x{height} result is over the limit of {max_output_pixels} output pixels")
@@ -37,12 +43,15 @@ def check_output(shape: tuple[int, ...], scale: float, *, max_output_pixels: int
 
 
 def output_type(pixels: NDArray[np.floating], dtype: DTypeLike) -> tuple[np.dtype[Any], float]:
-    """(output dtype, the output's full-scale value) once pixels and dtype are known to be usable."""
-    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"Expected (H, W, C) pixels with C in 1..4, got shape {pixels.shape}")
+    """(output dtype, the output's full-scale value) once pixels and dtype are known to be usable: UsageError
+    otherwise (Upscaler.upscale takes more: 2-D arrays, uint8 and uint16)."""
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
+        raise UsageError(f"Expected (H, W, C) pixels with C in 1..4, got shape {np.shape(pixels)}")
+    if pixels.dtype.kind != "f":
+        raise UsageError(f"Expected float pixels in [0, 1], got {pixels.dtype} (upscale() takes uint8 and uint16)")
     out_dtype = np.dtype(dtype)
     if out_dtype.kind not in "fu":
-        raise ValueError(f"Expected a float or unsigned integer output dtype, got {out_dtype}")
+        raise UsageError(f"Expected a float or unsigned integer output dtype, got {out_dtype}")
     return out_dtype, float(np.iinfo(out_dtype).max) if out_dtype.kind == "u" else 1.0
 
 

@@ -161,7 +161,7 @@ class LocalFiles(Files):
         try:
             return file_type(os.stat(path).st_mode)
         except OSError as error:
-            return f"cannot be asked: {error.strerror or error}"
+            return f"cannot be read: {error.strerror or error}"
 
     def images(self, folder: PurePath, *, recursive: bool) -> list[PurePath]:
         folder = Path(folder)
@@ -202,10 +202,9 @@ class LocalFiles(Files):
             raise UsageError(problem)
 
     def load(self, path: PurePath, *, max_pixels: int, shown: Path | str) -> LoadedImage:
-        if (
-            self.kind(path) == "other"
-        ):  # not opened at all (vdsr.files.open_regular would refuse it, opened non-blocking)
-            raise ImageError(shown, f"not a regular file ({self.what(path)})")
+        if self.kind(path) == "other":  # not opened at all (vdsr.files.open_regular would refuse it, non-blocking)
+            what = self.what(path)
+            raise ImageError(shown, what if what.startswith("cannot") else f"not a regular file ({what})")
         return load_image(Path(path), max_pixels)
 
     def save(self, path: PurePath, pixels: NDArray[Any], *, shown: Path | str, **metadata: bytes | None) -> None:

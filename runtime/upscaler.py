@@ -75,8 +75,8 @@ class Upscaler:
         self.for_lossy: Upscaler | None = None  # model auto: the model of compressed inputs (vdsr.runtime.model_choice)
         if model_choice.is_auto(model):
             log(model_choice.explain())
-            options = {"tile": tile, "batch": batch, "precision": precision, "device": device, "tta": tta}
-            options |= {"memory_budget": memory_budget, "cpu_threads": cpu_threads}
+            options = {"tile": tile, "batch": batch, "precision": model_choice.lossy_precision(precision, log)}
+            options |= {"memory_budget": memory_budget, "cpu_threads": cpu_threads, "device": device, "tta": tta}
             self.for_lossy = Upscaler(model_choice.LOSSY_MODEL, backend, log=log, **options)  # type: ignore[arg-type]
             model = model_choice.CLEAN_MODEL
         self.model = Model.load(model)
@@ -154,7 +154,7 @@ class Upscaler:
         """One picture's steps on this backend (vdsr.runtime.picture; on the device for backends on torch tensors),
         `scale` already checked. Refused, with an ImageError naming `name`: values outside [0, 1] or not finite, a
         result over `max_output_pixels`, or smaller than the backend's smallest input."""
-        shape = check_output(pixels.shape, scale, max_output_pixels=max_output_pixels, name=name)
+        shape = check_output(np.shape(pixels), scale, max_output_pixels=max_output_pixels, name=name)
         tile = self.tile_for(shape)
         return (yield from steps_on(self.backend, pixels, scale, dtype=dtype, tile=tile, name=name, on_band=on_band))
 
@@ -246,7 +246,8 @@ class Upscaler:
         Refused before any work as `steps` says."""
         scale = self.check_scale(scale)
         if (chosen := self._for(lossy=False, scale=scale)) is not self:
-            return chosen.upscale_pixels(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels)
+            options = {"name": name, "max_output_pixels": max_output_pixels, "on_band": on_band}
+            return chosen.upscale_pixels(pixels, scale, dtype, **options)  # type: ignore[arg-type]
         (outcome,) = self._drive(
             [self.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels, on_band=on_band)]
         )
@@ -270,11 +271,7 @@ class Upscaler:
         scale = self.check_scale(scale)
         if is_image_list(image):
             chosen = [self._for(lossy=_is_lossy(i), scale=scale) for i in image]  # model auto: each by its model
-            return model_choice.by_model(
-                image,
-                chosen,
-                lambda u, mine: upscale_list(mine, scale, upscaler=u, max_output_pixels=max_output_pixels),
-            )
+            return upscale_list(image, scale, upscalers=chosen, max_output_pixels=max_output_pixels)
         if (chosen_one := self._for(lossy=_is_lossy(image), scale=scale)) is not self:
             return chosen_one.upscale(image, scale, max_output_pixels=max_output_pixels, name=name)
         pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)  # type: ignore[arg-type]  # a list of lists: an array

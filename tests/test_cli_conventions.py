@@ -325,3 +325,25 @@ def test_a_log_that_cannot_be_written_does_not_stop_the_run(tmp_path: Path, tiny
             with open(where, "w") as full:
                 code = subprocess.run([*command, "-o", str(out)], stderr=full, timeout=120, check=False).returncode
         assert code == 0 and sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"], name
+
+
+def test_a_file_that_cannot_be_asked_about_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: a file in a folder without search permission was "not a regular file (cannot be asked:
+    Permission denied)"; it is a file that cannot be read."""
+    import os
+
+    from vdsr.errors import ImageError
+    from vdsr.runtime.places import LocalFiles
+
+    locked = tmp_path / "b.png"
+    Image.new("RGB", (8, 8)).save(locked)
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if Path(str(path)) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(ImageError, match=r"b.png: cannot be read: Permission denied$"):
+        LocalFiles().load(locked, max_pixels=10**6, shown=locked)

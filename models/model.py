@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from vdsr import architectures
 from vdsr.architectures import NetworkConfig, widest_channels
@@ -58,6 +58,8 @@ class Model:
         if isinstance(model, Model):
             return model
         model = model or "vdsr"
+        if not isinstance(model, str | PurePath):
+            raise UsageError(f"Expected a model name or path, got {type(model).__name__} {model!r:.40}")
         if str(model) in MODELS:
             return _shipped(str(model))
         path = Path(model)

@@ -82,6 +82,8 @@ def test_a_pil_image_over_the_limit_is_refused_before_it_is_converted(tiny_model
 
 def test_api_arguments_that_cannot_be_used_are_usage_errors(tiny_model: dict[str, Path]) -> None:
     image = np.zeros((8, 8), np.uint8)
+    with pytest.raises(UsageError, match="Expected a model name or path, got int 123"):
+        Upscaler(123)  # type: ignore[arg-type]
     with Upscaler(tiny_model["onnx"], "onnxruntime-cpu") as upscaler:
         for limit in (None, "100", float("nan"), True, 0):
             with pytest.raises(UsageError, match="max_output_pixels"):

@@ -200,7 +200,7 @@ class _Job:
         self.frames = self.copied = 0
         self.size = self.full = (0, 0)  # the frames written; ceil(scale x size) before the cut to the subsampling
         self.first: tuple[int, int] | None = None  # the source frames' size
-        self.last_pts: int | None = None
+        self.last: tuple[int, int] | None = None  # the last frame's timestamp and duration (0: not known)
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
 
@@ -262,7 +262,7 @@ class _Job:
                 if kind == "end":
                     break
             if not self.errors:
-                self._check_complete()
+                video_streams.check_complete(self.stream, frames=self.frames, last=self.last, source=self.source)
                 _put(encoded, ("end", None), self.stop)
                 threads[-1].join()
             if self.errors:
@@ -276,18 +276,6 @@ class _Job:
             if not closed:
                 with contextlib.suppress(Exception):  # a failed video: its temporary file is removed anyway
                     out.close()
-
-    def _check_complete(self) -> None:
-        """ImageError for a video that gave no frame, or whose frames end before its stream's stated duration."""
-        if self.frames == 0:
-            raise ImageError(self.source, "no frames")
-        stream = self.stream
-        if stream.duration and self.last_pts is not None:
-            rate = float(stream.average_rate or stream.guessed_rate or 25)
-            end = float((stream.start_time or 0) + stream.duration) * float(stream.time_base)
-            last = float(self.last_pts * stream.time_base)
-            if last + 2 / rate < end - 1e-6:
-                raise ImageError(self.source, f"truncated or damaged: its frames end at {last:.3f} s of {end:.3f} s")
 
     def _read(self, decoded: queue.Queue[tuple[str, Any]]) -> None:
         """The reader thread: frames and the packets to copy, in the file's order, then ("end", None)."""
@@ -318,11 +306,15 @@ class _Job:
                     if self.stop.is_set():  # the caller's thread failed or was interrupted
                         return
                     continue
+                packets = vout.encode(None if kind == "end" else item) if kind in ("end", "frame") else None
+                for packet in packets or []:  # the last frame's own duration (a slideshow's held frame), not 1/rate
+                    if self.last and self.last[1] and packet.pts == self.last[0]:
+                        packet.duration = self.last[1]
                 if kind == "end":
-                    out.mux(vout.encode(None))
+                    out.mux(packets)
                     return
                 if kind == "frame":
-                    out.mux(vout.encode(item))
+                    out.mux(packets)
                 else:
                     item.stream = copies[item.stream_index]
                     out.mux(item)
@@ -337,12 +329,12 @@ class _Job:
     def _streams(self, out: Any, first: Any, *, encoder: Any, settings: VideoSettings) -> tuple[Any, dict[int, Any]]:
         """The output's video stream, set from the first frame, and a copy of each stream to copy."""
         fmt = video_planes.planar(self.av, first.format, self.source)
+        pix_fmt = settings.pix_fmt or video_planes.encoder_format(self.av, fmt, encoder, name=self.source)
         self.full = output_shape_for((first.height, first.width), self.scale)
-        step_w, step_h = round(100 / fmt.chroma_width(100)), round(100 / fmt.chroma_height(100))
+        step_h, step_w = video_planes.size_step(fmt, self.av.VideoFormat(pix_fmt))  # the planes' and the encoder's
         self.size = (self.full[0] - self.full[0] % step_h, self.full[1] - self.full[1] % step_w)
         vout = out.add_stream(encoder.name, rate=self.stream.average_rate or self.stream.guessed_rate)
-        vout.width, vout.height = self.size[1], self.size[0]
-        vout.pix_fmt = settings.pix_fmt or video_planes.encoder_format(self.av, fmt, encoder, name=self.source)
+        vout.width, vout.height, vout.pix_fmt = self.size[1], self.size[0], pix_fmt
         vout.time_base = vout.codec_context.time_base = self.stream.time_base
         for name in video_planes.COLOUR:
             setattr(vout.codec_context, name, getattr(first, name))
@@ -376,9 +368,9 @@ class _Job:
         elif shape != self.first:
             size = f"{frame.width}x{frame.height} after {self.first[1]}x{self.first[0]}"
             raise ImageError(self.source, f"its frame size changes at {frame.time or 0:.3f} s ({size})")
-        if frame.pts is None or (self.last_pts is not None and frame.pts <= self.last_pts):
+        if frame.pts is None or (self.last is not None and frame.pts <= self.last[0]):
             raise ImageError(self.source, f"frame timestamps missing or out of order at frame {self.frames + 1}")
-        self.last_pts = frame.pts
+        self.last = (frame.pts, frame.duration or 0)
         fmt = video_planes.planar(self.av, frame.format, self.source)
         if fmt.name != frame.format.name:
             frame = frame.reformat(format=fmt.name)  # semi-planar to planar: the same samples

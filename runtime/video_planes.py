@@ -55,13 +55,13 @@ def planes_of(frame: Any, fmt: Any) -> list[NDArray[Any]]:
 
 
 def frame_of(av: Any, planes: list[NDArray[Any]], fmt: Any, *, like: Any) -> Any:
-    """A frame of `planes` in `fmt`, with the timestamp and colour metadata of `like`."""
+    """A frame of `planes` in `fmt`, with the timestamp, duration and colour metadata of `like`."""
     frame = av.VideoFrame(planes[0].shape[1], planes[0].shape[0], fmt.name)
     for plane, data in zip(frame.planes, planes, strict=True):
         rows = np.zeros((plane.height, plane.line_size // data.dtype.itemsize), data.dtype)
         rows[:, : plane.width] = data
         plane.update(rows)
-    for name in ("pts", "time_base", *COLOUR):
+    for name in ("pts", "time_base", "duration", *COLOUR):  # duration: a held last frame stays held
         setattr(frame, name, getattr(like, name))
     return frame
 
@@ -119,6 +119,14 @@ def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int, frames: 
     return options
 
 
+def size_step(*formats: Any) -> tuple[int, int]:
+    """The rows and columns a frame's size must be a multiple of for every one of `formats` (its chroma
+    subsampling): a 4:4:4 source written as yuv420p takes even sizes."""
+    return max(round(100 / f.chroma_height(100)) for f in formats), max(
+        round(100 / f.chroma_width(100)) for f in formats
+    )
+
+
 def encoder_format(av: Any, fmt: Any, encoder: Any, *, name: object) -> str:
     """The source's pixel format if the encoder writes it, else the encoder's closest of the same bit depth and
     alpha (the same subsampling first); ImageError naming `name` if it writes none: never a palette, never alpha
@@ -135,7 +143,10 @@ def encoder_format(av: Any, fmt: Any, encoder: Any, *, name: object) -> str:
     if not same:
         what = f"{bits}-bit video{' with alpha' if alpha else ''}"
         raise ImageError(str(name), f"{encoder.name} cannot write {what}; give --pix-fmt or --codec (ffv1 in .mkv)")
-    chroma = [f for f in same if f.chroma_width(100) == fmt.chroma_width(100)]
+    if sum(not c.is_alpha for c in fmt.components) == 1:  # gray: no chroma to keep, and 4:2:0 plays everywhere
+        chroma = [f for f in same if (f.chroma_width(100), f.chroma_height(100)) == (50, 50)]
+    else:
+        chroma = [f for f in same if f.chroma_width(100) == fmt.chroma_width(100)]
     return str((chroma or same)[0].name)
 
 

@@ -19,6 +19,9 @@ COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
 # decoder here, it keeps DVB subtitles ("dvbsub"); teletext and ARIB captions, which it keeps too, have no decoder in
 # PyAV's wheels, and a stream without one is left to the muxer.
 MPEGTS_SUBTITLES = ("dvbsub",)
+# The same for audio: MPEG-TS has stream types for these; PCM, FLAC, Vorbis and the rest would become data (and an
+# attachment too). WebM drops attachments without a word.
+MPEGTS_AUDIO = ("aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus")
 
 
 def cause(error: BaseException) -> str:
@@ -86,11 +89,12 @@ def check_copies(av: Any, inp: Any, video: Any, *, muxer: str, source: Path) -> 
     header written to memory (KLV data into MP4 is refused only there)."""
     for stream in [*copied(inp, video), *attachments(inp)]:
         name = stream.codec_context.name if stream.codec_context else None
-        if muxer == "mpegts" and stream.type == "subtitle" and name is not None and name not in MPEGTS_SUBTITLES:
-            raise ImageError(
-                source,
-                f"its {name} subtitle stream {stream.index} would become data in {muxer}: write another container",
-            )
+        kept = {"subtitle": MPEGTS_SUBTITLES, "audio": MPEGTS_AUDIO}.get(stream.type)
+        if muxer == "mpegts" and (stream.type == "attachment" or (kept and name is not None and name not in kept)):
+            what = f"attachment {stream.name!r}" if stream.type == "attachment" else f"{name} {stream.type} stream"
+            raise ImageError(source, f"its {what} {stream.index} would become data in {muxer}: write another container")
+        if muxer == "webm" and stream.type == "attachment":
+            raise ImageError(source, f"its attachment {stream.name!r} would be dropped by webm: write .mkv")
         probe = av.open(io.BytesIO(), "w", format=muxer)
         try:
             if stream.type == "attachment":
@@ -106,3 +110,17 @@ def check_copies(av: Any, inp: Any, video: Any, *, muxer: str, source: Path) -> 
         finally:
             with contextlib.suppress(Exception):
                 probe.close()
+
+
+def check_complete(stream: Any, *, frames: int, last: tuple[int, int] | None, source: Path) -> None:
+    """ImageError for a video that gave no frame, or whose frames end before its stream's stated duration; `last`:
+    the last frame's timestamp and duration in the stream's time base (a held last frame, a slideshow's, ends late;
+    a duration of 0, not known, is allowed two frame intervals)."""
+    if frames == 0:
+        raise ImageError(source, "no frames")
+    if stream.duration and last is not None:
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        end = float((stream.start_time or 0) + stream.duration) * float(stream.time_base)
+        ends = float((last[0] + last[1]) * stream.time_base)
+        if ends + (1 if last[1] else 2) / rate < end - 1e-6:
+            raise ImageError(source, f"truncated or damaged: its frames end at {ends:.3f} s of {end:.3f} s")

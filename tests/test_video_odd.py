@@ -172,3 +172,72 @@ def test_x265_writes_two_frame_clips(tmp_path: Path, upscaler: Upscaler) -> None
         upscaler.upscale_video(source, target, 2, settings=VideoSettings(codec="libx265"))
         with av.open(str(target)) as written:
             assert sum(1 for _ in written.decode(video=0)) == 2
+
+
+def held_clip(path: Path, last_seconds: float) -> Path:
+    """Ten frames at 25 fps whose last one is held `last_seconds` (a slideshow, a screen recording)."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        video.options = {"bframes": "0"}
+        packets = []
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), i * 20, np.uint8), format="rgb24")
+            frame.pts = i
+            packets += video.encode(frame)
+        packets += video.encode(None)
+        packets[-1].duration = int(last_seconds / packets[-1].time_base)
+        for packet in packets:
+            out.mux(packet)
+    return path
+
+
+def test_a_held_last_frame_is_not_truncation_and_stays_held(tmp_path: Path, upscaler: Upscaler) -> None:
+    """Found by review: a valid MP4 whose last frame lasts 5 s was refused as "truncated or damaged: its frames end
+    at 0.360 s of 5.360 s"; when accepted (a shorter hold), the result lost the hold."""
+    for seconds in (5.0, 0.1):
+        source = held_clip(tmp_path / f"held_{seconds}.mp4", seconds)
+        upscaler.upscale_video(source, tmp_path / f"out_{seconds}.mp4", 2)
+        with av.open(str(source)) as before, av.open(str(tmp_path / f"out_{seconds}.mp4")) as after:
+            assert after.duration == before.duration and after.streams.video[0].frames == 10
+
+
+def test_what_mpeg_ts_and_webm_would_change_fails_before_any_work(tmp_path: Path, upscaler: Upscaler) -> None:
+    """Found by review: PCM or FLAC audio written to .ts became an anonymous data stream (the sound lost, exit 0)."""
+    for codec in ("pcm_s16le", "flac"):
+        source = tmp_path / f"{codec}.mkv"
+        with av.open(str(source), "w") as out:
+            video, sound = out.add_stream("ffv1", rate=25), out.add_stream(codec, rate=48000)
+            video.width, video.height, video.pix_fmt = 16, 16, "yuv420p"
+            sound.layout = "mono"
+            for i in range(2):
+                frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 9 * i, np.uint8), format="rgb24")
+                frame.pts = i
+                out.mux(video.encode(frame))
+            out.mux(video.encode(None))
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+            samples.sample_rate, samples.pts = 48000, 0
+            out.mux(sound.encode(samples))
+            out.mux(sound.encode(None))
+        with pytest.raises(ImageError, match=f"its {codec} audio stream 1 would become data in mpegts"):
+            upscaler.upscale_video(source, tmp_path / f"{codec}.ts", 2)
+        upscaler.upscale_video(source, tmp_path / f"{codec}_x2.mkv", 2)  # Matroska holds it
+        with av.open(str(tmp_path / f"{codec}_x2.mkv")) as done:
+            assert done.streams.audio[0].codec_context.name == codec
+    assert not list(tmp_path.glob("*.ts"))
+
+
+def test_sizes_fit_the_encoder_format_and_gray_is_written_as_4_2_0(tmp_path: Path, upscaler: Upscaler) -> None:
+    """Found by review: a 4:4:4 source written as yuv420p at x3 (99x75) failed in libx264 after its first frame; a
+    gray source written to WebM became yuv440p (VP9 profile 1, which many players cannot play)."""
+    from test_video import clip
+
+    full = clip(tmp_path / "full.mkv", frames=2, size=(25, 33), fmt="yuv444p", codec="ffv1", audio=False)
+    settings = VideoSettings(pix_fmt="yuv420p")
+    upscaler.upscale_video(full, tmp_path / "full.mp4", 3, settings=settings)
+    gray = clip(tmp_path / "gray.mkv", frames=2, size=(25, 33), fmt="gray", codec="ffv1", audio=False)
+    upscaler.upscale_video(gray, tmp_path / "gray.webm", 3)
+    for name in ("full.mp4", "gray.webm"):
+        with av.open(str(tmp_path / name)) as done:
+            stream = done.streams.video[0]
+            assert (stream.codec_context.pix_fmt, stream.width, stream.height) == ("yuv420p", 98, 74), name

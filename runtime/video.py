@@ -343,8 +343,8 @@ class _Job:
         vout.options = video_planes.encoder_options(encoder.name, settings.crf, **options)
         if self.stream.sample_aspect_ratio:  # anamorphic pixels keep their shape (both sides scale alike)
             vout.codec_context.sample_aspect_ratio = self.stream.sample_aspect_ratio
-        if first.rotation:  # the display matrix: how a player turns the picture
-            vout.set_display_rotation(first.rotation)
+        if (matrix := video_planes.display_matrix(first)) is not None:  # how a player turns and mirrors the picture
+            vout.set_display_matrix(matrix)
         vout.metadata.update(self.stream.metadata)
         out.metadata.update(video_streams.container_metadata(self.inp))
         video_streams.add_attachments(out, video_streams.attachments(self.inp))

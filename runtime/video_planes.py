@@ -119,6 +119,17 @@ def encoder_options(encoder: str, crf: int | None, *, frame_bytes: int, frames: 
     return options
 
 
+def display_matrix(frame: Any) -> list[int] | None:
+    """The display matrix of a decoded frame (FFmpeg's nine int32: how a player rotates and mirrors the picture),
+    without its translation, which is in the source's pixels; None for none or the identity."""
+    data = frame.side_data.get("DISPLAYMATRIX")
+    if data is None:
+        return None
+    matrix = [int(v) for v in np.frombuffer(bytes(data), "=i4")]
+    matrix[6] = matrix[7] = 0
+    return None if matrix == [1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30] else matrix
+
+
 def size_step(*formats: Any) -> tuple[int, int]:
     """The rows and columns a frame's size must be a multiple of for every one of `formats` (its chroma
     subsampling): a 4:4:4 source written as yuv420p takes even sizes."""

@@ -241,3 +241,25 @@ def test_sizes_fit_the_encoder_format_and_gray_is_written_as_4_2_0(tmp_path: Pat
         with av.open(str(tmp_path / name)) as done:
             stream = done.streams.video[0]
             assert (stream.codec_context.pix_fmt, stream.width, stream.height) == ("yuv420p", 98, 74), name
+
+
+def test_a_mirrored_display_matrix_is_kept_whole(tmp_path: Path, upscaler: Upscaler) -> None:
+    """Found by review: rotation plus a flip (phones' mirrored front-camera clips) was written back as the rotation
+    alone, so the result played transposed."""
+    source = tmp_path / "mirrored.mp4"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        video.set_display_rotation(90, hflip=True)
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 50 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    upscaler.upscale_video(source, tmp_path / "out.mp4", 2)
+    matrices = []
+    for path in (source, tmp_path / "out.mp4"):
+        with av.open(str(path)) as done:
+            first = next(done.decode(done.streams.video[0]))
+            matrices.append(np.frombuffer(bytes(first.side_data.get("DISPLAYMATRIX")), "=i4").tolist())
+    assert matrices[0] == matrices[1] and matrices[0][:5] == [0, -65536, 0, -65536, 0]  # mirrored: both negative

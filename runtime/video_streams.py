@@ -124,3 +124,11 @@ def check_complete(stream: Any, *, frames: int, last: tuple[int, int] | None, so
         ends = float((last[0] + last[1]) * stream.time_base)
         if ends + (1 if last[1] else 2) / rate < end - 1e-6:
             raise ImageError(source, f"truncated or damaged: its frames end at {ends:.3f} s of {end:.3f} s")
+
+
+def in_ticks(frame: Any, tick: Any, *, at_least: int) -> int:
+    """`frame`'s timestamp counted in `tick`s (AVI's time base is one frame), `at_least` or later (a variable frame
+    rate made constant, as FFmpeg's own tool does for AVI); the next tick free."""
+    frame.pts = max(round(frame.pts * frame.time_base / tick), at_least)
+    frame.time_base = tick
+    return int(frame.pts) + 1

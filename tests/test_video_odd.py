@@ -263,3 +263,23 @@ def test_a_mirrored_display_matrix_is_kept_whole(tmp_path: Path, upscaler: Upsca
             first = next(done.decode(done.streams.video[0]))
             matrices.append(np.frombuffer(bytes(first.side_data.get("DISPLAYMATRIX")), "=i4").tolist())
     assert matrices[0] == matrices[1] and matrices[0][:5] == [0, -65536, 0, -65536, 0]  # mirrored: both negative
+
+
+def test_avi_counts_frames_at_the_source_rate(tmp_path: Path, upscaler: Upscaler) -> None:
+    """Found by review: AVI took the source's time base (1/12800 from MP4), so a 25 fps clip said 600 fps and 120
+    frames of which 5 decode. AVI's tick is one frame: 1/25 here, each frame on its own tick."""
+    source = tmp_path / "a.mp4"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 12800)
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = 512 * i, video.time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    upscaler.upscale_video(source, tmp_path / "a.avi", 2)
+    with av.open(str(tmp_path / "a.avi")) as done:
+        stream = done.streams.video[0]
+        times = [round(float(frame.time), 3) for frame in done.decode(stream)]
+        assert (stream.average_rate, stream.frames, times) == (25, 5, [0.0, 0.04, 0.08, 0.12, 0.16])

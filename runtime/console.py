@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import typer
 from rich.console import Console
@@ -36,7 +36,7 @@ def error_console() -> Console:
     """stderr, no highlighting, lines never wrapped: a message or file name reads the same at any terminal width.
     A log that cannot be written (closed, on a full disk, its reader gone: `2>&1 | head`) loses its lines but never
     stops the work: the exit code still says what happened to the files."""
-    return Console(file=_Unfailing(sys.stderr), highlight=False, soft_wrap=True)
+    return Console(file=cast(TextIO, _Unfailing(sys.stderr)), highlight=False, soft_wrap=True)
 
 
 class _Unfailing(io.TextIOBase):

@@ -11,9 +11,10 @@ needs to size its work (working memory per window pixel on CPUs). Loading needs 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from vdsr import architectures
 from vdsr.architectures import NetworkConfig, widest_channels
@@ -58,7 +59,7 @@ class Model:
         if isinstance(model, Model):
             return model
         model = model or "vdsr"
-        if not isinstance(model, str | PurePath):
+        if not isinstance(model, str | os.PathLike):
             raise UsageError(f"Expected a model name or path, got {type(model).__name__} {model!r:.40}")
         if str(model) in MODELS:
             return _shipped(str(model))

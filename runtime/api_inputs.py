@@ -68,11 +68,13 @@ def checked_array(image: object, name: Path | str) -> NDArray[Any]:
 
 
 def prepare(
-    image: Image.Image | NDArray[Any], scale: float, *, name: Path | str, max_output_pixels: int
+    image: Image.Image | NDArray[Any], scale: float, *, name: Path | str, max_output_pixels: int, checked: bool = False
 ) -> tuple[NDArray[np.floating], Any, Finish]:
     """What the API takes -> (pixels in [0, 1], the result's dtype, what turns the result into what it gives back).
-    Refused as check_item says before any copy, then as a file would be (a PIL image: animated, truncated, ...)."""
-    check_item(image, scale, name=name, max_output_pixels=max_output_pixels)
+    Refused as check_item says before any copy (unless `checked` already), then as a file would be (a PIL image:
+    animated, truncated, ...)."""
+    if not checked:
+        check_item(image, scale, name=name, max_output_pixels=max_output_pixels)
     if isinstance(image, Image.Image):
         loaded = load_image_object(image, name)
 
@@ -85,7 +87,8 @@ def prepare(
         return loaded.pixels, np.uint16 if loaded.bit_depth == 16 else np.uint8, as_pil
     array = np.asarray(image)
     if array.ndim == 2:
-        pixels, dtype, finish = prepare(array[..., None], scale, name=name, max_output_pixels=max_output_pixels)
+        options = {"name": name, "max_output_pixels": max_output_pixels, "checked": True}
+        pixels, dtype, finish = prepare(array[..., None], scale, **options)  # type: ignore[arg-type]
         return pixels, dtype, lambda out: finish(out)[..., 0]
     if array.dtype.kind == "u":  # uint8 or uint16, either byte order ('>u2': FITS, network data)
         native = np.uint8 if array.dtype.itemsize == 1 else np.uint16  # what the result is given back as
@@ -132,7 +135,7 @@ def _upscale_named(named: list[tuple[Any, str]], *, scale: float, upscaler: Any,
     group: list[tuple[Steps[NDArray[Any]], Finish]] = []
     size = 0.0
     for index, (image, name) in enumerate(named):
-        pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels)
+        pixels, dtype, finish = prepare(image, scale, name=name, max_output_pixels=max_output_pixels, checked=True)
         group.append((upscaler.steps(pixels, scale, dtype, name=name, max_output_pixels=max_output_pixels), finish))
         size += pixels.shape[0] * pixels.shape[1] * scale**2
         if size >= GROUP_PIXELS or index == len(named) - 1:

@@ -249,7 +249,7 @@ def main(
         _summarize(err, stop.report if isinstance(stop, Interrupted) else FolderReport(), time.perf_counter() - start)
         print_error(
             err,
-            "stopped (Ctrl-C or SIGTERM); the files written are whole: rerun with --skip-existing to do the rest",
+            "stopped (Ctrl-C, SIGTERM or SIGHUP); the files written are whole: rerun with --skip-existing for the rest",
             "interrupted",
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -361,7 +361,7 @@ def _on_ray(
         _summarize(err, report, time.perf_counter() - start)
         print_error(
             err,
-            "stopped (Ctrl-C or SIGTERM); the files written are whole: rerun with --skip-existing to do the rest",
+            "stopped (Ctrl-C, SIGTERM or SIGHUP); the files written are whole: rerun with --skip-existing for the rest",
             "interrupted",
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -147,7 +147,11 @@ class Command(TyperCommand):
             return super().main(args, prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         previous = {}
         if threading.current_thread() is threading.main_thread():  # SIGTERM (timeout, systemd, Slurm, docker stop)
-            previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+            names = ("SIGTERM", "SIGHUP")  # no SIGHUP on Windows; one ignored (nohup) stays ignored
+            wanted = [
+                s for s in (getattr(signal, n, None) for n in names) if s and signal.getsignal(s) != signal.SIG_IGN
+            ]
+            previous = {sig: signal.signal(sig, _interrupt) for sig in wanted}
         try:
             result = super().main(args, prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -165,8 +169,9 @@ class Command(TyperCommand):
 
     def invoke(self, ctx: Any) -> Any:
         """The command; Ctrl-C that it does not answer itself is one `interrupted` line and exit 130 (typer would end
-        with 130 and no word). SIGTERM and SIGHUP are taken as Ctrl-C: results being written are finished whole,
-        the summary so far is printed (a command that has its own handler, vdsr-train's and vdsr-serve's, keeps it)."""
+        with 130 and no word). SIGTERM and SIGHUP (unless ignored, as under nohup) are taken as Ctrl-C: results being
+        written are finished whole, the summary so far is printed (a command that has its own handler, vdsr-train's
+        and vdsr-serve's, keeps it)."""
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import struct
-import warnings
 import zlib
 from typing import BinaryIO
 
@@ -120,9 +119,7 @@ def tiff_layout(f: BinaryIO) -> str | None:
         tags = TiffImagePlugin.ImageFileDirectory_v2(head if head[2] == 43 else head[:8])
         tags._tag_data_limit = 1 << 20  # Pillow's own budget for out-of-line tag data (the file's size there)
         f.seek(tags.next)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns of a damaged directory; None says it
-            tags.load(f)
+        tags.load(f)
         if not all(tag in tags for tag in (256, 257, 262)):  # no width, height, photometric: not a readable image
             return None
         bits, kinds = tags.get(258, (1,)), tags.get(339, (1,))

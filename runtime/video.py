@@ -198,6 +198,7 @@ class _Job:
         self.av, self.inp, self.stream, self.source, self.scale, self.limits = av, inp, stream, source, scale, limits
         self.copies, self.not_copied = video_streams.copied(inp, stream), video_streams.not_copied(inp, stream)
         self.frames = self.copied = self.ticks = 0  # ticks: the next AVI timestamp at least
+        self.avi = False  # the output is AVI (its time base is one frame)
         self.size = self.full = (0, 0)  # the frames written; ceil(scale x size) before the cut to the subsampling
         self.first: tuple[int, int] | None = None  # the source frames' size
         self.last: tuple[int, int] | None = None  # the last frame's timestamp and duration (0: not known)
@@ -306,15 +307,11 @@ class _Job:
                     if self.stop.is_set():  # the caller's thread failed or was interrupted
                         return
                     continue
-                if kind == "frame" and vout.time_base != item.time_base:  # into AVI: its time base is one frame
+                if kind == "frame" and self.avi:  # its time base is one frame
                     self.ticks = video_streams.in_ticks(item, vout.time_base, at_least=self.ticks)
                 packets = vout.encode(None if kind == "end" else item) if kind in ("end", "frame") else None
                 for packet in packets or []:  # the last frame's own duration (a slideshow's held frame), not 1/rate
-                    if (
-                        self.last
-                        and self.last[1]
-                        and (packet.pts, vout.time_base) == (self.last[0], self.stream.time_base)
-                    ):
+                    if self.last and self.last[1] and not self.avi and packet.pts == self.last[0]:  # source's units
                         packet.duration = self.last[1]
                 if kind == "end":
                     out.mux(packets)
@@ -339,7 +336,7 @@ class _Job:
         self.full = output_shape_for((first.height, first.width), self.scale)
         step_h, step_w = video_planes.size_step(fmt, self.av.VideoFormat(pix_fmt))  # the planes' and the encoder's
         self.size = (self.full[0] - self.full[0] % step_h, self.full[1] - self.full[1] % step_w)
-        avi = out.format.name == "avi"  # AVI counts frames: a tick is a frame, at the rate its timestamps need
+        self.avi = avi = out.format.name == "avi"  # AVI counts frames: a tick is a frame, at the rate they need
         rate = (avi and self.stream.guessed_rate) or self.stream.average_rate or self.stream.guessed_rate
         vout = out.add_stream(encoder.name, rate=rate)
         vout.width, vout.height, vout.pix_fmt = self.size[1], self.size[0], pix_fmt

@@ -16,12 +16,12 @@ from vdsr.errors import ImageError, first_line
 
 COPIED = ("audio", "subtitle", "data")  # the streams copied packet for packet
 # MPEG-TS writes a subtitle codec it does not know as an anonymous data stream, without an error. Of those with a
-# decoder here, it keeps DVB subtitles ("dvbsub"); teletext and ARIB captions, which it keeps too, have no decoder in
+# decoder here, it keeps DVB subtitles; teletext and ARIB captions, which it keeps too, have no decoder in
 # PyAV's wheels, and a stream without one is left to the muxer.
-MPEGTS_SUBTITLES = ("dvbsub",)
+MPEGTS_SUBTITLES = ("dvb_subtitle",)  # FFmpeg's codec names (a decoder's may differ: dvbsub, mp3float, dca)
 # The same for audio: MPEG-TS has stream types for these; PCM, FLAC, Vorbis and the rest would become data (and an
 # attachment too). WebM drops attachments without a word.
-MPEGTS_AUDIO = ("aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus")
+MPEGTS_AUDIO = ("aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "s302m")
 
 
 def cause(error: BaseException) -> str:
@@ -88,7 +88,7 @@ def check_copies(av: Any, inp: Any, video: Any, *, muxer: str, source: Path) -> 
     """ImageError, before any work, for a stream or attachment the output container cannot hold: each is tried in a
     header written to memory (KLV data into MP4 is refused only there)."""
     for stream in [*copied(inp, video), *attachments(inp)]:
-        name = stream.codec_context.name if stream.codec_context else None
+        name = stream.codec_context.codec.canonical_name if stream.codec_context else None
         kept = {"subtitle": MPEGTS_SUBTITLES, "audio": MPEGTS_AUDIO}.get(stream.type)
         if muxer == "mpegts" and (stream.type == "attachment" or (kept and name is not None and name not in kept)):
             what = f"attachment {stream.name!r}" if stream.type == "attachment" else f"{name} {stream.type} stream"

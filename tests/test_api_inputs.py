@@ -16,6 +16,16 @@ from vdsr.errors import ImageError, UsageError
 from vdsr.runtime.images import load_image_object
 
 
+class PathLikeOnly:
+    """An os.PathLike that is not a pathlib path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
 def jpeg_image(shape: tuple[int, int, int]) -> Image.Image:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, shape, np.uint8)).save(buffer, "JPEG")
@@ -84,6 +94,8 @@ def test_api_arguments_that_cannot_be_used_are_usage_errors(tiny_model: dict[str
     image = np.zeros((8, 8), np.uint8)
     with pytest.raises(UsageError, match="Expected a model name or path, got int 123"):
         Upscaler(123)  # type: ignore[arg-type]
+    with Upscaler(PathLikeOnly(tiny_model["onnx"]), "onnxruntime-cpu") as given:  # type: ignore[arg-type]
+        assert given.model.name == tiny_model["onnx"].stem  # any os.PathLike, as pathlib takes it
     with Upscaler(tiny_model["onnx"], "onnxruntime-cpu") as upscaler:
         for limit in (None, "100", float("nan"), True, 0):
             with pytest.raises(UsageError, match="max_output_pixels"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vdsr.architectures import VDSRConfig
@@ -174,6 +175,7 @@ def test_requests_that_cannot_exist_are_usage_errors() -> None:
         Request(batch=True)
     with pytest.raises(UsageError, match="cpu_threads a whole number >= 0, got -1"):
         Request(cpu_threads=-1)
+    assert Request(tile=np.int64(64), batch=np.int32(2)).tile == 64  # numpy integers are whole numbers
 
 
 def test_the_engine_profile_is_the_windows_the_runtime_sends() -> None:

@@ -303,6 +303,25 @@ def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does() -> None:
         assert result.exit_code == 130 and "interrupted" in result.output and not reached, result.output
 
 
+def test_an_ignored_sighup_stays_ignored_and_no_sighup_is_no_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: under nohup (SIGHUP ignored) the handler replaced SIG_IGN, so closing the terminal stopped
+    the run; where there is no SIGHUP (Windows) every command failed with an AttributeError."""
+    import signal
+
+    reached: list[str] = []
+    app = signalled_app(signal.SIGHUP, reached)
+    original = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # the command sleeps 30 s unless interrupted: make it short
+            patch.setattr("time.sleep", lambda seconds: None)
+            result = runner.invoke(app, [])
+    finally:
+        signal.signal(signal.SIGHUP, original)
+    assert result.exit_code == 0 and reached == ["after"], result.output
+    monkeypatch.delattr(signal, "SIGHUP")
+    assert runner.invoke(run_app, ["--help"]).exit_code == 0
+
+
 def test_a_log_that_cannot_be_written_does_not_stop_the_run(tmp_path: Path, tiny_model: dict[str, Path]) -> None:
     """Found by review: with stderr closed, full (/dev/full) or its reader gone (`2>&1 | head`), vdsr-run stopped
     at its first line, exit 1, nothing written. The lines are lost now, not the work."""

@@ -204,7 +204,7 @@ def test_a_held_last_frame_is_not_truncation_and_stays_held(tmp_path: Path, upsc
 
 def test_what_mpeg_ts_and_webm_would_change_fails_before_any_work(tmp_path: Path, upscaler: Upscaler) -> None:
     """Found by review: PCM or FLAC audio written to .ts became an anonymous data stream (the sound lost, exit 0)."""
-    for codec in ("pcm_s16le", "flac"):
+    for codec in ("pcm_s16le", "flac", "libmp3lame"):
         source = tmp_path / f"{codec}.mkv"
         with av.open(str(source), "w") as out:
             video, sound = out.add_stream("ffv1", rate=25), out.add_stream(codec, rate=48000)
@@ -215,16 +215,21 @@ def test_what_mpeg_ts_and_webm_would_change_fails_before_any_work(tmp_path: Path
                 frame.pts = i
                 out.mux(video.encode(frame))
             out.mux(video.encode(None))
-            samples = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.int16), format="s16", layout="mono")
             samples.sample_rate, samples.pts = 48000, 0
             out.mux(sound.encode(samples))
             out.mux(sound.encode(None))
+        if codec == "libmp3lame":  # MPEG-TS holds MP3 (its decoder is called mp3float: compared by codec name)
+            upscaler.upscale_video(source, tmp_path / "mp3.ts", 2)
+            with av.open(str(tmp_path / "mp3.ts")) as done:
+                assert done.streams.audio[0].codec_context.codec.canonical_name == "mp3"
+            continue
         with pytest.raises(ImageError, match=f"its {codec} audio stream 1 would become data in mpegts"):
             upscaler.upscale_video(source, tmp_path / f"{codec}.ts", 2)
         upscaler.upscale_video(source, tmp_path / f"{codec}_x2.mkv", 2)  # Matroska holds it
         with av.open(str(tmp_path / f"{codec}_x2.mkv")) as done:
             assert done.streams.audio[0].codec_context.name == codec
-    assert not list(tmp_path.glob("*.ts"))
+    assert [p.name for p in tmp_path.glob("*.ts")] == ["mp3.ts"]
 
 
 def test_sizes_fit_the_encoder_format_and_gray_is_written_as_4_2_0(tmp_path: Path, upscaler: Upscaler) -> None:

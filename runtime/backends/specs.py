@@ -7,6 +7,7 @@ vdsr-run's options), checked when it is made.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
@@ -86,7 +87,9 @@ class Request:
             ("batch", self.batch, 1),
             ("cpu_threads", self.cpu_threads, 0),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least
+            ):
                 raise UsageError(f"Expected {name} a whole number >= {least}, got {value!r}")
 
     @property

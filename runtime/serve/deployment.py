@@ -219,7 +219,8 @@ class Service:
         finally:
             if held:
                 self.works.discard(work)
-        return Reply(200, result.data, result.content_type, tuple(("X-VDSR-Warning", line) for line in result.warnings))
+        warned = (("X-VDSR-Warning", "; ".join(result.warnings)),) if result.warnings else ()  # one header: a dict
+        return Reply(200, result.data, result.content_type, warned)
 
     def release_late(self, work: Work, running: asyncio.Future[Any]) -> None:
         """A timed-out request's slot, given back once its thread has stopped (its outcome is not needed)."""

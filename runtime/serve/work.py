@@ -38,7 +38,7 @@ class Upscaled:
     data: bytes
     content_type: str
     pixels: int  # output pixels (for the metrics and the load generator's MP/s)
-    warnings: tuple[str, ...] = ()  # what the result leaves out: one X-VDSR-Warning header each
+    warnings: tuple[str, ...] = ()  # what the result leaves out: the X-VDSR-Warning header
 
 
 def upscale_body(

@@ -143,7 +143,7 @@ def test_subtitles_a_container_would_turn_into_data_are_refused_before_any_work(
     """MPEG-TS keeps DVB subtitles; any other subtitle codec it writes as an anonymous data stream, without an error."""
     source = _subtitled(tmp_path / "ass.mkv", "ass")
     result = CliRunner().invoke(app, [str(source), "-s", "2", "-o", str(tmp_path / "out.ts"), *MODEL])
-    expected = f"{source}: its ssa subtitle stream 1 would become data in mpegts: write another container"
+    expected = f"{source}: its ass subtitle stream 1 would become data in mpegts: write another container"
     assert result.exit_code == 1 and expected in result.output, result.output
     assert not (tmp_path / "out.ts").exists()
     dvb = _subtitled(tmp_path / "dvb.mkv", "dvb_subtitle")

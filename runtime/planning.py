@@ -159,6 +159,8 @@ def plan(
     named = source.at(_absolute(source))
     suffix = f".{fmt.lower().lstrip('.')}" if fmt else None
     kind = source.files.kind(source.path)
+    if kind == "file" and suffix and is_video(source.path):  # a folder's videos keep their containers, as documented
+        raise UsageError(f"{source}: --format {fmt} is for images; a video's result is a video (give -o name.mkv)")
     if kind == "file":
         if output is not None and names_a_file(output):
             if is_video(output.path) != is_video(source.path):

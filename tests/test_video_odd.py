@@ -288,3 +288,13 @@ def test_avi_counts_frames_at_the_source_rate(tmp_path: Path, upscaler: Upscaler
         stream = done.streams.video[0]
         times = [round(float(frame.time), 3) for frame in done.decode(stream)]
         assert (stream.average_rate, stream.frames, times) == (25, 5, [0.0, 0.04, 0.08, 0.12, 0.16])
+
+
+def test_format_given_for_a_single_video_is_bad_usage(tmp_path: Path) -> None:
+    """Found by review: `vdsr-run clip.mp4 --format png` wrote clip_x2.mp4 and said nothing of --format."""
+    from test_video import clip
+
+    source = clip(tmp_path / "a.mp4", frames=2, size=(16, 16), audio=False)
+    result = CliRunner().invoke(app, [str(source), "-s", "2", "--format", "png", *MODEL])
+    assert result.exit_code == 2 and "--format png is for images; a video's result is a video" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]

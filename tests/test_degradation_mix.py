@@ -1,4 +1,5 @@
-"""The trainer's degradation mix (scales between integers, JPEG and noise per draw) and fine-tuning from weights."""
+"""The trainer's degradation mix (scales between integers, JPEG and noise per draw), fine-tuning from weights and
+distilling from a teacher."""
 
 from __future__ import annotations
 
@@ -259,6 +260,54 @@ def test_blend_init_mixes_the_trained_weights_with_those_the_run_started_from(tm
         assert torch.allclose(value, expected, rtol=1e-5, atol=1e-7), name
         assert not torch.allclose(value, trained[name], rtol=1e-5, atol=1e-7), name
     assert json.loads((run / "vdsr.json").read_text())["blended_with_init"] == 0.25
+
+
+def logged_loss(run: Path, step: int) -> float:
+    lines = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    return next(line["loss"] for line in lines if line["step"] == step and "loss" in line)
+
+
+def test_a_distilling_run_moves_its_targets_toward_the_teachers_outputs(tmp_path: Path) -> None:
+    start, patches, config = fine_tuning(tmp_path, max_steps=1, lr=1e-12)
+    cpu = torch.device("cpu")
+    train(config, patches, tmp_path / "plain", device=cpu, init=start)
+    plain = logged_loss(tmp_path / "plain", 1)  # the first step: the start weights against the HR patches
+    assert plain > 1e-5
+    for weight, expected in ((1.0, 0.0), (0.5, 0.25 * plain)):  # the teacher is the start: its error, scaled
+        distilling = replace(config, teacher=weights_id(start), teacher_weight=weight)
+        run = tmp_path / f"teacher{weight}"
+        train(distilling, patches, run, device=cpu, init=start, teacher=start)
+        assert logged_loss(run, 1) == pytest.approx(expected, rel=1e-4, abs=1e-9), weight
+        assert json.loads((run / "vdsr.json").read_text())["recipe"]["teacher"] == weights_id(start)
+    other = tiny_weights(tmp_path / "other.safetensors", seed=6)
+    distilling = replace(config, teacher=weights_id(other), teacher_weight=0.5)
+    train(distilling, patches, tmp_path / "other", device=cpu, init=start, teacher=other)
+    assert logged_loss(tmp_path / "other", 1) not in (pytest.approx(plain, rel=1e-3), pytest.approx(0.25 * plain))
+    with pytest.raises(TrainingError, match="This run distils from other.safetensors sha256:"):
+        train(distilling, patches, tmp_path / "wrong", device=cpu, init=start, teacher=start)
+    with pytest.raises(ValueError, match="teacher and teacher_weight go together"):
+        replace(config, teacher_weight=0.5)
+    with pytest.raises(ValueError, match="teacher and teacher_weight go together"):
+        replace(config, teacher=weights_id(other))
+
+
+def test_the_cli_asks_a_resumed_distilling_run_for_its_teacher(data_dir: Path, tmp_path: Path) -> None:
+    start, patches, config = fine_tuning(tmp_path, max_steps=1, lr=1e-12)
+    run = tmp_path / "run"
+    distilling = replace(config, teacher=weights_id(start), teacher_weight=0.5, max_steps=None)
+    stopped = train(distilling, patches, run, device=torch.device("cpu"), init=start, teacher=start, max_minutes=0)
+    assert stopped.weights is None and stopped.steps == 1  # stopped after its first step, to be resumed
+    base = ["--output", str(run), "--data-dir", str(data_dir), "--device", "cpu", "--resume", "--init", str(start)]
+    other = tiny_weights(tmp_path / "other.safetensors", seed=6)
+    for extra, message in [
+        ([], "--teacher: This run distils from start.safetensors sha256:"),
+        (["--teacher", str(other)], "--teacher " + str(other) + " is not the weights this run distils from"),
+        (["--teacher", str(tmp_path / "missing.safetensors")], "--teacher " + str(tmp_path / "missing")),
+    ]:
+        result = runner.invoke(train_app, [*base, *extra])
+        assert result.exit_code == 2 and message in " ".join(result.stderr.split()), (extra, result.output)
+    result = runner.invoke(train_app, ["--output", str(tmp_path / "new"), "--teacher-weight", "0.5"])
+    assert result.exit_code == 2 and "teacher and teacher_weight go together" in " ".join(result.stderr.split())
 
 
 def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """What a training run starts from and what it leaves: the network of a config (initialised, or from the weights a
-fine-tuning run names) and the model card written beside the weights (NAME.json)."""
+fine-tuning run names), the teacher a distilling run learns from, and the model card written beside the weights
+(NAME.json)."""
 
 from __future__ import annotations
 
@@ -35,26 +36,40 @@ def new_model(config: TrainConfig, device: torch.device) -> VDSR | SRCNN:
 
 
 def weights_id(path: Path) -> str:
-    """How a config records the weights a fine-tuning run started from: the file's name and SHA-256."""
+    """How a config records weights a run uses (init_from, teacher): the file's name and SHA-256."""
     return f"{path.name} sha256:{sha256_file(path)}"
 
 
-def initial_state(init: Path | None, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The weights a fine-tuning config names (init_from), read from `init`: the same file, the same network as the
-    config's. TrainingError otherwise."""
-    if init is None or weights_id(init) != config.init_from:
-        raise TrainingError(f"This run starts from {config.init_from}; got {init and weights_id(init)}")
+def recorded_weights(path: Path | None, recorded: str | None, config: TrainConfig, *, role: str) -> VDSR | SRCNN:
+    """The weights a config records (init_from, teacher: `recorded`), read from `path`: the same file, the same
+    network as the config's. TrainingError otherwise, saying what the run `role`s ("starts from")."""
+    if path is None or weights_id(path) != recorded:
+        raise TrainingError(f"This run {role} {recorded}; got {path and weights_id(path)}")
     try:
-        start, _ = load_weights(init)
+        found, _ = load_weights(path)
     except ModelError as error:
         raise TrainingError(str(error)) from error
     wanted = model_config(build_model(config.architecture, config.network))
-    if architecture_of(start) != config.architecture or model_config(start) != wanted:
+    if architecture_of(found) != config.architecture or model_config(found) != wanted:
         raise TrainingError(
-            f"{init}: a {architecture_of(start)} {model_config(start)}, not the {config.architecture} "
+            f"{path}: a {architecture_of(found)} {model_config(found)}, not the {config.architecture} "
             f"{wanted} this run trains"
         )
-    return start.state_dict()
+    return found
+
+
+def initial_state(init: Path | None, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a fine-tuning config names (init_from), read from `init`."""
+    return recorded_weights(init, config.init_from, config, role="starts from").state_dict()
+
+
+def teacher_model(path: Path | None, config: TrainConfig, device: torch.device) -> VDSR | SRCNN | None:
+    """The network whose outputs a distilling config (teacher) mixes into its targets, read from `path`: fp32,
+    frozen, on `device`. None for a config without one."""
+    if config.teacher is None:
+        return None
+    teacher = recorded_weights(path, config.teacher, config, role="distils from").to(device).eval()
+    return teacher.requires_grad_(False)
 
 
 def model_card(

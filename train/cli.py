@@ -34,14 +34,13 @@ from vdsr.runtime.console import (
 )
 from vdsr.scale import parse_scales
 from vdsr.train.config import SETTINGS, TrainConfig, bf16_supported, recipe, resume_config
-from vdsr.train.data import build_patches
 from vdsr.train.settings import parse_range
 
 if TYPE_CHECKING:  # torch and what needs it are imported once a run starts: --help and --version work without them
     import torch
 
     from vdsr.bench.harness import CellResult
-    from vdsr.train.loop import Data, StepReport
+    from vdsr.train.loop import StepReport
 
 app = make_app(__doc__)
 
@@ -115,6 +114,14 @@ def run(
             show_default="none: random",
         ),
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Distil: weights whose outputs the targets move toward (--teacher-weight).",
+            show_default="none",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --output.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")] = "auto",
     max_minutes: Annotated[
@@ -144,10 +151,10 @@ def run(
     with exit_on_errors(err):
         require_modules(("torch",), needs="vdsr-train", extra="train")
     from vdsr.train.average import check_average_from
-    from vdsr.train.card import initial_state
+    from vdsr.train.card import initial_state, teacher_model
     from vdsr.train.device_data import DeviceBatches
     from vdsr.train.distributed import check_batch_size, process_group, rank_device, ranks_from_env
-    from vdsr.train.loop import train
+    from vdsr.train.loop import train, training_data
 
     ranks = ranks_from_env()  # several under torchrun (python -m vdsr.train); vdsr-train alone is one
     out = err if ranks.leader else Console(quiet=True)  # progress and results: rank 0 speaks for all
@@ -156,13 +163,17 @@ def run(
         if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes >= 0):
             raise UsageError(f"--max-minutes: expected a number of minutes >= 0 (0: one step), got {max_minutes}")
         torch_device = rank_device(pick_device(device), ranks)
-        init_path = init_weights(init)
-        config = settle_config(output, given, resume=resume, init=init, device=torch_device)
-        if init_path is not None:
-            try:  # before the patches are built: a file that does not fit is refused now
+        init_path, teacher_path = init_weights(init), init_weights(teacher, option="--teacher")
+        config = settle_config(output, given, resume=resume, init=init, teacher=teacher, device=torch_device)
+        try:  # before the patches are built: a file that does not fit is refused now
+            if init_path is not None:
                 initial_state(init_path, config)
-            except TrainingError as error:
-                raise UsageError(f"--init: {error}") from error
+        except TrainingError as error:
+            raise UsageError(f"--init: {error}") from error
+        try:  # and a distilling run's teacher (given again to a resumed one)
+            teacher_model(teacher_path, config, torch_device)
+        except TrainingError as error:
+            raise UsageError(f"--teacher: {error}") from error
         check_batch_size(config.batch_size, ranks)
         check_average_from(average_from, config.checkpoint_every, max_steps=config.max_steps)
         if average_from is not None and config.budget_minutes is not None:
@@ -175,8 +186,9 @@ def run(
         train_sets = [resolve_dataset(name, data_dir) for name in ("T91", "BSD200")]
         validation_sets = [resolve_dataset("Set5", data_dir)]  # checked every --validate-every steps
         final = [resolve_dataset(name.value, data_dir) for name in dict.fromkeys(final_sets)]
+        cache = cache_dir or Path(user_cache_dir("vdsr"))
         data = training_data(
-            config, train_sets, cache_dir or Path(user_cache_dir("vdsr")), device=torch_device, out=out, ranks=ranks
+            config, train_sets, cache, device=torch_device, say=lambda text: out.print(safe(text)), ranks=ranks
         )
         where = f"{torch_device}" if ranks.world == 1 else f"{ranks.world} ranks ({torch_device.type})"
         count = data.crops if isinstance(data, DeviceBatches) else len(data.hr)
@@ -195,6 +207,7 @@ def run(
             keep_checkpoints=keep_checkpoints,
             average_from=average_from,
             blend_init=blend_init,
+            teacher=teacher_path,
             on_progress=shower(out, stack),
             ranks=ranks,
         )
@@ -218,36 +231,6 @@ def main(**options: Any) -> None:
 main.__doc__, main.__signature__ = run.__doc__, _SIGNATURE  # type: ignore[attr-defined]
 main.__annotations__ = {p.name: p.annotation for p in _SIGNATURE.parameters.values()} | {"return": None}
 app.command(cls=Command)(main)
-
-
-def training_data(
-    config: TrainConfig, train_sets: list[Any], cache: Path, *, device: torch.device, out: Console, ranks: Any
-) -> Data:
-    """Where the batches come from: the patch set (built once and cached), or crops made on the device."""
-    from vdsr.train.device_data import DeviceBatches
-    from vdsr.train.distributed import barrier
-
-    if config.data == "device":
-        out.print(f"patches: {config.patch_size}px random crops made on {device}, scales {config.scales}")
-        return DeviceBatches(train_sets, config.scales, patch=config.patch_size, device=device, seed=config.seed)
-    weights = config.scale_weights or (1,) * len(config.scales)
-    scales = ", ".join(
-        f"{s:g}" + (f" (weight {w:g})" if w != 1 else "") for s, w in zip(config.scales, weights, strict=True)
-    )
-    grid = f"{config.patch_size}px, stride {config.stride}, scales {scales}"
-    if config.draws_per_image:
-        grid += (
-            f"; {config.draws_per_image} draws per image, JPEG {config.jpeg_probability:g} (q "
-            f"{config.jpeg_quality[0]}-{config.jpeg_quality[1]}), noise {config.noise_probability:g} "
-            f"(sigma {config.noise_sigma[0]:g}-{config.noise_sigma[1]:g})"
-        )
-    out.print(f"patches: {grid} (cache {safe(cache)})")
-    if ranks.local != 0:  # the first rank of each machine builds its patch cache, the others read it
-        barrier(ranks)
-    patches = build_patches(train_sets, config.mix(), config.patch_size, stride=config.stride, cache_dir=cache)
-    if ranks.local == 0:
-        barrier(ranks)
-    return patches
 
 
 def shower(out: Console, stack: ExitStack) -> Callable[[StepReport], None]:
@@ -325,25 +308,26 @@ def scale_weights(values: list[str], scales: tuple[float, ...]) -> tuple[float, 
     return () if len(set(weights)) == 1 else weights  # all alike: the unweighted draws (and their cache)
 
 
-def init_weights(init: str | None) -> Path | None:
-    """--init: a shipped model's weights, or a .safetensors file."""
+def init_weights(init: str | None, *, option: str = "--init") -> Path | None:
+    """--init (--teacher): a shipped model's weights, or a .safetensors file."""
     if init is None:
         return None
     weights = Model.load(init).weights if init in MODELS else Path(init)
     if weights is None or weights.suffix.lower() != ".safetensors" or not weights.is_file():
         raise UsageError(
-            f"--init {init}: expected a shipped model with weights ({', '.join(MODELS)}) or an existing "
+            f"{option} {init}: expected a shipped model with weights ({', '.join(MODELS)}) or an existing "
             ".safetensors file"
         )
     return weights
 
 
 def settle_config(
-    output: Path, given: dict[str, Any], *, resume: bool, init: str | None, device: torch.device
+    output: Path, given: dict[str, Any], *, resume: bool, init: str | None, teacher: str | None, device: torch.device
 ) -> TrainConfig:
     """The run's config: the recipe with the settings given on top, or, with --resume, the checkpoint's own (only the
-    resumable settings may change; --init may name the weights it started from again, for --blend-init). UsageError
-    for a resume that cannot be done as asked, or a value out of its range."""
+    resumable settings may change; --init may name the weights it started from again, for --blend-init; --teacher
+    names the weights it distils from again). UsageError for a resume that cannot be done as asked, or a value out of
+    its range."""
     from vdsr.train.card import weights_id
 
     checkpoint_path = output / "checkpoint.safetensors"
@@ -363,6 +347,10 @@ def settle_config(
         config = resume_config(checkpoint_path, given.get("max_steps"), bf16=given.get("bf16"))
         if init is not None and weights_id(init_weights(init)) != config.init_from:  # type: ignore[arg-type]
             raise UsageError(f"--resume: --init {init} is not the weights this run started from ({config.init_from})")
+        if teacher is not None and weights_id(init_weights(teacher, option="--teacher")) != config.teacher:  # type: ignore[arg-type]
+            raise UsageError(
+                f"--resume: --teacher {teacher} is not the weights this run distils from ({config.teacher})"
+            )
         return config
     name = given.pop("recipe", "fast")
     values: dict[str, Any] = {}
@@ -380,6 +368,8 @@ def settle_config(
         values["stride"] = given["patch_size"]  # default: patches do not overlap
     if init is not None:
         values["init_from"] = weights_id(init_weights(init))  # type: ignore[arg-type]
+    if teacher is not None:
+        values["teacher"] = weights_id(init_weights(teacher, option="--teacher"))  # type: ignore[arg-type]
     if "bf16" not in given:
         values["bf16"] = name == "gpu" or (name == "fast" and bf16_supported(device))
     try:

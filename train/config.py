@@ -89,6 +89,15 @@ class TrainConfig:
     init_from: str | None = setting(
         None, "Fine-tuning: the weights the run started from (name and SHA-256).", optional_text
     )
+    teacher: str | None = setting(
+        None, "Distillation: the weights whose outputs are mixed into the targets (name and SHA-256).", optional_text
+    )
+    teacher_weight: float = setting(
+        0.0,
+        "Distillation: each target is (1 - W) x its HR patch + W x the --teacher's output (fp32) for its input.",
+        probability,
+        "--teacher-weight",
+    )
     validate_scales: tuple[float, ...] = setting(
         (), "Scales validated.", scale_list(empty=True), "--validate-scale", repeatable=True
     )
@@ -221,6 +230,8 @@ def problems(config: TrainConfig) -> list[str]:
         found.append(f"scale_weights is {weights!r}, not one number > 0 for each of the scales")
     elif weights and not config.draws_per_image:
         found.append("scale_weights weigh the draws: they need draws_per_image > 0")
+    if is_number(config.teacher_weight, whole=False) and (config.teacher is None) != (config.teacher_weight == 0):
+        found.append("teacher and teacher_weight go together: a teacher's weights and a weight 0 < W <= 1")
     patch, stride = config.patch_size, config.stride
     if is_number(patch, whole=True) and is_number(stride, whole=True) and 0 < stride * 4 < patch:
         found.append(

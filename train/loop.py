@@ -29,12 +29,12 @@ from vdsr.bench.harness import CellResult
 from vdsr.errors import BackendError, DatasetError, TrainingError
 from vdsr.files import atomic_write_bytes, atomic_write_text
 from vdsr.train.average import average_checkpoints, averaged_steps, kept_checkpoint
-from vdsr.train.card import initial_state, model_card, new_model
+from vdsr.train.card import initial_state, model_card, new_model, teacher_model
 from vdsr.train.checkpoint import Checkpoint, save_checkpoint
 from vdsr.train.config import TrainConfig
-from vdsr.train.data import PatchSet, batch_for_step, steps_per_epoch
+from vdsr.train.data import PatchSet, batch_for_step, build_patches, steps_per_epoch
 from vdsr.train.device_data import DeviceBatches
-from vdsr.train.distributed import SINGLE, Ranks, any_rank, largest, share, wrap
+from vdsr.train.distributed import SINGLE, Ranks, any_rank, barrier, largest, share, wrap
 from vdsr.train.evaluate import validate
 from vdsr.train.resume import logged_step, restore
 from vdsr.train.schedule import clip, compute_loss, learning_rate, make_optimizer
@@ -83,6 +83,39 @@ def stop_on_signals() -> Iterator[list[str]]:
             signal.signal(s, h)
 
 
+def training_data(
+    config: TrainConfig,
+    train_sets: Sequence[Dataset],
+    cache: Path,
+    *,
+    device: torch.device,
+    say: Callable[[str], None],
+    ranks: Ranks,
+) -> Data:
+    """Where the batches come from: the patch set (built once and cached), or crops made on the device."""
+    if config.data == "device":
+        say(f"patches: {config.patch_size}px random crops made on {device}, scales {config.scales}")
+        return DeviceBatches(train_sets, config.scales, patch=config.patch_size, device=device, seed=config.seed)
+    weights = config.scale_weights or (1,) * len(config.scales)
+    scales = ", ".join(
+        f"{s:g}" + (f" (weight {w:g})" if w != 1 else "") for s, w in zip(config.scales, weights, strict=True)
+    )
+    grid = f"{config.patch_size}px, stride {config.stride}, scales {scales}"
+    if config.draws_per_image:
+        grid += (
+            f"; {config.draws_per_image} draws per image, JPEG {config.jpeg_probability:g} (q "
+            f"{config.jpeg_quality[0]}-{config.jpeg_quality[1]}), noise {config.noise_probability:g} "
+            f"(sigma {config.noise_sigma[0]:g}-{config.noise_sigma[1]:g})"
+        )
+    say(f"patches: {grid} (cache {cache})")
+    if ranks.local != 0:  # the first rank of each machine builds its patch cache, the others read it
+        barrier(ranks)
+    patches = build_patches(train_sets, config.mix(), config.patch_size, stride=config.stride, cache_dir=cache)
+    if ranks.local == 0:
+        barrier(ranks)
+    return patches
+
+
 def fetcher(data: Data, config: TrainConfig, *, device: torch.device, ranks: Ranks) -> Callable[[int], Any]:
     """step -> this rank's (ILR, HR) batch of the step, on the device in the recipe's memory format: every rank makes
     the whole batch (a pure function of the seed and the step) and takes its rows."""
@@ -116,6 +149,7 @@ def train(
     keep_checkpoints: bool = False,
     average_from: int | None = None,
     blend_init: float | None = None,
+    teacher: Path | None = None,
     on_progress: Callable[[StepReport], None] = lambda p: None,
     ranks: Ranks = SINGLE,
 ) -> TrainResult:
@@ -127,7 +161,8 @@ def train(
     (torchrun), see vdsr.train.distributed: rank 0 alone validates and writes. keep_checkpoints keeps a copy of each
     periodic checkpoint; with average_from (which keeps them too), the weights written at the end are the mean of the
     kept ones from that step on (vdsr.train.average), the card says which. blend_init A (fine-tuning): those weights
-    become (1 - A) * the `init` weights + A * themselves (WiSE-FT, Wortsman et al. 2022)."""
+    become (1 - A) * the `init` weights + A * themselves (WiSE-FT, Wortsman et al. 2022). A distilling config
+    (teacher) reads its teacher from `teacher` and moves each target toward the teacher's output for that input."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -151,6 +186,7 @@ def train(
     resuming = resume and checkpoint_path.is_file()
     needs_start = blend_init is not None or (config.init_from is not None and not resuming)
     start_state = initial_state(init, config) if needs_start else None  # checked before any step is trained
+    guide = teacher_model(teacher, config, device)  # checked before any step is trained too
     scales, degradations = config.validation_cells()
     if start_state is not None and not resuming:
         model.load_state_dict(start_state)
@@ -253,6 +289,9 @@ def train(
                     last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
                     log({"step": step, "total_steps": total_steps, "seconds_per_step": per_step})
             x, y = fetch(step)
+            if guide is not None:  # distillation: (1 - W) x the HR patch + W x the teacher's output, in fp32
+                with torch.no_grad():
+                    y = torch.lerp(y, guide(x).float(), config.teacher_weight)
             lr = learning_rate(config, step, total_steps, per_epoch=per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -374,6 +374,7 @@ def test_the_cli_takes_a_scale_range_and_refuses_bad_mixes(data_dir: Path, tmp_p
     for extra, message in [
         (["--resume", "--init", str(start)], "is not the weights this run started from"),
         (["--resume", "--blend-init", "0.5"], "--blend-init 0.5: a weight 0 < A <= 1 for a fine-tuning run"),
+        (["--resume", "--teacher", str(start)], "is not the weights this run learns from (it has no teacher)"),
     ]:
         result = runner.invoke(train_app, [*base, "--output", str(tmp_path / "run4"), *extra])
         assert result.exit_code == 2 and message in result.stderr, (extra, result.output)

@@ -348,9 +348,8 @@ def settle_config(
         if init is not None and weights_id(init_weights(init)) != config.init_from:  # type: ignore[arg-type]
             raise UsageError(f"--resume: --init {init} is not the weights this run started from ({config.init_from})")
         if teacher is not None and weights_id(init_weights(teacher, option="--teacher")) != config.teacher:  # type: ignore[arg-type]
-            raise UsageError(
-                f"--resume: --teacher {teacher} is not the weights this run distils from ({config.teacher})"
-            )
+            learns_from = f"distils from ({config.teacher})" if config.teacher else "learns from (it has no teacher)"
+            raise UsageError(f"--resume: --teacher {teacher} is not the weights this run {learns_from}")
         return config
     name = given.pop("recipe", "fast")
     values: dict[str, Any] = {}

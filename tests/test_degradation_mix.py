@@ -279,6 +279,9 @@ def test_a_distilling_run_moves_its_targets_toward_the_teachers_outputs(tmp_path
         train(distilling, patches, run, device=cpu, init=start, teacher=start)
         assert logged_loss(run, 1) == pytest.approx(expected, rel=1e-4, abs=1e-9), weight
         assert json.loads((run / "vdsr.json").read_text())["recipe"]["teacher"] == weights_id(start)
+    rounded = replace(config, teacher=weights_id(start), teacher_weight=1.0, qat="every")  # the student alone rounds
+    train(rounded, patches, tmp_path / "qat", device=cpu, init=start, teacher=start)
+    assert logged_loss(tmp_path / "qat", 1) > 1e-9  # a fake-quantised teacher would round alike: loss 0
     other = tiny_weights(tmp_path / "other.safetensors", seed=6)
     distilling = replace(config, teacher=weights_id(other), teacher_weight=0.5)
     train(distilling, patches, tmp_path / "other", device=cpu, init=start, teacher=other)
@@ -300,7 +303,7 @@ def test_the_cli_asks_a_resumed_distilling_run_for_its_teacher(data_dir: Path, t
     base = ["--output", str(run), "--data-dir", str(data_dir), "--device", "cpu", "--resume", "--init", str(start)]
     other = tiny_weights(tmp_path / "other.safetensors", seed=6)
     for extra, message in [
-        ([], "--teacher: This run distils from start.safetensors sha256:"),
+        ([], "--resume: this run distils from start.safetensors sha256:"),
         (["--teacher", str(other)], "--teacher " + str(other) + " is not the weights this run distils from"),
         (["--teacher", str(tmp_path / "missing.safetensors")], "--teacher " + str(tmp_path / "missing")),
     ]:

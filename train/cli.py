@@ -170,7 +170,9 @@ def run(
                 initial_state(init_path, config)
         except TrainingError as error:
             raise UsageError(f"--init: {error}") from error
-        try:  # and a distilling run's teacher (given again to a resumed one)
+        if config.teacher and teacher_path is None:
+            raise UsageError(f"--resume: this run distils from {config.teacher}: give its --teacher again")
+        try:  # and a distilling run's teacher
             teacher_model(teacher_path, config, torch_device)
         except TrainingError as error:
             raise UsageError(f"--teacher: {error}") from error
@@ -215,7 +217,8 @@ def run(
     if result.weights is not None:
         out.print(f"weights {safe(result.weights)}, model card {safe(result.weights.with_suffix('.json'))}")
     else:
-        out.print(f"not finished: continue with vdsr-train --output {safe(output)} --resume")
+        again = f" --teacher {safe(teacher)}" if teacher else ""  # a distilling run needs its teacher again
+        out.print(f"not finished: continue with vdsr-train --output {safe(output)} --resume{again}")
         if ranks.leader:  # rank 0 alone exits 3: torchrun stops the others' exits 0 from cutting it short
             raise typer.Exit(EXIT_STOPPED_EARLY)
 

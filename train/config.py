@@ -94,7 +94,7 @@ class TrainConfig:
     )
     teacher_weight: float = setting(
         0.0,
-        "Distillation: each target is (1 - W) x its HR patch + W x the --teacher's output (fp32) for its input.",
+        "Distillation: each target is (1 - W) x its HR patch + W x the --teacher's output (no autocast) for its input.",
         probability,
         "--teacher-weight",
     )

@@ -34,9 +34,10 @@ import numpy as np
 import onnx
 from numpy.typing import NDArray
 
+from vdsr.bench.calibration import CALIBRATION_SET, CANDIDATES, CROP, NOISY, calibration_batches, conditions
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
-from vdsr.bench.protocol import BICUBIC, Degradation, border, degrade
+from vdsr.bench.protocol import BICUBIC, border, degrade
 from vdsr.errors import DatasetError, ModelError, first_line
 from vdsr.export.onnx import quiet_logger, set_metadata
 from vdsr.files import atomic_write_bytes
@@ -46,47 +47,12 @@ from vdsr.onnx_file import read_onnx
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 from vdsr.runtime.images import load_image
 
-CALIBRATION_SET = "T91"  # training images: activation ranges
 SELECTION_SET = "BSD200"  # the other training images: the recipe's choices
 VALIDATION_SETS = ("Set5", "Set14")  # the bar
-NOISY = Degradation("noise", 15.0)
 BAR_DB = {str(BICUBIC): 0.02, str(NOISY): 0.05}  # largest PSNR cost allowed in any cell, by input kind
 METHODS = ("MinMax", "Percentile", "Entropy")
-CROP = 64  # calibration crops (ILR pixels)
-CANDIDATES = 6  # crops looked at per image and scale, of which the flattest and the most textured are kept
 PROBE = 96  # selection crops (HR pixels; a multiple of 12, so every integer scale up to 4 divides it)
 SELECTION_EVERY = 10  # every 10th BSD200 image: 20 images
-
-
-def conditions() -> tuple[Degradation, ...]:
-    """The input kinds the bar covers: the paper's bicubic LR, and LR with Gaussian noise."""
-    return BICUBIC, NOISY
-
-
-def calibration_batches(
-    data_dir: Path | None, scales: list[float], *, every: int = 3, batch: int = 8, seed: int = 0
-) -> list[NDArray[np.float32]]:
-    """ILR crops (CROP x CROP) of every `every`-th T91 image at every scale: of CANDIDATES random crops, the flattest
-    and the most textured, each clean and noisy; stacked `batch` at a time as (N, 1, CROP, CROP)."""
-    rng = np.random.default_rng(seed)
-    crops = []
-    for index, path in enumerate(resolve_dataset(CALIBRATION_SET, data_dir).files[::every]):
-        color = load_image(path).color
-        for scale in scales:
-            for kind in conditions():
-                ilr = degrade(color, scale, kind, seed=seed + index).ilr().astype(np.float32)
-                if min(ilr.shape[:2]) < CROP:
-                    continue
-                tops = rng.integers(0, ilr.shape[0] - CROP + 1, CANDIDATES)
-                lefts = rng.integers(0, ilr.shape[1] - CROP + 1, CANDIDATES)
-                found = [ilr[t : t + CROP, x : x + CROP] for t, x in zip(tops, lefts, strict=True)]
-                found.sort(key=lambda crop: float(crop.std()))
-                crops += [found[0], found[-1]]
-    if not crops:
-        raise DatasetError(
-            f"{CALIBRATION_SET}: no image of at least {CROP}x{CROP} pixels at every scale to calibrate on"
-        )
-    return [np.stack(crops[i : i + batch])[:, None] for i in range(0, len(crops), batch)]
 
 
 @dataclass(frozen=True)

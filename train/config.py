@@ -156,6 +156,13 @@ class TrainConfig:
         ("off", "every", "inner"),
         "--qat",
     )
+    qat_ranges: str = setting(
+        "batch",
+        "With --qat, the activations' rounding ranges: each batch's own (batch), or the int8 graph's, measured on "
+        "the export's calibration crops every 50 steps (calibrated).",
+        ("batch", "calibrated"),
+        "--qat-ranges",
+    )
     zero_init_output: bool = setting(
         False, "The last layer starts at zero: the untrained VDSR returns its input.", flag
     )
@@ -232,6 +239,8 @@ def problems(config: TrainConfig) -> list[str]:
         found.append("scale_weights weigh the draws: they need draws_per_image > 0")
     if is_number(config.teacher_weight, whole=False) and (config.teacher is None) != (config.teacher_weight == 0):
         found.append("teacher and teacher_weight go together: a teacher's weights and a weight 0 < W <= 1")
+    if config.qat_ranges == "calibrated" and config.qat == "off":
+        found.append("qat_ranges calibrated is the rounding of quantisation-aware training: it needs qat")
     patch, stride = config.patch_size, config.stride
     if is_number(patch, whole=True) and is_number(stride, whole=True) and 0 < stride * 4 < patch:
         found.append(

@@ -36,6 +36,7 @@ from vdsr.train.data import PatchSet, batch_for_step, build_patches, steps_per_e
 from vdsr.train.device_data import DeviceBatches
 from vdsr.train.distributed import SINGLE, Ranks, any_rank, barrier, largest, share, wrap
 from vdsr.train.evaluate import validate
+from vdsr.train.qat import RangeKeeper
 from vdsr.train.resume import logged_step, restore
 from vdsr.train.schedule import clip, compute_loss, learning_rate, make_optimizer
 from vdsr.weights import save_weights
@@ -193,6 +194,7 @@ def train(
     optimizer = make_optimizer(config, model)
     step, wall_before = 0, 0.0
     ema = copy.deepcopy(model) if config.ema else None  # the moving average: what is validated and saved
+    ranges = RangeKeeper(config, model, train_sets, device)  # quantisation-aware rounding's calibrated ranges
     if resuming:
         saved = restore(checkpoint_path, config, patches, model=model, optimizer=optimizer)
         found_step, found_wall = saved.info["step"], saved.info["wall_seconds"]
@@ -203,6 +205,7 @@ def train(
             raise TrainingError(f"{checkpoint_path}: its step {step} is past the schedule's {total_steps} steps")
         if ema is not None:
             ema.load_state_dict(saved.ema or model.state_dict())
+        ranges.restore(saved.info, checkpoint_path)
         if log_path.is_file() and ranks.leader:  # drop what was logged after the checkpoint: those steps run again
             kept = [line for line in log_path.read_text().splitlines() if logged_step(line) <= step]
             atomic_write_text(log_path, "".join(f"{line}\n" for line in kept))
@@ -242,7 +245,7 @@ def train(
             "versions": versions,
             "wall_seconds": wall_before + time.monotonic() - start,
             "device": str(device),
-        }
+        } | ranges.info()
         if budget is not None and total_steps != UNMEASURED:
             info["total_steps"] = total_steps
         save_checkpoint(
@@ -288,6 +291,7 @@ def train(
                     total_steps = step + max(1, int(left / per_step * 0.95))  # the cosine ends as the budget does
                     last_step = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
                     log({"step": step, "total_steps": total_steps, "seconds_per_step": per_step})
+            ranges.at(step)
             x, y = fetch(step)
             if guide is not None:  # distillation: (1 - W) x the HR patch + W x the teacher's output, in fp32
                 with torch.no_grad():

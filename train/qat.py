@@ -11,24 +11,40 @@ With `inner`, the first and the last convolution are the graph's fp32 ones, so O
 nor the residual (256 levels over the residual's whole range: no training removes that error; on the shipped vdsr_real,
 MinMax ranges, every convolution int8 costs up to 0.147 dB on the selection crops, all but those two 0.026 dB); the
 ReLU outputs between them are rounded all the same.
-Activation ranges here are each batch's own minimum and maximum (the calibrated ones are fixed, over many crops):
-no state, so a resumed run is the uninterrupted one. Rounding passes gradients straight through (Bengio et al. 2013).
+Activation ranges (config.qat_ranges): `batch`, each batch's own minimum and maximum, no state; or `calibrated`, the
+graph's own: the fp32 network's minimum and maximum over the export's calibration crops (vdsr.bench.calibration),
+measured again every RECALIBRATE_EVERY steps and kept in the checkpoint, so that a resumed run is the uninterrupted
+one. The calibrated ranges are wider than a batch's (the shipped vdsr_real's QAT weights: 1.04-1.51x the median batch's,
+layer by layer), so `batch` trains with finer rounding than the graph has. Values outside a range saturate, as in
+the graph. Rounding passes gradients straight through within the range (Bengio et al. 2013).
 Only in training mode: in eval mode (validation, export) the network is the plain fp32 one the graph is made from.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
+
+from vdsr.bench.calibration import CALIBRATION_SET, calibration_crops
+from vdsr.bench.datasets import Dataset
+from vdsr.errors import TrainingError
+from vdsr.train.config import TrainConfig
 
 WEIGHT_CODES = 64  # 7-bit symmetric weights: -64..64
 ACTIVATION_CODES = 255  # uint8 activations: 0..255
 
 
-def fake_quantised_activation(x: torch.Tensor) -> torch.Tensor:
-    """`x` rounded to 256 levels over [min(x, 0), max(x, 0)] (this batch's range, holding 0 as ONNX Runtime's does)."""
-    low = torch.clamp(x.detach().amin(), max=0.0).float()
-    high = torch.clamp(x.detach().amax(), min=0.0).float()
+def fake_quantised_activation(x: torch.Tensor, fixed: tuple[float, float] | None = None) -> torch.Tensor:
+    """`x` rounded to 256 levels over [min(x, 0), max(x, 0)] (this batch's range, holding 0 as ONNX Runtime's does),
+    or over the `fixed` (low, high)."""
+    if fixed is None:
+        low = torch.clamp(x.detach().amin(), max=0.0).float()
+        high = torch.clamp(x.detach().amax(), min=0.0).float()
+    else:
+        low, high = (torch.tensor(v, dtype=torch.float32, device=x.device) for v in fixed)
     scale = torch.clamp((high - low) / ACTIVATION_CODES, min=1e-8)
     zero = torch.round(-low / scale).to(torch.int32)
     return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, 0, ACTIVATION_CODES).to(x.dtype)
@@ -50,16 +66,19 @@ class FakeQuantConv2d(nn.Conv2d):
     rounds_input: bool = True
     rounds_weight: bool = True
     rounds_output: bool = False
+    input_range: tuple[float, float] | None = None  # calibrated ranges; None: the batch's
+    output_range: tuple[float, float] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        x = fake_quantised_activation(x) if self.rounds_input else x
+        x = fake_quantised_activation(x, self.input_range) if self.rounds_input else x
         weight = fake_quantised_weight(self.weight) if self.rounds_weight else self.weight
         out = self._conv_forward(x, weight, self.bias)
-        return fake_quantised_activation(out) if self.rounds_output else out
+        return fake_quantised_activation(out, self.output_range) if self.rounds_output else out
 
 
+RECALIBRATE_EVERY = 50  # steps between measurements of the calibrated ranges
 MODES = ("every", "inner")  # every convolution int8; all but the first and the last
 
 
@@ -76,3 +95,96 @@ def quantisation_aware(model: nn.Module, mode: str) -> nn.Module:
     else:
         first.rounds_input = first.rounds_weight = last.rounds_weight = False  # type: ignore[assignment]
     return model
+
+
+def rounded(model: nn.Module) -> list[tuple[FakeQuantConv2d, str]]:
+    """Each activation `model` rounds, in order: (convolution, "input" or "output")."""
+    found = []
+    for m in model.modules():
+        if isinstance(m, FakeQuantConv2d):
+            found += [(m, side) for side, on in (("input", m.rounds_input), ("output", m.rounds_output)) if on]
+    return found
+
+
+def calibrate(model: nn.Module, batches: list[torch.Tensor]) -> list[tuple[float, float]]:
+    """The range of each activation `model` rounds, over `batches` through the fp32 network (eval mode), holding 0:
+    what ONNX Runtime's MinMax calibration finds on the same inputs."""
+    sides = rounded(model)
+    seen: list[list[float]] = [[0.0, 0.0] for _ in sides]
+
+    def record(index: int, side: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            t = inputs[0] if side == "input" else output
+            seen[index][0] = min(seen[index][0], float(t.amin()))
+            seen[index][1] = max(seen[index][1], float(t.amax()))
+
+        return hook
+
+    handles = [conv.register_forward_hook(record(i, side)) for i, (conv, side) in enumerate(sides)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return [(low, high) for low, high in seen]
+
+
+def set_ranges(model: nn.Module, ranges: list[tuple[float, float]]) -> None:
+    """Round `model`'s activations over `ranges` (calibrate's order) from now on."""
+    sides = rounded(model)
+    if len(ranges) != len(sides):
+        raise ValueError(f"{len(ranges)} activation ranges for {len(sides)} rounded activations")
+    for (conv, side), (low, high) in zip(sides, ranges, strict=True):
+        setattr(conv, f"{side}_range", (float(low), float(high)))
+
+
+class RangeKeeper:
+    """config.qat_ranges in a run: with `calibrated`, the model's ranges measured on the export's calibration crops of
+    CALIBRATION_SET (one of `train_sets`) at every RECALIBRATE_EVERY-th step, and kept in the checkpoint's info;
+    otherwise nothing."""
+
+    def __init__(
+        self, config: TrainConfig, model: nn.Module, train_sets: Sequence[Dataset], device: torch.device
+    ) -> None:
+        self.model, self.ranges, self.batches = model, None, None
+        if config.qat_ranges != "calibrated":
+            return
+        found = [d for d in train_sets if d.name == CALIBRATION_SET]
+        if not found:
+            raise TrainingError(
+                f"--qat-ranges calibrated measures the ranges on {CALIBRATION_SET}: it is not among the training sets"
+            )
+        self.batches = [torch.from_numpy(b).to(device) for b in calibration_crops(found[0], list(config.scales))]
+
+    def at(self, step: int) -> None:
+        """Before training step `step`: measure the ranges again when it is their turn."""
+        if self.batches is not None and (self.ranges is None or step % RECALIBRATE_EVERY == 0):
+            self.ranges = calibrate(self.model, self.batches)
+            set_ranges(self.model, self.ranges)
+
+    def info(self) -> dict[str, object]:
+        """What the checkpoint keeps."""
+        return {} if self.ranges is None else {"qat_ranges": [list(r) for r in self.ranges]}
+
+    def restore(self, info: dict[str, object], source: object) -> None:
+        """The ranges a checkpoint kept (`source` names it in errors)."""
+        if self.batches is None or "qat_ranges" not in info:
+            return
+        saved = info["qat_ranges"]
+        sides = len(rounded(self.model))
+        if not (
+            isinstance(saved, list)
+            and len(saved) == sides
+            and all(
+                isinstance(r, list) and len(r) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in r)
+                for r in saved
+            )
+        ):
+            raise TrainingError(f"{source}: 'qat_ranges' is not {sides} pairs of finite numbers")
+        self.ranges = [(r[0], r[1]) for r in saved]
+        set_ranges(self.model, self.ranges)

@@ -26,8 +26,9 @@ import typer
 from numpy.typing import NDArray
 from onnx import numpy_helper
 
+from vdsr.bench.calibration import calibration_batches
 from vdsr.bench.report import environment
-from vdsr.export.quantize import METHODS, Quantiser, calibration_batches, selection_cost, selection_probes
+from vdsr.export.quantize import METHODS, Quantiser, selection_cost, selection_probes
 from vdsr.files import atomic_write_text
 from vdsr.model import Model
 

@@ -27,12 +27,12 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from vdsr.bench.calibration import calibration_batches
 from vdsr.bench.report import environment
 from vdsr.export.onnx import export_onnx, save_onnx
 from vdsr.export.quantize import (
     METHODS,
     Quantiser,
-    calibration_batches,
     measure_cost,
     over_bar,
     selection_cost,

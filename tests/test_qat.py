@@ -1,25 +1,40 @@
 """Quantisation-aware training (vdsr.train.qat): its rounding is ONNX Runtime's (the quantiser's own formulas for
-scales and zero points, and its QuantizeLinear), it leaves the parameters and eval mode alone, and gradients pass."""
+scales and zero points, and its QuantizeLinear), it leaves the parameters and eval mode alone, and gradients pass;
+its calibrated ranges are the export's MinMax calibration's, and a run with them resumes exactly."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 from onnxruntime.quantization.quant_utils import compute_scale_zp, quantize_nparray
+from PIL import Image
 
+from vdsr.bench.datasets import Dataset
+from vdsr.errors import TrainingError
+from vdsr.export.quantize import Quantiser
 from vdsr.networks import VDSR, VDSRConfig
+from vdsr.train import qat
+from vdsr.train.checkpoint import load_checkpoint
+from vdsr.train.config import recipe
+from vdsr.train.data import PatchSet
+from vdsr.train.loop import train
 from vdsr.train.qat import (
     ACTIVATION_CODES,
     WEIGHT_CODES,
     FakeQuantConv2d,
+    calibrate,
     fake_quantised_activation,
     fake_quantised_weight,
     quantisation_aware,
 )
+from vdsr.weights import load_weights
 
 
 def onnx_runtime_activation(x: np.ndarray) -> np.ndarray:
@@ -104,3 +119,83 @@ def test_gradients_pass_through_the_rounding() -> None:
     aware(torch.rand(2, 1, 12, 12)).square().mean().backward()
     for name, parameter in aware.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_a_fixed_range_rounds_as_onnx_runtime_does_and_saturates_outside_it() -> None:
+    x = np.random.default_rng(3).uniform(-0.4, 2.0, (2, 3, 8, 8)).astype(np.float32)
+    ours = fake_quantised_activation(torch.from_numpy(x), (-0.2, 1.5)).numpy()
+    zero, scale = compute_scale_zp(np.float32(-0.2), np.float32(1.5), np.uint8(0), np.uint8(ACTIVATION_CODES))
+    theirs = (quantize_nparray(TensorProto.UINT8, x, scale, zero).astype(np.float32) - np.float32(zero)) * scale
+    assert np.max(np.abs(ours - theirs)) <= 1e-6 * 2
+    assert ours.max() <= 1.5 + 1e-6 and ours.min() >= -0.2 - 1e-6 and x.max() > 1.9  # values outside saturate
+
+
+def activation_quantisers(graph: Path) -> list[tuple[float, int]]:
+    """(scale, zero point) of each uint8 QuantizeLinear in an int8 graph: its activations' ranges."""
+    model = onnx.load(str(graph))
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and constants[node.input[2]].dtype == np.uint8:
+            found.append((float(constants[node.input[1]]), int(constants[node.input[2]])))
+    return sorted(found)
+
+
+def test_calibrated_ranges_are_the_export_calibrations(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    """The ranges a calibrated run rounds over are the ones the export's MinMax calibration puts in the int8 graph,
+    for the same inputs: every convolution's input and the residual."""
+    model, _ = load_weights(tiny_model["weights"])
+    aware = quantisation_aware(model, "every").train()
+    rng = np.random.default_rng(4)
+    batches = [rng.uniform(-0.05, 1.05, (3, 1, 20, 20)).astype(np.float32) for _ in range(3)]
+    ranges = calibrate(aware, [torch.from_numpy(b) for b in batches])
+    assert aware.training and len(ranges) == 5  # 4 convolution inputs and the residual; the mode is given back
+    ours = sorted(
+        (float(scale), int(zero))
+        for low, high in ranges
+        for zero, scale in [compute_scale_zp(np.float32(low), np.float32(high), np.uint8(0), np.uint8(255))]
+    )
+    theirs = activation_quantisers(Quantiser(tiny_model["onnx"], batches, tmp_path)("MinMax", []))
+    assert len(theirs) == len(ours)
+    for (a, za), (b, zb) in zip(ours, theirs, strict=True):
+        assert za == zb and a == pytest.approx(b, rel=1e-5)
+
+
+def tiny_t91(folder: Path) -> Dataset:
+    """Calibration images: the export's crops need 64 ILR pixels a side at every scale."""
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for n in range(2):
+        pixels = (np.cumsum(rng.integers(-9, 10, (80, 90, 3)), axis=1) % 256).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{n}.png")
+    return Dataset("T91", tuple(sorted(folder.glob("*.png"))), verified=False)
+
+
+def test_a_run_with_calibrated_ranges_measures_them_again_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qat, "RECALIBRATE_EVERY", 4)  # steps 0, 4 and 8 measure; the resume comes at step 6
+    t91 = tiny_t91(tmp_path / "T91")
+    rng = np.random.default_rng(0)
+    hr = rng.random((64, 12, 12)).astype(np.float32)
+    patches = PatchSet(ilr=(hr + np.roll(hr, 1, 1)) / 2, hr=hr, scale=np.full(64, 2, np.int8), key="synthetic")
+    config = recipe(
+        "fast", "vdsr", network={"depth": 3, "channels": 8}, batch_size=8, epochs=4, bf16=False,
+        log_every=1, checkpoint_every=3, validate_every=10_000, scales=(2, 3), qat="inner", qat_ranges="calibrated",
+    )  # fmt: skip
+
+    def run(steps: int, out: str, **kwargs: object) -> dict[str, object]:
+        cpu = torch.device("cpu")
+        train(replace(config, max_steps=steps), patches, tmp_path / out, device=cpu, train_sets=[t91], **kwargs)  # type: ignore[arg-type]
+        return load_checkpoint(tmp_path / out / "checkpoint.safetensors").__dict__
+
+    first = run(6, "a")["info"]["qat_ranges"]  # type: ignore[index]
+    resumed, straight = run(12, "a", resume=True), run(12, "b")
+    assert resumed["info"]["qat_ranges"] == straight["info"]["qat_ranges"] != first  # type: ignore[index]
+    assert len(first) == 2  # inner, depth 3: the second and the last convolutions' inputs
+    for name, tensor in straight["model"].items():  # type: ignore[attr-defined]
+        assert torch.allclose(resumed["model"][name], tensor, rtol=0, atol=1e-6), name  # type: ignore[index]
+    with pytest.raises(TrainingError, match="T91: it is not among the training sets"):
+        train(config, patches, tmp_path / "c", device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="qat_ranges calibrated .* needs qat"):
+        replace(config, qat="off")

@@ -151,7 +151,9 @@ class RangeKeeper:
     def __init__(
         self, config: TrainConfig, model: nn.Module, train_sets: Sequence[Dataset], device: torch.device
     ) -> None:
-        self.model, self.ranges, self.batches = model, None, None
+        self.model = model
+        self.ranges: list[tuple[float, float]] | None = None
+        self.batches: list[torch.Tensor] | None = None
         if config.qat_ranges != "calibrated":
             return
         found = [d for d in train_sets if d.name == CALIBRATION_SET]

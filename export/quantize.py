@@ -10,13 +10,13 @@ measurement for the weights at hand, its cost checked against a bar.
   (T91, never a test set): every trained scale, the flattest and the most textured crop of each image, each clean and
   with Gaussian noise.
 - Chosen by measurement on crops of held-out training images (BSD200; never a test set), clean and noisy, at every
-  trained scale, by a conservative cost (see selection_cost): the calibration method
-  (MinMax, Percentile, Entropy: the one with the smallest cost with every convolution quantised), then each
-  convolution's sensitivity (the cost with that one alone quantised), and the most sensitive kept in fp32 one by one
-  until the cost is under half the bar. Where that keeps any convolution in fp32, the same search on the graph with
-  its channels equalised across each ReLU (vdsr.export.equalise: the same function in fp32), and the recipe that keeps
-  fewer in fp32 is taken (on vdsr_real's quantisation-aware weights: 2 instead of 3). The residual Add always stays
-  fp32.
+  trained scale, by a conservative cost (see selection_cost): the calibration method (MinMax, Percentile, Entropy)
+  with the smallest cost with every convolution quantised, if that is under half the bar; otherwise each convolution's
+  sensitivity (the cost with that one alone quantised), and for each method the most sensitive kept in fp32 one by one
+  until the cost is under half the bar; the method keeping fewest wins (see choose_recipe). Where that keeps any
+  convolution in fp32, the same search on the graph with its channels equalised across each ReLU
+  (vdsr.export.equalise: the same function in fp32), and the recipe that keeps fewer in fp32 is taken (on vdsr_real's
+  quantisation-aware weights: 2 instead of 3). The residual Add always stays fp32.
 - Checked on Set5 and Set14 at every trained scale, clean and noisy (Gaussian sigma 15 on the 8-bit LR): the table is
   recorded in the graph's metadata with `int8_within_bar`; runtimes run an int8 graph by default only when it is true.
 """
@@ -191,9 +191,11 @@ Cost = Callable[[str, list[str]], dict[str, float]]  # (method, convolutions kep
 
 
 def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> Int8Recipe:
-    """The calibration method with the smallest cost with every convolution int8; then, if that cost is over half the
-    bar, the convolutions whose quantisation alone costs most kept in fp32, one by one, until it is not (at least one
-    stays int8)."""
+    """The calibration method with the smallest cost with every convolution int8, if that is under half the bar.
+    Otherwise each convolution's sensitivity (the cost with it alone int8, that method's ranges), and for each method,
+    the most sensitive kept in fp32 one by one until the cost is under half the bar (at least one stays int8); the
+    method keeping fewest wins, then the lower cost. (Methods differ most where few stay fp32: quantisation-aware
+    weights, trained on min/max ranges, are cheapest with MinMax once their first and last convolutions are kept.)"""
     trials = 0
 
     def measured(method: str, kept: list[str]) -> dict[str, float]:
@@ -202,20 +204,26 @@ def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> I
         return cost(method, kept)
 
     by_method = {method: measured(method, []) for method in METHODS}
-    method = min(METHODS, key=lambda m: over_bar(by_method[m]))
+    methods = sorted(METHODS, key=lambda m: over_bar(by_method[m]))
     log(
         "selection cost, every convolution int8: "
         + ", ".join(f"{m} {max(c.values()):.4f} dB" for m, c in by_method.items())
     )
-    kept: list[str] = []
-    current = by_method[method]
-    if over_bar(current, share=0.5) > 1:
-        alone = {conv: over_bar(measured(method, [c for c in convs if c != conv])) for conv in convs}
-        order = sorted(convs, key=lambda conv: -alone[conv])
-        while over_bar(current, share=0.5) > 1 and len(kept) < len(order) - 1:
+    if over_bar(by_method[methods[0]], share=0.5) <= 1:
+        return Int8Recipe(methods[0], [], by_method[methods[0]], trials)
+    alone = {conv: over_bar(measured(methods[0], [c for c in convs if c != conv])) for conv in convs}
+    order = sorted(convs, key=lambda conv: -alone[conv])
+    found: list[tuple[int, float, str, list[str], dict[str, float]]] = []
+    for method in methods:
+        kept: list[str] = []
+        current = by_method[method]
+        fewest = min((f[0] for f in found), default=len(order) - 1)  # a method that needs more cannot win
+        while over_bar(current, share=0.5) > 1 and len(kept) < fewest:
             kept = order[: len(kept) + 1]
             current = measured(method, kept)
-            log(f"selection cost, {len(kept)} convolution(s) in fp32: {max(current.values()):.4f} dB")
+            log(f"selection cost, {method}, {len(kept)} convolution(s) in fp32: {max(current.values()):.4f} dB")
+        found.append((len(kept), over_bar(current), method, kept, current))
+    _, _, method, kept, current = min(found, key=lambda f: (f[0], f[1]))
     return Int8Recipe(method, kept, current, trials)
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from vdsr.errors import EXIT_FAILED, DatasetError
 from vdsr.export import quantize
 from vdsr.export.cli import app
+from vdsr.export.equalise import equalised
 from vdsr.model import Model
 from vdsr.runtime import machine
 from vdsr.runtime.backends.onnx_runtime import OnnxRuntimeBackend
@@ -97,6 +98,15 @@ def test_the_recipe_search_picks_the_cheapest_method_and_keeps_the_most_sensitiv
     assert recipe.selection_cost == cost("Entropy", ["b", "d"])
     cheap = quantize.choose_recipe(lambda m, k: {"x2 bicubic": 0.004, "x2 noise:15": 0.01}, convs, lambda line: None)
     assert cheap.kept == [] and cheap.trials == len(quantize.METHODS)  # under half the bar: nothing more measured
+    # Percentile cheapest with every convolution int8, MinMax once two are kept (quantisation-aware weights)
+    floor = {"MinMax": 0.0, "Percentile": 0.008, "Entropy": 0.02}
+    clipped = quantize.choose_recipe(
+        lambda m, k: {"x2 bicubic": (0.8 if m == "Percentile" else 1) * sum(v for c, v in alone.items() if c not in k)
+                      + floor[m]},
+        convs,
+        lambda line: None,
+    )  # fmt: skip
+    assert clipped.method == "MinMax" and clipped.kept == ["b", "d"]  # Percentile needs "b", "d", "e" (0.0088)
     hopeless = quantize.choose_recipe(lambda m, k: {"x4 bicubic": 1.0}, convs, lambda line: None)
     assert len(hopeless.kept) == len(convs) - 1  # one convolution always stays int8; the bar then refuses it
 
@@ -199,10 +209,8 @@ def test_auto_skips_an_int8_graph_not_within_its_bar(
 
 
 def test_channel_equalisation_changes_the_weights_not_the_function(tiny_model: dict[str, Path]) -> None:
-    """vdsr.bench.scripts.int8_equalise (an experiment): rescaling across each Conv-ReLU-Conv pair is exact in fp32."""
+    """vdsr.export.equalise: rescaling across each Conv-ReLU-Conv pair is exact in fp32."""
     import onnxruntime as ort
-
-    from vdsr.bench.scripts.int8_equalise import equalised
 
     model = onnx.load(str(tiny_model["onnx"]))
     rng = np.random.default_rng(0)
@@ -214,3 +222,70 @@ def test_channel_equalisation_changes_the_weights_not_the_function(tiny_model: d
     name, x = model.graph.input[0].name, rng.random((1, 1, 40, 40), dtype=np.float32)
     outputs = [ort.InferenceSession(m.SerializeToString()).run(None, {name: x})[0] for m in (model, variant)]
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("plain_kept", "equalised_kept", "equalised_cost", "taken"),
+    [
+        (3, 2, 0.009, "equalised"),  # fewer convolutions in fp32
+        (2, 2, 0.004, "equalised"),  # as many, a lower cost
+        (2, 2, 0.006, "plain"),  # as many, a higher cost
+        (2, 3, 0.001, "plain"),  # more
+        (0, None, None, "plain"),  # every convolution int8 already: the equalised graph is not tried
+    ],
+)
+def test_the_export_takes_the_equalised_graph_where_it_keeps_fewer_convolutions_in_fp32(
+    tiny_model: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    plain_kept: int,
+    equalised_kept: int | None,
+    equalised_cost: float | None,
+    taken: str,
+) -> None:
+    """The recipe search itself is tested above; here a fake one gives each graph its recipe."""
+    convs = [n.name for n in onnx.load(str(tiny_model["onnx"])).graph.node if n.op_type == "Conv"]
+    recipes = {
+        "plain": quantize.Int8Recipe("MinMax", convs[:plain_kept], {"x2 bicubic": 0.005}, 7),
+        "equalised": quantize.Int8Recipe(
+            "MinMax", convs[: equalised_kept or 0], {"x2 bicubic": equalised_cost or 0}, 8
+        ),
+    }
+    searched = []
+
+    def search(cost: Path, convs: list[str], log: object) -> quantize.Int8Recipe:
+        searched.append(cost.parent.name)  # the fake cost function is the graph's path: which graph was searched
+        return recipes[cost.parent.name]
+
+    monkeypatch.setattr(quantize, "selection_cost", lambda quantise, probes: quantise.fp32_graph)
+    monkeypatch.setattr(quantize, "choose_recipe", search)
+    fp32 = tmp_path / "plain" / "tiny.onnx"
+    fp32.parent.mkdir()
+    fp32.write_bytes(tiny_model["onnx"].read_bytes())
+    batches = [np.random.default_rng(0).random((2, 1, 24, 24), dtype=np.float32)]
+    (tmp_path / "work").mkdir()
+    quantiser, recipe = quantize.best_recipe(fp32, batches, [], tmp_path / "work", lambda line: None)
+    assert searched == (["plain"] if equalised_kept is None else ["plain", "equalised"])
+    assert quantiser.fp32_graph.parent.name == taken and recipe.equalised == (taken == "equalised")
+    assert recipe.kept == recipes[taken].kept and recipe.trials == (7 if equalised_kept is None else 15)
+
+
+def test_an_int8_graph_of_the_equalised_graph_is_close_to_the_plain_fp32(
+    tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    """Its error from the plain fp32 graph is the rounding's, of the plain int8 graph's order (every convolution int8
+    in a random network: here 2x, which is why the export measures both), not a wrong rescaling's (of the size of the
+    output itself)."""
+    rng = np.random.default_rng(1)
+    batches = [rng.random((2, 1, 40, 56), dtype=np.float32) for _ in range(3)]
+    variant = tmp_path / "equalised" / "fp32.onnx"
+    variant.parent.mkdir()
+    onnx.save(equalised(onnx.load(str(tiny_model["onnx"])), batches, 0.5), str(variant))
+    errors = []
+    for fp32_graph in (tiny_model["onnx"], variant):
+        int8 = quantize.Quantiser(fp32_graph, batches, variant.parent)("MinMax", [])
+        with OnnxRuntimeBackend(tiny_model["onnx"]) as fp32, OnnxRuntimeBackend(int8) as quantised:
+            reference = fp32(batches[1])
+            errors.append(float(np.abs(reference - quantised(batches[1])).mean()))
+    plain, equalised_error = errors
+    assert 0 < plain < equalised_error < 0.1 * np.abs(reference).mean() and equalised_error < 4 * plain

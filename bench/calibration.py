@@ -17,6 +17,7 @@ from vdsr.runtime.images import load_image
 CALIBRATION_SET = "T91"  # training images: activation ranges
 NOISY = Degradation("noise", 15.0)
 CROP = 64  # calibration crops (ILR pixels)
+CALIBRATION_EVERY = 3  # one image in 3
 CANDIDATES = 6  # crops looked at per image and scale, of which the flattest and the most textured are kept
 
 
@@ -31,7 +32,7 @@ def calibration_batches(data_dir: Path | None, scales: list[float]) -> list[NDAr
 
 
 def calibration_crops(
-    dataset: Dataset, scales: list[float], *, every: int = 3, batch: int = 8, seed: int = 0
+    dataset: Dataset, scales: list[float], *, every: int = CALIBRATION_EVERY, batch: int = 8, seed: int = 0
 ) -> list[NDArray[np.float32]]:
     """ILR crops (CROP x CROP) of every `every`-th image of `dataset` at every scale: of CANDIDATES random crops, the
     flattest and the most textured, each clean and noisy; stacked `batch` at a time as (N, 1, CROP, CROP)."""
@@ -50,5 +51,5 @@ def calibration_crops(
                 found.sort(key=lambda crop: float(crop.std()))
                 crops += [found[0], found[-1]]
     if not crops:
-        raise DatasetError(f"{dataset.name}: no image of at least {CROP}x{CROP} pixels at every scale to calibrate on")
+        raise DatasetError(f"{dataset.name}: no image of at least {CROP}x{CROP} pixels at any scale to calibrate on")
     return [np.stack(crops[i : i + batch])[:, None] for i in range(0, len(crops), batch)]

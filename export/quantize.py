@@ -37,7 +37,15 @@ import numpy as np
 import onnx
 from numpy.typing import NDArray
 
-from vdsr.bench.calibration import CALIBRATION_SET, CANDIDATES, CROP, NOISY, calibration_batches, conditions
+from vdsr.bench.calibration import (
+    CALIBRATION_EVERY,
+    CALIBRATION_SET,
+    CANDIDATES,
+    CROP,
+    NOISY,
+    calibration_batches,
+    conditions,
+)
 from vdsr.bench.datasets import resolve_dataset
 from vdsr.bench.harness import backend_runner, run_bench
 from vdsr.bench.protocol import BICUBIC, border, degrade
@@ -120,7 +128,8 @@ def as_model_error(graph: Path) -> Iterator[None]:
 
 class Quantiser:
     """Quantises one fp32 graph with a given calibration method and set of convolutions kept in fp32; each method's
-    activation ranges are calibrated once (ONNX Runtime's calibration cache) and reused."""
+    activation ranges are calibrated once (ONNX Runtime's calibration cache, in `workdir`) and reused: one Quantiser
+    per work folder, or a second graph would be quantised over the first one's ranges."""
 
     def __init__(self, fp32_graph: Path, batches: list[NDArray[np.float32]], workdir: Path) -> None:
         self.fp32_graph, self.batches, self.workdir = fp32_graph, batches, workdir
@@ -190,12 +199,15 @@ class Int8Recipe:
 Cost = Callable[[str, list[str]], dict[str, float]]  # (method, convolutions kept in fp32) -> cost per cell
 
 
-def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> Int8Recipe:
+def choose_recipe(
+    cost: Cost, convs: list[str], log: Callable[[str], None], *, at_most: int | None = None
+) -> Int8Recipe:
     """The calibration method with the smallest cost with every convolution int8, if that is under half the bar.
     Otherwise each convolution's sensitivity (the cost with it alone int8, that method's ranges), and for each method,
     the most sensitive kept in fp32 one by one until the cost is under half the bar (at least one stays int8); the
-    method keeping fewest wins, then the lower cost. (Methods differ most where few stay fp32: quantisation-aware
-    weights, trained on min/max ranges, are cheapest with MinMax once their first and last convolutions are kept.)"""
+    method keeping fewest wins, then the lower cost; none keeps more than `at_most` (a search that cannot win beyond).
+    (Methods differ most where few stay fp32: quantisation-aware weights, trained on min/max ranges, are cheapest with
+    MinMax once their first and last convolutions are kept.)"""
     trials = 0
 
     def measured(method: str, kept: list[str]) -> dict[str, float]:
@@ -214,10 +226,11 @@ def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> I
     alone = {conv: over_bar(measured(methods[0], [c for c in convs if c != conv])) for conv in convs}
     order = sorted(convs, key=lambda conv: -alone[conv])
     found: list[tuple[int, float, str, list[str], dict[str, float]]] = []
+    most = len(order) - 1 if at_most is None else min(at_most, len(order) - 1)
     for method in methods:
         kept: list[str] = []
         current = by_method[method]
-        fewest = min((f[0] for f in found), default=len(order) - 1)  # a method that needs more cannot win
+        fewest = min((f[0] for f in found), default=most)  # a method that needs more cannot win
         while over_bar(current, share=0.5) > 1 and len(kept) < fewest:
             kept = order[: len(kept) + 1]
             current = measured(method, kept)
@@ -228,7 +241,12 @@ def choose_recipe(cost: Cost, convs: list[str], log: Callable[[str], None]) -> I
 
 
 def best_recipe(
-    fp32_graph: Path, batches: list[NDArray[np.float32]], probes: list[Probe], workdir: Path, log: Callable[[str], None]
+    fp32_graph: Path,
+    batches: list[NDArray[np.float32]],
+    probes: list[Probe],
+    *,
+    workdir: Path,
+    log: Callable[[str], None],
 ) -> tuple[Quantiser, Int8Recipe]:
     """The recipe for the graph as it is; where that keeps convolutions in fp32, also the recipe for its
     channel-equalised copy (the same function in fp32), and of the two the one that keeps fewer, then costs less."""
@@ -242,10 +260,14 @@ def best_recipe(
     variant = workdir / "equalised" / "fp32.onnx"
     onnx.save(equalised(onnx.load(str(fp32_graph)), batches, ALPHA), str(variant))
     other = Quantiser(variant, batches, workdir / "equalised")
-    found = choose_recipe(selection_cost(other, probes), other.convs, log)
+    found = choose_recipe(
+        selection_cost(other, probes), other.convs, lambda line: log(f"equalised: {line}"), at_most=len(recipe.kept)
+    )
     trials = recipe.trials + found.trials
     if (len(found.kept), over_bar(found.selection_cost)) < (len(recipe.kept), over_bar(recipe.selection_cost)):
+        log(f"the channel-equalised graph taken: {len(found.kept)} convolution(s) in fp32")
         return other, replace(found, trials=trials, equalised=True)
+    log(f"the plain graph taken: {len(recipe.kept)} convolution(s) in fp32")
     return plain, replace(recipe, trials=trials)
 
 
@@ -284,14 +306,16 @@ def quantize_int8(
     scales = list(given.scales)  # 1.5 stays 1.5
     with tempfile.TemporaryDirectory() as tmp:
         batches = calibration_batches(data_dir, scales)
-        quantise, recipe = best_recipe(fp32_graph, batches, selection_probes(data_dir, scales), Path(tmp), log)
+        probes = selection_probes(data_dir, scales)
+        quantise, recipe = best_recipe(fp32_graph, batches, probes, workdir=Path(tmp), log=log)
         quantized = quantise(recipe.method, recipe.kept)
         cost = measure_cost(fp32_graph, quantized, data_dir)
         model = onnx.load(str(quantized))
     within = over_bar(cost) <= 1
     recorded = int8_metadata(
-        calibration=f"{recipe.method} on {CALIBRATION_SET} ILR crops ({CROP}x{CROP}, every 3rd image, flattest "
-        f"and most textured of {CANDIDATES}, clean and {NOISY}, scales {scales}); 7-bit per-channel weights"
+        calibration=f"{recipe.method} on {CALIBRATION_SET} ILR crops ({CROP}x{CROP}, one image in "
+        f"{CALIBRATION_EVERY}, flattest and most textured of {CANDIDATES}, clean and {NOISY}, scales {scales}); "
+        "7-bit per-channel weights"
         + (f"; channels equalised across each ReLU first (SmoothQuant, alpha {ALPHA})" if recipe.equalised else ""),
         kept=recipe.kept,
         selection=f"{recipe.trials} graphs measured on {SELECTION_SET} crops; cost there "

@@ -21,7 +21,7 @@ from vdsr.errors import TrainingError
 from vdsr.export.quantize import Quantiser
 from vdsr.networks import VDSR, VDSRConfig
 from vdsr.train import qat
-from vdsr.train.checkpoint import load_checkpoint
+from vdsr.train.checkpoint import load_checkpoint, save_checkpoint
 from vdsr.train.config import recipe
 from vdsr.train.data import PatchSet
 from vdsr.train.loop import train
@@ -131,14 +131,15 @@ def test_a_fixed_range_rounds_as_onnx_runtime_does_and_saturates_outside_it() ->
 
 
 def activation_quantisers(graph: Path) -> list[tuple[float, int]]:
-    """(scale, zero point) of each uint8 QuantizeLinear in an int8 graph: its activations' ranges."""
+    """(scale, zero point) of each uint8 QuantizeLinear in an int8 graph, in the graph's order: its activations'
+    ranges."""
     model = onnx.load(str(graph))
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     found = []
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear" and constants[node.input[2]].dtype == np.uint8:
             found.append((float(constants[node.input[1]]), int(constants[node.input[2]])))
-    return sorted(found)
+    return found
 
 
 def test_calibrated_ranges_are_the_export_calibrations(tiny_model: dict[str, Path], tmp_path: Path) -> None:
@@ -150,11 +151,11 @@ def test_calibrated_ranges_are_the_export_calibrations(tiny_model: dict[str, Pat
     batches = [rng.uniform(-0.05, 1.05, (3, 1, 20, 20)).astype(np.float32) for _ in range(3)]
     ranges = calibrate(aware, [torch.from_numpy(b) for b in batches])
     assert aware.training and len(ranges) == 5  # 4 convolution inputs and the residual; the mode is given back
-    ours = sorted(
+    ours = [  # in calibrate's order, which set_ranges follows
         (float(scale), int(zero))
         for low, high in ranges
         for zero, scale in [compute_scale_zp(np.float32(low), np.float32(high), np.uint8(0), np.uint8(255))]
-    )
+    ]
     theirs = activation_quantisers(Quantiser(tiny_model["onnx"], batches, tmp_path)("MinMax", []))
     assert len(theirs) == len(ours)
     for (a, za), (b, zb) in zip(ours, theirs, strict=True):
@@ -199,3 +200,13 @@ def test_a_run_with_calibrated_ranges_measures_them_again_and_resumes_exactly(
         train(config, patches, tmp_path / "c", device=torch.device("cpu"))
     with pytest.raises(ValueError, match="qat_ranges calibrated .* needs qat"):
         replace(config, qat="off")
+    checkpoint = tmp_path / "a" / "checkpoint.safetensors"
+    saved = load_checkpoint(checkpoint)
+    for info, why in (
+        ({k: v for k, v in saved.info.items() if k != "qat_ranges"}, "is not 2 pairs"),  # a step past 0 without them
+        (saved.info | {"qat_ranges": [[0.1, 1.0], [0.0, 1.0]]}, "low <= 0 <= high"),
+        (saved.info | {"qat_ranges": [[0.0, 1.0]]}, "is not 2 pairs"),
+    ):
+        save_checkpoint(checkpoint, replace(saved, info=info))
+        with pytest.raises(TrainingError, match=why):
+            run(14, "a", resume=True)

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 LOSSES = ("mse", "l1", "half_sse", "l1_mse")
 
 
+RECALIBRATE_EVERY = 50  # steps between measurements of --qat-ranges calibrated (vdsr.train.qat)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     architecture: str = setting("vdsr", "Network.", tuple(a.value for a in Architecture), "--architecture")
@@ -158,8 +161,8 @@ class TrainConfig:
     )
     qat_ranges: str = setting(
         "batch",
-        "With --qat, the activations' rounding ranges: each batch's own (batch), or the int8 graph's, measured on "
-        "the export's calibration crops every 50 steps (calibrated).",
+        "With --qat, the activations' rounding ranges: each batch's own (batch), or the int8 graph's (MinMax), "
+        f"measured on the export's calibration crops every {RECALIBRATE_EVERY} steps (calibrated).",
         ("batch", "calibrated"),
         "--qat-ranges",
     )

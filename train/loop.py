@@ -194,7 +194,7 @@ def train(
     optimizer = make_optimizer(config, model)
     step, wall_before = 0, 0.0
     ema = copy.deepcopy(model) if config.ema else None  # the moving average: what is validated and saved
-    ranges = RangeKeeper(config, model, train_sets, device)  # quantisation-aware rounding's calibrated ranges
+    ranges = RangeKeeper(config, model, train_sets, device=device, ranks=ranks)  # --qat-ranges calibrated
     if resuming:
         saved = restore(checkpoint_path, config, patches, model=model, optimizer=optimizer)
         found_step, found_wall = saved.info["step"], saved.info["wall_seconds"]

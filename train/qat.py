@@ -7,16 +7,18 @@ The int8 graph's arithmetic, which this copies (ONNX Runtime's QDQ quantiser as 
 - each convolution's input uint8 per tensor, asymmetric over a range that holds 0: the ILR for the first, a ReLU's
   output for the others (the quantiser removes the ReLU into its convolution's output range);
 - the last convolution's output (the residual) the same, before the fp32 Add.
-With `inner`, the first and the last convolution are the graph's fp32 ones, so ONNX Runtime rounds neither the ILR
-nor the residual (256 levels over the residual's whole range: no training removes that error; on the shipped vdsr_real,
-MinMax ranges, every convolution int8 costs up to 0.147 dB on the selection crops, all but those two 0.026 dB); the
-ReLU outputs between them are rounded all the same.
+Not copied: with `every`, the graph's residual Add reads the rounded ILR too (every reader of a quantised tensor reads
+its rounded value), which here only the first convolution does. With `inner`, the first and the last convolution are the
+graph's fp32 ones, so ONNX Runtime rounds neither the ILR nor the residual (256 levels over the residual's whole range:
+no training removes that error; on the shipped vdsr_real, MinMax ranges, every convolution int8 costs up to 0.147 dB on
+the selection crops, all but those two 0.026 dB); the ReLU outputs between them are rounded all the same.
 Activation ranges (config.qat_ranges): `batch`, each batch's own minimum and maximum, no state; or `calibrated`, the
-graph's own: the fp32 network's minimum and maximum over the export's calibration crops (vdsr.bench.calibration),
-measured again every RECALIBRATE_EVERY steps and kept in the checkpoint, so that a resumed run is the uninterrupted
-one. The calibrated ranges are wider than a batch's (the shipped vdsr_real's QAT weights: 1.04-1.51x the median batch's,
-layer by layer), so `batch` trains with finer rounding than the graph has. Values outside a range saturate, as in
-the graph. Rounding passes gradients straight through within the range (Bengio et al. 2013).
+graph's own where the export calibrates with MinMax: the trained (not the averaged, --ema) fp32 network's minimum and
+maximum over the export's calibration crops (vdsr.bench.calibration), the widest of any rank's, measured again every
+RECALIBRATE_EVERY steps and kept in the checkpoint, so that a resumed run is the uninterrupted one. The calibrated
+ranges are wider than a batch's (the shipped vdsr_real's QAT weights: 1.04-1.51x the median batch's, layer by layer), so
+`batch` trains with finer rounding than the graph has. Values outside a range saturate, as in the graph. Rounding passes
+gradients straight through within the range (Bengio et al. 2013).
 Only in training mode: in eval mode (validation, export) the network is the plain fp32 one the graph is made from.
 """
 
@@ -31,7 +33,8 @@ from torch import nn
 from vdsr.bench.calibration import CALIBRATION_SET, calibration_crops
 from vdsr.bench.datasets import Dataset
 from vdsr.errors import TrainingError
-from vdsr.train.config import TrainConfig
+from vdsr.train.config import RECALIBRATE_EVERY, TrainConfig
+from vdsr.train.distributed import SINGLE, Ranks, largest
 
 WEIGHT_CODES = 64  # 7-bit symmetric weights: -64..64
 ACTIVATION_CODES = 255  # uint8 activations: 0..255
@@ -78,7 +81,6 @@ class FakeQuantConv2d(nn.Conv2d):
         return fake_quantised_activation(out, self.output_range) if self.rounds_output else out
 
 
-RECALIBRATE_EVERY = 50  # steps between measurements of the calibrated ranges
 MODES = ("every", "inner")  # every convolution int8; all but the first and the last
 
 
@@ -149,9 +151,15 @@ class RangeKeeper:
     otherwise nothing."""
 
     def __init__(
-        self, config: TrainConfig, model: nn.Module, train_sets: Sequence[Dataset], device: torch.device
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        train_sets: Sequence[Dataset],
+        *,
+        device: torch.device,
+        ranks: Ranks = SINGLE,
     ) -> None:
-        self.model = model
+        self.model, self.device, self.ranks = model, device, ranks
         self.ranges: list[tuple[float, float]] | None = None
         self.batches: list[torch.Tensor] | None = None
         if config.qat_ranges != "calibrated":
@@ -166,7 +174,10 @@ class RangeKeeper:
     def at(self, step: int) -> None:
         """Before training step `step`: measure the ranges again when it is their turn."""
         if self.batches is not None and (self.ranges is None or step % RECALIBRATE_EVERY == 0):
-            self.ranges = calibrate(self.model, self.batches)
+            found = calibrate(self.model, self.batches)  # every rank's own; then the widest, so that all agree
+            self.ranges = [
+                (-largest(-low, self.ranks, self.device), largest(high, self.ranks, self.device)) for low, high in found
+            ]
             set_ranges(self.model, self.ranges)
 
     def info(self) -> dict[str, object]:
@@ -174,19 +185,22 @@ class RangeKeeper:
         return {} if self.ranges is None else {"qat_ranges": [list(r) for r in self.ranges]}
 
     def restore(self, info: dict[str, object], source: object) -> None:
-        """The ranges a checkpoint kept (`source` names it in errors)."""
-        if self.batches is None or "qat_ranges" not in info:
+        """The ranges a checkpoint kept (`source` names it in errors); only a checkpoint of step 0 has none."""
+        if self.batches is None or ("qat_ranges" not in info and info.get("step") == 0):
             return
-        saved = info["qat_ranges"]
+        saved = info.get("qat_ranges")
         sides = len(rounded(self.model))
         if not (
             isinstance(saved, list)
             and len(saved) == sides
             and all(
-                isinstance(r, list) and len(r) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in r)
+                isinstance(r, list)
+                and len(r) == 2
+                and all(isinstance(v, float) and math.isfinite(v) for v in r)
+                and r[0] <= 0 <= r[1]
                 for r in saved
             )
         ):
-            raise TrainingError(f"{source}: 'qat_ranges' is not {sides} pairs of finite numbers")
+            raise TrainingError(f"{source}: 'qat_ranges' is not {sides} pairs of finite numbers low <= 0 <= high")
         self.ranges = [(r[0], r[1]) for r in saved]
         set_ranges(self.model, self.ranges)

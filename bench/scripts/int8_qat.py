@@ -10,7 +10,8 @@ asked. With --validate, also the cost the export holds against the bar (`vdsr.ex
 and Set14 at every trained scale, clean and noisy) of the graph with the first and last in fp32; with --speed, that
 graph's rate and the fp32 graph's on this CPU (ONNX Runtime, the network alone on one 552x552 window: the runtime's
 512 tile and its halo; the median of 5 runs). Rows of an existing --json file are kept unless a label is measured
-again: a curve over a run's checkpoints builds up across runs of this script.
+again: a curve over a run's checkpoints builds up across runs of this script. With --equalise, the int8 graphs are
+made from the channel-equalised fp32 graph (as the export tries where the plain one keeps convolutions in fp32).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import onnx
 import typer
 
 from vdsr.bench.calibration import calibration_batches
 from vdsr.bench.report import environment
+from vdsr.export.equalise import ALPHA, equalised
 from vdsr.export.onnx import export_onnx, save_onnx
 from vdsr.export.quantize import (
     METHODS,
@@ -89,6 +92,9 @@ def main(
         bool, typer.Option(help="Also the first/last-fp32 graph's cost on Set5 and Set14 (the export's bar).")
     ] = False,
     speed: Annotated[bool, typer.Option(help="Also the first/last-fp32 graph's rate and fp32's on this CPU.")] = False,
+    equalise: Annotated[
+        bool, typer.Option(help="Quantise the channel-equalised graph (vdsr.export.equalise) instead; rows say so.")
+    ] = False,
 ) -> None:
     rows: dict[str, Any] = json.loads(json_path.read_text())["rows"] if json_path.is_file() else {}
     command = shlex.join(["python", "-m", "vdsr.bench.scripts.int8_qat", *sys.argv[1:]])
@@ -97,11 +103,15 @@ def main(
         with tempfile.TemporaryDirectory() as tmp:
             graph = Path(tmp) / "fp32.onnx"
             row = fp32_graph(Path(path), graph)
-            quantise = Quantiser(graph, calibration_batches(data_dir, row["scales"]), Path(tmp))
+            batches, source, tag = calibration_batches(data_dir, row["scales"]), graph, ""
+            if equalise:  # the same function in fp32; costs stay measured against the plain fp32 graph's outputs
+                source, tag = Path(tmp) / "equalised.onnx", " equalised"
+                onnx.save(equalised(onnx.load(str(graph)), batches, ALPHA), str(source))
+            quantise = Quantiser(source, batches, Path(tmp))
             cost = selection_cost(quantise, selection_probes(data_dir, row["scales"]))
             ends = [quantise.convs[0], quantise.convs[-1]]
             for name in method or METHODS:
-                for kept, key in (([], "every_int8"), (ends, "first_last_fp32")):
+                for kept, key in (([], f"every_int8{tag}"), (ends, f"first_last_fp32{tag}")):
                     cells = cost(name, kept)
                     ratio = over_bar(cells, share=0.5)  # the export keeps convolutions fp32 while this is > 1
                     row[f"{name} {key}"] = {
@@ -112,11 +122,11 @@ def main(
                     typer.echo(f"{label}: {name} {key}: max {max(cells.values()):.4f} dB, {ratio:.2f}x half the bar")
                 if validate:  # the first/last-fp32 graph, the last one quantised
                     cells = measure_cost(graph, quantise(name, ends), data_dir)
-                    row[f"{name} first_last_fp32 Set5/Set14"] = {"max_db": max(cells.values()), "cells": cells}
-                    typer.echo(f"{label}: {name} first_last_fp32 on Set5/Set14: max {max(cells.values()):.4f} dB")
+                    row[f"{name} first_last_fp32{tag} Set5/Set14"] = {"max_db": max(cells.values()), "cells": cells}
+                    typer.echo(f"{label}: {name} first_last_fp32{tag} on Set5/Set14: max {max(cells.values()):.4f} dB")
                 if speed:
                     rates = {"fp32": megapixels_per_second(graph), "int8": megapixels_per_second(quantise(name, ends))}
-                    row[f"{name} first_last_fp32 speed"] = rates | {"cpu_features": sorted(cpu_features())}
+                    row[f"{name} first_last_fp32{tag} speed"] = rates | {"cpu_features": sorted(cpu_features())}
                     typer.echo(f"{label}: {name} first_last_fp32 MP/s: {rates}")
         rows[label] = row  # written after each label: a run stopped early keeps what it measured
         atomic_write_text(json_path, json.dumps({"rows": rows, "environment": environment(command)}, indent=1) + "\n")

@@ -107,8 +107,17 @@ def test_the_recipe_search_picks_the_cheapest_method_and_keeps_the_most_sensitiv
         lambda line: None,
     )  # fmt: skip
     assert clipped.method == "MinMax" and clipped.kept == ["b", "d"]  # Percentile needs "b", "d", "e" (0.0088)
-    # 3 with every convolution int8, 5 alone; Percentile 3 kept, then MinMax and Entropy stopped at 2 (cannot win)
-    assert clipped.trials == 3 + 5 + 3 + 2 + 2
+    # 3 with every convolution int8, 5 alone per method; Percentile 3 kept, MinMax and Entropy stopped at 2
+    assert clipped.trials == 3 + 3 * 5 + 3 + 2 + 2
+    # each method its own order: MinMax is sensitive at the ends ('a', 'e'), Percentile in the middle ('b', 'c')
+    ends = {"a": 0.02, "b": 0.001, "c": 0.001, "d": 0.001, "e": 0.02}
+    middle = {"a": 0.004, "b": 0.015, "c": 0.015, "d": 0.004, "e": 0.004}
+    by_method = {"MinMax": ends, "Percentile": middle, "Entropy": {c: 1.5 * v for c, v in ends.items()}}
+    own = quantize.choose_recipe(
+        lambda m, k: {"x2 bicubic": sum(v for c, v in by_method[m].items() if c not in k)}, convs, lambda line: None
+    )
+    assert own.method == "MinMax" and own.kept == ["a", "e"]  # Percentile's order would have kept 'b', 'c', 'a'
+
     bounded = quantize.choose_recipe(cost, convs, lambda line: None, at_most=1)
     assert len(bounded.kept) == 1 and quantize.over_bar(bounded.selection_cost, share=0.5) > 1  # over: cannot win
     hopeless = quantize.choose_recipe(lambda m, k: {"x4 bicubic": 1.0}, convs, lambda line: None)

@@ -6,12 +6,13 @@
 For each weights file or training checkpoint: its fp32 graph, and the export's selection cost of its int8 graph
 (`vdsr.export.quantize.selection_cost`: BSD200 crops, never a test set; per cell the larger of the measured and the
 expected PSNR cost) with every convolution int8 and with the first and last in fp32, for each calibration method
-asked. With --validate, also the cost the export holds against the bar (`vdsr.export.quantize.measure_cost`: Set5
-and Set14 at every trained scale, clean and noisy) of the graph with the first and last in fp32; with --speed, that
+asked. With --validate, also the cost the export holds against the bar (`vdsr.export.quantize.measure_cost`: Set5 and
+Set14 at every trained scale, clean and noisy) of the graph with the first and last in fp32; with --speed, that
 graph's rate and the fp32 graph's on this CPU (ONNX Runtime, the network alone on one 552x552 window: the runtime's
-512 tile and its halo; the median of 5 runs). Rows of an existing --json file are kept unless a label is measured
-again: a curve over a run's checkpoints builds up across runs of this script. With --equalise, the int8 graphs are
-made from the channel-equalised fp32 graph (as the export tries where the plain one keeps convolutions in fp32).
+512 tile and its halo; the median of 5 runs). Rows of an existing --json file are kept, and a label measured again
+keeps its other measurements: a curve over a run's checkpoints builds up across runs of this script. With --equalise,
+the int8 graphs are made from the channel-equalised fp32 graph (as the export tries where the plain one keeps
+convolutions in fp32).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def main(
                     rates = {"fp32": megapixels_per_second(graph), "int8": megapixels_per_second(quantise(name, ends))}
                     row[f"{name} first_last_fp32{tag} speed"] = rates | {"cpu_features": sorted(cpu_features())}
                     typer.echo(f"{label}: {name} first_last_fp32 MP/s: {rates}")
-        rows[label] = row  # written after each label: a run stopped early keeps what it measured
+        rows[label] = rows.get(label, {}) | row  # a label's other measurements kept; written after each label
         atomic_write_text(json_path, json.dumps({"rows": rows, "environment": environment(command)}, indent=1) + "\n")
 
 

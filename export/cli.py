@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from vdsr.bench.calibration import CALIBRATION_SET
 from vdsr.bench.datasets import DATA_DIR_ENV, resolve_dataset
 from vdsr.catalogue import DEFAULT_OPSET, MODELS, graph_name, shipped
 from vdsr.errors import ModelError, UsageError
@@ -173,7 +174,7 @@ def main(
             raise UsageError(f"--engine: {engine} is the weights being exported")
         profile = engine_profile(Model.load(source).halo or 0, shapes)
         if int8:  # the calibration and validation images, verified, before any work
-            from vdsr.export.quantize import CALIBRATION_SET, SELECTION_SET, VALIDATION_SETS  # imports onnx
+            from vdsr.export.quantize import SELECTION_SET, VALIDATION_SETS  # imports onnx
 
             for dataset in (CALIBRATION_SET, SELECTION_SET, *VALIDATION_SETS):
                 resolve_dataset(dataset, data_dir)

@@ -16,7 +16,8 @@ measurement for the weights at hand, its cost checked against a bar.
   until the cost is under half the bar; the method keeping fewest wins (see choose_recipe). Where that keeps any
   convolution in fp32, the same search on the graph with its channels equalised across each ReLU
   (vdsr.export.equalise: the same function in fp32), and the recipe that keeps fewer in fp32 is taken (on vdsr_real's
-  quantisation-aware weights: 2 instead of 3). The residual Add always stays fp32.
+  quantisation-aware weights: 2 instead of 3). The residual Add always stays fp32
+  and reads the ILR unrounded (exact_residual_input), even where the first convolution is int8.
 - Checked on Set5 and Set14 at every trained scale, clean and noisy (Gaussian sigma 15 on the 8-bit LR): the table is
   recorded in the graph's metadata with `int8_within_bar`; runtimes run an int8 graph by default only when it is true.
 """
@@ -182,9 +183,23 @@ class Quantiser:
                 calibration_cache_path=self.workdir / f"ranges_{method}.json",
             )
         model = onnx.load(str(output))  # it keeps the fp32 graph's metadata: say what it now is
+        exact_residual_input(model)
         set_metadata(model, {p.key: p.value for p in model.metadata_props} | {"precision": "int8"})
         onnx.save(model, str(output))
         return output
+
+
+def exact_residual_input(model: onnx.ModelProto) -> None:
+    """With the first convolution int8, ONNX Runtime rounds the ILR for every reader, the residual Add too: give the
+    Add the graph's own input back, so that the skip path stays exact whatever the recipe."""
+    produced_by = {out: node for node in model.graph.node for out in node.output}
+    inputs = {i.name for i in model.graph.input}
+    for add in (n for n in model.graph.node if n.op_type == "Add"):
+        for index, name in enumerate(add.input):
+            dq = produced_by.get(name)
+            q = produced_by.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inputs:
+                add.input[index] = q.input[0]
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ The int8 graph's arithmetic, which this copies (ONNX Runtime's QDQ quantiser as 
 - each convolution's input uint8 per tensor, asymmetric over a range that holds 0: the ILR for the first, a ReLU's
   output for the others (the quantiser removes the ReLU into its convolution's output range);
 - the last convolution's output (the residual) the same, before the fp32 Add.
-Not copied: with `every`, the graph's residual Add reads the rounded ILR too (every reader of a quantised tensor reads
-its rounded value), which here only the first convolution does. With `inner`, the first and the last convolution are the
-graph's fp32 ones, so ONNX Runtime rounds neither the ILR nor the residual (256 levels over the residual's whole range:
-no training removes that error; on the shipped vdsr_real, MinMax ranges, every convolution int8 costs up to 0.147 dB on
-the selection crops, all but those two 0.026 dB); the ReLU outputs between them are rounded all the same.
+The residual Add reads the unrounded ILR (the export gives it back: exact_residual_input). With `inner`, the first and
+the last convolution are the graph's fp32 ones, so ONNX Runtime rounds neither the ILR nor the residual (256 levels over
+the residual's whole range: no training removes that error; on the shipped vdsr_real, MinMax ranges, every convolution
+int8 costs up to 0.147 dB on the selection crops, all but those two 0.026 dB); the ReLU outputs between them are rounded
+all the same.
 Activation ranges (config.qat_ranges): `batch`, each batch's own minimum and maximum, no state; or `calibrated`, the
 graph's own where the export calibrates with MinMax: the trained (not the averaged, --ema) fp32 network's minimum and
 maximum over the export's calibration crops (vdsr.bench.calibration), the widest of any rank's, measured again every

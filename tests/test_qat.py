@@ -128,6 +128,12 @@ def test_a_fixed_range_rounds_as_onnx_runtime_does_and_saturates_outside_it() ->
     theirs = (quantize_nparray(TensorProto.UINT8, x, scale, zero).astype(np.float32) - np.float32(zero)) * scale
     assert np.max(np.abs(ours - theirs)) <= 1e-6 * 2
     assert ours.max() <= 1.5 + 1e-6 and ours.min() >= -0.2 - 1e-6 and x.max() > 1.9  # values outside saturate
+    own = torch.from_numpy(x)  # a fixed range equal to the batch's own rounds bit for bit as the batch's does
+    assert torch.equal(fake_quantised_activation(own, (float(own.min()), float(own.max()))),
+                       fake_quantised_activation(own))  # fmt: skip
+    inside = torch.tensor([-0.3, 0.5, 1.7], requires_grad=True)
+    fake_quantised_activation(inside, (-0.2, 1.5)).sum().backward()
+    assert inside.grad is not None and inside.grad.tolist() == [0.0, 1.0, 0.0]  # straight through, not past the range
 
 
 def activation_quantisers(graph: Path) -> list[tuple[float, int]]:

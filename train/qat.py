@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,11 +44,13 @@ ACTIVATION_CODES = 255  # uint8 activations: 0..255
 def fake_quantised_activation(x: torch.Tensor, fixed: tuple[float, float] | None = None) -> torch.Tensor:
     """`x` rounded to 256 levels over [min(x, 0), max(x, 0)] (this batch's range, holding 0 as ONNX Runtime's does),
     or over the `fixed` (low, high)."""
-    if fixed is None:
-        low = torch.clamp(x.detach().amin(), max=0.0).float()
-        high = torch.clamp(x.detach().amax(), min=0.0).float()
-    else:
-        low, high = (torch.tensor(v, dtype=torch.float32, device=x.device) for v in fixed)
+    if fixed is not None:  # the same float32 arithmetic on the host: no device tensors made per layer and step
+        low32, high32 = np.float32(fixed[0]), np.float32(fixed[1])
+        step = max(np.float32((high32 - low32) / np.float32(ACTIVATION_CODES)), np.float32(1e-8))
+        code = int(np.round(-low32 / step))
+        return torch.fake_quantize_per_tensor_affine(x.float(), float(step), code, 0, ACTIVATION_CODES).to(x.dtype)
+    low = torch.clamp(x.detach().amin(), max=0.0).float()
+    high = torch.clamp(x.detach().amax(), min=0.0).float()
     scale = torch.clamp((high - low) / ACTIVATION_CODES, min=1e-8)
     zero = torch.round(-low / scale).to(torch.int32)
     return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, 0, ACTIVATION_CODES).to(x.dtype)
